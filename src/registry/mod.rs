@@ -9,3 +9,4 @@
 //! - [`runner`]: the thin tokio UDP driver that makes `server` a process.
 
 pub mod wire;
+pub mod store;
