@@ -8,5 +8,6 @@
 //! - [`client`]: the daemon-side state machine (register, heartbeat, retries, events).
 //! - [`runner`]: the thin tokio UDP driver that makes `server` a process.
 
-pub mod wire;
+pub mod server;
 pub mod store;
+pub mod wire;

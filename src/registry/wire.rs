@@ -561,7 +561,11 @@ impl Response {
             } => {
                 w.push(status.to_byte());
                 w.extend_from_slice(&registry_time_ms.to_be_bytes());
-                put_text(&mut w, truncate_utf8(message, MAX_ERROR_MESSAGE), MAX_ERROR_MESSAGE)?;
+                put_text(
+                    &mut w,
+                    truncate_utf8(message, MAX_ERROR_MESSAGE),
+                    MAX_ERROR_MESSAGE,
+                )?;
             }
             ResponseBody::LookupResult {
                 hostname,
@@ -1017,7 +1021,10 @@ mod tests {
     fn wireguard_and_foreign_first_bytes_are_not_control() {
         for first in 1..=4u8 {
             assert!(!is_control(&[first, 0, 0, 0]));
-            assert_eq!(Response::decode(&[first, 1, 0x81]), Err(WireError::NotControl));
+            assert_eq!(
+                Response::decode(&[first, 1, 0x81]),
+                Err(WireError::NotControl)
+            );
         }
         assert_eq!(
             Response::decode(&[MAGIC, 2, 0x81]),
