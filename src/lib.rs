@@ -5,3 +5,4 @@ pub mod error;
 pub mod identity;
 pub mod mapping;
 pub mod registry;
+pub mod trust;
