@@ -8,6 +8,7 @@
 //! - [`client`]: the daemon-side state machine (register, heartbeat, retries, events).
 //! - [`runner`]: the thin tokio UDP driver that makes `server` a process.
 
+pub mod client;
 pub mod server;
 pub mod store;
 pub mod wire;
