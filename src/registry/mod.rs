@@ -9,6 +9,7 @@
 //! - [`runner`]: the thin tokio UDP driver that makes `server` a process.
 
 pub mod client;
+pub mod runner;
 pub mod server;
 pub mod store;
 pub mod wire;
