@@ -4,7 +4,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod control;
+pub mod control_task;
 pub mod daemon;
 pub mod error;
 pub mod identity;
