@@ -320,6 +320,24 @@ mod tests {
         node.events.iter().any(pred)
     }
 
+    #[test]
+    fn example_config_parses_and_its_limits_are_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry.toml");
+        let cfg = RegistryConfig::load(&path).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(cfg.limits, Limits::default());
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            bad.path(),
+            "listen = \"127.0.0.1:1\"\nstate_dir = \"/x\"\nfoo = 1\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            RegistryConfig::load(bad.path()),
+            Err(RunnerError::Config { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn two_clients_register_look_up_and_exchange_trust_over_udp_loopback() {
         let dir = tempfile::tempdir().unwrap();
