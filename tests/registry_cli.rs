@@ -96,7 +96,10 @@ fn registry_run_serves_clients_and_stops_on_sigterm() {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the registry did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the registry did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
