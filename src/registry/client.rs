@@ -953,16 +953,11 @@ impl Client {
         hostname: Option<Hostname>,
         original: &[u8],
     ) {
-        // Acknowledge whatever it is, so the registry stops holding it.
-        let ts = self.unix_ms(now, self.registries[reg].offset_ms);
-        if let Ok((_, bytes)) = self.sign(
-            ts,
-            RequestBody::Delivered {
-                nonces: vec![push_id],
-            },
-        ) {
-            self.transmits.push_back((self.registries[reg].addr, bytes));
-        }
+        // Acknowledge whatever it is, so the registry stops holding it (retried if lost).
+        let ack = RequestBody::Delivered {
+            nonces: vec![push_id],
+        };
+        self.send(reg, now, Purpose::Internal, ack);
         let me = self.identity.public_key();
         match verify_trust_message(original, &me, self.unix_ms(now, 0)) {
             Ok(msg) => self.report_trust(msg, hostname),
@@ -1591,6 +1586,25 @@ mod tests {
             .0
             .sign_direct(sim.now, RequestBody::Heartbeat)
             .is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_never_panics_on_random_datagrams(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..20),
+            magic in proptest::prelude::any::<bool>(),
+        ) {
+            let mut sim = Sim::new(1);
+            let reg = sim.registry_addr;
+            for mut d in datagrams {
+                if magic && d.len() >= 2 {
+                    d[0] = 0x50;
+                    d[1] = 1;
+                }
+                sim.clients[0].0.handle_datagram(sim.now, reg, &d);
+            }
+            sim.advance(Duration::from_secs(1));
+        }
     }
 
     #[test]

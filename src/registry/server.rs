@@ -60,6 +60,9 @@ pub struct Limits {
     pub ip_burst: u32,
     /// Datagrams per source IP: tokens per second.
     pub ip_per_sec: u32,
+    /// Most source IPs tracked for rate limiting (idle ones are forgotten each second);
+    /// datagrams from further new IPs are dropped.
+    pub max_tracked_ips: usize,
     /// How long a forwarded endpoint request may wait for its answer (ms).
     pub endpoint_answer_timeout_ms: u64,
 }
@@ -78,6 +81,7 @@ impl Default for Limits {
             query_per_sec: 1,
             ip_burst: 200,
             ip_per_sec: 50,
+            max_tracked_ips: 1_000_000,
             endpoint_answer_timeout_ms: 30_000,
         }
     }
@@ -270,6 +274,12 @@ impl Registry {
     /// Handles one datagram from `from` at `now_ms` (unix ms); returns what to send.
     pub fn handle(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
+        if !self.ip_buckets.contains_key(&from.ip())
+            && self.ip_buckets.len() >= self.limits.max_tracked_ips
+        {
+            self.counters.rate_limited += 1;
+            return Vec::new();
+        }
         let bucket = self
             .ip_buckets
             .entry(from.ip())
@@ -1407,6 +1417,20 @@ pub(crate) mod tests {
         let old = a.signed(T0 + 4_000, RequestBody::ReleaseHostname);
         let out = decode_all(r.handle(T0 + 6_000, a.addr, &old));
         assert_eq!(status_of(&out[0].1), Some(Status::StaleTimestamp));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn registry_never_panics_on_random_datagrams(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1300), 1..20),
+        ) {
+            let mut r = registry();
+            for (i, d) in datagrams.iter().enumerate() {
+                let from = SocketAddr::from(([192, 0, 2, 7], 1000 + i as u16));
+                proptest::prop_assert!(r.handle(T0, from, d).is_empty());
+            }
+            r.handle_timeout(T0 + 1_000);
+        }
     }
 
     #[test]
