@@ -346,6 +346,19 @@ impl Client {
         self.base_unix_ms = unix_ms;
     }
 
+    /// Our wall clock at `now` (unix ms), as used for request timestamps (before any
+    /// per-registry skew correction).
+    pub fn unix_ms_at(&self, now: Instant) -> u64 {
+        self.unix_ms(now, 0)
+    }
+
+    /// A fresh operation id that no request of this client uses, for callers that track
+    /// composite operations (e.g. a lookup followed by a trust request).
+    pub fn reserve_op_id(&mut self) -> OpId {
+        self.next_id += 1;
+        OpId(self.next_id)
+    }
+
     /// Marks `key` trusted or not; endpoint requests are answered for trusted peers only.
     pub fn set_trusted(&mut self, key: PublicKey, trusted: bool) {
         if trusted {
