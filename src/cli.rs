@@ -244,6 +244,7 @@ fn registry_run(args: &RegistryArgs) -> Result<Output, PilotError> {
             }
             RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
             RunnerError::Store(_) => ErrorCode::Internal,
+            RunnerError::Identity(_) => ErrorCode::Unauthorized,
         };
         PilotError::new(code, e.to_string(), e.hint())
     };

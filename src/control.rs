@@ -381,8 +381,13 @@ mod tests {
                     (ControlPlane::new(id, cfg, trust, start, T0), addr)
                 })
                 .collect();
-            let registry =
-                Registry::new(Box::new(MemoryStore::new()), Limits::default(), T0).unwrap();
+            let registry = Registry::new(
+                crate::registry::server::tests::registry_identity(),
+                Box::new(MemoryStore::new()),
+                Limits::default(),
+                T0,
+            )
+            .unwrap();
             let mut net = Net {
                 registry,
                 registry_addr,
