@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -57,6 +58,12 @@ fn registry_run_serves_clients_and_stops_on_sigterm() {
         }
     };
     assert!(state.join("registry.redb").exists());
+    let key_mode = std::fs::metadata(state.join("registry.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600);
 
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
