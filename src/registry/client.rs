@@ -460,7 +460,7 @@ impl Client {
         let body = RequestBody::Lookup {
             hostname: hostname.clone(),
         };
-        self.start_op(now, OpKind::Lookup(hostname), body, None)
+        self.start_op(now, OpKind::Lookup(hostname), body)
     }
 
     /// Claims `hostname` (and keeps claiming it when registering again).
@@ -469,18 +469,13 @@ impl Client {
         let body = RequestBody::SetHostname {
             hostname: hostname.clone(),
         };
-        self.start_op(now, OpKind::SetHostname(hostname), body, None)
+        self.start_op(now, OpKind::SetHostname(hostname), body)
     }
 
     /// Gives up our hostname.
     pub fn release_hostname(&mut self, now: Instant) -> OpId {
         self.config.hostname = None;
-        self.start_op(
-            now,
-            OpKind::ReleaseHostname,
-            RequestBody::ReleaseHostname,
-            None,
-        )
+        self.start_op(now, OpKind::ReleaseHostname, RequestBody::ReleaseHostname)
     }
 
     /// Asks `target` for trust through the registries.
@@ -494,7 +489,7 @@ impl Client {
             target,
             justification,
         };
-        self.start_op(now, OpKind::TrustMessage, body, None)
+        self.start_op(now, OpKind::TrustMessage, body)
     }
 
     /// Answers (or revokes) trust towards `target` through the registries.
@@ -512,7 +507,7 @@ impl Client {
             decision,
             reason,
         };
-        self.start_op(now, OpKind::TrustMessage, body, None)
+        self.start_op(now, OpKind::TrustMessage, body)
     }
 
     /// Asks for `target`'s endpoints (answered only if it trusts us); reports
@@ -522,7 +517,7 @@ impl Client {
             target,
             candidates: self.config.candidates.clone(),
         };
-        self.start_op(now, OpKind::EndpointRequest(target), body, None)
+        self.start_op(now, OpKind::EndpointRequest(target), body)
     }
 
     /// Signs a trust request or response for sending directly to a reachable peer (the same
@@ -705,19 +700,10 @@ impl Client {
         self.send(reg, now, Purpose::Register, body);
     }
 
-    fn start_op(
-        &mut self,
-        now: Instant,
-        kind: OpKind,
-        body: RequestBody,
-        only: Option<usize>,
-    ) -> OpId {
+    fn start_op(&mut self, now: Instant, kind: OpKind, body: RequestBody) -> OpId {
         self.next_id += 1;
         let op = OpId(self.next_id);
-        let targets: Vec<usize> = match only {
-            Some(i) => vec![i],
-            None => (0..self.registries.len()).collect(),
-        };
+        let targets: Vec<usize> = (0..self.registries.len()).collect();
         self.ops.insert(
             op,
             Op {
