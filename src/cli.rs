@@ -46,6 +46,30 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+}
+
+/// `pilotctl registry …`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCmd {
+    /// Run a registry in the foreground until SIGTERM or Ctrl-C (for systemd and containers).
+    Run(RegistryArgs),
+}
+
+/// Options of `registry run`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// UDP ADDR:PORT to listen on (overrides `listen` in the config file).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// State directory for registry.redb (overrides `state_dir`; default $PILOT_HOME/registry).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Registry config file (config/registry.toml is a commented example).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `pilotctl daemon …`.
@@ -195,6 +219,7 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
                 text: format!("hostname set to {h}"),
             })
         }
+        Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
                 PilotError::invalid(
@@ -208,6 +233,68 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             ))
         }
     }
+}
+
+fn registry_run(args: &RegistryArgs) -> Result<Output, PilotError> {
+    use crate::registry::runner::{run_registry_with_config, RegistryConfig, RunnerError};
+    let to_pilot = |e: RunnerError| {
+        let code = match &e {
+            RunnerError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                ErrorCode::AlreadyExists
+            }
+            RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
+            RunnerError::Store(_) => ErrorCode::Internal,
+            RunnerError::Identity(_) => ErrorCode::Unauthorized,
+        };
+        PilotError::new(code, e.to_string(), e.hint())
+    };
+    let mut config = match &args.config {
+        Some(path) => {
+            if !path.exists() {
+                return Err(PilotError::new(
+                    ErrorCode::NotFound,
+                    format!("config file {} does not exist", path.display()),
+                    "give the path of an existing file (config/registry.toml is a commented example)",
+                ));
+            }
+            RegistryConfig::load(path).map_err(to_pilot)?
+        }
+        None => {
+            let listen = args.listen.ok_or_else(|| {
+                PilotError::invalid(
+                    "no listen address: give --listen ADDR:PORT or --config FILE",
+                    "e.g. `pilotctl registry run --listen 0.0.0.0:7000 --state /var/lib/pilot-registry`",
+                )
+            })?;
+            let state = match &args.state {
+                Some(s) => s.clone(),
+                None => paths()?.dir.join("registry"),
+            };
+            RegistryConfig::new(listen, state)
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(s) = &args.state {
+        config.state_dir = s.clone();
+    }
+    let filter = std::env::var("PILOT_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PilotError::internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(run_registry_with_config(config))
+        .map_err(to_pilot)?;
+    Ok(Output::new(
+        &serde_json::json!({"stopped": true}),
+        "registry stopped",
+    ))
 }
 
 fn parse_hostname(name: &str) -> Result<Hostname, PilotError> {

@@ -1,26 +1,25 @@
-//! The daemon's control plane: drives the registry client and the trust store, and applies
-//! their decisions to the tunnels.
+//! The tokio task that drives the sans-IO [`ControlPlane`] for the daemon.
 //!
-//! One tokio task owns both sans-IO cores ([`crate::registry::client::Client`] and
-//! [`crate::trust::TrustStore`]). Its inputs are control datagrams from the data-plane socket,
-//! the client's timers, and commands from the local API; its outputs are datagrams on the same
-//! socket and calls on [`Tunnels`] (add a trusted peer, remove an untrusted one, set an
-//! endpoint). Nothing else changes trust, so there is no lock to get wrong.
+//! One task owns the control plane. Its inputs are control datagrams from the data-plane
+//! socket, the control plane's timers, and commands from the local API; its outputs are
+//! datagrams on the same socket and calls on [`Tunnels`] (add a trusted peer, remove an
+//! untrusted one, set an endpoint). Nothing else changes trust, so there is no lock to get
+//! wrong. API calls that need a registry's answer are answered when their operation completes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::{ControlEvent, ControlPlane, TrustTarget};
 use crate::error::{ErrorCode, PilotError};
-use crate::identity::{Identity, PublicKey};
+use crate::identity::PublicKey;
 use crate::mapping::{Hostname, NetworkPrefix, PeerRef};
-use crate::registry::client::{Client, ClientConfig, ClientEvent, OpId};
+use crate::registry::client::{ClientEvent, OpId};
 use crate::registry::runner::unix_ms_now;
-use crate::trust::{AllowList, TrustEffect, TrustError, TrustState, TrustStore};
+use crate::trust::{TrustError, TrustState};
 
 /// What the control plane needs from the data plane.
 pub trait Tunnels: Send + Sync + 'static {
@@ -81,7 +80,7 @@ pub enum ControlCommand {
 
 type Reply = oneshot::Sender<Result<serde_json::Value, PilotError>>;
 
-/// The API side's handle on the control plane.
+/// The API side's handle on the control task.
 #[derive(Clone)]
 pub struct ControlHandle {
     tx: mpsc::Sender<(ControlCommand, Reply)>,
@@ -104,61 +103,34 @@ impl ControlHandle {
             Err(_) => Err(PilotError::new(
                 ErrorCode::Timeout,
                 "no registry answered in time",
-                "check that the registries are reachable (`pilotctl info` lists them); the request is still being retried",
+                "check that the registries are reachable; the request is still being retried",
             )),
         }
     }
 }
 
-/// Settings for the control plane.
+/// Settings for the control task.
 #[derive(Debug, Clone)]
-pub struct ControlConfig {
-    /// Registries (resolved).
-    pub registries: Vec<SocketAddr>,
-    /// Hostname to claim.
-    pub hostname: Option<Hostname>,
-    /// Our local candidates (LAN addresses with the tunnel port).
-    pub candidates: Vec<SocketAddr>,
-    /// Trust allow-list entries (keys or hostnames) from config.
-    pub allow: Vec<String>,
+pub struct ControlTaskConfig {
     /// The overlay network (to print peers' IPv6 addresses).
     pub network: NetworkPrefix,
-    /// Peers pinned in config: trusted without the store.
+    /// Peers pinned in config: trusted without the store, never removed.
     pub static_peers: Vec<PublicKey>,
-}
-
-/// Builds the allow-list from config entries; each must be a public key or a hostname.
-pub fn parse_allow_list(entries: &[String]) -> Result<AllowList, PilotError> {
-    let mut allow = AllowList::default();
-    for e in entries {
-        if let Ok(k) = e.parse::<PublicKey>() {
-            allow.keys.insert(k);
-        } else if let Ok(h) = Hostname::new(e.strip_suffix(".pilot").unwrap_or(e)) {
-            allow.hostnames.insert(h);
-        } else {
-            return Err(PilotError::invalid(
-                format!("trust.allow: {e:?} is neither a public key nor a hostname"),
-                "list base64 public keys or hostnames",
-            ));
-        }
-    }
-    Ok(allow)
+    /// Whether any registry is configured.
+    pub has_registry: bool,
 }
 
 /// What an API call is waiting for.
 enum Waiting {
-    /// A lookup whose result completes a command.
-    Lookup { then: AfterLookup, reply: Reply },
-    /// An operation whose `Done` answers the call with `data`.
+    /// A lookup (`find`).
+    Find(Reply),
+    /// An operation about `peer` (known key, or a hostname still being looked up).
     Op {
-        data: serde_json::Value,
+        peer: Result<PublicKey, Hostname>,
         reply: Reply,
     },
-}
-
-enum AfterLookup {
-    Find,
-    Handshake { justification: String },
+    /// A hostname claim.
+    Hostname(Hostname, Reply),
 }
 
 fn trust_err(e: TrustError) -> PilotError {
@@ -172,62 +144,40 @@ fn trust_err(e: TrustError) -> PilotError {
     PilotError::new(code, e.to_string(), hint)
 }
 
-/// One trust record as the API shows it.
-#[derive(Debug, Serialize)]
-struct TrustView {
-    public_key: String,
-    address: String,
-    ipv6: String,
-    hostname: Option<String>,
-    #[serde(flatten)]
-    state: TrustState,
-}
-
-/// The control plane task's state.
-pub struct ControlPlane<T: Tunnels> {
-    client: Option<Client>,
-    trust: TrustStore,
-    tunnels: Arc<T>,
-    config: ControlConfig,
-    waiting: HashMap<OpId, Waiting>,
-    /// Trusted peers whose endpoints we asked for and when.
-    endpoint_asked: HashMap<PublicKey, Instant>,
-}
-
 /// How often to ask again for a trusted peer's endpoints while it has none.
 const ENDPOINT_RETRY: Duration = Duration::from_secs(5);
 
-impl<T: Tunnels> ControlPlane<T> {
-    /// Starts the control plane task. Trusted peers from the store are given to the tunnels at
-    /// once, so tunnels come back after a restart without asking anyone.
+/// The control task's state.
+pub struct ControlTask<T: Tunnels> {
+    plane: ControlPlane,
+    tunnels: Arc<T>,
+    config: ControlTaskConfig,
+    waiting: HashMap<OpId, Waiting>,
+    /// Trusted peers whose endpoints we asked for, and when.
+    endpoint_asked: HashMap<PublicKey, Instant>,
+}
+
+impl<T: Tunnels> ControlTask<T> {
+    /// Starts the task. Static peers are marked trusted at the client (they may learn our
+    /// endpoints); peers the store trusts reach the tunnels through the plane's first events.
     pub fn spawn(
-        identity: Arc<Identity>,
-        trust: TrustStore,
+        mut plane: ControlPlane,
         tunnels: Arc<T>,
-        config: ControlConfig,
+        config: ControlTaskConfig,
         control_rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     ) -> ControlHandle {
-        let now = Instant::now();
-        let client = (!config.registries.is_empty()).then(|| {
-            let mut cc = ClientConfig::new(config.registries.clone());
-            cc.hostname = config.hostname.clone();
-            cc.candidates = config.candidates.clone();
-            Client::new(identity.clone(), cc, now, unix_ms_now())
-        });
-        let mut plane = ControlPlane {
-            client,
-            trust,
+        for k in &config.static_peers {
+            plane.client().set_trusted(*k, true);
+        }
+        let task = ControlTask {
+            plane,
             tunnels,
             config,
             waiting: HashMap::new(),
             endpoint_asked: HashMap::new(),
         };
-        let trusted: Vec<PublicKey> = plane.trust.trusted().copied().collect();
-        for key in trusted {
-            plane.on_trusted(now, key);
-        }
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(plane.run(rx, control_rx));
+        tokio::spawn(task.run(rx, control_rx));
         ControlHandle { tx }
     }
 
@@ -241,9 +191,8 @@ impl<T: Tunnels> ControlPlane<T> {
         loop {
             self.flush();
             let deadline = self
-                .client
-                .as_ref()
-                .and_then(|c| c.poll_timeout())
+                .plane
+                .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             let timer = async {
                 match deadline {
@@ -257,39 +206,25 @@ impl<T: Tunnels> ControlPlane<T> {
                     None => return,
                 },
                 dg = datagrams.recv() => match dg {
-                    Some((from, bytes)) => {
-                        if let Some(c) = self.client.as_mut() {
-                            c.handle_datagram(Instant::now(), from, &bytes);
-                        }
-                    }
+                    Some((from, bytes)) => self.plane.handle_datagram(Instant::now(), from, &bytes),
                     None => return,
                 },
-                _ = timer => {
-                    if let Some(c) = self.client.as_mut() {
-                        c.handle_timeout(Instant::now());
-                    }
-                }
-                _ = clock_sync.tick() => {
-                    if let Some(c) = self.client.as_mut() {
-                        c.sync_clock(Instant::now(), unix_ms_now());
-                    }
-                }
+                _ = timer => self.plane.handle_timeout(Instant::now()),
+                _ = clock_sync.tick() => self.plane.client().sync_clock(Instant::now(), unix_ms_now()),
                 _ = housekeeping.tick() => self.retry_endpoints(Instant::now()),
             }
         }
     }
 
-    /// Sends what the client queued and handles what it reported.
+    /// Sends what the plane queued and handles what it reported, until both are empty.
     fn flush(&mut self) {
         loop {
             let mut progressed = false;
-            if let Some(c) = self.client.as_mut() {
-                while let Some((dst, bytes)) = c.poll_transmit() {
-                    self.tunnels.send_control(dst, &bytes);
-                    progressed = true;
-                }
+            while let Some((dst, bytes)) = self.plane.poll_transmit() {
+                self.tunnels.send_control(dst, &bytes);
+                progressed = true;
             }
-            while let Some(ev) = self.client.as_mut().and_then(|c| c.poll_event()) {
+            while let Some(ev) = self.plane.poll_event() {
                 self.event(ev);
                 progressed = true;
             }
@@ -299,228 +234,179 @@ impl<T: Tunnels> ControlPlane<T> {
         }
     }
 
-    fn now_ms() -> u64 {
-        unix_ms_now()
+    fn is_allowed(&self, key: &PublicKey) -> bool {
+        self.plane.is_trusted(key) || self.config.static_peers.contains(key)
     }
 
+    /// How the API shows one peer's trust.
     fn view(&self, key: &PublicKey) -> serde_json::Value {
-        let rec = self.trust.get(key);
+        let rec = self.plane.trust().get(key);
+        let state = match rec.map(|r| &r.state) {
+            Some(TrustState::Pending { .. }) => "pending",
+            Some(TrustState::Requested { .. }) => "requested",
+            Some(TrustState::Trusted { .. }) => "trusted",
+            Some(TrustState::Rejected { .. }) => "rejected",
+            None if self.config.static_peers.contains(key) => "static",
+            None => "none",
+        };
         serde_json::json!({
             "public_key": key.to_string(),
             "address": key.addr48().to_string(),
             "ipv6": self.config.network.ipv6(key.addr48()).to_string(),
             "hostname": rec.and_then(|r| r.hostname.as_ref()).map(|h| h.to_string()),
-            "state": rec.map(|r| match r.state {
-                TrustState::Pending { .. } => "pending",
-                TrustState::Requested { .. } => "requested",
-                TrustState::Trusted { .. } => "trusted",
-                TrustState::Rejected { .. } => "rejected",
-            }).unwrap_or("none"),
+            "state": state,
         })
     }
 
-    fn apply(&mut self, effects: Vec<TrustEffect>) {
-        let now = Instant::now();
-        for e in effects {
-            match e {
-                TrustEffect::SendRequest { to, justification } => {
-                    if let Some(c) = self.client.as_mut() {
-                        c.send_trust_request(now, to, justification);
-                    }
-                }
-                TrustEffect::SendResponse {
-                    to,
-                    in_reply_to,
-                    decision,
-                    reason,
-                } => {
-                    if let Some(c) = self.client.as_mut() {
-                        c.respond_trust(now, to, in_reply_to, decision, reason);
-                    }
-                }
-                TrustEffect::Trusted(key) => {
-                    tracing::info!(peer = %key, "mutual trust established");
-                    self.on_trusted(now, key);
-                }
-                TrustEffect::Untrusted(key) => {
-                    tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
-                    self.on_untrusted(key);
-                }
-                TrustEffect::AwaitingApproval {
-                    from,
-                    hostname,
-                    justification,
-                } => {
-                    tracing::info!(
-                        peer = %from,
-                        hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or("-"),
-                        justification = %justification,
-                        "trust request waiting for approval (`pilotctl pending`)"
-                    );
-                }
-                TrustEffect::RejectedBy(key) => {
-                    tracing::info!(peer = %key, "our trust request was rejected");
-                }
-            }
-        }
-    }
-
-    fn on_trusted(&mut self, now: Instant, key: PublicKey) {
-        let hostname = self.trust.get(&key).and_then(|r| r.hostname.clone());
-        self.tunnels.add_peer(key, hostname.as_ref());
-        if let Some(c) = self.client.as_mut() {
-            c.set_trusted(key, true);
-            if !self.tunnels.has_endpoint(&key) {
-                c.request_endpoints(now, key);
-                self.endpoint_asked.insert(key, now);
-            }
-        }
-    }
-
-    fn on_untrusted(&mut self, key: PublicKey) {
-        if self.config.static_peers.contains(&key) {
-            return;
-        }
-        self.tunnels.remove_peer(&key);
-        self.endpoint_asked.remove(&key);
-        if let Some(c) = self.client.as_mut() {
-            c.set_trusted(key, false);
+    fn ask_endpoints(&mut self, now: Instant, key: PublicKey) {
+        if self.config.has_registry && !self.tunnels.has_endpoint(&key) {
+            self.plane.client().request_endpoints(now, key);
+            self.endpoint_asked.insert(key, now);
         }
     }
 
     /// Trusted peers still without an endpoint are asked for again now and then.
     fn retry_endpoints(&mut self, now: Instant) {
-        let Some(c) = self.client.as_mut() else {
-            return;
-        };
-        if !c.is_registered() {
+        if !self.config.has_registry || !self.plane.client().is_registered() {
             return;
         }
-        let keys: Vec<PublicKey> = self.trust.trusted().copied().collect();
+        let keys: Vec<PublicKey> = self.plane.trust().trusted().copied().collect();
         for key in keys {
-            if self.tunnels.has_endpoint(&key) {
-                continue;
-            }
             let due = self
                 .endpoint_asked
                 .get(&key)
                 .is_none_or(|t| now.duration_since(*t) >= ENDPOINT_RETRY);
             if due {
-                c.request_endpoints(now, key);
-                self.endpoint_asked.insert(key, now);
+                self.ask_endpoints(now, key);
             }
         }
     }
 
-    fn event(&mut self, ev: ClientEvent) {
-        let now_ms = Self::now_ms();
+    fn reply_op(&mut self, op: OpId, result: Result<(), PilotError>) {
+        let Some(w) = self.waiting.remove(&op) else {
+            return;
+        };
+        match w {
+            Waiting::Find(reply) => {
+                let _ = reply.send(result.map(|_| serde_json::Value::Null));
+            }
+            Waiting::Hostname(h, reply) => {
+                let _ = reply.send(result.map(|_| serde_json::json!({ "hostname": h.to_string() })));
+            }
+            Waiting::Op { peer, reply } => {
+                let key = match &peer {
+                    Ok(k) => Some(*k),
+                    Err(name) => self
+                        .plane
+                        .trust()
+                        .peers()
+                        .find(|p| p.hostname.as_ref() == Some(name))
+                        .map(|p| p.key),
+                };
+                let _ = reply.send(result.map(|_| match key {
+                    Some(k) => self.view(&k),
+                    None => serde_json::Value::Null,
+                }));
+            }
+        }
+    }
+
+    fn event(&mut self, ev: ControlEvent) {
+        let now = Instant::now();
+        match ev {
+            ControlEvent::AddPeer(key) => {
+                tracing::info!(peer = %key, "peer trusted: tunnel allowed");
+                let hostname = self.plane.trust().get(&key).and_then(|r| r.hostname.clone());
+                self.tunnels.add_peer(key, hostname.as_ref());
+                self.ask_endpoints(now, key);
+            }
+            ControlEvent::RemovePeer(key) => {
+                self.endpoint_asked.remove(&key);
+                if !self.config.static_peers.contains(&key) {
+                    tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
+                    self.tunnels.remove_peer(&key);
+                }
+            }
+            ControlEvent::AwaitingApproval {
+                from,
+                hostname,
+                justification,
+            } => tracing::info!(
+                peer = %from,
+                hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+                justification = %justification,
+                "trust request waiting for approval (`pilotctl pending`)"
+            ),
+            ControlEvent::RejectedBy(key) => {
+                tracing::info!(peer = %key, "our trust request was rejected")
+            }
+            ControlEvent::Done { op } => self.reply_op(op, Ok(())),
+            ControlEvent::Failed { op, error } => self.reply_op(op, Err(error)),
+            ControlEvent::Client(ev) => self.client_event(now, ev),
+        }
+    }
+
+    fn client_event(&mut self, now: Instant, ev: ClientEvent) {
         match ev {
             ClientEvent::Registered { registry } => {
                 tracing::info!(%registry, "registered");
                 self.endpoint_asked.clear();
-                self.retry_endpoints(Instant::now());
+                self.retry_endpoints(now);
             }
             ClientEvent::RegistryLost { registry } => {
-                tracing::warn!(%registry, "registry lost; registering again");
+                tracing::warn!(%registry, "registry lost; registering again")
             }
             ClientEvent::ReflexiveAddress { registry, addr } => {
-                tracing::info!(%registry, %addr, "reflexive address");
+                tracing::info!(%registry, %addr, "reflexive address")
             }
             ClientEvent::HostnameTaken { registry, hostname } => {
-                tracing::warn!(%registry, %hostname, "hostname is held by another key");
+                tracing::warn!(%registry, %hostname, "hostname is held by another key")
             }
             ClientEvent::LookupResult {
                 op, hostname, key, ..
             } => {
-                if let Some(Waiting::Lookup { then, reply }) = self.waiting.remove(&op) {
-                    match then {
-                        AfterLookup::Find => {
-                            let _ = reply.send(Ok(serde_json::json!({
-                                "hostname": hostname.to_string(),
-                                "public_key": key.to_string(),
-                                "address": key.addr48().to_string(),
-                                "ipv6": self.config.network.ipv6(key.addr48()).to_string(),
-                            })));
-                        }
-                        AfterLookup::Handshake { justification } => {
-                            self.handshake_key(key, Some(hostname), justification, reply)
-                        }
-                    }
+                if let Some(Waiting::Find(reply)) = self.waiting.remove(&op) {
+                    let _ = reply.send(Ok(serde_json::json!({
+                        "hostname": hostname.to_string(),
+                        "public_key": key.to_string(),
+                        "address": key.addr48().to_string(),
+                        "ipv6": self.config.network.ipv6(key.addr48()).to_string(),
+                    })));
                 }
             }
-            ClientEvent::TrustRequestReceived {
-                from,
-                hostname,
-                justification,
-                nonce,
-                sent_ms,
-            } => {
-                match self
-                    .trust
-                    .on_request(from, hostname, &justification, nonce, sent_ms, now_ms)
-                {
-                    Ok(effects) => self.apply(effects),
-                    Err(e) => tracing::error!(error = %e, "trust store"),
-                }
-            }
-            ClientEvent::TrustResponseReceived {
-                from,
-                decision,
-                sent_ms,
-                ..
-            } => match self.trust.on_response(from, decision, sent_ms, now_ms) {
-                Ok(effects) => self.apply(effects),
-                Err(e) => tracing::error!(error = %e, "trust store"),
-            },
-            ClientEvent::EndpointRequested { from, candidates }
-            | ClientEvent::EndpointInfo {
-                peer: from,
+            ClientEvent::EndpointRequested {
+                from: peer,
                 candidates,
-                ..
+            }
+            | ClientEvent::EndpointInfo {
+                peer, candidates, ..
             } => {
-                // Only trusted peers are answered by the client and only trusted peers'
-                // answers reach us; check again anyway: endpoints go to trusted peers only.
-                if self.trust.is_trusted(&from) || self.config.static_peers.contains(&from) {
+                // Endpoints are exchanged between trusted peers only; check again anyway.
+                if self.is_allowed(&peer) && !self.tunnels.has_endpoint(&peer) {
                     if let Some(ep) = candidates.first() {
-                        if !self.tunnels.has_endpoint(&from) {
-                            tracing::info!(peer = %from, endpoint = %ep, "peer endpoint learned");
-                            self.tunnels.set_endpoint(&from, *ep);
-                        }
+                        tracing::info!(%peer, endpoint = %ep, "peer endpoint learned");
+                        self.tunnels.set_endpoint(&peer, *ep);
                     }
                 }
             }
-            ClientEvent::Done { op } => match self.waiting.remove(&op) {
-                Some(Waiting::Op { data, reply }) => {
-                    let _ = reply.send(Ok(data));
-                }
-                Some(other) => {
-                    self.waiting.insert(op, other);
-                }
-                None => {}
-            },
-            ClientEvent::Failed { op, error } => {
-                if let Some(w) = self.waiting.remove(&op) {
-                    let reply = match w {
-                        Waiting::Op { reply, .. } | Waiting::Lookup { reply, .. } => reply,
-                    };
-                    let _ = reply.send(Err(error));
-                }
+            ClientEvent::Done { op } => self.reply_op(op, Ok(())),
+            ClientEvent::Failed { op, error } => self.reply_op(op, Err(error)),
+            ClientEvent::TrustRequestReceived { .. } | ClientEvent::TrustResponseReceived { .. } => {
             }
         }
     }
 
     /// A peer reference to a key without asking the registries, if possible.
     fn resolve_local(&self, peer: &PeerRef) -> Option<PublicKey> {
+        let trust = self.plane.trust();
         match peer {
             PeerRef::PublicKey(k) => Some(*k),
-            PeerRef::Addr48(a) => self
-                .trust
+            PeerRef::Addr48(a) => trust
                 .peers()
                 .map(|p| p.key)
                 .chain(self.config.static_peers.iter().copied())
                 .find(|k| k.addr48() == *a),
-            PeerRef::Hostname(h) => self
-                .trust
+            PeerRef::Hostname(h) => trust
                 .peers()
                 .find(|p| p.hostname.as_ref() == Some(h))
                 .map(|p| p.key),
@@ -531,7 +417,7 @@ impl<T: Tunnels> ControlPlane<T> {
         PilotError::new(
             ErrorCode::NotFound,
             format!("no known peer matches `{peer}`"),
-            "name the peer by hostname (with a registry configured) or by public key",
+            "name the peer by hostname (with a registry configured), by address of a peer you know, or by public key",
         )
     }
 
@@ -545,48 +431,44 @@ impl<T: Tunnels> ControlPlane<T> {
 
     fn command(&mut self, cmd: ControlCommand, reply: Reply) {
         let now = Instant::now();
-        let now_ms = Self::now_ms();
         match cmd {
             ControlCommand::Handshake {
                 peer,
                 justification,
             } => {
-                if justification.len() > crate::registry::wire::MAX_JUSTIFICATION {
-                    let _ = reply.send(Err(PilotError::invalid(
-                        format!(
-                            "the justification is {} bytes; at most {} are allowed",
-                            justification.len(),
-                            crate::registry::wire::MAX_JUSTIFICATION
-                        ),
-                        "shorten it",
-                    )));
-                    return;
-                }
-                match (&peer, self.resolve_local(&peer)) {
-                    (PeerRef::Hostname(h), _) if self.client.is_some() => {
-                        // The registry's binding is authoritative for names.
-                        let op = self
-                            .client
-                            .as_mut()
-                            .expect("checked")
-                            .lookup(now, h.clone());
-                        self.waiting.insert(
-                            op,
-                            Waiting::Lookup {
-                                then: AfterLookup::Handshake { justification },
-                                reply,
-                            },
-                        );
+                let target = match (&peer, self.resolve_local(&peer)) {
+                    (PeerRef::Hostname(h), _) if self.config.has_registry => {
+                        TrustTarget::Name(h.clone())
                     }
-                    (_, Some(key)) => self.handshake_key(key, None, justification, reply),
+                    (_, Some(k)) => TrustTarget::Key(k),
                     (_, None) => {
                         let _ = reply.send(Err(Self::not_found(&peer)));
+                        return;
+                    }
+                };
+                let who = match &target {
+                    TrustTarget::Key(k) => Ok(*k),
+                    TrustTarget::Name(h) => Err(h.clone()),
+                };
+                if let Ok(k) = who {
+                    if self.config.static_peers.contains(&k) {
+                        let _ = reply.send(Ok(self.view(&k)));
+                        return;
+                    }
+                }
+                match self.plane.request_trust(now, target, &justification) {
+                    Ok(op) => {
+                        self.waiting.insert(op, Waiting::Op { peer: who, reply });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(trust_err(e)));
                     }
                 }
             }
             ControlCommand::Pending => {
                 let pending: Vec<serde_json::Value> = self
-                    .trust
+                    .plane
+                    .trust()
                     .peers()
                     .filter_map(|p| match &p.state {
                         TrustState::Pending {
@@ -605,119 +487,68 @@ impl<T: Tunnels> ControlPlane<T> {
                 let _ = reply.send(Ok(serde_json::json!({ "pending": pending })));
             }
             ControlCommand::Approve { peer } => {
-                let Some(key) = self.resolve_local(&peer) else {
-                    let _ = reply.send(Err(Self::not_found(&peer)));
-                    return;
-                };
-                let r = self.trust.approve(&key, now_ms).map_err(trust_err);
-                let r = r.map(|effects| {
-                    self.apply(effects);
-                    self.view(&key)
-                });
-                let _ = reply.send(r);
+                self.decide(now, &peer, reply, |p, now, k| p.approve(now, k))
             }
             ControlCommand::Reject { peer, reason } => {
-                let Some(key) = self.resolve_local(&peer) else {
-                    let _ = reply.send(Err(Self::not_found(&peer)));
-                    return;
-                };
-                let r = self.trust.reject(&key, &reason, now_ms).map_err(trust_err);
-                let r = r.map(|effects| {
-                    self.apply(effects);
-                    self.view(&key)
-                });
-                let _ = reply.send(r);
+                self.decide(now, &peer, reply, |p, now, k| p.reject(now, k, &reason))
             }
             ControlCommand::Untrust { peer } => {
-                let Some(key) = self.resolve_local(&peer) else {
-                    let _ = reply.send(Err(Self::not_found(&peer)));
-                    return;
-                };
-                let r = self.trust.untrust(&key).map_err(trust_err);
-                let r = r.map(|effects| {
-                    self.apply(effects);
-                    self.view(&key)
-                });
-                let _ = reply.send(r);
+                self.decide(now, &peer, reply, |p, now, k| p.untrust(now, k))
             }
             ControlCommand::TrustList => {
-                let list: Vec<TrustView> = self
-                    .trust
+                let peers: Vec<serde_json::Value> = self
+                    .plane
+                    .trust()
                     .peers()
-                    .map(|p| TrustView {
-                        public_key: p.key.to_string(),
-                        address: p.key.addr48().to_string(),
-                        ipv6: self.config.network.ipv6(p.key.addr48()).to_string(),
-                        hostname: p.hostname.as_ref().map(|h| h.to_string()),
-                        state: p.state.clone(),
-                    })
+                    .map(|p| self.view(&p.key))
+                    .chain(self.config.static_peers.iter().map(|k| self.view(k)))
                     .collect();
-                let statics: Vec<String> = self
-                    .config
-                    .static_peers
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect();
-                let _ = reply.send(Ok(
-                    serde_json::json!({ "peers": list, "static_peers": statics }),
-                ));
+                let _ = reply.send(Ok(serde_json::json!({ "peers": peers })));
             }
-            ControlCommand::Find { hostname } => match self.client.as_mut() {
-                Some(c) => {
-                    let op = c.lookup(now, hostname);
-                    self.waiting.insert(
-                        op,
-                        Waiting::Lookup {
-                            then: AfterLookup::Find,
-                            reply,
-                        },
-                    );
-                }
-                None => {
+            ControlCommand::Find { hostname } => {
+                if !self.config.has_registry {
                     let _ = reply.send(Err(Self::no_registry()));
+                    return;
                 }
-            },
-            ControlCommand::SetHostname { hostname } => match self.client.as_mut() {
-                Some(c) => {
-                    let op = c.set_hostname(now, hostname.clone());
-                    self.waiting.insert(
-                        op,
-                        Waiting::Op {
-                            data: serde_json::json!({ "hostname": hostname.to_string() }),
-                            reply,
-                        },
-                    );
+                let op = self.plane.client().lookup(now, hostname);
+                self.waiting.insert(op, Waiting::Find(reply));
+            }
+            ControlCommand::SetHostname { hostname } => {
+                if !self.config.has_registry {
+                    let _ = reply.send(Ok(serde_json::json!({ "hostname": hostname.to_string() })));
+                    return;
                 }
-                None => {
-                    let _ =
-                        reply.send(Ok(serde_json::json!({ "hostname": hostname.to_string() })));
-                }
-            },
+                let op = self.plane.client().set_hostname(now, hostname.clone());
+                self.waiting.insert(op, Waiting::Hostname(hostname, reply));
+            }
         }
     }
 
-    fn handshake_key(
+    /// Approve, reject or untrust: resolve the peer, change the store, answer when the peer has
+    /// been told (or at once when no message is needed).
+    fn decide(
         &mut self,
-        key: PublicKey,
-        hostname: Option<Hostname>,
-        justification: String,
+        now: Instant,
+        peer: &PeerRef,
         reply: Reply,
+        f: impl FnOnce(&mut ControlPlane, Instant, &PublicKey) -> Result<OpId, TrustError>,
     ) {
-        let now_ms = Self::now_ms();
-        match self.trust.request(key, hostname, &justification, now_ms) {
+        let Some(key) = self.resolve_local(peer) else {
+            let _ = reply.send(Err(Self::not_found(peer)));
+            return;
+        };
+        match f(&mut self.plane, now, &key) {
+            Ok(op) => {
+                self.waiting.insert(
+                    op,
+                    Waiting::Op {
+                        peer: Ok(key),
+                        reply,
+                    },
+                );
+            }
             Err(e) => {
                 let _ = reply.send(Err(trust_err(e)));
-            }
-            Ok(effects) => {
-                let sends_request = effects
-                    .iter()
-                    .any(|e| matches!(e, TrustEffect::SendRequest { .. }));
-                if sends_request && self.client.is_none() {
-                    let _ = reply.send(Err(Self::no_registry()));
-                    return;
-                }
-                self.apply(effects);
-                let _ = reply.send(Ok(self.view(&key)));
             }
         }
     }

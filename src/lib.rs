@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control_task;
+pub mod control;
 pub mod daemon;
 pub mod error;
 pub mod identity;

@@ -106,6 +106,28 @@ pub struct AllowList {
 }
 
 impl AllowList {
+    /// Builds the list from config entries (`[trust] allow`): each is a public key (base64 or
+    /// hex) or a hostname (an optional `.pilot` suffix is dropped).
+    pub fn from_entries<S: AsRef<str>>(entries: &[S]) -> Result<Self, crate::error::PilotError> {
+        let mut allow = AllowList::default();
+        for e in entries {
+            let e = e.as_ref().trim();
+            if let Ok(k) = e.parse::<PublicKey>() {
+                allow.keys.insert(k);
+                continue;
+            }
+            let name = e.strip_suffix(".pilot").unwrap_or(e);
+            let h = Hostname::new(name).map_err(|err| {
+                crate::error::PilotError::invalid(
+                    format!("trust allow-list entry `{e}` is neither a public key nor a hostname: {err}"),
+                    "write a base64 (44 characters) or hex (64 digits) public key, or a hostname",
+                )
+            })?;
+            allow.hostnames.insert(h);
+        }
+        Ok(allow)
+    }
+
     /// Whether a request from `key` (registry name `hostname`) is approved at once.
     pub fn allows(&self, key: &PublicKey, hostname: Option<&Hostname>) -> bool {
         self.keys.contains(key) || hostname.is_some_and(|h| self.hostnames.contains(h))
@@ -867,6 +889,21 @@ mod tests {
         let fx = s.on_request(key(4), None, "", [3; 16], NOW, NOW).unwrap();
         assert!(matches!(fx[..], [TrustEffect::AwaitingApproval { .. }]));
         assert!(s.is_trusted(&key(2)) && s.is_trusted(&key(3)) && !s.is_trusted(&key(4)));
+    }
+
+    #[test]
+    fn allow_list_entries_are_keys_or_hostnames() {
+        let k = key(2).to_string();
+        let allow =
+            AllowList::from_entries(&[k.as_str(), "orchestrator.pilot", "ci-runner"]).unwrap();
+        assert!(allow.keys.contains(&key(2)));
+        assert!(allow
+            .hostnames
+            .contains(&Hostname::new("orchestrator").unwrap()));
+        assert!(allow
+            .hostnames
+            .contains(&Hostname::new("ci-runner").unwrap()));
+        assert!(AllowList::from_entries(&["Not A Name"]).is_err());
     }
 
     #[test]

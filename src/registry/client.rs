@@ -59,6 +59,9 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// How long to wait for a peer's endpoint answer after the registry forwarded our request.
     pub endpoint_answer_timeout: Duration,
+    /// Registry keys pinned by configuration. A registry without a pinned key is trusted on
+    /// first use: its key is learned from its first signed `Registered` answer.
+    pub pinned_keys: HashMap<SocketAddr, PublicKey>,
 }
 
 impl ClientConfig {
@@ -73,8 +76,37 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(30),
             max_attempts: 5,
             endpoint_answer_timeout: Duration::from_secs(10),
+            pinned_keys: HashMap::new(),
         }
     }
+}
+
+/// Splits a registry entry from configuration, `HOST:PORT` or `HOST:PORT#KEY` (KEY = the
+/// registry's public key, base64 or hex, as `pilotctl registry run` logs it), into the address
+/// text (to resolve) and the pinned key, if any.
+pub fn parse_registry_spec(spec: &str) -> Result<(String, Option<PublicKey>), PilotError> {
+    let spec = spec.trim();
+    let (addr, key) = match spec.split_once('#') {
+        Some((a, k)) => (a.trim(), Some(k.trim())),
+        None => (spec, None),
+    };
+    if addr.is_empty() || !addr.contains(':') {
+        return Err(PilotError::invalid(
+            format!("registry `{spec}` has no port"),
+            "write HOST:PORT, optionally followed by #KEY to pin the registry's key",
+        ));
+    }
+    let key = key
+        .map(|k| {
+            k.parse::<PublicKey>().map_err(|e| {
+                PilotError::invalid(
+                    format!("registry `{spec}`: the pinned key is invalid: {e}"),
+                    "copy the key from the registry's log line `registry running ... key=...`",
+                )
+            })
+        })
+        .transpose()?;
+    Ok((addr.to_string(), key))
 }
 
 /// Identifies an operation started by the caller; events about it carry it.
@@ -191,6 +223,9 @@ pub struct ClientCounters {
     pub untrusted_endpoint_requests: u64,
     /// Retransmissions.
     pub retransmits: u64,
+    /// Registry answers whose signature does not verify with the registry's key (or that came
+    /// before any key was known), dropped.
+    pub bad_signature: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +280,10 @@ struct RegistryState {
     reflexive: Option<SocketAddr>,
     /// Correction learned from the registry's clock (ms, may be negative).
     offset_ms: i64,
+    /// The key that signs this registry's answers: pinned, or learned on first use.
+    key: Option<PublicKey>,
+    /// Whether `key` came from configuration (never forgotten).
+    pinned: bool,
 }
 
 /// Most push nonces remembered for deduplication.
@@ -308,6 +347,8 @@ impl Client {
                 next_heartbeat: None,
                 reflexive: None,
                 offset_ms: 0,
+                key: config.pinned_keys.get(&addr).copied(),
+                pinned: config.pinned_keys.contains_key(&addr),
             })
             .collect();
         let mut c = Client {
@@ -346,6 +387,19 @@ impl Client {
         self.base_unix_ms = unix_ms;
     }
 
+    /// Our wall clock at `now` (unix ms), as used for request timestamps (before any
+    /// per-registry skew correction).
+    pub fn unix_ms_at(&self, now: Instant) -> u64 {
+        self.unix_ms(now, 0)
+    }
+
+    /// A fresh operation id that no request of this client uses, for callers that track
+    /// composite operations (e.g. a lookup followed by a trust request).
+    pub fn reserve_op_id(&mut self) -> OpId {
+        self.next_id += 1;
+        OpId(self.next_id)
+    }
+
     /// Marks `key` trusted or not; endpoint requests are answered for trusted peers only.
     pub fn set_trusted(&mut self, key: PublicKey, trusted: bool) {
         if trusted {
@@ -358,6 +412,14 @@ impl Client {
     /// Changes the local candidates offered in registrations and endpoint answers.
     pub fn set_candidates(&mut self, candidates: Vec<SocketAddr>) {
         self.config.candidates = candidates;
+    }
+
+    /// The key that signs `registry`'s answers, pinned or learned (to log or persist it).
+    pub fn registry_key(&self, registry: SocketAddr) -> Option<PublicKey> {
+        self.registries
+            .iter()
+            .find(|r| r.addr == registry)
+            .and_then(|r| r.key)
     }
 
     /// Whether at least one registry has us registered.
@@ -398,7 +460,7 @@ impl Client {
         let body = RequestBody::Lookup {
             hostname: hostname.clone(),
         };
-        self.start_op(now, OpKind::Lookup(hostname), body, None)
+        self.start_op(now, OpKind::Lookup(hostname), body)
     }
 
     /// Claims `hostname` (and keeps claiming it when registering again).
@@ -407,18 +469,13 @@ impl Client {
         let body = RequestBody::SetHostname {
             hostname: hostname.clone(),
         };
-        self.start_op(now, OpKind::SetHostname(hostname), body, None)
+        self.start_op(now, OpKind::SetHostname(hostname), body)
     }
 
     /// Gives up our hostname.
     pub fn release_hostname(&mut self, now: Instant) -> OpId {
         self.config.hostname = None;
-        self.start_op(
-            now,
-            OpKind::ReleaseHostname,
-            RequestBody::ReleaseHostname,
-            None,
-        )
+        self.start_op(now, OpKind::ReleaseHostname, RequestBody::ReleaseHostname)
     }
 
     /// Asks `target` for trust through the registries.
@@ -432,7 +489,7 @@ impl Client {
             target,
             justification,
         };
-        self.start_op(now, OpKind::TrustMessage, body, None)
+        self.start_op(now, OpKind::TrustMessage, body)
     }
 
     /// Answers (or revokes) trust towards `target` through the registries.
@@ -450,7 +507,7 @@ impl Client {
             decision,
             reason,
         };
-        self.start_op(now, OpKind::TrustMessage, body, None)
+        self.start_op(now, OpKind::TrustMessage, body)
     }
 
     /// Asks for `target`'s endpoints (answered only if it trusts us); reports
@@ -460,7 +517,7 @@ impl Client {
             target,
             candidates: self.config.candidates.clone(),
         };
-        self.start_op(now, OpKind::EndpointRequest(target), body, None)
+        self.start_op(now, OpKind::EndpointRequest(target), body)
     }
 
     /// Signs a trust request or response for sending directly to a reachable peer (the same
@@ -494,6 +551,33 @@ impl Client {
             self.counters.unmatched += 1;
             return;
         };
+        let verified = match (&self.registries[reg].key, &resp.body) {
+            (Some(key), _) => Response::verify(bytes, key),
+            // Trust on first use: a Registered answer signed by the key it carries.
+            (None, ResponseBody::Registered { registry_key, .. }) => {
+                let ok = Response::verify(bytes, registry_key);
+                if ok {
+                    self.registries[reg].key = Some(*registry_key);
+                }
+                ok
+            }
+            // Before the key is known, a clock correction is taken on the nonce alone (it must
+            // answer a request we sent): otherwise a node with a skewed clock could never
+            // register to learn the key. It can only make our timestamps wrong, which an
+            // attacker able to see our nonces could achieve by dropping packets anyway.
+            (
+                None,
+                ResponseBody::Error {
+                    status: Status::StaleTimestamp,
+                    ..
+                },
+            ) => true,
+            (None, _) => false,
+        };
+        if !verified {
+            self.counters.bad_signature += 1;
+            return;
+        }
         match resp.body {
             ResponseBody::PushTrustRequest { hostname, original }
             | ResponseBody::PushTrustResponse { hostname, original } => {
@@ -616,19 +700,10 @@ impl Client {
         self.send(reg, now, Purpose::Register, body);
     }
 
-    fn start_op(
-        &mut self,
-        now: Instant,
-        kind: OpKind,
-        body: RequestBody,
-        only: Option<usize>,
-    ) -> OpId {
+    fn start_op(&mut self, now: Instant, kind: OpKind, body: RequestBody) -> OpId {
         self.next_id += 1;
         let op = OpId(self.next_id);
-        let targets: Vec<usize> = match only {
-            Some(i) => vec![i],
-            None => (0..self.registries.len()).collect(),
-        };
+        let targets: Vec<usize> = (0..self.registries.len()).collect();
         self.ops.insert(
             op,
             Op {
@@ -715,6 +790,10 @@ impl Client {
         let was = r.registered;
         r.registered = false;
         r.next_heartbeat = None;
+        if !r.pinned {
+            // A registry that lost its state may come back with a new key.
+            r.key = None;
+        }
         if was {
             self.events
                 .push_back(ClientEvent::RegistryLost { registry: r.addr });
@@ -779,7 +858,12 @@ impl Client {
         let f = self.finish(id).expect("present");
         let registry = self.registries[reg].addr;
         match (f.purpose, body) {
-            (Purpose::Register, ResponseBody::Registered { observed, hostname }) => {
+            (
+                Purpose::Register,
+                ResponseBody::Registered {
+                    observed, hostname, ..
+                },
+            ) => {
                 self.registries[reg].registered = true;
                 self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
                 self.events.push_back(ClientEvent::Registered { registry });
@@ -953,16 +1037,11 @@ impl Client {
         hostname: Option<Hostname>,
         original: &[u8],
     ) {
-        // Acknowledge whatever it is, so the registry stops holding it.
-        let ts = self.unix_ms(now, self.registries[reg].offset_ms);
-        if let Ok((_, bytes)) = self.sign(
-            ts,
-            RequestBody::Delivered {
-                nonces: vec![push_id],
-            },
-        ) {
-            self.transmits.push_back((self.registries[reg].addr, bytes));
-        }
+        // Acknowledge whatever it is, so the registry stops holding it (retried if lost).
+        let ack = RequestBody::Delivered {
+            nonces: vec![push_id],
+        };
+        self.send(reg, now, Purpose::Internal, ack);
         let me = self.identity.public_key();
         match verify_trust_message(original, &me, self.unix_ms(now, 0)) {
             Ok(msg) => self.report_trust(msg, hostname),
@@ -1123,8 +1202,13 @@ mod tests {
         fn new(n: u8) -> Self {
             let start = Instant::now();
             let registry_addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
-            let registry =
-                Registry::new(Box::new(MemoryStore::new()), Limits::default(), T0).unwrap();
+            let registry = Registry::new(
+                crate::registry::server::tests::registry_identity(),
+                Box::new(MemoryStore::new()),
+                Limits::default(),
+                T0,
+            )
+            .unwrap();
             let clients = (1..=n)
                 .map(|i| {
                     let id = Arc::new(Identity::from_seed([i; 32]));
@@ -1267,6 +1351,7 @@ mod tests {
         // The registry restarts from an empty store: no presence, no names.
         let restarted_at = sim.unix();
         sim.registry = Registry::new(
+            crate::registry::server::tests::registry_identity(),
             Box::new(MemoryStore::new()),
             Limits::default(),
             restarted_at,
@@ -1593,6 +1678,80 @@ mod tests {
             .is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn client_never_panics_on_random_datagrams(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..20),
+            magic in proptest::prelude::any::<bool>(),
+        ) {
+            let mut sim = Sim::new(1);
+            let reg = sim.registry_addr;
+            for mut d in datagrams {
+                if magic && d.len() >= 2 {
+                    d[0] = 0x50;
+                    d[1] = 1;
+                }
+                sim.clients[0].0.handle_datagram(sim.now, reg, &d);
+            }
+            sim.advance(Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn the_registry_key_is_learned_on_first_use_and_enforced_after() {
+        let mut sim = Sim::new(1);
+        let reg = sim.registry_addr;
+        let key = crate::registry::server::tests::registry_identity().public_key();
+        assert_eq!(sim.clients[0].0.registry_key(reg), Some(key));
+        // An answer signed by anyone else is dropped.
+        let impostor = Identity::from_seed([77; 32]);
+        let forged = Response {
+            in_reply_to: [0; 16],
+            body: ResponseBody::Error {
+                status: Status::UnknownNode,
+                registry_time_ms: 0,
+                message: String::new(),
+            },
+        }
+        .encode_signed(&impostor)
+        .unwrap();
+        sim.clients[0].0.handle_datagram(sim.now, reg, &forged);
+        assert_eq!(sim.clients[0].0.counters().bad_signature, 1);
+    }
+
+    #[test]
+    fn a_registry_that_does_not_sign_with_the_pinned_key_is_never_believed() {
+        let mut sim = Sim::new(0);
+        let id = Arc::new(Identity::from_seed([9; 32]));
+        let mut cfg = ClientConfig::new(vec![sim.registry_addr]);
+        cfg.pinned_keys.insert(
+            sim.registry_addr,
+            Identity::from_seed([78; 32]).public_key(),
+        );
+        let addr: SocketAddr = "203.0.113.9:1000".parse().unwrap();
+        let unix = sim.unix();
+        sim.clients
+            .push((Client::new(id, cfg, sim.now, unix), addr));
+        sim.run();
+        assert!(!sim.clients[0].0.is_registered());
+        assert!(sim.clients[0].0.counters().bad_signature >= 1);
+    }
+
+    #[test]
+    fn registry_specs_may_pin_a_key() {
+        let key = Identity::from_seed([1; 32]).public_key();
+        assert_eq!(
+            parse_registry_spec("registry.example:7000").unwrap(),
+            ("registry.example:7000".to_string(), None)
+        );
+        assert_eq!(
+            parse_registry_spec(&format!("192.0.2.1:7000#{key}")).unwrap(),
+            ("192.0.2.1:7000".to_string(), Some(key))
+        );
+        assert!(parse_registry_spec("192.0.2.1:7000#nope").is_err());
+        assert!(parse_registry_spec("no-port").is_err());
+    }
+
     #[test]
     fn forged_pushes_are_refused() {
         let mut sim = Sim::new(2);
@@ -1622,7 +1781,7 @@ mod tests {
                 original: inner,
             },
         }
-        .encode()
+        .encode_signed(&crate::registry::server::tests::registry_identity())
         .unwrap();
         let reg = sim.registry_addr;
         sim.clients[1].0.handle_datagram(sim.now, reg, &push);

@@ -15,6 +15,11 @@ use tokio::net::UdpSocket;
 
 use super::server::{Limits, Registry};
 use super::store::{RedbStore, StoreError};
+use crate::identity::{Identity, PublicKey};
+use std::sync::Arc;
+
+/// The registry's identity key file inside its state directory.
+pub const REGISTRY_KEY_FILE: &str = "registry.key";
 
 /// The registry's configuration file (`config/registry.toml` is a commented example).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +71,9 @@ pub enum RunnerError {
     /// The store could not be opened or loaded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The registry's identity key could not be loaded or created.
+    #[error(transparent)]
+    Identity(crate::identity::IdentityError),
     /// The configuration file is invalid.
     #[error("registry config {path}: {reason}")]
     Config {
@@ -87,6 +95,9 @@ impl RunnerError {
                 "another registry may be using this state directory, or the database is damaged (restore it from a backup)"
             }
             RunnerError::Config { .. } => "compare the file with config/registry.toml",
+            RunnerError::Identity(_) => {
+                "the registry key file (registry.key in the state directory) must be mode 0600 and intact; restore it from a backup (a new key makes nodes that pinned the old one refuse this registry)"
+            }
         }
     }
 }
@@ -103,6 +114,7 @@ pub fn unix_ms_now() -> u64 {
 pub struct RegistryServer {
     socket: UdpSocket,
     registry: Registry,
+    key: PublicKey,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -116,14 +128,26 @@ impl RegistryServer {
     pub async fn bind(config: RegistryConfig) -> Result<Self, RunnerError> {
         create_private_dir(&config.state_dir)?;
         let store = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
-        let registry = Registry::new(Box::new(store), config.limits, unix_ms_now())?;
+        let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
+        let (identity, created) =
+            Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;
+        if created {
+            tracing::info!(path = %key_path.display(), "created the registry identity");
+        }
+        let identity = Arc::new(identity);
+        let key = identity.public_key();
+        let registry = Registry::new(identity, Box::new(store), config.limits, unix_ms_now())?;
         let socket = UdpSocket::bind(config.listen)
             .await
             .map_err(|source| RunnerError::Io {
                 what: format!("listen on UDP {}", config.listen),
                 source,
             })?;
-        Ok(RegistryServer { socket, registry })
+        Ok(RegistryServer {
+            socket,
+            registry,
+            key,
+        })
     }
 
     /// The address the socket is bound to (useful with port 0).
@@ -133,9 +157,14 @@ impl RegistryServer {
             .expect("a bound UDP socket has an address")
     }
 
+    /// The registry's public key: it signs every answer; nodes may pin it.
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
     /// Serves until `shutdown` completes. Send errors are logged and do not stop the loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
-        tracing::info!(listen = %self.local_addr(), "registry running");
+        tracing::info!(listen = %self.local_addr(), key = %self.key, "registry running");
         tokio::pin!(shutdown);
         let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -318,6 +347,24 @@ mod tests {
 
     fn has(node: &Node, pred: impl Fn(&ClientEvent) -> bool) -> bool {
         node.events.iter().any(pred)
+    }
+
+    #[test]
+    fn example_config_parses_and_its_limits_are_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry.toml");
+        let cfg = RegistryConfig::load(&path).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(cfg.limits, Limits::default());
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            bad.path(),
+            "listen = \"127.0.0.1:1\"\nstate_dir = \"/x\"\nfoo = 1\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            RegistryConfig::load(bad.path()),
+            Err(RunnerError::Config { .. })
+        ));
     }
 
     #[tokio::test]

@@ -31,8 +31,9 @@ use super::store::{HeldKind, HeldMessage, Snapshot, Store, StoreError, StoreOp};
 use super::wire::{
     HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
 };
-use crate::identity::PublicKey;
+use crate::identity::{Identity, PublicKey};
 use crate::mapping::Hostname;
+use std::sync::Arc;
 
 /// Tunable bounds of a registry. Every table it keeps in memory is bounded by one of these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +61,9 @@ pub struct Limits {
     pub ip_burst: u32,
     /// Datagrams per source IP: tokens per second.
     pub ip_per_sec: u32,
+    /// Most source IPs tracked for rate limiting (idle ones are forgotten each second);
+    /// datagrams from further new IPs are dropped.
+    pub max_tracked_ips: usize,
     /// How long a forwarded endpoint request may wait for its answer (ms).
     pub endpoint_answer_timeout_ms: u64,
 }
@@ -78,6 +82,7 @@ impl Default for Limits {
             query_per_sec: 1,
             ip_burst: 200,
             ip_per_sec: 50,
+            max_tracked_ips: 1_000_000,
             endpoint_answer_timeout_ms: 30_000,
         }
     }
@@ -174,6 +179,7 @@ pub type Transmits = Vec<(SocketAddr, Vec<u8>)>;
 /// The registry core.
 pub struct Registry {
     limits: Limits,
+    identity: Arc<Identity>,
     store: Box<dyn Store>,
     started_ms: u64,
     presence: HashMap<PublicKey, Presence>,
@@ -210,11 +216,17 @@ fn original_nonce(original: &[u8]) -> Nonce {
 impl Registry {
     /// A registry over `store`, loading what it persisted. `now_ms` is the start time: requests
     /// signed before it are refused (the nonces seen before a restart are not remembered).
-    pub fn new(store: Box<dyn Store>, limits: Limits, now_ms: u64) -> Result<Self, StoreError> {
+    pub fn new(
+        identity: Arc<Identity>,
+        store: Box<dyn Store>,
+        limits: Limits,
+        now_ms: u64,
+    ) -> Result<Self, StoreError> {
         let Snapshot { names, held } = store.load()?;
         let mut r = Registry {
             limits,
             store,
+            identity,
             started_ms: now_ms,
             presence: HashMap::new(),
             names: HashMap::new(),
@@ -270,6 +282,12 @@ impl Registry {
     /// Handles one datagram from `from` at `now_ms` (unix ms); returns what to send.
     pub fn handle(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
+        if !self.ip_buckets.contains_key(&from.ip())
+            && self.ip_buckets.len() >= self.limits.max_tracked_ips
+        {
+            self.counters.rate_limited += 1;
+            return Vec::new();
+        }
         let bucket = self
             .ip_buckets
             .entry(from.ip())
@@ -372,14 +390,17 @@ impl Registry {
     }
 
     fn error(&self, nonce: Nonce, status: Status, now_ms: u64, message: String) -> Vec<u8> {
-        encode(&Response {
-            in_reply_to: nonce,
-            body: ResponseBody::Error {
-                status,
-                registry_time_ms: now_ms,
-                message,
+        encode(
+            &self.identity,
+            &Response {
+                in_reply_to: nonce,
+                body: ResponseBody::Error {
+                    status,
+                    registry_time_ms: now_ms,
+                    message,
+                },
             },
-        })
+        )
     }
 
     fn dispatch(
@@ -391,13 +412,17 @@ impl Registry {
     ) -> Transmits {
         let sender = req.header.sender;
         let nonce = req.header.nonce;
+        let identity = self.identity.clone();
         let reply = |body| {
             vec![(
                 from,
-                encode(&Response {
-                    in_reply_to: nonce,
-                    body,
-                }),
+                encode(
+                    &identity,
+                    &Response {
+                        in_reply_to: nonce,
+                        body,
+                    },
+                ),
             )]
         };
         let fail =
@@ -424,6 +449,7 @@ impl Registry {
                 let mut out = reply(ResponseBody::Registered {
                     observed: from,
                     hostname: status,
+                    registry_key: self.identity.public_key(),
                 });
                 out.extend(self.pushes_for(&sender, from));
                 out
@@ -523,7 +549,7 @@ impl Registry {
                     },
                 };
                 let mut out = reply(ack);
-                out.push((to, encode(&push)));
+                out.push((to, encode(&self.identity, &push)));
                 out
             }
             RequestBody::EndpointResponse {
@@ -554,7 +580,7 @@ impl Registry {
                     },
                 };
                 let mut out = reply(ack);
-                out.push((to, encode(&info)));
+                out.push((to, encode(&self.identity, &info)));
                 out
             }
             RequestBody::Delivered { nonces } => {
@@ -713,14 +739,20 @@ impl Registry {
         );
         let mut out = vec![(
             from,
-            encode(&Response {
-                in_reply_to: nonce,
-                body: ResponseBody::Ack { observed: from },
-            }),
+            encode(
+                &self.identity,
+                &Response {
+                    in_reply_to: nonce,
+                    body: ResponseBody::Ack { observed: from },
+                },
+            ),
         )];
         if let Some(to) = self.online_addr(&target, now_ms) {
             let hostname = self.owner.get(&sender).cloned();
-            out.push((to, encode(&push(kind, hostname, nonce, bytes.to_vec()))));
+            out.push((
+                to,
+                encode(&self.identity, &push(kind, hostname, nonce, bytes.to_vec())),
+            ));
             self.counters.pushed += 1;
         }
         out
@@ -734,7 +766,10 @@ impl Registry {
                 let hostname = self.owner.get(&h.from).cloned();
                 (
                     to,
-                    encode(&push(h.kind, hostname, h.nonce, h.original.clone())),
+                    encode(
+                        &self.identity,
+                        &push(h.kind, hostname, h.nonce, h.original.clone()),
+                    ),
                 )
             })
             .collect();
@@ -756,8 +791,8 @@ fn push(kind: HeldKind, hostname: Option<Hostname>, nonce: Nonce, original: Vec<
 /// Encodes a response the registry built. Originals are datagrams we accepted (at most
 /// [`super::wire::MAX_DATAGRAM`] minus a signed request's overhead), so this cannot exceed the bound for
 /// the kinds we forward; if it ever did, an `internal` error goes out instead.
-fn encode(r: &Response) -> Vec<u8> {
-    r.encode().unwrap_or_else(|_| {
+fn encode(identity: &Identity, r: &Response) -> Vec<u8> {
+    r.encode_signed(identity).unwrap_or_else(|_| {
         Response {
             in_reply_to: r.in_reply_to,
             body: ResponseBody::Error {
@@ -766,7 +801,7 @@ fn encode(r: &Response) -> Vec<u8> {
                 message: "response too large".into(),
             },
         }
-        .encode()
+        .encode_signed(identity)
         .expect("a short error always encodes")
     })
 }
@@ -779,6 +814,11 @@ pub(crate) mod tests {
     use crate::registry::wire::{Header, TrustDecision};
 
     pub(crate) const T0: u64 = 1_750_000_000_000;
+
+    /// The identity test registries sign with.
+    pub(crate) fn registry_identity() -> Arc<Identity> {
+        Arc::new(Identity::from_seed([200; 32]))
+    }
 
     /// A node in a test: an identity, an address, and a nonce counter.
     pub(crate) struct TestNode {
@@ -819,7 +859,13 @@ pub(crate) mod tests {
     }
 
     fn registry() -> Registry {
-        Registry::new(Box::new(MemoryStore::new()), Limits::default(), T0).unwrap()
+        Registry::new(
+            registry_identity(),
+            Box::new(MemoryStore::new()),
+            Limits::default(),
+            T0,
+        )
+        .unwrap()
     }
 
     fn send(
@@ -1138,7 +1184,13 @@ pub(crate) mod tests {
             ip_per_sec: 1,
             ..Limits::default()
         };
-        let mut r = Registry::new(Box::new(MemoryStore::new()), limits, T0).unwrap();
+        let mut r = Registry::new(
+            registry_identity(),
+            Box::new(MemoryStore::new()),
+            limits,
+            T0,
+        )
+        .unwrap();
         let mut a = TestNode::new(1, 1000);
         for _ in 0..5 {
             let bytes = a.signed(T0, RequestBody::Heartbeat);
@@ -1244,7 +1296,13 @@ pub(crate) mod tests {
             ..Limits::default()
         };
         let expiry = limits.held_expiry_ms;
-        let mut r = Registry::new(Box::new(MemoryStore::new()), limits, T0).unwrap();
+        let mut r = Registry::new(
+            registry_identity(),
+            Box::new(MemoryStore::new()),
+            limits,
+            T0,
+        )
+        .unwrap();
         let target = TestNode::new(99, 1000);
         for i in 0..3 {
             let mut n = TestNode::new(i + 1, 1000);
@@ -1382,12 +1440,19 @@ pub(crate) mod tests {
         let mut b = TestNode::new(2, 2000);
         {
             let store = crate::registry::store::RedbStore::open(&path).unwrap();
-            let mut r = Registry::new(Box::new(store), Limits::default(), T0).unwrap();
+            let mut r =
+                Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
             register(&mut r, &mut a, T0, Some("orchestrator"));
             send(&mut r, &mut a, T0, trust_request(&b));
         }
         let store = crate::registry::store::RedbStore::open(&path).unwrap();
-        let mut r = Registry::new(Box::new(store), Limits::default(), T0 + 5_000).unwrap();
+        let mut r = Registry::new(
+            registry_identity(),
+            Box::new(store),
+            Limits::default(),
+            T0 + 5_000,
+        )
+        .unwrap();
         let out = register(&mut r, &mut b, T0 + 6_000, Some("orchestrator"));
         assert!(matches!(
             out[0].1.body,
@@ -1409,11 +1474,26 @@ pub(crate) mod tests {
         assert_eq!(status_of(&out[0].1), Some(Status::StaleTimestamp));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn registry_never_panics_on_random_datagrams(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1300), 1..20),
+        ) {
+            let mut r = registry();
+            for (i, d) in datagrams.iter().enumerate() {
+                let from = SocketAddr::from(([192, 0, 2, 7], 1000 + i as u16));
+                proptest::prop_assert!(r.handle(T0, from, d).is_empty());
+            }
+            r.handle_timeout(T0 + 1_000);
+        }
+    }
+
     #[test]
     fn storage_failure_is_answered_with_internal_and_changes_nothing() {
         let mut store = MemoryStore::new();
         store.fail_writes = true;
-        let mut r = Registry::new(Box::new(store), Limits::default(), T0).unwrap();
+        let mut r =
+            Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
         let mut a = TestNode::new(1, 1000);
         let b = TestNode::new(2, 1000);
         let out = send(

@@ -8,10 +8,11 @@
 //!
 //! ```text
 //! request:  50 | 01 | type | sender key (32) | nonce (16) | timestamp ms (u64) | body | signature (64)
-//! response: 50 | 01 | type | in_reply_to nonce (16) | body
+//! response: 50 | 01 | type | in_reply_to nonce (16) | body | signature (64)
 //! ```
 //! The signature is Ed25519 by `sender` over [`SIGNATURE_DOMAIN`] followed by every byte of the
-//! datagram before the signature. Integers are big-endian. A datagram is at most
+//! datagram before the signature. A response is signed likewise by the registry's own key over
+//! [`RESPONSE_SIGNATURE_DOMAIN`] and its bytes. Integers are big-endian. A datagram is at most
 //! [`MAX_DATAGRAM`] bytes so it never fragments. Trailing bytes are refused. The full field
 //! reference is in `docs/PROTOCOL.md`, "Registry messages (v1)".
 
@@ -29,6 +30,9 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// Prefix signed before the message bytes, so a signature made here can never be replayed as a
 /// signature in another protocol that uses the same key.
 pub const SIGNATURE_DOMAIN: &[u8] = b"pilot/control/v1\0";
+/// Prefix signed before a registry response's bytes (a different domain from requests, so a
+/// response signature is never valid as a request signature and vice versa).
+pub const RESPONSE_SIGNATURE_DOMAIN: &[u8] = b"pilot/registry/v1\0";
 /// Longest justification a trust request may carry, in bytes of UTF-8.
 pub const MAX_JUSTIFICATION: usize = 256;
 /// Longest reason a trust response may carry, in bytes of UTF-8.
@@ -457,6 +461,9 @@ pub enum ResponseBody {
         observed: SocketAddr,
         /// What became of the hostname asked for.
         hostname: HostnameStatus,
+        /// The registry's public key, which signs all its responses (learned on first use
+        /// unless pinned in the node's configuration).
+        registry_key: PublicKey,
     },
     /// Success, for requests with nothing else to say.
     Ack {
@@ -539,19 +546,25 @@ pub struct Response {
 }
 
 impl Response {
-    /// Encodes the response; fails only if it would exceed [`MAX_DATAGRAM`].
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+    /// Encodes the response and signs it with the registry's identity; fails only if it would
+    /// exceed [`MAX_DATAGRAM`].
+    pub fn encode_signed(&self, registry: &Identity) -> Result<Vec<u8>, WireError> {
         let mut w = Vec::with_capacity(128);
         w.extend_from_slice(&[MAGIC, VERSION, self.body.type_byte()]);
         w.extend_from_slice(&self.in_reply_to);
         match &self.body {
-            ResponseBody::Registered { observed, hostname } => {
+            ResponseBody::Registered {
+                observed,
+                hostname,
+                registry_key,
+            } => {
                 put_addr(&mut w, observed);
                 w.push(match hostname {
                     HostnameStatus::NotRequested => 0,
                     HostnameStatus::Granted => 1,
                     HostnameStatus::Taken => 2,
                 });
+                w.extend_from_slice(registry_key.as_bytes());
             }
             ResponseBody::Ack { observed } => put_addr(&mut w, observed),
             ResponseBody::Error {
@@ -587,14 +600,29 @@ impl Response {
                 put_blob(&mut w, original)?;
             }
         }
-        if w.len() > MAX_DATAGRAM {
+        if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
         }
+        let sig = registry.sign(&response_signed_bytes(&w));
+        w.extend_from_slice(&sig);
         Ok(w)
     }
 
-    /// Decodes a registry-to-node message. Never panics, whatever the bytes. Forwarded
-    /// originals are returned as bytes; check them with [`Request::decode_verified`].
+    /// Whether `bytes` (a whole response datagram) carries a valid signature by `registry`.
+    pub fn verify(bytes: &[u8], registry: &PublicKey) -> bool {
+        if bytes.len() < SIGNATURE_LEN {
+            return false;
+        }
+        let (msg, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        registry.verify(&response_signed_bytes(msg), &sig)
+    }
+
+    /// Decodes a registry-to-node message without checking its signature (check it with
+    /// [`Response::verify`] against the registry's key). Never panics, whatever the bytes.
+    /// Forwarded originals are returned as bytes; check them with [`Request::decode_verified`].
     pub fn decode(bytes: &[u8]) -> Result<Response, WireError> {
         if bytes.len() > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
@@ -603,7 +631,10 @@ impl Response {
         if ty < 0x80 {
             return Err(WireError::UnknownType(ty));
         }
-        let mut r = Reader::new(&bytes[3..]);
+        if bytes.len() < 3 + SIGNATURE_LEN {
+            return Err(WireError::Truncated);
+        }
+        let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
         let in_reply_to = r.array()?;
         let body = match ty {
             0x80 => ResponseBody::Registered {
@@ -614,6 +645,7 @@ impl Response {
                     2 => HostnameStatus::Taken,
                     _ => return Err(WireError::Invalid("hostname status")),
                 },
+                registry_key: r.key()?,
             },
             0x81 => ResponseBody::Ack {
                 observed: r.addr()?,
@@ -665,6 +697,14 @@ pub fn is_control(bytes: &[u8]) -> bool {
 /// directly by a peer, rather than a registry response. `None` if it is not a v1 control message.
 pub fn is_request(bytes: &[u8]) -> Option<bool> {
     check_preamble(bytes).ok().map(|t| t < 0x80)
+}
+
+/// The bytes a registry's signature covers: the response domain prefix then the message.
+fn response_signed_bytes(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(RESPONSE_SIGNATURE_DOMAIN.len() + msg.len());
+    v.extend_from_slice(RESPONSE_SIGNATURE_DOMAIN);
+    v.extend_from_slice(msg);
+    v
 }
 
 /// The bytes a signature covers: the domain prefix then the message.
@@ -962,6 +1002,7 @@ mod tests {
             ResponseBody::Registered {
                 observed: a,
                 hostname: HostnameStatus::Taken,
+                registry_key: id(9).public_key(),
             },
             ResponseBody::Ack { observed: a },
             ResponseBody::Error {
@@ -996,7 +1037,13 @@ mod tests {
                 in_reply_to: [5; 16],
                 body,
             };
-            assert_eq!(Response::decode(&r.encode().unwrap()).unwrap(), r);
+            let bytes = r.encode_signed(&id(9)).unwrap();
+            assert_eq!(Response::decode(&bytes).unwrap(), r);
+            assert!(Response::verify(&bytes, &id(9).public_key()));
+            assert!(!Response::verify(&bytes, &id(8).public_key()));
+            let mut tampered = bytes.clone();
+            tampered[5] ^= 1;
+            assert!(!Response::verify(&tampered, &id(9).public_key()));
         }
     }
 
@@ -1010,7 +1057,7 @@ mod tests {
                 message: "ü".repeat(MAX_ERROR_MESSAGE),
             },
         };
-        let back = Response::decode(&r.encode().unwrap()).unwrap();
+        let back = Response::decode(&r.encode_signed(&id(9)).unwrap()).unwrap();
         match back.body {
             ResponseBody::Error { message, .. } => assert!(message.len() <= MAX_ERROR_MESSAGE),
             _ => panic!(),
@@ -1037,6 +1084,7 @@ mod tests {
         fn decoders_never_panic_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             let _ = Request::decode_verified(&bytes);
             let _ = Response::decode(&bytes);
+            let _ = Response::verify(&bytes, &id(9).public_key());
             let _ = is_request(&bytes);
         }
 
