@@ -4,3 +4,5 @@
 pub mod error;
 pub mod identity;
 pub mod mapping;
+pub mod tun;
+pub mod wg;
