@@ -21,7 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        eprintln!("usage: wgpair <seed-byte> <listen-port> <tun-name> [<peer-seed>[=<ip:port>]]...");
+        eprintln!(
+            "usage: wgpair <seed-byte> <listen-port> <tun-name> [<peer-seed>[=<ip:port>]]..."
+        );
         std::process::exit(2);
     }
     let id = Identity::from_seed([args[0].parse()?; 32]);

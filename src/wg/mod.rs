@@ -227,3 +227,75 @@ impl Drop for DataPlane {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 59;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn two_data_planes_on_loopback_pass_packets_and_control_messages() {
+        let ida = Identity::from_seed([1; 32]);
+        let idb = Identity::from_seed([2; 32]);
+        let net = NetworkPrefix::default();
+        let (ia, ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let cfg = DataPlaneConfig::default();
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+
+        let pkt = ipv6_packet(ipa, ipb, b"through the tunnel");
+        ea.to_plane.send(pkt.clone()).unwrap();
+        assert_eq!(
+            eb.from_plane.recv_timeout(Duration::from_secs(5)).unwrap(),
+            pkt
+        );
+        let back = ipv6_packet(ipb, ipa, b"and back");
+        eb.to_plane.send(back.clone()).unwrap();
+        assert_eq!(
+            ea.from_plane.recv_timeout(Duration::from_secs(5)).unwrap(),
+            back
+        );
+
+        // Control messages share the socket.
+        let mut rx = b.take_control_receiver().unwrap();
+        a.send_control(ep(&b), b"Pping").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            match rx.try_recv() {
+                Ok(m) => break m,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no control message: {e}"),
+            }
+        };
+        assert_eq!(got, (ep(&a), b"Pping".to_vec()));
+        assert!(matches!(
+            a.send_control(ep(&b), b"\x01"),
+            Err(DataPlaneError::NotControl(1))
+        ));
+
+        let started = Instant::now();
+        a.shutdown();
+        b.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
