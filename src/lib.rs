@@ -1,8 +1,14 @@
 //! pilot: an overlay network that gives every AI agent a permanent address and a private,
 //! encrypted, NAT-proof path to the agents it trusts.
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod identity;
+pub mod lock;
 pub mod mapping;
+pub mod paths;
 pub mod tun;
 pub mod wg;

@@ -367,7 +367,7 @@ impl PeerRef {
                 .ok_or(MappingError::OutsideNetwork(ip, *network));
         }
         let name = s.strip_suffix(".pilot").unwrap_or(s);
-        if name.contains(|c: char| c == '.' || c == ':') {
+        if name.contains(['.', ':']) {
             return Err(MappingError::PeerRef(s.to_string()));
         }
         Hostname::new(name).map(PeerRef::Hostname)

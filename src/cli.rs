@@ -1,0 +1,460 @@
+//! The `pilotctl` command line: argument parsing, dispatch, and output as text or as the JSON
+//! envelope (`--json`). Every command is a thin client of the daemon's local API, except the
+//! ones that manage the daemon process itself and `config check`.
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::api::{Client, Envelope, InfoData, Request};
+use crate::config::{Config, Mode};
+use crate::daemon::{self, DaemonOptions};
+use crate::error::{ErrorCode, PilotError};
+use crate::lock::DaemonLock;
+use crate::mapping::Hostname;
+use crate::paths::StatePaths;
+
+/// pilot: permanent addresses and private, encrypted paths between AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "pilotctl", version, about, long_about = None)]
+pub struct Cli {
+    /// Print machine-readable JSON: {"status":"ok","data":…} on stdout, or
+    /// {"status":"error","code":…,"message":…,"hint":…} on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, stop and inspect the daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
+    /// Show this node's address, IPv6, hostname, public key, mode, uptime and peer count.
+    Info,
+    /// Change the hostname this node claims (NAME.pilot).
+    SetHostname {
+        /// 1-63 lowercase letters, digits and hyphens.
+        name: String,
+    },
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+/// `pilotctl daemon …`.
+#[derive(Debug, Subcommand)]
+pub enum DaemonCmd {
+    /// Start the daemon in the background, wait until it is ready, print its address.
+    Start(DaemonArgs),
+    /// Run the daemon in the foreground (for systemd and containers).
+    Run(DaemonArgs),
+    /// Stop the daemon: SIGTERM (graceful), then SIGKILL after --timeout seconds.
+    Stop {
+        /// Seconds to wait for a graceful stop before forcing it.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Say whether a daemon runs for this state directory, and its pid and address.
+    Status,
+}
+
+/// Options shared by `daemon start` and `daemon run`.
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Hostname to claim.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Config file (default: $PILOT_HOME/config.toml if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// auto | tun | userspace.
+    #[arg(long)]
+    pub mode: Option<Mode>,
+    /// Registry HOST:PORT (repeatable). Default from PILOT_REGISTRY (comma-separated) or config.
+    #[arg(long = "registry")]
+    pub registries: Vec<String>,
+}
+
+/// `pilotctl config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check a config file: report the first error with its key and line, or print the result.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+/// What a command produced: data for the envelope plus its text rendering.
+struct Output {
+    data: serde_json::Value,
+    text: String,
+}
+
+impl Output {
+    fn new<T: Serialize>(data: &T, text: impl Into<String>) -> Self {
+        Output {
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+            text: text.into(),
+        }
+    }
+}
+
+/// Parses the process arguments and runs the command. Usage errors exit 2, other errors 1.
+pub fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let json = argv.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            if json {
+                let detail = e.to_string();
+                let first = detail
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid command line")
+                    .trim_start_matches("error: ");
+                print_error(
+                    true,
+                    &PilotError::invalid(
+                        first.to_string(),
+                        "run `pilotctl --help` (or `pilotctl COMMAND --help`) for usage",
+                    ),
+                );
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command) {
+        Ok(out) => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&Envelope::Ok { data: out.data }).expect("JSON")
+                );
+            } else if !out.text.is_empty() {
+                println!("{}", out.text.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_error(cli.json, &e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_error(json: bool, e: &PilotError) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::to_string(&Envelope::Error(e.clone())).expect("JSON")
+        );
+    } else {
+        eprintln!("error: {} [{}]", e.message, e.code);
+        if !e.hint.is_empty() {
+            eprintln!("hint: {}", e.hint);
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<Output, PilotError> {
+    match cmd {
+        Command::Daemon(DaemonCmd::Run(args)) => {
+            daemon::run(daemon_options(&args)?)?;
+            Ok(Output::new(&serde_json::json!({"stopped": true}), ""))
+        }
+        Command::Daemon(DaemonCmd::Start(args)) => daemon_start(&args),
+        Command::Daemon(DaemonCmd::Stop { timeout }) => daemon_stop(timeout),
+        Command::Daemon(DaemonCmd::Status) => daemon_status(),
+        Command::Info => {
+            let info = info()?;
+            Ok(Output::new(&info, render_info(&info)))
+        }
+        Command::SetHostname { name } => {
+            let h = parse_hostname(&name)?;
+            let data = call(&Request::SetHostname {
+                hostname: h.to_string(),
+            })?;
+            Ok(Output {
+                data,
+                text: format!("hostname set to {h}"),
+            })
+        }
+        Command::Config(ConfigCmd::Check { file }) => {
+            let cfg = Config::load(&file).map_err(|e| {
+                PilotError::invalid(
+                    e.to_string(),
+                    "see config/pilot.toml for every key and its type",
+                )
+            })?;
+            Ok(Output::new(
+                &serde_json::json!({"file": file.display().to_string(), "valid": true, "config": cfg}),
+                format!("{}: ok", file.display()),
+            ))
+        }
+    }
+}
+
+fn parse_hostname(name: &str) -> Result<Hostname, PilotError> {
+    Hostname::new(name).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "use 1-63 lowercase letters, digits and hyphens, e.g. worker-node",
+        )
+    })
+}
+
+fn daemon_options(args: &DaemonArgs) -> Result<DaemonOptions, PilotError> {
+    let hostname = args.hostname.as_deref().map(parse_hostname).transpose()?;
+    let mut registries = args.registries.clone();
+    if registries.is_empty() {
+        if let Ok(env) = std::env::var("PILOT_REGISTRY") {
+            registries = env
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+    }
+    if let Some(cfg) = &args.config {
+        if !cfg.exists() {
+            return Err(PilotError::new(
+                ErrorCode::NotFound,
+                format!("config file {} does not exist", cfg.display()),
+                "give the path of an existing file (config/pilot.toml is a commented example)",
+            ));
+        }
+    }
+    Ok(DaemonOptions {
+        hostname,
+        config: args
+            .config
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or(p.clone())),
+        mode: args.mode,
+        registries,
+    })
+}
+
+fn paths() -> Result<StatePaths, PilotError> {
+    StatePaths::from_env()
+}
+
+fn call(req: &Request) -> Result<serde_json::Value, PilotError> {
+    Client::connect(&paths()?.socket)?.call(req)
+}
+
+fn info() -> Result<InfoData, PilotError> {
+    let v = call(&Request::Info {})?;
+    serde_json::from_value(v)
+        .map_err(|e| PilotError::internal(format!("unexpected info reply: {e}")))
+}
+
+fn render_info(i: &InfoData) -> String {
+    format!(
+        "address     {}\nipv6        {}\nhostname    {}\npublic key  {}\nmode        {} ({})\nnetwork     {}\nuptime      {}s\npeers       {}\npid         {}",
+        i.address,
+        i.ipv6,
+        i.hostname.as_deref().unwrap_or("-"),
+        i.public_key,
+        i.mode,
+        i.mode_reason,
+        i.network,
+        i.uptime_secs,
+        i.peers,
+        i.pid
+    )
+}
+
+/// How long `daemon start` waits for the daemon to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn daemon_start(args: &DaemonArgs) -> Result<Output, PilotError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    let opts = daemon_options(args)?;
+    let paths = paths()?;
+    paths.ensure_dir()?;
+    if let Some(pid) = DaemonLock::holder(&paths.lock()) {
+        return Err(PilotError::new(
+            ErrorCode::AlreadyExists,
+            format!("a daemon is already running for {} (pid {pid})", paths.dir.display()),
+            "use it, stop it with `pilotctl daemon stop`, or set PILOT_HOME to another directory for a second node",
+        ));
+    }
+    let log_path = paths.log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .mode(0o600)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| PilotError::internal(format!("cannot open {}: {e}", log_path.display())))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe()
+        .map_err(|e| PilotError::internal(format!("cannot find our own binary: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--json", "daemon", "run"]);
+    if let Some(h) = &opts.hostname {
+        cmd.args(["--hostname", h.as_str()]);
+    }
+    if let Some(c) = &opts.config {
+        cmd.arg("--config").arg(c);
+    }
+    if let Some(m) = opts.mode {
+        cmd.args(["--mode", &m.to_string()]);
+    }
+    for r in &opts.registries {
+        cmd.args(["--registry", r]);
+    }
+    cmd.env("PILOT_HOME", &paths.dir)
+        .env("PILOT_SOCKET", &paths.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| PilotError::internal(e.to_string()))?,
+        )
+        .stderr(log);
+    // SAFETY: setsid() is async-signal-safe; it detaches the daemon from our session and
+    // terminal so that `$(pilotctl daemon start)` and pipes return at once.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| PilotError::internal(format!("cannot start the daemon: {e}")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(startup_error(&log_path, log_start).unwrap_or_else(|| {
+                PilotError::internal(format!(
+                    "the daemon exited at start ({status}); see {}",
+                    log_path.display()
+                ))
+            }));
+        }
+        if let Ok(mut c) = Client::connect(&paths.socket) {
+            if let Ok(v) = c.call(&Request::Info {}) {
+                if let Ok(info) = serde_json::from_value::<InfoData>(v.clone()) {
+                    let text = format!(
+                        "daemon running (pid {})\naddress   {}\nipv6      {}\nhostname  {}\nmode      {}",
+                        info.pid,
+                        info.address,
+                        info.ipv6,
+                        info.hostname.as_deref().unwrap_or("-"),
+                        info.mode
+                    );
+                    return Ok(Output { data: v, text });
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(PilotError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "the daemon did not become ready within {}s",
+                    START_TIMEOUT.as_secs()
+                ),
+                format!("see {}", log_path.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The daemon's own error envelope from its log, if it wrote one before exiting.
+fn startup_error(log: &PathBuf, from: u64) -> Option<PilotError> {
+    let mut f = std::fs::File::open(log).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    s.lines().rev().find_map(|l| {
+        serde_json::from_str::<Envelope>(l.trim())
+            .ok()
+            .and_then(|e| e.into_result().err())
+    })
+}
+
+fn daemon_stop(timeout: u64) -> Result<Output, PilotError> {
+    let paths = paths()?;
+    let Some(pid) = DaemonLock::holder(&paths.lock()) else {
+        return Err(PilotError::not_running(format!(
+            "no daemon is running for {}",
+            paths.dir.display()
+        )));
+    };
+    if pid == 0 {
+        return Err(PilotError::internal(format!(
+            "a daemon holds {} but its pid is unreadable",
+            paths.lock().display()
+        )));
+    }
+    let stopped = |paths: &StatePaths| DaemonLock::holder(&paths.lock()).is_none();
+    // SAFETY: kill(2) with a pid read from the lock file held by that very process.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    while Instant::now() < deadline {
+        if stopped(&paths) {
+            return Ok(Output::new(
+                &serde_json::json!({"stopped": true, "pid": pid, "forced": false}),
+                format!("daemon stopped (pid {pid})"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    // SAFETY: as above; the lock is still held, so the pid is still that daemon.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if stopped(&paths) {
+            let _ = std::fs::remove_file(&paths.socket);
+            return Ok(Output::new(
+                &serde_json::json!({"stopped": true, "pid": pid, "forced": true}),
+                format!("daemon did not stop within {timeout}s; killed (pid {pid})"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(PilotError::new(
+        ErrorCode::Timeout,
+        format!("daemon (pid {pid}) survived SIGKILL"),
+        "check the process with `ps`; it may be stuck in the kernel",
+    ))
+}
+
+fn daemon_status() -> Result<Output, PilotError> {
+    let paths = paths()?;
+    let Some(pid) = DaemonLock::holder(&paths.lock()) else {
+        return Err(PilotError::not_running(format!(
+            "no daemon is running for {}",
+            paths.dir.display()
+        )));
+    };
+    let info = info()?;
+    Ok(Output::new(
+        &serde_json::json!({"running": true, "pid": pid, "socket": paths.socket.display().to_string(), "info": info}),
+        format!(
+            "daemon running (pid {pid}), address {} ipv6 {}, up {}s",
+            info.address, info.ipv6, info.uptime_secs
+        ),
+    ))
+}

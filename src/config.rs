@@ -1,0 +1,331 @@
+//! Configuration: a TOML file read with serde, overridden by command-line flags.
+//!
+//! Unknown keys and wrong types are refused with the key's name and the line it is on, so a
+//! typo never silently turns into a default. `config/pilot.toml` is the commented reference.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::identity::PublicKey;
+use crate::mapping::{Hostname, NetworkPrefix};
+
+/// The lowest MTU we accept: IPv6's minimum.
+pub const MIN_MTU: u16 = 1280;
+/// Default inner MTU: 1500 − 40 (IPv6) − 8 (UDP) − 32 (WireGuard).
+pub const DEFAULT_MTU: u16 = 1420;
+/// Default persistent keepalive, below common NAT UDP timeouts.
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+
+/// Errors from reading or checking a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// The file parsed but a value breaks a rule.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+}
+
+/// How the daemon reaches the overlay: kernel TUN device or userspace netstack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// TUN when `/dev/net/tun` and CAP_NET_ADMIN are there, userspace otherwise.
+    #[default]
+    Auto,
+    /// Kernel TUN device; fail if it cannot be made.
+    Tun,
+    /// Userspace network stack with a SOCKS5 proxy; no privileges needed.
+    Userspace,
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "tun" => Ok(Mode::Tun),
+            "userspace" => Ok(Mode::Userspace),
+            other => Err(format!(
+                "unknown mode `{other}`: expected auto, tun or userspace"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Tun => "tun",
+            Mode::Userspace => "userspace",
+        })
+    }
+}
+
+/// The daemon's configuration. Every field has a default, so an empty file is valid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Hostname to claim (`NAME.pilot`). Overridden by `--hostname` and `set-hostname`.
+    pub hostname: Option<Hostname>,
+    /// auto | tun | userspace.
+    pub mode: Mode,
+    /// The overlay network /48; every node of one network must use the same.
+    pub network: NetworkPrefix,
+    /// Registries (`host:port`) to register with; all of them are used.
+    pub registries: Vec<String>,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
+    pub log_level: Option<String>,
+    /// The TUN device.
+    pub tun: TunConfig,
+    /// The UDP socket and WireGuard tunnels.
+    pub tunnel: TunnelConfig,
+    /// The local API.
+    pub api: ApiConfig,
+    /// Trust settings.
+    pub trust: TrustConfig,
+    /// Statically pinned peers; they count as trusted.
+    #[serde(rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// `[tun]`: the kernel interface in TUN mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunConfig {
+    /// Interface name.
+    pub name: String,
+    /// Inner MTU, at least 1280.
+    pub mtu: u16,
+}
+
+impl Default for TunConfig {
+    fn default() -> Self {
+        TunConfig {
+            name: "pilot0".into(),
+            mtu: DEFAULT_MTU,
+        }
+    }
+}
+
+/// `[tunnel]`: the UDP socket shared by WireGuard and control messages.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// UDP port; 0 picks a free one.
+    pub listen_port: u16,
+    /// Persistent keepalive in seconds (0 = off).
+    pub keepalive_secs: u16,
+    /// Data-plane worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        TunnelConfig {
+            listen_port: 0,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
+            workers: 0,
+        }
+    }
+}
+
+/// `[api]`: the local control socket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Unix socket path; default `$PILOT_SOCKET` or `$PILOT_HOME/pilot.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+/// `[trust]`: who is trusted without asking.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// Public keys or hostnames whose trust requests are approved automatically.
+    pub allow: Vec<String>,
+}
+
+/// `[[peer]]`: a statically known peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's Ed25519 public key (base64 or hex).
+    pub public_key: PublicKey,
+    /// Its hostname, for display and `NAME.pilot`.
+    #[serde(default)]
+    pub hostname: Option<Hostname>,
+    /// Its UDP endpoint, if known (`198.51.100.2:51820`, `[2001:db8::1]:51820`).
+    #[serde(default)]
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Parses config text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.into(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks rules that the types alone do not.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        if self.tun.mtu < MIN_MTU {
+            return Err(invalid(format!(
+                "tun.mtu = {} is below the IPv6 minimum of {MIN_MTU}",
+                self.tun.mtu
+            )));
+        }
+        if self.tun.name.is_empty()
+            || self.tun.name.len() > 15
+            || !self
+                .tun
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(invalid(format!(
+                "tun.name = {:?} is not a valid interface name (1 to 15 letters, digits, - or _)",
+                self.tun.name
+            )));
+        }
+        for r in &self.registries {
+            if !r.contains(':') {
+                return Err(invalid(format!(
+                    "registries: {r:?} needs a port (host:port)"
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            if !seen.insert(p.public_key) {
+                return Err(invalid(format!(
+                    "peer: public_key {} is listed twice",
+                    p.public_key
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.tun.mtu, 1420);
+        assert_eq!(c.tun.name, "pilot0");
+        assert_eq!(c.mode, Mode::Auto);
+        assert_eq!(c.network.to_string(), "fdc5:7a3e:91b4::/48");
+    }
+
+    #[test]
+    fn shipped_example_config_parses() {
+        let text = include_str!("../config/pilot.toml");
+        parse(text).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name_and_line() {
+        let err = parse("mode = \"tun\"\n\n[tun]\nname = \"x\"\nmtuu = 1400\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("mtuu"), "{s}");
+        assert!(s.contains("test.toml:5"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_is_refused_with_its_name_and_line() {
+        let err = parse("[tunnel]\nlisten_port = \"abc\"\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("test.toml:2"), "{s}");
+        let err = parse("[tun]\nmtu = 70000\n").unwrap_err();
+        assert!(err.to_string().contains(":2"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse("[tun]\nmtu = 1200\n")
+            .unwrap_err()
+            .to_string()
+            .contains("tun.mtu"));
+        assert!(parse("mode = \"kernel\"\n").is_err());
+        assert!(parse("hostname = \"Bad_Name\"\n").is_err());
+        assert!(parse("network = \"fd00::/64\"\n").is_err());
+        assert!(parse("[tun]\nname = \"a/b\"\n").is_err());
+        assert!(parse("registries = [\"nohost\"]\n").is_err());
+    }
+
+    #[test]
+    fn peers_parse_and_duplicates_are_refused() {
+        let k = Identity::from_seed([1; 32]).public_key();
+        let one = format!(
+            "[[peer]]\npublic_key = \"{k}\"\nhostname = \"worker-node\"\nendpoint = \"198.51.100.2:4000\"\n"
+        );
+        let c = parse(&one).unwrap();
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].public_key, k);
+        assert_eq!(
+            c.peers[0].endpoint,
+            Some("198.51.100.2:4000".parse().unwrap())
+        );
+        let two = format!("{one}{one}");
+        assert!(parse(&two).unwrap_err().to_string().contains("twice"));
+        assert!(parse("[[peer]]\npublic_key = \"nope\"\n").is_err());
+    }
+}

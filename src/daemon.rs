@@ -1,0 +1,391 @@
+//! The daemon: one per node. It takes the state directory's lock, loads or makes the identity,
+//! reads the config, chooses the mode, and serves the local API until it is told to stop
+//! (`daemon stop`, SIGTERM or SIGINT), then cleans up its socket.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::api::{self, Envelope, InfoData, Request};
+use crate::config::{Config, Mode};
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::Identity;
+use crate::lock::DaemonLock;
+use crate::mapping::Hostname;
+use crate::paths::StatePaths;
+
+/// What `daemon run` / `daemon start` were asked for; flags override the config file.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// `--hostname`.
+    pub hostname: Option<Hostname>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--mode`.
+    pub mode: Option<Mode>,
+    /// `--registry` (repeatable) and `PILOT_REGISTRY`.
+    pub registries: Vec<String>,
+}
+
+/// Settings the node keeps across restarts, in `node.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct NodeState {
+    hostname: Option<Hostname>,
+}
+
+/// The mode that runs, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeChoice {
+    /// `Tun` or `Userspace`, never `Auto`.
+    pub mode: Mode,
+    /// A sentence on why.
+    pub reason: String,
+}
+
+/// Whether this process may create a TUN device, and if not, why.
+pub fn tun_available() -> Result<(), String> {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Err("/dev/net/tun does not exist".into());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_NET_ADMIN: u64 = 12;
+    if cap_eff & (1 << CAP_NET_ADMIN) == 0 {
+        return Err("this process lacks CAP_NET_ADMIN".into());
+    }
+    Ok(())
+}
+
+/// Resolves `auto` and checks that a forced `tun` is possible.
+pub fn choose_mode(requested: Mode) -> Result<ModeChoice, PilotError> {
+    match (requested, tun_available()) {
+        (Mode::Userspace, _) => Ok(ModeChoice {
+            mode: Mode::Userspace,
+            reason: "userspace mode was requested".into(),
+        }),
+        (Mode::Tun, Ok(())) => Ok(ModeChoice {
+            mode: Mode::Tun,
+            reason: "tun mode was requested".into(),
+        }),
+        (Mode::Tun, Err(why)) => Err(PilotError::new(
+            ErrorCode::Unauthorized,
+            format!("tun mode is not possible: {why}"),
+            "run as root (or grant CAP_NET_ADMIN), or use --mode userspace",
+        )),
+        (Mode::Auto, Ok(())) => Ok(ModeChoice {
+            mode: Mode::Tun,
+            reason: "auto: /dev/net/tun and CAP_NET_ADMIN are available".into(),
+        }),
+        (Mode::Auto, Err(why)) => Ok(ModeChoice {
+            mode: Mode::Userspace,
+            reason: format!("auto: {why}, so the userspace stack runs"),
+        }),
+    }
+}
+
+/// The running node, shared by the API handlers.
+struct Node {
+    identity: Identity,
+    config: Config,
+    paths: StatePaths,
+    mode: ModeChoice,
+    hostname: Mutex<Option<Hostname>>,
+    started: Instant,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Node {
+    fn info(&self) -> InfoData {
+        let addr = self.identity.addr48();
+        InfoData {
+            address: addr.to_string(),
+            ipv6: self.config.network.ipv6(addr).to_string(),
+            hostname: self
+                .hostname
+                .lock()
+                .expect("hostname lock")
+                .as_ref()
+                .map(|h| h.to_string()),
+            public_key: self.identity.public_key().to_string(),
+            mode: self.mode.mode.to_string(),
+            mode_reason: self.mode.reason.clone(),
+            network: self.config.network.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            peers: self.config.peers.len(),
+            pid: std::process::id(),
+            state_dir: self.paths.dir.display().to_string(),
+            listen_port: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn set_hostname(&self, name: &str) -> Result<serde_json::Value, PilotError> {
+        let h = Hostname::new(name).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                "use 1-63 lowercase letters, digits and hyphens, e.g. worker-node",
+            )
+        })?;
+        save_node_state(
+            &self.paths,
+            &NodeState {
+                hostname: Some(h.clone()),
+            },
+        )?;
+        *self.hostname.lock().expect("hostname lock") = Some(h.clone());
+        tracing::info!(hostname = %h, "hostname set");
+        Ok(serde_json::json!({ "hostname": h.to_string() }))
+    }
+
+    fn handle(&self, req: Request) -> Envelope {
+        match req {
+            Request::Info {} => Envelope::ok(&self.info()),
+            Request::SetHostname { hostname } => self.set_hostname(&hostname).into(),
+            Request::Shutdown {} => {
+                let _ = self.shutdown.send(true);
+                Envelope::ok(&serde_json::json!({ "stopping": true }))
+            }
+        }
+    }
+}
+
+fn load_node_state(paths: &StatePaths) -> NodeState {
+    std::fs::read_to_string(paths.node_state())
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn save_node_state(paths: &StatePaths, state: &NodeState) -> Result<(), PilotError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = paths.node_state();
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| PilotError::internal(format!("cannot save {}: {e}", path.display())))
+}
+
+/// Reads the config: `--config`, else `$PILOT_HOME/config.toml` if present, else defaults.
+pub fn load_config(paths: &StatePaths, explicit: Option<&PathBuf>) -> Result<Config, PilotError> {
+    let path = match explicit {
+        Some(p) => Some(p.clone()),
+        None => Some(paths.default_config()).filter(|p| p.exists()),
+    };
+    match path {
+        None => Ok(Config::default()),
+        Some(p) => Config::load(&p).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                format!(
+                    "fix the file (see config/pilot.toml for every key), then check it with `pilotctl config check {}`",
+                    p.display()
+                ),
+            )
+        }),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("PILOT_LOG")
+        .ok()
+        .or_else(|| config.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Runs the daemon in the foreground until it is told to stop.
+pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
+    let paths = StatePaths::from_env()?;
+    paths.ensure_dir()?;
+    let lock = DaemonLock::acquire(&paths.lock())?;
+    let mut config = load_config(&paths, opts.config.as_ref())?;
+    if let Some(m) = opts.mode {
+        config.mode = m;
+    }
+    if !opts.registries.is_empty() {
+        config.registries = opts.registries.clone();
+    }
+    init_logging(&config);
+
+    let (identity, created) = Identity::load_or_create(&paths.key()).map_err(|e| {
+        let code = match e {
+            crate::identity::IdentityError::InsecurePermissions { .. } => ErrorCode::Unauthorized,
+            _ => ErrorCode::InvalidArgument,
+        };
+        PilotError::new(code, e.to_string(), e.hint())
+    })?;
+    if created {
+        tracing::info!(key = %paths.key().display(), "created a new identity");
+    }
+    let mode = choose_mode(config.mode)?;
+    let saved = load_node_state(&paths);
+    let hostname = opts
+        .hostname
+        .clone()
+        .or(saved.hostname)
+        .or(config.hostname.clone());
+    if opts.hostname.is_some() {
+        save_node_state(
+            &paths,
+            &NodeState {
+                hostname: hostname.clone(),
+            },
+        )?;
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .thread_name("pilot-rt")
+        .build()
+        .map_err(|e| PilotError::internal(format!("cannot start the runtime: {e}")))?;
+    let node_paths = paths.clone();
+    let result = rt.block_on(async move {
+        let paths = node_paths;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let node = Arc::new(Node {
+            identity,
+            config,
+            paths: paths.clone(),
+            mode,
+            hostname: Mutex::new(hostname),
+            started: Instant::now(),
+            shutdown,
+        });
+        // DATAPLANE HOOK: in TUN mode the WireGuard data plane and TUN device start here.
+        let listener = bind_api(&paths)?;
+        let info = node.info();
+        tracing::info!(
+            address = %info.address,
+            ipv6 = %info.ipv6,
+            mode = %info.mode,
+            socket = %paths.socket.display(),
+            "daemon ready"
+        );
+        serve(node, listener, shutdown_rx).await;
+        Ok::<(), PilotError>(())
+    });
+    let _ = std::fs::remove_file(&paths.socket);
+    drop(lock);
+    tracing::info!("daemon stopped");
+    result
+}
+
+fn bind_api(paths: &StatePaths) -> Result<UnixListener, PilotError> {
+    use std::os::unix::fs::PermissionsExt;
+    // We hold the state directory's lock, so a socket file left here is stale.
+    if paths.socket.exists() {
+        std::fs::remove_file(&paths.socket).map_err(|e| {
+            PilotError::internal(format!(
+                "cannot remove stale socket {}: {e}",
+                paths.socket.display()
+            ))
+        })?;
+    }
+    // Create the socket with no access for group/others from the first instant.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&paths.socket);
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| {
+        PilotError::new(
+            ErrorCode::InvalidArgument,
+            format!("cannot listen on {}: {e}", paths.socket.display()),
+            "set PILOT_SOCKET to a path you can write (at most 107 bytes long)",
+        )
+    })?;
+    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| PilotError::internal(format!("cannot chmod the socket: {e}")))?;
+    Ok(listener)
+}
+
+async fn serve(node: Arc<Node>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .expect("SIGINT handler");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let node = node.clone();
+                    tokio::spawn(async move { handle_conn(node, stream).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "API accept failed"),
+            },
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = shutdown.changed() => { tracing::info!("stop requested over the API"); break; }
+        }
+    }
+}
+
+/// Serves one API connection: one JSON request per line, one reply per line.
+async fn handle_conn(node: Arc<Node>, mut stream: UnixStream) {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let line = &line[..line.len() - 1];
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let reply = match std::str::from_utf8(line) {
+                Ok(text) => match api::parse_request(text) {
+                    Ok(req) => node.handle(req),
+                    Err(e) => {
+                        tracing::debug!("bad API request: {}", e.message);
+                        Envelope::Error(e)
+                    }
+                },
+                Err(_) => Envelope::Error(PilotError::invalid(
+                    "bad API request: not UTF-8",
+                    "send one JSON object per line",
+                )),
+            };
+            let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+            out.push(b'\n');
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+        if buf.len() > api::MAX_LINE {
+            let e = Envelope::Error(PilotError::invalid(
+                format!("API request longer than {} bytes", api::MAX_LINE),
+                "send one JSON object per line",
+            ));
+            let mut out = serde_json::to_vec(&e).unwrap_or_default();
+            out.push(b'\n');
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Where a node keeps its files: the state directory (`$PILOT_HOME`, default `~/.pilot`) and
+//! the local API socket (`$PILOT_SOCKET`, default `$PILOT_HOME/pilot.sock`).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::PilotError;
+
+/// The files of one node.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    /// The state directory (created 0700).
+    pub dir: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+}
+
+impl StatePaths {
+    /// Resolves the paths from the environment: `PILOT_HOME`, `PILOT_SOCKET`, `HOME`.
+    pub fn from_env() -> Result<Self, PilotError> {
+        let dir = match std::env::var_os("PILOT_HOME") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => match std::env::var_os("HOME") {
+                Some(h) if !h.is_empty() => PathBuf::from(h).join(".pilot"),
+                _ => {
+                    return Err(PilotError::invalid(
+                        "neither PILOT_HOME nor HOME is set",
+                        "set PILOT_HOME to the directory where pilot keeps its key and state",
+                    ))
+                }
+            },
+        };
+        let dir = absolute(&dir);
+        let socket = match std::env::var_os("PILOT_SOCKET") {
+            Some(s) if !s.is_empty() => absolute(Path::new(&s)),
+            _ => dir.join("pilot.sock"),
+        };
+        Ok(StatePaths { dir, socket })
+    }
+
+    /// The identity key file.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("identity.key")
+    }
+
+    /// The lock file that makes one daemon per state directory (holds the pid).
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("daemon.lock")
+    }
+
+    /// The daemon's log when started in the background.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// The node's own persisted settings (hostname).
+    pub fn node_state(&self) -> PathBuf {
+        self.dir.join("node.json")
+    }
+
+    /// The config file read when no `--config` is given, if it exists.
+    pub fn default_config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// Creates the state directory with mode 0700 if it is missing.
+    pub fn ensure_dir(&self) -> Result<(), PilotError> {
+        use std::os::unix::fs::DirBuilderExt;
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| {
+                PilotError::invalid(
+                    format!("cannot create state directory {}: {e}", self.dir.display()),
+                    "set PILOT_HOME to a directory you can write",
+                )
+            })
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}

@@ -1,0 +1,285 @@
+//! Integration tests of the real `pilotctl` binary in a temporary PILOT_HOME: daemon life
+//! cycle, info, set-hostname, refusal of bad keys, bad configs and second daemons, and a local
+//! API that survives garbage.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
+
+/// A node's state directory; stops its daemon (if any) when dropped.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("pilot-cli")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PILOT_HOME", self.path())
+            .env_remove("PILOT_SOCKET")
+            .env_remove("PILOT_REGISTRY")
+            .output()
+            .expect("run pilotctl")
+    }
+
+    /// Runs with `--json`, returning (exit code, parsed stdout or stderr envelope).
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cmd(&all);
+        let code = out.status.code().unwrap_or(-1);
+        let text = if code == 0 { &out.stdout } else { &out.stderr };
+        let v: Value = serde_json::from_slice(text).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): stdout={} stderr={}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, v)
+    }
+
+    fn start(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["daemon", "start", "--mode", "userspace"];
+        args.extend_from_slice(extra);
+        let (code, v) = self.json(&args);
+        assert_eq!(code, 0, "daemon start failed: {v}");
+        v
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
+    }
+}
+
+fn low48(ipv6: &str) -> u64 {
+    let ip: std::net::Ipv6Addr = ipv6.parse().unwrap();
+    (u128::from(ip) & ((1u128 << 48) - 1)) as u64
+}
+
+fn addr48_value(text: &str) -> u64 {
+    u64::from_str_radix(&text.replace('.', ""), 16).unwrap()
+}
+
+#[test]
+fn start_info_set_hostname_stop() {
+    let home = Home::new();
+    let started = home.start(&["--hostname", "orchestrator-node"]);
+    assert_eq!(started["status"], "ok");
+    assert_eq!(started["data"]["hostname"], "orchestrator-node");
+
+    let (code, info) = home.json(&["info"]);
+    assert_eq!(code, 0);
+    let d = &info["data"];
+    for field in ["address", "ipv6", "hostname", "public_key", "mode"] {
+        assert!(d.get(field).is_some(), "info lacks {field}: {d}");
+    }
+    assert_eq!(d["mode"], "userspace");
+    let address = d["address"].as_str().unwrap();
+    let ipv6 = d["ipv6"].as_str().unwrap();
+    assert_eq!(low48(ipv6), addr48_value(address), "{ipv6} vs {address}");
+    assert!(ipv6.starts_with("fdc5:7a3e:91b4:"), "{ipv6}");
+
+    let (code, v) = home.json(&["set-hostname", "worker-node"]);
+    assert_eq!(code, 0, "{v}");
+    let (_, info) = home.json(&["info"]);
+    assert_eq!(info["data"]["hostname"], "worker-node");
+
+    // The key was made 0600 on first start, and the socket is owner-only.
+    let key_mode = std::fs::metadata(home.path().join("identity.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let sock_mode = std::fs::metadata(home.path().join("pilot.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(sock_mode & 0o077, 0);
+
+    let (code, v) = home.json(&["daemon", "stop"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["forced"], false);
+    let (code, v) = home.json(&["info"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "not_running");
+
+    // A restart keeps the identity and the hostname.
+    home.start(&[]);
+    let (_, again) = home.json(&["info"]);
+    assert_eq!(again["data"]["address"], address);
+    assert_eq!(again["data"]["hostname"], "worker-node");
+}
+
+#[test]
+fn info_without_a_daemon_says_not_running_with_a_hint() {
+    let home = Home::new();
+    let (code, v) = home.json(&["info"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["code"], "not_running");
+    assert!(v["hint"].as_str().unwrap().contains("daemon start"));
+    let out = home.cmd(&["info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
+}
+
+#[test]
+fn key_file_readable_by_others_is_refused_at_start() {
+    let home = Home::new();
+    home.start(&[]);
+    assert_eq!(home.json(&["daemon", "stop"]).0, 0);
+    let key = home.path().join("identity.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, v) = home.json(&["daemon", "start", "--mode", "userspace"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["code"], "unauthorized");
+    assert!(
+        v["message"].as_str().unwrap().contains("identity.key"),
+        "{v}"
+    );
+    assert!(v["hint"].as_str().unwrap().contains("chmod 600"), "{v}");
+    // Nothing was left running.
+    assert_eq!(home.json(&["info"]).1["code"], "not_running");
+}
+
+#[test]
+fn config_with_an_unknown_key_is_refused_naming_it() {
+    let home = Home::new();
+    let cfg = home.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "mode = \"userspace\"\n[tun]\nmtu = 1400\nfrobnicate = true\n",
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let (code, v) = home.json(&["config", "check", cfg_s]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "invalid_argument");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("frobnicate") && msg.contains(":4"), "{msg}");
+
+    let (code, v) = home.json(&["daemon", "start", "--config", cfg_s]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("frobnicate"), "{v}");
+
+    let good = home.path().join("good.toml");
+    std::fs::write(&good, include_str!("../config/pilot.toml")).unwrap();
+    let (code, v) = home.json(&["config", "check", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn second_daemon_on_the_same_state_directory_is_refused() {
+    let home = Home::new();
+    let first = home.start(&[]);
+    let pid = first["data"]["pid"].as_u64().unwrap();
+    let (code, v) = home.json(&["daemon", "start", "--mode", "userspace"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "already_exists");
+    assert!(
+        v["message"].as_str().unwrap().contains(&pid.to_string()),
+        "{v}"
+    );
+    // `daemon run` directly is refused the same way, by the lock itself.
+    let (code, v) = home.json(&["daemon", "run", "--mode", "userspace"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "already_exists");
+    // The first daemon is unharmed.
+    assert_eq!(home.json(&["info"]).1["data"]["pid"].as_u64(), Some(pid));
+}
+
+#[test]
+fn garbage_on_the_api_socket_does_not_kill_the_daemon() {
+    let home = Home::new();
+    home.start(&[]);
+    let sock: PathBuf = home.path().join("pilot.sock");
+    let stream = UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    for garbage in [
+        &b"hello\n"[..],
+        b"{\"cmd\":\"launch\"}\n",
+        b"\xff\xfe\x00\n",
+        b"{\"cmd\":\"set-hostname\",\"hostname\":\"NOPE!\"}\n",
+    ] {
+        w.write_all(garbage).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "error", "{line}");
+        assert_eq!(v["code"], "invalid_argument", "{line}");
+    }
+    // The same connection still works after garbage.
+    w.write_all(b"{\"cmd\":\"info\"}\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("\"status\":\"ok\""), "{line}");
+    // An endless line is cut off without harm.
+    let mut flood = UnixStream::connect(&sock).unwrap();
+    let _ = flood.write_all(&vec![b'x'; 200_000]);
+    drop(flood);
+    // A connection that closes half-way is fine too.
+    let mut half = UnixStream::connect(&sock).unwrap();
+    half.write_all(b"{\"cmd\":").unwrap();
+    drop(half);
+    let (code, v) = home.json(&["info"]);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_an_envelope() {
+    let home = Home::new();
+    let (code, v) = home.json(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert_eq!(v["code"], "invalid_argument");
+    let (code, v) = home.json(&["daemon", "start", "--mode", "kernel"]);
+    assert_eq!(code, 2, "{v}");
+    let out = home.cmd(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn bad_hostname_is_refused_before_reaching_the_daemon() {
+    let home = Home::new();
+    let (code, v) = home.json(&["daemon", "start", "--hostname", "Not_Valid"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "invalid_argument");
+    assert_eq!(home.json(&["info"]).1["code"], "not_running");
+}
+
+#[test]
+fn daemon_start_detaches_from_the_callers_stdio() {
+    // `output()` waits for EOF on stdout/stderr: it returns only if the daemon did not keep the
+    // pipes open.
+    let home = Home::new();
+    let t = std::time::Instant::now();
+    let out = home.cmd(&["daemon", "start", "--mode", "userspace"]);
+    assert!(out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(15));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fdc5:7a3e:91b4:"));
+}
