@@ -15,7 +15,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use parking_lot::Mutex;
 use rand_core::{OsRng, RngCore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::peer::{DropReason, Peer, PeerState, PeerStatus};
 use super::CONTROL_MAGIC;
@@ -47,7 +47,7 @@ pub struct GlobalCounters {
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CountersSnapshot {
     /// Handshake initiations from keys that are not in the peer table (untrusted).
     pub unknown_key_handshakes: u64,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boringtun::noise::Tunn;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
 use crate::mapping::Addr48;
@@ -109,7 +109,7 @@ pub struct Peer {
 }
 
 /// What `pilotctl peers` shows for one peer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerStatus {
     /// The peer's public key (base64).
     pub public_key: String,
@@ -122,7 +122,7 @@ pub struct PeerStatus {
     /// Its current UDP endpoint, if known.
     pub endpoint: Option<SocketAddr>,
     /// How packets reach it: `"direct"` (relay comes later).
-    pub path: &'static str,
+    pub path: String,
     /// Unix time (seconds) of the last completed handshake, if any.
     pub last_handshake: Option<u64>,
     /// Bytes received from it (inner packets).
@@ -134,7 +134,7 @@ pub struct PeerStatus {
     /// Packets sent to it.
     pub tx_packets: u64,
     /// Dropped packets by reason (only reasons with a non-zero count).
-    pub drops: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<String, u64>,
 }
 
 impl Peer {
@@ -155,7 +155,7 @@ impl Peer {
             .iter()
             .filter_map(|r| {
                 let n = c.drops(*r);
-                (n > 0).then_some((r.as_str(), n))
+                (n > 0).then(|| (r.as_str().to_string(), n))
             })
             .collect();
         PeerStatus {
@@ -164,7 +164,7 @@ impl Peer {
             ipv6: self.ipv6,
             hostname: self.hostname.lock().clone(),
             endpoint,
-            path: "direct",
+            path: "direct".to_string(),
             last_handshake,
             rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
