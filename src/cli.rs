@@ -299,8 +299,9 @@ fn render_peers(d: &PeersData) -> String {
             p.address.clone(),
             p.hostname.clone().unwrap_or_else(|| "-".into()),
             p.endpoint.map_or("-".into(), |e| e.to_string()),
-            p.last_handshake
-                .map_or("never".into(), |t| format!("{}s ago", now.saturating_sub(t))),
+            p.last_handshake.map_or("never".into(), |t| {
+                format!("{}s ago", now.saturating_sub(t))
+            }),
             human_bytes(p.rx_bytes),
             human_bytes(p.tx_bytes),
             drops.to_string(),

@@ -396,11 +396,38 @@ impl Core {
             },
             Packet::PacketData(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
                 Some(p) => p,
-                None => return self.unknown_index(),
+                None => {
+                    // A peer that still sends on a session we forgot (we restarted): offer it
+                    // a new handshake at once instead of waiting for its rekey timeout.
+                    self.rehandshake_from(&table, src, out, send);
+                    return self.unknown_index();
+                }
             },
         };
         let is_data = matches!(packet, Packet::PacketData(_));
         self.decapsulate(peer, src, datagram, is_data, out, send)
+    }
+
+    /// Starts a handshake with the peer whose endpoint is `src`, unless one is in progress.
+    fn rehandshake_from(
+        &self,
+        table: &PeerTable,
+        src: SocketAddr,
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        for peer in table.by_addr.values() {
+            let mut st = peer.state.lock();
+            if st.removed || st.endpoint != Some(src) {
+                continue;
+            }
+            if let TunnResult::WriteToNetwork(init) =
+                st.tunn.format_handshake_initiation(out, false)
+            {
+                send(src, init);
+            }
+            return;
+        }
     }
 
     fn unknown_index(&self) -> RxAction {
@@ -783,6 +810,26 @@ mod tests {
         let other: SocketAddr = "198.51.100.66:1".parse().unwrap();
         b.core.on_datagram(other, &junk, &mut out, &mut |_, _| {});
         assert_eq!(b.core.peer(&ka).unwrap().status().endpoint, Some(a.addr));
+    }
+
+    #[test]
+    fn a_restarted_node_offers_a_new_handshake_to_a_peer_on_a_stale_session() {
+        let (mut a, mut b, ka, kb) = pair();
+        let mut wire = Wire::new();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        // B restarts: same key, empty state.
+        let (mut b2, _) = node(2, "198.51.100.2:51820");
+        b2.core.add_peer(ka, Some(a.addr)).unwrap();
+        send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"lost"), &mut wire);
+        pump(&mut [&mut a, &mut b2], &mut wire);
+        assert!(b2.delivered.is_empty());
+        assert_eq!(b2.core.counters().unknown_index, 1);
+        // The handshake B offered completed, so A's next packet arrives.
+        send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"2"), &mut wire);
+        pump(&mut [&mut a, &mut b2], &mut wire);
+        assert_eq!(b2.delivered.len(), 1, "{:?}", b2.core.counters());
+        let _ = kb;
     }
 
     #[test]
