@@ -29,6 +29,8 @@ pub enum Request {
     },
     /// Graceful shutdown.
     Shutdown {},
+    /// The peer table with per-peer traffic and drop counters.
+    Peers {},
 }
 
 /// A reply: `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.
@@ -100,6 +102,15 @@ pub struct InfoData {
     pub listen_port: Option<u16>,
     /// pilot version.
     pub version: String,
+}
+
+/// `peers`' data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersData {
+    /// One entry per peer, sorted by address.
+    pub peers: Vec<crate::wg::PeerStatus>,
+    /// Drops that belong to no known peer (`null` when no data plane runs).
+    pub counters: Option<crate::wg::CountersSnapshot>,
 }
 
 /// Parses one request line, mapping failures to a user-facing error.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::api::{Client, Envelope, InfoData, Request};
+use crate::api::{Client, Envelope, InfoData, PeersData, Request};
 use crate::config::{Config, Mode};
 use crate::daemon::{self, DaemonOptions};
 use crate::error::{ErrorCode, PilotError};
@@ -38,6 +38,8 @@ pub enum Command {
     Daemon(DaemonCmd),
     /// Show this node's address, IPv6, hostname, public key, mode, uptime and peer count.
     Info,
+    /// List peers: address, hostname, endpoint, last handshake, traffic and drops.
+    Peers,
     /// Change the hostname this node claims (NAME.pilot).
     SetHostname {
         /// 1-63 lowercase letters, digits and hyphens.
@@ -209,6 +211,15 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             let info = info()?;
             Ok(Output::new(&info, render_info(&info)))
         }
+        Command::Peers => {
+            let v = call(&Request::Peers {})?;
+            let data: PeersData = serde_json::from_value(v.clone())
+                .map_err(|e| PilotError::internal(format!("unexpected peers reply: {e}")))?;
+            Ok(Output {
+                data: v,
+                text: render_peers(&data),
+            })
+        }
         Command::SetHostname { name } => {
             let h = parse_hostname(&name)?;
             let data = call(&Request::SetHostname {
@@ -351,6 +362,71 @@ fn info() -> Result<InfoData, PilotError> {
     let v = call(&Request::Info {})?;
     serde_json::from_value(v)
         .map_err(|e| PilotError::internal(format!("unexpected info reply: {e}")))
+}
+
+fn render_peers(d: &PeersData) -> String {
+    if d.peers.is_empty() {
+        return "no peers".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let mut rows = vec![[
+        "ADDRESS".to_string(),
+        "HOSTNAME".into(),
+        "ENDPOINT".into(),
+        "HANDSHAKE".into(),
+        "RX".into(),
+        "TX".into(),
+        "DROPS".into(),
+    ]];
+    for p in &d.peers {
+        let drops: u64 = p.drops.values().sum();
+        rows.push([
+            p.address.clone(),
+            p.hostname.clone().unwrap_or_else(|| "-".into()),
+            p.endpoint.map_or("-".into(), |e| e.to_string()),
+            p.last_handshake.map_or("never".into(), |t| {
+                format!("{}s ago", now.saturating_sub(t))
+            }),
+            human_bytes(p.rx_bytes),
+            human_bytes(p.tx_bytes),
+            drops.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(widths.iter())
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn render_info(i: &InfoData) -> String {

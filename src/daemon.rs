@@ -18,6 +18,8 @@ use crate::identity::Identity;
 use crate::lock::DaemonLock;
 use crate::mapping::Hostname;
 use crate::paths::StatePaths;
+use crate::tun::{TunConfig, TunDevice};
+use crate::wg::{DataPlane, DataPlaneConfig};
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +103,8 @@ struct Node {
     hostname: Mutex<Option<Hostname>>,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    /// The WireGuard data plane (TUN mode only, for now).
+    dataplane: Option<DataPlane>,
 }
 
 impl Node {
@@ -120,11 +124,27 @@ impl Node {
             mode_reason: self.mode.reason.clone(),
             network: self.config.network.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            peers: self.config.peers.len(),
+            peers: self
+                .dataplane
+                .as_ref()
+                .map_or(self.config.peers.len(), |d| d.peers().len()),
             pid: std::process::id(),
             state_dir: self.paths.dir.display().to_string(),
-            listen_port: None,
+            listen_port: self.dataplane.as_ref().map(|d| d.local_port()),
             version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn peers(&self) -> api::PeersData {
+        match &self.dataplane {
+            Some(d) => api::PeersData {
+                peers: d.peers(),
+                counters: Some(d.counters()),
+            },
+            None => api::PeersData {
+                peers: Vec::new(),
+                counters: None,
+            },
         }
     }
 
@@ -149,6 +169,7 @@ impl Node {
     fn handle(&self, req: Request) -> Envelope {
         match req {
             Request::Info {} => Envelope::ok(&self.info()),
+            Request::Peers {} => Envelope::ok(&self.peers()),
             Request::SetHostname { hostname } => self.set_hostname(&hostname).into(),
             Request::Shutdown {} => {
                 let _ = self.shutdown.send(true);
@@ -266,6 +287,10 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let dataplane = match mode.mode {
+            Mode::Tun => Some(start_dataplane(&identity, &config)?),
+            _ => None,
+        };
         let node = Arc::new(Node {
             identity,
             config,
@@ -274,8 +299,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             hostname: Mutex::new(hostname),
             started: Instant::now(),
             shutdown,
+            dataplane,
         });
-        // DATAPLANE HOOK: in TUN mode the WireGuard data plane and TUN device start here.
         let listener = bind_api(&paths)?;
         let info = node.info();
         tracing::info!(
@@ -285,13 +310,59 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             socket = %paths.socket.display(),
             "daemon ready"
         );
-        serve(node, listener, shutdown_rx).await;
+        serve(node.clone(), listener, shutdown_rx).await;
+        if let Some(d) = &node.dataplane {
+            d.shutdown();
+        }
         Ok::<(), PilotError>(())
     });
     let _ = std::fs::remove_file(&paths.socket);
     drop(lock);
     tracing::info!("daemon stopped");
     result
+}
+
+/// TUN mode: creates the TUN device with our overlay address and route, starts the data
+/// plane on it and loads the static peers from the config (they count as trusted).
+fn start_dataplane(identity: &Identity, config: &Config) -> Result<DataPlane, PilotError> {
+    let ipv6 = config.network.ipv6(identity.addr48());
+    let mut tc = TunConfig::new(ipv6);
+    tc.name = config.tun.name.clone();
+    tc.mtu = config.tun.mtu;
+    let tun = TunDevice::create(&tc).map_err(|e| {
+        PilotError::new(
+            ErrorCode::Unauthorized,
+            e.to_string(),
+            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+        )
+    })?;
+    let dc = DataPlaneConfig {
+        listen_port: config.tunnel.listen_port,
+        keepalive_secs: config.tunnel.keepalive_secs,
+        network: config.network,
+        ..Default::default()
+    };
+    let plane = DataPlane::start(identity, &dc, tun.into_inner(), None).map_err(|e| {
+        PilotError::new(
+            ErrorCode::InvalidArgument,
+            e.to_string(),
+            "choose a free tunnel.listen_port (or 0 for any)",
+        )
+    })?;
+    for p in &config.peers {
+        plane.add_peer(p.public_key, p.endpoint).map_err(|e| {
+            PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
+        })?;
+        if let Some(h) = &p.hostname {
+            let _ = plane.set_hostname(&p.public_key, Some(h.to_string()));
+        }
+    }
+    tracing::info!(
+        port = plane.local_port(),
+        peers = config.peers.len(),
+        "data plane running"
+    );
+    Ok(plane)
 }
 
 fn bind_api(paths: &StatePaths) -> Result<UnixListener, PilotError> {

@@ -14,3 +14,5 @@ pub mod mapping;
 pub mod paths;
 pub mod registry;
 pub mod trust;
+pub mod tun;
+pub mod wg;
