@@ -45,6 +45,40 @@ pub enum Command {
         /// 1-63 lowercase letters, digits and hyphens.
         name: String,
     },
+    /// Ask a peer (hostname, address, IPv6 or public key) to trust us; with its approval (or
+    /// its own request) trust is mutual and a tunnel may form.
+    Handshake {
+        /// The peer.
+        peer: String,
+        /// Why, shown to the peer (at most 256 bytes).
+        justification: Option<String>,
+    },
+    /// List trust requests waiting for our decision.
+    Pending,
+    /// Approve a pending trust request.
+    Approve {
+        /// The peer.
+        peer: String,
+    },
+    /// Reject a pending trust request.
+    Reject {
+        /// The peer.
+        peer: String,
+        /// Why, shown to the peer.
+        reason: Option<String>,
+    },
+    /// Withdraw trust from a peer: the tunnel comes down on both sides.
+    Untrust {
+        /// The peer.
+        peer: String,
+    },
+    /// List every trust relation (trusted, pending, requested, rejected, static).
+    Trust,
+    /// Look up an exact hostname at the registries: key, address and IPv6.
+    Find {
+        /// The hostname (`worker-node` or `worker-node.pilot`).
+        name: String,
+    },
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -230,6 +264,83 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
                 text: format!("hostname set to {h}"),
             })
         }
+        Command::Handshake {
+            peer,
+            justification,
+        } => {
+            let v = call(&Request::Handshake {
+                peer,
+                justification,
+            })?;
+            let text = match v["state"].as_str() {
+                Some("trusted") | Some("static") => format!("{} is trusted: the tunnel may form", peer_label(&v)),
+                _ => format!(
+                    "trust requested from {}; it appears in their `pilotctl pending` until they approve",
+                    peer_label(&v)
+                ),
+            };
+            Ok(Output { data: v, text })
+        }
+        Command::Pending => {
+            let v = call(&Request::Pending {})?;
+            let mut text = String::new();
+            for p in v["pending"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "{}  {}  {}\n    justification: {}\n",
+                    p["hostname"].as_str().unwrap_or("-"),
+                    p["address"].as_str().unwrap_or("-"),
+                    p["public_key"].as_str().unwrap_or("-"),
+                    p["justification"].as_str().unwrap_or("")
+                ));
+            }
+            if text.is_empty() {
+                text = "no pending trust requests".into();
+            }
+            Ok(Output { data: v, text })
+        }
+        Command::Approve { peer } => {
+            let v = call(&Request::Approve { peer })?;
+            let text = format!("approved {}: trust is mutual", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Reject { peer, reason } => {
+            let v = call(&Request::Reject { peer, reason })?;
+            let text = format!("rejected {}", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Untrust { peer } => {
+            let v = call(&Request::Untrust { peer })?;
+            let text = format!("no longer trusting {}: tunnel torn down", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Trust => {
+            let v = call(&Request::Trust {})?;
+            let mut text = String::new();
+            for p in v["peers"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "{:<10} {:<24} {}  {}\n",
+                    p["state"].as_str().unwrap_or("-"),
+                    p["hostname"].as_str().unwrap_or("-"),
+                    p["address"].as_str().unwrap_or("-"),
+                    p["public_key"].as_str().unwrap_or("-")
+                ));
+            }
+            if text.is_empty() {
+                text = "no trust relations".into();
+            }
+            Ok(Output { data: v, text })
+        }
+        Command::Find { name } => {
+            let v = call(&Request::Find { hostname: name })?;
+            let text = format!(
+                "hostname    {}\naddress     {}\nipv6        {}\npublic key  {}",
+                v["hostname"].as_str().unwrap_or("-"),
+                v["address"].as_str().unwrap_or("-"),
+                v["ipv6"].as_str().unwrap_or("-"),
+                v["public_key"].as_str().unwrap_or("-")
+            );
+            Ok(Output { data: v, text })
+        }
         Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
@@ -243,6 +354,15 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
                 format!("{}: ok", file.display()),
             ))
         }
+    }
+}
+
+/// `hostname (address)` or the address alone.
+fn peer_label(v: &serde_json::Value) -> String {
+    match (v["hostname"].as_str(), v["address"].as_str()) {
+        (Some(h), Some(a)) => format!("{h} ({a})"),
+        (None, Some(a)) => a.to_string(),
+        _ => "the peer".into(),
     }
 }
 

@@ -99,7 +99,9 @@ impl ControlHandle {
             .map_err(|_| PilotError::internal("the control plane has stopped"))?;
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(PilotError::internal("the control plane dropped the request")),
+            Ok(Err(_)) => Err(PilotError::internal(
+                "the control plane dropped the request",
+            )),
             Err(_) => Err(PilotError::new(
                 ErrorCode::Timeout,
                 "no registry answered in time",
@@ -291,7 +293,8 @@ impl<T: Tunnels> ControlTask<T> {
                 let _ = reply.send(result.map(|_| serde_json::Value::Null));
             }
             Waiting::Hostname(h, reply) => {
-                let _ = reply.send(result.map(|_| serde_json::json!({ "hostname": h.to_string() })));
+                let _ =
+                    reply.send(result.map(|_| serde_json::json!({ "hostname": h.to_string() })));
             }
             Waiting::Op { peer, reply } => {
                 let key = match &peer {
@@ -316,7 +319,11 @@ impl<T: Tunnels> ControlTask<T> {
         match ev {
             ControlEvent::AddPeer(key) => {
                 tracing::info!(peer = %key, "peer trusted: tunnel allowed");
-                let hostname = self.plane.trust().get(&key).and_then(|r| r.hostname.clone());
+                let hostname = self
+                    .plane
+                    .trust()
+                    .get(&key)
+                    .and_then(|r| r.hostname.clone());
                 self.tunnels.add_peer(key, hostname.as_ref());
                 self.ask_endpoints(now, key);
             }
@@ -391,8 +398,8 @@ impl<T: Tunnels> ControlTask<T> {
             }
             ClientEvent::Done { op } => self.reply_op(op, Ok(())),
             ClientEvent::Failed { op, error } => self.reply_op(op, Err(error)),
-            ClientEvent::TrustRequestReceived { .. } | ClientEvent::TrustResponseReceived { .. } => {
-            }
+            ClientEvent::TrustRequestReceived { .. }
+            | ClientEvent::TrustResponseReceived { .. } => {}
         }
     }
 

@@ -2,10 +2,11 @@
 //! encrypted, NAT-proof path to the agents it trusts.
 
 pub mod api;
+pub mod candidates;
 pub mod cli;
 pub mod config;
-pub mod control_task;
 pub mod control;
+pub mod control_task;
 pub mod daemon;
 pub mod error;
 pub mod identity;
