@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use super::peer::{DropReason, Peer, PeerState, PeerStatus};
 use super::CONTROL_MAGIC;
+use crate::relay;
+use crate::traversal::Path;
+use std::time::{Instant, SystemTime};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, NetworkPrefix};
 
@@ -113,7 +116,7 @@ pub enum RxAction {
 pub enum TxAction {
     /// Send the first `len` bytes of the output buffer to `dst`.
     Send {
-        /// The peer's endpoint.
+        /// The peer's endpoint, or the relay (the datagram is then a relay frame).
         dst: SocketAddr,
         /// Length of the datagram.
         len: usize,
@@ -170,6 +173,8 @@ pub struct Core {
     counters: GlobalCounters,
     control: Option<ControlSender>,
     no_peer_hook: Option<NoPeerHook>,
+    /// Registries whose relay deliveries we accept.
+    relays: ArcSwap<Vec<SocketAddr>>,
 }
 
 impl Core {
@@ -195,7 +200,14 @@ impl Core {
             counters: GlobalCounters::default(),
             control,
             no_peer_hook,
+            relays: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Sets the registries whose relay deliveries (`RelayDeliver` frames) are accepted.
+    pub fn set_relays(&self, relays: Vec<SocketAddr>) {
+        self.relays
+            .store(Arc::new(relays.into_iter().map(normalize).collect()));
     }
 
     /// Our overlay network.
@@ -228,8 +240,8 @@ impl Core {
                     new: key,
                 });
             }
-            if endpoint.is_some() {
-                existing.state.lock().endpoint = endpoint.map(normalize);
+            if let Some(ep) = endpoint {
+                existing.state.lock().set_path(Path::Direct(normalize(ep)));
             }
             return Ok(());
         }
@@ -257,10 +269,13 @@ impl Core {
             hostname: Mutex::new(None),
             state: Mutex::new(PeerState {
                 tunn,
-                endpoint: endpoint.map(normalize),
+                path: endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))),
+                last_change: endpoint.map(|_| SystemTime::now()),
                 removed: false,
             }),
             counters: Default::default(),
+            rtt_us: AtomicU64::new(u64::MAX),
+            wanted_path: Mutex::new(None),
         });
         let mut next = PeerTable::clone(&cur);
         next.by_addr.insert(addr, Arc::clone(&peer));
@@ -299,8 +314,70 @@ impl Core {
         endpoint: Option<SocketAddr>,
     ) -> Result<(), PeerTableError> {
         let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
-        peer.state.lock().endpoint = endpoint.map(normalize);
+        peer.state
+            .lock()
+            .set_path(endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))));
         Ok(())
+    }
+
+    /// Sets how a peer's datagrams travel. On a change, a handshake starts at once over the new
+    /// path if there is no session (so packets queued meanwhile flow), or a keepalive goes out
+    /// on it (so the peer sees the new path); both go through `send`.
+    pub fn set_path(
+        &self,
+        key: &PublicKey,
+        path: Path,
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        let path = match path {
+            Path::Direct(a) => Path::Direct(normalize(a)),
+            Path::Relay(a) => Path::Relay(normalize(a)),
+            Path::None => Path::None,
+        };
+        let mut st = peer.state.lock();
+        if st.removed || st.path == path {
+            return Ok(());
+        }
+        st.set_path(path);
+        let mut buf = [0u8; 256];
+        let has_session = st
+            .tunn
+            .time_since_last_handshake()
+            .is_some_and(|d| d < std::time::Duration::from_secs(170));
+        let r = if has_session {
+            st.tunn.encapsulate(&[], &mut buf)
+        } else {
+            st.tunn.format_handshake_initiation(&mut buf, true)
+        };
+        if let TunnResult::WriteToNetwork(p) = r {
+            send_on(path, peer.addr48, p, send);
+        }
+        Ok(())
+    }
+
+    /// Records the round-trip time measured on a peer's path (`None` clears it).
+    pub fn set_rtt(&self, key: &PublicKey, rtt: Option<std::time::Duration>) {
+        if let Some(p) = self.peer(key) {
+            let v = rtt.map_or(u64::MAX, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64);
+            p.rtt_us.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Peers whose outbound packets found no path since the last call (and clears the marks).
+    pub fn take_wanted_paths(&self) -> Vec<PublicKey> {
+        let table = self.table.load();
+        table
+            .by_addr
+            .values()
+            .filter(|p| p.wanted_path.lock().take().is_some())
+            .map(|p| p.public_key)
+            .collect()
+    }
+
+    /// A peer's current path.
+    pub fn path(&self, key: &PublicKey) -> Option<Path> {
+        self.peer(key).map(|p| p.state.lock().path)
     }
 
     /// Sets the hostname shown for a peer.
@@ -344,7 +421,16 @@ impl Core {
     ) -> RxAction {
         let src = normalize(src);
         match datagram.first() {
-            Some(&CONTROL_MAGIC) => return self.on_control(src, datagram),
+            Some(&CONTROL_MAGIC) => {
+                if let Some((from, payload)) = relay::parse(datagram, relay::RELAY_DELIVER) {
+                    if matches!(payload.first(), Some(1..=4))
+                        && self.relays.load().contains(&src)
+                    {
+                        return self.on_relayed(src, from, payload, out, send);
+                    }
+                }
+                return self.on_control(src, datagram);
+            }
             Some(1..=4) => {}
             _ => {
                 bump(&self.counters.malformed);
@@ -405,7 +491,58 @@ impl Core {
             },
         };
         let is_data = matches!(packet, Packet::PacketData(_));
-        self.decapsulate(peer, src, datagram, is_data, out, send)
+        self.decapsulate(peer, src, None, datagram, is_data, out, send)
+    }
+
+    /// A WireGuard datagram relayed by the registry `relay` from the peer at `from`.
+    fn on_relayed(
+        &self,
+        relay: SocketAddr,
+        from: Addr48,
+        datagram: &[u8],
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> RxAction {
+        let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
+            bump(&self.counters.malformed);
+            return RxAction::Dropped;
+        };
+        let table = self.table.load();
+        let peer = match packet {
+            Packet::HandshakeInit(ref init) => {
+                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, init) else {
+                    bump(&self.counters.rejected);
+                    return RxAction::Dropped;
+                };
+                match table.by_wg_key.get(&half.peer_static_public) {
+                    Some(p) => p,
+                    None => {
+                        bump(&self.counters.unknown_key_handshakes);
+                        return RxAction::Dropped;
+                    }
+                }
+            }
+            Packet::HandshakeResponse(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => return self.unknown_index(),
+            },
+            Packet::PacketCookieReply(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => return self.unknown_index(),
+            },
+            Packet::PacketData(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => return self.unknown_index(),
+            },
+        };
+        // The relay names the sender; WireGuard proves it. A mismatch is a confused or lying
+        // relay: drop.
+        if peer.addr48 != from {
+            bump(&self.counters.rejected);
+            return RxAction::Dropped;
+        }
+        let is_data = matches!(packet, Packet::PacketData(_));
+        self.decapsulate(peer, relay, Some(relay), datagram, is_data, out, send)
     }
 
     /// Starts a handshake with the peer whose endpoint is `src`, unless one is in progress.
@@ -418,7 +555,7 @@ impl Core {
     ) {
         for peer in table.by_addr.values() {
             let mut st = peer.state.lock();
-            if st.removed || st.endpoint != Some(src) {
+            if st.removed || st.path != Path::Direct(src) {
                 continue;
             }
             if let TunnResult::WriteToNetwork(init) =
@@ -449,10 +586,13 @@ impl Core {
         }
     }
 
+    /// `relayed`: the registry that relayed the datagram (then `src` is that registry).
+    #[allow(clippy::too_many_arguments)]
     fn decapsulate(
         &self,
         peer: &Peer,
         src: SocketAddr,
+        relayed: Option<SocketAddr>,
         datagram: &[u8],
         is_data: bool,
         out: &mut [u8],
@@ -463,17 +603,23 @@ impl Core {
             peer.counters.drop_one(DropReason::Removed);
             return RxAction::Dropped;
         }
-        match st.tunn.decapsulate(Some(src.ip()), datagram, out) {
+        // Where this datagram came from, as a path: replies go back the same way.
+        let came_by = match relayed {
+            Some(r) => Path::Relay(r),
+            None => Path::Direct(src),
+        };
+        let ip = if relayed.is_some() { None } else { Some(src.ip()) };
+        match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
-                send(src, reply);
+                send_on(came_by, peer.addr48, reply, send);
                 // Packets queued while the handshake ran go out now.
                 while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
                     if p.first() == Some(&4) {
                         count_tx(peer, p.len());
                     }
-                    send(src, p);
+                    send_on(came_by, peer.addr48, p, send);
                 }
-                st.endpoint = Some(src);
+                st.roam(came_by);
                 RxAction::Consumed
             }
             TunnResult::WriteToTunnelV6(pkt, inner_src) => {
@@ -485,9 +631,7 @@ impl Core {
                 }
                 let len = pkt.len();
                 debug_assert_eq!(pkt.as_ptr(), out.as_ptr());
-                if st.endpoint != Some(src) {
-                    st.endpoint = Some(src);
-                }
+                st.roam(came_by);
                 drop(st);
                 peer.counters
                     .rx_bytes
@@ -503,8 +647,8 @@ impl Core {
             }
             TunnResult::Done => {
                 // A keepalive (authenticated data packet) also proves the endpoint.
-                if is_data && st.endpoint != Some(src) {
-                    st.endpoint = Some(src);
+                if is_data {
+                    st.roam(came_by);
                 }
                 RxAction::Consumed
             }
@@ -542,19 +686,32 @@ impl Core {
             peer.counters.drop_one(DropReason::Removed);
             return TxAction::Dropped;
         }
-        let Some(dst) = st.endpoint else {
-            drop(st);
-            peer.counters.drop_one(DropReason::NoEndpoint);
-            return TxAction::Dropped;
+        let (dst, off) = match st.path {
+            Path::Direct(a) => (a, 0),
+            Path::Relay(r) => (r, relay::HEADER_LEN),
+            Path::None => {
+                // Queue it inside WireGuard (it goes out once a path is set) and ask for one.
+                let _ = st.tunn.encapsulate(packet, out);
+                drop(st);
+                *peer.wanted_path.lock() = Some(Instant::now());
+                peer.counters.drop_one(DropReason::NoEndpoint);
+                return TxAction::Dropped;
+            }
         };
-        match st.tunn.encapsulate(packet, out) {
+        match st.tunn.encapsulate(packet, &mut out[off..]) {
             TunnResult::WriteToNetwork(d) => {
                 let len = d.len();
                 drop(st);
-                if out[0] == 4 {
+                if out[off] == 4 {
                     count_tx(peer, packet.len());
                 }
-                TxAction::Send { dst, len }
+                if off > 0 {
+                    relay::encode_header(out, relay::RELAY_SEND, peer.addr48);
+                }
+                TxAction::Send {
+                    dst,
+                    len: len + off,
+                }
             }
             TunnResult::Done => TxAction::Queued,
             TunnResult::Err(e) => {
@@ -584,13 +741,9 @@ impl Core {
             if st.removed {
                 continue;
             }
-            let endpoint = st.endpoint;
+            let path = st.path;
             match st.tunn.update_timers(buf) {
-                TunnResult::WriteToNetwork(p) => {
-                    if let Some(ep) = endpoint {
-                        send(ep, p);
-                    }
-                }
+                TunnResult::WriteToNetwork(p) => send_on(path, peer.addr48, p, send),
                 TunnResult::Err(e) => {
                     tracing::trace!(peer = %peer.addr48, error = ?e, "timer");
                 }
@@ -602,6 +755,43 @@ impl Core {
     /// Number of peers.
     pub fn peer_count(&self) -> usize {
         self.table.load().by_addr.len()
+    }
+}
+
+/// Sends a WireGuard datagram for `peer` along `path` (wrapped in a relay frame when relayed).
+fn send_on(path: Path, peer: Addr48, data: &[u8], send: &mut dyn FnMut(SocketAddr, &[u8])) {
+    match path {
+        Path::None => {}
+        Path::Direct(a) => send(a, data),
+        Path::Relay(r) => {
+            let mut buf = [0u8; 2048];
+            let n = relay::HEADER_LEN + data.len();
+            if n <= buf.len() {
+                relay::encode_header(&mut buf, relay::RELAY_SEND, peer);
+                buf[relay::HEADER_LEN..n].copy_from_slice(data);
+                send(r, &buf[..n]);
+            }
+        }
+    }
+}
+
+impl PeerState {
+    fn set_path(&mut self, path: Path) {
+        if self.path != path {
+            self.path = path;
+            self.last_change = Some(SystemTime::now());
+        }
+    }
+
+    /// An authenticated datagram came by `came_by`. A direct path follows the peer to its new
+    /// address (roaming); a peer without a path takes the one that works. A relayed path is
+    /// changed only by the control plane, which probes before it switches.
+    fn roam(&mut self, came_by: Path) {
+        match (self.path, came_by) {
+            (Path::None, _) => self.set_path(came_by),
+            (Path::Direct(cur), Path::Direct(new)) if cur != new => self.set_path(came_by),
+            _ => {}
+        }
     }
 }
 

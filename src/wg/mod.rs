@@ -193,6 +193,41 @@ impl DataPlane {
         self.shared.core.set_endpoint(key, endpoint)
     }
 
+    /// Sets how a peer's datagrams travel (direct to an address, or through a relay); on a
+    /// change a handshake or keepalive goes out on the new path at once.
+    pub fn set_path(
+        &self,
+        key: &PublicKey,
+        path: crate::traversal::Path,
+    ) -> Result<(), PeerTableError> {
+        let shared = &self.shared;
+        shared.core.set_path(key, path, &mut |dst, d| {
+            if let Err(e) = shared.udp.send(dst, d, None) {
+                tracing::debug!(%dst, error = %e, "UDP send failed");
+            }
+        })
+    }
+
+    /// A peer's current path.
+    pub fn path(&self, key: &PublicKey) -> Option<crate::traversal::Path> {
+        self.shared.core.path(key)
+    }
+
+    /// Records the round-trip time measured on a peer's path.
+    pub fn set_rtt(&self, key: &PublicKey, rtt: Option<std::time::Duration>) {
+        self.shared.core.set_rtt(key, rtt)
+    }
+
+    /// Sets the registries whose relay deliveries are accepted.
+    pub fn set_relays(&self, relays: Vec<SocketAddr>) {
+        self.shared.core.set_relays(relays)
+    }
+
+    /// Peers whose outbound packets found no path since the last call.
+    pub fn take_wanted_paths(&self) -> Vec<PublicKey> {
+        self.shared.core.take_wanted_paths()
+    }
+
     /// Sets the hostname shown for a peer.
     pub fn set_hostname(
         &self,

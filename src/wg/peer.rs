@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boringtun::noise::Tunn;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
 use crate::mapping::Addr48;
+use crate::traversal::Path;
 
 /// Why a packet to or from a known peer was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +85,10 @@ impl PeerCounters {
 /// The mutable part of a peer, behind one per-peer lock (never a global one).
 pub(crate) struct PeerState {
     pub(crate) tunn: Tunn,
-    pub(crate) endpoint: Option<SocketAddr>,
+    /// How its datagrams travel: straight to an endpoint, or through a relay.
+    pub(crate) path: Path,
+    /// When `path` last changed.
+    pub(crate) last_change: Option<SystemTime>,
     /// Set by `remove_peer`: from then on nothing passes, even for a worker that still holds
     /// the peer from an older table.
     pub(crate) removed: bool,
@@ -106,10 +111,15 @@ pub struct Peer {
     pub(crate) state: Mutex<PeerState>,
     /// Its counters.
     pub counters: PeerCounters,
+    /// Latest round-trip time on its path in microseconds (`u64::MAX` = not measured), set by
+    /// the control plane from probe replies.
+    pub(crate) rtt_us: AtomicU64,
+    /// When an outbound packet last found no path (for the control plane to connect at once).
+    pub(crate) wanted_path: parking_lot::Mutex<Option<Instant>>,
 }
 
 /// What `pilotctl peers` shows for one peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerStatus {
     /// The peer's public key (base64).
     pub public_key: String,
@@ -119,10 +129,14 @@ pub struct PeerStatus {
     pub ipv6: Ipv6Addr,
     /// Its hostname, if one is known.
     pub hostname: Option<String>,
-    /// Its current UDP endpoint, if known.
+    /// Where its datagrams go: its UDP endpoint (direct), or the registry relaying them.
     pub endpoint: Option<SocketAddr>,
-    /// How packets reach it: `"direct"` (relay comes later).
+    /// How packets reach it: `"direct"`, `"relay"`, or `"none"` (no path yet).
     pub path: String,
+    /// Round-trip time of the latest probe on the path, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Unix time (seconds) the path last changed.
+    pub last_change: Option<u64>,
     /// Unix time (seconds) of the last completed handshake, if any.
     pub last_handshake: Option<u64>,
     /// Bytes received from it (inner packets).
@@ -140,10 +154,11 @@ pub struct PeerStatus {
 impl Peer {
     /// A snapshot for status output.
     pub fn status(&self) -> PeerStatus {
-        let (endpoint, since) = {
+        let (path, changed, since) = {
             let st = self.state.lock();
-            (st.endpoint, st.tunn.time_since_last_handshake())
+            (st.path, st.last_change, st.tunn.time_since_last_handshake())
         };
+        let rtt = self.rtt_us.load(Ordering::Relaxed);
         let last_handshake = since.and_then(|d| {
             SystemTime::now()
                 .checked_sub(d)
@@ -163,8 +178,12 @@ impl Peer {
             address: self.addr48.to_string(),
             ipv6: self.ipv6,
             hostname: self.hostname.lock().clone(),
-            endpoint,
-            path: "direct".to_string(),
+            endpoint: path.addr(),
+            path: path.kind().to_string(),
+            rtt_ms: (rtt != u64::MAX).then(|| rtt as f64 / 1000.0),
+            last_change: changed
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
             last_handshake,
             rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),

@@ -1,0 +1,694 @@
+//! NAT traversal, sans-IO: one [`PeerPath`] per trusted peer decides how its packets travel.
+//!
+//! Inputs: candidate addresses (from the registry's endpoint exchange), probes and probe replies
+//! (signed messages, see [`crate::probe`]), a changed reflexive address, traffic that found no
+//! path, and time. Outputs ([`Action`]): ask the registry for the peer's candidates (which also
+//! gives the peer ours, so both sides punch at once), send a probe to an address or through the
+//! relay, and set the data plane's path. No sockets, no clock: the caller passes `now`, so tests
+//! run it in memory with a virtual clock.
+//!
+//! The life of a path:
+//! 1. **Punch**: every [`Timing::punch_interval`] a probe goes to every candidate, for
+//!    [`Timing::punch_duration`]. The first candidate whose reply comes back *from the address
+//!    probed* becomes the path (`Direct`). Probing goes on for [`Timing::settle`] after that, so
+//!    a better candidate — a LAN address ([`CandidateKind::Local`]) beats a public one — can
+//!    still win.
+//! 2. **Relay**: if no direct path works [`Timing::relay_after`] into a punch, packets go
+//!    through the registry ([`Path::Relay`]); punching is retried with backoff
+//!    ([`Timing::retry_min`] doubling to [`Timing::retry_max`]) and the path upgrades to direct
+//!    as soon as a probe succeeds. WireGuard sessions do not depend on the path, so a switch drops
+//!    nothing.
+//! 3. **Hold**: on a direct path a probe goes out every [`Timing::keepalive`] (keeping NAT
+//!    mappings and measuring the RTT). No reply for [`Timing::dead_after`] means the path is gone:
+//!    the relay takes over at once and a new punch starts. A changed reflexive address punches
+//!    again at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How a peer's packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// No path known: packets are dropped (and a punch is started).
+    None,
+    /// Straight to this UDP address.
+    Direct(SocketAddr),
+    /// Wrapped in relay frames through this registry.
+    Relay(SocketAddr),
+}
+
+impl Path {
+    /// `"direct"`, `"relay"` or `"none"`, as `pilotctl peers` shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Path::None => "none",
+            Path::Direct(_) => "direct",
+            Path::Relay(_) => "relay",
+        }
+    }
+
+    /// The address datagrams go to, if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Path::None => None,
+            Path::Direct(a) | Path::Relay(a) => Some(*a),
+        }
+    }
+}
+
+/// Where a candidate address came from; decides which path wins when several work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CandidateKind {
+    /// A public (or reflexive) address.
+    Public,
+    /// An address we saw a valid probe come from (a NAT mapping made for us).
+    PeerReflexive,
+    /// A private LAN address (RFC 1918, ULA): best when it works — no hairpin needed.
+    Local,
+}
+
+impl CandidateKind {
+    /// The kind of an address offered by the peer.
+    pub fn of(addr: &SocketAddr) -> CandidateKind {
+        let local = match addr.ip() {
+            IpAddr::V4(v4) => v4.is_private(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+        };
+        if local {
+            CandidateKind::Local
+        } else {
+            CandidateKind::Public
+        }
+    }
+}
+
+/// The timers of the machine. [`Timing::default`] is what the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Between two probe rounds while punching.
+    pub punch_interval: Duration,
+    /// How long one punch lasts.
+    pub punch_duration: Duration,
+    /// Probing continues this long after the first success, so a better candidate can win.
+    pub settle: Duration,
+    /// Without a direct path this long into a punch, use the relay.
+    pub relay_after: Duration,
+    /// Between two probes on an established path.
+    pub keepalive: Duration,
+    /// A direct path without any reply this long is dead.
+    pub dead_after: Duration,
+    /// First wait before punching again when a punch found nothing.
+    pub retry_min: Duration,
+    /// Longest wait between punches.
+    pub retry_max: Duration,
+    /// An unanswered probe is forgotten after this long.
+    pub probe_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            punch_interval: Duration::from_millis(200),
+            punch_duration: Duration::from_secs(5),
+            settle: Duration::from_millis(600),
+            relay_after: Duration::from_secs(3),
+            keepalive: Duration::from_secs(1),
+            dead_after: Duration::from_millis(3500),
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(15),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Ask the registry for the peer's candidates (an endpoint request; the peer learns ours
+    /// and punches too).
+    RequestEndpoints,
+    /// Send a signed probe with this transaction id.
+    Probe {
+        /// Where: `Direct(addr)` straight to the address, `Relay(registry)` in a relay frame.
+        via: Path,
+        /// Transaction id (the reply echoes it).
+        txid: u64,
+    },
+    /// Tell the data plane the new path.
+    SetPath(Path),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    addr: SocketAddr,
+    kind: CandidateKind,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Punch {
+    until: Instant,
+    next_probe: Instant,
+    relay_at: Instant,
+}
+
+/// The path state machine of one peer.
+#[derive(Debug)]
+pub struct PeerPath {
+    timing: Timing,
+    candidates: Vec<Candidate>,
+    path: Path,
+    relay: Option<SocketAddr>,
+    punch: Option<Punch>,
+    outstanding: HashMap<u64, (Path, Instant)>,
+    next_txid: u64,
+    last_reply: Option<Instant>,
+    next_keepalive: Option<Instant>,
+    next_retry: Option<Instant>,
+    backoff: Duration,
+    rtt: Option<Duration>,
+    last_change: Option<Instant>,
+    actions: VecDeque<Action>,
+}
+
+impl PeerPath {
+    /// A machine with no candidates and no path; `txid_seed` makes transaction ids unguessable
+    /// (pass a random number).
+    pub fn new(timing: Timing, txid_seed: u64) -> Self {
+        PeerPath {
+            timing,
+            candidates: Vec::new(),
+            path: Path::None,
+            relay: None,
+            punch: None,
+            outstanding: HashMap::new(),
+            next_txid: txid_seed,
+            last_reply: None,
+            next_keepalive: None,
+            next_retry: None,
+            backoff: timing.retry_min,
+            rtt: None,
+            last_change: None,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The current path.
+    pub fn path(&self) -> Path {
+        self.path
+    }
+
+    /// The latest round-trip time measured on the current path.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// When the path last changed.
+    pub fn last_change(&self) -> Option<Instant> {
+        self.last_change
+    }
+
+    /// Whether a punch is running.
+    pub fn is_punching(&self) -> bool {
+        self.punch.is_some()
+    }
+
+    /// The candidate addresses known, best first.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        self.candidates.iter().map(|c| c.addr).collect()
+    }
+
+    /// Next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`PeerPath::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let punch = self.punch.map(|p| p.next_probe.min(p.until).min(p.relay_at));
+        [punch, self.next_keepalive, self.next_retry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Connects: asks for candidates and punches (unless a working direct path exists or a
+    /// punch is running).
+    pub fn connect(&mut self, now: Instant) {
+        if self.punch.is_some() || self.direct_alive(now) {
+            return;
+        }
+        self.actions.push_back(Action::RequestEndpoints);
+        self.start_punch(now);
+    }
+
+    /// An outbound packet found no path: connect now rather than at the next retry.
+    pub fn on_traffic_without_path(&mut self, now: Instant) {
+        if matches!(self.path, Path::None) && self.punch.is_none() {
+            self.backoff = self.timing.retry_min;
+            self.connect(now);
+        }
+    }
+
+    /// Our reflexive address changed: our NAT mappings are new, so punch again at once (the
+    /// current path stays until probes show it is dead).
+    pub fn on_reflexive_changed(&mut self, now: Instant) {
+        if self.punch.is_none() {
+            self.actions.push_back(Action::RequestEndpoints);
+            self.start_punch(now);
+        }
+    }
+
+    /// Candidates from an endpoint exchange at `registry` (the peer's reflexive address first,
+    /// then its local ones). The exchange also allows relaying through `registry`, and the peer
+    /// punches now too, so this starts (or extends) a punch at once.
+    pub fn on_candidates(&mut self, now: Instant, addrs: &[SocketAddr], registry: SocketAddr) {
+        self.relay = Some(registry);
+        let prflx: Vec<Candidate> = self
+            .candidates
+            .iter()
+            .filter(|c| c.kind == CandidateKind::PeerReflexive && !addrs.contains(&c.addr))
+            .copied()
+            .collect();
+        self.candidates = addrs
+            .iter()
+            .map(|a| Candidate {
+                addr: *a,
+                kind: CandidateKind::of(a),
+            })
+            .chain(prflx)
+            .take(16)
+            .collect();
+        self.candidates.sort_by(|a, b| b.kind.cmp(&a.kind));
+        match &mut self.punch {
+            Some(p) => {
+                p.until = p.until.max(now + self.timing.punch_duration);
+                p.next_probe = now;
+            }
+            None => self.start_punch(now),
+        }
+    }
+
+    /// A valid probe from the peer arrived from `src` (not through the relay): `src` is a
+    /// candidate (a peer-reflexive one if new). If we have no direct path, punch towards it.
+    pub fn on_probe_from(&mut self, now: Instant, src: SocketAddr) {
+        if !self.candidates.iter().any(|c| c.addr == src) {
+            self.candidates.push(Candidate {
+                addr: src,
+                kind: CandidateKind::PeerReflexive.max(CandidateKind::of(&src)),
+            });
+            self.candidates.sort_by(|a, b| b.kind.cmp(&a.kind));
+            self.candidates.truncate(16);
+        }
+        if !matches!(self.path, Path::Direct(_)) && self.punch.is_none() {
+            self.start_punch(now);
+        }
+    }
+
+    /// A valid probe reply arrived from `from` (the registry's address when relayed).
+    pub fn on_probe_reply(&mut self, now: Instant, from: SocketAddr, txid: u64) {
+        let Some((via, sent)) = self.outstanding.remove(&txid) else {
+            return;
+        };
+        if via.addr() != Some(from) {
+            return;
+        }
+        let rtt = now.saturating_duration_since(sent);
+        match via {
+            Path::Relay(_) => {
+                if matches!(self.path, Path::Relay(_)) {
+                    self.rtt = Some(rtt);
+                }
+            }
+            Path::Direct(addr) => {
+                if self.path == via {
+                    self.last_reply = Some(now);
+                    self.rtt = Some(rtt);
+                    return;
+                }
+                let better = match self.path {
+                    Path::Direct(cur) => self.kind_of(addr) > self.kind_of(cur),
+                    _ => true,
+                };
+                if better {
+                    self.set_path(now, via);
+                    self.last_reply = Some(now);
+                    self.rtt = Some(rtt);
+                    self.next_keepalive = Some(now + self.timing.keepalive);
+                    self.next_retry = None;
+                    self.backoff = self.timing.retry_min;
+                    if let Some(p) = &mut self.punch {
+                        p.until = p.until.min(now + self.timing.settle);
+                    }
+                }
+            }
+            Path::None => {}
+        }
+    }
+
+    /// Fires timers: probe rounds, relay fallback, keepalives, dead-path detection, retries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.timing.probe_timeout;
+        self.outstanding
+            .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < timeout);
+        if let Some(mut p) = self.punch {
+            if now >= p.relay_at && !matches!(self.path, Path::Direct(_)) {
+                if let Some(r) = self.relay {
+                    if self.path != Path::Relay(r) {
+                        self.set_path(now, Path::Relay(r));
+                        self.next_keepalive = Some(now);
+                    }
+                }
+                p.relay_at = p.until;
+            }
+            if now >= p.next_probe {
+                let targets: Vec<SocketAddr> = self.candidates.iter().map(|c| c.addr).collect();
+                for addr in targets {
+                    self.probe(now, Path::Direct(addr));
+                }
+                p.next_probe = now + self.timing.punch_interval;
+            }
+            if now >= p.until {
+                self.punch = None;
+                if !matches!(self.path, Path::Direct(_)) {
+                    self.next_retry = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(self.timing.retry_max);
+                }
+            } else {
+                self.punch = Some(p);
+            }
+        }
+        if self.next_keepalive.is_some_and(|t| now >= t) {
+            self.next_keepalive = None;
+            match self.path {
+                Path::Direct(_) if !self.direct_alive(now) => {
+                    // Dead: the relay carries packets while we punch again.
+                    match self.relay {
+                        Some(r) => self.set_path(now, Path::Relay(r)),
+                        None => self.rtt = None,
+                    }
+                    self.last_reply = None;
+                    self.actions.push_back(Action::RequestEndpoints);
+                    if self.punch.is_none() {
+                        self.start_punch(now);
+                    }
+                    self.next_keepalive = Some(now + self.timing.keepalive);
+                }
+                Path::Direct(_) | Path::Relay(_) => {
+                    self.probe(now, self.path);
+                    self.next_keepalive = Some(now + self.timing.keepalive);
+                }
+                Path::None => {}
+            }
+        }
+        if self.next_retry.is_some_and(|t| now >= t) {
+            self.next_retry = None;
+            self.connect(now);
+        }
+    }
+
+    /// Forgets everything (trust withdrawn or the peer removed).
+    pub fn reset(&mut self, now: Instant) {
+        let seed = self.next_txid;
+        *self = PeerPath::new(self.timing, seed);
+        let _ = now;
+    }
+
+    /// Allocates a transaction id for a probe sent outside the machine (`pilotctl ping`);
+    /// its reply is then ignored by [`PeerPath::on_probe_reply`].
+    pub fn next_txid(&mut self) -> u64 {
+        self.next_txid = self.next_txid.wrapping_add(1);
+        self.next_txid
+    }
+
+    fn kind_of(&self, addr: SocketAddr) -> CandidateKind {
+        self.candidates
+            .iter()
+            .find(|c| c.addr == addr)
+            .map(|c| c.kind)
+            .unwrap_or_else(|| CandidateKind::of(&addr))
+    }
+
+    fn direct_alive(&self, now: Instant) -> bool {
+        matches!(self.path, Path::Direct(_))
+            && self
+                .last_reply
+                .is_some_and(|t| now.saturating_duration_since(t) < self.timing.dead_after)
+    }
+
+    fn start_punch(&mut self, now: Instant) {
+        self.next_retry = None;
+        let relay_at = if matches!(self.path, Path::Direct(_)) && !self.direct_alive(now) {
+            now
+        } else {
+            now + self.timing.relay_after
+        };
+        self.punch = Some(Punch {
+            until: now + self.timing.punch_duration,
+            next_probe: now,
+            relay_at,
+        });
+    }
+
+    fn probe(&mut self, now: Instant, via: Path) {
+        if self.outstanding.len() >= 256 {
+            return;
+        }
+        let txid = self.next_txid();
+        self.outstanding.insert(txid, (via, now));
+        self.actions.push_back(Action::Probe { via, txid });
+    }
+
+    fn set_path(&mut self, now: Instant, path: Path) {
+        if self.path != path {
+            self.path = path;
+            self.last_change = Some(now);
+            self.rtt = None;
+            self.actions.push_back(Action::SetPath(path));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    const REG: &str = "203.0.113.10:7946";
+
+    /// Drains actions: (probes sent, paths set, endpoint requests).
+    fn drain(m: &mut PeerPath) -> (Vec<(Path, u64)>, Vec<Path>, usize) {
+        let (mut probes, mut paths, mut reqs) = (vec![], vec![], 0);
+        while let Some(a) = m.poll_action() {
+            match a {
+                Action::Probe { via, txid } => probes.push((via, txid)),
+                Action::SetPath(p) => paths.push(p),
+                Action::RequestEndpoints => reqs += 1,
+            }
+        }
+        (probes, paths, reqs)
+    }
+
+    fn run_until(m: &mut PeerPath, now: &mut Instant, until: Instant) -> Vec<Action> {
+        let mut all = vec![];
+        while let Some(t) = m.poll_timeout() {
+            if t > until {
+                break;
+            }
+            *now = t.max(*now);
+            m.handle_timeout(*now);
+            all.extend(std::iter::from_fn(|| m.poll_action()));
+        }
+        *now = until;
+        all
+    }
+
+    #[test]
+    fn candidates_are_probed_lan_first_and_the_first_reply_wins() {
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(Timing::default(), 1);
+        m.connect(t0);
+        let (_, _, reqs) = drain(&mut m);
+        assert_eq!(reqs, 1, "connect asks the registry");
+        let public = addr("198.51.100.7:51820");
+        let lan = addr("10.1.0.7:51820");
+        m.on_candidates(t0, &[public, lan], addr(REG));
+        assert_eq!(m.candidates(), vec![lan, public], "LAN candidates first");
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        let vias: Vec<Path> = probes.iter().map(|p| p.0).collect();
+        assert_eq!(vias, vec![Path::Direct(lan), Path::Direct(public)]);
+        // The public one answers first: it wins at once.
+        let t1 = t0 + Duration::from_millis(30);
+        m.on_probe_reply(t1, public, probes[1].1);
+        assert_eq!(drain(&mut m).1, vec![Path::Direct(public)]);
+        assert_eq!(m.rtt(), Some(Duration::from_millis(30)));
+        // A reply with an unknown txid, or from another address, changes nothing.
+        m.on_probe_reply(t1, lan, 999_999);
+        m.on_probe_reply(t1, addr("192.0.2.1:1"), probes[0].1);
+        assert_eq!(m.path(), Path::Direct(public));
+    }
+
+    #[test]
+    fn a_lan_candidate_that_answers_later_still_wins() {
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(Timing::default(), 1);
+        let public = addr("198.51.100.7:51820");
+        let lan = addr("10.1.0.7:51820");
+        m.on_candidates(t0, &[public, lan], addr(REG));
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        m.on_probe_reply(t0 + Duration::from_millis(5), public, probes[1].1);
+        m.on_probe_reply(t0 + Duration::from_millis(9), lan, probes[0].1);
+        assert_eq!(
+            drain(&mut m).1,
+            vec![Path::Direct(public), Path::Direct(lan)]
+        );
+        // And a public reply afterwards does not downgrade it.
+        let mut now = t0 + Duration::from_millis(10);
+        let acts = run_until(&mut m, &mut now, t0 + Duration::from_millis(250));
+        let p = acts.iter().find_map(|a| match a {
+            Action::Probe {
+                via: Path::Direct(a),
+                txid,
+            } if *a == public => Some(*txid),
+            _ => None,
+        });
+        m.on_probe_reply(now, public, p.unwrap());
+        assert_eq!(m.path(), Path::Direct(lan));
+    }
+
+    #[test]
+    fn without_any_reply_the_relay_takes_over_after_relay_after() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        m.connect(t0);
+        m.on_candidates(t0, &[addr("198.51.100.7:51820")], addr(REG));
+        let mut now = t0;
+        let acts = run_until(&mut m, &mut now, t0 + timing.relay_after - Duration::from_millis(1));
+        assert!(!acts.iter().any(|a| matches!(a, Action::SetPath(_))));
+        assert_eq!(m.path(), Path::None);
+        let acts = run_until(&mut m, &mut now, t0 + timing.relay_after);
+        assert!(acts.contains(&Action::SetPath(Path::Relay(addr(REG)))));
+        // Punching stops after punch_duration and is retried after retry_min, asking the
+        // registry again.
+        run_until(&mut m, &mut now, t0 + timing.punch_duration);
+        assert!(!m.is_punching());
+        let acts = run_until(
+            &mut m,
+            &mut now,
+            t0 + timing.punch_duration + timing.retry_min,
+        );
+        assert!(acts.contains(&Action::RequestEndpoints), "{acts:?}");
+        assert!(m.is_punching());
+    }
+
+    #[test]
+    fn a_relayed_peer_upgrades_to_direct_when_a_probe_succeeds() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        let public = addr("198.51.100.7:51820");
+        m.on_candidates(t0, &[public], addr(REG));
+        let mut now = t0;
+        run_until(&mut m, &mut now, t0 + Duration::from_secs(20));
+        assert_eq!(m.path(), Path::Relay(addr(REG)));
+        // A later punch round: the NAT now lets it through.
+        m.on_candidates(now, &[public], addr(REG));
+        m.handle_timeout(now);
+        let (probes, _, _) = drain(&mut m);
+        let txid = probes
+            .iter()
+            .find(|p| p.0 == Path::Direct(public))
+            .unwrap()
+            .1;
+        m.on_probe_reply(now, public, txid);
+        assert_eq!(m.path(), Path::Direct(public));
+    }
+
+    #[test]
+    fn a_silent_direct_path_falls_back_to_the_relay_and_punches_again() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        let public = addr("198.51.100.7:51820");
+        m.on_candidates(t0, &[public], addr(REG));
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        m.on_probe_reply(t0, public, probes[0].1);
+        assert_eq!(m.path(), Path::Direct(public));
+        // Keepalives are answered for a while...
+        let mut now = t0;
+        for _ in 0..5 {
+            let t = m.poll_timeout().unwrap();
+            now = t;
+            m.handle_timeout(now);
+            let acts: Vec<Action> = std::iter::from_fn(|| m.poll_action()).collect();
+            for a in acts {
+                if let Action::Probe { via, txid } = a {
+                    if via == Path::Direct(public) {
+                        m.on_probe_reply(now, public, txid);
+                    }
+                }
+            }
+        }
+        assert_eq!(m.path(), Path::Direct(public));
+        let silent_from = now;
+        // ...then nothing: dead within dead_after + one keepalive.
+        let acts = run_until(
+            &mut m,
+            &mut now,
+            silent_from + timing.dead_after + timing.keepalive,
+        );
+        assert!(acts.contains(&Action::SetPath(Path::Relay(addr(REG)))), "{acts:?}");
+        assert!(acts.contains(&Action::RequestEndpoints));
+        assert!(m.is_punching());
+    }
+
+    #[test]
+    fn a_changed_reflexive_address_punches_again_without_dropping_the_path() {
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(Timing::default(), 1);
+        let public = addr("198.51.100.7:51820");
+        m.on_candidates(t0, &[public], addr(REG));
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        m.on_probe_reply(t0, public, probes[0].1);
+        let mut now = t0;
+        run_until(&mut m, &mut now, t0 + Duration::from_secs(1));
+        drain(&mut m);
+        m.on_reflexive_changed(now);
+        let (_, paths, reqs) = drain(&mut m);
+        assert_eq!((paths.len(), reqs), (0, 1));
+        assert!(m.is_punching());
+    }
+
+    #[test]
+    fn a_probe_from_a_new_address_makes_it_a_candidate() {
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(Timing::default(), 1);
+        let prflx = addr("198.51.100.9:31000");
+        m.on_probe_from(t0, prflx);
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        assert_eq!(probes[0].0, Path::Direct(prflx));
+        m.on_probe_reply(t0, prflx, probes[0].1);
+        assert_eq!(m.path(), Path::Direct(prflx));
+    }
+
+    #[test]
+    fn traffic_without_a_path_connects_at_once() {
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(Timing::default(), 1);
+        m.on_traffic_without_path(t0);
+        assert_eq!(drain(&mut m).2, 1);
+        assert!(m.is_punching());
+        // While punching it does not ask again.
+        m.on_traffic_without_path(t0);
+        assert_eq!(drain(&mut m).2, 0);
+    }
+}
