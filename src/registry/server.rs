@@ -32,7 +32,8 @@ use super::wire::{
     HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
 };
 use crate::identity::{Identity, PublicKey};
-use crate::mapping::Hostname;
+use crate::mapping::{Addr48, Hostname};
+use crate::relay;
 use std::sync::Arc;
 
 /// Tunable bounds of a registry. Every table it keeps in memory is bounded by one of these.
@@ -66,6 +67,19 @@ pub struct Limits {
     pub max_tracked_ips: usize,
     /// How long a forwarded endpoint request may wait for its answer (ms).
     pub endpoint_answer_timeout_ms: u64,
+    /// How long a successful endpoint exchange allows the pair to relay through us (ms);
+    /// every new exchange renews it.
+    pub relay_pair_ttl_ms: u64,
+    /// Most pairs allowed to relay at once.
+    pub max_relay_pairs: usize,
+    /// Relayed datagrams per sending node: bucket size.
+    pub relay_packet_burst: u32,
+    /// Relayed datagrams per sending node: per second.
+    pub relay_packets_per_sec: u32,
+    /// Relayed payload bytes per sending node: bucket size.
+    pub relay_byte_burst: u32,
+    /// Relayed payload bytes per sending node: per second.
+    pub relay_bytes_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -84,6 +98,12 @@ impl Default for Limits {
             ip_per_sec: 50,
             max_tracked_ips: 1_000_000,
             endpoint_answer_timeout_ms: 30_000,
+            relay_pair_ttl_ms: 10 * 60 * 1000,
+            max_relay_pairs: 1_000_000,
+            relay_packet_burst: 4096,
+            relay_packets_per_sec: 20_000,
+            relay_byte_burst: 4 << 20,
+            relay_bytes_per_sec: 25_000_000,
         }
     }
 }
@@ -109,6 +129,15 @@ pub struct Counters {
     pub pushed: u64,
     /// Held messages that expired undelivered.
     pub expired: u64,
+    /// Datagrams relayed between nodes.
+    pub relayed_packets: u64,
+    /// Payload bytes relayed between nodes.
+    pub relayed_bytes: u64,
+    /// Relay frames refused: unknown sender address, unknown or offline target, no endpoint
+    /// exchange between the pair, or malformed.
+    pub relay_refused: u64,
+    /// Relay frames dropped over the sender's packet or byte budget.
+    pub relay_limited: u64,
 }
 
 /// A token bucket in milli-tokens, refilled from the time passed in.
@@ -128,12 +157,17 @@ impl Bucket {
 
     /// Takes one token if there is one.
     fn take(&mut self, burst: u32, per_sec: u32, now_ms: u64) -> bool {
+        self.take_n(1, burst, per_sec, now_ms)
+    }
+
+    /// Takes `n` tokens if there are that many.
+    fn take_n(&mut self, n: u64, burst: u32, per_sec: u32, now_ms: u64) -> bool {
         let cap = burst as u64 * 1000;
         let elapsed = now_ms.saturating_sub(self.last_ms);
         self.milli = (self.milli + elapsed.saturating_mul(per_sec as u64)).min(cap);
         self.last_ms = now_ms.max(self.last_ms);
-        if self.milli >= 1000 {
-            self.milli -= 1000;
+        if self.milli >= n * 1000 {
+            self.milli -= n * 1000;
             true
         } else {
             false
@@ -173,6 +207,25 @@ struct PendingEndpoint {
 
 type HeldKey = ([u8; 32], [u8; 32], u8);
 
+/// An unordered pair of keys (the smaller first).
+type Pair = ([u8; 32], [u8; 32]);
+
+fn pair(a: &PublicKey, b: &PublicKey) -> Pair {
+    let (a, b) = (*a.as_bytes(), *b.as_bytes());
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// A node's relay budget: packets and bytes.
+#[derive(Debug, Clone)]
+struct RelayBudget {
+    packets: Bucket,
+    bytes: Bucket,
+}
+
 /// Datagrams to send: (destination, bytes).
 pub type Transmits = Vec<(SocketAddr, Vec<u8>)>;
 
@@ -190,6 +243,13 @@ pub struct Registry {
     query_buckets: HashMap<PublicKey, Bucket>,
     ip_buckets: HashMap<IpAddr, Bucket>,
     endpoint_requests: HashMap<Nonce, PendingEndpoint>,
+    /// Presence address → key (who sends a relay frame is known by its address).
+    by_addr: HashMap<SocketAddr, PublicKey>,
+    /// addr48 → key of online nodes (relay frames name their target by addr48).
+    by_addr48: HashMap<Addr48, PublicKey>,
+    /// Pairs allowed to relay, until (unix ms).
+    relay_pairs: HashMap<Pair, u64>,
+    relay_budgets: HashMap<PublicKey, RelayBudget>,
     counters: Counters,
 }
 
@@ -236,6 +296,10 @@ impl Registry {
             query_buckets: HashMap::new(),
             ip_buckets: HashMap::new(),
             endpoint_requests: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_addr48: HashMap::new(),
+            relay_pairs: HashMap::new(),
+            relay_budgets: HashMap::new(),
             counters: Counters::default(),
         };
         for (name, key) in names {
@@ -281,6 +345,11 @@ impl Registry {
 
     /// Handles one datagram from `from` at `now_ms` (unix ms); returns what to send.
     pub fn handle(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
+        if relay::is_relay(bytes) {
+            // Relay frames have their own per-node budgets (a relayed transfer would exhaust
+            // the per-IP request bucket at once) and cost no signature work.
+            return self.relay(now_ms, from, bytes);
+        }
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
         if !self.ip_buckets.contains_key(&from.ip())
             && self.ip_buckets.len() >= self.limits.max_tracked_ips
@@ -335,6 +404,13 @@ impl Registry {
         self.nonces
             .insert(h.nonce, h.timestamp_ms.saturating_add(skew));
         self.counters.accepted += 1;
+        // Any signed request from a node we know proves where it is now (its NAT mapping may
+        // have changed since its last heartbeat): relayed traffic follows at once.
+        if let Some(p) = self.presence.get(&req.header.sender) {
+            if p.addr != from {
+                self.touch(req.header.sender, from, now_ms);
+            }
+        }
         let out = self.dispatch(now_ms, from, &req, bytes);
         for (_, b) in &out {
             if b.get(2) == Some(&0x82) {
@@ -350,6 +426,18 @@ impl Registry {
         let online = self.limits.online_timeout_ms;
         self.presence
             .retain(|_, p| p.last_seen_ms + online >= now_ms);
+        let presence = &self.presence;
+        self.by_addr
+            .retain(|a, k| presence.get(k).is_some_and(|p| p.addr == *a));
+        self.by_addr48.retain(|_, k| presence.contains_key(k));
+        self.relay_pairs.retain(|_, until| *until >= now_ms);
+        let l = &self.limits;
+        self.relay_budgets.retain(|_, b| {
+            !(b.packets
+                .is_full_at(l.relay_packet_burst, l.relay_packets_per_sec, now_ms)
+                && b.bytes
+                    .is_full_at(l.relay_byte_burst, l.relay_bytes_per_sec, now_ms))
+        });
         self.nonces.retain(|_, exp| *exp >= now_ms);
         self.endpoint_requests.retain(|_, p| p.expires_ms >= now_ms);
         let l = &self.limits;
@@ -572,6 +660,15 @@ impl Registry {
                 let Some(to) = self.online_addr(target, now_ms) else {
                     return fail(self, Status::NotFound, format!("{target} is not online"));
                 };
+                // The target answered, so it trusts the asker, who asked, so it trusts the
+                // target: the pair may relay through us for a while.
+                let p = pair(&sender, target);
+                if self.relay_pairs.contains_key(&p)
+                    || self.relay_pairs.len() < self.limits.max_relay_pairs
+                {
+                    self.relay_pairs
+                        .insert(p, now_ms + self.limits.relay_pair_ttl_ms);
+                }
                 let info = Response {
                     in_reply_to: *in_reply_to,
                     body: ResponseBody::EndpointInfo {
@@ -611,13 +708,81 @@ impl Registry {
     }
 
     fn touch(&mut self, key: PublicKey, addr: SocketAddr, now_ms: u64) {
-        self.presence.insert(
+        let old = self.presence.insert(
             key,
             Presence {
                 addr,
                 last_seen_ms: now_ms,
             },
         );
+        if let Some(old) = old {
+            if old.addr != addr && self.by_addr.get(&old.addr) == Some(&key) {
+                self.by_addr.remove(&old.addr);
+            }
+        }
+        self.by_addr.insert(addr, key);
+        self.by_addr48.insert(key.addr48(), key);
+    }
+
+    /// Whether `a` and `b` may relay through us now.
+    pub fn relay_allowed(&self, a: &PublicKey, b: &PublicKey, now_ms: u64) -> bool {
+        self.relay_pairs
+            .get(&pair(a, b))
+            .is_some_and(|until| *until >= now_ms)
+    }
+
+    /// Relays a `RelaySend` frame as a `RelayDeliver` to its target, if the sender (known by
+    /// its address) and the target are online, the pair completed an endpoint exchange here,
+    /// and the sender is within its budget. Refusals are silent and counted.
+    fn relay(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
+        let Some((to48, payload)) = relay::parse(bytes, relay::RELAY_SEND) else {
+            self.counters.relay_refused += 1;
+            return Vec::new();
+        };
+        let sender = self.by_addr.get(&from).copied();
+        let target = self.by_addr48.get(&to48).copied();
+        let (Some(sender), Some(target)) = (sender, target) else {
+            self.counters.relay_refused += 1;
+            return Vec::new();
+        };
+        let to = match self.online_addr(&target, now_ms) {
+            Some(to) if self.is_online(&sender, now_ms) => to,
+            _ => {
+                self.counters.relay_refused += 1;
+                return Vec::new();
+            }
+        };
+        if !self.relay_allowed(&sender, &target, now_ms) {
+            self.counters.relay_refused += 1;
+            return Vec::new();
+        }
+        let l = &self.limits;
+        let budget = self
+            .relay_budgets
+            .entry(sender)
+            .or_insert_with(|| RelayBudget {
+                packets: Bucket::full(l.relay_packet_burst, now_ms),
+                bytes: Bucket::full(l.relay_byte_burst, now_ms),
+            });
+        let ok = budget
+            .packets
+            .take(l.relay_packet_burst, l.relay_packets_per_sec, now_ms)
+            && budget.bytes.take_n(
+                payload.len() as u64,
+                l.relay_byte_burst,
+                l.relay_bytes_per_sec,
+                now_ms,
+            );
+        if !ok {
+            self.counters.relay_limited += 1;
+            return Vec::new();
+        }
+        self.counters.relayed_packets += 1;
+        self.counters.relayed_bytes += payload.len() as u64;
+        vec![(
+            to,
+            relay::frame(relay::RELAY_DELIVER, sender.addr48(), payload),
+        )]
     }
 
     fn online_addr(&self, key: &PublicKey, now_ms: u64) -> Option<SocketAddr> {
@@ -1414,6 +1579,117 @@ pub(crate) mod tests {
             },
         );
         assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+    }
+
+    /// Registers `a` and `b` and runs an endpoint exchange a → b (which allows relaying).
+    fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now: u64) {
+        let out = send(
+            r,
+            a,
+            now,
+            RequestBody::EndpointRequest {
+                target: b.key(),
+                candidates: vec![],
+            },
+        );
+        let ask = out[1].1.in_reply_to;
+        let out = send(
+            r,
+            b,
+            now,
+            RequestBody::EndpointResponse {
+                target: a.key(),
+                in_reply_to: ask,
+                candidates: vec![],
+            },
+        );
+        assert_eq!(out.len(), 2, "the answer is forwarded");
+    }
+
+    #[test]
+    fn relay_needs_an_endpoint_exchange_and_delivers_from_the_senders_address() {
+        let mut r = registry();
+        let mut a = TestNode::new(1, 1000);
+        let mut b = TestNode::new(2, 2000);
+        let mut c = TestNode::new(3, 3000);
+        for n in [&mut a, &mut b, &mut c] {
+            register(&mut r, n, T0, None);
+        }
+        let wg = [4u8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+        let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &wg);
+        // No exchange between a and b yet: refused.
+        assert!(r.handle(T0 + 1, a.addr, &frame).is_empty());
+        assert_eq!(r.counters().relay_refused, 1);
+        exchange(&mut r, &mut a, &mut b, T0 + 2);
+        let out = r.handle(T0 + 3, a.addr, &frame);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, b.addr);
+        let (from, payload) = relay::parse(&out[0].1, relay::RELAY_DELIVER).unwrap();
+        assert_eq!(from, a.key().addr48());
+        assert_eq!(payload, &wg[..]);
+        // Both directions are allowed.
+        let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &wg);
+        assert_eq!(r.handle(T0 + 3, b.addr, &back)[0].0, a.addr);
+        // c exchanged nothing with b: refused. An unregistered address: refused.
+        assert!(r.handle(T0 + 3, c.addr, &frame).is_empty());
+        let stranger: SocketAddr = "192.0.2.99:5".parse().unwrap();
+        assert!(r.handle(T0 + 3, stranger, &frame).is_empty());
+        assert_eq!(r.counters().relayed_packets, 2);
+        assert_eq!(r.counters().relayed_bytes, 2 * wg.len() as u64);
+        assert_eq!(r.counters().relay_refused, 3);
+        // The permission expires.
+        let later = T0 + 3 + r.limits().relay_pair_ttl_ms + 1;
+        register(&mut r, &mut a, later, None);
+        register(&mut r, &mut b, later, None);
+        assert!(r.handle(later, a.addr, &frame).is_empty());
+    }
+
+    #[test]
+    fn relayed_traffic_follows_a_node_whose_address_changed() {
+        let mut r = registry();
+        let mut a = TestNode::new(1, 1000);
+        let mut b = TestNode::new(2, 2000);
+        register(&mut r, &mut a, T0, None);
+        register(&mut r, &mut b, T0, None);
+        exchange(&mut r, &mut a, &mut b, T0 + 1);
+        // b's NAT mapping moves; its next signed request comes from the new port.
+        b.addr = "198.51.100.2:2999".parse().unwrap();
+        exchange(&mut r, &mut a, &mut b, T0 + 2);
+        let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
+        assert_eq!(r.handle(T0 + 3, a.addr, &frame)[0].0, b.addr);
+        let old: SocketAddr = "198.51.100.2:2000".parse().unwrap();
+        let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &[4u8; 40]);
+        assert!(r.handle(T0 + 3, old, &back).is_empty(), "the old address is forgotten");
+    }
+
+    #[test]
+    fn relay_budgets_limit_packets_and_bytes_per_sender() {
+        let limits = Limits {
+            relay_packet_burst: 5,
+            relay_packets_per_sec: 1,
+            relay_byte_burst: 1000,
+            relay_bytes_per_sec: 100,
+            ..Limits::default()
+        };
+        let mut r = Registry::new(registry_identity(), Box::new(MemoryStore::new()), limits, T0)
+            .unwrap();
+        let mut a = TestNode::new(1, 1000);
+        let mut b = TestNode::new(2, 2000);
+        register(&mut r, &mut a, T0, None);
+        register(&mut r, &mut b, T0, None);
+        exchange(&mut r, &mut a, &mut b, T0);
+        let small = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 32]);
+        let sent = (0..10)
+            .filter(|_| !r.handle(T0, a.addr, &small).is_empty())
+            .count();
+        assert_eq!(sent, 5, "packet burst");
+        assert_eq!(r.counters().relay_limited, 5);
+        // A second later one packet token is back, but 1000 bytes are too many at once.
+        let big = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 1200]);
+        assert!(r.handle(T0 + 1000, a.addr, &big).is_empty());
+        // b has its own budget.
+        let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &[4u8; 32]);
+        assert!(!r.handle(T0 + 1000, b.addr, &back).is_empty());
     }
 
     #[test]
