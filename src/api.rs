@@ -66,6 +66,15 @@ pub enum Request {
         /// The hostname.
         hostname: String,
     },
+    /// Probe a trusted peer over its current path (signed control probes, no TUN needed):
+    /// round-trip times and the path.
+    Ping {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// How many probes (1–100, default 4), 250 ms apart.
+        #[serde(default)]
+        count: Option<u32>,
+    },
 }
 
 /// A reply: `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.

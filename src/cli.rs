@@ -79,6 +79,14 @@ pub enum Command {
         /// The hostname (`worker-node` or `worker-node.pilot`).
         name: String,
     },
+    /// Probe a trusted peer over its current path (direct or relay): round-trip times.
+    Ping {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// How many probes (250 ms apart).
+        #[arg(long, short = 'c', default_value_t = 4)]
+        count: u32,
+    },
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -341,6 +349,44 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             );
             Ok(Output { data: v, text })
         }
+        Command::Ping { peer, count } => {
+            let v = call(&Request::Ping {
+                peer,
+                count: Some(count),
+            })?;
+            let mut text = String::new();
+            for (i, r) in v["rtt_ms"].as_array().into_iter().flatten().enumerate() {
+                match r.as_f64() {
+                    Some(ms) => text.push_str(&format!(
+                        "probe {}: {:.2} ms via {}\n",
+                        i + 1,
+                        ms,
+                        v["path"].as_str().unwrap_or("-")
+                    )),
+                    None => text.push_str(&format!("probe {}: timeout\n", i + 1)),
+                }
+            }
+            text.push_str(&format!(
+                "{} sent, {} received; path {} ({})",
+                v["sent"],
+                v["received"],
+                v["path"].as_str().unwrap_or("-"),
+                v["endpoint"].as_str().unwrap_or("-")
+            ));
+            if let (Some(min), Some(avg), Some(max)) =
+                (v["min_ms"].as_f64(), v["avg_ms"].as_f64(), v["max_ms"].as_f64())
+            {
+                text.push_str(&format!("; rtt min/avg/max {min:.2}/{avg:.2}/{max:.2} ms"));
+            }
+            if v["received"].as_u64() == Some(0) {
+                return Err(PilotError::new(
+                    crate::error::ErrorCode::Timeout,
+                    format!("no probe reply from {}", v["address"].as_str().unwrap_or("the peer")),
+                    "check `pilotctl peers` (path) and that the peer's daemon runs",
+                ));
+            }
+            Ok(Output { data: v, text })
+        }
         Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
@@ -494,7 +540,9 @@ fn render_peers(d: &PeersData) -> String {
     let mut rows = vec![[
         "ADDRESS".to_string(),
         "HOSTNAME".into(),
+        "PATH".into(),
         "ENDPOINT".into(),
+        "RTT".into(),
         "HANDSHAKE".into(),
         "RX".into(),
         "TX".into(),
@@ -505,7 +553,9 @@ fn render_peers(d: &PeersData) -> String {
         rows.push([
             p.address.clone(),
             p.hostname.clone().unwrap_or_else(|| "-".into()),
+            p.path.clone(),
             p.endpoint.map_or("-".into(), |e| e.to_string()),
+            p.rtt_ms.map_or("-".into(), |r| format!("{r:.1}ms")),
             p.last_handshake.map_or("never".into(), |t| {
                 format!("{}s ago", now.saturating_sub(t))
             }),
@@ -514,7 +564,7 @@ fn render_peers(d: &PeersData) -> String {
             drops.to_string(),
         ]);
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 9];
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r.iter()) {
             *w = (*w).max(c.len());

@@ -6,10 +6,15 @@
 //! untrusted one, set an endpoint). Nothing else changes trust, so there is no lock to get
 //! wrong. API calls that need a registry's answer are answered when their operation completes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::identity::Identity;
+use crate::probe::{self, Probe};
+use crate::relay;
+use crate::traversal::{Action, Path, PeerPath, Timing};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +38,24 @@ pub trait Tunnels: Send + Sync + 'static {
     fn set_endpoint(&self, key: &PublicKey, endpoint: SocketAddr);
     /// Whether `key` has an endpoint already.
     fn has_endpoint(&self, key: &PublicKey) -> bool;
+    /// Sets how `key`'s datagrams travel (direct or through a relay).
+    fn set_path(&self, key: &PublicKey, path: Path) {
+        if let Path::Direct(a) = path {
+            self.set_endpoint(key, a);
+        }
+    }
+    /// `key`'s current path as the data plane has it (it follows roaming peers by itself).
+    fn path(&self, _key: &PublicKey) -> Option<Path> {
+        None
+    }
+    /// Records the round-trip time measured on `key`'s path.
+    fn set_rtt(&self, _key: &PublicKey, _rtt: Option<Duration>) {}
+    /// The registries whose relay deliveries the data plane accepts.
+    fn set_relays(&self, _relays: Vec<SocketAddr>) {}
+    /// Peers whose outbound packets found no path since the last call.
+    fn take_wanted_paths(&self) -> Vec<PublicKey> {
+        Vec::new()
+    }
 }
 
 /// A request from the local API to the control plane.
@@ -75,6 +98,13 @@ pub enum ControlCommand {
     SetHostname {
         /// The name.
         hostname: Hostname,
+    },
+    /// Probe a trusted peer over its current path.
+    Ping {
+        /// Whom.
+        peer: PeerRef,
+        /// How many probes.
+        count: u32,
     },
 }
 
@@ -146,8 +176,34 @@ fn trust_err(e: TrustError) -> PilotError {
     PilotError::new(code, e.to_string(), hint)
 }
 
-/// How often to ask again for a trusted peer's endpoints while it has none.
-const ENDPOINT_RETRY: Duration = Duration::from_secs(5);
+/// Between two probes of `pilotctl ping`.
+const PING_INTERVAL: Duration = Duration::from_millis(250);
+/// How long `pilotctl ping` waits for the last reply.
+const PING_WAIT: Duration = Duration::from_secs(1);
+/// Most probe transaction ids remembered against replays.
+const PROBE_SEEN_MAX: usize = 65_536;
+
+/// A running `pilotctl ping`.
+struct PingSession {
+    key: PublicKey,
+    count: u32,
+    sent: Vec<(u64, Instant)>,
+    rtts: Vec<Option<Duration>>,
+    next_send: Instant,
+    path: Path,
+    reply: Reply,
+}
+
+impl PingSession {
+    /// When this session needs attention next.
+    fn deadline(&self) -> Instant {
+        if (self.sent.len() as u32) < self.count {
+            self.next_send
+        } else {
+            self.sent.last().map_or(self.next_send, |(_, t)| *t + PING_WAIT)
+        }
+    }
+}
 
 /// The control task's state.
 pub struct ControlTask<T: Tunnels> {
@@ -155,8 +211,13 @@ pub struct ControlTask<T: Tunnels> {
     tunnels: Arc<T>,
     config: ControlTaskConfig,
     waiting: HashMap<OpId, Waiting>,
-    /// Trusted peers whose endpoints we asked for, and when.
-    endpoint_asked: HashMap<PublicKey, Instant>,
+    identity: Arc<Identity>,
+    /// One path machine per trusted peer (with a registry configured).
+    paths: HashMap<PublicKey, PeerPath>,
+    /// Probes seen (sender, txid) → expiry (unix ms), against replays.
+    probes_seen: HashMap<(PublicKey, u64), u64>,
+    probes_seen_order: VecDeque<(PublicKey, u64)>,
+    pings: Vec<PingSession>,
 }
 
 impl<T: Tunnels> ControlTask<T> {
@@ -171,12 +232,18 @@ impl<T: Tunnels> ControlTask<T> {
         for k in &config.static_peers {
             plane.client().set_trusted(*k, true);
         }
+        tunnels.set_relays(plane.client().registries());
+        let identity = plane.client().identity();
         let task = ControlTask {
             plane,
             tunnels,
             config,
             waiting: HashMap::new(),
-            endpoint_asked: HashMap::new(),
+            identity,
+            paths: HashMap::new(),
+            probes_seen: HashMap::new(),
+            probes_seen_order: VecDeque::new(),
+            pings: Vec::new(),
         };
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(task.run(rx, control_rx));
@@ -195,6 +262,10 @@ impl<T: Tunnels> ControlTask<T> {
             let deadline = self
                 .plane
                 .poll_timeout()
+                .into_iter()
+                .chain(self.paths.values().filter_map(|p| p.poll_timeout()))
+                .chain(self.pings.iter().map(|p| p.deadline()))
+                .min()
                 .map(tokio::time::Instant::from_std);
             let timer = async {
                 match deadline {
@@ -208,12 +279,12 @@ impl<T: Tunnels> ControlTask<T> {
                     None => return,
                 },
                 dg = datagrams.recv() => match dg {
-                    Some((from, bytes)) => self.plane.handle_datagram(Instant::now(), from, &bytes),
+                    Some((from, bytes)) => self.datagram(Instant::now(), from, &bytes),
                     None => return,
                 },
-                _ = timer => self.plane.handle_timeout(Instant::now()),
+                _ = timer => self.timeout(Instant::now()),
                 _ = clock_sync.tick() => self.plane.client().sync_clock(Instant::now(), unix_ms_now()),
-                _ = housekeeping.tick() => self.retry_endpoints(Instant::now()),
+                _ = housekeeping.tick() => self.housekeeping(Instant::now()),
             }
         }
     }
@@ -260,28 +331,265 @@ impl<T: Tunnels> ControlTask<T> {
         })
     }
 
-    fn ask_endpoints(&mut self, now: Instant, key: PublicKey) {
-        if self.config.has_registry && !self.tunnels.has_endpoint(&key) {
-            self.plane.client().request_endpoints(now, key);
-            self.endpoint_asked.insert(key, now);
+    /// Starts traversal towards a trusted peer (when a registry can introduce us).
+    fn connect(&mut self, now: Instant, key: PublicKey) {
+        if !self.config.has_registry {
+            return;
+        }
+        let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+        let m = self
+            .paths
+            .entry(key)
+            .or_insert_with(|| PeerPath::new(Timing::default(), seed));
+        m.connect(now);
+        self.drive(now, key);
+    }
+
+    /// Carries out what `key`'s path machine asks for.
+    fn drive(&mut self, now: Instant, key: PublicKey) {
+        loop {
+            let Some(m) = self.paths.get_mut(&key) else {
+                return;
+            };
+            let Some(action) = m.poll_action() else {
+                let rtt = m.rtt();
+                self.tunnels.set_rtt(&key, rtt);
+                return;
+            };
+            match action {
+                Action::RequestEndpoints => {
+                    if self.plane.client().is_registered() {
+                        self.plane.client().request_endpoints(now, key);
+                    }
+                }
+                Action::Probe { via, txid } => self.send_probe(now, key, via, txid, false),
+                Action::SetPath(path) => {
+                    tracing::info!(peer = %key, path = path.kind(), addr = ?path.addr(), "path");
+                    self.tunnels.set_path(&key, path);
+                }
+            }
         }
     }
 
-    /// Trusted peers still without an endpoint are asked for again now and then.
-    fn retry_endpoints(&mut self, now: Instant) {
-        if !self.config.has_registry || !self.plane.client().is_registered() {
+    /// Sends a signed probe (or reply) to `key` along `via`.
+    fn send_probe(&mut self, now: Instant, key: PublicKey, via: Path, txid: u64, reply: bool) {
+        let bytes = Probe {
+            reply,
+            sender: self.identity.public_key(),
+            target: key,
+            txid,
+            timestamp_ms: self.plane.client().unix_ms_at(now),
+        }
+        .encode(&self.identity);
+        match via {
+            Path::Direct(a) => self.tunnels.send_control(a, &bytes),
+            Path::Relay(r) => {
+                let f = relay::frame(relay::RELAY_SEND, key.addr48(), &bytes);
+                self.tunnels.send_control(r, &f);
+            }
+            Path::None => {}
+        }
+    }
+
+    /// A control datagram: a peer probe (direct or relayed) or a registry message.
+    fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if let Some((sender48, payload)) = relay::parse(bytes, relay::RELAY_DELIVER) {
+            let from_registry = self.plane.client().registries().contains(&from);
+            if from_registry && probe::is_probe(payload) {
+                self.on_probe(now, from, Some(sender48), payload);
+            }
             return;
         }
-        let keys: Vec<PublicKey> = self.plane.trust().trusted().copied().collect();
-        for key in keys {
-            let due = self
-                .endpoint_asked
-                .get(&key)
-                .is_none_or(|t| now.duration_since(*t) >= ENDPOINT_RETRY);
-            if due {
-                self.ask_endpoints(now, key);
+        if probe::is_probe(bytes) {
+            self.on_probe(now, from, None, bytes);
+            return;
+        }
+        self.plane.handle_datagram(now, from, bytes);
+    }
+
+    /// A probe or probe reply from `src` (a registry when `relayed` names the sender).
+    /// Untrusted senders, wrong targets, stale or replayed probes and bad signatures are
+    /// dropped without an answer.
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        relayed: Option<crate::mapping::Addr48>,
+        bytes: &[u8],
+    ) {
+        let Some(p) = Probe::decode_unverified(bytes) else {
+            return;
+        };
+        let me = self.identity.public_key();
+        if p.target != me || !self.is_allowed(&p.sender) {
+            return;
+        }
+        if relayed.is_some_and(|a| a != p.sender.addr48()) {
+            return;
+        }
+        let now_ms = self.plane.client().unix_ms_at(now);
+        if p.timestamp_ms.abs_diff(now_ms) > probe::MAX_SKEW_MS || !p.verify(bytes) {
+            return;
+        }
+        let via = match relayed {
+            Some(_) => Path::Relay(src),
+            None => Path::Direct(src),
+        };
+        if !p.reply {
+            if !self.first_probe(p.sender, p.txid, now_ms) {
+                return;
+            }
+            self.send_probe(now, p.sender, via, p.txid, true);
+            if relayed.is_none() {
+                if let Some(m) = self.paths.get_mut(&p.sender) {
+                    m.on_probe_from(now, src);
+                    self.drive(now, p.sender);
+                }
+            }
+            return;
+        }
+        for s in &mut self.pings {
+            if s.key == p.sender {
+                if let Some(i) = s.sent.iter().position(|(t, _)| *t == p.txid) {
+                    if s.rtts[i].is_none() {
+                        s.rtts[i] = Some(now.saturating_duration_since(s.sent[i].1));
+                    }
+                    return;
+                }
             }
         }
+        if let Some(m) = self.paths.get_mut(&p.sender) {
+            m.on_probe_reply(now, src, p.txid);
+            self.drive(now, p.sender);
+        }
+    }
+
+    /// Remembers a probe's (sender, txid) for the replay window; false if seen before.
+    fn first_probe(&mut self, sender: PublicKey, txid: u64, now_ms: u64) -> bool {
+        while let Some(k) = self.probes_seen_order.front().copied() {
+            let expired = self.probes_seen.get(&k).is_none_or(|e| *e < now_ms);
+            if expired || self.probes_seen_order.len() >= PROBE_SEEN_MAX {
+                self.probes_seen_order.pop_front();
+                self.probes_seen.remove(&k);
+            } else {
+                break;
+            }
+        }
+        if self.probes_seen.contains_key(&(sender, txid)) {
+            return false;
+        }
+        self.probes_seen
+            .insert((sender, txid), now_ms + 2 * probe::MAX_SKEW_MS);
+        self.probes_seen_order.push_back((sender, txid));
+        true
+    }
+
+    /// Timers of the registry client, the path machines and running pings.
+    fn timeout(&mut self, now: Instant) {
+        self.plane.handle_timeout(now);
+        let due: Vec<PublicKey> = self
+            .paths
+            .iter()
+            .filter(|(_, m)| m.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(m) = self.paths.get_mut(&key) {
+                m.handle_timeout(now);
+            }
+            self.drive(now, key);
+        }
+        self.run_pings(now);
+    }
+
+    /// Once a second: connect peers whose traffic found no path, and follow the data plane
+    /// where it moved a path by itself (a roaming peer).
+    fn housekeeping(&mut self, now: Instant) {
+        for key in self.tunnels.take_wanted_paths() {
+            if let Some(m) = self.paths.get_mut(&key) {
+                m.on_traffic_without_path(now);
+                self.drive(now, key);
+            }
+        }
+        let keys: Vec<PublicKey> = self.paths.keys().copied().collect();
+        for key in keys {
+            if let Some(p) = self.tunnels.path(&key) {
+                if let Some(m) = self.paths.get_mut(&key) {
+                    m.on_data_plane_path(now, p);
+                }
+            }
+        }
+    }
+
+    fn run_pings(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.pings.len() {
+            let s = &mut self.pings[i];
+            if (s.sent.len() as u32) < s.count && now >= s.next_send {
+                let txid = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+                s.sent.push((txid, now));
+                s.rtts.push(None);
+                s.next_send = now + PING_INTERVAL;
+                let (key, path) = (s.key, s.path);
+                self.send_probe(now, key, path, txid, false);
+                continue;
+            }
+            let s = &self.pings[i];
+            let all_sent = s.sent.len() as u32 >= s.count;
+            let all_back = s.rtts.iter().all(|r| r.is_some());
+            if all_sent && (all_back || now >= s.deadline()) {
+                let s = self.pings.remove(i);
+                let ms: Vec<f64> = s.rtts.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
+                let n = ms.len();
+                let stat = |f: fn(f64, f64) -> f64| ms.iter().copied().reduce(f);
+                let v = serde_json::json!({
+                    "peer": s.key.to_string(),
+                    "address": s.key.addr48().to_string(),
+                    "path": s.path.kind(),
+                    "endpoint": s.path.addr().map(|a| a.to_string()),
+                    "sent": s.sent.len(),
+                    "received": n,
+                    "rtt_ms": s.rtts.iter().map(|r| r.map(|d| d.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+                    "min_ms": stat(f64::min),
+                    "max_ms": stat(f64::max),
+                    "avg_ms": (n > 0).then(|| ms.iter().sum::<f64>() / n as f64),
+                });
+                let _ = s.reply.send(Ok(v));
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply) {
+        let Some(key) = self.resolve_local(peer).filter(|k| self.is_allowed(k)) else {
+            let _ = reply.send(Err(Self::not_found(peer)));
+            return;
+        };
+        let path = self
+            .tunnels
+            .path(&key)
+            .or_else(|| self.paths.get(&key).map(|m| m.path()))
+            .unwrap_or(Path::None);
+        if path == Path::None {
+            self.connect(now, key);
+            let _ = reply.send(Err(PilotError::new(
+                ErrorCode::ConnectionFailed,
+                format!("no path to {} yet", key.addr48()),
+                "a path is being set up (hole punching, then relay); retry in a few seconds",
+            )));
+            return;
+        }
+        self.pings.push(PingSession {
+            key,
+            count: count.clamp(1, 100),
+            sent: Vec::new(),
+            rtts: Vec::new(),
+            next_send: now,
+            path,
+            reply,
+        });
+        self.run_pings(now);
     }
 
     fn reply_op(&mut self, op: OpId, result: Result<(), PilotError>) {
@@ -325,10 +633,10 @@ impl<T: Tunnels> ControlTask<T> {
                     .get(&key)
                     .and_then(|r| r.hostname.clone());
                 self.tunnels.add_peer(key, hostname.as_ref());
-                self.ask_endpoints(now, key);
+                self.connect(now, key);
             }
             ControlEvent::RemovePeer(key) => {
-                self.endpoint_asked.remove(&key);
+                self.paths.remove(&key);
                 if !self.config.static_peers.contains(&key) {
                     tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
                     self.tunnels.remove_peer(&key);
@@ -357,14 +665,35 @@ impl<T: Tunnels> ControlTask<T> {
         match ev {
             ClientEvent::Registered { registry } => {
                 tracing::info!(%registry, "registered");
-                self.endpoint_asked.clear();
-                self.retry_endpoints(now);
+                let keys: Vec<PublicKey> = self
+                    .plane
+                    .trust()
+                    .trusted()
+                    .copied()
+                    .filter(|k| self.paths.get(k).is_none_or(|m| m.path() == Path::None))
+                    .collect();
+                for key in keys {
+                    // A punch started before we were registered could not ask for candidates.
+                    if self.paths.get(&key).is_some_and(|m| m.is_punching()) {
+                        self.plane.client().request_endpoints(now, key);
+                    } else {
+                        self.connect(now, key);
+                    }
+                }
             }
             ClientEvent::RegistryLost { registry } => {
                 tracing::warn!(%registry, "registry lost; registering again")
             }
             ClientEvent::ReflexiveAddress { registry, addr } => {
-                tracing::info!(%registry, %addr, "reflexive address")
+                tracing::info!(%registry, %addr, "reflexive address");
+                // Our NAT mapping changed (or is first known): punch again.
+                let keys: Vec<PublicKey> = self.paths.keys().copied().collect();
+                for key in keys {
+                    if let Some(m) = self.paths.get_mut(&key) {
+                        m.on_reflexive_changed(now);
+                    }
+                    self.drive(now, key);
+                }
             }
             ClientEvent::HostnameTaken { registry, hostname } => {
                 tracing::warn!(%registry, %hostname, "hostname is held by another key")
@@ -384,16 +713,23 @@ impl<T: Tunnels> ControlTask<T> {
             ClientEvent::EndpointRequested {
                 from: peer,
                 candidates,
+                registry,
             }
             | ClientEvent::EndpointInfo {
-                peer, candidates, ..
+                peer,
+                candidates,
+                registry,
+                ..
             } => {
                 // Endpoints are exchanged between trusted peers only; check again anyway.
-                if self.is_allowed(&peer) && !self.tunnels.has_endpoint(&peer) {
-                    if let Some(ep) = candidates.first() {
-                        tracing::info!(%peer, endpoint = %ep, "peer endpoint learned");
-                        self.tunnels.set_endpoint(&peer, *ep);
-                    }
+                if self.is_allowed(&peer) {
+                    tracing::debug!(%peer, ?candidates, "peer candidates");
+                    let seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+                    self.paths
+                        .entry(peer)
+                        .or_insert_with(|| PeerPath::new(Timing::default(), seed))
+                        .on_candidates(now, &candidates, registry);
+                    self.drive(now, peer);
                 }
             }
             ClientEvent::Done { op } => self.reply_op(op, Ok(())),
@@ -528,6 +864,7 @@ impl<T: Tunnels> ControlTask<T> {
                 let op = self.plane.client().set_hostname(now, hostname.clone());
                 self.waiting.insert(op, Waiting::Hostname(hostname, reply));
             }
+            ControlCommand::Ping { peer, count } => self.ping(now, &peer, count, reply),
         }
     }
 

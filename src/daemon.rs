@@ -147,6 +147,26 @@ impl Tunnels for DataPlane {
             .iter()
             .any(|p| p.public_key == text && p.endpoint.is_some())
     }
+
+    fn set_path(&self, key: &PublicKey, path: crate::traversal::Path) {
+        let _ = DataPlane::set_path(self, key, path);
+    }
+
+    fn path(&self, key: &PublicKey) -> Option<crate::traversal::Path> {
+        DataPlane::path(self, key)
+    }
+
+    fn set_rtt(&self, key: &PublicKey, rtt: Option<std::time::Duration>) {
+        DataPlane::set_rtt(self, key, rtt)
+    }
+
+    fn set_relays(&self, relays: Vec<SocketAddr>) {
+        DataPlane::set_relays(self, relays)
+    }
+
+    fn take_wanted_paths(&self) -> Vec<PublicKey> {
+        DataPlane::take_wanted_paths(self)
+    }
 }
 
 impl Node {
@@ -279,6 +299,13 @@ impl Node {
                 Err(e) => Err(e),
             },
             Request::Trust {} => self.control(ControlCommand::TrustList).await,
+            Request::Ping { peer, count } => match self.peer_ref(&peer) {
+                Ok(peer) => {
+                    let count = count.unwrap_or(4);
+                    self.control(ControlCommand::Ping { peer, count }).await
+                }
+                Err(e) => Err(e),
+            },
             Request::Find { hostname } => {
                 let name = hostname.strip_suffix(".pilot").unwrap_or(&hostname);
                 match Hostname::new(name) {

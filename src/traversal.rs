@@ -407,6 +407,30 @@ impl PeerPath {
         }
     }
 
+    /// The data plane moved the path by itself (an authenticated packet from a new address, or
+    /// the first packets through the relay for a peer without a path): adopt it.
+    pub fn on_data_plane_path(&mut self, now: Instant, path: Path) {
+        if path == self.path {
+            return;
+        }
+        match path {
+            Path::Direct(_) => {
+                self.path = path;
+                self.last_change = Some(now);
+                self.last_reply = Some(now);
+                self.rtt = None;
+                self.next_keepalive = Some(now);
+            }
+            Path::Relay(r) if self.path == Path::None => {
+                self.path = path;
+                self.relay.get_or_insert(r);
+                self.last_change = Some(now);
+                self.next_keepalive = Some(now);
+            }
+            _ => {}
+        }
+    }
+
     /// Forgets everything (trust withdrawn or the peer removed).
     pub fn reset(&mut self, now: Instant) {
         let seed = self.next_txid;

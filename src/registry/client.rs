@@ -186,6 +186,8 @@ pub enum ClientEvent {
         from: PublicKey,
         /// Its reflexive address first, then its local candidates.
         candidates: Vec<SocketAddr>,
+        /// The registry that forwarded it (which may now relay between us).
+        registry: SocketAddr,
     },
     /// A peer answered our endpoint request.
     EndpointInfo {
@@ -195,6 +197,8 @@ pub enum ClientEvent {
         peer: PublicKey,
         /// Its reflexive address first, then its local candidates.
         candidates: Vec<SocketAddr>,
+        /// The registry that forwarded it (which may now relay between us).
+        registry: SocketAddr,
     },
     /// An operation succeeded at (at least) one registry.
     Done {
@@ -379,6 +383,16 @@ impl Client {
     /// Our public key.
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// Our identity (to sign peer probes).
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity.clone()
+    }
+
+    /// The configured registries' addresses.
+    pub fn registries(&self) -> Vec<SocketAddr> {
+        self.registries.iter().map(|r| r.addr).collect()
     }
 
     /// Refreshes the wall clock (call now and then; the skew learned from registries stays).
@@ -587,7 +601,7 @@ impl Client {
                 self.on_endpoint_push(now, reg, observed, &original)
             }
             ResponseBody::EndpointInfo { observed, original } => {
-                self.on_endpoint_info(resp.in_reply_to, observed, &original)
+                self.on_endpoint_info(reg, resp.in_reply_to, observed, &original)
             }
             body => self.on_answer(now, reg, resp.in_reply_to, body),
         }
@@ -1137,11 +1151,18 @@ impl Client {
             self.events.push_back(ClientEvent::EndpointRequested {
                 from,
                 candidates: all,
+                registry: self.registries[reg].addr,
             });
         }
     }
 
-    fn on_endpoint_info(&mut self, in_reply_to: Nonce, observed: SocketAddr, original: &[u8]) {
+    fn on_endpoint_info(
+        &mut self,
+        reg: usize,
+        in_reply_to: Nonce,
+        observed: SocketAddr,
+        original: &[u8],
+    ) {
         let Some(wait) = self.endpoint_waits.get(&in_reply_to) else {
             self.counters.unmatched += 1;
             return;
@@ -1172,6 +1193,7 @@ impl Client {
                 op,
                 peer,
                 candidates: all,
+                registry: self.registries[reg].addr,
             });
         }
     }
@@ -1562,6 +1584,7 @@ mod tests {
                 op,
                 peer: kb,
                 candidates: vec![b_public, "10.0.0.2:51820".parse().unwrap()],
+                registry: sim.registry_addr,
             }),
             "{ev:?}"
         );
@@ -1571,6 +1594,7 @@ mod tests {
             ev.contains(&ClientEvent::EndpointRequested {
                 from: ka,
                 candidates: vec![a_public, "10.0.0.1:51820".parse().unwrap()],
+                registry: sim.registry_addr,
             }),
             "{ev:?}"
         );
