@@ -373,15 +373,20 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
                 v["path"].as_str().unwrap_or("-"),
                 v["endpoint"].as_str().unwrap_or("-")
             ));
-            if let (Some(min), Some(avg), Some(max)) =
-                (v["min_ms"].as_f64(), v["avg_ms"].as_f64(), v["max_ms"].as_f64())
-            {
+            if let (Some(min), Some(avg), Some(max)) = (
+                v["min_ms"].as_f64(),
+                v["avg_ms"].as_f64(),
+                v["max_ms"].as_f64(),
+            ) {
                 text.push_str(&format!("; rtt min/avg/max {min:.2}/{avg:.2}/{max:.2} ms"));
             }
             if v["received"].as_u64() == Some(0) {
                 return Err(PilotError::new(
                     crate::error::ErrorCode::Timeout,
-                    format!("no probe reply from {}", v["address"].as_str().unwrap_or("the peer")),
+                    format!(
+                        "no probe reply from {}",
+                        v["address"].as_str().unwrap_or("the peer")
+                    ),
                     "check `pilotctl peers` (path) and that the peer's daemon runs",
                 ));
             }

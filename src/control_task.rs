@@ -200,7 +200,9 @@ impl PingSession {
         if (self.sent.len() as u32) < self.count {
             self.next_send
         } else {
-            self.sent.last().map_or(self.next_send, |(_, t)| *t + PING_WAIT)
+            self.sent
+                .last()
+                .map_or(self.next_send, |(_, t)| *t + PING_WAIT)
         }
     }
 }
@@ -539,7 +541,12 @@ impl<T: Tunnels> ControlTask<T> {
             let all_back = s.rtts.iter().all(|r| r.is_some());
             if all_sent && (all_back || now >= s.deadline()) {
                 let s = self.pings.remove(i);
-                let ms: Vec<f64> = s.rtts.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
+                let ms: Vec<f64> = s
+                    .rtts
+                    .iter()
+                    .flatten()
+                    .map(|d| d.as_secs_f64() * 1e3)
+                    .collect();
                 let n = ms.len();
                 let stat = |f: fn(f64, f64) -> f64| ms.iter().copied().reduce(f);
                 let v = serde_json::json!({

@@ -95,8 +95,7 @@ impl Probe {
         }
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&bytes[LEN - 64..]);
-        self.sender
-            .verify(&signed_bytes(&bytes[..LEN - 64]), &sig)
+        self.sender.verify(&signed_bytes(&bytes[..LEN - 64]), &sig)
     }
 }
 

@@ -225,7 +225,9 @@ impl PeerPath {
 
     /// When [`PeerPath::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let punch = self.punch.map(|p| p.next_probe.min(p.until).min(p.relay_at));
+        let punch = self
+            .punch
+            .map(|p| p.next_probe.min(p.until).min(p.relay_at));
         [punch, self.next_keepalive, self.next_retry]
             .into_iter()
             .flatten()
@@ -593,7 +595,11 @@ mod tests {
         m.connect(t0);
         m.on_candidates(t0, &[addr("198.51.100.7:51820")], addr(REG));
         let mut now = t0;
-        let acts = run_until(&mut m, &mut now, t0 + timing.relay_after - Duration::from_millis(1));
+        let acts = run_until(
+            &mut m,
+            &mut now,
+            t0 + timing.relay_after - Duration::from_millis(1),
+        );
         assert!(!acts.iter().any(|a| matches!(a, Action::SetPath(_))));
         assert_eq!(m.path(), Path::None);
         let acts = run_until(&mut m, &mut now, t0 + timing.relay_after);
@@ -668,7 +674,10 @@ mod tests {
             &mut now,
             silent_from + timing.dead_after + timing.keepalive,
         );
-        assert!(acts.contains(&Action::SetPath(Path::Relay(addr(REG)))), "{acts:?}");
+        assert!(
+            acts.contains(&Action::SetPath(Path::Relay(addr(REG)))),
+            "{acts:?}"
+        );
         assert!(acts.contains(&Action::RequestEndpoints));
         assert!(m.is_punching());
     }

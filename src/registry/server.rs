@@ -1615,7 +1615,9 @@ pub(crate) mod tests {
         for n in [&mut a, &mut b, &mut c] {
             register(&mut r, n, T0, None);
         }
-        let wg = [4u8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+        let wg = [
+            4u8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+        ];
         let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &wg);
         // No exchange between a and b yet: refused.
         assert!(r.handle(T0 + 1, a.addr, &frame).is_empty());
@@ -1659,7 +1661,10 @@ pub(crate) mod tests {
         assert_eq!(r.handle(T0 + 3, a.addr, &frame)[0].0, b.addr);
         let old: SocketAddr = "198.51.100.2:2000".parse().unwrap();
         let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &[4u8; 40]);
-        assert!(r.handle(T0 + 3, old, &back).is_empty(), "the old address is forgotten");
+        assert!(
+            r.handle(T0 + 3, old, &back).is_empty(),
+            "the old address is forgotten"
+        );
     }
 
     #[test]
@@ -1671,8 +1676,13 @@ pub(crate) mod tests {
             relay_bytes_per_sec: 100,
             ..Limits::default()
         };
-        let mut r = Registry::new(registry_identity(), Box::new(MemoryStore::new()), limits, T0)
-            .unwrap();
+        let mut r = Registry::new(
+            registry_identity(),
+            Box::new(MemoryStore::new()),
+            limits,
+            T0,
+        )
+        .unwrap();
         let mut a = TestNode::new(1, 1000);
         let mut b = TestNode::new(2, 2000);
         register(&mut r, &mut a, T0, None);

@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::peer::{DropReason, Peer, PeerState, PeerStatus};
 use super::CONTROL_MAGIC;
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::{Addr48, NetworkPrefix};
 use crate::relay;
 use crate::traversal::Path;
 use std::time::{Instant, SystemTime};
-use crate::identity::{Identity, PublicKey};
-use crate::mapping::{Addr48, NetworkPrefix};
 
 /// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
@@ -423,9 +423,7 @@ impl Core {
         match datagram.first() {
             Some(&CONTROL_MAGIC) => {
                 if let Some((from, payload)) = relay::parse(datagram, relay::RELAY_DELIVER) {
-                    if matches!(payload.first(), Some(1..=4))
-                        && self.relays.load().contains(&src)
-                    {
+                    if matches!(payload.first(), Some(1..=4)) && self.relays.load().contains(&src) {
                         return self.on_relayed(src, from, payload, out, send);
                     }
                 }
@@ -608,7 +606,11 @@ impl Core {
             Some(r) => Path::Relay(r),
             None => Path::Direct(src),
         };
-        let ip = if relayed.is_some() { None } else { Some(src.ip()) };
+        let ip = if relayed.is_some() {
+            None
+        } else {
+            Some(src.ip())
+        };
         match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);

@@ -114,6 +114,12 @@ impl Lab {
 
     /// Adds a host namespace with `ip` (198.51.100.x/24) on interface `eth0`.
     pub fn host(&mut self, name: &str, ip: &str) -> Host {
+        let ns = self.switch_ns(name, ip);
+        new_host(ns, ip)
+    }
+
+    /// A namespace named after `name` with `eth0` (address `ip`/24) on the switch.
+    fn switch_ns(&mut self, name: &str, ip: &str) -> String {
         let ns = format!("pt{}{name}", self.tag);
         must(Command::new("ip").args(["netns", "add", &ns]));
         self.namespaces.push(ns.clone());
@@ -150,25 +156,205 @@ impl Lab {
             &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
         );
         self.exec(&ns, &["ip", "link", "set", "eth0", "up"]);
-        let home = tempfile::Builder::new()
-            .prefix("pilot-netns-")
-            .tempdir()
-            .expect("tempdir");
-        let identity = Identity::generate();
-        identity
-            .save_new(&home.path().join("identity.key"))
-            .expect("save key");
-        Host {
+        ns
+    }
+
+    /// Adds a NAT router: WAN `eth0` on the switch at `wan_ip` (198.51.100.x), a LAN bridge
+    /// `lanbr` at `{lan}.1/24` (e.g. `lan` = "10.1.1"), forwarding with `nat`, and — as home
+    /// routers do — nothing unsolicited let in from the WAN (see DESIGN.md: otherwise conntrack
+    /// lets a peer's early punch packet take the port our own mapping needs).
+    pub fn router(&mut self, name: &str, wan_ip: &str, lan: &str, nat: Nat) -> Router {
+        let ns = self.switch_ns(name, wan_ip);
+        for net in ["198.51.100.0/24", "203.0.113.0/24"] {
+            let _ = run(Command::new("ip").args([
+                "netns", "exec", &ns, "ip", "route", "add", net, "dev", "eth0",
+            ]));
+        }
+        self.exec(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        self.exec(&ns, &["ip", "link", "add", "lanbr", "type", "bridge"]);
+        for k in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            let _ = run(Command::new("ip").args([
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                &format!("{k}=0"),
+            ]));
+        }
+        self.exec(
+            &ns,
+            &["ip", "addr", "add", &format!("{lan}.1/24"), "dev", "lanbr"],
+        );
+        self.exec(&ns, &["ip", "link", "set", "lanbr", "up"]);
+        let rules = format!(
+            "table ip pilotnat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"eth0\" {}
+  }}
+}}
+table ip pilotfw {{
+  chain forwarding {{
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname \"lanbr\" accept
+  }}
+  chain incoming {{
+    type filter hook input priority filter; policy accept;
+    iifname \"eth0\" ct state established,related accept
+    iifname \"eth0\" drop
+  }}
+}}
+",
+            nat.expr()
+        );
+        let file = std::env::temp_dir().join(format!("{ns}.nft"));
+        std::fs::write(&file, rules).expect("write nft rules");
+        self.exec(&ns, &["nft", "-f", file.to_str().expect("utf-8")]);
+        let _ = std::fs::remove_file(&file);
+        Router {
             ns,
-            ip: ip.to_string(),
-            key: identity.public_key(),
-            home,
-            daemon: None,
-            bg_pid: None,
-            helpers: Vec::new(),
+            wan_ip: wan_ip.to_string(),
+            lan: lan.to_string(),
         }
     }
 
+    /// Adds a host behind `router`: `eth0` at `{lan}.{octet}/24` on the router's LAN bridge,
+    /// default route via the router.
+    pub fn nat_host(&mut self, router: &Router, name: &str, octet: u8) -> Host {
+        let ns = format!("pt{}{name}", self.tag);
+        must(Command::new("ip").args(["netns", "add", &ns]));
+        self.namespaces.push(ns.clone());
+        let port = format!("v{name}");
+        let port = &port[..port.len().min(15)];
+        must(Command::new("ip").args([
+            "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", port, "netns",
+            &router.ns,
+        ]));
+        self.exec(&router.ns, &["ip", "link", "set", port, "master", "lanbr"]);
+        self.exec(&router.ns, &["ip", "link", "set", port, "up"]);
+        self.exec(
+            &ns,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        );
+        self.exec(&ns, &["ip", "link", "set", "lo", "up"]);
+        let ip = format!("{}.{octet}", router.lan);
+        self.exec(
+            &ns,
+            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        self.exec(&ns, &["ip", "link", "set", "eth0", "up"]);
+        self.exec(
+            &ns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{}.1", router.lan),
+            ],
+        );
+        new_host(ns, &ip)
+    }
+}
+
+/// How a NAT router maps the ports of outgoing flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// `masquerade`: endpoint-independent, keeps the local port when free (punching works).
+    PortPreserving,
+    /// `masquerade fully-random`: a new port per destination (symmetric-like: relay needed).
+    FullyRandom,
+    /// `masquerade to :LO-HI`: endpoint-independent, ports moved into a range.
+    Range(u16, u16),
+}
+
+impl Nat {
+    fn expr(self) -> String {
+        match self {
+            Nat::PortPreserving => "masquerade".into(),
+            Nat::FullyRandom => "masquerade fully-random".into(),
+            Nat::Range(lo, hi) => format!("meta l4proto {{ tcp, udp }} masquerade to :{lo}-{hi}"),
+        }
+    }
+}
+
+/// A NAT router namespace (see [`Lab::router`]).
+pub struct Router {
+    /// Namespace name.
+    pub ns: String,
+    /// Its WAN address.
+    pub wan_ip: String,
+    /// Its LAN's first three octets.
+    pub lan: String,
+}
+
+impl Router {
+    /// Changes how the router maps ports and forgets every mapping (`conntrack -F`), as a
+    /// router reboot or a carrier NAT rebalancing would.
+    pub fn set_nat(&self, nat: Nat) {
+        must(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns,
+            "nft",
+            "flush",
+            "chain",
+            "ip",
+            "pilotnat",
+            "postrouting",
+        ]));
+        let rule = format!("oifname \"eth0\" {}", nat.expr());
+        must(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.ns,
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "pilotnat",
+            "postrouting",
+            &rule,
+        ]));
+        let _ = run(Command::new("ip").args(["netns", "exec", &self.ns, "conntrack", "-F"]));
+    }
+}
+
+/// A host record for namespace `ns` at outer address `ip`, with a fresh identity and state
+/// directory.
+fn new_host(ns: String, ip: &str) -> Host {
+    let home = tempfile::Builder::new()
+        .prefix("pilot-netns-")
+        .tempdir()
+        .expect("tempdir");
+    let identity = Identity::generate();
+    identity
+        .save_new(&home.path().join("identity.key"))
+        .expect("save key");
+    Host {
+        ns,
+        ip: ip.to_string(),
+        key: identity.public_key(),
+        home,
+        daemon: None,
+        bg_pid: None,
+        helpers: Vec::new(),
+    }
+}
+
+impl Lab {
     /// Adds a host on a second simulated public range (203.0.113.0/24 for registries) on the
     /// same bridge; every host gets on-link routes to both ranges.
     pub fn public_host(&mut self, name: &str, ip: &str) -> Host {

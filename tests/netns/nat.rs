@@ -1,0 +1,284 @@
+//! NAT traversal with real daemons: agents behind nftables NAT routers (port-preserving or
+//! fully random), a registry on 203.0.113.0/24, and the path each side reports in
+//! `pilotctl peers --json`, checked together with traffic (curl, ping, a 20 MB transfer).
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::common::{require_root, wait_until, Host, Lab, Nat, RegistryProc};
+
+const REGISTRY_PORT: u16 = 7946;
+
+/// TUN mode, port 51820, and auto-approval of the other agents' keys.
+fn configure(h: &Host, allow: &[&Host]) {
+    let keys: Vec<String> = allow.iter().map(|p| format!("\"{}\"", p.key)).collect();
+    let c = format!(
+        "mode = \"tun\"\nlog_level = \"info,pilot::control_task=debug\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n[trust]\nallow = [{}]\n",
+        keys.join(", ")
+    );
+    std::fs::write(h.home().join("config.toml"), c).expect("write config");
+}
+
+fn start(h: &mut Host, registry: &RegistryProc) {
+    let out = h.daemon_start(&[], &[("PILOT_REGISTRY", registry.addr.as_str())]);
+    assert!(
+        out.status.success(),
+        "daemon start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `a` asks `b` (which allow-lists it) for trust; waits until both have the other as a peer.
+fn trust(a: &Host, b: &Host) {
+    let registered = wait_until(Duration::from_secs(10), || {
+        a.json(&["handshake", &b.key.to_string()]).0 == 0
+    });
+    assert!(registered, "handshake failed:\n{}", a.bg_log());
+    let both = wait_until(Duration::from_secs(10), || {
+        peer(a, b).is_some() && peer(b, a).is_some()
+    });
+    assert!(
+        both,
+        "trust did not complete:\n{}\n{}",
+        a.bg_log(),
+        b.bg_log()
+    );
+}
+
+/// `of`'s entry for `peer` in `pilotctl peers --json`.
+fn peer(of: &Host, peer: &Host) -> Option<serde_json::Value> {
+    let (code, v) = of.json(&["peers"]);
+    if code != 0 {
+        return None;
+    }
+    v["data"]["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["public_key"] == peer.key.to_string())
+        .cloned()
+}
+
+/// Waits until `of` reports `path` (and an endpoint passing `ep_ok`) for `other`.
+fn wait_path(
+    of: &Host,
+    other: &Host,
+    path: &str,
+    timeout: Duration,
+    ep_ok: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    let t = Instant::now();
+    let mut last = None;
+    let ok = wait_until(timeout, || {
+        last = peer(of, other);
+        last.as_ref()
+            .is_some_and(|p| p["path"] == path && p["endpoint"].as_str().is_some_and(&ep_ok))
+    });
+    assert!(
+        ok,
+        "{} never reported path {path} for {} (last: {last:?})\nlog:\n{}",
+        of.ns,
+        other.ns,
+        of.bg_log()
+    );
+    eprintln!(
+        "{}: path {path} to {} after {:?}",
+        of.ns,
+        other.ns,
+        t.elapsed()
+    );
+    last.unwrap()
+}
+
+fn curl_ok(h: &Host, url: &str) -> bool {
+    h.run("curl", &["-sS", "--max-time", "5", "-o", "/dev/null", url])
+        .status
+        .success()
+}
+
+#[test]
+fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let reg_host = lab.public_host("reg", "203.0.113.10");
+    let ra = lab.router("ra", "198.51.100.21", "10.1.1", Nat::PortPreserving);
+    let rb = lab.router("rb", "198.51.100.22", "10.1.2", Nat::PortPreserving);
+    let mut a = lab.nat_host(&ra, "a", 2);
+    let mut b = lab.nat_host(&rb, "b", 2);
+    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    configure(&a, &[&b]);
+    configure(&b, &[&a]);
+    start(&mut a, &registry);
+    start(&mut b, &registry);
+    trust(&a, &b);
+
+    let pa = wait_path(&a, &b, "direct", Duration::from_secs(10), |e| {
+        e == "198.51.100.22:51820"
+    });
+    assert!(pa["last_change"].is_u64(), "{pa}");
+    let measured = wait_until(Duration::from_secs(3), || {
+        peer(&a, &b).is_some_and(|p| p["rtt_ms"].as_f64().is_some_and(|r| r > 0.0))
+    });
+    assert!(measured, "no rtt_ms: {:?}", peer(&a, &b));
+    wait_path(&b, &a, "direct", Duration::from_secs(10), |e| {
+        e == "198.51.100.21:51820"
+    });
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "hello through two NATs\n").unwrap();
+    b.serve_http(www.path(), 8080);
+    let url = format!("http://[{}]:8080/hello.txt", b.ipv6());
+    assert!(
+        wait_until(Duration::from_secs(5), || curl_ok(&a, &url)),
+        "curl over the direct path failed"
+    );
+    let (code, ping) = a.json(&["ping", &b.key.to_string(), "--count", "3"]);
+    assert_eq!(code, 0, "{ping}");
+    assert_eq!(ping["data"]["path"], "direct");
+    assert_eq!(ping["data"]["received"], 3);
+
+    // The NAT in front of a moves every mapping to another port range while traffic runs.
+    ra.set_nat(Nat::Range(20000, 29999));
+    let t = Instant::now();
+    let ep = wait_path(&b, &a, "direct", Duration::from_secs(15), |e| {
+        e.strip_prefix("198.51.100.21:")
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| (20000..=29999).contains(&p))
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || a.ping(b.ipv6())
+            && curl_ok(&a, &url)),
+        "traffic did not recover after the NAT remap"
+    );
+    eprintln!(
+        "recovered after the remap in {:?} (endpoint {})",
+        t.elapsed(),
+        ep["endpoint"]
+    );
+}
+
+#[test]
+fn fully_random_nats_relay_through_the_registry_then_upgrade_when_the_nat_allows() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let reg_host = lab.public_host("reg", "203.0.113.10");
+    let ra = lab.router("ra", "198.51.100.31", "10.3.1", Nat::FullyRandom);
+    let rb = lab.router("rb", "198.51.100.32", "10.3.2", Nat::FullyRandom);
+    let mut a = lab.nat_host(&ra, "a", 2);
+    let mut b = lab.nat_host(&rb, "b", 2);
+    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    configure(&a, &[&b]);
+    configure(&b, &[&a]);
+    start(&mut a, &registry);
+    start(&mut b, &registry);
+    trust(&a, &b);
+
+    let reg_ep = |e: &str| e == registry.addr;
+    wait_path(&a, &b, "relay", Duration::from_secs(15), reg_ep);
+    wait_path(&b, &a, "relay", Duration::from_secs(15), reg_ep);
+    assert!(
+        a.ping_until(b.ipv6(), Duration::from_secs(5)),
+        "no ping over the relay"
+    );
+    let (code, ping) = a.json(&["ping", &b.key.to_string(), "--count", "2"]);
+    assert_eq!(code, 0, "{ping}");
+    assert_eq!(ping["data"]["path"], "relay");
+
+    // 20 MB through the relay, intact.
+    let www = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.path().join("blob"), &data).unwrap();
+    b.serve_http(www.path(), 8080);
+    let url = format!("http://[{}]:8080/blob", b.ipv6());
+    let t = Instant::now();
+    let out = a.run("curl", &["-sS", "--max-time", "60", &url]);
+    assert!(
+        out.status.success(),
+        "curl over the relay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(out.stdout.len(), data.len());
+    assert_eq!(
+        Sha256::digest(&out.stdout),
+        Sha256::digest(&data),
+        "sha256 differs"
+    );
+    eprintln!(
+        "20 MB over the relay in {secs:.2} s ({:.1} Mbit/s)",
+        data.len() as f64 * 8.0 / secs / 1e6
+    );
+    assert_eq!(peer(&a, &b).unwrap()["path"], "relay");
+
+    // The NATs become port-preserving: a later punch succeeds and the path upgrades.
+    ra.set_nat(Nat::PortPreserving);
+    rb.set_nat(Nat::PortPreserving);
+    wait_path(&a, &b, "direct", Duration::from_secs(45), |e| {
+        e.starts_with("198.51.100.32:")
+    });
+    assert!(curl_ok(&a, &format!("http://[{}]:8080/", b.ipv6())));
+}
+
+#[test]
+fn a_public_agent_and_one_behind_a_nat_connect_directly() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let reg_host = lab.public_host("reg", "203.0.113.10");
+    let mut a = lab.public_host("pub", "198.51.100.41");
+    let rb = lab.router("rb", "198.51.100.42", "10.4.2", Nat::FullyRandom);
+    let mut b = lab.nat_host(&rb, "b", 2);
+    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    configure(&a, &[&b]);
+    configure(&b, &[&a]);
+    start(&mut a, &registry);
+    start(&mut b, &registry);
+    trust(&b, &a);
+    // Even a fully random NAT: b's probe to a's public address comes from a mapping made for
+    // a, which a learns as a peer-reflexive candidate and answers.
+    wait_path(&b, &a, "direct", Duration::from_secs(10), |e| {
+        e == "198.51.100.41:51820"
+    });
+    wait_path(&a, &b, "direct", Duration::from_secs(10), |e| {
+        e.starts_with("198.51.100.42:")
+    });
+    assert!(b.ping_until(a.ipv6(), Duration::from_secs(5)));
+    assert!(a.ping_until(b.ipv6(), Duration::from_secs(5)));
+}
+
+#[test]
+fn two_agents_behind_one_nat_use_their_lan_addresses() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let reg_host = lab.public_host("reg", "203.0.113.10");
+    let r = lab.router("r", "198.51.100.51", "10.5.1", Nat::PortPreserving);
+    let mut a = lab.nat_host(&r, "a", 2);
+    let mut b = lab.nat_host(&r, "b", 3);
+    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    configure(&a, &[&b]);
+    configure(&b, &[&a]);
+    start(&mut a, &registry);
+    start(&mut b, &registry);
+    trust(&a, &b);
+    wait_path(&a, &b, "direct", Duration::from_secs(10), |e| {
+        e == "10.5.1.3:51820"
+    });
+    wait_path(&b, &a, "direct", Duration::from_secs(10), |e| {
+        e == "10.5.1.2:51820"
+    });
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "hello neighbour\n").unwrap();
+    b.serve_http(www.path(), 8080);
+    assert!(curl_ok(
+        &a,
+        &format!("http://[{}]:8080/hello.txt", b.ipv6())
+    ));
+}
