@@ -281,7 +281,7 @@ impl PeerPath {
             .chain(prflx)
             .take(16)
             .collect();
-        self.candidates.sort_by(|a, b| b.kind.cmp(&a.kind));
+        self.candidates.sort_by_key(|c| std::cmp::Reverse(c.kind));
         match &mut self.punch {
             Some(p) => {
                 p.until = p.until.max(now + self.timing.punch_duration);
@@ -299,7 +299,7 @@ impl PeerPath {
                 addr: src,
                 kind: CandidateKind::PeerReflexive.max(CandidateKind::of(&src)),
             });
-            self.candidates.sort_by(|a, b| b.kind.cmp(&a.kind));
+            self.candidates.sort_by_key(|c| std::cmp::Reverse(c.kind));
             self.candidates.truncate(16);
         }
         if !matches!(self.path, Path::Direct(_)) && self.punch.is_none() {
