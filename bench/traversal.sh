@@ -16,7 +16,8 @@
 # punch (or the relay fallback after 3 s) and the WireGuard handshake.
 #
 # Env: PILOTCTL (default target/release/pilotctl), IPERF_T (seconds, default 10), RUNS (first
-# reply measurements per path, default 3; each uses fresh identities).
+# reply measurements per path, default 3; each uses fresh identities), RELAY_BYTES_PER_SEC
+# (the registry's per-node relay budget; default: the registry default, 25 MB/s).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PILOTCTL=${PILOTCTL:-$HERE/../target/release/pilotctl}
@@ -102,8 +103,13 @@ router rd 198.51.100.64 10.64.0 "masquerade fully-random"
 agent a1 ra 10.61.0; agent b1 rb 10.62.0; agent a2 rc 10.63.0; agent b2 rd 10.64.0
 
 mkdir -p "$WORK/reg"
-ip netns exec "${P}reg" "$PILOTCTL" registry run --listen 203.0.113.10:7946 --state "$WORK/reg" \
-  2>"$WORK/reg.log" & PIDS+=($!)
+REG_ARGS=(--listen 203.0.113.10:7946 --state "$WORK/reg")
+if [[ -n ${RELAY_BYTES_PER_SEC:-} ]]; then
+  printf 'listen = "203.0.113.10:7946"\nstate_dir = "%s"\n[limits]\nrelay_bytes_per_sec = %s\nrelay_byte_burst = %s\nrelay_packets_per_sec = 1000000\nrelay_packet_burst = 100000\n' \
+    "$WORK/reg" "$RELAY_BYTES_PER_SEC" "$RELAY_BYTES_PER_SEC" >"$WORK/registry.toml"
+  REG_ARGS+=(--config "$WORK/registry.toml")
+fi
+ip netns exec "${P}reg" "$PILOTCTL" registry run "${REG_ARGS[@]}" 2>"$WORK/reg.log" & PIDS+=($!)
 sleep 0.5
 
 pc() { # agent-dir args...
