@@ -1082,6 +1082,82 @@ mod tests {
         assert_eq!(core.counters().malformed, 1);
     }
 
+    /// Plays the registry's relay for frames on `wire` addressed to `reg`: RelaySend from a
+    /// node becomes RelayDeliver to the node it names.
+    fn relay_through(reg: SocketAddr, nodes: &[(&Node, PublicKey)], wire: &mut Wire) {
+        for (from, to, d) in wire.iter_mut() {
+            if *to != reg {
+                continue;
+            }
+            let (target, payload) = relay::parse(d, relay::RELAY_SEND).expect("relay frame");
+            let sender = nodes.iter().find(|(n, _)| n.addr == *from).unwrap().1;
+            let dst = nodes
+                .iter()
+                .find(|(_, k)| k.addr48() == target)
+                .unwrap()
+                .0
+                .addr;
+            *d = relay::frame(relay::RELAY_DELIVER, sender.addr48(), payload);
+            *from = reg;
+            *to = dst;
+        }
+    }
+
+    #[test]
+    fn relayed_packets_reach_the_peer_and_replies_go_back_through_the_relay() {
+        let reg: SocketAddr = "203.0.113.10:7946".parse().unwrap();
+        let (mut a, ka) = node(1, "10.0.0.1:51820");
+        let (mut b, kb) = node(2, "10.0.0.2:51820");
+        a.core.add_peer(kb, None).unwrap();
+        b.core.add_peer(ka, None).unwrap();
+        a.core.set_relays(vec![reg]);
+        b.core.set_relays(vec![reg]);
+        let mut wire = Wire::new();
+        // A packet with no path is queued and reported.
+        let pkt = ipv6_packet(a.ip, b.ip, b"via the relay");
+        assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+        assert_eq!(a.core.take_wanted_paths(), vec![kb]);
+        assert!(a.core.take_wanted_paths().is_empty());
+        // The control plane sets the relay: the handshake goes out through it at once.
+        a.core
+            .set_path(&kb, Path::Relay(reg), &mut |dst, d| {
+                wire.push_back((a.addr, dst, d.to_vec()))
+            })
+            .unwrap();
+        for _ in 0..4 {
+            relay_through(reg, &[(&a, ka), (&b, kb)], &mut wire);
+            let mut out = vec![0u8; 65535];
+            let mut next = Wire::new();
+            while let Some((from, to, d)) = wire.pop_front() {
+                let n = if to == a.addr { &mut a } else { &mut b };
+                let me = n.addr;
+                if let RxAction::Tunnel { len } =
+                    n.core.on_datagram(from, &d, &mut out, &mut |dst, p| {
+                        next.push_back((me, dst, p.to_vec()))
+                    })
+                {
+                    n.delivered.push(out[..len].to_vec());
+                }
+            }
+            wire = next;
+        }
+        assert_eq!(b.delivered, vec![pkt], "the queued packet arrived");
+        // B had no path: it took the relay the handshake came by.
+        assert_eq!(b.core.path(&ka), Some(Path::Relay(reg)));
+        let st = b.core.peer(&ka).unwrap().status();
+        assert_eq!((st.path.as_str(), st.endpoint), ("relay", Some(reg)));
+        // A relay delivery from an address that is not a configured registry is not taken as
+        // WireGuard.
+        let mut out = vec![0u8; 2048];
+        let frame = relay::frame(relay::RELAY_DELIVER, ka.addr48(), &[4u8; 64]);
+        let other: SocketAddr = "192.0.2.7:7946".parse().unwrap();
+        assert_eq!(
+            b.core.on_datagram(other, &frame, &mut out, &mut |_, _| {}),
+            RxAction::Dropped,
+            "no control channel in this test, so it is dropped as control"
+        );
+    }
+
     #[test]
     fn a_node_cannot_add_itself() {
         let (a, ka) = node(1, "198.51.100.1:1");
