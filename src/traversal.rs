@@ -163,6 +163,8 @@ pub struct PeerPath {
     outstanding: HashMap<u64, (Path, Instant)>,
     next_txid: u64,
     last_reply: Option<Instant>,
+    /// Latest sign of life of the relayed path: a relayed probe reply, or the switch to it.
+    relay_heard: Option<Instant>,
     next_keepalive: Option<Instant>,
     next_retry: Option<Instant>,
     backoff: Duration,
@@ -184,6 +186,7 @@ impl PeerPath {
             outstanding: HashMap::new(),
             next_txid: txid_seed,
             last_reply: None,
+            relay_heard: None,
             next_keepalive: None,
             next_retry: None,
             backoff: timing.retry_min,
@@ -318,8 +321,9 @@ impl PeerPath {
         let rtt = now.saturating_duration_since(sent);
         match via {
             Path::Relay(_) => {
-                if matches!(self.path, Path::Relay(_)) {
+                if self.path == via {
                     self.rtt = Some(rtt);
+                    self.relay_heard = Some(now);
                 }
             }
             Path::Direct(addr) => {
@@ -354,11 +358,13 @@ impl PeerPath {
         self.outstanding
             .retain(|_, (_, sent)| now.saturating_duration_since(*sent) < timeout);
         if let Some(mut p) = self.punch {
-            if now >= p.relay_at && !matches!(self.path, Path::Direct(_)) {
-                if let Some(r) = self.relay {
-                    if self.path != Path::Relay(r) {
-                        self.set_path(now, Path::Relay(r));
-                        self.next_keepalive = Some(now);
+            if now >= p.relay_at {
+                if !matches!(self.path, Path::Direct(_)) {
+                    if let Some(r) = self.relay {
+                        if self.path != Path::Relay(r) {
+                            self.set_path(now, Path::Relay(r));
+                            self.next_keepalive = Some(now);
+                        }
                     }
                 }
                 p.relay_at = p.until;
@@ -372,7 +378,7 @@ impl PeerPath {
             }
             if now >= p.until {
                 self.punch = None;
-                if !matches!(self.path, Path::Direct(_)) {
+                if !self.direct_alive(now) {
                     self.next_retry = Some(now + self.backoff);
                     self.backoff = (self.backoff * 2).min(self.timing.retry_max);
                 }
@@ -384,16 +390,34 @@ impl PeerPath {
             self.next_keepalive = None;
             match self.path {
                 Path::Direct(_) if !self.direct_alive(now) => {
-                    // Dead: the relay carries packets while we punch again.
+                    // Dead: the relay carries packets while we punch again (without a relay,
+                    // the old address keeps being probed: it may come back).
                     match self.relay {
                         Some(r) => self.set_path(now, Path::Relay(r)),
-                        None => self.rtt = None,
+                        None => {
+                            self.rtt = None;
+                            self.probe(now, self.path);
+                        }
                     }
-                    self.last_reply = None;
-                    self.actions.push_back(Action::RequestEndpoints);
-                    if self.punch.is_none() {
+                    if self.punch.is_none() && self.next_retry.is_none() {
+                        self.actions.push_back(Action::RequestEndpoints);
                         self.start_punch(now);
                     }
+                    self.next_keepalive = Some(now + self.timing.keepalive);
+                }
+                Path::Relay(_)
+                    if self.punch.is_none()
+                        && self.relay_heard.is_some_and(|t| {
+                            now.saturating_duration_since(t) >= self.timing.dead_after
+                        }) =>
+                {
+                    // The relay stopped answering: the registry may have lost our mapping (a
+                    // new NAT port). A signed endpoint request tells it where we are, renews
+                    // the pair's relay permission, and punches once more.
+                    self.relay_heard = Some(now);
+                    self.actions.push_back(Action::RequestEndpoints);
+                    self.start_punch(now);
+                    self.probe(now, self.path);
                     self.next_keepalive = Some(now + self.timing.keepalive);
                 }
                 Path::Direct(_) | Path::Relay(_) => {
@@ -424,6 +448,7 @@ impl PeerPath {
                 self.next_keepalive = Some(now);
             }
             Path::Relay(r) if self.path == Path::None => {
+                self.relay_heard = Some(now);
                 self.path = path;
                 self.relay.get_or_insert(r);
                 self.last_change = Some(now);
@@ -487,6 +512,9 @@ impl PeerPath {
 
     fn set_path(&mut self, now: Instant, path: Path) {
         if self.path != path {
+            if matches!(path, Path::Relay(_)) {
+                self.relay_heard = Some(now);
+            }
             self.path = path;
             self.last_change = Some(now);
             self.rtt = None;
@@ -520,10 +548,13 @@ mod tests {
 
     fn run_until(m: &mut PeerPath, now: &mut Instant, until: Instant) -> Vec<Action> {
         let mut all = vec![];
+        let mut same = 0;
         while let Some(t) = m.poll_timeout() {
             if t > until {
                 break;
             }
+            same = if t <= *now { same + 1 } else { 0 };
+            assert!(same < 100, "a timer does not advance: {m:?}");
             *now = t.max(*now);
             m.handle_timeout(*now);
             all.extend(std::iter::from_fn(|| m.poll_action()));
@@ -680,6 +711,53 @@ mod tests {
         );
         assert!(acts.contains(&Action::RequestEndpoints));
         assert!(m.is_punching());
+    }
+
+    #[test]
+    fn a_silent_relay_asks_the_registry_again_but_not_every_second() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        m.on_candidates(t0, &[addr("198.51.100.7:51820")], addr(REG));
+        let mut now = t0;
+        run_until(&mut m, &mut now, t0 + timing.punch_duration);
+        assert_eq!(m.path(), Path::Relay(addr(REG)));
+        assert!(!m.is_punching());
+        // Nothing answers on the relay either: one endpoint request per dead_after at most
+        // (plus the backoff retries), never one per keepalive.
+        let until = now + Duration::from_secs(10);
+        let acts = run_until(&mut m, &mut now, until);
+        let reqs = acts
+            .iter()
+            .filter(|a| **a == Action::RequestEndpoints)
+            .count();
+        assert!((1..=3).contains(&reqs), "{reqs} requests in 10 s: {acts:?}");
+    }
+
+    #[test]
+    fn a_dead_direct_path_without_a_relay_is_retried_with_backoff() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        let public = addr("198.51.100.7:51820");
+        m.on_probe_from(t0, public);
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        m.on_probe_reply(t0, public, probes[0].1);
+        assert_eq!(m.path(), Path::Direct(public));
+        let mut now = t0;
+        let acts = run_until(&mut m, &mut now, t0 + Duration::from_secs(30));
+        let reqs = acts
+            .iter()
+            .filter(|a| **a == Action::RequestEndpoints)
+            .count();
+        assert!((2..=4).contains(&reqs), "{reqs} requests in 30 s");
+        assert_eq!(
+            m.path(),
+            Path::Direct(public),
+            "kept: nothing better is known"
+        );
+        assert_eq!(m.rtt(), None);
     }
 
     #[test]
