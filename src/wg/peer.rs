@@ -22,7 +22,8 @@ pub enum DropReason {
     Spoofed,
     /// WireGuard refused the datagram (bad MAC, replay, no session, expired, ...).
     Rejected,
-    /// An outbound packet for a peer whose endpoint is not known yet.
+    /// An outbound packet for a peer with no path yet (it waits inside WireGuard for the
+    /// handshake that follows the first path, and the control plane is asked to find one).
     NoEndpoint,
     /// The peer was being removed while the packet was in flight.
     Removed,

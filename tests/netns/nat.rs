@@ -138,7 +138,25 @@ fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
     assert_eq!(ping["data"]["path"], "direct");
     assert_eq!(ping["data"]["received"], 3);
 
-    // The NAT in front of a moves every mapping to another port range while traffic runs.
+    // The NAT in front of a moves every mapping to another port range while traffic runs
+    // (a ping every 50 ms; its own deadline ends it).
+    let mut flood = a
+        .cmd("ping")
+        .args([
+            "-6",
+            "-n",
+            "-q",
+            "-i",
+            "0.05",
+            "-w",
+            "12",
+            &b.ipv6().to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
     ra.set_nat(Nat::Range(20000, 29999));
     let t = Instant::now();
     let ep = wait_path(&b, &a, "direct", Duration::from_secs(15), |e| {
@@ -156,6 +174,15 @@ fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
         t.elapsed(),
         ep["endpoint"]
     );
+    let out = flood.wait_with_output().expect("ping output");
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("ping during the remap: {}", summary.trim());
+    // About 240 probes in 12 s; a few seconds of outage loses under half of them.
+    let received: u32 = summary
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" received")?.parse().ok())
+        .unwrap_or(0);
+    assert!(received > 100, "too little got through: {summary}");
 }
 
 #[test]
