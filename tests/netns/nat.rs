@@ -140,7 +140,7 @@ fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
 
     // The NAT in front of a moves every mapping to another port range while traffic runs
     // (a ping every 50 ms; its own deadline ends it).
-    let mut flood = a
+    let flood = a
         .cmd("ping")
         .args([
             "-6",
