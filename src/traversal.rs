@@ -458,16 +458,8 @@ impl PeerPath {
         }
     }
 
-    /// Forgets everything (trust withdrawn or the peer removed).
-    pub fn reset(&mut self, now: Instant) {
-        let seed = self.next_txid;
-        *self = PeerPath::new(self.timing, seed);
-        let _ = now;
-    }
-
-    /// Allocates a transaction id for a probe sent outside the machine (`pilotctl ping`);
-    /// its reply is then ignored by [`PeerPath::on_probe_reply`].
-    pub fn next_txid(&mut self) -> u64 {
+    /// Allocates a transaction id (unique for this machine).
+    fn next_txid(&mut self) -> u64 {
         self.next_txid = self.next_txid.wrapping_add(1);
         self.next_txid
     }
