@@ -287,10 +287,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let dataplane = match mode.mode {
-            Mode::Tun => Some(start_dataplane(&identity, &config)?),
-            _ => None,
-        };
+        let dataplane = Some(start_dataplane(&identity, &config, mode.mode)?);
         let node = Arc::new(Node {
             identity,
             config,
@@ -322,27 +319,39 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     result
 }
 
-/// TUN mode: creates the TUN device with our overlay address and route, starts the data
-/// plane on it and loads the static peers from the config (they count as trusted).
-fn start_dataplane(identity: &Identity, config: &Config) -> Result<DataPlane, PilotError> {
-    let ipv6 = config.network.ipv6(identity.addr48());
-    let mut tc = TunConfig::new(ipv6);
-    tc.name = config.tun.name.clone();
-    tc.mtu = config.tun.mtu;
-    let tun = TunDevice::create(&tc).map_err(|e| {
-        PilotError::new(
-            ErrorCode::Unauthorized,
-            e.to_string(),
-            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
-        )
-    })?;
+/// Starts the data plane and loads the static peers from the config (they count as trusted).
+/// TUN mode: on a TUN device with our overlay address and route. Userspace mode: the UDP socket,
+/// tunnels and control messages run, but decapsulated packets are discarded until the userspace
+/// network stack plugs in.
+fn start_dataplane(
+    identity: &Identity,
+    config: &Config,
+    mode: Mode,
+) -> Result<DataPlane, PilotError> {
+    let inner = if mode == Mode::Tun {
+        let ipv6 = config.network.ipv6(identity.addr48());
+        let mut tc = TunConfig::new(ipv6);
+        tc.name = config.tun.name.clone();
+        tc.mtu = config.tun.mtu;
+        let tun = TunDevice::create(&tc).map_err(|e| {
+            PilotError::new(
+                ErrorCode::Unauthorized,
+                e.to_string(),
+                "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+            )
+        })?;
+        tun.into_inner()
+    } else {
+        tracing::warn!("userspace network stack not available yet: tunnel packets are discarded");
+        crate::wg::inner::discard(config.tun.mtu)
+    };
     let dc = DataPlaneConfig {
         listen_port: config.tunnel.listen_port,
         keepalive_secs: config.tunnel.keepalive_secs,
         network: config.network,
         ..Default::default()
     };
-    let plane = DataPlane::start(identity, &dc, tun.into_inner(), None).map_err(|e| {
+    let plane = DataPlane::start(identity, &dc, inner, None).map_err(|e| {
         PilotError::new(
             ErrorCode::InvalidArgument,
             e.to_string(),

@@ -68,6 +68,15 @@ pub fn channel(mtu: u16, depth: usize) -> (Inner, ChannelEnds) {
     )
 }
 
+/// An inner side that produces nothing and discards what it is given: the data plane runs
+/// (handshakes, keepalives, control messages, counters) with nowhere to deliver packets. The
+/// daemon uses it in userspace mode until the userspace network stack plugs in.
+pub fn discard(mtu: u16) -> Inner {
+    let (inner, ends) = channel(mtu, 1);
+    drop(ends);
+    inner
+}
+
 struct ChannelReader(mpsc::Receiver<Vec<u8>>);
 
 impl InnerReader for ChannelReader {
