@@ -15,7 +15,8 @@ pub const INNER_OFFSET: usize = 10;
 /// Reads outbound IP packets from the inner side. One thread owns it.
 pub trait InnerReader: Send {
     /// Reads a batch of packets: packet `i` is `bufs[i][INNER_OFFSET..INNER_OFFSET + sizes[i]]`.
-    /// Each `bufs[i]` is at least `INNER_OFFSET + mtu` long. Waits at most `timeout` for the
+    /// Each `bufs[i]` is at least `INNER_OFFSET + mtu` long, and there are at least 128 of
+    /// them (one offloaded TUN read may split into that many). Waits at most `timeout` for the
     /// first packet and returns `Ok(0)` when none came.
     fn recv_batch(
         &mut self,
