@@ -31,6 +31,41 @@ pub enum Request {
     Shutdown {},
     /// The peer table with per-peer traffic and drop counters.
     Peers {},
+    /// Ask a peer for trust.
+    Handshake {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// Why, shown to the peer (at most 256 bytes).
+        #[serde(default)]
+        justification: Option<String>,
+    },
+    /// Trust requests waiting for our decision.
+    Pending {},
+    /// Approve a pending request.
+    Approve {
+        /// Whose.
+        peer: String,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// Whose.
+        peer: String,
+        /// Why, shown to the peer.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Withdraw trust (tears the tunnel down on both sides).
+    Untrust {
+        /// From whom.
+        peer: String,
+    },
+    /// Every trust record.
+    Trust {},
+    /// Look up an exact hostname at the registries.
+    Find {
+        /// The hostname.
+        hostname: String,
+    },
 }
 
 /// A reply: `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.

@@ -2,13 +2,18 @@
 //! encrypted, NAT-proof path to the agents it trusts.
 
 pub mod api;
+pub mod candidates;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod control_task;
 pub mod daemon;
 pub mod error;
 pub mod identity;
 pub mod lock;
 pub mod mapping;
 pub mod paths;
+pub mod registry;
+pub mod trust;
 pub mod tun;
 pub mod wg;

@@ -164,8 +164,91 @@ impl Lab {
             key: identity.public_key(),
             home,
             daemon: None,
+            bg_pid: None,
             helpers: Vec::new(),
         }
+    }
+
+    /// Adds a host on a second simulated public range (203.0.113.0/24 for registries) on the
+    /// same bridge; every host gets on-link routes to both ranges.
+    pub fn public_host(&mut self, name: &str, ip: &str) -> Host {
+        let h = self.host(name, ip);
+        for net in ["198.51.100.0/24", "203.0.113.0/24"] {
+            let _ = h.run("ip", &["route", "add", net, "dev", "eth0"]);
+        }
+        h
+    }
+}
+
+/// A registry process (`pilotctl registry run`) in a host's namespace.
+pub struct RegistryProc {
+    /// Where it listens.
+    pub addr: String,
+    state: tempfile::TempDir,
+    child: Option<Child>,
+    ns: String,
+}
+
+impl RegistryProc {
+    /// Starts a registry in `host`'s namespace on `host.ip:port`.
+    pub fn start(host: &Host, port: u16) -> RegistryProc {
+        let mut r = RegistryProc {
+            addr: format!("{}:{port}", host.ip),
+            state: tempfile::Builder::new()
+                .prefix("pilot-registry-")
+                .tempdir()
+                .expect("tempdir"),
+            child: None,
+            ns: host.ns.clone(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts it again (after [`RegistryProc::stop`]) with the same state directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "registry already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.path().join("registry.out"))
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(pilotctl())
+            .args(["registry", "run", "--listen", &self.addr, "--state"])
+            .arg(self.state.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn registry");
+        self.child = Some(child);
+        let needle = format!("{} ", self.addr);
+        let ns = self.ns.clone();
+        let ok = wait_until(Duration::from_secs(10), || {
+            let out = run(Command::new("ip").args(["netns", "exec", &ns, "ss", "-lun"]));
+            String::from_utf8_lossy(&out.stdout).contains(&needle)
+        });
+        assert!(ok, "registry did not start:\n{}", self.log());
+    }
+
+    /// Stops it (SIGTERM by PID, SIGKILL after 5 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c);
+        }
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("registry.out")).unwrap_or_default()
+    }
+}
+
+impl Drop for RegistryProc {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -195,6 +278,8 @@ pub struct Host {
     pub key: PublicKey,
     home: tempfile::TempDir,
     daemon: Option<Child>,
+    /// PID of a daemon started with `pilotctl daemon start` (detached; killed by PID on drop).
+    bg_pid: Option<u32>,
     helpers: Vec<Child>,
 }
 
@@ -264,11 +349,60 @@ impl Host {
         assert!(ok, "daemon did not come up:\n{}", self.daemon_log());
     }
 
+    /// Runs `pilotctl daemon start ARGS` (the command users type) in the namespace with
+    /// `env` set, and remembers the daemon's PID.
+    pub fn daemon_start(&mut self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd(pilotctl().to_str().expect("utf-8 path"));
+        c.args(["--json", "daemon", "start"])
+            .args(args)
+            .env("PILOT_HOME", self.home())
+            .env("PILOT_SOCKET", self.home().join("pilot.sock"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = run(&mut c);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+            self.bg_pid = v["data"]["pid"].as_u64().map(|p| p as u32);
+        }
+        out
+    }
+
     /// Stops the daemon: SIGTERM by PID, then SIGKILL after 5 s.
     pub fn stop_daemon(&mut self) {
         if let Some(mut c) = self.daemon.take() {
             stop_child(&mut c);
         }
+        if let Some(pid) = self.bg_pid.take() {
+            let out = self.pilotctl(&["daemon", "stop", "--timeout", "5"]);
+            if !out.status.success() {
+                // SAFETY: kill(2) on the PID the daemon reported for itself.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// Runs `pilotctl --json ARGS`; returns the exit code and the envelope.
+    pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.pilotctl(&all);
+        let code = out.status.code().unwrap_or(-1);
+        let text = if code == 0 { &out.stdout } else { &out.stderr };
+        let v = serde_json::from_slice(text).unwrap_or_else(|_| {
+            serde_json::json!({
+                "unparsed_stdout": String::from_utf8_lossy(&out.stdout),
+                "unparsed_stderr": String::from_utf8_lossy(&out.stderr),
+            })
+        });
+        (code, v)
+    }
+
+    /// The background daemon's log (`pilotctl daemon start` writes it in PILOT_HOME).
+    pub fn bg_log(&self) -> String {
+        std::fs::read_to_string(self.home().join("daemon.log")).unwrap_or_default()
     }
 
     /// The daemon's stderr so far.
