@@ -2,6 +2,7 @@
 //! Hosts sit on a bridge in 198.51.100.0/24 and talk over pilot's overlay IPv6.
 
 mod common;
+mod demo;
 mod trust;
 
 use std::time::Duration;
