@@ -9,4 +9,5 @@ pub mod error;
 pub mod identity;
 pub mod lock;
 pub mod mapping;
+pub mod netstack;
 pub mod paths;
