@@ -24,7 +24,8 @@ fn pair() -> (Netstack, Netstack) {
     (a, b)
 }
 
-/// A link that drops one packet in `drop_every` and swaps one pair in `swap_every`.
+/// A link that drops one packet in `drop_every` and, one time in `swap_every`, lets the next
+/// packet overtake this one (only if a next packet is already queued, so nothing is held back).
 fn lossy_link(
     mut rx: mpsc::Receiver<Packet>,
     tx: mpsc::Sender<Packet>,
@@ -33,21 +34,20 @@ fn lossy_link(
 ) {
     tokio::spawn(async move {
         let mut n = 0u64;
-        let mut held: Option<Packet> = None;
         while let Some(p) = rx.recv().await {
             n += 1;
             if n % drop_every == 0 {
                 continue;
             }
-            if n % swap_every == 0 && held.is_none() {
-                held = Some(p);
-                continue;
+            let mut batch = vec![p];
+            if n % swap_every == 0 {
+                if let Ok(next) = rx.try_recv() {
+                    n += 1;
+                    batch.insert(0, next);
+                }
             }
-            if tx.send(p).await.is_err() {
-                return;
-            }
-            if let Some(h) = held.take() {
-                if tx.send(h).await.is_err() {
+            for p in batch {
+                if tx.send(p).await.is_err() {
                     return;
                 }
             }
@@ -62,8 +62,8 @@ fn lossy_pair() -> (Netstack, Netstack) {
     cfg_b.tcp_buffer = 256 * 1024;
     let (a, pa) = Netstack::spawn(cfg_a).unwrap();
     let (b, pb) = Netstack::spawn(cfg_b).unwrap();
-    lossy_link(pa.from_stack, pb.to_stack, 37, 23);
-    lossy_link(pb.from_stack, pa.to_stack, 41, 29);
+    lossy_link(pa.from_stack, pb.to_stack, 101, 23);
+    lossy_link(pb.from_stack, pa.to_stack, 103, 29);
     (a, b)
 }
 
