@@ -275,6 +275,9 @@ enum Command {
         port: u16,
         id: u64,
     },
+    Describe {
+        reply: oneshot::Sender<String>,
+    },
 }
 
 /// A handle to a running netstack. Cheap to clone; the driver task stops once every handle,
@@ -358,6 +361,16 @@ impl Netstack {
             .await
             .map_err(|_| NetstackError::Stopped)?;
         rx.await.map_err(|_| NetstackError::Stopped)?
+    }
+
+    /// A human-readable snapshot of the driver's state (flows, queues, timers), for debugging.
+    pub async fn describe(&self) -> Result<String, NetstackError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Describe { reply })
+            .await
+            .map_err(|_| NetstackError::Stopped)?;
+        rx.await.map_err(|_| NetstackError::Stopped)
     }
 
     /// Listens on an overlay TCP port of our address.
@@ -517,10 +530,43 @@ struct TxTok<'a> {
     dropped: &'a mut u64,
 }
 
+/// Lowers the window of an outgoing TCP segment (not a SYN) by one unit of its scale, and
+/// fixes the checksum (RFC 1624).
+///
+/// smoltcp advertises `floor(free space >> scale)`, so its right window edge can move back by
+/// up to `2^scale - 1` bytes from one ACK to the next, and it then rejects segments beyond the
+/// newest edge that the previous ACK allowed. A peer sending at full window (any bulk transfer)
+/// loses such segments; a FIN lost that way waits for the 1 s retransmission timeout. Offering
+/// one unit less keeps every edge a sender may use at or below smoltcp's own newest edge:
+/// the true edge (bytes read + buffer size) never moves back, and each advertised edge is
+/// within one unit of it.
+fn clamp_tcp_window(p: &mut [u8]) {
+    if p.len() < 60 || p[0] >> 4 != 6 || p[6] != 6 {
+        return;
+    }
+    let t = &mut p[40..];
+    if t[13] & 0x02 != 0 {
+        return; // SYN and SYN-ACK carry an unscaled window.
+    }
+    let old = u16::from_be_bytes([t[14], t[15]]);
+    if old == 0 {
+        return;
+    }
+    let new = old - 1;
+    t[14..16].copy_from_slice(&new.to_be_bytes());
+    let hc = u16::from_be_bytes([t[16], t[17]]);
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    t[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
 impl smoltcp::phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = vec![0u8; len];
         let r = f(&mut buf);
+        clamp_tcp_window(&mut buf);
         if let Some(permit) = self.permit.take() {
             permit.send(buf);
             *self.sent += 1;
@@ -785,6 +831,9 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.start_listen(port, id, accept));
+            }
+            Command::Describe { reply } => {
+                let _ = reply.send(self.describe());
             }
             Command::Unlisten { port, id } => {
                 if self.listeners.get(&port).is_some_and(|l| l.id == id) {
@@ -1171,6 +1220,42 @@ impl Driver {
         }
     }
 
+    fn describe(&mut self) -> String {
+        use std::fmt::Write;
+        let now = self.now();
+        let mut out = format!(
+            "netstack {}: rx queue {}, can transmit {}, reserve pending {}, poll delay {:?}\n",
+            self.cfg.address,
+            self.device.rx.len(),
+            self.device.can_transmit(),
+            self.reserve.is_some(),
+            self.iface.poll_delay(now, &self.sockets),
+        );
+        for (h, f) in &self.flows {
+            let s = self.sockets.get::<tcp::Socket>(*h);
+            let _ = writeln!(
+                out,
+                "  flow {:?} -> {:?}: {} send_q {} recv_q {} app_eof {} app_gone {} net_eof {}",
+                s.local_endpoint(),
+                s.remote_endpoint(),
+                s.state(),
+                s.send_queue(),
+                s.recv_queue(),
+                f.app_eof,
+                f.app_gone,
+                f.net_eof
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {} connecting, {} handshaking, {} listened ports",
+            self.connecting.len(),
+            self.handshaking.len(),
+            self.listeners.len()
+        );
+        out
+    }
+
     fn finished(&self) -> bool {
         self.commands_closed
             && self.flows.is_empty()
@@ -1331,6 +1416,64 @@ mod tests {
         p[6] = 17; // UDP
         assert!(!is_tcp_syn(&p));
         assert!(!is_tcp_syn(&p[..40]));
+    }
+
+    /// The TCP checksum over the IPv6 pseudo-header, as a receiver computes it (0 = valid).
+    fn tcp_checksum(p: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        add(&p[8..40]);
+        let len = (p.len() - 40) as u32;
+        add(&len.to_be_bytes());
+        add(&[0, 0, 0, 6]);
+        add(&p[40..]);
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn tcp_packet(flags: u8, window: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + 20 + 7];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&27u16.to_be_bytes());
+        p[6] = 6;
+        p[8] = 0xfd;
+        p[23] = 1;
+        p[24] = 0xfd;
+        p[39] = 2;
+        p[40 + 12] = 5 << 4;
+        p[40 + 13] = flags;
+        p[40 + 14..40 + 16].copy_from_slice(&window.to_be_bytes());
+        p[60..].copy_from_slice(b"payload");
+        let c = tcp_checksum(&p);
+        p[40 + 16..40 + 18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(tcp_checksum(&p), 0);
+        p
+    }
+
+    #[test]
+    fn window_clamping_lowers_the_window_by_one_and_keeps_the_checksum_valid() {
+        for w in [1u16, 2, 0x00ff, 0x0100, 0x8000, 0xffff] {
+            let mut p = tcp_packet(0x10, w);
+            clamp_tcp_window(&mut p);
+            assert_eq!(u16::from_be_bytes([p[54], p[55]]), w - 1);
+            assert_eq!(tcp_checksum(&p), 0, "window {w}");
+        }
+    }
+
+    #[test]
+    fn window_clamping_leaves_syns_and_zero_windows_alone() {
+        for (flags, w) in [(0x02, 1000), (0x12, 1000), (0x10, 0)] {
+            let p0 = tcp_packet(flags, w);
+            let mut p = p0.clone();
+            clamp_tcp_window(&mut p);
+            assert_eq!(p, p0);
+        }
     }
 
     #[test]

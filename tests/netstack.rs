@@ -60,6 +60,10 @@ fn lossy_pair() -> (Netstack, Netstack) {
     let mut cfg_b = NetstackConfig::new(addr(B));
     cfg_a.tcp_buffer = 256 * 1024;
     cfg_b.tcp_buffer = 256 * 1024;
+    // Checked here so that a segment our window clamping corrupted would be dropped and fail
+    // the transfer.
+    cfg_a.verify_rx_checksums = true;
+    cfg_b.verify_rx_checksums = true;
     let (a, pa) = Netstack::spawn(cfg_a).unwrap();
     let (b, pb) = Netstack::spawn(cfg_b).unwrap();
     lossy_link(pa.from_stack, pb.to_stack, 101, 23);
