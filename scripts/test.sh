@@ -7,4 +7,13 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # One release build shared by the netns tests (they run target/release/pilotctl).
 cargo build --release --locked
-cargo test --locked -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "%d passed, %d failed", p, f }' "$log")
+echo
+echo "total: $summary"
+exit "$status"

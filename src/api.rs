@@ -29,6 +29,43 @@ pub enum Request {
     },
     /// Graceful shutdown.
     Shutdown {},
+    /// The peer table with per-peer traffic and drop counters.
+    Peers {},
+    /// Ask a peer for trust.
+    Handshake {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// Why, shown to the peer (at most 256 bytes).
+        #[serde(default)]
+        justification: Option<String>,
+    },
+    /// Trust requests waiting for our decision.
+    Pending {},
+    /// Approve a pending request.
+    Approve {
+        /// Whose.
+        peer: String,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// Whose.
+        peer: String,
+        /// Why, shown to the peer.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Withdraw trust (tears the tunnel down on both sides).
+    Untrust {
+        /// From whom.
+        peer: String,
+    },
+    /// Every trust record.
+    Trust {},
+    /// Look up an exact hostname at the registries.
+    Find {
+        /// The hostname.
+        hostname: String,
+    },
 }
 
 /// A reply: `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.
@@ -100,6 +137,15 @@ pub struct InfoData {
     pub listen_port: Option<u16>,
     /// pilot version.
     pub version: String,
+}
+
+/// `peers`' data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeersData {
+    /// One entry per peer, sorted by address.
+    pub peers: Vec<crate::wg::PeerStatus>,
+    /// Drops that belong to no known peer (`null` when no data plane runs).
+    pub counters: Option<crate::wg::CountersSnapshot>,
 }
 
 /// Parses one request line, mapping failures to a user-facing error.

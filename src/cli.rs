@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::api::{Client, Envelope, InfoData, Request};
+use crate::api::{Client, Envelope, InfoData, PeersData, Request};
 use crate::config::{Config, Mode};
 use crate::daemon::{self, DaemonOptions};
 use crate::error::{ErrorCode, PilotError};
@@ -38,14 +38,74 @@ pub enum Command {
     Daemon(DaemonCmd),
     /// Show this node's address, IPv6, hostname, public key, mode, uptime and peer count.
     Info,
+    /// List peers: address, hostname, endpoint, last handshake, traffic and drops.
+    Peers,
     /// Change the hostname this node claims (NAME.pilot).
     SetHostname {
         /// 1-63 lowercase letters, digits and hyphens.
         name: String,
     },
+    /// Ask a peer (hostname, address, IPv6 or public key) to trust us; with its approval (or
+    /// its own request) trust is mutual and a tunnel may form.
+    Handshake {
+        /// The peer.
+        peer: String,
+        /// Why, shown to the peer (at most 256 bytes).
+        justification: Option<String>,
+    },
+    /// List trust requests waiting for our decision.
+    Pending,
+    /// Approve a pending trust request.
+    Approve {
+        /// The peer.
+        peer: String,
+    },
+    /// Reject a pending trust request.
+    Reject {
+        /// The peer.
+        peer: String,
+        /// Why, shown to the peer.
+        reason: Option<String>,
+    },
+    /// Withdraw trust from a peer: the tunnel comes down on both sides.
+    Untrust {
+        /// The peer.
+        peer: String,
+    },
+    /// List every trust relation (trusted, pending, requested, rejected, static).
+    Trust,
+    /// Look up an exact hostname at the registries: key, address and IPv6.
+    Find {
+        /// The hostname (`worker-node` or `worker-node.pilot`).
+        name: String,
+    },
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
+    #[command(subcommand)]
+    Registry(RegistryCmd),
+}
+
+/// `pilotctl registry …`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCmd {
+    /// Run a registry in the foreground until SIGTERM or Ctrl-C (for systemd and containers).
+    Run(RegistryArgs),
+}
+
+/// Options of `registry run`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// UDP ADDR:PORT to listen on (overrides `listen` in the config file).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// State directory for registry.redb (overrides `state_dir`; default $PILOT_HOME/registry).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Registry config file (config/registry.toml is a commented example).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `pilotctl daemon …`.
@@ -185,6 +245,15 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             let info = info()?;
             Ok(Output::new(&info, render_info(&info)))
         }
+        Command::Peers => {
+            let v = call(&Request::Peers {})?;
+            let data: PeersData = serde_json::from_value(v.clone())
+                .map_err(|e| PilotError::internal(format!("unexpected peers reply: {e}")))?;
+            Ok(Output {
+                data: v,
+                text: render_peers(&data),
+            })
+        }
         Command::SetHostname { name } => {
             let h = parse_hostname(&name)?;
             let data = call(&Request::SetHostname {
@@ -195,6 +264,84 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
                 text: format!("hostname set to {h}"),
             })
         }
+        Command::Handshake {
+            peer,
+            justification,
+        } => {
+            let v = call(&Request::Handshake {
+                peer,
+                justification,
+            })?;
+            let text = match v["state"].as_str() {
+                Some("trusted") | Some("static") => format!("{} is trusted: the tunnel may form", peer_label(&v)),
+                _ => format!(
+                    "trust requested from {}; it appears in their `pilotctl pending` until they approve",
+                    peer_label(&v)
+                ),
+            };
+            Ok(Output { data: v, text })
+        }
+        Command::Pending => {
+            let v = call(&Request::Pending {})?;
+            let mut text = String::new();
+            for p in v["pending"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "{}  {}  {}\n    justification: {}\n",
+                    p["hostname"].as_str().unwrap_or("-"),
+                    p["address"].as_str().unwrap_or("-"),
+                    p["public_key"].as_str().unwrap_or("-"),
+                    p["justification"].as_str().unwrap_or("")
+                ));
+            }
+            if text.is_empty() {
+                text = "no pending trust requests".into();
+            }
+            Ok(Output { data: v, text })
+        }
+        Command::Approve { peer } => {
+            let v = call(&Request::Approve { peer })?;
+            let text = format!("approved {}: trust is mutual", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Reject { peer, reason } => {
+            let v = call(&Request::Reject { peer, reason })?;
+            let text = format!("rejected {}", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Untrust { peer } => {
+            let v = call(&Request::Untrust { peer })?;
+            let text = format!("no longer trusting {}: tunnel torn down", peer_label(&v));
+            Ok(Output { data: v, text })
+        }
+        Command::Trust => {
+            let v = call(&Request::Trust {})?;
+            let mut text = String::new();
+            for p in v["peers"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "{:<10} {:<24} {}  {}\n",
+                    p["state"].as_str().unwrap_or("-"),
+                    p["hostname"].as_str().unwrap_or("-"),
+                    p["address"].as_str().unwrap_or("-"),
+                    p["public_key"].as_str().unwrap_or("-")
+                ));
+            }
+            if text.is_empty() {
+                text = "no trust relations".into();
+            }
+            Ok(Output { data: v, text })
+        }
+        Command::Find { name } => {
+            let v = call(&Request::Find { hostname: name })?;
+            let text = format!(
+                "hostname    {}\naddress     {}\nipv6        {}\npublic key  {}",
+                v["hostname"].as_str().unwrap_or("-"),
+                v["address"].as_str().unwrap_or("-"),
+                v["ipv6"].as_str().unwrap_or("-"),
+                v["public_key"].as_str().unwrap_or("-")
+            );
+            Ok(Output { data: v, text })
+        }
+        Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
                 PilotError::invalid(
@@ -208,6 +355,77 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             ))
         }
     }
+}
+
+/// `hostname (address)` or the address alone.
+fn peer_label(v: &serde_json::Value) -> String {
+    match (v["hostname"].as_str(), v["address"].as_str()) {
+        (Some(h), Some(a)) => format!("{h} ({a})"),
+        (None, Some(a)) => a.to_string(),
+        _ => "the peer".into(),
+    }
+}
+
+fn registry_run(args: &RegistryArgs) -> Result<Output, PilotError> {
+    use crate::registry::runner::{run_registry_with_config, RegistryConfig, RunnerError};
+    let to_pilot = |e: RunnerError| {
+        let code = match &e {
+            RunnerError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                ErrorCode::AlreadyExists
+            }
+            RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
+            RunnerError::Store(_) => ErrorCode::Internal,
+            RunnerError::Identity(_) => ErrorCode::Unauthorized,
+        };
+        PilotError::new(code, e.to_string(), e.hint())
+    };
+    let mut config = match &args.config {
+        Some(path) => {
+            if !path.exists() {
+                return Err(PilotError::new(
+                    ErrorCode::NotFound,
+                    format!("config file {} does not exist", path.display()),
+                    "give the path of an existing file (config/registry.toml is a commented example)",
+                ));
+            }
+            RegistryConfig::load(path).map_err(to_pilot)?
+        }
+        None => {
+            let listen = args.listen.ok_or_else(|| {
+                PilotError::invalid(
+                    "no listen address: give --listen ADDR:PORT or --config FILE",
+                    "e.g. `pilotctl registry run --listen 0.0.0.0:7000 --state /var/lib/pilot-registry`",
+                )
+            })?;
+            let state = match &args.state {
+                Some(s) => s.clone(),
+                None => paths()?.dir.join("registry"),
+            };
+            RegistryConfig::new(listen, state)
+        }
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(s) = &args.state {
+        config.state_dir = s.clone();
+    }
+    let filter = std::env::var("PILOT_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PilotError::internal(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(run_registry_with_config(config))
+        .map_err(to_pilot)?;
+    Ok(Output::new(
+        &serde_json::json!({"stopped": true}),
+        "registry stopped",
+    ))
 }
 
 fn parse_hostname(name: &str) -> Result<Hostname, PilotError> {
@@ -264,6 +482,71 @@ fn info() -> Result<InfoData, PilotError> {
     let v = call(&Request::Info {})?;
     serde_json::from_value(v)
         .map_err(|e| PilotError::internal(format!("unexpected info reply: {e}")))
+}
+
+fn render_peers(d: &PeersData) -> String {
+    if d.peers.is_empty() {
+        return "no peers".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let mut rows = vec![[
+        "ADDRESS".to_string(),
+        "HOSTNAME".into(),
+        "ENDPOINT".into(),
+        "HANDSHAKE".into(),
+        "RX".into(),
+        "TX".into(),
+        "DROPS".into(),
+    ]];
+    for p in &d.peers {
+        let drops: u64 = p.drops.values().sum();
+        rows.push([
+            p.address.clone(),
+            p.hostname.clone().unwrap_or_else(|| "-".into()),
+            p.endpoint.map_or("-".into(), |e| e.to_string()),
+            p.last_handshake.map_or("never".into(), |t| {
+                format!("{}s ago", now.saturating_sub(t))
+            }),
+            human_bytes(p.rx_bytes),
+            human_bytes(p.tx_bytes),
+            drops.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.len());
+        }
+    }
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(widths.iter())
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn render_info(i: &InfoData) -> String {

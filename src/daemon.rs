@@ -13,11 +13,19 @@ use tokio::sync::watch;
 
 use crate::api::{self, Envelope, InfoData, Request};
 use crate::config::{Config, Mode};
+use crate::control::ControlPlane;
+use crate::control_task::{ControlCommand, ControlHandle, ControlTask, ControlTaskConfig, Tunnels};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::Identity;
+use crate::identity::PublicKey;
 use crate::lock::DaemonLock;
-use crate::mapping::Hostname;
+use crate::mapping::{Hostname, PeerRef};
 use crate::paths::StatePaths;
+use crate::registry::client::{parse_registry_spec, ClientConfig};
+use crate::trust::{AllowList, TrustStore, TRUST_FILE};
+use crate::tun::{TunConfig, TunDevice};
+use crate::wg::{DataPlane, DataPlaneConfig};
+use std::net::SocketAddr;
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
 #[derive(Debug, Clone, Default)]
@@ -94,13 +102,51 @@ pub fn choose_mode(requested: Mode) -> Result<ModeChoice, PilotError> {
 
 /// The running node, shared by the API handlers.
 struct Node {
-    identity: Identity,
+    identity: Arc<Identity>,
     config: Config,
     paths: StatePaths,
     mode: ModeChoice,
     hostname: Mutex<Option<Hostname>>,
     started: Instant,
     shutdown: watch::Sender<bool>,
+    /// The WireGuard data plane (TUN mode only, for now).
+    dataplane: Option<Arc<DataPlane>>,
+    /// The control plane task (registries and trust), when the data plane runs.
+    control: Option<ControlHandle>,
+}
+
+/// The data plane as the control plane sees it.
+impl Tunnels for DataPlane {
+    fn send_control(&self, dst: SocketAddr, bytes: &[u8]) {
+        if let Err(e) = DataPlane::send_control(self, dst, bytes) {
+            tracing::debug!(%dst, error = %e, "control datagram not sent");
+        }
+    }
+
+    fn add_peer(&self, key: PublicKey, hostname: Option<&Hostname>) {
+        if let Err(e) = DataPlane::add_peer(self, key, None) {
+            tracing::warn!(peer = %key, error = %e, "cannot add peer");
+            return;
+        }
+        if let Some(h) = hostname {
+            let _ = DataPlane::set_hostname(self, &key, Some(h.to_string()));
+        }
+    }
+
+    fn remove_peer(&self, key: &PublicKey) {
+        let _ = DataPlane::remove_peer(self, key);
+    }
+
+    fn set_endpoint(&self, key: &PublicKey, endpoint: SocketAddr) {
+        let _ = DataPlane::set_endpoint(self, key, Some(endpoint));
+    }
+
+    fn has_endpoint(&self, key: &PublicKey) -> bool {
+        let text = key.to_string();
+        self.peers()
+            .iter()
+            .any(|p| p.public_key == text && p.endpoint.is_some())
+    }
 }
 
 impl Node {
@@ -120,21 +166,43 @@ impl Node {
             mode_reason: self.mode.reason.clone(),
             network: self.config.network.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            peers: self.config.peers.len(),
+            peers: self
+                .dataplane
+                .as_ref()
+                .map_or(self.config.peers.len(), |d| d.peers().len()),
             pid: std::process::id(),
             state_dir: self.paths.dir.display().to_string(),
-            listen_port: None,
+            listen_port: self.dataplane.as_ref().map(|d| d.local_port()),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 
-    fn set_hostname(&self, name: &str) -> Result<serde_json::Value, PilotError> {
+    fn peers(&self) -> api::PeersData {
+        match &self.dataplane {
+            Some(d) => api::PeersData {
+                peers: d.peers(),
+                counters: Some(d.counters()),
+            },
+            None => api::PeersData {
+                peers: Vec::new(),
+                counters: None,
+            },
+        }
+    }
+
+    async fn set_hostname(&self, name: &str) -> Result<serde_json::Value, PilotError> {
         let h = Hostname::new(name).map_err(|e| {
             PilotError::invalid(
                 e.to_string(),
                 "use 1-63 lowercase letters, digits and hyphens, e.g. worker-node",
             )
         })?;
+        if let Some(c) = &self.control {
+            c.call(ControlCommand::SetHostname {
+                hostname: h.clone(),
+            })
+            .await?;
+        }
         save_node_state(
             &self.paths,
             &NodeState {
@@ -146,15 +214,83 @@ impl Node {
         Ok(serde_json::json!({ "hostname": h.to_string() }))
     }
 
-    fn handle(&self, req: Request) -> Envelope {
-        match req {
-            Request::Info {} => Envelope::ok(&self.info()),
-            Request::SetHostname { hostname } => self.set_hostname(&hostname).into(),
+    fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
+        PeerRef::parse(text, &self.config.network).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                "name a peer by hostname (worker-node), address (xxxx.xxxx.xxxx), overlay IPv6 or public key",
+            )
+        })
+    }
+
+    async fn control(&self, cmd: ControlCommand) -> Result<serde_json::Value, PilotError> {
+        match &self.control {
+            Some(c) => c.call(cmd).await,
+            None => Err(PilotError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "trust and registries are not available in {} mode yet",
+                    self.mode.mode
+                ),
+                "run the daemon in tun mode (as root or with CAP_NET_ADMIN)",
+            )),
+        }
+    }
+
+    async fn handle(&self, req: Request) -> Envelope {
+        let r = match req {
+            Request::Info {} => return Envelope::ok(&self.info()),
+            Request::Peers {} => return Envelope::ok(&self.peers()),
+            Request::SetHostname { hostname } => self.set_hostname(&hostname).await,
             Request::Shutdown {} => {
                 let _ = self.shutdown.send(true);
-                Envelope::ok(&serde_json::json!({ "stopping": true }))
+                return Envelope::ok(&serde_json::json!({ "stopping": true }));
             }
-        }
+            Request::Handshake {
+                peer,
+                justification,
+            } => match self.peer_ref(&peer) {
+                Ok(peer) => {
+                    self.control(ControlCommand::Handshake {
+                        peer,
+                        justification: justification.unwrap_or_default(),
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            Request::Pending {} => self.control(ControlCommand::Pending).await,
+            Request::Approve { peer } => match self.peer_ref(&peer) {
+                Ok(peer) => self.control(ControlCommand::Approve { peer }).await,
+                Err(e) => Err(e),
+            },
+            Request::Reject { peer, reason } => match self.peer_ref(&peer) {
+                Ok(peer) => {
+                    self.control(ControlCommand::Reject {
+                        peer,
+                        reason: reason.unwrap_or_default(),
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            },
+            Request::Untrust { peer } => match self.peer_ref(&peer) {
+                Ok(peer) => self.control(ControlCommand::Untrust { peer }).await,
+                Err(e) => Err(e),
+            },
+            Request::Trust {} => self.control(ControlCommand::TrustList).await,
+            Request::Find { hostname } => {
+                let name = hostname.strip_suffix(".pilot").unwrap_or(&hostname);
+                match Hostname::new(name) {
+                    Ok(hostname) => self.control(ControlCommand::Find { hostname }).await,
+                    Err(e) => Err(PilotError::invalid(
+                        e.to_string(),
+                        "give an exact hostname, e.g. worker-node",
+                    )),
+                }
+            }
+        };
+        r.into()
     }
 }
 
@@ -240,6 +376,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     if created {
         tracing::info!(key = %paths.key().display(), "created a new identity");
     }
+    let identity = Arc::new(identity);
     let mode = choose_mode(config.mode)?;
     let saved = load_node_state(&paths);
     let hostname = opts
@@ -266,6 +403,14 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let dataplane = match mode.mode {
+            Mode::Tun => Some(Arc::new(start_dataplane(&identity, &config)?)),
+            _ => None,
+        };
+        let control = match &dataplane {
+            Some(d) => Some(start_control(&identity, &config, &paths, hostname.clone(), d).await?),
+            None => None,
+        };
         let node = Arc::new(Node {
             identity,
             config,
@@ -274,8 +419,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             hostname: Mutex::new(hostname),
             started: Instant::now(),
             shutdown,
+            dataplane,
+            control,
         });
-        // DATAPLANE HOOK: in TUN mode the WireGuard data plane and TUN device start here.
         let listener = bind_api(&paths)?;
         let info = node.info();
         tracing::info!(
@@ -285,13 +431,133 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             socket = %paths.socket.display(),
             "daemon ready"
         );
-        serve(node, listener, shutdown_rx).await;
+        serve(node.clone(), listener, shutdown_rx).await;
+        if let Some(d) = &node.dataplane {
+            d.shutdown();
+        }
         Ok::<(), PilotError>(())
     });
     let _ = std::fs::remove_file(&paths.socket);
     drop(lock);
     tracing::info!("daemon stopped");
     result
+}
+
+/// Resolves the configured registries (`HOST:PORT`, optionally `#KEY` to pin its key).
+async fn resolve_registries(
+    specs: &[String],
+) -> Result<
+    (
+        Vec<SocketAddr>,
+        std::collections::HashMap<SocketAddr, PublicKey>,
+    ),
+    PilotError,
+> {
+    let mut addrs = Vec::new();
+    let mut pinned = std::collections::HashMap::new();
+    for spec in specs {
+        let (hostport, key) = parse_registry_spec(spec)?;
+        let resolved = tokio::net::lookup_host(hostport.as_str())
+            .await
+            .map_err(|e| {
+                PilotError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("cannot resolve registry {hostport}: {e}"),
+                    "give the registry as HOST:PORT (an IP address avoids DNS)",
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                PilotError::invalid(
+                    format!("registry {hostport} resolves to no address"),
+                    "give the registry as IP:PORT",
+                )
+            })?;
+        if let Some(k) = key {
+            pinned.insert(resolved, k);
+        }
+        addrs.push(resolved);
+    }
+    Ok((addrs, pinned))
+}
+
+/// Starts the control plane (registries, trust) on the data plane's socket.
+async fn start_control(
+    identity: &Arc<Identity>,
+    config: &Config,
+    paths: &StatePaths,
+    hostname: Option<Hostname>,
+    plane: &Arc<DataPlane>,
+) -> Result<ControlHandle, PilotError> {
+    let me = identity.public_key();
+    let mut trust = TrustStore::open(me, &paths.dir.join(TRUST_FILE))
+        .map_err(|e| PilotError::new(ErrorCode::Unauthorized, e.to_string(), e.hint()))?;
+    trust.set_allow_list(AllowList::from_entries(&config.trust.allow)?);
+    let (registries, pinned) = resolve_registries(&config.registries).await?;
+    let mut cc = ClientConfig::new(registries.clone());
+    cc.pinned_keys = pinned;
+    cc.hostname = hostname;
+    cc.candidates = crate::candidates::local_candidates(plane.local_port(), &config.tun.name);
+    let plane_core = ControlPlane::new(
+        identity.clone(),
+        cc,
+        trust,
+        std::time::Instant::now(),
+        crate::registry::runner::unix_ms_now(),
+    );
+    let rx = plane
+        .take_control_receiver()
+        .ok_or_else(|| PilotError::internal("control receiver taken twice"))?;
+    let tc = ControlTaskConfig {
+        network: config.network,
+        static_peers: config.peers.iter().map(|p| p.public_key).collect(),
+        has_registry: !registries.is_empty(),
+    };
+    tracing::info!(registries = registries.len(), "control plane running");
+    Ok(ControlTask::spawn(plane_core, plane.clone(), tc, rx))
+}
+
+/// TUN mode: creates the TUN device with our overlay address and route, starts the data
+/// plane on it and loads the static peers from the config (they count as trusted).
+fn start_dataplane(identity: &Identity, config: &Config) -> Result<DataPlane, PilotError> {
+    let ipv6 = config.network.ipv6(identity.addr48());
+    let mut tc = TunConfig::new(ipv6);
+    tc.name = config.tun.name.clone();
+    tc.mtu = config.tun.mtu;
+    let tun = TunDevice::create(&tc).map_err(|e| {
+        PilotError::new(
+            ErrorCode::Unauthorized,
+            e.to_string(),
+            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+        )
+    })?;
+    let dc = DataPlaneConfig {
+        listen_port: config.tunnel.listen_port,
+        keepalive_secs: config.tunnel.keepalive_secs,
+        network: config.network,
+        ..Default::default()
+    };
+    let plane = DataPlane::start(identity, &dc, tun.into_inner(), None).map_err(|e| {
+        PilotError::new(
+            ErrorCode::InvalidArgument,
+            e.to_string(),
+            "choose a free tunnel.listen_port (or 0 for any)",
+        )
+    })?;
+    for p in &config.peers {
+        plane.add_peer(p.public_key, p.endpoint).map_err(|e| {
+            PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
+        })?;
+        if let Some(h) = &p.hostname {
+            let _ = plane.set_hostname(&p.public_key, Some(h.to_string()));
+        }
+    }
+    tracing::info!(
+        port = plane.local_port(),
+        peers = config.peers.len(),
+        "data plane running"
+    );
+    Ok(plane)
 }
 
 fn bind_api(paths: &StatePaths) -> Result<UnixListener, PilotError> {
@@ -356,7 +622,7 @@ async fn handle_conn(node: Arc<Node>, mut stream: UnixStream) {
             }
             let reply = match std::str::from_utf8(line) {
                 Ok(text) => match api::parse_request(text) {
-                    Ok(req) => node.handle(req),
+                    Ok(req) => node.handle(req).await,
                     Err(e) => {
                         tracing::debug!("bad API request: {}", e.message);
                         Envelope::Error(e)

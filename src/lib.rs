@@ -2,8 +2,11 @@
 //! encrypted, NAT-proof path to the agents it trusts.
 
 pub mod api;
+pub mod candidates;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod control_task;
 pub mod daemon;
 pub mod error;
 pub mod expose;
@@ -13,4 +16,8 @@ pub mod mapping;
 pub mod netstack;
 pub mod overlay_net;
 pub mod paths;
+pub mod registry;
 pub mod socks5;
+pub mod trust;
+pub mod tun;
+pub mod wg;

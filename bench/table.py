@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Prints one markdown table from bench/throughput.sh output: table.py OUT_STAMP_DIR."""
+import json
+import os
+import sys
+
+out = sys.argv[1]
+rows = []
+for run in sorted(os.listdir(out)):
+    d = os.path.join(out, run)
+    if not (run.startswith("run-") and os.path.isdir(d)):
+        continue
+    res = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".json") and f != "pilot-peers.json":
+            with open(os.path.join(d, f)) as fh:
+                r = json.load(fh)
+            res[r["system"]] = r
+    rows.append((run, res))
+
+
+def g(r, *path):
+    for p in path:
+        if r is None:
+            return None
+        r = r.get(p) if isinstance(r, dict) else None
+    return r
+
+
+def f(v, nd=0):
+    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
+
+
+def cpu(r, test):
+    dc = g(r, test, "daemon_cpu") or []
+    return "/".join(f(x.get("cpu_pct")) for x in dc) or "–"
+
+
+def rss(r, key):
+    m = r.get(key) or []
+    return "/".join(f(x.get("rss_kib", 0) / 1024, 1) for x in m) or "–"
+
+
+print("| run | system | TCP 1 stream Mbit/s | TCP -P 4 | TCP -R 1 | HTTP GET | ping avg / p99 ms | setup ms | daemon CPU % A/B (1 stream) | RSS MiB A/B idle → end |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for run, res in rows:
+    for name in ["pilot", "veth", "wireguard-go", "boringtun", "nebula"]:
+        r = res.get(name)
+        if not r:
+            continue
+        if name == "veth":
+            pv = g(res.get("pilot"), "ping_veth") or {}
+            print(f"| {run} | raw veth | {f(g(r,'tcp_1','receiver_mbps'))} | {f(g(r,'tcp_4','receiver_mbps'))} | – | – | {f(pv.get('avg'),3)} / {f(pv.get('p99'),3)} | – | – | – |")
+            continue
+        pt = r.get("ping_tunnel") or {}
+        print(f"| {run} | {name} | {f(g(r,'tcp_1','receiver_mbps'))} | {f(g(r,'tcp_4','receiver_mbps'))} | "
+              f"{f(g(r,'tcp_1_rev','receiver_mbps'))} | {f(g(r,'http_get','mbps'))} | {f(pt.get('avg'),3)} / {f(pt.get('p99'),3)} | "
+              f"{f(r.get('setup_to_first_ping_ms'))} | {cpu(r,'tcp_1')} | {rss(r,'mem_idle')} → {rss(r,'mem_end') if r.get('mem_end') else rss(r,'mem_after_iperf')} |")
+    refs = [res[n] for n in ["wireguard-go", "boringtun", "nebula"] if n in res]
+    p = res.get("pilot")
+    if p and refs:
+        for test, label in [("tcp_1", "TCP 1 stream"), ("tcp_4", "TCP -P 4"), ("tcp_1_rev", "TCP -R 1")]:
+            best = max((g(x, test, "receiver_mbps") or 0) for x in refs)
+            mine = g(p, test, "receiver_mbps") or 0
+            if best:
+                print(f"\n{run}: {label}: pilot {mine:.0f} / best reference {best:.0f} = **{mine/best:.2f}×**", end="")
+        print()

@@ -1,0 +1,481 @@
+//! The registry process: a tokio UDP loop around the sans-IO [`Registry`] core with the redb
+//! store. All protocol decisions live in the core; this file only moves datagrams, reads the
+//! clock, ticks timers, logs, and stops gracefully on SIGTERM or Ctrl-C.
+//!
+//! `pilotctl registry run --listen ADDR:PORT --state DIR [--config FILE]` calls
+//! [`run_registry_with_config`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::net::UdpSocket;
+
+use super::server::{Limits, Registry};
+use super::store::{RedbStore, StoreError};
+use crate::identity::{Identity, PublicKey};
+use std::sync::Arc;
+
+/// The registry's identity key file inside its state directory.
+pub const REGISTRY_KEY_FILE: &str = "registry.key";
+
+/// The registry's configuration file (`config/registry.toml` is a commented example).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Directory holding `registry.redb`.
+    pub state_dir: PathBuf,
+    /// Bounds and rates.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl RegistryConfig {
+    /// A configuration with default limits.
+    pub fn new(listen: SocketAddr, state_dir: PathBuf) -> Self {
+        RegistryConfig {
+            listen,
+            state_dir,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Self, RunnerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RunnerError::Io {
+            what: format!("read {}", path.display()),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| RunnerError::Config {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Why the registry could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// A system call failed (bind, state directory).
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What we tried.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or loaded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry's identity key could not be loaded or created.
+    #[error(transparent)]
+    Identity(crate::identity::IdentityError),
+    /// The configuration file is invalid.
+    #[error("registry config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl RunnerError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RunnerError::Io { .. } => {
+                "check the listen address (free port, local interface) and that the state directory is writable"
+            }
+            RunnerError::Store(_) => {
+                "another registry may be using this state directory, or the database is damaged (restore it from a backup)"
+            }
+            RunnerError::Config { .. } => "compare the file with config/registry.toml",
+            RunnerError::Identity(_) => {
+                "the registry key file (registry.key in the state directory) must be mode 0600 and intact; restore it from a backup (a new key makes nodes that pinned the old one refuse this registry)"
+            }
+        }
+    }
+}
+
+/// The wall clock in unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A bound registry, ready to run.
+pub struct RegistryServer {
+    socket: UdpSocket,
+    registry: Registry,
+    key: PublicKey,
+}
+
+impl std::fmt::Debug for RegistryServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryServer({:?})", self.socket.local_addr().ok())
+    }
+}
+
+impl RegistryServer {
+    /// Opens the store in `config.state_dir` (created 0700 if missing) and binds the socket.
+    pub async fn bind(config: RegistryConfig) -> Result<Self, RunnerError> {
+        create_private_dir(&config.state_dir)?;
+        let store = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
+        let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
+        let (identity, created) =
+            Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;
+        if created {
+            tracing::info!(path = %key_path.display(), "created the registry identity");
+        }
+        let identity = Arc::new(identity);
+        let key = identity.public_key();
+        let registry = Registry::new(identity, Box::new(store), config.limits, unix_ms_now())?;
+        let socket = UdpSocket::bind(config.listen)
+            .await
+            .map_err(|source| RunnerError::Io {
+                what: format!("listen on UDP {}", config.listen),
+                source,
+            })?;
+        Ok(RegistryServer {
+            socket,
+            registry,
+            key,
+        })
+    }
+
+    /// The address the socket is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket
+            .local_addr()
+            .expect("a bound UDP socket has an address")
+    }
+
+    /// The registry's public key: it signs every answer; nodes may pin it.
+    pub fn public_key(&self) -> PublicKey {
+        self.key
+    }
+
+    /// Serves until `shutdown` completes. Send errors are logged and do not stop the loop.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
+        tracing::info!(listen = %self.local_addr(), key = %self.key, "registry running");
+        tokio::pin!(shutdown);
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_report = tokio::time::Instant::now();
+        let mut reported = self.registry.counters().clone();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    self.registry.handle_timeout(unix_ms_now());
+                    if last_report.elapsed() >= Duration::from_secs(60)
+                        && *self.registry.counters() != reported
+                    {
+                        reported = self.registry.counters().clone();
+                        last_report = tokio::time::Instant::now();
+                        tracing::info!(counters = ?reported, "registry counters");
+                    }
+                }
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let out = self.registry.handle(unix_ms_now(), from, &buf[..n]);
+                        for (to, bytes) in out {
+                            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                                tracing::debug!(%to, "send failed: {e}");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!("receive failed: {e}"),
+                },
+            }
+        }
+        tracing::info!(counters = ?self.registry.counters(), "registry stopped");
+        Ok(())
+    }
+}
+
+/// Runs a registry on `listen` with its state in `state_dir` until SIGTERM or Ctrl-C.
+pub async fn run_registry(listen: SocketAddr, state_dir: PathBuf) -> Result<(), RunnerError> {
+    run_registry_with_config(RegistryConfig::new(listen, state_dir)).await
+}
+
+/// Runs a registry with the given configuration until SIGTERM or Ctrl-C.
+pub async fn run_registry_with_config(config: RegistryConfig) -> Result<(), RunnerError> {
+    let server = RegistryServer::bind(config).await?;
+    server.run(termination()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), RunnerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| RunnerError::Io {
+            what: format!("create state directory {}", dir.display()),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Identity, PublicKey};
+    use crate::mapping::Hostname;
+    use crate::registry::client::{Client, ClientConfig, ClientEvent};
+    use crate::trust::{TrustEffect, TrustStore};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A client core driven over a real loopback UDP socket.
+    struct Node {
+        client: Client,
+        socket: UdpSocket,
+        events: Vec<ClientEvent>,
+    }
+
+    impl Node {
+        async fn new(seed: u8, registry: SocketAddr, hostname: &str) -> Node {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut cfg = ClientConfig::new(vec![registry]);
+            cfg.hostname = Some(Hostname::new(hostname).unwrap());
+            let id = Arc::new(Identity::from_seed([seed; 32]));
+            let client = Client::new(id, cfg, Instant::now(), unix_ms_now());
+            Node {
+                client,
+                socket,
+                events: Vec::new(),
+            }
+        }
+
+        /// Sends what is queued, receives what arrived, fires timers.
+        async fn step(&mut self) {
+            while let Some((to, bytes)) = self.client.poll_transmit() {
+                assert!(to.ip().is_loopback(), "tests only talk to loopback");
+                self.socket.send_to(&bytes, to).await.unwrap();
+            }
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
+                self.client.handle_datagram(Instant::now(), from, &buf[..n]);
+            }
+            let now = Instant::now();
+            if self.client.poll_timeout().is_some_and(|t| t <= now) {
+                self.client.handle_timeout(now);
+            }
+            while let Some(e) = self.client.poll_event() {
+                self.events.push(e);
+            }
+        }
+    }
+
+    /// Drives all nodes until `done` holds (bounded by 10 s).
+    async fn drive(nodes: &mut [&mut Node], mut done: impl FnMut(&[&mut Node]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(nodes) {
+            assert!(Instant::now() < deadline, "timed out");
+            for n in nodes.iter_mut() {
+                n.step().await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn take_trust_effects(node: &mut Node, store: &mut TrustStore) -> Vec<TrustEffect> {
+        let mut fx = Vec::new();
+        for e in std::mem::take(&mut node.events) {
+            match e {
+                ClientEvent::TrustRequestReceived {
+                    from,
+                    hostname,
+                    justification,
+                    nonce,
+                    sent_ms,
+                } => fx.extend(
+                    store
+                        .on_request(
+                            from,
+                            hostname,
+                            &justification,
+                            nonce,
+                            sent_ms,
+                            unix_ms_now(),
+                        )
+                        .unwrap(),
+                ),
+                ClientEvent::TrustResponseReceived {
+                    from,
+                    decision,
+                    sent_ms,
+                    ..
+                } => fx.extend(
+                    store
+                        .on_response(from, decision, sent_ms, unix_ms_now())
+                        .unwrap(),
+                ),
+                _ => {}
+            }
+        }
+        fx
+    }
+
+    fn has(node: &Node, pred: impl Fn(&ClientEvent) -> bool) -> bool {
+        node.events.iter().any(pred)
+    }
+
+    #[test]
+    fn example_config_parses_and_its_limits_are_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/registry.toml");
+        let cfg = RegistryConfig::load(&path).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(cfg.limits, Limits::default());
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            bad.path(),
+            "listen = \"127.0.0.1:1\"\nstate_dir = \"/x\"\nfoo = 1\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            RegistryConfig::load(bad.path()),
+            Err(RunnerError::Config { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn two_clients_register_look_up_and_exchange_trust_over_udp_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("registry");
+        let server = RegistryServer::bind(RegistryConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            state.clone(),
+        ))
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+
+        let mut a = Node::new(1, addr, "orchestrator").await;
+        let mut b = Node::new(2, addr, "worker-node").await;
+        let (ka, kb): (PublicKey, PublicKey) = (a.client.public_key(), b.client.public_key());
+        drive(&mut [&mut a, &mut b], |n| {
+            n.iter()
+                .all(|x| has(x, |e| matches!(e, ClientEvent::Registered { .. })))
+        })
+        .await;
+
+        // a looks b up by name: key and address, nothing else.
+        let op = a
+            .client
+            .lookup(Instant::now(), Hostname::new("worker-node").unwrap());
+        drive(&mut [&mut a, &mut b], |n| {
+            has(
+                n[0],
+                |e| matches!(e, ClientEvent::LookupResult { op: o, .. } if *o == op),
+            )
+        })
+        .await;
+        assert!(has(&a, |e| matches!(e,
+            ClientEvent::LookupResult { key, addr48, .. } if *key == kb && *addr48 == kb.addr48())));
+
+        // a asks b for trust; b approves; both trust each other.
+        let mut ta = TrustStore::in_memory(ka);
+        let mut tb = TrustStore::in_memory(kb);
+        a.events.clear();
+        b.events.clear();
+        for fx in ta
+            .request(kb, None, "I run your jobs", unix_ms_now())
+            .unwrap()
+        {
+            if let TrustEffect::SendRequest { to, justification } = fx {
+                a.client
+                    .send_trust_request(Instant::now(), to, justification);
+            }
+        }
+        drive(&mut [&mut a, &mut b], |n| {
+            has(n[1], |e| {
+                matches!(e, ClientEvent::TrustRequestReceived { .. })
+            })
+        })
+        .await;
+        assert!(has(&b, |e| matches!(e,
+            ClientEvent::TrustRequestReceived { from, hostname: Some(h), justification, .. }
+                if *from == ka && h.as_str() == "orchestrator" && justification == "I run your jobs")));
+        let fx = take_trust_effects(&mut b, &mut tb);
+        assert!(matches!(fx[..], [TrustEffect::AwaitingApproval { .. }]));
+        for fx in tb.approve(&ka, unix_ms_now()).unwrap() {
+            if let TrustEffect::SendResponse {
+                to,
+                in_reply_to,
+                decision,
+                reason,
+            } = fx
+            {
+                b.client
+                    .respond_trust(Instant::now(), to, in_reply_to, decision, reason);
+            }
+        }
+        drive(&mut [&mut a, &mut b], |n| {
+            has(n[0], |e| {
+                matches!(e, ClientEvent::TrustResponseReceived { .. })
+            })
+        })
+        .await;
+        let fx = take_trust_effects(&mut a, &mut ta);
+        assert_eq!(fx, vec![TrustEffect::Trusted(kb)]);
+        assert!(ta.is_trusted(&kb) && tb.is_trusted(&ka));
+
+        // Graceful stop, then a restart on the same state: the names survived.
+        stop_tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        let server = RegistryServer::bind(RegistryConfig::new(addr, state))
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        let mut c = Node::new(3, addr, "newcomer").await;
+        drive(&mut [&mut c], |n| {
+            has(n[0], |e| matches!(e, ClientEvent::Registered { .. }))
+        })
+        .await;
+        let op = c
+            .client
+            .lookup(Instant::now(), Hostname::new("orchestrator").unwrap());
+        drive(&mut [&mut c], |n| {
+            has(n[0], |e| matches!(e, ClientEvent::LookupResult { op: o, key, .. } if *o == op && *key == ka))
+        })
+        .await;
+        stop_tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}

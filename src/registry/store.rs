@@ -1,0 +1,384 @@
+//! What a registry persists, so a restart loses neither hostnames nor undelivered trust
+//! messages: the hostname → key bindings and the held (not yet acknowledged) trust requests and
+//! responses. Presence (who is online, at which address) is deliberately not persisted: it is
+//! rebuilt within one heartbeat interval, and a node told `unknown_node` registers again.
+//!
+//! The key → hostname direction is not stored separately: it is the inverse of the name table,
+//! rebuilt at load, so the two can never disagree.
+//!
+//! [`Store::apply`] takes a batch of changes and applies them atomically (one redb write
+//! transaction), so renaming a key (release the old name, bind the new) is never half done.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::identity::PublicKey;
+use crate::mapping::Hostname;
+
+/// Which kind of message is held for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HeldKind {
+    /// A trust request (the original signed datagram).
+    TrustRequest,
+    /// A trust response or revocation.
+    TrustResponse,
+}
+
+impl HeldKind {
+    /// The byte that stands for this kind in storage keys.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            HeldKind::TrustRequest => 1,
+            HeldKind::TrustResponse => 2,
+        }
+    }
+
+    /// The kind a storage byte stands for.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(HeldKind::TrustRequest),
+            2 => Some(HeldKind::TrustResponse),
+            _ => None,
+        }
+    }
+}
+
+/// A message held for a target until it acknowledges it or it expires. At most one per
+/// (target, sender, kind): a newer one replaces the older.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldMessage {
+    /// Who it is for.
+    pub target: PublicKey,
+    /// Who sent (and signed) it.
+    pub from: PublicKey,
+    /// Request or response.
+    pub kind: HeldKind,
+    /// When the registry accepted it (unix ms); it expires a fixed time after.
+    pub received_ms: u64,
+    /// The original signed datagram, forwarded verbatim.
+    pub original: Vec<u8>,
+}
+
+/// One change to persisted state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Bind `name` to `key` (replacing any binding of that name).
+    SetName {
+        /// The hostname.
+        name: Hostname,
+        /// Its owner.
+        key: PublicKey,
+    },
+    /// Remove the binding of `name`.
+    RemoveName {
+        /// The hostname.
+        name: Hostname,
+    },
+    /// Hold a message (replacing the one with the same target, sender and kind).
+    PutHeld(HeldMessage),
+    /// Drop a held message.
+    RemoveHeld {
+        /// Who it was for.
+        target: PublicKey,
+        /// Who sent it.
+        from: PublicKey,
+        /// Its kind.
+        kind: HeldKind,
+    },
+}
+
+/// Everything persisted, as loaded at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Hostname bindings.
+    pub names: Vec<(Hostname, PublicKey)>,
+    /// Held messages.
+    pub held: Vec<HeldMessage>,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("registry store {path}: {detail}")]
+    Backend {
+        /// The database file.
+        path: PathBuf,
+        /// What the backend reported.
+        detail: String,
+    },
+    /// A record is not in the expected format (a corrupt or foreign file).
+    #[error("registry store {path}: corrupt record: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which record and why.
+        detail: String,
+    },
+}
+
+/// Persistence for the registry core. Implementations apply each batch atomically.
+pub trait Store: Send {
+    /// Reads everything persisted.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Applies a batch of changes atomically.
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+}
+
+type HeldKey = ([u8; 32], [u8; 32], u8);
+
+/// An in-memory store, for tests and for a registry that need not survive restarts.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    names: BTreeMap<Hostname, PublicKey>,
+    held: BTreeMap<HeldKey, HeldMessage>,
+    /// When set, every `apply` fails (to test the registry's handling of storage failures).
+    pub fail_writes: bool,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            names: self.names.iter().map(|(n, k)| (n.clone(), *k)).collect(),
+            held: self.held.values().cloned().collect(),
+        })
+    }
+
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if self.fail_writes {
+            return Err(StoreError::Backend {
+                path: "memory".into(),
+                detail: "writes disabled".into(),
+            });
+        }
+        for op in ops {
+            match op {
+                StoreOp::SetName { name, key } => {
+                    self.names.insert(name.clone(), *key);
+                }
+                StoreOp::RemoveName { name } => {
+                    self.names.remove(name);
+                }
+                StoreOp::PutHeld(m) => {
+                    let k = (*m.target.as_bytes(), *m.from.as_bytes(), m.kind.to_byte());
+                    self.held.insert(k, m.clone());
+                }
+                StoreOp::RemoveHeld { target, from, kind } => {
+                    self.held
+                        .remove(&(*target.as_bytes(), *from.as_bytes(), kind.to_byte()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// hostname → 32-byte public key.
+const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v1");
+/// target key (32) ‖ sender key (32) ‖ kind (1) → received unix ms (u64 BE, 8) ‖ original.
+const HELD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("held_v1");
+
+/// The embedded store: one redb file (`registry.redb` in the state directory).
+pub struct RedbStore {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedbStore({})", self.path.display())
+    }
+}
+
+impl RedbStore {
+    /// The file name used inside a registry's state directory.
+    pub const FILE_NAME: &'static str = "registry.redb";
+
+    /// Opens (or creates) the database at `path` and makes sure its tables exist.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError::Backend {
+            path: path.into(),
+            detail: e.to_string(),
+        };
+        let db = redb::Database::create(path).map_err(|e| err(&e))?;
+        let txn = db.begin_write().map_err(|e| err(&e))?;
+        txn.open_table(NAMES).map_err(|e| err(&e))?;
+        txn.open_table(HELD).map_err(|e| err(&e))?;
+        txn.commit().map_err(|e| err(&e))?;
+        Ok(RedbStore {
+            db,
+            path: path.into(),
+        })
+    }
+
+    fn backend(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.backend(e))?;
+        let mut snap = Snapshot::default();
+        let names = txn.open_table(NAMES).map_err(|e| self.backend(e))?;
+        for row in names.iter().map_err(|e| self.backend(e))? {
+            let (k, v) = row.map_err(|e| self.backend(e))?;
+            let name = Hostname::new(k.value())
+                .map_err(|e| self.corrupt(format!("name {:?}: {e}", k.value())))?;
+            let bytes: [u8; 32] = v
+                .value()
+                .try_into()
+                .map_err(|_| self.corrupt(format!("key of {name} is not 32 bytes")))?;
+            let key = PublicKey::from_bytes(bytes)
+                .map_err(|e| self.corrupt(format!("key of {name}: {e}")))?;
+            snap.names.push((name, key));
+        }
+        let held = txn.open_table(HELD).map_err(|e| self.backend(e))?;
+        for row in held.iter().map_err(|e| self.backend(e))? {
+            let (k, v) = row.map_err(|e| self.backend(e))?;
+            let (k, v) = (k.value(), v.value());
+            if k.len() != 65 || v.len() < 8 {
+                return Err(self.corrupt("held record of the wrong size"));
+            }
+            let key_at = |range: std::ops::Range<usize>| {
+                let b: [u8; 32] = k[range].try_into().expect("65-byte key");
+                PublicKey::from_bytes(b).map_err(|e| self.corrupt(format!("held record: {e}")))
+            };
+            let kind =
+                HeldKind::from_byte(k[64]).ok_or_else(|| self.corrupt("held record kind"))?;
+            snap.held.push(HeldMessage {
+                target: key_at(0..32)?,
+                from: key_at(32..64)?,
+                kind,
+                received_ms: u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                original: v[8..].to_vec(),
+            });
+        }
+        Ok(snap)
+    }
+
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.backend(e))?;
+        {
+            let mut names = txn.open_table(NAMES).map_err(|e| self.backend(e))?;
+            let mut held = txn.open_table(HELD).map_err(|e| self.backend(e))?;
+            for op in ops {
+                match op {
+                    StoreOp::SetName { name, key } => {
+                        names
+                            .insert(name.as_str(), key.as_bytes().as_slice())
+                            .map_err(|e| self.backend(e))?;
+                    }
+                    StoreOp::RemoveName { name } => {
+                        names.remove(name.as_str()).map_err(|e| self.backend(e))?;
+                    }
+                    StoreOp::PutHeld(m) => {
+                        let k = held_key(&m.target, &m.from, m.kind);
+                        let mut v = Vec::with_capacity(8 + m.original.len());
+                        v.extend_from_slice(&m.received_ms.to_be_bytes());
+                        v.extend_from_slice(&m.original);
+                        held.insert(k.as_slice(), v.as_slice())
+                            .map_err(|e| self.backend(e))?;
+                    }
+                    StoreOp::RemoveHeld { target, from, kind } => {
+                        let k = held_key(target, from, *kind);
+                        held.remove(k.as_slice()).map_err(|e| self.backend(e))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.backend(e))
+    }
+}
+
+fn held_key(target: &PublicKey, from: &PublicKey, kind: HeldKind) -> [u8; 65] {
+    let mut k = [0u8; 65];
+    k[..32].copy_from_slice(target.as_bytes());
+    k[32..64].copy_from_slice(from.as_bytes());
+    k[64] = kind.to_byte();
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn key(n: u8) -> PublicKey {
+        Identity::from_seed([n; 32]).public_key()
+    }
+
+    fn exercise(store: &mut dyn Store) -> Snapshot {
+        let a = Hostname::new("alpha").unwrap();
+        let b = Hostname::new("beta").unwrap();
+        let held = |from: u8, ms: u64| HeldMessage {
+            target: key(1),
+            from: key(from),
+            kind: HeldKind::TrustRequest,
+            received_ms: ms,
+            original: vec![0x50, from],
+        };
+        store
+            .apply(&[
+                StoreOp::SetName {
+                    name: a.clone(),
+                    key: key(1),
+                },
+                StoreOp::SetName {
+                    name: b.clone(),
+                    key: key(2),
+                },
+                StoreOp::PutHeld(held(2, 10)),
+                StoreOp::PutHeld(held(3, 11)),
+            ])
+            .unwrap();
+        store
+            .apply(&[
+                StoreOp::RemoveName { name: b },
+                StoreOp::PutHeld(held(2, 20)),
+                StoreOp::RemoveHeld {
+                    target: key(1),
+                    from: key(3),
+                    kind: HeldKind::TrustRequest,
+                },
+            ])
+            .unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.names, vec![(a, key(1))]);
+        assert_eq!(snap.held, vec![held(2, 20)]);
+        snap
+    }
+
+    #[test]
+    fn memory_store_applies_batches() {
+        exercise(&mut MemoryStore::new());
+    }
+
+    #[test]
+    fn redb_store_applies_batches_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RedbStore::FILE_NAME);
+        let snap = exercise(&mut RedbStore::open(&path).unwrap());
+        let reopened = RedbStore::open(&path).unwrap();
+        assert_eq!(reopened.load().unwrap(), snap);
+    }
+}

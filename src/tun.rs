@@ -1,0 +1,216 @@
+//! The TUN device (`pilot0`): our overlay IPv6 address with the overlay /80 route, MTU 1420 by
+//! default, GSO/GRO offload when the kernel offers it. It is one [`Inner`] side of the data
+//! plane.
+//!
+//! The kernel's own chatter on the interface (router and neighbour solicitations, MLD:
+//! multicast destinations and link-local sources) is filtered out by the data plane, not
+//! forwarded and not counted as an error (see [`crate::wg::core::inner_dst`]).
+
+use std::io;
+use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+use crate::wg::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
+
+/// Default interface name.
+pub const DEFAULT_NAME: &str = "pilot0";
+/// Default MTU: 1500 − 40 (IPv6) − 8 (UDP) − 32 (WireGuard).
+pub const DEFAULT_MTU: u16 = 1420;
+/// The smallest MTU IPv6 allows (RFC 8200).
+pub const MIN_MTU: u16 = 1280;
+
+const _: () = assert!(VIRTIO_NET_HDR_LEN == INNER_OFFSET);
+
+/// How to create the TUN device.
+#[derive(Debug, Clone)]
+pub struct TunConfig {
+    /// Interface name.
+    pub name: String,
+    /// MTU (at least [`MIN_MTU`]).
+    pub mtu: u16,
+    /// Our overlay address.
+    pub address: Ipv6Addr,
+    /// Prefix length put on the address; 80 makes the kernel route the overlay /80 to us.
+    pub prefix_len: u8,
+    /// Ask for TCP/UDP segmentation offload (falls back to none if the kernel refuses).
+    pub offload: bool,
+}
+
+impl TunConfig {
+    /// Defaults (`pilot0`, MTU 1420, /80, offload on) for `address`.
+    pub fn new(address: Ipv6Addr) -> Self {
+        TunConfig {
+            name: DEFAULT_NAME.to_string(),
+            mtu: DEFAULT_MTU,
+            address,
+            prefix_len: 80,
+            offload: true,
+        }
+    }
+}
+
+/// Why the TUN device could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    /// The MTU is below what IPv6 needs.
+    #[error("MTU {0} is too small: IPv6 needs at least {MIN_MTU}; set tun.mtu to 1280 or more (default 1420)")]
+    MtuTooSmall(u16),
+    /// The kernel refused the device.
+    #[error("cannot create TUN device {name}: {source} (needs /dev/net/tun and CAP_NET_ADMIN; or use --mode userspace)")]
+    Create {
+        /// The interface name asked for.
+        name: String,
+        /// The system's reason.
+        source: io::Error,
+    },
+}
+
+/// An open TUN device.
+pub struct TunDevice {
+    dev: Arc<SyncDevice>,
+    name: String,
+    mtu: u16,
+    offload: bool,
+}
+
+impl TunDevice {
+    /// Creates and brings up the device with our address and the overlay route.
+    pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
+        if config.mtu < MIN_MTU {
+            return Err(TunError::MtuTooSmall(config.mtu));
+        }
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(&config.name)
+                .mtu(config.mtu)
+                .ipv6(config.address, config.prefix_len)
+                .offload(offload)
+                .enable(true)
+                .build_sync()
+        };
+        let err = |source| TunError::Create {
+            name: config.name.clone(),
+            source,
+        };
+        let (dev, offload) = match build(config.offload) {
+            Ok(d) => (d, config.offload),
+            Err(e) if config.offload => {
+                tracing::warn!(error = %e, "TUN offload refused; continuing without it");
+                (build(false).map_err(err)?, false)
+            }
+            Err(e) => return Err(err(e)),
+        };
+        dev.set_nonblocking(true).map_err(err)?;
+        let _ = dev.set_tx_queue_len(1000);
+        let name = dev.name().unwrap_or_else(|_| config.name.clone());
+        tracing::info!(%name, mtu = config.mtu, offload, "TUN device up");
+        Ok(TunDevice {
+            dev: Arc::new(dev),
+            name,
+            mtu: config.mtu,
+            offload,
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether GSO/GRO offload is on.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// The data plane's view of the device.
+    pub fn into_inner(self) -> Inner {
+        Inner {
+            reader: Box::new(TunReader {
+                dev: Arc::clone(&self.dev),
+                raw: vec![0u8; VIRTIO_NET_HDR_LEN + 65535],
+                offload: self.offload,
+            }),
+            writer: Box::new(TunWriter {
+                dev: self.dev,
+                gro: GROTable::default(),
+            }),
+            mtu: self.mtu,
+        }
+    }
+}
+
+struct TunReader {
+    dev: Arc<SyncDevice>,
+    raw: Vec<u8>,
+    offload: bool,
+}
+
+impl TunReader {
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.dev.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
+    }
+}
+
+impl InnerReader for TunReader {
+    fn recv_batch(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        let mut waited = false;
+        while n < bufs.len() {
+            match self.dev.recv_multiple(
+                &mut self.raw,
+                &mut bufs[n..],
+                &mut sizes[n..],
+                INNER_OFFSET,
+            ) {
+                Ok(k) => {
+                    n += k;
+                    // A GSO read yields up to ~45 segments; keep the rest of the batch for the
+                    // next read unless offload is off (one packet per read).
+                    if self.offload && bufs.len() - n < 64 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n > 0 || waited || !self.wait(timeout) {
+                        break;
+                    }
+                    waited = true;
+                }
+                Err(e) if n > 0 => {
+                    tracing::debug!(error = %e, "TUN read");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+}
+
+struct TunWriter {
+    dev: Arc<SyncDevice>,
+    gro: GROTable,
+}
+
+impl InnerWriter for TunWriter {
+    fn send_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
+        self.dev
+            .send_multiple(&mut self.gro, bufs, INNER_OFFSET)
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,917 @@
+//! The data-plane core: peer table, trust and anti-spoofing rules around boringtun's `Tunn`.
+//!
+//! No sockets and no threads here: the I/O driver (see [`super::io`]) feeds datagrams and inner
+//! packets in and sends what comes out, so the same code runs in unit tests with two cores
+//! exchanging datagrams through in-memory queues.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use parking_lot::Mutex;
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use super::peer::{DropReason, Peer, PeerState, PeerStatus};
+use super::CONTROL_MAGIC;
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::{Addr48, NetworkPrefix};
+
+/// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// Where control-plane datagrams (first byte [`CONTROL_MAGIC`]) go.
+pub type ControlSender = tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>;
+
+/// Called with the destination addr48 when an outbound packet has no peer (a later issue turns
+/// this into a registry lookup). Must be cheap and must not block: it runs on the hot path.
+pub type NoPeerHook = Arc<dyn Fn(Addr48) + Send + Sync>;
+
+/// Counters that belong to no known peer.
+#[derive(Debug, Default)]
+pub struct GlobalCounters {
+    unknown_key_handshakes: AtomicU64,
+    malformed: AtomicU64,
+    spoofed: AtomicU64,
+    no_peer: AtomicU64,
+    not_overlay: AtomicU64,
+    unknown_index: AtomicU64,
+    rejected: AtomicU64,
+    control_received: AtomicU64,
+    control_dropped: AtomicU64,
+}
+
+/// A snapshot of [`GlobalCounters`] for status output.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Handshake initiations from keys that are not in the peer table (untrusted).
+    pub unknown_key_handshakes: u64,
+    /// Datagrams that are neither WireGuard nor control, or do not parse.
+    pub malformed: u64,
+    /// Decapsulated packets whose inner source was not the sending peer's address.
+    pub spoofed: u64,
+    /// Outbound packets to an overlay address with no peer.
+    pub no_peer: u64,
+    /// Outbound packets to an address outside the overlay /80.
+    pub not_overlay: u64,
+    /// WireGuard messages naming a receiver index we did not hand out (stale or forged).
+    pub unknown_index: u64,
+    /// Datagrams WireGuard refused (bad MAC, replay, no session, rate limit).
+    pub rejected: u64,
+    /// Control datagrams handed to the control plane.
+    pub control_received: u64,
+    /// Control datagrams dropped because the control plane's queue was full or closed.
+    pub control_dropped: u64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl GlobalCounters {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersSnapshot {
+            unknown_key_handshakes: l(&self.unknown_key_handshakes),
+            malformed: l(&self.malformed),
+            spoofed: l(&self.spoofed),
+            no_peer: l(&self.no_peer),
+            not_overlay: l(&self.not_overlay),
+            unknown_index: l(&self.unknown_index),
+            rejected: l(&self.rejected),
+            control_received: l(&self.control_received),
+            control_dropped: l(&self.control_dropped),
+        }
+    }
+}
+
+/// What became of one received UDP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxAction {
+    /// A decapsulated inner packet of this length is at the start of the output buffer; write
+    /// it to the inner side.
+    Tunnel {
+        /// Length of the inner packet.
+        len: usize,
+    },
+    /// Handed to the control plane.
+    Control,
+    /// WireGuard bookkeeping (handshake, keepalive, cookie); any replies were sent.
+    Consumed,
+    /// Dropped and counted.
+    Dropped,
+}
+
+/// What became of one outbound inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxAction {
+    /// Send the first `len` bytes of the output buffer to `dst`.
+    Send {
+        /// The peer's endpoint.
+        dst: SocketAddr,
+        /// Length of the datagram.
+        len: usize,
+    },
+    /// Queued inside WireGuard until the handshake completes.
+    Queued,
+    /// Not for the overlay and not worth counting (kernel link-local/multicast chatter).
+    Ignored,
+    /// Dropped and counted.
+    Dropped,
+}
+
+/// Errors from changing the peer table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerTableError {
+    /// The key is our own.
+    #[error("{0} is this node's own key; a node cannot be its own peer")]
+    OwnKey(PublicKey),
+    /// Another key already owns this addr48 (a 48-bit collision).
+    #[error("address {addr} is already taken by peer {existing}; refusing {new}")]
+    AddressCollision {
+        /// The contested address.
+        addr: Addr48,
+        /// The peer that has it.
+        existing: PublicKey,
+        /// The key that was refused.
+        new: PublicKey,
+    },
+    /// The key is not in the table.
+    #[error("no peer with key {0}")]
+    NotFound(PublicKey),
+}
+
+#[derive(Default, Clone)]
+struct PeerTable {
+    by_addr: HashMap<Addr48, Arc<Peer>>,
+    by_index: HashMap<u32, Arc<Peer>>,
+    by_wg_key: HashMap<[u8; 32], Arc<Peer>>,
+}
+
+/// The data-plane core. Cheap to share (`Arc<Core>`); every method takes `&self`.
+///
+/// Locking: the peer table is an immutable snapshot swapped atomically on change (readers never
+/// lock); each peer has its own lock around its `Tunn` and endpoint.
+pub struct Core {
+    secret: x25519_dalek::StaticSecret,
+    public: x25519_dalek::PublicKey,
+    own_key: PublicKey,
+    network: NetworkPrefix,
+    keepalive: Option<u16>,
+    table: ArcSwap<PeerTable>,
+    table_writer: Mutex<()>,
+    rate_limiter: Arc<RateLimiter>,
+    counters: GlobalCounters,
+    control: Option<ControlSender>,
+    no_peer_hook: Option<NoPeerHook>,
+}
+
+impl Core {
+    /// A core for `identity` in `network`. `keepalive_secs` = 0 disables persistent keepalive.
+    pub fn new(
+        identity: &Identity,
+        network: NetworkPrefix,
+        keepalive_secs: u16,
+        control: Option<ControlSender>,
+        no_peer_hook: Option<NoPeerHook>,
+    ) -> Self {
+        let secret = identity.wg_secret();
+        let public = x25519_dalek::PublicKey::from(&secret);
+        Core {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            secret,
+            public,
+            own_key: identity.public_key(),
+            network,
+            keepalive: (keepalive_secs > 0).then_some(keepalive_secs),
+            table: ArcSwap::from_pointee(PeerTable::default()),
+            table_writer: Mutex::new(()),
+            counters: GlobalCounters::default(),
+            control,
+            no_peer_hook,
+        }
+    }
+
+    /// Our overlay network.
+    pub fn network(&self) -> NetworkPrefix {
+        self.network
+    }
+
+    /// Global counters.
+    pub fn counters(&self) -> CountersSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// Adds a trusted peer (or updates the endpoint of an existing one). Traffic flows at once.
+    pub fn add_peer(
+        &self,
+        key: PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        if key == self.own_key {
+            return Err(PeerTableError::OwnKey(key));
+        }
+        let _w = self.table_writer.lock();
+        let cur = self.table.load();
+        let addr = key.addr48();
+        if let Some(existing) = cur.by_addr.get(&addr) {
+            if existing.public_key != key {
+                return Err(PeerTableError::AddressCollision {
+                    addr,
+                    existing: existing.public_key,
+                    new: key,
+                });
+            }
+            if endpoint.is_some() {
+                existing.state.lock().endpoint = endpoint.map(normalize);
+            }
+            return Ok(());
+        }
+        let index = loop {
+            let i = OsRng.next_u32() & 0x00ff_ffff;
+            if !cur.by_index.contains_key(&i) {
+                break i;
+            }
+        };
+        let wg_public = key.wg_public();
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            wg_public,
+            None,
+            self.keepalive,
+            index,
+            Some(Arc::clone(&self.rate_limiter)),
+        );
+        let peer = Arc::new(Peer {
+            public_key: key,
+            wg_public: wg_public.to_bytes(),
+            addr48: addr,
+            ipv6: self.network.ipv6(addr),
+            index,
+            hostname: Mutex::new(None),
+            state: Mutex::new(PeerState {
+                tunn,
+                endpoint: endpoint.map(normalize),
+                removed: false,
+            }),
+            counters: Default::default(),
+        });
+        let mut next = PeerTable::clone(&cur);
+        next.by_addr.insert(addr, Arc::clone(&peer));
+        next.by_index.insert(index, Arc::clone(&peer));
+        next.by_wg_key.insert(peer.wg_public, peer);
+        self.table.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes a peer. From the moment this returns nothing passes to or from it.
+    pub fn remove_peer(&self, key: &PublicKey) -> Result<(), PeerTableError> {
+        let _w = self.table_writer.lock();
+        let cur = self.table.load();
+        let Some(peer) = cur
+            .by_addr
+            .get(&key.addr48())
+            .filter(|p| p.public_key == *key)
+        else {
+            return Err(PeerTableError::NotFound(*key));
+        };
+        let peer = Arc::clone(peer);
+        let mut next = PeerTable::clone(&cur);
+        next.by_addr.remove(&peer.addr48);
+        next.by_index.remove(&peer.index);
+        next.by_wg_key.remove(&peer.wg_public);
+        self.table.store(Arc::new(next));
+        // Workers that loaded the old table check this flag under the peer's lock.
+        peer.state.lock().removed = true;
+        Ok(())
+    }
+
+    /// Sets (or clears) a peer's endpoint.
+    pub fn set_endpoint(
+        &self,
+        key: &PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        peer.state.lock().endpoint = endpoint.map(normalize);
+        Ok(())
+    }
+
+    /// Sets the hostname shown for a peer.
+    pub fn set_hostname(
+        &self,
+        key: &PublicKey,
+        hostname: Option<String>,
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        *peer.hostname.lock() = hostname;
+        Ok(())
+    }
+
+    /// The peer with this key, if trusted.
+    pub fn peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        self.table
+            .load()
+            .by_addr
+            .get(&key.addr48())
+            .filter(|p| p.public_key == *key)
+            .cloned()
+    }
+
+    /// Status of every peer, sorted by address.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let table = self.table.load();
+        let mut v: Vec<PeerStatus> = table.by_addr.values().map(|p| p.status()).collect();
+        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v
+    }
+
+    /// Handles one UDP datagram from `src`. A decapsulated packet lands at the start of `out`
+    /// (`out` must hold at least the datagram's length; 65535 is always enough). Replies
+    /// (handshake responses, cookies, queued packets) go out through `send`.
+    pub fn on_datagram(
+        &self,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> RxAction {
+        let src = normalize(src);
+        match datagram.first() {
+            Some(&CONTROL_MAGIC) => return self.on_control(src, datagram),
+            Some(1..=4) => {}
+            _ => {
+                bump(&self.counters.malformed);
+                return RxAction::Dropped;
+            }
+        }
+        let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
+            bump(&self.counters.malformed);
+            return RxAction::Dropped;
+        };
+        let table = self.table.load();
+        let peer = match packet {
+            Packet::HandshakeInit(ref init) => {
+                // Cheap MAC check and rate limit before the Diffie-Hellman below.
+                match self
+                    .rate_limiter
+                    .verify_packet(Some(src.ip()), datagram, out)
+                {
+                    Ok(_) => {}
+                    Err(TunnResult::WriteToNetwork(cookie)) => {
+                        send(src, cookie);
+                        return RxAction::Consumed;
+                    }
+                    Err(_) => {
+                        bump(&self.counters.rejected);
+                        return RxAction::Dropped;
+                    }
+                }
+                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, init) else {
+                    bump(&self.counters.rejected);
+                    return RxAction::Dropped;
+                };
+                match table.by_wg_key.get(&half.peer_static_public) {
+                    Some(p) => p,
+                    None => {
+                        bump(&self.counters.unknown_key_handshakes);
+                        tracing::debug!(%src, "handshake from an untrusted key dropped");
+                        return RxAction::Dropped;
+                    }
+                }
+            }
+            Packet::HandshakeResponse(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => return self.unknown_index(),
+            },
+            Packet::PacketCookieReply(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => return self.unknown_index(),
+            },
+            Packet::PacketData(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
+                Some(p) => p,
+                None => {
+                    // A peer that still sends on a session we forgot (we restarted): offer it
+                    // a new handshake at once instead of waiting for its rekey timeout.
+                    self.rehandshake_from(&table, src, out, send);
+                    return self.unknown_index();
+                }
+            },
+        };
+        let is_data = matches!(packet, Packet::PacketData(_));
+        self.decapsulate(peer, src, datagram, is_data, out, send)
+    }
+
+    /// Starts a handshake with the peer whose endpoint is `src`, unless one is in progress.
+    fn rehandshake_from(
+        &self,
+        table: &PeerTable,
+        src: SocketAddr,
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        for peer in table.by_addr.values() {
+            let mut st = peer.state.lock();
+            if st.removed || st.endpoint != Some(src) {
+                continue;
+            }
+            if let TunnResult::WriteToNetwork(init) =
+                st.tunn.format_handshake_initiation(out, false)
+            {
+                send(src, init);
+            }
+            return;
+        }
+    }
+
+    fn unknown_index(&self) -> RxAction {
+        bump(&self.counters.unknown_index);
+        RxAction::Dropped
+    }
+
+    fn on_control(&self, src: SocketAddr, datagram: &[u8]) -> RxAction {
+        let delivered = self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.try_send((src, datagram.to_vec())).is_ok());
+        if delivered {
+            bump(&self.counters.control_received);
+            RxAction::Control
+        } else {
+            bump(&self.counters.control_dropped);
+            RxAction::Dropped
+        }
+    }
+
+    fn decapsulate(
+        &self,
+        peer: &Peer,
+        src: SocketAddr,
+        datagram: &[u8],
+        is_data: bool,
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> RxAction {
+        let mut st = peer.state.lock();
+        if st.removed {
+            peer.counters.drop_one(DropReason::Removed);
+            return RxAction::Dropped;
+        }
+        match st.tunn.decapsulate(Some(src.ip()), datagram, out) {
+            TunnResult::WriteToNetwork(reply) => {
+                send(src, reply);
+                // Packets queued while the handshake ran go out now.
+                while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
+                    if p.first() == Some(&4) {
+                        count_tx(peer, p.len());
+                    }
+                    send(src, p);
+                }
+                st.endpoint = Some(src);
+                RxAction::Consumed
+            }
+            TunnResult::WriteToTunnelV6(pkt, inner_src) => {
+                if inner_src != peer.ipv6 {
+                    drop(st);
+                    peer.counters.drop_one(DropReason::Spoofed);
+                    bump(&self.counters.spoofed);
+                    return RxAction::Dropped;
+                }
+                let len = pkt.len();
+                debug_assert_eq!(pkt.as_ptr(), out.as_ptr());
+                if st.endpoint != Some(src) {
+                    st.endpoint = Some(src);
+                }
+                drop(st);
+                peer.counters
+                    .rx_bytes
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                peer.counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+                RxAction::Tunnel { len }
+            }
+            TunnResult::WriteToTunnelV4(..) => {
+                drop(st);
+                peer.counters.drop_one(DropReason::Spoofed);
+                bump(&self.counters.spoofed);
+                RxAction::Dropped
+            }
+            TunnResult::Done => {
+                // A keepalive (authenticated data packet) also proves the endpoint.
+                if is_data && st.endpoint != Some(src) {
+                    st.endpoint = Some(src);
+                }
+                RxAction::Consumed
+            }
+            TunnResult::Err(e) => {
+                drop(st);
+                tracing::trace!(peer = %peer.addr48, error = ?e, "datagram rejected");
+                peer.counters.drop_one(DropReason::Rejected);
+                bump(&self.counters.rejected);
+                RxAction::Dropped
+            }
+        }
+    }
+
+    /// Handles one outbound inner packet. The datagram to send lands at the start of `out`
+    /// (`out` must hold `packet.len() + 32` and at least 148 bytes).
+    pub fn on_outbound(&self, packet: &[u8], out: &mut [u8]) -> TxAction {
+        let Some(dst) = inner_dst(packet) else {
+            return TxAction::Ignored;
+        };
+        let Some(addr) = self.network.addr48_of(dst) else {
+            bump(&self.counters.not_overlay);
+            return TxAction::Dropped;
+        };
+        let table = self.table.load();
+        let Some(peer) = table.by_addr.get(&addr) else {
+            bump(&self.counters.no_peer);
+            if let Some(hook) = &self.no_peer_hook {
+                hook(addr);
+            }
+            return TxAction::Dropped;
+        };
+        let mut st = peer.state.lock();
+        if st.removed {
+            drop(st);
+            peer.counters.drop_one(DropReason::Removed);
+            return TxAction::Dropped;
+        }
+        let Some(dst) = st.endpoint else {
+            drop(st);
+            peer.counters.drop_one(DropReason::NoEndpoint);
+            return TxAction::Dropped;
+        };
+        match st.tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(d) => {
+                let len = d.len();
+                drop(st);
+                if out[0] == 4 {
+                    count_tx(peer, packet.len());
+                }
+                TxAction::Send { dst, len }
+            }
+            TunnResult::Done => TxAction::Queued,
+            TunnResult::Err(e) => {
+                drop(st);
+                tracing::trace!(peer = %peer.addr48, error = ?e, "encapsulate failed");
+                peer.counters.drop_one(DropReason::Rejected);
+                TxAction::Dropped
+            }
+            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => TxAction::Dropped,
+        }
+    }
+
+    /// Drives WireGuard timers (handshake retries, rekeys, keepalives). Call every ~250 ms;
+    /// `reset_rate_limit` once a second. `buf` must hold at least 148 bytes.
+    pub fn tick(
+        &self,
+        reset_rate_limit: bool,
+        buf: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        if reset_rate_limit {
+            self.rate_limiter.reset_count();
+        }
+        let table = self.table.load();
+        for peer in table.by_addr.values() {
+            let mut st = peer.state.lock();
+            if st.removed {
+                continue;
+            }
+            let endpoint = st.endpoint;
+            match st.tunn.update_timers(buf) {
+                TunnResult::WriteToNetwork(p) => {
+                    if let Some(ep) = endpoint {
+                        send(ep, p);
+                    }
+                }
+                TunnResult::Err(e) => {
+                    tracing::trace!(peer = %peer.addr48, error = ?e, "timer");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.table.load().by_addr.len()
+    }
+}
+
+fn count_tx(peer: &Peer, len: usize) {
+    peer.counters
+        .tx_bytes
+        .fetch_add(len as u64, Ordering::Relaxed);
+    peer.counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The destination of an outbound IPv6 packet, or `None` for anything that is not ours to send:
+/// not IPv6, truncated, multicast (`ff00::/8`) or from a link-local source (`fe80::/10`) —
+/// the kernel's own chatter on the interface.
+pub fn inner_dst(packet: &[u8]) -> Option<Ipv6Addr> {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return None;
+    }
+    if packet[24] == 0xff || (packet[8] == 0xfe && packet[9] & 0xc0 == 0x80) {
+        return None;
+    }
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&packet[24..40]);
+    Some(Ipv6Addr::from(d))
+}
+
+/// IPv4-mapped IPv6 socket addresses become plain IPv4 ones, so one endpoint has one form.
+pub fn normalize(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A node in the simulated network: a core, its outer address, what reached its inner side.
+    struct Node {
+        core: Core,
+        addr: SocketAddr,
+        ip: Ipv6Addr,
+        delivered: Vec<Vec<u8>>,
+    }
+
+    fn node(seed: u8, addr: &str) -> (Node, PublicKey) {
+        let id = Identity::from_seed([seed; 32]);
+        let ip = DEFAULT_NET.ipv6(id.addr48());
+        let n = Node {
+            core: Core::new(&id, DEFAULT_NET, 25, None, None),
+            addr: addr.parse().unwrap(),
+            ip,
+            delivered: Vec::new(),
+        };
+        (n, id.public_key())
+    }
+
+    const DEFAULT_NET: NetworkPrefix = crate::mapping::DEFAULT_NETWORK;
+
+    /// Two datagram queues between nodes, like a wire.
+    type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
+
+    fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 59; // no next header
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn send_inner(n: &Node, packet: &[u8], wire: &mut Wire) -> TxAction {
+        let mut out = vec![0u8; 65535];
+        let a = n.core.on_outbound(packet, &mut out);
+        if let TxAction::Send { dst, len } = a {
+            wire.push_back((n.addr, dst, out[..len].to_vec()));
+        }
+        a
+    }
+
+    /// Delivers datagrams until the wire is quiet (bounded).
+    fn pump(nodes: &mut [&mut Node], wire: &mut Wire) {
+        let mut out = vec![0u8; 65535];
+        for _ in 0..100 {
+            let Some((from, to, d)) = wire.pop_front() else {
+                return;
+            };
+            let Some(n) = nodes.iter_mut().find(|n| n.addr == to) else {
+                continue;
+            };
+            let me = n.addr;
+            let mut replies = Vec::new();
+            let a = n.core.on_datagram(from, &d, &mut out, &mut |dst, p| {
+                replies.push((me, dst, p.to_vec()))
+            });
+            if let RxAction::Tunnel { len } = a {
+                n.delivered.push(out[..len].to_vec());
+            }
+            wire.extend(replies);
+        }
+        panic!("the wire did not go quiet");
+    }
+
+    fn pair() -> (Node, Node, PublicKey, PublicKey) {
+        let (a, ka) = node(1, "198.51.100.1:51820");
+        let (b, kb) = node(2, "198.51.100.2:51820");
+        a.core.add_peer(kb, Some(b.addr)).unwrap();
+        b.core.add_peer(ka, Some(a.addr)).unwrap();
+        (a, b, ka, kb)
+    }
+
+    #[test]
+    fn handshake_completes_and_the_queued_packet_arrives() {
+        let (mut a, mut b, _, _) = pair();
+        let mut wire = Wire::new();
+        let pkt = ipv6_packet(a.ip, b.ip, b"hello");
+        // No session yet: the packet waits and a handshake initiation goes out.
+        assert!(matches!(
+            send_inner(&a, &pkt, &mut wire),
+            TxAction::Send { len: 148, .. }
+        ));
+        pump(&mut [&mut a, &mut b], &mut wire);
+        assert_eq!(b.delivered, vec![pkt.clone()]);
+        assert!(a.core.peers()[0].last_handshake.is_some());
+        assert!(b.core.peers()[0].last_handshake.is_some());
+        // Now a packet goes straight through, both ways.
+        let back = ipv6_packet(b.ip, a.ip, b"world");
+        send_inner(&b, &back, &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        assert_eq!(a.delivered, vec![back.clone()]);
+        let sa = &b.core.peers()[0];
+        assert_eq!(sa.rx_bytes, pkt.len() as u64);
+        assert_eq!(sa.tx_bytes, back.len() as u64);
+    }
+
+    #[test]
+    fn a_handshake_from_an_unknown_key_is_dropped_and_counted() {
+        let (mut a, mut b, _, kb) = pair();
+        let (mut c, _) = node(3, "198.51.100.3:51820");
+        c.core.add_peer(kb, Some(b.addr)).unwrap();
+        let mut wire = Wire::new();
+        send_inner(&c, &ipv6_packet(c.ip, b.ip, b"let me in"), &mut wire);
+        pump(&mut [&mut a, &mut b, &mut c], &mut wire);
+        assert!(b.delivered.is_empty());
+        assert_eq!(b.core.counters().unknown_key_handshakes, 1);
+        assert!(c.core.peers()[0].last_handshake.is_none());
+    }
+
+    #[test]
+    fn a_spoofed_inner_source_is_dropped_and_counted() {
+        let (mut a, mut b, _, _) = pair();
+        let (c, _) = node(3, "198.51.100.3:51820");
+        let mut wire = Wire::new();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"hi"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        // A claims to be C inside its own tunnel.
+        send_inner(&a, &ipv6_packet(c.ip, b.ip, b"i am c"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        assert_eq!(b.delivered.len(), 1);
+        assert_eq!(b.core.counters().spoofed, 1);
+        assert_eq!(b.core.peers()[0].drops.get("spoofed"), Some(&1));
+    }
+
+    #[test]
+    fn a_removed_peer_gets_nothing_through_at_once() {
+        let (mut a, mut b, ka, _) = pair();
+        let mut wire = Wire::new();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        b.core.remove_peer(&ka).unwrap();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        assert_eq!(b.delivered.len(), 1);
+        assert_eq!(b.core.counters().unknown_index, 1);
+        assert_eq!(
+            send_inner(&b, &ipv6_packet(b.ip, a.ip, b"3"), &mut wire),
+            TxAction::Dropped
+        );
+        assert_eq!(b.core.counters().no_peer, 1);
+    }
+
+    #[test]
+    fn an_authenticated_packet_from_a_new_address_moves_the_endpoint() {
+        let (mut a, mut b, ka, _) = pair();
+        let mut wire = Wire::new();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        a.addr = "198.51.100.9:4000".parse().unwrap();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        assert_eq!(b.delivered.len(), 2);
+        let ep = b.core.peer(&ka).unwrap().status().endpoint;
+        assert_eq!(ep, Some(a.addr));
+        // Garbage from a third address does not move it.
+        let mut out = vec![0u8; 2048];
+        let junk = [4u8; 64];
+        let other: SocketAddr = "198.51.100.66:1".parse().unwrap();
+        b.core.on_datagram(other, &junk, &mut out, &mut |_, _| {});
+        assert_eq!(b.core.peer(&ka).unwrap().status().endpoint, Some(a.addr));
+    }
+
+    #[test]
+    fn a_restarted_node_offers_a_new_handshake_to_a_peer_on_a_stale_session() {
+        let (mut a, mut b, ka, kb) = pair();
+        let mut wire = Wire::new();
+        send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+        pump(&mut [&mut a, &mut b], &mut wire);
+        // B restarts: same key, empty state.
+        let (mut b2, _) = node(2, "198.51.100.2:51820");
+        b2.core.add_peer(ka, Some(a.addr)).unwrap();
+        send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"lost"), &mut wire);
+        pump(&mut [&mut a, &mut b2], &mut wire);
+        assert!(b2.delivered.is_empty());
+        assert_eq!(b2.core.counters().unknown_index, 1);
+        // The handshake B offered completed, so A's next packet arrives.
+        send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"2"), &mut wire);
+        pump(&mut [&mut a, &mut b2], &mut wire);
+        assert_eq!(b2.delivered.len(), 1, "{:?}", b2.core.counters());
+        let _ = kb;
+    }
+
+    #[test]
+    fn outbound_to_an_unknown_overlay_address_is_counted_and_reported() {
+        let id = Identity::from_seed([1; 32]);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = Arc::clone(&calls);
+        let hook: NoPeerHook = Arc::new(move |_| {
+            c2.fetch_add(1, Ordering::Relaxed);
+        });
+        let core = Core::new(&id, DEFAULT_NET, 25, None, Some(hook));
+        let me = DEFAULT_NET.ipv6(id.addr48());
+        let other = DEFAULT_NET.ipv6(Addr48::from_bytes([1, 2, 3, 4, 5, 6]));
+        let mut out = vec![0u8; 2048];
+        assert_eq!(
+            core.on_outbound(&ipv6_packet(me, other, b"x"), &mut out),
+            TxAction::Dropped
+        );
+        assert_eq!(core.counters().no_peer, 1);
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // Outside the overlay: counted apart.
+        let outside: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        core.on_outbound(&ipv6_packet(me, outside, b"x"), &mut out);
+        assert_eq!(core.counters().not_overlay, 1);
+    }
+
+    #[test]
+    fn kernel_chatter_is_ignored_without_counting() {
+        let (a, _) = node(1, "198.51.100.1:1");
+        let mut out = vec![0u8; 2048];
+        let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+        let mc: Ipv6Addr = "ff02::2".parse().unwrap();
+        assert_eq!(
+            a.core.on_outbound(&ipv6_packet(ll, a.ip, b""), &mut out),
+            TxAction::Ignored
+        );
+        assert_eq!(
+            a.core.on_outbound(&ipv6_packet(a.ip, mc, b""), &mut out),
+            TxAction::Ignored
+        );
+        assert_eq!(a.core.counters(), CountersSnapshot::default());
+    }
+
+    #[test]
+    fn control_datagrams_go_to_the_control_plane() {
+        let id = Identity::from_seed([1; 32]);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let core = Core::new(&id, DEFAULT_NET, 25, Some(tx), None);
+        let src: SocketAddr = "198.51.100.7:9".parse().unwrap();
+        let mut out = vec![0u8; 2048];
+        let a = core.on_datagram(src, b"Phello", &mut out, &mut |_, _| {});
+        assert_eq!(a, RxAction::Control);
+        assert_eq!(rx.try_recv().unwrap(), (src, b"Phello".to_vec()));
+        assert_eq!(
+            core.on_datagram(src, b"Xhello", &mut out, &mut |_, _| {}),
+            RxAction::Dropped
+        );
+        assert_eq!(core.counters().malformed, 1);
+    }
+
+    #[test]
+    fn a_node_cannot_add_itself() {
+        let (a, ka) = node(1, "198.51.100.1:1");
+        assert_eq!(a.core.add_peer(ka, None), Err(PeerTableError::OwnKey(ka)));
+    }
+
+    proptest! {
+        #[test]
+        fn random_datagrams_never_panic(first in 0u8..6, body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let (a, b, _, _) = pair();
+            let mut d = body;
+            if !d.is_empty() { d[0] = first; }
+            let mut out = vec![0u8; 2048];
+            let r = b.core.on_datagram(a.addr, &d, &mut out, &mut |_, _| {});
+            prop_assert!(matches!(r, RxAction::Dropped | RxAction::Consumed));
+        }
+
+        #[test]
+        fn random_inner_packets_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let (a, _, _, _) = pair();
+            let mut out = vec![0u8; 2048];
+            let _ = a.core.on_outbound(&body, &mut out);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The I/O driver: dedicated OS threads with batched, mostly non-blocking syscalls around the
+//! [`Core`].
+//!
+//! * `pilot-udp-rx`: recvmmsg (+ UDP GRO) → decapsulate → one batched write to the inner side
+//!   (the TUN device coalesces TCP segments back into large packets, GRO).
+//! * `pilot-inner-rx`: batched read from the inner side (the TUN device splits large TCP
+//!   packets, GSO) → encapsulate → UDP GSO sends of up to 64 equal datagrams per syscall.
+//! * `pilot-timers`: WireGuard timers every 250 ms.
+//!
+//! No allocation per packet: every buffer is allocated once per thread.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn_udp::RecvMeta;
+
+use super::core::{Core, RxAction, TxAction};
+use super::inner::{InnerReader, InnerWriter, INNER_OFFSET};
+use super::udp::Udp;
+
+/// How long a blocked thread sleeps before it checks for shutdown.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Timer period.
+const TICK: Duration = Duration::from_millis(250);
+/// UDP datagrams (or GRO trains) per recvmmsg.
+const UDP_RX_BATCH: usize = 16;
+/// Largest UDP payload (a GRO train or a GSO send).
+const MAX_UDP: usize = 65535;
+/// Inner packets per batch.
+const INNER_BATCH: usize = 128;
+/// WireGuard data overhead (header 16 + tag 16) plus padding room.
+const WG_OVERHEAD: usize = 32 + 16;
+
+/// What the threads share.
+pub(crate) struct Shared {
+    pub(crate) core: Arc<Core>,
+    pub(crate) udp: Udp,
+    pub(crate) stop: AtomicBool,
+}
+
+impl Shared {
+    fn send(&self, dst: SocketAddr, data: &[u8]) {
+        if let Err(e) = self.udp.send(dst, data, None) {
+            tracing::debug!(%dst, error = %e, "UDP send failed");
+        }
+    }
+}
+
+/// Receives UDP, decapsulates, writes to the inner side.
+pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>, mtu: usize) {
+    let mut rx: Vec<Vec<u8>> = (0..UDP_RX_BATCH).map(|_| vec![0u8; MAX_UDP]).collect();
+    let mut meta = [RecvMeta::default(); UDP_RX_BATCH];
+    // Capacity for a full 64 KiB coalesced TCP packet, so GRO can build one in place.
+    let mut out: Vec<Vec<u8>> = (0..INNER_BATCH)
+        .map(|_| {
+            let mut v = Vec::with_capacity(MAX_UDP + 2 * INNER_OFFSET + 64);
+            v.resize(INNER_OFFSET + mtu + WG_OVERHEAD + 148, 0);
+            v
+        })
+        .collect();
+    let send = |dst: SocketAddr, d: &[u8]| shared.send(dst, d);
+    let mut send = send;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = {
+            let mut it = rx.iter_mut();
+            let mut iovs: [IoSliceMut<'_>; UDP_RX_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(it.next().expect("UDP_RX_BATCH buffers")));
+            match shared.udp.recv(&mut iovs, &mut meta) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    shared.udp.wait_readable(POLL_INTERVAL);
+                    continue;
+                }
+                Err(e) => {
+                    // ICMP errors (ECONNREFUSED, ...) surface here; they are not fatal.
+                    tracing::trace!(error = %e, "UDP recv");
+                    continue;
+                }
+            }
+        };
+        let mut k = 0;
+        for (m, buf) in meta[..n].iter().zip(rx.iter()) {
+            let stride = if m.stride == 0 { m.len } else { m.stride };
+            for dgram in buf[..m.len].chunks(stride.max(1)) {
+                let need = INNER_OFFSET + dgram.len().max(148) + WG_OVERHEAD;
+                let o = &mut out[k];
+                if o.len() < need {
+                    o.resize(need, 0);
+                }
+                match shared
+                    .core
+                    .on_datagram(m.addr, dgram, &mut o[INNER_OFFSET..], &mut send)
+                {
+                    RxAction::Tunnel { len } => {
+                        o.truncate(INNER_OFFSET + len);
+                        k += 1;
+                        if k == INNER_BATCH {
+                            flush_inner(&mut *writer, &mut out[..k]);
+                            k = 0;
+                        }
+                    }
+                    RxAction::Control | RxAction::Consumed | RxAction::Dropped => {}
+                }
+            }
+        }
+        if k > 0 {
+            flush_inner(&mut *writer, &mut out[..k]);
+        }
+    }
+}
+
+fn flush_inner(writer: &mut dyn InnerWriter, bufs: &mut [Vec<u8>]) {
+    if let Err(e) = writer.send_batch(bufs) {
+        tracing::debug!(error = %e, "inner write failed");
+    }
+}
+
+/// A UDP GSO batch being built: equal-sized datagrams to one destination.
+struct GsoBatch {
+    buf: Vec<u8>,
+    used: usize,
+    dst: Option<SocketAddr>,
+    seg: usize,
+    segs: usize,
+    max_segs: usize,
+}
+
+impl GsoBatch {
+    fn flush(&mut self, shared: &Shared) {
+        if let Some(dst) = self.dst.take() {
+            let seg = (self.segs > 1).then_some(self.seg);
+            if let Err(e) = shared.udp.send(dst, &self.buf[..self.used], seg) {
+                tracing::debug!(%dst, error = %e, "UDP send failed");
+            }
+        }
+        self.used = 0;
+        self.segs = 0;
+        self.seg = 0;
+    }
+}
+
+/// Reads the inner side, encapsulates, sends UDP.
+pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>, mtu: usize) {
+    let mut bufs: Vec<Vec<u8>> = (0..INNER_BATCH)
+        .map(|_| vec![0u8; INNER_OFFSET + mtu.max(1280)])
+        .collect();
+    let mut sizes = vec![0usize; INNER_BATCH];
+    let max_segs = shared.udp.max_gso_segments().clamp(1, 64);
+    let mut gso = GsoBatch {
+        buf: vec![0u8; MAX_UDP],
+        used: 0,
+        dst: None,
+        seg: 0,
+        segs: 0,
+        max_segs,
+    };
+    let room = mtu + WG_OVERHEAD + 148;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = match reader.recv_batch(&mut bufs, &mut sizes, POLL_INTERVAL) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "inner read failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        for (b, &size) in bufs[..n].iter().zip(sizes.iter()) {
+            let pkt = &b[INNER_OFFSET..INNER_OFFSET + size];
+            if gso.used + room > gso.buf.len() {
+                gso.flush(&shared);
+            }
+            let start = gso.used;
+            match shared.core.on_outbound(pkt, &mut gso.buf[start..]) {
+                TxAction::Send { dst, len } => {
+                    let fits = gso.dst == Some(dst) && len <= gso.seg && gso.segs < gso.max_segs;
+                    if gso.dst.is_some() && !fits {
+                        gso.flush(&shared);
+                        gso.buf.copy_within(start..start + len, 0);
+                    }
+                    if gso.dst.is_none() {
+                        gso.dst = Some(dst);
+                        gso.seg = len;
+                    }
+                    gso.used += len;
+                    gso.segs += 1;
+                    // A shorter datagram can only end a GSO train.
+                    if len < gso.seg || gso.max_segs == 1 {
+                        gso.flush(&shared);
+                    }
+                }
+                TxAction::Queued | TxAction::Ignored | TxAction::Dropped => {}
+            }
+        }
+        gso.flush(&shared);
+    }
+}
+
+/// Drives WireGuard timers until shutdown.
+pub(crate) fn timer_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 256];
+    let mut last_reset = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let reset = last_reset.elapsed() >= Duration::from_secs(1);
+        if reset {
+            last_reset = Instant::now();
+        }
+        shared
+            .core
+            .tick(reset, &mut buf, &mut |dst, d| shared.send(dst, d));
+    }
+}

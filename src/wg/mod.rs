@@ -1,0 +1,301 @@
+//! The data plane: WireGuard tunnels (boringtun `Tunn`) to trusted peers over one UDP socket.
+//!
+//! * [`core`]: peer table, trust and anti-spoofing rules; no I/O, tested in memory.
+//! * [`io`]: dedicated threads with batched syscalls (recvmmsg, UDP GSO/GRO, TUN offload).
+//! * [`inner`]: the trait the TUN device and the userspace netstack implement.
+//!
+//! The UDP socket also carries pilot control messages: a datagram whose first byte is
+//! [`CONTROL_MAGIC`] goes to the control plane (see `docs/PROTOCOL.md`, "UDP socket
+//! demultiplexing (v1)").
+
+pub mod core;
+pub mod inner;
+mod io;
+pub mod peer;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+pub use self::core::{CountersSnapshot, NoPeerHook, PeerTableError};
+pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
+pub use self::peer::{DropReason, PeerStatus};
+
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::NetworkPrefix;
+
+/// First byte of every pilot control datagram (`'P'`). WireGuard messages start with 1..=4.
+pub const CONTROL_MAGIC: u8 = 0x50;
+
+/// Default persistent keepalive, seconds.
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+
+/// How the data plane is set up.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// UDP port to listen on; 0 picks a free one.
+    pub listen_port: u16,
+    /// Persistent keepalive in seconds; 0 disables it.
+    pub keepalive_secs: u16,
+    /// The overlay network.
+    pub network: NetworkPrefix,
+    /// Depth of the control-plane queue.
+    pub control_queue: usize,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        DataPlaneConfig {
+            listen_port: 0,
+            keepalive_secs: DEFAULT_KEEPALIVE_SECS,
+            network: NetworkPrefix::default(),
+            control_queue: 1024,
+        }
+    }
+}
+
+/// Why the data plane could not start or send.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// The UDP socket could not be opened.
+    #[error("cannot open UDP port {port}: {source}")]
+    Bind {
+        /// The port asked for.
+        port: u16,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start data-plane thread: {0}")]
+    Thread(std::io::Error),
+    /// A control message did not start with [`CONTROL_MAGIC`].
+    #[error("control message must start with 0x50 ('P'), got {0:#04x}")]
+    NotControl(u8),
+    /// Sending on the UDP socket failed.
+    #[error("UDP send to {dst} failed: {source}")]
+    Send {
+        /// Where to.
+        dst: SocketAddr,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// Receives `(source, datagram)` for every control datagram that arrives on the data-plane
+/// socket.
+pub type ControlReceiver = tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>;
+
+/// A running data plane. Dropping it shuts it down.
+pub struct DataPlane {
+    shared: Arc<io::Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    control_rx: Mutex<Option<ControlReceiver>>,
+}
+
+impl DataPlane {
+    /// Opens the UDP socket and starts the worker threads, with `inner` as the inner side.
+    pub fn start(
+        identity: &Identity,
+        config: &DataPlaneConfig,
+        inner: Inner,
+        no_peer_hook: Option<NoPeerHook>,
+    ) -> Result<DataPlane, DataPlaneError> {
+        let udp = udp::Udp::bind(config.listen_port).map_err(|source| DataPlaneError::Bind {
+            port: config.listen_port,
+            source,
+        })?;
+        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(config.control_queue.max(1));
+        let core = Arc::new(core::Core::new(
+            identity,
+            config.network,
+            config.keepalive_secs,
+            Some(ctl_tx),
+            no_peer_hook,
+        ));
+        let shared = Arc::new(io::Shared {
+            core,
+            udp,
+            stop: Default::default(),
+        });
+        let mtu = inner.mtu as usize;
+        let plane = DataPlane {
+            shared: Arc::clone(&shared),
+            threads: Mutex::new(Vec::new()),
+            control_rx: Mutex::new(Some(ctl_rx)),
+        };
+        let Inner { reader, writer, .. } = inner;
+        let s = Arc::clone(&shared);
+        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer, mtu))?;
+        let s = Arc::clone(&shared);
+        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader, mtu))?;
+        let s = Arc::clone(&shared);
+        plane.spawn("pilot-timers", move || io::timer_loop(s))?;
+        tracing::info!(port = plane.local_port(), "data plane started");
+        Ok(plane)
+    }
+
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DataPlaneError> {
+        let h = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(f)
+            .map_err(DataPlaneError::Thread)?;
+        self.threads.lock().push(h);
+        Ok(())
+    }
+
+    /// The UDP port the data plane listens on.
+    pub fn local_port(&self) -> u16 {
+        self.shared.udp.local_port()
+    }
+
+    /// The receiver of control datagrams (first byte [`CONTROL_MAGIC`]); `None` after the
+    /// first call.
+    pub fn take_control_receiver(&self) -> Option<ControlReceiver> {
+        self.control_rx.lock().take()
+    }
+
+    /// Sends a control datagram from the data-plane socket (same NAT mapping as the tunnels).
+    pub fn send_control(&self, dst: SocketAddr, bytes: &[u8]) -> Result<(), DataPlaneError> {
+        match bytes.first() {
+            Some(&CONTROL_MAGIC) => {}
+            other => return Err(DataPlaneError::NotControl(other.copied().unwrap_or(0))),
+        }
+        self.shared
+            .udp
+            .send(dst, bytes, None)
+            .map_err(|source| DataPlaneError::Send { dst, source })
+    }
+
+    /// Trusts a peer: its handshakes are accepted and traffic to its address flows.
+    pub fn add_peer(
+        &self,
+        key: PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        self.shared.core.add_peer(key, endpoint)
+    }
+
+    /// Stops trusting a peer; nothing passes to or from it from the moment this returns.
+    pub fn remove_peer(&self, key: &PublicKey) -> Result<(), PeerTableError> {
+        self.shared.core.remove_peer(key)
+    }
+
+    /// Sets where a peer's datagrams go (until an authenticated packet from elsewhere moves it).
+    pub fn set_endpoint(
+        &self,
+        key: &PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        self.shared.core.set_endpoint(key, endpoint)
+    }
+
+    /// Sets the hostname shown for a peer.
+    pub fn set_hostname(
+        &self,
+        key: &PublicKey,
+        hostname: Option<String>,
+    ) -> Result<(), PeerTableError> {
+        self.shared.core.set_hostname(key, hostname)
+    }
+
+    /// Status of every peer.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.shared.core.peers()
+    }
+
+    /// Global counters (drops that belong to no peer).
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.core.counters()
+    }
+
+    /// Stops the worker threads and waits for them (at most about one poll interval).
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        p[6] = 59;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src.octets());
+        p[24..40].copy_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn two_data_planes_on_loopback_pass_packets_and_control_messages() {
+        let ida = Identity::from_seed([1; 32]);
+        let idb = Identity::from_seed([2; 32]);
+        let net = NetworkPrefix::default();
+        let (ia, ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let cfg = DataPlaneConfig::default();
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+
+        let pkt = ipv6_packet(ipa, ipb, b"through the tunnel");
+        ea.to_plane.send(pkt.clone()).unwrap();
+        assert_eq!(
+            eb.from_plane.recv_timeout(Duration::from_secs(5)).unwrap(),
+            pkt
+        );
+        let back = ipv6_packet(ipb, ipa, b"and back");
+        eb.to_plane.send(back.clone()).unwrap();
+        assert_eq!(
+            ea.from_plane.recv_timeout(Duration::from_secs(5)).unwrap(),
+            back
+        );
+
+        // Control messages share the socket.
+        let mut rx = b.take_control_receiver().unwrap();
+        a.send_control(ep(&b), b"Pping").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let got = loop {
+            match rx.try_recv() {
+                Ok(m) => break m,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("no control message: {e}"),
+            }
+        };
+        assert_eq!(got, (ep(&a), b"Pping".to_vec()));
+        assert!(matches!(
+            a.send_control(ep(&b), b"\x01"),
+            Err(DataPlaneError::NotControl(1))
+        ));
+
+        let started = Instant::now();
+        a.shutdown();
+        b.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,177 @@
+//! End-to-end tests with real daemons in network namespaces (root only; see common.rs).
+//! Hosts sit on a bridge in 198.51.100.0/24 and talk over pilot's overlay IPv6.
+
+mod common;
+mod trust;
+
+use std::time::Duration;
+
+use common::{require_root, wait_until, Lab, PeerEntry};
+use sha2::{Digest, Sha256};
+
+/// Two hosts that trust each other, daemons running, tunnel up.
+fn two_hosts(lab: &mut Lab, keepalive: u16) -> (common::Host, common::Host) {
+    let mut a = lab.host("a", "198.51.100.1");
+    let mut b = lab.host("b", "198.51.100.2");
+    a.configure(keepalive, &[b.as_peer()]);
+    b.configure(keepalive, &[a.as_peer()]);
+    a.start_daemon();
+    b.start_daemon();
+    assert!(
+        a.ping_until(b.ipv6(), Duration::from_secs(10)),
+        "no tunnel:\nA:\n{}\nB:\n{}",
+        a.daemon_log(),
+        b.daemon_log()
+    );
+    (a, b)
+}
+
+#[test]
+fn curl_from_a_reaches_an_http_server_in_b_and_ping_works_both_ways() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, mut b) = two_hosts(&mut lab, 25);
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "hello over pilot\n").unwrap();
+    b.serve_http(www.path(), 8080);
+    let url = format!("http://[{}]:8080/hello.txt", b.ipv6());
+    let out = a.run("curl", &["-sS", "--max-time", "10", &url]);
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over pilot\n");
+    assert!(a.ping(b.ipv6()));
+    assert!(b.ping(a.ipv6()));
+    let peers = a.peers_json();
+    let p = &peers["peers"][0];
+    assert_eq!(p["public_key"], b.key.to_string());
+    assert!(p["last_handshake"].is_u64());
+    assert!(p["rx_bytes"].as_u64().unwrap() > 0);
+    let text = a.pilotctl(&["peers"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&b.key.addr48().to_string()));
+}
+
+#[test]
+fn a_100_mb_transfer_arrives_intact() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, mut b) = two_hosts(&mut lab, 25);
+    let www = tempfile::tempdir().unwrap();
+    let blob = www.path().join("blob");
+    let st = std::process::Command::new("head")
+        .args(["-c", "100M", "/dev/urandom"])
+        .stdout(std::fs::File::create(&blob).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want = Sha256::digest(std::fs::read(&blob).unwrap());
+    b.serve_http(www.path(), 8081);
+    let dl = tempfile::tempdir().unwrap();
+    let got_path = dl.path().join("got");
+    let url = format!("http://[{}]:8081/blob", b.ipv6());
+    let out = a.run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            got_path.to_str().unwrap(),
+            &url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = Sha256::digest(std::fs::read(&got_path).unwrap());
+    assert_eq!(got, want, "the file changed in transit");
+}
+
+#[test]
+fn a_host_whose_key_b_does_not_know_cannot_reach_b_and_b_counts_it() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, b) = two_hosts(&mut lab, 25);
+    let mut c = lab.host("c", "198.51.100.3");
+    // C knows B, but B does not know C.
+    c.configure(25, &[b.as_peer()]);
+    c.start_daemon();
+    assert!(!c.ping_until(b.ipv6(), Duration::from_secs(3)));
+    let counted = wait_until(Duration::from_secs(5), || {
+        b.peers_json()["counters"]["unknown_key_handshakes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    assert!(
+        counted,
+        "B did not count C's handshakes: {}",
+        b.peers_json()
+    );
+    // The trusted pair is not disturbed.
+    assert!(a.ping(b.ipv6()));
+    let _ = PeerEntry {
+        key: c.key,
+        endpoint: None,
+    };
+}
+
+#[test]
+fn traffic_resumes_after_a_daemon_restarts() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, mut b) = two_hosts(&mut lab, 25);
+    b.stop_daemon();
+    assert!(!a.ping(b.ipv6()));
+    b.start_daemon();
+    assert!(
+        a.ping_until(b.ipv6(), Duration::from_secs(10)),
+        "A could not reach B after B restarted:\n{}",
+        b.daemon_log()
+    );
+    assert!(b.ping(a.ipv6()));
+}
+
+#[test]
+fn traffic_resumes_when_b_changes_its_outer_address() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    // Keepalive every second: B's keepalives from its new address tell A where it went.
+    let (a, b) = two_hosts(&mut lab, 1);
+    let run = |args: &[&str]| {
+        let out = b.run("ip", args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Without promote_secondaries, deleting the primary address also deletes .4.
+    let out = b.run(
+        "sysctl",
+        &["-qw", "net.ipv4.conf.eth0.promote_secondaries=1"],
+    );
+    assert!(out.status.success());
+    run(&["addr", "add", "198.51.100.4/24", "dev", "eth0"]);
+    run(&["addr", "del", "198.51.100.2/24", "dev", "eth0"]);
+    assert!(
+        a.ping_until(b.ipv6(), Duration::from_secs(10)),
+        "A lost B after it moved"
+    );
+    let ep = a.peers_json()["peers"][0]["endpoint"].clone();
+    assert_eq!(ep, "198.51.100.4:51820");
+}
