@@ -20,4 +20,5 @@ pub mod registry;
 pub mod socks5;
 pub mod trust;
 pub mod tun;
+pub mod userspace;
 pub mod wg;

@@ -286,3 +286,73 @@ async fn an_idle_netstack_does_not_wake_up() {
         after - before
     );
 }
+
+/// Two stacks joined through the data plane's blocking inner-side interface, with one thread
+/// per direction doing what the data plane's threads do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
+    use pilot::wg::{InnerReader, InnerWriter, INNER_OFFSET};
+    let (a, pa) = Netstack::spawn(NetstackConfig::new(addr(A))).unwrap();
+    let (b, pb) = Netstack::spawn(NetstackConfig::new(addr(B))).unwrap();
+    let rt = tokio::runtime::Handle::current();
+    let ia = pa.into_inner(1420, rt.clone());
+    let ib = pb.into_inner(1420, rt);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pump = |mut r: Box<dyn InnerReader>, mut w: Box<dyn InnerWriter>| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut bufs: Vec<Vec<u8>> = (0..64).map(|_| vec![0u8; INNER_OFFSET + 1500]).collect();
+            let mut sizes = vec![0usize; 64];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = r
+                    .recv_batch(&mut bufs, &mut sizes, Duration::from_millis(50))
+                    .unwrap();
+                let mut out: Vec<Vec<u8>> = (0..n)
+                    .map(|i| bufs[i][..INNER_OFFSET + sizes[i]].to_vec())
+                    .collect();
+                w.send_batch(&mut out).unwrap();
+            }
+        })
+    };
+    let t1 = pump(ia.reader, ib.writer);
+    let t2 = pump(ib.reader, ia.writer);
+
+    let mut l = b.listen(7).await.unwrap();
+    let server = tokio::spawn(async move {
+        let mut s = l.accept().await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+        s.shutdown().await.unwrap();
+    });
+    let mut c = a
+        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
+        .await
+        .unwrap();
+    let msg = vec![7u8; 300_000];
+    let (mut r, mut w) = tokio::io::split(&mut c);
+    let (_, back) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            async {
+                w.write_all(&msg).await.unwrap();
+                w.shutdown().await.unwrap();
+            },
+            async {
+                let mut back = Vec::new();
+                r.read_to_end(&mut back).await.unwrap();
+                back
+            }
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(back, msg);
+    server.await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || {
+        t1.join().unwrap();
+        t2.join().unwrap();
+    })
+    .await
+    .unwrap();
+}
