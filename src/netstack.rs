@@ -157,7 +157,9 @@ pub struct NetstackConfig {
     /// Listening sockets kept ready per listened port, and accepted streams queued for
     /// `accept`.
     pub backlog: usize,
-    /// The most TCP sockets (flows, handshakes and listening sockets) at once.
+    /// The most TCP sockets (flows, handshakes and listening sockets) at once. Memory is at
+    /// most `max_flows × 2 × (tcp_buffer + stream_buffer)` (4.5 GiB with the defaults, if
+    /// every buffer of every flow were full; buffers take memory only as they fill).
     pub max_flows: usize,
     /// How long `connect` waits for the handshake.
     pub connect_timeout: Duration,
@@ -179,7 +181,7 @@ impl NetstackConfig {
             tcp_buffer: 2 * 1024 * 1024,
             stream_buffer: 256 * 1024,
             backlog: 32,
-            max_flows: 4096,
+            max_flows: 1024,
             connect_timeout: Duration::from_secs(10),
             packet_queue: 2048,
             verify_rx_checksums: false,
@@ -303,6 +305,9 @@ impl std::fmt::Debug for Netstack {
 impl Netstack {
     /// Starts a netstack on the current tokio runtime and returns it with the data plane's
     /// side of its packet channels.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (it spawns the driver task).
     pub fn spawn(config: NetstackConfig) -> Result<(Netstack, PacketPort), NetstackError> {
         let (out_tx, out_rx) = mpsc::channel(config.packet_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.packet_queue.max(1));
@@ -318,6 +323,9 @@ impl Netstack {
 
     /// Starts a netstack that sends its packets to `to_net` and reads packets from `from_net`.
     /// Two stacks wired crosswise (A's `to_net` is B's `from_net`) talk to each other.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (it spawns the driver task).
     pub fn spawn_with_channels(
         config: NetstackConfig,
         to_net: mpsc::Sender<Packet>,
