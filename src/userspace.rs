@@ -1,7 +1,7 @@
 //! Userspace mode, assembled for the daemon: the [`Netstack`] as the data plane's inner side,
 //! the SOCKS5 proxy, and name and policy answers from the peer table and the registries.
 //!
-//! The port [`Exposer`] is not here: it works in both modes, so the daemon owns it.
+//! The port [`Exposer`](crate::expose::Exposer) is not here: it works in both modes, so the daemon owns it.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
