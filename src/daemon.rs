@@ -446,7 +446,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        // TUN mode: the data plane's inner side is the TUN device. Userspace mode: the netstack.
+        // Both modes run the data plane (the control plane needs its UDP socket either way).
+        // TUN mode: its inner side is the TUN device. Userspace mode: the netstack.
         let (dataplane, netstack) = match mode.mode {
             Mode::Tun => (
                 Some(Arc::new(start_dataplane(&identity, &config, None)?)),
