@@ -1,7 +1,8 @@
 //! In-memory netstack-to-netstack benchmark: single-stream throughput in each direction, the
 //! same through the SOCKS5 proxy and an exposed port, and what an idle netstack costs.
 //!
-//! `cargo run --release --example netstack_bench [MEGABYTES]` (default 200).
+//! `cargo run --release --example netstack_bench [MEGABYTES]` (default 200). Exits 1 if a
+//! transfer stalled (no packet for 150 ms), after printing both stacks' `describe()`.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use pilot::socks5::{Socks5Config, Socks5Server, StaticResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+/// 150 ms periods in which neither stack sent a packet during a transfer: each is a stall
+/// (a lost segment waiting for smoltcp's 1 s retransmission timeout, or a lost wakeup).
+static STALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn ip(s: &str) -> Ipv6Addr {
     DEFAULT_NETWORK.ipv6(s.parse::<Addr48>().unwrap())
@@ -97,6 +102,7 @@ async fn single_stream(congestion: Congestion, bytes: u64, upload: bool) {
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 let now = (a.stats().packets_out, b.stats().packets_out);
                 if now == last {
+                    STALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     println!(
                         "STALL\n{}{}",
                         a.describe().await.unwrap(),
@@ -224,4 +230,9 @@ async fn main() {
     }
     through_socks(bytes).await;
     idle(5).await;
+    let stalls = STALLS.load(std::sync::atomic::Ordering::Relaxed);
+    println!("stalls (150 ms without a packet during a transfer): {stalls}");
+    if stalls > 0 {
+        std::process::exit(1);
+    }
 }
