@@ -97,6 +97,9 @@ pub enum NetstackError {
     /// The destination port is 0.
     #[error("cannot connect to port 0 of {0}")]
     PortZero(Ipv6Addr),
+    /// The destination is our own address (the stack has no loopback).
+    #[error("{0} is this node's own address; the userspace stack cannot connect to itself")]
+    OwnAddress(SocketAddrV6),
     /// Another listener holds the port.
     #[error("overlay port {0} is already being listened on")]
     PortInUse(u16),
@@ -121,7 +124,9 @@ impl From<NetstackError> for io::Error {
             NetstackError::NotInOverlay(..) => io::ErrorKind::AddrNotAvailable,
             NetstackError::PortInUse(_) => io::ErrorKind::AddrInUse,
             NetstackError::TooManyFlows(_) => io::ErrorKind::OutOfMemory,
-            NetstackError::Refused(_) => io::ErrorKind::ConnectionRefused,
+            NetstackError::Refused(_) | NetstackError::OwnAddress(_) => {
+                io::ErrorKind::ConnectionRefused
+            }
             NetstackError::TimedOut(..) => io::ErrorKind::TimedOut,
             NetstackError::Stopped => io::ErrorKind::NotConnected,
         };
@@ -546,7 +551,8 @@ struct TxTok<'a> {
 /// smoltcp advertises `floor(free space >> scale)`, so its right window edge can move back by
 /// up to `2^scale - 1` bytes from one ACK to the next, and it then rejects segments beyond the
 /// newest edge that the previous ACK allowed. A peer sending at full window (any bulk transfer)
-/// loses such segments; a FIN lost that way waits for the 1 s retransmission timeout. Offering
+/// loses the tails of such segments (a duplicate-ACK storm), and a FIN that arrives behind the
+/// hole is disregarded and waits for the 1 s retransmission timeout. Offering
 /// one unit less keeps every edge a sender may use at or below smoltcp's own newest edge:
 /// the true edge (bytes read + buffer size) never moves back, and each advertised edge is
 /// within one unit of it.
@@ -868,7 +874,10 @@ impl Driver {
         if dst.port() == 0 {
             return Err((NetstackError::PortZero(*dst.ip()), reply));
         }
-        if !self.cfg.on_link(*dst.ip()) || *dst.ip() == self.cfg.address {
+        if *dst.ip() == self.cfg.address {
+            return Err((NetstackError::OwnAddress(dst), reply));
+        }
+        if !self.cfg.on_link(*dst.ip()) {
             return Err((
                 NetstackError::NotInOverlay(dst, self.cfg.address, self.cfg.prefix_len),
                 reply,
@@ -1039,6 +1048,14 @@ impl Driver {
         progress |= self.service_connecting(cx);
         progress |= self.service_handshaking();
         progress |= self.service_flows(cx);
+        if self
+            .listeners
+            .values()
+            .any(|l| l.pool.len() < self.cfg.backlog)
+        {
+            // A pool left short by the flow limit fills up again as flows end.
+            self.refill_listeners();
+        }
         let closed: Vec<u16> = self
             .listeners
             .iter()

@@ -356,3 +356,18 @@ async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_our_own_address_is_refused_not_sent() {
+    let (a, mut port) = Netstack::spawn(NetstackConfig::new(addr(A))).unwrap();
+    let e = a
+        .connect(SocketAddrV6::new(addr(A), 80, 0, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, NetstackError::OwnAddress(_)), "{e}");
+    assert_eq!(
+        std::io::Error::from(e).kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    assert!(port.from_stack.try_recv().is_err());
+}
