@@ -75,6 +75,20 @@ pub enum Request {
         #[serde(default)]
         count: Option<u32>,
     },
+    /// Forward an overlay TCP port to a local `HOST:PORT`.
+    Expose {
+        /// The overlay port.
+        port: u16,
+        /// The local target.
+        to: String,
+    },
+    /// The exposed ports.
+    ExposeList {},
+    /// Stop forwarding an overlay port.
+    ExposeRemove {
+        /// The overlay port.
+        port: u16,
+    },
 }
 
 /// A reply: `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.
@@ -144,6 +158,9 @@ pub struct InfoData {
     pub state_dir: String,
     /// UDP port of the tunnel socket, once the data plane runs.
     pub listen_port: Option<u16>,
+    /// Where the SOCKS5 proxy listens (userspace mode).
+    #[serde(default)]
+    pub socks5: Option<String>,
     /// pilot version.
     pub version: String,
 }

@@ -87,12 +87,32 @@ pub enum Command {
         #[arg(long, short = 'c', default_value_t = 4)]
         count: u32,
     },
+    /// Forward an overlay TCP port to a local HOST:PORT, so peers reach a local service
+    /// (`expose 8080 --to 127.0.0.1:3000`); `--list` shows them, `--remove PORT` stops one.
+    Expose(ExposeArgs),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
+}
+
+/// Options of `expose`.
+#[derive(Debug, Clone, Args)]
+pub struct ExposeArgs {
+    /// The overlay port peers connect to.
+    #[arg(required_unless_present_any = ["list", "remove"], conflicts_with_all = ["list", "remove"], requires = "to")]
+    pub port: Option<u16>,
+    /// The local target, HOST:PORT (e.g. 127.0.0.1:3000).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// List the exposed ports.
+    #[arg(long, conflicts_with = "remove")]
+    pub list: bool,
+    /// Stop exposing this overlay port.
+    #[arg(long, value_name = "PORT")]
+    pub remove: Option<u16>,
 }
 
 /// `pilotctl registry …`.
@@ -392,6 +412,7 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             }
             Ok(Output { data: v, text })
         }
+        Command::Expose(args) => expose(args),
         Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
@@ -604,6 +625,55 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
+fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
+    if args.list {
+        let v = call(&Request::ExposeList {})?;
+        let mut text = String::new();
+        for e in v["exposed"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "{:<6} -> {}\n",
+                e["port"].as_u64().unwrap_or(0),
+                e["to"].as_str().unwrap_or("-")
+            ));
+        }
+        if text.is_empty() {
+            text = "no exposed ports".into();
+        }
+        return Ok(Output {
+            data: v,
+            text: text.trim_end().to_string(),
+        });
+    }
+    if let Some(port) = args.remove {
+        let v = call(&Request::ExposeRemove { port })?;
+        let text = format!(
+            "overlay port {port} no longer forwarded to {}",
+            v["to"].as_str().unwrap_or("-")
+        );
+        return Ok(Output { data: v, text });
+    }
+    let (Some(port), Some(to)) = (args.port, args.to) else {
+        return Err(PilotError::invalid(
+            "expose needs a port and --to HOST:PORT",
+            "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
+        ));
+    };
+    crate::expose::validate_target(&to).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
+        )
+    })?;
+    let v = call(&Request::Expose {
+        port,
+        to: to.clone(),
+    })?;
+    Ok(Output {
+        data: v,
+        text: format!("overlay port {port} forwarded to {to}"),
+    })
+}
+
 fn render_info(i: &InfoData) -> String {
     format!(
         "address     {}\nipv6        {}\nhostname    {}\npublic key  {}\nmode        {} ({})\nnetwork     {}\nuptime      {}s\npeers       {}\npid         {}",
@@ -617,7 +687,11 @@ fn render_info(i: &InfoData) -> String {
         i.uptime_secs,
         i.peers,
         i.pid
-    )
+    ) + &i
+        .socks5
+        .as_ref()
+        .map(|a| format!("\nsocks5      {a}"))
+        .unwrap_or_default()
 }
 
 /// How long `daemon start` waits for the daemon to answer.

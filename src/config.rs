@@ -111,6 +111,43 @@ pub struct Config {
     /// Statically pinned peers; they count as trusted.
     #[serde(rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    /// The SOCKS5 proxy of userspace mode.
+    pub socks5: Socks5Settings,
+    /// Overlay ports forwarded to local `HOST:PORT` targets.
+    #[serde(rename = "expose")]
+    pub exposes: Vec<ExposeConfig>,
+}
+
+/// `[socks5]`: the proxy that lets local programs reach peers in userspace mode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Socks5Settings {
+    /// Run the proxy (userspace mode only; TUN mode needs none).
+    pub enabled: bool,
+    /// Listening address; loopback unless `allow_non_loopback`.
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen`: anyone who reaches it can use this node's trust.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for Socks5Settings {
+    fn default() -> Self {
+        Socks5Settings {
+            enabled: true,
+            listen: crate::socks5::DEFAULT_LISTEN,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+/// `[[expose]]`: an overlay TCP port forwarded to a local target.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeConfig {
+    /// The overlay port peers connect to.
+    pub port: u16,
+    /// Where connections go: `HOST:PORT`, usually on loopback.
+    pub to: String,
 }
 
 /// `[tun]`: the kernel interface in TUN mode.
@@ -243,6 +280,23 @@ impl Config {
                 )));
             }
         }
+        if !self.socks5.listen.ip().is_loopback() && !self.socks5.allow_non_loopback {
+            return Err(invalid(format!(
+                "socks5.listen = {} is not a loopback address; set socks5.allow_non_loopback = true to serve it beyond this host",
+                self.socks5.listen
+            )));
+        }
+        let mut ports = std::collections::HashSet::new();
+        for e in &self.exposes {
+            if e.port == 0 || !ports.insert(e.port) {
+                return Err(invalid(format!(
+                    "expose: port {} is 0 or listed twice",
+                    e.port
+                )));
+            }
+            crate::expose::validate_target(&e.to)
+                .map_err(|err| invalid(format!("expose: port {}: {err}", e.port)))?;
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {
@@ -309,6 +363,26 @@ mod tests {
         assert!(parse("network = \"fd00::/64\"\n").is_err());
         assert!(parse("[tun]\nname = \"a/b\"\n").is_err());
         assert!(parse("registries = [\"nohost\"]\n").is_err());
+    }
+
+    #[test]
+    fn socks5_and_expose_sections_parse_and_are_checked() {
+        let c = parse(
+            "[socks5]\nlisten = \"127.0.0.1:1081\"\n\n[[expose]]\nport = 8080\nto = \"127.0.0.1:3000\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.socks5.listen, "127.0.0.1:1081".parse().unwrap());
+        assert!(c.socks5.enabled);
+        assert_eq!(c.exposes[0].port, 8080);
+        assert_eq!(c.exposes[0].to, "127.0.0.1:3000");
+        assert!(parse("[socks5]\nlisten = \"0.0.0.0:1080\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("allow_non_loopback"));
+        parse("[socks5]\nlisten = \"0.0.0.0:1080\"\nallow_non_loopback = true\n").unwrap();
+        let twice = "[[expose]]\nport = 1\nto = \"127.0.0.1:2\"\n[[expose]]\nport = 1\nto = \"127.0.0.1:3\"\n";
+        assert!(parse(twice).is_err());
+        assert!(parse("[[expose]]\nport = 1\nto = \"nope\"\n").is_err());
     }
 
     #[test]

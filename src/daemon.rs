@@ -24,8 +24,11 @@ use crate::paths::StatePaths;
 use crate::registry::client::{parse_registry_spec, ClientConfig};
 use crate::trust::{AllowList, TrustStore, TRUST_FILE};
 use crate::tun::{TunConfig, TunDevice};
-use crate::wg::{DataPlane, DataPlaneConfig};
+use crate::wg::{DataPlane, DataPlaneConfig, Inner};
 use std::net::SocketAddr;
+
+use crate::expose::{ExposeError, Exposer};
+use crate::overlay_net::OverlayNet;
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +116,34 @@ struct Node {
     dataplane: Option<Arc<DataPlane>>,
     /// The control plane task (registries and trust), when the data plane runs.
     control: Option<ControlHandle>,
+    /// Overlay ports forwarded to local targets (both modes).
+    exposer: Exposer,
+    /// Where the SOCKS5 proxy listens (userspace mode).
+    socks5: Option<SocketAddr>,
+}
+
+fn expose_err(e: ExposeError) -> PilotError {
+    match e {
+        ExposeError::InvalidTarget(_) | ExposeError::PortZero => PilotError::invalid(
+            e.to_string(),
+            "give a port and a target: expose 8080 --to 127.0.0.1:3000",
+        ),
+        ExposeError::AlreadyExposed { .. } => PilotError::new(
+            ErrorCode::AlreadyExists,
+            e.to_string(),
+            "remove it first with `pilotctl expose --remove PORT`",
+        ),
+        ExposeError::NotExposed(_) => PilotError::new(
+            ErrorCode::NotFound,
+            e.to_string(),
+            "see the exposed ports with `pilotctl expose --list`",
+        ),
+        ExposeError::Listen { .. } => PilotError::new(
+            ErrorCode::AlreadyExists,
+            e.to_string(),
+            "another service holds that overlay port; choose another",
+        ),
+    }
 }
 
 /// The data plane as the control plane sees it.
@@ -193,6 +224,7 @@ impl Node {
             pid: std::process::id(),
             state_dir: self.paths.dir.display().to_string(),
             listen_port: self.dataplane.as_ref().map(|d| d.local_port()),
+            socks5: self.socks5.map(|a| a.to_string()),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -316,6 +348,17 @@ impl Node {
                     )),
                 }
             }
+            Request::Expose { port, to } => match self.exposer.add(port, &to).await {
+                Ok(()) => Ok(serde_json::json!({ "port": port, "to": to })),
+                Err(e) => Err(expose_err(e)),
+            },
+            Request::ExposeList {} => {
+                return Envelope::ok(&serde_json::json!({ "exposed": self.exposer.list() }))
+            }
+            Request::ExposeRemove { port } => match self.exposer.remove(port) {
+                Ok(x) => Ok(serde_json::json!({ "port": x.port, "to": x.to })),
+                Err(e) => Err(expose_err(e)),
+            },
         };
         r.into()
     }
@@ -430,13 +473,45 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let dataplane = match mode.mode {
-            Mode::Tun => Some(Arc::new(start_dataplane(&identity, &config)?)),
-            _ => None,
+        // Both modes run the data plane (the control plane needs its UDP socket either way).
+        // TUN mode: its inner side is the TUN device. Userspace mode: the netstack.
+        let (dataplane, netstack) = match mode.mode {
+            Mode::Tun => (
+                Some(Arc::new(start_dataplane(&identity, &config, None)?)),
+                None,
+            ),
+            _ => {
+                let (stack, inner) = crate::userspace::start_netstack(
+                    &identity,
+                    &config,
+                    tokio::runtime::Handle::current(),
+                )?;
+                let plane = start_dataplane(&identity, &config, Some(inner))?;
+                (Some(Arc::new(plane)), Some(stack))
+            }
         };
         let control = match &dataplane {
             Some(d) => Some(start_control(&identity, &config, &paths, hostname.clone(), d).await?),
             None => None,
+        };
+        let overlay = match &netstack {
+            Some(s) => OverlayNet::Userspace(s.clone()),
+            None => OverlayNet::Kernel {
+                address: config.network.ipv6(identity.addr48()),
+            },
+        };
+        let exposer = Exposer::new(overlay);
+        for e in &config.exposes {
+            exposer.add(e.port, &e.to).await.map_err(expose_err)?;
+        }
+        let socks5 = match (&netstack, &dataplane) {
+            (Some(stack), Some(plane)) => {
+                let resolver = crate::userspace::PeerResolver::new(plane.clone(), control.clone());
+                crate::userspace::start_socks5(&config, stack, Arc::new(resolver))
+                    .await?
+                    .map(|(addr, _task)| addr)
+            }
+            _ => None,
         };
         let node = Arc::new(Node {
             identity,
@@ -448,6 +523,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             shutdown,
             dataplane,
             control,
+            exposer,
+            socks5,
         });
         let listener = bind_api(&paths)?;
         let info = node.info();
@@ -544,27 +621,38 @@ async fn start_control(
     Ok(ControlTask::spawn(plane_core, plane.clone(), tc, rx))
 }
 
-/// TUN mode: creates the TUN device with our overlay address and route, starts the data
-/// plane on it and loads the static peers from the config (they count as trusted).
-fn start_dataplane(identity: &Identity, config: &Config) -> Result<DataPlane, PilotError> {
-    let ipv6 = config.network.ipv6(identity.addr48());
-    let mut tc = TunConfig::new(ipv6);
-    tc.name = config.tun.name.clone();
-    tc.mtu = config.tun.mtu;
-    let tun = TunDevice::create(&tc).map_err(|e| {
-        PilotError::new(
-            ErrorCode::Unauthorized,
-            e.to_string(),
-            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
-        )
-    })?;
+/// Starts the data plane on `inner` (userspace mode: the netstack) or, when it is `None`, on a
+/// new TUN device with our overlay address and route; loads the static peers from the config
+/// (they count as trusted).
+fn start_dataplane(
+    identity: &Identity,
+    config: &Config,
+    inner: Option<Inner>,
+) -> Result<DataPlane, PilotError> {
+    let inner = match inner {
+        Some(i) => i,
+        None => {
+            let ipv6 = config.network.ipv6(identity.addr48());
+            let mut tc = TunConfig::new(ipv6);
+            tc.name = config.tun.name.clone();
+            tc.mtu = config.tun.mtu;
+            let tun = TunDevice::create(&tc).map_err(|e| {
+                PilotError::new(
+                    ErrorCode::Unauthorized,
+                    e.to_string(),
+                    "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+                )
+            })?;
+            tun.into_inner()
+        }
+    };
     let dc = DataPlaneConfig {
         listen_port: config.tunnel.listen_port,
         keepalive_secs: config.tunnel.keepalive_secs,
         network: config.network,
         ..Default::default()
     };
-    let plane = DataPlane::start(identity, &dc, tun.into_inner(), None).map_err(|e| {
+    let plane = DataPlane::start(identity, &dc, inner, None).map_err(|e| {
         PilotError::new(
             ErrorCode::InvalidArgument,
             e.to_string(),

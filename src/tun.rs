@@ -25,6 +25,9 @@ pub const MIN_MTU: u16 = 1280;
 
 const _: () = assert!(VIRTIO_NET_HDR_LEN == INNER_OFFSET);
 
+/// Most segments one offloaded read can split into.
+const MAX_GSO_SEGMENTS: usize = 128;
+
 /// How to create the TUN device.
 #[derive(Debug, Clone)]
 pub struct TunConfig {
@@ -179,9 +182,10 @@ impl InnerReader for TunReader {
             ) {
                 Ok(k) => {
                     n += k;
-                    // A GSO read yields up to ~45 segments; keep the rest of the batch for the
-                    // next read unless offload is off (one packet per read).
-                    if self.offload && bufs.len() - n < 64 {
+                    // One GSO read may yield up to 128 segments (UDP_MAX_SEGMENTS), and a
+                    // read with too few buffers loses the whole super-packet: read again only
+                    // while that many are left.
+                    if self.offload && bufs.len() - n < MAX_GSO_SEGMENTS {
                         break;
                     }
                 }

@@ -47,6 +47,7 @@ pub struct GlobalCounters {
     rejected: AtomicU64,
     control_received: AtomicU64,
     control_dropped: AtomicU64,
+    send_errors: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -70,6 +71,10 @@ pub struct CountersSnapshot {
     pub control_received: u64,
     /// Control datagrams dropped because the control plane's queue was full or closed.
     pub control_dropped: u64,
+    /// UDP sends the kernel refused (buffer full for too long, unreachable); one GSO send of
+    /// many datagrams counts once.
+    #[serde(default)]
+    pub send_errors: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -90,6 +95,7 @@ impl GlobalCounters {
             rejected: l(&self.rejected),
             control_received: l(&self.control_received),
             control_dropped: l(&self.control_dropped),
+            send_errors: l(&self.send_errors),
         }
     }
 }
@@ -752,6 +758,11 @@ impl Core {
                 _ => {}
             }
         }
+    }
+
+    /// Counts a UDP send the kernel refused.
+    pub fn count_send_error(&self) {
+        bump(&self.counters.send_errors);
     }
 
     /// Number of peers.

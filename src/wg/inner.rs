@@ -15,7 +15,8 @@ pub const INNER_OFFSET: usize = 10;
 /// Reads outbound IP packets from the inner side. One thread owns it.
 pub trait InnerReader: Send {
     /// Reads a batch of packets: packet `i` is `bufs[i][INNER_OFFSET..INNER_OFFSET + sizes[i]]`.
-    /// Each `bufs[i]` is at least `INNER_OFFSET + mtu` long. Waits at most `timeout` for the
+    /// Each `bufs[i]` is at least `INNER_OFFSET + mtu` long, and there are at least 128 of
+    /// them (one offloaded TUN read may split into that many). Waits at most `timeout` for the
     /// first packet and returns `Ok(0)` when none came.
     fn recv_batch(
         &mut self,
@@ -66,6 +67,15 @@ pub fn channel(mtu: u16, depth: usize) -> (Inner, ChannelEnds) {
             from_plane,
         },
     )
+}
+
+/// An inner side that produces nothing and discards what it is given: the data plane runs
+/// (handshakes, keepalives, control messages, counters) with nowhere to deliver packets. The
+/// daemon uses it in userspace mode until the userspace network stack plugs in.
+pub fn discard(mtu: u16) -> Inner {
+    let (inner, ends) = channel(mtu, 1);
+    drop(ends);
+    inner
 }
 
 struct ChannelReader(mpsc::Receiver<Vec<u8>>);

@@ -29,8 +29,11 @@ const TICK: Duration = Duration::from_millis(250);
 const UDP_RX_BATCH: usize = 16;
 /// Largest UDP payload (a GRO train or a GSO send).
 const MAX_UDP: usize = 65535;
-/// Inner packets per batch.
+/// Decapsulated packets per write to the inner side.
 const INNER_BATCH: usize = 128;
+/// Packet buffers per read from the inner side: room for one more GSO super-packet (up to
+/// 128 segments, the kernel's UDP_MAX_SEGMENTS) after what was already read.
+const INNER_READ_BATCH: usize = 256;
 /// WireGuard data overhead (header 16 + tag 16) plus padding room.
 const WG_OVERHEAD: usize = 32 + 16;
 
@@ -44,6 +47,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn send(&self, dst: SocketAddr, data: &[u8]) {
         if let Err(e) = self.udp.send(dst, data, None) {
+            self.core.count_send_error();
             tracing::debug!(%dst, error = %e, "UDP send failed");
         }
     }
@@ -133,6 +137,7 @@ impl GsoBatch {
         if let Some(dst) = self.dst.take() {
             let seg = (self.segs > 1).then_some(self.seg);
             if let Err(e) = shared.udp.send(dst, &self.buf[..self.used], seg) {
+                shared.core.count_send_error();
                 tracing::debug!(%dst, error = %e, "UDP send failed");
             }
         }
@@ -144,10 +149,10 @@ impl GsoBatch {
 
 /// Reads the inner side, encapsulates, sends UDP.
 pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>, mtu: usize) {
-    let mut bufs: Vec<Vec<u8>> = (0..INNER_BATCH)
+    let mut bufs: Vec<Vec<u8>> = (0..INNER_READ_BATCH)
         .map(|_| vec![0u8; INNER_OFFSET + mtu.max(1280)])
         .collect();
-    let mut sizes = vec![0usize; INNER_BATCH];
+    let mut sizes = vec![0usize; INNER_READ_BATCH];
     let max_segs = shared.udp.max_gso_segments().clamp(1, 64);
     let mut gso = GsoBatch {
         buf: vec![0u8; MAX_UDP],

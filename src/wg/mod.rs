@@ -328,6 +328,16 @@ mod tests {
             Err(DataPlaneError::NotControl(1))
         ));
 
+        // Removing the peer stops its traffic at once.
+        b.remove_peer(&ida.public_key()).unwrap();
+        assert!(b.peers().is_empty());
+        ea.to_plane.send(pkt.clone()).unwrap();
+        assert!(eb
+            .from_plane
+            .recv_timeout(Duration::from_millis(500))
+            .is_err());
+        assert!(b.counters().unknown_index >= 1);
+
         let started = Instant::now();
         a.shutdown();
         b.shutdown();

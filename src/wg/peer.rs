@@ -27,18 +27,15 @@ pub enum DropReason {
     NoEndpoint,
     /// The peer was being removed while the packet was in flight.
     Removed,
-    /// The UDP socket refused the datagram (buffer full, unreachable).
-    SendFailed,
 }
 
 impl DropReason {
     /// Every reason, in the order counters are stored.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::Spoofed,
         DropReason::Rejected,
         DropReason::NoEndpoint,
         DropReason::Removed,
-        DropReason::SendFailed,
     ];
 
     /// The reason as it appears in `pilotctl peers --json` (`drops.<name>`).
@@ -48,7 +45,6 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::Removed => "removed",
-            DropReason::SendFailed => "send_failed",
         }
     }
 

@@ -1,0 +1,122 @@
+//! Userspace mode, assembled for the daemon: the [`Netstack`] as the data plane's inner side,
+//! the SOCKS5 proxy, and name and policy answers from the peer table and the registries.
+//!
+//! The port [`Exposer`](crate::expose::Exposer) is not here: it works in both modes, so the daemon owns it.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::control_task::{ControlCommand, ControlHandle};
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::Identity;
+use crate::mapping::Hostname;
+use crate::netstack::{Netstack, NetstackConfig};
+use crate::overlay_net::OverlayNet;
+use crate::socks5::{BoxFuture, Resolver, Socks5Config, Socks5Error, Socks5Server};
+use crate::wg::{DataPlane, Inner};
+
+/// Starts the netstack for this node; the returned [`Inner`] goes to `DataPlane::start`.
+pub fn start_netstack(
+    identity: &Identity,
+    config: &Config,
+    rt: tokio::runtime::Handle,
+) -> Result<(Netstack, Inner), PilotError> {
+    let mut nc = NetstackConfig::for_node(&config.network, identity.addr48());
+    nc.mtu = config.tun.mtu;
+    let (stack, port) = Netstack::spawn(nc).map_err(|e| PilotError::internal(e.to_string()))?;
+    let inner = port.into_inner(config.tun.mtu, rt);
+    tracing::info!(address = %stack.address(), "userspace netstack running");
+    Ok((stack, inner))
+}
+
+/// Names from the peer table first, then the registries; connections only to peers in the
+/// peer table (the trusted ones).
+pub struct PeerResolver {
+    plane: Arc<DataPlane>,
+    control: Option<ControlHandle>,
+}
+
+impl PeerResolver {
+    /// A resolver over the running data plane and, if registries are configured, the control
+    /// plane.
+    pub fn new(plane: Arc<DataPlane>, control: Option<ControlHandle>) -> Self {
+        PeerResolver { plane, control }
+    }
+}
+
+impl Resolver for PeerResolver {
+    fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>> {
+        Box::pin(async move {
+            if let Some(p) = self
+                .plane
+                .peers()
+                .into_iter()
+                .find(|p| p.hostname.as_deref() == Some(name.as_str()))
+            {
+                return Some(p.ipv6);
+            }
+            let control = self.control.as_ref()?;
+            let found = control
+                .call(ControlCommand::Find {
+                    hostname: name.clone(),
+                })
+                .await
+                .ok()?;
+            found.get("ipv6")?.as_str()?.parse().ok()
+        })
+    }
+
+    fn permits(&self, ip: Ipv6Addr) -> bool {
+        self.plane.peers().iter().any(|p| p.ipv6 == ip)
+    }
+}
+
+/// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled.
+pub async fn start_socks5(
+    config: &Config,
+    stack: &Netstack,
+    resolver: Arc<dyn Resolver>,
+) -> Result<Option<(SocketAddr, JoinHandle<()>)>, PilotError> {
+    if !config.socks5.enabled {
+        return Ok(None);
+    }
+    let sc = Socks5Config {
+        listen: config.socks5.listen,
+        allow_non_loopback: config.socks5.allow_non_loopback,
+        ..Socks5Config::default()
+    };
+    let net = OverlayNet::Userspace(stack.clone());
+    let bound = match Socks5Server::bind(sc.clone(), net.clone(), config.network, resolver.clone())
+        .await
+    {
+        // Several agents on one host each run a daemon: the first takes the configured port,
+        // the others take a free one (shown by `pilotctl info`) rather than failing to start.
+        Err(Socks5Error::Bind { addr, source })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            let fallback = SocketAddr::new(addr.ip(), 0);
+            tracing::warn!(%addr, %fallback, "SOCKS5 port in use; listening on a free port instead");
+            let sc = Socks5Config {
+                listen: fallback,
+                ..sc
+            };
+            Socks5Server::bind(sc, net, config.network, resolver).await
+        }
+        other => other,
+    };
+    let server = bound.map_err(|e| {
+        PilotError::new(
+            ErrorCode::InvalidArgument,
+            e.to_string(),
+            "pick a free address with [socks5] listen in the config, or set [socks5] enabled = false",
+        )
+    })?;
+    let addr = server
+        .local_addr()
+        .map_err(|e| PilotError::internal(e.to_string()))?;
+    tracing::info!(%addr, "SOCKS5 proxy listening");
+    Ok(Some((addr, tokio::spawn(server.run()))))
+}

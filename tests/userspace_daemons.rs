@@ -1,0 +1,188 @@
+//! Two real daemons in userspace mode on loopback (no TUN, no root): static peers, WireGuard
+//! over 127.0.0.1, B exposes overlay ports to local servers (one from its config file, one with
+//! `pilotctl expose`), and a SOCKS5 client reaches them through A's proxy by hostname.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
+
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("pilot-us")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PILOT_HOME", self.path())
+            .env_remove("PILOT_SOCKET")
+            .env_remove("PILOT_REGISTRY")
+            .output()
+            .expect("run pilotctl")
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cmd(&all);
+        let code = out.status.code().unwrap_or(-1);
+        let text = if code == 0 { &out.stdout } else { &out.stderr };
+        let v = serde_json::from_slice(text).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, v)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, v) = self.json(args);
+        assert_eq!(code, 0, "{args:?} failed: {v}");
+        v["data"].clone()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(131) >> 3) as u8
+}
+
+/// A local server that sends `len` pattern bytes to each client, then closes.
+fn byte_server(len: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(8) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..len).map(pattern).collect();
+                let _ = s.write_all(&data);
+            });
+        }
+    });
+    port
+}
+
+/// SOCKS5 CONNECT by name; the reply code, and the stream when it is 0.
+fn socks_connect(proxy: &str, host: &str, port: u16) -> (u8, TcpStream) {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(m, [5, 0]);
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let mut bound = vec![0u8; if head[3] == 4 { 18 } else { 6 }];
+    s.read_exact(&mut bound).unwrap();
+    (head[1], s)
+}
+
+#[test]
+fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
+    let a = Home::new();
+    let b = Home::new();
+    // First start makes each identity; read the keys, then stop.
+    let mut keys = Vec::new();
+    for h in [&a, &b] {
+        h.ok(&["daemon", "start", "--mode", "userspace"]);
+        keys.push(h.ok(&["info"])["public_key"].as_str().unwrap().to_string());
+        h.ok(&["daemon", "stop", "--timeout", "3"]);
+    }
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let from_config = byte_server(3 << 20);
+    let from_cli = byte_server(1000);
+    std::fs::write(
+        a.path().join("config.toml"),
+        format!(
+            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pa}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
+             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-b\"\nendpoint = \"127.0.0.1:{pb}\"\n",
+            keys[1]
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.path().join("config.toml"),
+        format!(
+            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pb}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
+             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-a\"\nendpoint = \"127.0.0.1:{pa}\"\n\
+             [[expose]]\nport = 8080\nto = \"127.0.0.1:{from_config}\"\n",
+            keys[0]
+        ),
+    )
+    .unwrap();
+    a.ok(&["daemon", "start"]);
+    b.ok(&["daemon", "start"]);
+    b.ok(&["expose", "8081", "--to", &format!("127.0.0.1:{from_cli}")]);
+    let listed = b.ok(&["expose", "--list"]);
+    assert_eq!(listed["exposed"].as_array().unwrap().len(), 2, "{listed}");
+
+    let info = a.ok(&["info"]);
+    assert_eq!(info["mode"], "userspace");
+    let proxy = info["socks5"].as_str().unwrap().to_string();
+
+    let (code, mut s) = socks_connect(&proxy, "node-b.pilot", 8080);
+    assert_eq!(code, 0);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 3 << 20);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == pattern(i)));
+
+    let (code, mut s) = socks_connect(&proxy, "node-b.pilot", 8081);
+    assert_eq!(code, 0);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 1000);
+
+    b.ok(&["expose", "--remove", "8081"]);
+    assert_eq!(
+        socks_connect(&proxy, "node-b.pilot", 8081).0,
+        5,
+        "removed port refuses"
+    );
+    assert_eq!(
+        socks_connect(&proxy, "nobody.pilot", 8080).0,
+        4,
+        "unknown name"
+    );
+    let (code, v) = b.json(&["expose", "--remove", "8081"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["code"], "not_found");
+}
