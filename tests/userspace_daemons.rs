@@ -185,4 +185,10 @@ fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     let (code, v) = b.json(&["expose", "--remove", "8081"]);
     assert_eq!(code, 1);
     assert_eq!(v["code"], "not_found");
+
+    // `pilotctl ping` is a control-level probe: it works without a TUN device.
+    let ping = a.ok(&["ping", &keys[1], "--count", "2"]);
+    assert_eq!(ping["path"], "direct", "{ping}");
+    assert_eq!(ping["received"], 2, "{ping}");
+    assert!(ping["avg_ms"].as_f64().is_some(), "{ping}");
 }
