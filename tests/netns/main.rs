@@ -3,6 +3,7 @@
 
 mod common;
 mod demo;
+mod services;
 mod trust;
 
 use std::time::Duration;
