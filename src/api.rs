@@ -61,6 +61,38 @@ pub enum Request {
     },
     /// Every trust record.
     Trust {},
+    /// Open a byte stream to a peer's overlay port; after the reply line the connection carries
+    /// the stream's bytes both ways.
+    Connect {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// The peer's overlay TCP port.
+        port: u16,
+    },
+    /// Wait for one peer to connect to our overlay port; after the reply line the connection
+    /// carries the stream's bytes both ways.
+    Listen {
+        /// Our overlay TCP port.
+        port: u16,
+    },
+    /// Queue a message for a peer's inbox (delivered with retries until acked).
+    SendMessage {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// The payload (for `json`, JSON text).
+        data: String,
+        /// `json` (default) or `text`.
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    },
+    /// The messages in our inbox.
+    Inbox {
+        /// Delete them after listing.
+        #[serde(default)]
+        clear: bool,
+    },
+    /// Messages not yet acked by their recipients.
+    Outbox {},
     /// Look up an exact hostname at the registries.
     Find {
         /// The hostname.
@@ -219,6 +251,23 @@ impl Client {
             reader: BufReader::new(stream),
             writer,
         })
+    }
+
+    /// Sends a stream request (`connect`, `listen`) and waits for its reply; on success the
+    /// returned reader and writer carry the stream (read timeout cleared).
+    pub fn open_stream(
+        mut self,
+        req: &Request,
+    ) -> Result<(serde_json::Value, BufReader<UnixStream>, UnixStream), PilotError> {
+        self.writer
+            .set_read_timeout(None)
+            .map_err(|e| PilotError::internal(e.to_string()))?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| PilotError::internal(e.to_string()))?;
+        let v = self.call(req)?;
+        Ok((v, self.reader, self.writer))
     }
 
     /// Sends a request and waits for its reply.

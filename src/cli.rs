@@ -90,6 +90,39 @@ pub enum Command {
     /// Forward an overlay TCP port to a local HOST:PORT, so peers reach a local service
     /// (`expose 8080 --to 127.0.0.1:3000`); `--list` shows them, `--remove PORT` stops one.
     Expose(ExposeArgs),
+    /// Open a byte stream to a peer's overlay port: stdin goes to the peer, the peer's answer to
+    /// stdout (port 1000 by convention: `echo '{"task":"x"}' | pilotctl connect worker-node 1000`).
+    Connect {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// The peer's overlay TCP port.
+        port: u16,
+    },
+    /// Wait for one trusted peer to connect to our overlay port; its bytes go to stdout, stdin
+    /// goes back to it.
+    Listen {
+        /// Our overlay TCP port (1000 by convention).
+        port: u16,
+    },
+    /// Send a message to a peer's inbox; it is stored first and retried until the peer acks.
+    SendMessage {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// The payload.
+        #[arg(long)]
+        data: String,
+        /// json (default: --data must be valid JSON) or text.
+        #[arg(long = "type", default_value = "json")]
+        kind: String,
+    },
+    /// List the messages in our inbox.
+    Inbox {
+        /// Delete them after listing.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// List sent messages not yet acked by their recipients.
+    Outbox,
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -227,7 +260,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let is_stream = matches!(
+        cli.command,
+        Command::Connect { .. } | Command::Listen { .. }
+    );
     match run(cli.command) {
+        Ok(_) if is_stream => ExitCode::SUCCESS,
         Ok(out) => {
             if cli.json {
                 println!(
@@ -414,6 +452,51 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
         }
         Command::Expose(args) => expose(args),
         Command::Registry(RegistryCmd::Run(args)) => registry_run(&args),
+        Command::Connect { peer, port } => stream(&Request::Connect { peer, port }),
+        Command::Listen { port } => stream(&Request::Listen { port }),
+        Command::SendMessage { peer, data, kind } => {
+            let v = call(&Request::SendMessage {
+                peer,
+                data,
+                kind: Some(kind),
+            })?;
+            let text = match v["status"].as_str() {
+                Some("delivered") => format!("message {} delivered", v["id"].as_str().unwrap_or("")),
+                _ => format!(
+                    "message {} queued: it is kept and retried until the peer acks (see `pilotctl outbox`)",
+                    v["id"].as_str().unwrap_or("")
+                ),
+            };
+            Ok(Output { data: v, text })
+        }
+        Command::Inbox { clear } => {
+            let v = call(&Request::Inbox { clear })?;
+            let mut text = String::new();
+            for m in v["messages"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "{} from {} ({}): {}\n",
+                    m["id"].as_str().unwrap_or(""),
+                    m["from_hostname"].as_str().unwrap_or("-"),
+                    m["from_address"].as_str().unwrap_or("-"),
+                    match &m["data"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }
+                ));
+            }
+            if text.is_empty() {
+                text = "inbox is empty".into();
+            }
+            Ok(Output { data: v, text })
+        }
+        Command::Outbox => {
+            let v = call(&Request::Outbox {})?;
+            let n = v["outbox"].as_array().map_or(0, |a| a.len());
+            Ok(Output {
+                data: v,
+                text: format!("{n} message(s) waiting for an ack"),
+            })
+        }
         Command::Config(ConfigCmd::Check { file }) => {
             let cfg = Config::load(&file).map_err(|e| {
                 PilotError::invalid(
@@ -427,6 +510,38 @@ fn run(cmd: Command) -> Result<Output, PilotError> {
             ))
         }
     }
+}
+
+/// `connect` / `listen`: stdin to the stream, the stream to stdout, until both ends finish.
+/// With `--json`, only errors use the envelope: the stream's bytes are the output.
+fn stream(req: &Request) -> Result<Output, PilotError> {
+    use std::io::Write;
+    let client = Client::connect(&paths()?.socket)?;
+    let (_, mut reader, mut writer) = client.open_stream(req)?;
+    let up = std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let _ = std::io::copy(&mut stdin, &mut writer);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut reader, &mut stdout).map_err(|e| {
+        PilotError::new(
+            ErrorCode::ConnectionFailed,
+            format!("the stream broke: {e}"),
+            "see the daemon log",
+        )
+    })?;
+    let _ = stdout.flush();
+    // Let what stdin still holds reach the peer (a reply written after the peer finished
+    // sending), unless stdin is a terminal that may never end.
+    // SAFETY: isatty only inspects file descriptor 0.
+    if unsafe { libc::isatty(0) } == 0 {
+        let _ = up.join();
+    }
+    Ok(Output {
+        data: serde_json::Value::Null,
+        text: String::new(),
+    })
 }
 
 /// `hostname (address)` or the address alone.

@@ -28,7 +28,8 @@ use crate::wg::{DataPlane, DataPlaneConfig, Inner};
 use std::net::SocketAddr;
 
 use crate::expose::{ExposeError, Exposer};
-use crate::overlay_net::OverlayNet;
+use crate::overlay_net::{OverlayNet, OverlayStream};
+use crate::services::Messages;
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
 #[derive(Debug, Clone, Default)]
@@ -120,6 +121,10 @@ struct Node {
     exposer: Exposer,
     /// Where the SOCKS5 proxy listens (userspace mode).
     socks5: Option<SocketAddr>,
+    /// Overlay sockets in the running mode (services, streams).
+    overlay: OverlayNet,
+    /// The message service (port 1001).
+    messages: Option<Arc<Messages>>,
 }
 
 fn expose_err(e: ExposeError) -> PilotError {
@@ -275,6 +280,188 @@ impl Node {
         })
     }
 
+    fn no_messages() -> PilotError {
+        PilotError::internal("the message service is not running (see the daemon log)")
+    }
+
+    /// A trusted peer's key and overlay address from anything that names it.
+    async fn resolve_peer(&self, text: &str) -> Result<(String, std::net::Ipv6Addr), PilotError> {
+        let r = self.peer_ref(text)?;
+        let ip = match &r {
+            PeerRef::Addr48(a) => self.config.network.ipv6(*a),
+            PeerRef::PublicKey(k) => self.config.network.ipv6(k.addr48()),
+            PeerRef::Hostname(h) => {
+                let found = match &self.dataplane {
+                    Some(plane) => {
+                        use crate::socks5::Resolver;
+                        crate::userspace::PeerResolver::new(plane.clone(), self.control.clone())
+                            .resolve(h)
+                            .await
+                    }
+                    None => None,
+                };
+                found.ok_or_else(|| {
+                    PilotError::new(
+                        ErrorCode::NotFound,
+                        format!("no peer or registry knows the hostname `{h}`"),
+                        "check the name with `pilotctl find NAME`, or name the peer by address or key",
+                    )
+                })?
+            }
+        };
+        let key = self
+            .dataplane
+            .as_ref()
+            .and_then(|d| d.peers().into_iter().find(|p| p.ipv6 == ip))
+            .map(|p| p.public_key)
+            .ok_or_else(|| {
+                PilotError::new(
+                    ErrorCode::Unauthorized,
+                    format!("{r} ({ip}) is not a trusted peer"),
+                    format!("ask for trust first: `pilotctl handshake {r}`, and wait for approval"),
+                )
+            })?;
+        Ok((key, ip))
+    }
+
+    async fn send_message(
+        &self,
+        peer: &str,
+        data: String,
+        kind: Option<String>,
+    ) -> Result<serde_json::Value, PilotError> {
+        use crate::messages::{MessageType, MAX_DATA};
+        let kind = match kind.as_deref().unwrap_or("json") {
+            "json" => MessageType::Json,
+            "text" => MessageType::Text,
+            other => {
+                return Err(PilotError::invalid(
+                    format!("unknown message type `{other}`"),
+                    "use --type json or --type text",
+                ))
+            }
+        };
+        if data.len() > MAX_DATA {
+            return Err(PilotError::invalid(
+                format!(
+                    "the message is {} bytes; at most {MAX_DATA} are allowed",
+                    data.len()
+                ),
+                "send large data as a stream (`pilotctl connect PEER PORT`)",
+            ));
+        }
+        let value = match kind {
+            MessageType::Json => serde_json::from_str(&data).map_err(|e| {
+                PilotError::invalid(
+                    format!("--data is not valid JSON: {e}"),
+                    "quote it for the shell, e.g. --data '{\"status\":\"operational\"}', or use --type text",
+                )
+            })?,
+            MessageType::Text => serde_json::Value::String(data),
+        };
+        let (key, ip) = self.resolve_peer(peer).await?;
+        let m = self.messages.as_ref().ok_or_else(Self::no_messages)?;
+        let (id, delivered) = m
+            .send(
+                key.clone(),
+                ip,
+                kind,
+                value,
+                std::time::Duration::from_secs(3),
+            )
+            .await
+            .map_err(|e| PilotError::internal(format!("cannot queue the message: {e}")))?;
+        Ok(serde_json::json!({
+            "id": id,
+            "to": key,
+            "to_ipv6": ip.to_string(),
+            "status": if delivered { "delivered" } else { "queued" },
+        }))
+    }
+
+    fn inbox(&self, clear: bool) -> Result<serde_json::Value, PilotError> {
+        let m = self.messages.as_ref().ok_or_else(Self::no_messages)?;
+        let list = m
+            .inbox()
+            .map_err(|e| PilotError::internal(format!("cannot read the inbox: {e}")))?;
+        if clear {
+            m.clear_inbox()
+                .map_err(|e| PilotError::internal(format!("cannot clear the inbox: {e}")))?;
+        }
+        Ok(serde_json::json!({ "messages": list, "cleared": clear }))
+    }
+
+    /// Opens the overlay side of a `connect` or `listen` request.
+    async fn open_stream(
+        &self,
+        req: &Request,
+        api: &mut UnixStream,
+    ) -> Result<(OverlayStream, serde_json::Value), PilotError> {
+        match req {
+            Request::Connect { peer, port } => {
+                let (key, ip) = self.resolve_peer(peer).await?;
+                let dst = std::net::SocketAddrV6::new(ip, *port, 0, 0);
+                let s = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    self.overlay.connect(dst),
+                )
+                .await
+                .map_err(|_| {
+                    PilotError::new(
+                        ErrorCode::Timeout,
+                        format!("no answer from [{ip}]:{port} within 10 s"),
+                        "check `pilotctl peers` for a recent handshake",
+                    )
+                })?
+                .map_err(|e| {
+                    PilotError::new(
+                        ErrorCode::ConnectionFailed,
+                        format!("cannot connect to [{ip}]:{port}: {e}"),
+                        format!("is anything listening on port {port} of the peer (`pilotctl listen {port}` there)?"),
+                    )
+                })?;
+                Ok((
+                    s,
+                    serde_json::json!({ "peer": key, "ipv6": ip.to_string(), "port": port }),
+                ))
+            }
+            Request::Listen { port } => {
+                let mut l = self.overlay.listen(*port).await.map_err(|e| {
+                    PilotError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("cannot listen on overlay port {port}: {e}"),
+                        "another listener or exposed port holds it; choose another port",
+                    )
+                })?;
+                let mut probe = [0u8; 1];
+                let s = tokio::select! {
+                    a = l.accept() => a.map_err(|e| PilotError::internal(format!("accept failed: {e}")))?,
+                    _ = api.read(&mut probe) => {
+                        return Err(PilotError::invalid("the client left before a peer connected", ""));
+                    }
+                };
+                let remote = s
+                    .peer_addr()
+                    .map(|a| a.ip().to_string())
+                    .unwrap_or_default();
+                let from = self
+                    .dataplane
+                    .as_ref()
+                    .and_then(|d| d.peers().into_iter().find(|p| p.ipv6.to_string() == remote));
+                Ok((
+                    s,
+                    serde_json::json!({
+                        "port": port,
+                        "peer_ipv6": remote,
+                        "peer": from.as_ref().map(|p| p.public_key.clone()),
+                        "peer_hostname": from.and_then(|p| p.hostname),
+                    }),
+                ))
+            }
+            _ => Err(PilotError::internal("not a stream request")),
+        }
+    }
+
     async fn control(&self, cmd: ControlCommand) -> Result<serde_json::Value, PilotError> {
         match &self.control {
             Some(c) => c.call(cmd).await,
@@ -337,6 +524,19 @@ impl Node {
                     self.control(ControlCommand::Ping { peer, count }).await
                 }
                 Err(e) => Err(e),
+            },
+            Request::Connect { .. } | Request::Listen { .. } => Err(PilotError::invalid(
+                "a stream request must be the first request on its connection",
+                "open a new API connection for each stream",
+            )),
+            Request::SendMessage { peer, data, kind } => self.send_message(&peer, data, kind).await,
+            Request::Inbox { clear } => self.inbox(clear),
+            Request::Outbox {} => match &self.messages {
+                Some(m) => m
+                    .outbox()
+                    .map(|v| serde_json::json!({ "outbox": v }))
+                    .map_err(|e| PilotError::internal(e.to_string())),
+                None => Err(Self::no_messages()),
             },
             Request::Find { hostname } => {
                 let name = hostname.strip_suffix(".pilot").unwrap_or(&hostname);
@@ -500,7 +700,20 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
                 address: config.network.ipv6(identity.addr48()),
             },
         };
-        let exposer = Exposer::new(overlay);
+        let exposer = Exposer::new(overlay.clone());
+        crate::services::start_echo(overlay.clone());
+        let messages = match &dataplane {
+            Some(plane) => {
+                match Messages::start(&paths.dir, overlay.clone(), plane.clone()).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "message service not started (port 1001)");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         for e in &config.exposes {
             exposer.add(e.port, &e.to).await.map_err(expose_err)?;
         }
@@ -525,6 +738,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             control,
             exposer,
             socks5,
+            overlay,
+            messages,
         });
         let listener = bind_api(&paths)?;
         let info = node.info();
@@ -724,6 +939,24 @@ async fn serve(node: Arc<Node>, listener: UnixListener, mut shutdown: watch::Rec
     }
 }
 
+/// Answers a stream request with `data`, then copies bytes both ways until both sides end.
+async fn splice(
+    mut api: UnixStream,
+    early: Vec<u8>,
+    mut overlay: OverlayStream,
+    data: serde_json::Value,
+) {
+    let mut out = serde_json::to_vec(&Envelope::Ok { data }).unwrap_or_default();
+    out.push(b'\n');
+    if api.write_all(&out).await.is_err() {
+        return;
+    }
+    if !early.is_empty() && overlay.write_all(&early).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut api, &mut overlay).await;
+}
+
 /// Serves one API connection: one JSON request per line, one reply per line.
 async fn handle_conn(node: Arc<Node>, mut stream: UnixStream) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -737,6 +970,15 @@ async fn handle_conn(node: Arc<Node>, mut stream: UnixStream) {
             }
             let reply = match std::str::from_utf8(line) {
                 Ok(text) => match api::parse_request(text) {
+                    Ok(req @ (Request::Connect { .. } | Request::Listen { .. })) => {
+                        match node.open_stream(&req, &mut stream).await {
+                            Ok((overlay, data)) => {
+                                splice(stream, std::mem::take(&mut buf), overlay, data).await;
+                                return;
+                            }
+                            Err(e) => Envelope::Error(e),
+                        }
+                    }
                     Ok(req) => node.handle(req).await,
                     Err(e) => {
                         tracing::debug!("bad API request: {}", e.message);

@@ -40,8 +40,20 @@ impl OverlayNet {
     pub async fn listen(&self, port: u16) -> io::Result<OverlayListener> {
         match self {
             OverlayNet::Kernel { address } => {
-                let l = TcpListener::bind(SocketAddrV6::new(*address, port, 0, 0)).await?;
-                Ok(OverlayListener::Kernel(l))
+                // A TUN address just added can be briefly unusable (EADDRNOTAVAIL) until the
+                // kernel finishes bringing it up: retry for a bounded time.
+                let addr = SocketAddrV6::new(*address, port, 0, 0);
+                let mut tries = 0;
+                loop {
+                    match TcpListener::bind(addr).await {
+                        Ok(l) => return Ok(OverlayListener::Kernel(l)),
+                        Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && tries < 50 => {
+                            tries += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             OverlayNet::Userspace(n) => Ok(OverlayListener::Userspace(n.listen(port).await?)),
         }

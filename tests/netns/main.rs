@@ -4,6 +4,7 @@
 mod common;
 mod demo;
 mod nat;
+mod services;
 mod trust;
 
 use std::time::Duration;
