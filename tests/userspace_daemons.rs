@@ -191,4 +191,46 @@ fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     assert_eq!(ping["path"], "direct", "{ping}");
     assert_eq!(ping["received"], 2, "{ping}");
     assert!(ping["avg_ms"].as_f64().is_some(), "{ping}");
+
+    // Agent services run the same on the netstack: messages, streams and echo.
+    let m = a.ok(&[
+        "send-message",
+        "node-b",
+        "--data",
+        "{\"status\":\"operational\"}",
+    ]);
+    assert_eq!(m["status"], "delivered", "{m}");
+    let inbox = b.ok(&["inbox"]);
+    assert_eq!(
+        inbox["messages"][0]["data"]["status"], "operational",
+        "{inbox}"
+    );
+    assert_eq!(inbox["messages"][0]["from"], keys[0].as_str());
+
+    let mut listener = Command::new(BIN)
+        .args(["listen", "1000"])
+        .env("PILOT_HOME", b.path())
+        .env_remove("PILOT_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    listener.stdin.take().unwrap().write_all(b"pong\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for (port, input, want) in [(1000u16, "ping\n", "pong\n"), (7, "echo me\n", "echo me\n")] {
+        let mut c = Command::new(BIN)
+            .args(["connect", "node-b", &port.to_string()])
+            .env("PILOT_HOME", a.path())
+            .env_remove("PILOT_SOCKET")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "connect to port {port}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "port {port}");
+    }
+    let heard = listener.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&heard.stdout), "ping\n");
 }
