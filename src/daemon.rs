@@ -572,22 +572,11 @@ fn load_node_state(paths: &StatePaths) -> NodeState {
 }
 
 fn save_node_state(paths: &StatePaths, state: &NodeState) -> Result<(), PilotError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = paths.node_state();
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(serde_json::to_string_pretty(state)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| PilotError::internal(format!("cannot save {}: {e}", path.display())))
+    let bytes = serde_json::to_vec_pretty(state)
+        .map_err(|e| PilotError::internal(format!("cannot encode node state: {e}")))?;
+    crate::paths::write_private_atomic(&path, &bytes)
+        .map_err(|e| PilotError::internal(format!("cannot save {}: {e}", path.display())))
 }
 
 /// Reads the config: `--config`, else `$PILOT_HOME/config.toml` if present, else defaults.
