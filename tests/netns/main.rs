@@ -4,6 +4,7 @@
 mod common;
 mod demo;
 mod trust;
+mod userspace;
 
 use std::time::Duration;
 
