@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Userspace vs TUN vs onetun, in one run (root: network namespaces).
 #
-#   sudo bench/modes.sh                 # MB=200 REPS=1 IDLE_S=10 RUN_ONETUN=auto
+#   sudo bench/modes.sh                 # MB=500 REPS=3 IDLE_S=10 RUN_ONETUN=auto
 #
 # Two namespaces $NS_A/$NS_B (default pmodesA/pmodesB) on a veth, 198.51.100.1/24 <->
 # 198.51.100.2/24 (documentation range, no route off the box). Real `pilotctl daemon run` on
@@ -24,8 +24,8 @@ set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-MB=${MB:-200}
-REPS=${REPS:-1}
+MB=${MB:-500}
+REPS=${REPS:-3}
 IDLE_S=${IDLE_S:-10}
 RUN_ONETUN=${RUN_ONETUN:-auto}
 BENCH_PEERS=${BENCH_PEERS:-/work/shared/bench-peers}
@@ -131,6 +131,8 @@ start() { # NODE NS
 }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
+# pct TICKS_A TICKS_B SECONDS -> "a/b", each daemon's CPU in % of one core over the transfer
+pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$TCK" 'BEGIN { printf "%.0f/%.0f", a / hz / s * 100, b / hz / s * 100 }'; }
 
 declare -A DOWN UP CPU_D CPU_U
 # pairing MODE_A MODE_B: starts both daemons, measures best-of-REPS download and upload.
@@ -163,7 +165,7 @@ pairing() {
     [[ $size == "$BYTES" ]] || { log "$name download got $size of $BYTES bytes"; return 1; }
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
     log "$name download: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)))"
-    if (( r > best_d )); then best_d=$r; CPU_D[$name]="$(( (a1 - a0) * 100 / TCK ))/$(( (b1 - b0) * 100 / TCK ))"; fi
+    if (( r > best_d )); then best_d=$r; CPU_D[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
     a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b")
     out=$(ip netns exec "$NS_A" curl -sS --max-time 120 "${socks[@]}" "$url/up" --data-binary @"$T/up.bin" \
           -H 'Content-Type: application/octet-stream' -w ' %{size_upload} %{time_total}')
@@ -172,7 +174,7 @@ pairing() {
     [[ $got == "$BYTES" ]] || { log "$name upload: server got $got of $BYTES bytes"; return 1; }
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
     log "$name upload: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)))"
-    if (( r > best_u )); then best_u=$r; CPU_U[$name]="$(( (a1 - a0) * 100 / TCK ))/$(( (b1 - b0) * 100 / TCK ))"; fi
+    if (( r > best_u )); then best_u=$r; CPU_U[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
   done
   DOWN[$name]=$best_d; UP[$name]=$best_u
   if [[ $name == us-us ]]; then
@@ -223,7 +225,7 @@ ratio() { [[ -n $1 && -n $2 && $2 != 0 ]] && awk -v a="$1" -v b="$2" 'BEGIN { pr
 echo
 echo "pilot $("$BIN" --version | awk '{print $2}'), $(uname -r), $(nproc) CPUs, ${MB} MB per transfer, best of $REPS, $(date -u +%FT%TZ)"
 echo
-echo "| pairing (A client, B data) | download B→A Mbit/s | upload A→B Mbit/s | ÷ tun-tun down | ÷ tun-tun up | daemon CPU % A/B down | up |"
+echo "| pairing (A client, B data) | download B→A Mbit/s | upload A→B Mbit/s | ÷ tun-tun down | ÷ tun-tun up | daemon CPU % of a core A/B, down | up |"
 echo "|---|---|---|---|---|---|---|"
 for p in tun-tun us-us us-tun tun-us; do
   echo "| $p | ${DOWN[$p]} | ${UP[$p]} | $(ratio "${DOWN[$p]}" "${DOWN[tun-tun]}") | $(ratio "${UP[$p]}" "${UP[tun-tun]}") | ${CPU_D[$p]} | ${CPU_U[$p]} |"

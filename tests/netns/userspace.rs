@@ -192,6 +192,8 @@ fn an_agent_without_privileges_reaches_a_tun_agent_by_name_and_serves_it_through
         agent.daemon_log(),
         worker.daemon_log()
     );
+    // The userspace stack answers pings like a kernel would.
+    assert!(worker.ping(agent.ipv6()), "no echo reply from the netstack");
     for url in [
         by_name.to_string(),
         format!("http://[{}]:8080/hello.txt", worker.ipv6()),
