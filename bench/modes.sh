@@ -14,12 +14,13 @@
 #   tun-us   A tun,       B userspace: curl in A straight to http://[B]:8080 (B's expose)
 # Every pairing measures the same way (like with like, no iperf3): download = GET of MB
 # megabytes streamed from memory by a small python server in B, upload = POST of MB megabytes
-# (from a file in page cache) that the server drains; Mbit/s = bytes * 8 / curl time_total.
+# (curl -T streams a file from page cache) that the server drains; Mbit/s = bytes * 8 / curl time_total.
 # Then idle CPU and wakeups/s (context switches, all threads) of userspace daemon A over
 # IDLE_S seconds, and, if onetun is installed, /work/shared/bench-peers/run-onetun.sh in the
 # same invocation (its own namespaces hostA/hostB; download = curl GET of MB through the
 # forward, upload = iperf3 1 stream; IPERF_T=5). Prints one table with the ratios.
-# Knobs: MB, REPS (best of N per figure), IDLE_S, RUN_ONETUN=auto|0, NS_A, NS_B, KEEP=1 (keep $T).
+# Knobs: MB, REPS (best of N per figure), IDLE_S, RUN_ONETUN=auto|0, NS_A, NS_B, KEEP=1 (keep $T),
+# PAIRINGS (default "tun-tun us-us us-tun tun-us"), PERF=us-us|us-tun|tun-us|tun-tun (perf record both daemons during that pairing's first download).
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -130,6 +131,13 @@ start() { # NODE NS
   log "daemon $1 did not start"; cat "$T/$1.log" >&2; return 1
 }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# drops NS -> "UDP receive-buffer drops, TCP segments retransmitted by the kernel" (cumulative)
+drops() {
+  ip netns exec "$1" cat /proc/net/snmp | awk '
+    /^Udp:/ { if (!u) { for (i = 2; i <= NF; i++) c[$i] = i; u = 1; next } r = $c["RcvbufErrors"] }
+    /^Tcp:/ { if (!t) { for (i = 2; i <= NF; i++) d[$i] = i; t = 1; next } x = $d["RetransSegs"] }
+    END { print r + 0, x + 0 }'
+}
 TCK=$(getconf CLK_TCK)
 # pct TICKS_A TICKS_B SECONDS -> "a/b", each daemon's CPU in % of one core over the transfer
 pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$TCK" 'BEGIN { printf "%.0f/%.0f", a / hz / s * 100, b / hz / s * 100 }'; }
@@ -137,7 +145,7 @@ pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$TCK" 'BEGIN { printf "%.0f/%.0
 declare -A DOWN UP CPU_D CPU_U
 # pairing MODE_A MODE_B: starts both daemons, measures best-of-REPS download and upload.
 pairing() {
-  local name=$1 ma=$2 mb=$3 url host socks=() ex=""
+  local name=$1 ma=$2 mb=$3 url host socks=() ex="" ua0 ta0 ub0 tb0 ua1 ta1 ub1 tb1
   [[ $mb == userspace ]] && ex=expose
   config a "$ma" b "$VETH_B" node-b
   config b "$mb" a "$VETH_A" node-a "$ex"
@@ -157,23 +165,35 @@ pairing() {
   (( ok )) || { log "$name: no path to $url"; cat "$T/a.log" "$T/b.log" >&2; return 1; }
   local best_d=0 best_u=0 r out a0 b0 a1 b1
   for r in $(seq 1 "$REPS"); do
-    a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b")
+    local perf_pid=""
+    if [[ ${PERF:-} == "$name" && $r == 1 ]]; then
+      # Both daemons, during the first download of this pairing.
+      perf record -g -F 999 -p "$PID_a,$PID_b" -o "/tmp/pilot-modes-perf-$name.data" 2>/dev/null & perf_pid=$!
+      sleep 0.5
+    fi
+    a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b"); read -r ua0 ta0 < <(drops "$NS_A"); read -r ub0 tb0 < <(drops "$NS_B")
     out=$(ip netns exec "$NS_A" curl -sS --max-time 120 "${socks[@]}" "$url/$BYTES" -o /dev/null \
           -w '%{size_download} %{time_total}')
     a1=$(cpu "$PID_a"); b1=$(cpu "$PID_b")
+    if [[ -n $perf_pid ]]; then
+      kill -INT "$perf_pid"; wait "$perf_pid" || true
+      log "perf profile of both daemons: /tmp/pilot-modes-perf-$name.data"
+    fi
     read -r size secs <<<"$out"
     [[ $size == "$BYTES" ]] || { log "$name download got $size of $BYTES bytes"; return 1; }
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
-    log "$name download: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)))"
+    read -r ua1 ta1 < <(drops "$NS_A"); read -r ub1 tb1 < <(drops "$NS_B")
+    log "$name download: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)); UDP rcvbuf drops A/B $((ua1 - ua0))/$((ub1 - ub0)), kernel TCP retransmits A/B $((ta1 - ta0))/$((tb1 - tb0)))"
     if (( r > best_d )); then best_d=$r; CPU_D[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
-    a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b")
-    out=$(ip netns exec "$NS_A" curl -sS --max-time 120 "${socks[@]}" "$url/up" --data-binary @"$T/up.bin" \
+    a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b"); read -r ua0 ta0 < <(drops "$NS_A"); read -r ub0 tb0 < <(drops "$NS_B")
+    out=$(ip netns exec "$NS_A" curl -sS --max-time 120 "${socks[@]}" "$url/up" -X POST -T "$T/up.bin" -H 'Expect:' \
           -H 'Content-Type: application/octet-stream' -w ' %{size_upload} %{time_total}')
     a1=$(cpu "$PID_a"); b1=$(cpu "$PID_b")
     read -r got size secs <<<"$out"
     [[ $got == "$BYTES" ]] || { log "$name upload: server got $got of $BYTES bytes"; return 1; }
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
-    log "$name upload: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)))"
+    read -r ua1 ta1 < <(drops "$NS_A"); read -r ub1 tb1 < <(drops "$NS_B")
+    log "$name upload: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)); UDP rcvbuf drops A/B $((ua1 - ua0))/$((ub1 - ub0)), kernel TCP retransmits A/B $((ta1 - ta0))/$((tb1 - tb0)))"
     if (( r > best_u )); then best_u=$r; CPU_U[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
   done
   DOWN[$name]=$best_d; UP[$name]=$best_u
@@ -190,13 +210,21 @@ pairing() {
     IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/"$PID_a"/status)
     log "idle ${IDLE_S} s, userspace daemon A: ${IDLE_CPU} % of a core, ${IDLE_WAKE} wakeups/s, RSS ${IDLE_RSS} KiB"
   fi
+  for n in a b; do PILOT_HOME=$T/$n "$BIN" --json peers | jq -c '.data.counters' >"$T/$name-$n.counters" || true; done
+  log "$name counters A: $(cat "$T/$name-a.counters") B: $(cat "$T/$name-b.counters")"
   stop_pids
 }
 
-pairing tun-tun tun tun
-pairing us-us userspace userspace
-pairing us-tun userspace tun
-pairing tun-us tun userspace
+PAIRINGS=${PAIRINGS:-"tun-tun us-us us-tun tun-us"}
+for p in $PAIRINGS; do
+  case $p in
+    tun-tun) pairing tun-tun tun tun ;;
+    us-us) pairing us-us userspace userspace ;;
+    us-tun) pairing us-tun userspace tun ;;
+    tun-us) pairing tun-us tun userspace ;;
+    *) log "unknown pairing $p"; exit 1 ;;
+  esac
+done
 kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
 ip netns del "$NS_A"; ip netns del "$NS_B"
 
@@ -227,15 +255,15 @@ echo "pilot $("$BIN" --version | awk '{print $2}'), $(uname -r), $(nproc) CPUs, 
 echo
 echo "| pairing (A client, B data) | download B→A Mbit/s | upload A→B Mbit/s | ÷ tun-tun down | ÷ tun-tun up | daemon CPU % of a core A/B, down | up |"
 echo "|---|---|---|---|---|---|---|"
-for p in tun-tun us-us us-tun tun-us; do
-  echo "| $p | ${DOWN[$p]} | ${UP[$p]} | $(ratio "${DOWN[$p]}" "${DOWN[tun-tun]}") | $(ratio "${UP[$p]}" "${UP[tun-tun]}") | ${CPU_D[$p]} | ${CPU_U[$p]} |"
+for p in $PAIRINGS; do
+  echo "| $p | ${DOWN[$p]:-} | ${UP[$p]:-} | $(ratio "${DOWN[$p]:-}" "${DOWN[tun-tun]:-}") | $(ratio "${UP[$p]:-}" "${UP[tun-tun]:-}") | ${CPU_D[$p]:-} | ${CPU_U[$p]:-} |"
 done
 if [[ -n $OT_DOWN ]]; then
-  echo "| onetun → boringtun TUN | $OT_DOWN | $OT_UP | $(ratio "$OT_DOWN" "${DOWN[tun-tun]}") | $(ratio "$OT_UP" "${UP[tun-tun]}") | | |"
+  echo "| onetun → boringtun TUN | $OT_DOWN | $OT_UP | $(ratio "$OT_DOWN" "${DOWN[tun-tun]:-}") | $(ratio "$OT_UP" "${UP[tun-tun]:-}") | | |"
 fi
 echo
 echo "targets: userspace ÷ TUN ≥ 0.5 (columns 4-5); pilot userspace ÷ onetun download ≥ 5:"
-echo "  us-tun (same shape as onetun: userspace client, kernel TCP server) ÷ onetun download: $(ratio "${DOWN[us-tun]}" "$OT_DOWN")"
-echo "  us-us ÷ onetun download: $(ratio "${DOWN[us-us]}" "$OT_DOWN");  us-tun ÷ onetun upload: $(ratio "${UP[us-tun]}" "$OT_UP")"
-echo "idle ${IDLE_S} s, userspace daemon: ${IDLE_CPU} % of a core, ${IDLE_WAKE} wakeups/s, RSS ${IDLE_RSS} KiB"
+echo "  us-tun (same shape as onetun: userspace client, kernel TCP server) ÷ onetun download: $(ratio "${DOWN[us-tun]:-}" "$OT_DOWN")"
+echo "  us-us ÷ onetun download: $(ratio "${DOWN[us-us]:-}" "$OT_DOWN");  us-tun ÷ onetun upload: $(ratio "${UP[us-tun]:-}" "$OT_UP")"
+echo "idle ${IDLE_S} s, userspace daemon: ${IDLE_CPU:-–} % of a core, ${IDLE_WAKE:-–} wakeups/s, RSS ${IDLE_RSS:-–} KiB (us-us pairing)"
 echo "$OT_NOTE"
