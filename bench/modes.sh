@@ -51,8 +51,10 @@ stop_pids() {
   done
   PIDS=()
 }
+SERVER_PID=""
 cleanup() {
   stop_pids
+  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   ip netns del "$NS_A" 2>/dev/null || true
   ip netns del "$NS_B" 2>/dev/null || true
   [[ ${KEEP:-0} == 1 ]] && log "kept $T" || rm -rf "$T"
@@ -225,7 +227,7 @@ for p in $PAIRINGS; do
     *) log "unknown pairing $p"; exit 1 ;;
   esac
 done
-kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true
+kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
 ip netns del "$NS_A"; ip netns del "$NS_B"
 
 OT_DOWN=""; OT_UP=""; OT_NOTE=""
