@@ -682,3 +682,13 @@ impl Drop for Host {
         self.stop_daemon();
     }
 }
+
+// --- Userspace-mode helpers (tests/netns/userspace.rs) ---
+
+impl Host {
+    /// Keeps `child` (a process started in this host's namespace, e.g. a daemon run as another
+    /// user) until the host is dropped, then kills it by PID.
+    pub fn adopt(&mut self, child: Child) {
+        self.helpers.push(child);
+    }
+}

@@ -6,6 +6,7 @@ mod demo;
 mod nat;
 mod services;
 mod trust;
+mod userspace;
 
 use std::time::Duration;
 
