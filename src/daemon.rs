@@ -687,6 +687,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             Some(s) => OverlayNet::Userspace(s.clone()),
             None => OverlayNet::Kernel {
                 address: config.network.ipv6(identity.addr48()),
+                device: Some(config.tun.name.clone()),
             },
         };
         let exposer = Exposer::new(overlay.clone());

@@ -22,6 +22,10 @@ pub enum OverlayNet {
     Kernel {
         /// Our overlay IPv6 address (assigned to the TUN interface).
         address: Ipv6Addr,
+        /// The TUN interface: listeners are bound to it (SO_BINDTODEVICE), so only packets
+        /// that came out of the tunnel (from trusted peers) reach overlay services, never a
+        /// host on the LAN that routes our overlay address to our Ethernet interface.
+        device: Option<String>,
     },
     /// Userspace mode: the smoltcp netstack.
     Userspace(Netstack),
@@ -31,7 +35,7 @@ impl OverlayNet {
     /// Our overlay address.
     pub fn address(&self) -> Ipv6Addr {
         match self {
-            OverlayNet::Kernel { address } => *address,
+            OverlayNet::Kernel { address, .. } => *address,
             OverlayNet::Userspace(n) => n.address(),
         }
     }
@@ -39,13 +43,13 @@ impl OverlayNet {
     /// Listens on `port` of our overlay address.
     pub async fn listen(&self, port: u16) -> io::Result<OverlayListener> {
         match self {
-            OverlayNet::Kernel { address } => {
+            OverlayNet::Kernel { address, device } => {
                 // A TUN address just added can be briefly unusable (EADDRNOTAVAIL) until the
                 // kernel finishes bringing it up: retry for a bounded time.
                 let addr = SocketAddrV6::new(*address, port, 0, 0);
                 let mut tries = 0;
                 loop {
-                    match TcpListener::bind(addr).await {
+                    match kernel_listener(addr, device.as_deref()) {
                         Ok(l) => return Ok(OverlayListener::Kernel(l)),
                         Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && tries < 50 => {
                             tries += 1;
@@ -71,6 +75,17 @@ impl OverlayNet {
             OverlayNet::Userspace(n) => Ok(OverlayStream::Userspace(n.connect(dst).await?)),
         }
     }
+}
+
+/// A kernel listener on `addr`, bound to `device` when given.
+fn kernel_listener(addr: SocketAddrV6, device: Option<&str>) -> io::Result<TcpListener> {
+    let sock = tokio::net::TcpSocket::new_v6()?;
+    sock.set_reuseaddr(true)?;
+    if let Some(d) = device {
+        sock.bind_device(Some(d.as_bytes()))?;
+    }
+    sock.bind(SocketAddr::V6(addr))?;
+    sock.listen(1024)
 }
 
 /// A listening overlay port.
@@ -180,6 +195,7 @@ mod tests {
     async fn the_kernel_side_listens_and_connects_with_plain_sockets() {
         let net = OverlayNet::Kernel {
             address: Ipv6Addr::LOCALHOST,
+            device: None,
         };
         let mut l = match net.listen(0).await {
             Ok(l) => l,

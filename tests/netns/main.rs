@@ -189,3 +189,80 @@ fn traffic_resumes_when_b_changes_its_outer_address() {
     let ep = a.peers_json()["peers"][0]["endpoint"].clone();
     assert_eq!(ep, "198.51.100.4:51820");
 }
+
+#[test]
+fn a_lan_host_that_routes_our_overlay_address_to_our_ethernet_cannot_reach_overlay_services() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (a, mut b) = two_hosts(&mut lab, 25);
+    let c = lab.host("c", "198.51.100.3");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("secret.txt"), "for trusted peers only\n").unwrap();
+    b.serve_http(www.path(), 9000);
+    let out = b.pilotctl(&["expose", "8080", "--to", "127.0.0.1:9000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The trusted peer reaches the exposed port through the tunnel.
+    let url = format!("http://[{}]:8080/secret.txt", b.ipv6());
+    let out = a.run("curl", &["-sS", "--max-time", "10", &url]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "for trusted peers only\n"
+    );
+
+    // C, on the same Ethernet but no peer, routes B's overlay address straight at B's eth0.
+    let ip6 = |h: &common::Host, args: &[&str]| {
+        let out = h.run("ip", args);
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip6(
+        &b,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::b/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ip6(
+        &c,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::c/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let target = format!("{}/128", b.ipv6());
+    ip6(&c, &["-6", "route", "add", &target, "via", "2001:db8::b"]);
+    // The route works at the IP level (B's kernel answers pings for any local address)...
+    assert!(
+        c.ping_until(b.ipv6(), Duration::from_secs(5)),
+        "the bypass route does not work, so the test would prove nothing"
+    );
+    // ...but pilot's overlay services only accept what came out of the tunnel.
+    for port in [8080u16, 7, 1001] {
+        let url = format!("http://[{}]:{port}/secret.txt", b.ipv6());
+        let out = c.run("curl", &["-sS", "--max-time", "3", &url]);
+        assert!(
+            !out.status.success(),
+            "port {port} answered a host that is no peer: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
