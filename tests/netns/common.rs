@@ -570,6 +570,19 @@ impl Host {
         }
     }
 
+    /// Runs `pilotctl --json ARGS`, asserts success (showing the daemon log if not), and returns
+    /// the envelope's data.
+    pub fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let (code, v) = self.json(args);
+        assert_eq!(
+            code,
+            0,
+            "pilotctl {args:?} failed: {v}\nlog:\n{}",
+            self.bg_log()
+        );
+        v["data"].clone()
+    }
+
     /// Runs `pilotctl --json ARGS`; returns the exit code and the envelope.
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let mut all = vec!["--json"];

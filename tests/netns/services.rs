@@ -7,17 +7,6 @@ use std::time::Duration;
 
 use crate::common::{pilotctl, require_root, wait_until, Host, Lab, RegistryProc};
 
-fn ok(h: &Host, args: &[&str]) -> serde_json::Value {
-    let (code, v) = h.json(args);
-    assert_eq!(
-        code,
-        0,
-        "pilotctl {args:?} failed: {v}\nlog:\n{}",
-        h.bg_log()
-    );
-    v["data"].clone()
-}
-
 /// `pilotctl ARGS` in `h`'s namespace with `input` on stdin; returns (success, stdout).
 fn pipe(h: &Host, args: &[&str], input: &str) -> (bool, String) {
     use std::io::Write;
@@ -41,7 +30,7 @@ fn pipe(h: &Host, args: &[&str], input: &str) -> (bool, String) {
 }
 
 fn inbox_len(h: &Host) -> usize {
-    ok(h, &["inbox"])["messages"]
+    h.ok(&["inbox"])["messages"]
         .as_array()
         .map_or(0, |a| a.len())
 }
@@ -76,7 +65,7 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
     assert_eq!(code, 1);
     assert_eq!(v["code"], "unauthorized", "{v}");
 
-    ok(&orch, &["handshake", "worker-node"]);
+    orch.ok(&["handshake", "worker-node"]);
     assert!(wait_until(Duration::from_secs(3), || {
         work.json(&["approve", "orchestrator-node"]).0 == 0
     }));
@@ -134,19 +123,16 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
     assert_eq!(out, "ping over pilot\n");
 
     // Messages: the spec's command, verbatim; stored in the worker's inbox.
-    let m = ok(
-        &orch,
-        &[
-            "send-message",
-            "worker-node",
-            "--data",
-            "{\"status\":\"operational\"}",
-            "--type",
-            "json",
-        ],
-    );
+    let m = orch.ok(&[
+        "send-message",
+        "worker-node",
+        "--data",
+        "{\"status\":\"operational\"}",
+        "--type",
+        "json",
+    ]);
     assert_eq!(m["status"], "delivered", "{m}");
-    let inbox = ok(&work, &["inbox"]);
+    let inbox = work.ok(&["inbox"]);
     let first = &inbox["messages"][0];
     assert_eq!(first["data"], serde_json::json!({"status": "operational"}));
     assert_eq!(first["from"], orch.key.to_string());
@@ -158,22 +144,16 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
 
     // The worker is down: the message is queued, survives, and arrives once it is back.
     work.stop_daemon();
-    let m2 = ok(
-        &orch,
-        &[
-            "send-message",
-            "worker-node",
-            "--data",
-            "while you were out",
-            "--type",
-            "text",
-        ],
-    );
+    let m2 = orch.ok(&[
+        "send-message",
+        "worker-node",
+        "--data",
+        "while you were out",
+        "--type",
+        "text",
+    ]);
     assert_eq!(m2["status"], "queued", "{m2}");
-    assert_eq!(
-        ok(&orch, &["outbox"])["outbox"].as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(orch.ok(&["outbox"])["outbox"].as_array().unwrap().len(), 1);
     // The sender restarts too: the outbox is on disk.
     orch.stop_daemon();
     assert!(orch
@@ -191,15 +171,15 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
         orch.bg_log(),
         work.bg_log()
     );
-    let inbox = ok(&work, &["inbox"]);
+    let inbox = work.ok(&["inbox"]);
     assert_eq!(inbox["messages"][1]["data"], "while you were out");
     assert!(wait_until(Duration::from_secs(5), || {
-        ok(&orch, &["outbox"])["outbox"]
+        orch.ok(&["outbox"])["outbox"]
             .as_array()
             .unwrap()
             .is_empty()
     }));
     // Clearing empties it.
-    ok(&work, &["inbox", "--clear"]);
+    work.ok(&["inbox", "--clear"]);
     assert_eq!(inbox_len(&work), 0);
 }

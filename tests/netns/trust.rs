@@ -8,19 +8,8 @@ use crate::common::{require_root, wait_until, Host, Lab, RegistryProc};
 
 const REGISTRY_PORT: u16 = 7946;
 
-fn ok(h: &Host, args: &[&str]) -> serde_json::Value {
-    let (code, v) = h.json(args);
-    assert_eq!(
-        code,
-        0,
-        "pilotctl {args:?} failed: {v}\nlog:\n{}",
-        h.bg_log()
-    );
-    v["data"].clone()
-}
-
 fn peer_keys(h: &Host) -> Vec<String> {
-    ok(h, &["peers"])["peers"]
+    h.ok(&["peers"])["peers"]
         .as_array()
         .unwrap()
         .iter()
@@ -29,7 +18,7 @@ fn peer_keys(h: &Host) -> Vec<String> {
 }
 
 fn endpoint_of(h: &Host, key: &str) -> Option<String> {
-    ok(h, &["peers"])["peers"]
+    h.ok(&["peers"])["peers"]
         .as_array()
         .unwrap()
         .iter()
@@ -76,7 +65,7 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
         orch.json(&["find", "worker-node"]).0 == 0
     });
     assert!(found, "find failed:\n{}\n{}", orch.bg_log(), registry.log());
-    let f = ok(&orch, &["find", "worker-node"]);
+    let f = orch.ok(&["find", "worker-node"]);
     assert_eq!(f["public_key"], work.key.to_string());
     assert_eq!(f["ipv6"], work.ipv6().to_string());
     assert!(
@@ -91,19 +80,16 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
 
     // The handshake reaches the worker by push, well under a second.
     let t = Instant::now();
-    let h = ok(
-        &orch,
-        &["handshake", "worker-node", "vector search for the swarm"],
-    );
+    let h = orch.ok(&["handshake", "worker-node", "vector search for the swarm"]);
     assert_eq!(h["state"], "requested", "{h}");
     let pushed = wait_until(Duration::from_secs(3), || {
-        ok(&work, &["pending"])["pending"]
+        work.ok(&["pending"])["pending"]
             .as_array()
             .is_some_and(|p| !p.is_empty())
     });
     assert!(pushed, "no pending request:\n{}", work.bg_log());
     eprintln!("handshake pushed in {:?}", t.elapsed());
-    let pending = ok(&work, &["pending"]);
+    let pending = work.ok(&["pending"]);
     let p = &pending["pending"][0];
     assert_eq!(p["public_key"], orch.key.to_string());
     assert_eq!(p["hostname"], "orchestrator-node");
@@ -115,7 +101,7 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     assert!(!peer_keys(&work).contains(&orch.key.to_string()));
 
     // Approve: the tunnel forms and curl works.
-    let a = ok(&work, &["approve", "orchestrator-node"]);
+    let a = work.ok(&["approve", "orchestrator-node"]);
     assert_eq!(a["state"], "trusted");
     assert!(
         orch.ping_until(work.ipv6(), Duration::from_secs(10)),
@@ -125,7 +111,7 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     );
     let out = orch.run("curl", &["-sS", "--max-time", "10", &url]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello worker\n");
-    let trust = ok(&orch, &["trust"]);
+    let trust = orch.ok(&["trust"]);
     assert!(trust["peers"]
         .as_array()
         .unwrap()
@@ -134,7 +120,7 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
 
     // Untrust from the worker: both sides drop the tunnel and the endpoint.
     let t = Instant::now();
-    ok(&work, &["untrust", "orchestrator-node"]);
+    work.ok(&["untrust", "orchestrator-node"]);
     let gone = wait_until(Duration::from_secs(3), || {
         !peer_keys(&orch).contains(&work.key.to_string())
     });
@@ -145,13 +131,13 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     assert!(!curl(&orch, &url));
 
     // Trust again, this time the worker asks and the orchestrator approves.
-    ok(&work, &["handshake", "orchestrator-node"]);
+    work.ok(&["handshake", "orchestrator-node"]);
     assert!(wait_until(Duration::from_secs(3), || {
-        ok(&orch, &["pending"])["pending"]
+        orch.ok(&["pending"])["pending"]
             .as_array()
             .is_some_and(|p| !p.is_empty())
     }));
-    ok(&orch, &["approve", "worker-node"]);
+    orch.ok(&["approve", "worker-node"]);
     assert!(orch.ping_until(work.ipv6(), Duration::from_secs(10)));
 
     // A restart of both daemons keeps the trust.
@@ -185,7 +171,7 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     });
     assert!(found, "find after registry restart:\n{}", registry.log());
     assert_eq!(
-        ok(&orch, &["find", "worker-node"])["public_key"],
+        orch.ok(&["find", "worker-node"])["public_key"],
         work.key.to_string()
     );
     assert!(orch.ping(work.ipv6()));
