@@ -36,8 +36,6 @@ pub trait Tunnels: Send + Sync + 'static {
     fn remove_peer(&self, key: &PublicKey);
     /// Sets where `key`'s datagrams go.
     fn set_endpoint(&self, key: &PublicKey, endpoint: SocketAddr);
-    /// Whether `key` has an endpoint already.
-    fn has_endpoint(&self, key: &PublicKey) -> bool;
     /// Sets how `key`'s datagrams travel (direct or through a relay).
     fn set_path(&self, key: &PublicKey, path: Path) {
         if let Path::Direct(a) = path {

@@ -177,13 +177,6 @@ impl Tunnels for DataPlane {
         let _ = DataPlane::set_endpoint(self, key, Some(endpoint));
     }
 
-    fn has_endpoint(&self, key: &PublicKey) -> bool {
-        let text = key.to_string();
-        self.peers()
-            .iter()
-            .any(|p| p.public_key == text && p.endpoint.is_some())
-    }
-
     fn set_path(&self, key: &PublicKey, path: crate::traversal::Path) {
         let _ = DataPlane::set_path(self, key, path);
     }
