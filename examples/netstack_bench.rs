@@ -8,11 +8,11 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pilot::expose::Exposer;
 use pilot::mapping::{Addr48, Hostname, DEFAULT_NETWORK};
 use pilot::netstack::{Congestion, Netstack, NetstackConfig};
-use pilot::overlay_net::OverlayNet;
-use pilot::socks5::{Socks5Config, Socks5Server, StaticResolver};
+use pilot::userspace::expose::Exposer;
+use pilot::userspace::overlay_net::OverlayNet;
+use pilot::userspace::socks5::{Socks5Config, Socks5Server, StaticResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

@@ -13,9 +13,9 @@ use crate::api::{Client, Envelope, InfoData, PeersData, Request};
 use crate::config::{Config, Mode};
 use crate::daemon::{self, DaemonOptions};
 use crate::error::{ErrorCode, PilotError};
-use crate::lock::DaemonLock;
 use crate::mapping::Hostname;
-use crate::paths::StatePaths;
+use crate::state::lock::DaemonLock;
+use crate::state::paths::StatePaths;
 
 /// pilot: permanent addresses and private, encrypted paths between AI agents.
 #[derive(Debug, Parser)]
@@ -773,7 +773,7 @@ fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
             "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
         ));
     };
-    crate::expose::validate_target(&to).map_err(|e| {
+    crate::userspace::expose::validate_target(&to).map_err(|e| {
         PilotError::invalid(
             e.to_string(),
             "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",

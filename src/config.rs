@@ -17,6 +17,10 @@ pub const MIN_MTU: u16 = 1280;
 pub const DEFAULT_MTU: u16 = 1420;
 /// Default persistent keepalive, below common NAT UDP timeouts.
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+/// Where the SOCKS5 proxy listens by default (userspace mode).
+pub const DEFAULT_SOCKS5_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1080),
+);
 
 /// Errors from reading or checking a config file.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +138,7 @@ impl Default for Socks5Settings {
     fn default() -> Self {
         Socks5Settings {
             enabled: true,
-            listen: crate::socks5::DEFAULT_LISTEN,
+            listen: DEFAULT_SOCKS5_LISTEN,
             allow_non_loopback: false,
         }
     }
@@ -294,8 +298,12 @@ impl Config {
                     e.port
                 )));
             }
-            crate::expose::validate_target(&e.to)
-                .map_err(|err| invalid(format!("expose: port {}: {err}", e.port)))?;
+            if !is_valid_expose_target(&e.to) {
+                return Err(invalid(format!(
+                    "expose: port {}: `{}` is not a target: expected HOST:PORT, e.g. 127.0.0.1:3000 or [::1]:3000",
+                    e.port, e.to
+                )));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
@@ -308,6 +316,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `to` looks like `HOST:PORT` with a non-zero port (an `[[expose]]` target).
+pub fn is_valid_expose_target(to: &str) -> bool {
+    let Some((host, port)) = to.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return false;
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && !host.contains(':')
+            && host
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
+    };
+    port != 0 && host_ok
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //! reads the config, chooses the mode, and serves the local API until it is told to stop
 //! (`daemon stop`, SIGTERM or SIGINT), then cleans up its socket.
 
+pub mod candidates;
+pub mod control_task;
+pub mod peer_resolver;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,23 +17,25 @@ use tokio::sync::watch;
 
 use crate::api::{self, Envelope, InfoData, Request};
 use crate::config::{Config, Mode};
-use crate::control::ControlPlane;
-use crate::control_task::{ControlCommand, ControlHandle, ControlTask, ControlTaskConfig, Tunnels};
+use crate::daemon::control_task::{
+    ControlCommand, ControlHandle, ControlTask, ControlTaskConfig, Tunnels,
+};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::Identity;
 use crate::identity::PublicKey;
-use crate::lock::DaemonLock;
 use crate::mapping::{Hostname, PeerRef};
-use crate::paths::StatePaths;
-use crate::registry::client::{parse_registry_spec, ClientConfig};
-use crate::trust::{AllowList, TrustStore, TRUST_FILE};
+use crate::node::control::ControlPlane;
+use crate::node::registry_client::{parse_registry_spec, ClientConfig};
+use crate::node::trust::{AllowList, TrustStore, TRUST_FILE};
+use crate::state::lock::DaemonLock;
+use crate::state::paths::StatePaths;
 use crate::tun::{TunConfig, TunDevice};
 use crate::wg::{DataPlane, DataPlaneConfig, Inner};
 use std::net::SocketAddr;
 
-use crate::expose::{ExposeError, Exposer};
-use crate::overlay_net::{OverlayNet, OverlayStream};
 use crate::services::Messages;
+use crate::userspace::expose::{ExposeError, Exposer};
+use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
 #[derive(Debug, Clone, Default)]
@@ -177,11 +183,11 @@ impl Tunnels for DataPlane {
         let _ = DataPlane::set_endpoint(self, key, Some(endpoint));
     }
 
-    fn set_path(&self, key: &PublicKey, path: crate::traversal::Path) {
+    fn set_path(&self, key: &PublicKey, path: crate::node::traversal::Path) {
         let _ = DataPlane::set_path(self, key, path);
     }
 
-    fn path(&self, key: &PublicKey) -> Option<crate::traversal::Path> {
+    fn path(&self, key: &PublicKey) -> Option<crate::node::traversal::Path> {
         DataPlane::path(self, key)
     }
 
@@ -286,10 +292,13 @@ impl Node {
             PeerRef::Hostname(h) => {
                 let found = match &self.dataplane {
                     Some(plane) => {
-                        use crate::socks5::Resolver;
-                        crate::userspace::PeerResolver::new(plane.clone(), self.control.clone())
-                            .resolve(h)
-                            .await
+                        use crate::userspace::socks5::Resolver;
+                        crate::daemon::peer_resolver::PeerResolver::new(
+                            plane.clone(),
+                            self.control.clone(),
+                        )
+                        .resolve(h)
+                        .await
                     }
                     None => None,
                 };
@@ -323,7 +332,7 @@ impl Node {
         data: String,
         kind: Option<String>,
     ) -> Result<serde_json::Value, PilotError> {
-        use crate::messages::{MessageType, MAX_DATA};
+        use crate::services::message_store::{MessageType, MAX_DATA};
         let kind = match kind.as_deref().unwrap_or("json") {
             "json" => MessageType::Json,
             "text" => MessageType::Text,
@@ -568,7 +577,7 @@ fn save_node_state(paths: &StatePaths, state: &NodeState) -> Result<(), PilotErr
     let path = paths.node_state();
     let bytes = serde_json::to_vec_pretty(state)
         .map_err(|e| PilotError::internal(format!("cannot encode node state: {e}")))?;
-    crate::paths::write_private_atomic(&path, &bytes)
+    crate::state::paths::write_private_atomic(&path, &bytes)
         .map_err(|e| PilotError::internal(format!("cannot save {}: {e}", path.display())))
 }
 
@@ -702,7 +711,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
         }
         let socks5 = match (&netstack, &dataplane) {
             (Some(stack), Some(plane)) => {
-                let resolver = crate::userspace::PeerResolver::new(plane.clone(), control.clone());
+                let resolver =
+                    crate::daemon::peer_resolver::PeerResolver::new(plane.clone(), control.clone());
                 crate::userspace::start_socks5(&config, stack, Arc::new(resolver))
                     .await?
                     .map(|(addr, _task)| addr)
@@ -799,13 +809,14 @@ async fn start_control(
     let mut cc = ClientConfig::new(registries.clone());
     cc.pinned_keys = pinned;
     cc.hostname = hostname;
-    cc.candidates = crate::candidates::local_candidates(plane.local_port(), &config.tun.name);
+    cc.candidates =
+        crate::daemon::candidates::local_candidates(plane.local_port(), &config.tun.name);
     let plane_core = ControlPlane::new(
         identity.clone(),
         cc,
         trust,
         std::time::Instant::now(),
-        crate::registry::runner::unix_ms_now(),
+        crate::clock::unix_ms_now(),
     );
     let rx = plane
         .take_control_receiver()

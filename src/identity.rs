@@ -25,8 +25,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use crate::mapping::Addr48;
-
 const KEY_FILE_TAG: &str = "pilot-ed25519-v1";
 
 /// Errors from loading, creating or parsing keys.
@@ -104,11 +102,6 @@ impl PublicKey {
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
-    }
-
-    /// The 48-bit overlay address this key owns.
-    pub fn addr48(&self) -> Addr48 {
-        Addr48::from_public_key(&self.0)
     }
 
     /// The WireGuard (X25519) public key that belongs to this identity.
@@ -285,11 +278,6 @@ impl Identity {
     /// This identity's public key.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(self.signing.verifying_key().to_bytes())
-    }
-
-    /// This identity's overlay address.
-    pub fn addr48(&self) -> Addr48 {
-        self.public_key().addr48()
     }
 
     /// An Ed25519 signature over `msg`.

@@ -393,6 +393,20 @@ impl fmt::Display for PeerRef {
     }
 }
 
+impl PublicKey {
+    /// The 48-bit overlay address this key owns.
+    pub fn addr48(&self) -> Addr48 {
+        Addr48::from_public_key(self.as_bytes())
+    }
+}
+
+impl crate::identity::Identity {
+    /// This identity's overlay address.
+    pub fn addr48(&self) -> Addr48 {
+        self.public_key().addr48()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

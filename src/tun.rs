@@ -18,10 +18,7 @@ use crate::wg::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
 
 /// Default interface name.
 pub const DEFAULT_NAME: &str = "pilot0";
-/// Default MTU: 1500 − 40 (IPv6) − 8 (UDP) − 32 (WireGuard).
-pub const DEFAULT_MTU: u16 = 1420;
-/// The smallest MTU IPv6 allows (RFC 8200).
-pub const MIN_MTU: u16 = 1280;
+pub use crate::config::{DEFAULT_MTU, MIN_MTU};
 
 const _: () = assert!(VIRTIO_NET_HDR_LEN == INNER_OFFSET);
 

@@ -1,22 +1,24 @@
-//! Userspace mode, assembled for the daemon: the [`Netstack`] as the data plane's inner side,
-//! the SOCKS5 proxy, and name and policy answers from the peer table and the registries.
-//!
-//! The port [`Exposer`](crate::expose::Exposer) is not here: it works in both modes, so the daemon owns it.
+//! Sockets on the overlay for programs and services: [`overlay_net`] (one listen/connect
+//! abstraction over the kernel's sockets in TUN mode and the [`Netstack`] in userspace mode),
+//! the [`socks5`] proxy, and [`expose`]d ports; plus starting the userspace pieces for the
+//! daemon.
 
-use std::net::{Ipv6Addr, SocketAddr};
+pub mod expose;
+pub mod overlay_net;
+pub mod socks5;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::control_task::{ControlCommand, ControlHandle};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::Identity;
-use crate::mapping::Hostname;
 use crate::netstack::{Netstack, NetstackConfig};
-use crate::overlay_net::OverlayNet;
-use crate::socks5::{BoxFuture, Resolver, Socks5Config, Socks5Error, Socks5Server};
-use crate::wg::{DataPlane, Inner};
+use crate::userspace::overlay_net::OverlayNet;
+use crate::userspace::socks5::{Resolver, Socks5Config, Socks5Error, Socks5Server};
+use crate::wg::Inner;
 
 /// Starts the netstack for this node; the returned [`Inner`] goes to `DataPlane::start`.
 pub fn start_netstack(
@@ -30,48 +32,6 @@ pub fn start_netstack(
     let inner = port.into_inner(config.tun.mtu, rt);
     tracing::info!(address = %stack.address(), "userspace netstack running");
     Ok((stack, inner))
-}
-
-/// Names from the peer table first, then the registries; connections only to peers in the
-/// peer table (the trusted ones).
-pub struct PeerResolver {
-    plane: Arc<DataPlane>,
-    control: Option<ControlHandle>,
-}
-
-impl PeerResolver {
-    /// A resolver over the running data plane and, if registries are configured, the control
-    /// plane.
-    pub fn new(plane: Arc<DataPlane>, control: Option<ControlHandle>) -> Self {
-        PeerResolver { plane, control }
-    }
-}
-
-impl Resolver for PeerResolver {
-    fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>> {
-        Box::pin(async move {
-            if let Some(p) = self
-                .plane
-                .peers()
-                .into_iter()
-                .find(|p| p.hostname.as_deref() == Some(name.as_str()))
-            {
-                return Some(p.ipv6);
-            }
-            let control = self.control.as_ref()?;
-            let found = control
-                .call(ControlCommand::Find {
-                    hostname: name.clone(),
-                })
-                .await
-                .ok()?;
-            found.get("ipv6")?.as_str()?.parse().ok()
-        })
-    }
-
-    fn permits(&self, ip: Ipv6Addr) -> bool {
-        self.plane.peers().iter().any(|p| p.ipv6 == ip)
-    }
 }
 
 /// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled.

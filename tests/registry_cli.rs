@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pilot::clock::unix_ms_now;
 use pilot::identity::Identity;
-use pilot::registry::client::{Client, ClientConfig, ClientEvent};
-use pilot::registry::runner::unix_ms_now;
+use pilot::node::registry_client::{Client, ClientConfig, ClientEvent};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
 

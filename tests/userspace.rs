@@ -6,11 +6,11 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilot::expose::Exposer;
 use pilot::mapping::{Addr48, Hostname, DEFAULT_NETWORK};
 use pilot::netstack::{Netstack, NetstackConfig};
-use pilot::overlay_net::OverlayNet;
-use pilot::socks5::{Socks5Config, Socks5Server, StaticResolver};
+use pilot::userspace::expose::Exposer;
+use pilot::userspace::overlay_net::OverlayNet;
+use pilot::userspace::socks5::{Socks5Config, Socks5Server, StaticResolver};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

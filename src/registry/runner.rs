@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 
 use super::server::{Limits, Registry};
 use super::store::{RedbStore, StoreError};
+use crate::clock::unix_ms_now;
 use crate::identity::{Identity, PublicKey};
 use std::sync::Arc;
 
@@ -100,14 +101,6 @@ impl RunnerError {
             }
         }
     }
-}
-
-/// The wall clock in unix milliseconds (0 if the clock is before 1970).
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A bound registry, ready to run.
@@ -249,8 +242,8 @@ mod tests {
     use super::*;
     use crate::identity::{Identity, PublicKey};
     use crate::mapping::Hostname;
-    use crate::registry::client::{Client, ClientConfig, ClientEvent};
-    use crate::trust::{TrustEffect, TrustStore};
+    use crate::node::registry_client::{Client, ClientConfig, ClientEvent};
+    use crate::node::trust::{TrustEffect, TrustStore};
     use std::sync::Arc;
     use std::time::Instant;
 

@@ -28,12 +28,12 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use super::store::{HeldKind, HeldMessage, Snapshot, Store, StoreError, StoreOp};
-use super::wire::{
-    HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
-};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
-use crate::relay;
+use crate::wire::registry::{
+    HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
+};
+use crate::wire::relay;
 use std::sync::Arc;
 
 /// Tunable bounds of a registry. Every table it keeps in memory is bounded by one of these.
@@ -954,7 +954,7 @@ fn push(kind: HeldKind, hostname: Option<Hostname>, nonce: Nonce, original: Vec<
 }
 
 /// Encodes a response the registry built. Originals are datagrams we accepted (at most
-/// [`super::wire::MAX_DATAGRAM`] minus a signed request's overhead), so this cannot exceed the bound for
+/// [`crate::wire::registry::MAX_DATAGRAM`] minus a signed request's overhead), so this cannot exceed the bound for
 /// the kinds we forward; if it ever did, an `internal` error goes out instead.
 fn encode(identity: &Identity, r: &Response) -> Vec<u8> {
     r.encode_signed(identity).unwrap_or_else(|_| {
@@ -976,7 +976,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::identity::Identity;
     use crate::registry::store::MemoryStore;
-    use crate::registry::wire::{Header, TrustDecision};
+    use crate::wire::registry::{Header, TrustDecision};
 
     pub(crate) const T0: u64 = 1_750_000_000_000;
 

@@ -21,8 +21,8 @@ use super::peer::{DropReason, Peer, PeerState, PeerStatus};
 use super::CONTROL_MAGIC;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, NetworkPrefix};
-use crate::relay;
-use crate::traversal::Path;
+use crate::wg::Path;
+use crate::wire::relay;
 use std::time::{Instant, SystemTime};
 
 /// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.

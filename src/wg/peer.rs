@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
 use crate::mapping::Addr48;
-use crate::traversal::Path;
+use crate::wg::Path;
 
 /// Why a packet to or from a known peer was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use std::time::Instant;
 use crate::error::PilotError;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::Hostname;
-use crate::registry::client::{Client, ClientConfig, ClientEvent, OpId};
-use crate::trust::{TrustEffect, TrustError, TrustStore};
+use crate::node::registry_client::{Client, ClientConfig, ClientEvent, OpId};
+use crate::node::trust::{TrustEffect, TrustError, TrustStore};
 
 /// What the daemon must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl ControlPlane {
                 self.apply(now, fx, Some(op));
             }
             TrustTarget::Name(name) => {
-                if justification.len() > crate::registry::wire::MAX_JUSTIFICATION {
+                if justification.len() > crate::wire::registry::MAX_JUSTIFICATION {
                     return Err(TrustError::JustificationTooLong(justification.len()));
                 }
                 let lookup = self.client.lookup(now, name.clone());
@@ -346,9 +346,9 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::trust::AllowList;
     use crate::registry::server::{Limits, Registry};
     use crate::registry::store::MemoryStore;
-    use crate::trust::AllowList;
     use std::time::Duration;
 
     const T0: u64 = 1_750_000_000_000;
@@ -537,7 +537,7 @@ mod tests {
         trust
             .on_response(
                 peer,
-                crate::registry::wire::TrustDecision::Approve,
+                crate::wire::registry::TrustDecision::Approve,
                 T0 + 1,
                 T0,
             )

@@ -14,7 +14,7 @@
 use crate::mapping::Addr48;
 
 /// First byte of every control datagram.
-pub const MAGIC: u8 = 0x50;
+pub use crate::wire::CONTROL_MAGIC as MAGIC;
 /// Version byte of relay frames.
 pub const VERSION: u8 = 1;
 /// Type byte of [`RelaySend`](encode_header) (node → registry).

@@ -127,7 +127,7 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    crate::paths::write_private_atomic(&dir.join(name), bytes)
+    crate::state::paths::write_private_atomic(&dir.join(name), bytes)
 }
 
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {

@@ -21,7 +21,7 @@
 //! - An unsolicited approval (we did not ask) creates no trust.
 //!
 //! Trust messages themselves are the signed `TrustRequest` / `TrustResponse` requests of
-//! [`crate::registry::wire`]: the same bytes travel through a registry (held and pushed) or
+//! [`crate::wire::registry`]: the same bytes travel through a registry (held and pushed) or
 //! directly to a peer that is reachable; [`verify_trust_message`] checks them on arrival.
 //!
 //! # File
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
-use crate::registry::wire::{Nonce, Request, RequestBody, TrustDecision, WireError};
+use crate::wire::registry::{Nonce, Request, RequestBody, TrustDecision, WireError};
 
 /// The trust file's name inside the state directory.
 pub const TRUST_FILE: &str = "trust.json";
@@ -185,7 +185,7 @@ pub enum TrustError {
     #[error("a node cannot send a trust request to itself")]
     SelfTrust,
     /// The justification is longer than the wire allows.
-    #[error("the justification is {0} bytes; at most {max} are allowed", max = crate::registry::wire::MAX_JUSTIFICATION)]
+    #[error("the justification is {0} bytes; at most {max} are allowed", max = crate::wire::registry::MAX_JUSTIFICATION)]
     JustificationTooLong(usize),
     /// The trust file is accessible by group or others.
     #[error("trust file {path} has mode {mode:04o}: it must not be accessible by group or others")]
@@ -360,7 +360,7 @@ impl TrustStore {
         if to == self.me {
             return Err(TrustError::SelfTrust);
         }
-        if justification.len() > crate::registry::wire::MAX_JUSTIFICATION {
+        if justification.len() > crate::wire::registry::MAX_JUSTIFICATION {
             return Err(TrustError::JustificationTooLong(justification.len()));
         }
         let hostname = hostname.or_else(|| self.peers.get(&to).and_then(|p| p.hostname.clone()));
@@ -721,7 +721,7 @@ pub fn verify_trust_message(
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::registry::wire::Header;
+    use crate::wire::registry::Header;
 
     fn key(n: u8) -> PublicKey {
         Identity::from_seed([n; 32]).public_key()

@@ -11,6 +11,7 @@
 pub mod core;
 pub mod inner;
 mod io;
+pub mod path;
 pub mod peer;
 mod udp;
 
@@ -23,16 +24,14 @@ use parking_lot::Mutex;
 
 pub use self::core::{CountersSnapshot, NoPeerHook, PeerTableError};
 pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
+pub use self::path::Path;
 pub use self::peer::{DropReason, PeerStatus};
 
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::NetworkPrefix;
 
-/// First byte of every pilot control datagram (`'P'`). WireGuard messages start with 1..=4.
-pub const CONTROL_MAGIC: u8 = 0x50;
-
-/// Default persistent keepalive, seconds.
-pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+pub use crate::config::DEFAULT_KEEPALIVE_SECS;
+pub use crate::wire::CONTROL_MAGIC;
 
 /// How the data plane is set up.
 #[derive(Debug, Clone)]
@@ -195,11 +194,7 @@ impl DataPlane {
 
     /// Sets how a peer's datagrams travel (direct to an address, or through a relay); on a
     /// change a handshake or keepalive goes out on the new path at once.
-    pub fn set_path(
-        &self,
-        key: &PublicKey,
-        path: crate::traversal::Path,
-    ) -> Result<(), PeerTableError> {
+    pub fn set_path(&self, key: &PublicKey, path: crate::wg::Path) -> Result<(), PeerTableError> {
         let shared = &self.shared;
         shared.core.set_path(key, path, &mut |dst, d| {
             if let Err(e) = shared.udp.send(dst, d, None) {
@@ -209,7 +204,7 @@ impl DataPlane {
     }
 
     /// A peer's current path.
-    pub fn path(&self, key: &PublicKey) -> Option<crate::traversal::Path> {
+    pub fn path(&self, key: &PublicKey) -> Option<crate::wg::Path> {
         self.shared.core.path(key)
     }
 

@@ -1,7 +1,7 @@
 //! NAT traversal, sans-IO: one [`PeerPath`] per trusted peer decides how its packets travel.
 //!
 //! Inputs: candidate addresses (from the registry's endpoint exchange), probes and probe replies
-//! (signed messages, see [`crate::probe`]), a changed reflexive address, traffic that found no
+//! (signed messages, see [`crate::wire::probe`]), a changed reflexive address, traffic that found no
 //! path, and time. Outputs ([`Action`]): ask the registry for the peer's candidates (which also
 //! gives the peer ours, so both sides punch at once), send a probe to an address or through the
 //! relay, and set the data plane's path. No sockets, no clock: the caller passes `now`, so tests
@@ -27,35 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// How a peer's packets travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Path {
-    /// No path known: packets are dropped (and a punch is started).
-    None,
-    /// Straight to this UDP address.
-    Direct(SocketAddr),
-    /// Wrapped in relay frames through this registry.
-    Relay(SocketAddr),
-}
-
-impl Path {
-    /// `"direct"`, `"relay"` or `"none"`, as `pilotctl peers` shows it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Path::None => "none",
-            Path::Direct(_) => "direct",
-            Path::Relay(_) => "relay",
-        }
-    }
-
-    /// The address datagrams go to, if any.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        match self {
-            Path::None => None,
-            Path::Direct(a) | Path::Relay(a) => Some(*a),
-        }
-    }
-}
+pub use crate::wg::Path;
 
 /// Where a candidate address came from; decides which path wins when several work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::wire::{
-    Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
-    TrustDecision,
-};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
-use crate::trust::{verify_trust_message, TrustMessage};
+use crate::node::trust::{verify_trust_message, TrustMessage};
+use crate::wire::registry::{
+    Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
+    TrustDecision,
+};
 
 /// How the client behaves.
 #[derive(Debug, Clone)]
@@ -549,7 +549,7 @@ impl Client {
 
     /// Handles a control datagram (first byte 0x50) from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        match super::wire::is_request(bytes) {
+        match crate::wire::registry::is_request(bytes) {
             Some(true) => return self.handle_direct(now, bytes),
             Some(false) => {}
             None => {
@@ -1202,9 +1202,9 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::trust::{TrustEffect, TrustStore};
     use crate::registry::server::{Limits, Registry};
     use crate::registry::store::MemoryStore;
-    use crate::trust::{TrustEffect, TrustStore};
 
     const T0: u64 = 1_750_000_000_000;
 

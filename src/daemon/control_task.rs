@@ -12,19 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::identity::Identity;
-use crate::probe::{self, Probe};
-use crate::relay;
-use crate::traversal::{Action, Path, PeerPath, Timing};
+use crate::node::traversal::{Action, Path, PeerPath, Timing};
+use crate::wire::probe::{self, Probe};
+use crate::wire::relay;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{ControlEvent, ControlPlane, TrustTarget};
+use crate::clock::unix_ms_now;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::PublicKey;
 use crate::mapping::{Hostname, NetworkPrefix, PeerRef};
-use crate::registry::client::{ClientEvent, OpId};
-use crate::registry::runner::unix_ms_now;
-use crate::trust::{TrustError, TrustState};
+use crate::node::control::{ControlEvent, ControlPlane, TrustTarget};
+use crate::node::registry_client::{ClientEvent, OpId};
+use crate::node::trust::{TrustError, TrustState};
 
 /// What the control plane needs from the data plane.
 pub trait Tunnels: Send + Sync + 'static {

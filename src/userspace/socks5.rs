@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::mapping::{Addr48, Hostname, NetworkPrefix};
-use crate::overlay_net::OverlayNet;
+use crate::userspace::overlay_net::OverlayNet;
 
 /// The protocol version byte.
 pub const VERSION: u8 = 5;
@@ -43,7 +43,7 @@ pub const METHOD_NO_AUTH: u8 = 0x00;
 /// "No acceptable methods".
 pub const METHOD_NONE_ACCEPTABLE: u8 = 0xff;
 /// The default listening address.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1080));
+pub use crate::config::DEFAULT_SOCKS5_LISTEN as DEFAULT_LISTEN;
 
 /// Result of feeding bytes to a parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -611,7 +611,7 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionErro
 async fn open(
     request: &Request,
     shared: &Shared,
-) -> Result<crate::overlay_net::OverlayStream, Reply> {
+) -> Result<crate::userspace::overlay_net::OverlayStream, Reply> {
     if request.command != Command::Connect {
         return Err(Reply::CommandNotSupported);
     }

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::overlay_net::{OverlayNet, OverlayStream};
+use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 
 /// How long a connection to the local target may take.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,22 +65,11 @@ pub enum ExposeError {
 
 /// Checks that `to` looks like `HOST:PORT` with a non-zero port.
 pub fn validate_target(to: &str) -> Result<(), ExposeError> {
-    let bad = || ExposeError::InvalidTarget(to.to_string());
-    let (host, port) = to.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    if crate::config::is_valid_expose_target(to) {
+        Ok(())
     } else {
-        !host.is_empty()
-            && !host.contains(':')
-            && host
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'_')
-    };
-    if port == 0 || !host_ok {
-        return Err(bad());
+        Err(ExposeError::InvalidTarget(to.to_string()))
     }
-    Ok(())
 }
 
 struct Entry {

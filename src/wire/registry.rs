@@ -22,7 +22,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 
 /// First byte of every control datagram (`'P'`).
-pub const MAGIC: u8 = 0x50;
+pub use crate::wire::CONTROL_MAGIC as MAGIC;
 /// The protocol version this module speaks.
 pub const VERSION: u8 = 1;
 /// Upper bound on any control datagram, so it never fragments on a 1280-byte path.

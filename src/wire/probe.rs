@@ -39,7 +39,7 @@ pub struct Probe {
 /// Whether `bytes` is a probe or probe reply (by its first three bytes).
 pub fn is_probe(bytes: &[u8]) -> bool {
     bytes.len() >= 3
-        && bytes[0] == crate::relay::MAGIC
+        && bytes[0] == crate::wire::relay::MAGIC
         && bytes[1] == 1
         && (bytes[2] == PROBE || bytes[2] == PROBE_REPLY)
 }
@@ -50,7 +50,7 @@ impl Probe {
         debug_assert_eq!(identity.public_key(), self.sender);
         let mut v = Vec::with_capacity(LEN);
         v.extend_from_slice(&[
-            crate::relay::MAGIC,
+            crate::wire::relay::MAGIC,
             1,
             if self.reply { PROBE_REPLY } else { PROBE },
         ]);

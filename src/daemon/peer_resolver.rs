@@ -1,0 +1,51 @@
+//! Names and policy for the SOCKS5 proxy and the API: names from the peer table first, then
+//! the registries; connections only to peers in the peer table (the trusted ones).
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+use crate::daemon::control_task::{ControlCommand, ControlHandle};
+use crate::mapping::Hostname;
+use crate::userspace::socks5::{BoxFuture, Resolver};
+use crate::wg::DataPlane;
+
+/// Resolves names from the peer table, then the registries.
+pub struct PeerResolver {
+    plane: Arc<DataPlane>,
+    control: Option<ControlHandle>,
+}
+
+impl PeerResolver {
+    /// A resolver over the running data plane and, if registries are configured, the control
+    /// plane.
+    pub fn new(plane: Arc<DataPlane>, control: Option<ControlHandle>) -> Self {
+        PeerResolver { plane, control }
+    }
+}
+
+impl Resolver for PeerResolver {
+    fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>> {
+        Box::pin(async move {
+            if let Some(p) = self
+                .plane
+                .peers()
+                .into_iter()
+                .find(|p| p.hostname.as_deref() == Some(name.as_str()))
+            {
+                return Some(p.ipv6);
+            }
+            let control = self.control.as_ref()?;
+            let found = control
+                .call(ControlCommand::Find {
+                    hostname: name.clone(),
+                })
+                .await
+                .ok()?;
+            found.get("ipv6")?.as_str()?.parse().ok()
+        })
+    }
+
+    fn permits(&self, ip: Ipv6Addr) -> bool {
+        self.plane.peers().iter().any(|p| p.ipv6 == ip)
+    }
+}

@@ -1,0 +1,16 @@
+//! Wire formats: every byte layout that crosses the network, and nothing else (no state, no I/O).
+//!
+//! One UDP socket per node carries WireGuard messages (first byte 1–4) and pilot control
+//! messages (first byte [`CONTROL_MAGIC`]); see `docs/PROTOCOL.md`, "UDP socket
+//! demultiplexing (v1)".
+//!
+//! - [`registry`]: signed requests to a registry, its signed responses and pushes.
+//! - [`probe`]: signed path probes between peers.
+//! - [`relay`]: the relay framing around sealed datagrams.
+
+pub mod probe;
+pub mod registry;
+pub mod relay;
+
+/// First byte of every pilot control datagram (`'P'`). WireGuard messages start with 1..=4.
+pub const CONTROL_MAGIC: u8 = 0x50;
