@@ -254,8 +254,9 @@ impl Node {
             )
         })?;
         if let Some(c) = &self.control {
-            c.call(ControlCommand::SetHostname {
+            c.call(|reply| ControlCommand::SetHostname {
                 hostname: h.clone(),
+                reply,
             })
             .await?;
         }
@@ -464,18 +465,24 @@ impl Node {
         }
     }
 
-    async fn control(&self, cmd: ControlCommand) -> Result<serde_json::Value, PilotError> {
-        match &self.control {
-            Some(c) => c.call(cmd).await,
-            None => Err(PilotError::new(
+    /// Runs a control-plane command and wraps its typed answer for the API.
+    async fn control<T: Serialize>(
+        &self,
+        make: impl FnOnce(crate::daemon::control_task::Reply<T>) -> ControlCommand,
+    ) -> Result<serde_json::Value, PilotError> {
+        let c = self.control.as_ref().ok_or_else(|| {
+            PilotError::new(
                 ErrorCode::InvalidArgument,
                 format!(
                     "trust and registries are not available in {} mode yet",
                     self.mode.mode
                 ),
                 "run the daemon in tun mode (as root or with CAP_NET_ADMIN)",
-            )),
-        }
+            )
+        })?;
+        let answer = c.call(make).await?;
+        serde_json::to_value(&answer)
+            .map_err(|e| PilotError::internal(format!("cannot encode reply: {e}")))
     }
 
     async fn handle(&self, req: Request) -> Envelope {
@@ -492,38 +499,53 @@ impl Node {
                 justification,
             } => match self.peer_ref(&peer) {
                 Ok(peer) => {
-                    self.control(ControlCommand::Handshake {
+                    self.control(|reply| ControlCommand::Handshake {
                         peer,
                         justification: justification.unwrap_or_default(),
+                        reply,
                     })
                     .await
                 }
                 Err(e) => Err(e),
             },
-            Request::Pending {} => self.control(ControlCommand::Pending).await,
+            Request::Pending {} => {
+                self.control(|reply| ControlCommand::Pending { reply })
+                    .await
+            }
             Request::Approve { peer } => match self.peer_ref(&peer) {
-                Ok(peer) => self.control(ControlCommand::Approve { peer }).await,
+                Ok(peer) => {
+                    self.control(|reply| ControlCommand::Approve { peer, reply })
+                        .await
+                }
                 Err(e) => Err(e),
             },
             Request::Reject { peer, reason } => match self.peer_ref(&peer) {
                 Ok(peer) => {
-                    self.control(ControlCommand::Reject {
+                    self.control(|reply| ControlCommand::Reject {
                         peer,
                         reason: reason.unwrap_or_default(),
+                        reply,
                     })
                     .await
                 }
                 Err(e) => Err(e),
             },
             Request::Untrust { peer } => match self.peer_ref(&peer) {
-                Ok(peer) => self.control(ControlCommand::Untrust { peer }).await,
+                Ok(peer) => {
+                    self.control(|reply| ControlCommand::Untrust { peer, reply })
+                        .await
+                }
                 Err(e) => Err(e),
             },
-            Request::Trust {} => self.control(ControlCommand::TrustList).await,
+            Request::Trust {} => {
+                self.control(|reply| ControlCommand::TrustList { reply })
+                    .await
+            }
             Request::Ping { peer, count } => match self.peer_ref(&peer) {
                 Ok(peer) => {
                     let count = count.unwrap_or(4);
-                    self.control(ControlCommand::Ping { peer, count }).await
+                    self.control(|reply| ControlCommand::Ping { peer, count, reply })
+                        .await
                 }
                 Err(e) => Err(e),
             },
@@ -543,7 +565,10 @@ impl Node {
             Request::Find { hostname } => {
                 let name = hostname.strip_suffix(".pilot").unwrap_or(&hostname);
                 match Hostname::new(name) {
-                    Ok(hostname) => self.control(ControlCommand::Find { hostname }).await,
+                    Ok(hostname) => {
+                        self.control(|reply| ControlCommand::Find { hostname, reply })
+                            .await
+                    }
                     Err(e) => Err(PilotError::invalid(
                         e.to_string(),
                         "give an exact hostname, e.g. worker-node",

@@ -6,8 +6,10 @@
 //!   lookups, trust delivery, endpoint exchange).
 //! - [`control`]: the registry client and the trust store joined.
 //! - [`traversal`]: one path machine per peer (hole punching, relay fallback, upgrades).
+//! - [`views`]: the typed answers the node gives about trust, names and paths.
 
 pub mod control;
 pub mod registry_client;
 pub mod traversal;
 pub mod trust;
+pub mod views;

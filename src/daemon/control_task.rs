@@ -25,6 +25,10 @@ use crate::mapping::{Hostname, NetworkPrefix, PeerRef};
 use crate::node::control::{ControlEvent, ControlPlane, TrustTarget};
 use crate::node::registry_client::{ClientEvent, OpId};
 use crate::node::trust::{TrustError, TrustState};
+use crate::node::views::{
+    HostnameClaim, Lookup, PendingList, PendingView, PingReport, TrustList, TrustStanding,
+    TrustView,
+};
 
 /// What the control plane needs from the data plane.
 pub trait Tunnels: Send + Sync + 'static {
@@ -56,22 +60,32 @@ pub trait Tunnels: Send + Sync + 'static {
     }
 }
 
-/// A request from the local API to the control plane.
+/// Where a command's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, PilotError>>;
+
+/// A request from the local API to the control plane, with the channel for its answer.
 #[derive(Debug)]
 pub enum ControlCommand {
-    /// Ask a peer for trust.
+    /// Ask a peer for trust; answers the peer's trust once the request is delivered.
     Handshake {
         /// Whom.
         peer: PeerRef,
         /// Why.
         justification: String,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
     },
     /// Requests waiting for our decision.
-    Pending,
+    Pending {
+        /// The answer.
+        reply: Reply<PendingList>,
+    },
     /// Approve a pending request.
     Approve {
         /// Whose.
         peer: PeerRef,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
     },
     /// Reject a pending request.
     Reject {
@@ -79,23 +93,34 @@ pub enum ControlCommand {
         peer: PeerRef,
         /// Why.
         reason: String,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
     },
     /// Withdraw trust.
     Untrust {
         /// From whom.
         peer: PeerRef,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
     },
     /// Every trust record.
-    TrustList,
+    TrustList {
+        /// The answer.
+        reply: Reply<TrustList>,
+    },
     /// Look a hostname up at the registries.
     Find {
         /// The name.
         hostname: Hostname,
+        /// The answer.
+        reply: Reply<Option<Lookup>>,
     },
     /// Claim a hostname at the registries.
     SetHostname {
         /// The name.
         hostname: Hostname,
+        /// The answer.
+        reply: Reply<HostnameClaim>,
     },
     /// Probe a trusted peer over its current path.
     Ping {
@@ -103,26 +128,29 @@ pub enum ControlCommand {
         peer: PeerRef,
         /// How many probes.
         count: u32,
+        /// The answer.
+        reply: Reply<PingReport>,
     },
 }
-
-type Reply = oneshot::Sender<Result<serde_json::Value, PilotError>>;
 
 /// The API side's handle on the control task.
 #[derive(Clone)]
 pub struct ControlHandle {
-    tx: mpsc::Sender<(ControlCommand, Reply)>,
+    tx: mpsc::Sender<ControlCommand>,
 }
 
 /// How long an API call waits for the registries before answering `timeout`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl ControlHandle {
-    /// Runs a command and waits for its answer.
-    pub async fn call(&self, cmd: ControlCommand) -> Result<serde_json::Value, PilotError> {
+    /// Runs the command `make` builds around its reply channel, and waits for the answer.
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> ControlCommand,
+    ) -> Result<T, PilotError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send((cmd, tx))
+            .send(make(tx))
             .await
             .map_err(|_| PilotError::internal("the control plane has stopped"))?;
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
@@ -153,14 +181,14 @@ pub struct ControlTaskConfig {
 /// What an API call is waiting for.
 enum Waiting {
     /// A lookup (`find`).
-    Find(Reply),
+    Find(Reply<Option<Lookup>>),
     /// An operation about `peer` (known key, or a hostname still being looked up).
     Op {
         peer: Result<PublicKey, Hostname>,
-        reply: Reply,
+        reply: Reply<Option<TrustView>>,
     },
     /// A hostname claim.
-    Hostname(Hostname, Reply),
+    Hostname(Hostname, Reply<HostnameClaim>),
 }
 
 fn trust_err(e: TrustError) -> PilotError {
@@ -189,7 +217,7 @@ struct PingSession {
     rtts: Vec<Option<Duration>>,
     next_send: Instant,
     path: Path,
-    reply: Reply,
+    reply: Reply<PingReport>,
 }
 
 impl PingSession {
@@ -252,7 +280,7 @@ impl<T: Tunnels> ControlTask<T> {
 
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<(ControlCommand, Reply)>,
+        mut commands: mpsc::Receiver<ControlCommand>,
         mut datagrams: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
     ) {
         let mut clock_sync = tokio::time::interval(Duration::from_secs(60));
@@ -275,7 +303,7 @@ impl<T: Tunnels> ControlTask<T> {
             };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
-                    Some((cmd, reply)) => self.command(cmd, reply),
+                    Some(cmd) => self.command(cmd),
                     None => return,
                 },
                 dg = datagrams.recv() => match dg {
@@ -312,23 +340,23 @@ impl<T: Tunnels> ControlTask<T> {
     }
 
     /// How the API shows one peer's trust.
-    fn view(&self, key: &PublicKey) -> serde_json::Value {
+    fn view(&self, key: &PublicKey) -> TrustView {
         let rec = self.plane.trust().get(key);
         let state = match rec.map(|r| &r.state) {
-            Some(TrustState::Pending { .. }) => "pending",
-            Some(TrustState::Requested { .. }) => "requested",
-            Some(TrustState::Trusted { .. }) => "trusted",
-            Some(TrustState::Rejected { .. }) => "rejected",
-            None if self.config.static_peers.contains(key) => "static",
-            None => "none",
+            Some(TrustState::Pending { .. }) => TrustStanding::Pending,
+            Some(TrustState::Requested { .. }) => TrustStanding::Requested,
+            Some(TrustState::Trusted { .. }) => TrustStanding::Trusted,
+            Some(TrustState::Rejected { .. }) => TrustStanding::Rejected,
+            None if self.config.static_peers.contains(key) => TrustStanding::Static,
+            None => TrustStanding::None,
         };
-        serde_json::json!({
-            "public_key": key.to_string(),
-            "address": key.addr48().to_string(),
-            "ipv6": self.config.network.ipv6(key.addr48()).to_string(),
-            "hostname": rec.and_then(|r| r.hostname.as_ref()).map(|h| h.to_string()),
-            "state": state,
-        })
+        TrustView {
+            public_key: *key,
+            address: key.addr48(),
+            ipv6: self.config.network.ipv6(key.addr48()),
+            hostname: rec.and_then(|r| r.hostname.clone()),
+            state,
+        }
     }
 
     /// Starts traversal towards a trusted peer (when a registry can introduce us).
@@ -547,18 +575,22 @@ impl<T: Tunnels> ControlTask<T> {
                     .collect();
                 let n = ms.len();
                 let stat = |f: fn(f64, f64) -> f64| ms.iter().copied().reduce(f);
-                let v = serde_json::json!({
-                    "peer": s.key.to_string(),
-                    "address": s.key.addr48().to_string(),
-                    "path": s.path.kind(),
-                    "endpoint": s.path.addr().map(|a| a.to_string()),
-                    "sent": s.sent.len(),
-                    "received": n,
-                    "rtt_ms": s.rtts.iter().map(|r| r.map(|d| d.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
-                    "min_ms": stat(f64::min),
-                    "max_ms": stat(f64::max),
-                    "avg_ms": (n > 0).then(|| ms.iter().sum::<f64>() / n as f64),
-                });
+                let v = PingReport {
+                    peer: s.key,
+                    address: s.key.addr48(),
+                    path: s.path.kind().to_string(),
+                    endpoint: s.path.addr(),
+                    sent: s.sent.len(),
+                    received: n,
+                    rtt_ms: s
+                        .rtts
+                        .iter()
+                        .map(|r| r.map(|d| d.as_secs_f64() * 1e3))
+                        .collect(),
+                    min_ms: stat(f64::min),
+                    max_ms: stat(f64::max),
+                    avg_ms: (n > 0).then(|| ms.iter().sum::<f64>() / n as f64),
+                };
                 let _ = s.reply.send(Ok(v));
                 continue;
             }
@@ -566,7 +598,7 @@ impl<T: Tunnels> ControlTask<T> {
         }
     }
 
-    fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply) {
+    fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply<PingReport>) {
         let Some(key) = self.resolve_local(peer).filter(|k| self.is_allowed(k)) else {
             let _ = reply.send(Err(Self::not_found(peer)));
             return;
@@ -603,11 +635,10 @@ impl<T: Tunnels> ControlTask<T> {
         };
         match w {
             Waiting::Find(reply) => {
-                let _ = reply.send(result.map(|_| serde_json::Value::Null));
+                let _ = reply.send(result.map(|_| None));
             }
-            Waiting::Hostname(h, reply) => {
-                let _ =
-                    reply.send(result.map(|_| serde_json::json!({ "hostname": h.to_string() })));
+            Waiting::Hostname(hostname, reply) => {
+                let _ = reply.send(result.map(|_| HostnameClaim { hostname }));
             }
             Waiting::Op { peer, reply } => {
                 let key = match &peer {
@@ -619,10 +650,7 @@ impl<T: Tunnels> ControlTask<T> {
                         .find(|p| p.hostname.as_ref() == Some(name))
                         .map(|p| p.key),
                 };
-                let _ = reply.send(result.map(|_| match key {
-                    Some(k) => self.view(&k),
-                    None => serde_json::Value::Null,
-                }));
+                let _ = reply.send(result.map(|_| key.map(|k| self.view(&k))));
             }
         }
     }
@@ -707,11 +735,11 @@ impl<T: Tunnels> ControlTask<T> {
                 op, hostname, key, ..
             } => {
                 if let Some(Waiting::Find(reply)) = self.waiting.remove(&op) {
-                    let _ = reply.send(Ok(serde_json::json!({
-                        "hostname": hostname.to_string(),
-                        "public_key": key.to_string(),
-                        "address": key.addr48().to_string(),
-                        "ipv6": self.config.network.ipv6(key.addr48()).to_string(),
+                    let _ = reply.send(Ok(Some(Lookup {
+                        hostname,
+                        public_key: key,
+                        address: key.addr48(),
+                        ipv6: self.config.network.ipv6(key.addr48()),
                     })));
                 }
             }
@@ -777,83 +805,39 @@ impl<T: Tunnels> ControlTask<T> {
         )
     }
 
-    fn command(&mut self, cmd: ControlCommand, reply: Reply) {
+    fn command(&mut self, cmd: ControlCommand) {
         let now = Instant::now();
         match cmd {
             ControlCommand::Handshake {
                 peer,
                 justification,
-            } => {
-                let target = match (&peer, self.resolve_local(&peer)) {
-                    (PeerRef::Hostname(h), _) if self.config.has_registry => {
-                        TrustTarget::Name(h.clone())
-                    }
-                    (_, Some(k)) => TrustTarget::Key(k),
-                    (_, None) => {
-                        let _ = reply.send(Err(Self::not_found(&peer)));
-                        return;
-                    }
-                };
-                let who = match &target {
-                    TrustTarget::Key(k) => Ok(*k),
-                    TrustTarget::Name(h) => Err(h.clone()),
-                };
-                if let Ok(k) = who {
-                    if self.config.static_peers.contains(&k) {
-                        let _ = reply.send(Ok(self.view(&k)));
-                        return;
-                    }
-                }
-                match self.plane.request_trust(now, target, &justification) {
-                    Ok(op) => {
-                        self.waiting.insert(op, Waiting::Op { peer: who, reply });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(trust_err(e)));
-                    }
-                }
+                reply,
+            } => self.handshake(now, peer, &justification, reply),
+            ControlCommand::Pending { reply } => {
+                let _ = reply.send(Ok(self.pending()));
             }
-            ControlCommand::Pending => {
-                let pending: Vec<serde_json::Value> = self
-                    .plane
-                    .trust()
-                    .peers()
-                    .filter_map(|p| match &p.state {
-                        TrustState::Pending {
-                            justification,
-                            since_ms,
-                            ..
-                        } => {
-                            let mut v = self.view(&p.key);
-                            v["justification"] = justification.clone().into();
-                            v["since_ms"] = (*since_ms).into();
-                            Some(v)
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let _ = reply.send(Ok(serde_json::json!({ "pending": pending })));
-            }
-            ControlCommand::Approve { peer } => {
+            ControlCommand::Approve { peer, reply } => {
                 self.decide(now, &peer, reply, |p, now, k| p.approve(now, k))
             }
-            ControlCommand::Reject { peer, reason } => {
-                self.decide(now, &peer, reply, |p, now, k| p.reject(now, k, &reason))
-            }
-            ControlCommand::Untrust { peer } => {
+            ControlCommand::Reject {
+                peer,
+                reason,
+                reply,
+            } => self.decide(now, &peer, reply, |p, now, k| p.reject(now, k, &reason)),
+            ControlCommand::Untrust { peer, reply } => {
                 self.decide(now, &peer, reply, |p, now, k| p.untrust(now, k))
             }
-            ControlCommand::TrustList => {
-                let peers: Vec<serde_json::Value> = self
+            ControlCommand::TrustList { reply } => {
+                let peers = self
                     .plane
                     .trust()
                     .peers()
                     .map(|p| self.view(&p.key))
                     .chain(self.config.static_peers.iter().map(|k| self.view(k)))
                     .collect();
-                let _ = reply.send(Ok(serde_json::json!({ "peers": peers })));
+                let _ = reply.send(Ok(TrustList { peers }));
             }
-            ControlCommand::Find { hostname } => {
+            ControlCommand::Find { hostname, reply } => {
                 if !self.config.has_registry {
                     let _ = reply.send(Err(Self::no_registry()));
                     return;
@@ -861,16 +845,75 @@ impl<T: Tunnels> ControlTask<T> {
                 let op = self.plane.client().lookup(now, hostname);
                 self.waiting.insert(op, Waiting::Find(reply));
             }
-            ControlCommand::SetHostname { hostname } => {
+            ControlCommand::SetHostname { hostname, reply } => {
                 if !self.config.has_registry {
-                    let _ = reply.send(Ok(serde_json::json!({ "hostname": hostname.to_string() })));
+                    let _ = reply.send(Ok(HostnameClaim { hostname }));
                     return;
                 }
                 let op = self.plane.client().set_hostname(now, hostname.clone());
                 self.waiting.insert(op, Waiting::Hostname(hostname, reply));
             }
-            ControlCommand::Ping { peer, count } => self.ping(now, &peer, count, reply),
+            ControlCommand::Ping { peer, count, reply } => self.ping(now, &peer, count, reply),
         }
+    }
+
+    /// Asks `peer` for trust: by name through the registries when one is configured, else by
+    /// a key we know.
+    fn handshake(
+        &mut self,
+        now: Instant,
+        peer: PeerRef,
+        justification: &str,
+        reply: Reply<Option<TrustView>>,
+    ) {
+        let target = match (&peer, self.resolve_local(&peer)) {
+            (PeerRef::Hostname(h), _) if self.config.has_registry => TrustTarget::Name(h.clone()),
+            (_, Some(k)) => TrustTarget::Key(k),
+            (_, None) => {
+                let _ = reply.send(Err(Self::not_found(&peer)));
+                return;
+            }
+        };
+        let who = match &target {
+            TrustTarget::Key(k) => Ok(*k),
+            TrustTarget::Name(h) => Err(h.clone()),
+        };
+        if let Ok(k) = who {
+            if self.config.static_peers.contains(&k) {
+                let _ = reply.send(Ok(Some(self.view(&k))));
+                return;
+            }
+        }
+        match self.plane.request_trust(now, target, justification) {
+            Ok(op) => {
+                self.waiting.insert(op, Waiting::Op { peer: who, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(trust_err(e)));
+            }
+        }
+    }
+
+    /// Trust requests waiting for our decision.
+    fn pending(&self) -> PendingList {
+        let pending = self
+            .plane
+            .trust()
+            .peers()
+            .filter_map(|p| match &p.state {
+                TrustState::Pending {
+                    justification,
+                    since_ms,
+                    ..
+                } => Some(PendingView {
+                    peer: self.view(&p.key),
+                    justification: justification.clone(),
+                    since_ms: *since_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        PendingList { pending }
     }
 
     /// Approve, reject or untrust: resolve the peer, change the store, answer when the peer has
@@ -879,7 +922,7 @@ impl<T: Tunnels> ControlTask<T> {
         &mut self,
         now: Instant,
         peer: &PeerRef,
-        reply: Reply,
+        reply: Reply<Option<TrustView>>,
         f: impl FnOnce(&mut ControlPlane, Instant, &PublicKey) -> Result<OpId, TrustError>,
     ) {
         let Some(key) = self.resolve_local(peer) else {

@@ -36,12 +36,13 @@ impl Resolver for PeerResolver {
             }
             let control = self.control.as_ref()?;
             let found = control
-                .call(ControlCommand::Find {
+                .call(|reply| ControlCommand::Find {
                     hostname: name.clone(),
+                    reply,
                 })
                 .await
-                .ok()?;
-            found.get("ipv6")?.as_str()?.parse().ok()
+                .ok()??;
+            Some(found.ipv6)
         })
     }
 

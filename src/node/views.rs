@@ -1,0 +1,113 @@
+//! What the node answers about trust, names and paths: typed records shared by the node core,
+//! the local API and its clients (the CLI, the SDKs). Field names are the JSON names of the API.
+
+use std::net::{Ipv6Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::PublicKey;
+use crate::mapping::{Addr48, Hostname};
+
+/// How a peer stands with us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustStanding {
+    /// It asked us; we have not decided.
+    Pending,
+    /// We asked it; it has not decided.
+    Requested,
+    /// Mutual trust: a tunnel may form.
+    Trusted,
+    /// One side rejected the other.
+    Rejected,
+    /// Pinned in the config file (`[[peer]]`): trusted without the store.
+    Static,
+    /// No relation.
+    None,
+}
+
+/// One peer's trust, as `trust`, `handshake`, `approve`, `reject` and `untrust` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustView {
+    /// The peer's Ed25519 public key (base64).
+    pub public_key: PublicKey,
+    /// Its overlay address.
+    pub address: Addr48,
+    /// Its overlay IPv6 address.
+    pub ipv6: Ipv6Addr,
+    /// Its hostname at the registry, if known.
+    pub hostname: Option<Hostname>,
+    /// Where the relation stands.
+    pub state: TrustStanding,
+}
+
+/// A trust request waiting for our decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingView {
+    /// Who asks.
+    #[serde(flatten)]
+    pub peer: TrustView,
+    /// Why, in the requester's words (untrusted text: escape before printing).
+    pub justification: String,
+    /// When the request arrived (unix ms).
+    pub since_ms: u64,
+}
+
+/// `pending`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingList {
+    /// Requests waiting for `approve` or `reject`.
+    pub pending: Vec<PendingView>,
+}
+
+/// `trust`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustList {
+    /// Every trust record, then the static peers.
+    pub peers: Vec<TrustView>,
+}
+
+/// A hostname found at a registry (`find`): key and address, never an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lookup {
+    /// The name looked up.
+    pub hostname: Hostname,
+    /// The key that owns it.
+    pub public_key: PublicKey,
+    /// That key's overlay address.
+    pub address: Addr48,
+    /// That key's overlay IPv6 address.
+    pub ipv6: Ipv6Addr,
+}
+
+/// The hostname this node claims (`set-hostname`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostnameClaim {
+    /// The name.
+    pub hostname: Hostname,
+}
+
+/// The outcome of `ping`: signed probes over the peer's current path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingReport {
+    /// The peer's public key.
+    pub peer: PublicKey,
+    /// Its overlay address.
+    pub address: Addr48,
+    /// `direct` or `relay`.
+    pub path: String,
+    /// Where the probes went (the peer's endpoint, or the relay).
+    pub endpoint: Option<SocketAddr>,
+    /// Probes sent.
+    pub sent: usize,
+    /// Replies received.
+    pub received: usize,
+    /// Each probe's round trip in ms, `null` where no reply came.
+    pub rtt_ms: Vec<Option<f64>>,
+    /// Fastest reply, ms.
+    pub min_ms: Option<f64>,
+    /// Slowest reply, ms.
+    pub max_ms: Option<f64>,
+    /// Mean of the replies, ms.
+    pub avg_ms: Option<f64>,
+}
