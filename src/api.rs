@@ -206,6 +206,83 @@ pub struct PeersData {
     pub counters: Option<crate::wg::CountersSnapshot>,
 }
 
+/// `shutdown`'s data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShutdownData {
+    /// Always true: the daemon stops after answering.
+    pub stopping: bool,
+}
+
+/// Whether a message reached the peer's inbox yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// The peer acked it (it is in the peer's inbox).
+    Delivered,
+    /// Stored in our outbox; retried until the peer acks.
+    Queued,
+}
+
+/// `send-message`'s data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    /// The message id (the receiver dedupes by sender and id).
+    pub id: String,
+    /// The recipient's public key.
+    pub to: crate::identity::PublicKey,
+    /// The recipient's overlay IPv6.
+    pub to_ipv6: std::net::Ipv6Addr,
+    /// Delivered now, or queued for retries.
+    pub status: DeliveryStatus,
+}
+
+/// `inbox`'s data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxData {
+    /// The messages, oldest first.
+    pub messages: Vec<crate::services::message_store::InboxEntry>,
+    /// Whether they were deleted after listing.
+    pub cleared: bool,
+}
+
+/// `outbox`'s data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxData {
+    /// Messages not yet acked by their recipients.
+    pub outbox: Vec<crate::services::message_store::OutboxEntry>,
+}
+
+/// `expose-list`'s data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExposeList {
+    /// The exposed ports.
+    pub exposed: Vec<crate::userspace::expose::Exposed>,
+}
+
+/// The first reply on a `connect` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectData {
+    /// The peer's public key.
+    pub peer: crate::identity::PublicKey,
+    /// Its overlay IPv6.
+    pub ipv6: std::net::Ipv6Addr,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The first reply on a `listen` stream, once a peer connected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenData {
+    /// Our overlay port.
+    pub port: u16,
+    /// The connecting peer's overlay IPv6.
+    pub peer_ipv6: std::net::Ipv6Addr,
+    /// Its public key, if it is in the peer table.
+    pub peer: Option<crate::identity::PublicKey>,
+    /// Its hostname, if known.
+    pub peer_hostname: Option<String>,
+}
+
 /// Parses one request line, mapping failures to a user-facing error.
 pub fn parse_request(line: &str) -> Result<Request, PilotError> {
     serde_json::from_str(line).map_err(|e| {

@@ -34,7 +34,7 @@ use crate::wg::{DataPlane, DataPlaneConfig, Inner};
 use std::net::SocketAddr;
 
 use crate::services::Messages;
-use crate::userspace::expose::{ExposeError, Exposer};
+use crate::userspace::expose::{ExposeError, Exposed, Exposer};
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 
 /// What `daemon run` / `daemon start` were asked for; flags override the config file.
@@ -285,7 +285,10 @@ impl Node {
     }
 
     /// A trusted peer's key and overlay address from anything that names it.
-    async fn resolve_peer(&self, text: &str) -> Result<(String, std::net::Ipv6Addr), PilotError> {
+    async fn resolve_peer(
+        &self,
+        text: &str,
+    ) -> Result<(PublicKey, std::net::Ipv6Addr), PilotError> {
         let r = self.peer_ref(text)?;
         let ip = match &r {
             PeerRef::Addr48(a) => self.config.network.ipv6(*a),
@@ -316,7 +319,7 @@ impl Node {
             .dataplane
             .as_ref()
             .and_then(|d| d.peers().into_iter().find(|p| p.ipv6 == ip))
-            .map(|p| p.public_key)
+            .and_then(|p| p.public_key.parse().ok())
             .ok_or_else(|| {
                 PilotError::new(
                     ErrorCode::Unauthorized,
@@ -366,7 +369,7 @@ impl Node {
         let m = self.messages.as_ref().ok_or_else(Self::no_messages)?;
         let (id, delivered) = m
             .send(
-                key.clone(),
+                key.to_string(),
                 ip,
                 kind,
                 value,
@@ -374,12 +377,16 @@ impl Node {
             )
             .await
             .map_err(|e| PilotError::internal(format!("cannot queue the message: {e}")))?;
-        Ok(serde_json::json!({
-            "id": id,
-            "to": key,
-            "to_ipv6": ip.to_string(),
-            "status": if delivered { "delivered" } else { "queued" },
-        }))
+        to_value(&api::SentMessage {
+            id,
+            to: key,
+            to_ipv6: ip,
+            status: if delivered {
+                api::DeliveryStatus::Delivered
+            } else {
+                api::DeliveryStatus::Queued
+            },
+        })
     }
 
     fn inbox(&self, clear: bool) -> Result<serde_json::Value, PilotError> {
@@ -391,7 +398,10 @@ impl Node {
             m.clear_inbox()
                 .map_err(|e| PilotError::internal(format!("cannot clear the inbox: {e}")))?;
         }
-        Ok(serde_json::json!({ "messages": list, "cleared": clear }))
+        to_value(&api::InboxData {
+            messages: list,
+            cleared: clear,
+        })
     }
 
     /// Opens the overlay side of a `connect` or `listen` request.
@@ -423,10 +433,12 @@ impl Node {
                         format!("is anything listening on port {port} of the peer (`pilotctl listen {port}` there)?"),
                     )
                 })?;
-                Ok((
-                    s,
-                    serde_json::json!({ "peer": key, "ipv6": ip.to_string(), "port": port }),
-                ))
+                let data = to_value(&api::ConnectData {
+                    peer: key,
+                    ipv6: ip,
+                    port: *port,
+                })?;
+                Ok((s, data))
             }
             Request::Listen { port } => {
                 let mut l = self.overlay.listen(*port).await.map_err(|e| {
@@ -443,23 +455,26 @@ impl Node {
                         return Err(PilotError::invalid("the client left before a peer connected", ""));
                     }
                 };
-                let remote = s
-                    .peer_addr()
-                    .map(|a| a.ip().to_string())
-                    .unwrap_or_default();
+                let remote = match s.peer_addr() {
+                    Ok(std::net::SocketAddr::V6(a)) => *a.ip(),
+                    Ok(other) => {
+                        return Err(PilotError::internal(format!(
+                            "overlay peer {other} is not IPv6"
+                        )))
+                    }
+                    Err(e) => return Err(PilotError::internal(format!("peer address: {e}"))),
+                };
                 let from = self
                     .dataplane
                     .as_ref()
-                    .and_then(|d| d.peers().into_iter().find(|p| p.ipv6.to_string() == remote));
-                Ok((
-                    s,
-                    serde_json::json!({
-                        "port": port,
-                        "peer_ipv6": remote,
-                        "peer": from.as_ref().map(|p| p.public_key.clone()),
-                        "peer_hostname": from.and_then(|p| p.hostname),
-                    }),
-                ))
+                    .and_then(|d| d.peers().into_iter().find(|p| p.ipv6 == remote));
+                let data = to_value(&api::ListenData {
+                    port: *port,
+                    peer_ipv6: remote,
+                    peer: from.as_ref().and_then(|p| p.public_key.parse().ok()),
+                    peer_hostname: from.and_then(|p| p.hostname),
+                })?;
+                Ok((s, data))
             }
             _ => Err(PilotError::internal("not a stream request")),
         }
@@ -480,9 +495,7 @@ impl Node {
                 "run the daemon in tun mode (as root or with CAP_NET_ADMIN)",
             )
         })?;
-        let answer = c.call(make).await?;
-        serde_json::to_value(&answer)
-            .map_err(|e| PilotError::internal(format!("cannot encode reply: {e}")))
+        to_value(&c.call(make).await?)
     }
 
     async fn handle(&self, req: Request) -> Envelope {
@@ -492,7 +505,7 @@ impl Node {
             Request::SetHostname { hostname } => self.set_hostname(&hostname).await,
             Request::Shutdown {} => {
                 let _ = self.shutdown.send(true);
-                return Envelope::ok(&serde_json::json!({ "stopping": true }));
+                return Envelope::ok(&api::ShutdownData { stopping: true });
             }
             Request::Handshake {
                 peer,
@@ -558,8 +571,8 @@ impl Node {
             Request::Outbox {} => match &self.messages {
                 Some(m) => m
                     .outbox()
-                    .map(|v| serde_json::json!({ "outbox": v }))
-                    .map_err(|e| PilotError::internal(e.to_string())),
+                    .map_err(|e| PilotError::internal(e.to_string()))
+                    .and_then(|outbox| to_value(&api::OutboxData { outbox })),
                 None => Err(Self::no_messages()),
             },
             Request::Find { hostname } => {
@@ -576,19 +589,27 @@ impl Node {
                 }
             }
             Request::Expose { port, to } => match self.exposer.add(port, &to).await {
-                Ok(()) => Ok(serde_json::json!({ "port": port, "to": to })),
+                Ok(()) => to_value(&Exposed { port, to }),
                 Err(e) => Err(expose_err(e)),
             },
             Request::ExposeList {} => {
-                return Envelope::ok(&serde_json::json!({ "exposed": self.exposer.list() }))
+                return Envelope::ok(&api::ExposeList {
+                    exposed: self.exposer.list(),
+                })
             }
             Request::ExposeRemove { port } => match self.exposer.remove(port) {
-                Ok(x) => Ok(serde_json::json!({ "port": x.port, "to": x.to })),
+                Ok(x) => to_value(&x),
                 Err(e) => Err(expose_err(e)),
             },
         };
         r.into()
     }
+}
+
+/// Encodes a typed answer as the envelope's `data`.
+fn to_value<T: Serialize>(data: &T) -> Result<serde_json::Value, PilotError> {
+    serde_json::to_value(data)
+        .map_err(|e| PilotError::internal(format!("cannot encode reply: {e}")))
 }
 
 fn load_node_state(paths: &StatePaths) -> NodeState {
