@@ -27,6 +27,7 @@ use crate::mapping::{Hostname, PeerRef};
 use crate::node::control::ControlPlane;
 use crate::node::registry_client::{parse_registry_spec, ClientConfig};
 use crate::node::trust::{AllowList, TrustStore, TRUST_FILE};
+use crate::node::views::NodeEvent;
 use crate::state::lock::DaemonLock;
 use crate::state::paths::StatePaths;
 use crate::tun::{TunConfig, TunDevice};
@@ -131,7 +132,13 @@ struct Node {
     overlay: OverlayNet,
     /// The message service (port 1001).
     messages: Option<Arc<Messages>>,
+    /// Live node events, for the API's event stream.
+    #[allow(dead_code)]
+    events: tokio::sync::broadcast::Sender<NodeEvent>,
 }
+
+/// Node events buffered per listener of the live stream before a slow one misses some.
+const EVENT_QUEUE: usize = 1024;
 
 fn expose_err(e: ExposeError) -> PilotError {
     match e {
@@ -710,6 +717,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
     let result = rt.block_on(async move {
         let paths = node_paths;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (events, _) = tokio::sync::broadcast::channel(EVENT_QUEUE);
         // Both modes run the data plane (the control plane needs its UDP socket either way).
         // TUN mode: its inner side is the TUN device. Userspace mode: the netstack.
         let (dataplane, netstack) = match mode.mode {
@@ -728,7 +736,17 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             }
         };
         let control = match &dataplane {
-            Some(d) => Some(start_control(&identity, &config, &paths, hostname.clone(), d).await?),
+            Some(d) => Some(
+                start_control(
+                    &identity,
+                    &config,
+                    &paths,
+                    hostname.clone(),
+                    d,
+                    events.clone(),
+                )
+                .await?,
+            ),
             None => None,
         };
         let overlay = match &netstack {
@@ -779,6 +797,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
             socks5,
             overlay,
             messages,
+            events,
         });
         let listener = bind_api(&paths)?;
         let info = node.info();
@@ -846,6 +865,7 @@ async fn start_control(
     paths: &StatePaths,
     hostname: Option<Hostname>,
     plane: &Arc<DataPlane>,
+    events: tokio::sync::broadcast::Sender<NodeEvent>,
 ) -> Result<ControlHandle, PilotError> {
     let me = identity.public_key();
     let mut trust = TrustStore::open(me, &paths.dir.join(TRUST_FILE))
@@ -873,7 +893,13 @@ async fn start_control(
         has_registry: !registries.is_empty(),
     };
     tracing::info!(registries = registries.len(), "control plane running");
-    Ok(ControlTask::spawn(plane_core, plane.clone(), tc, rx))
+    Ok(ControlTask::spawn(
+        plane_core,
+        plane.clone(),
+        tc,
+        rx,
+        events,
+    ))
 }
 
 /// Starts the data plane on `inner` (userspace mode: the netstack) or, when it is `None`, on a

@@ -16,7 +16,7 @@ use crate::node::traversal::{Action, Path, PeerPath, Timing};
 use crate::wire::probe::{self, Probe};
 use crate::wire::relay;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock::unix_ms_now;
 use crate::error::{ErrorCode, PilotError};
@@ -26,8 +26,8 @@ use crate::node::control::{ControlEvent, ControlPlane, TrustTarget};
 use crate::node::registry_client::{ClientEvent, OpId};
 use crate::node::trust::{TrustError, TrustState};
 use crate::node::views::{
-    HostnameClaim, Lookup, PendingList, PendingView, PingReport, TrustList, TrustStanding,
-    TrustView,
+    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, TrustList,
+    TrustStanding, TrustView,
 };
 
 /// What the control plane needs from the data plane.
@@ -246,6 +246,8 @@ pub struct ControlTask<T: Tunnels> {
     probes_seen: HashMap<(PublicKey, u64), u64>,
     probes_seen_order: VecDeque<(PublicKey, u64)>,
     pings: Vec<PingSession>,
+    /// Where node events go (the local API's live stream); nobody listening is fine.
+    events: broadcast::Sender<NodeEvent>,
 }
 
 impl<T: Tunnels> ControlTask<T> {
@@ -256,6 +258,7 @@ impl<T: Tunnels> ControlTask<T> {
         tunnels: Arc<T>,
         config: ControlTaskConfig,
         control_rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        events: broadcast::Sender<NodeEvent>,
     ) -> ControlHandle {
         for k in &config.static_peers {
             plane.client().set_trusted(*k, true);
@@ -272,6 +275,7 @@ impl<T: Tunnels> ControlTask<T> {
             probes_seen: HashMap::new(),
             probes_seen_order: VecDeque::new(),
             pings: Vec::new(),
+            events,
         };
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(task.run(rx, control_rx));
@@ -335,6 +339,11 @@ impl<T: Tunnels> ControlTask<T> {
         }
     }
 
+    /// Publishes a node event (dropped when nobody listens).
+    fn emit(&self, event: NodeEvent) {
+        let _ = self.events.send(event);
+    }
+
     fn is_allowed(&self, key: &PublicKey) -> bool {
         self.plane.is_trusted(key) || self.config.static_peers.contains(key)
     }
@@ -394,6 +403,11 @@ impl<T: Tunnels> ControlTask<T> {
                 Action::SetPath(path) => {
                     tracing::info!(peer = %key, path = path.kind(), addr = ?path.addr(), "path");
                     self.tunnels.set_path(&key, path);
+                    self.emit(NodeEvent::PathChanged {
+                        peer: key,
+                        path: path.kind().to_string(),
+                        endpoint: path.addr(),
+                    });
                 }
             }
         }
@@ -666,6 +680,7 @@ impl<T: Tunnels> ControlTask<T> {
                     .get(&key)
                     .and_then(|r| r.hostname.clone());
                 self.tunnels.add_peer(key, hostname.as_ref());
+                self.emit(NodeEvent::PeerTrusted { peer: key });
                 self.connect(now, key);
             }
             ControlEvent::RemovePeer(key) => {
@@ -673,20 +688,29 @@ impl<T: Tunnels> ControlTask<T> {
                 if !self.config.static_peers.contains(&key) {
                     tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
                     self.tunnels.remove_peer(&key);
+                    self.emit(NodeEvent::PeerUntrusted { peer: key });
                 }
             }
             ControlEvent::AwaitingApproval {
                 from,
                 hostname,
                 justification,
-            } => tracing::info!(
-                peer = %from,
-                hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or("-"),
-                justification = %justification,
-                "trust request waiting for approval (`pilotctl pending`)"
-            ),
+            } => {
+                tracing::info!(
+                    peer = %from,
+                    hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+                    justification = %justification.escape_debug(),
+                    "trust request waiting for approval (`pilotctl pending`)"
+                );
+                self.emit(NodeEvent::TrustRequest {
+                    from,
+                    hostname,
+                    justification,
+                });
+            }
             ControlEvent::RejectedBy(key) => {
-                tracing::info!(peer = %key, "our trust request was rejected")
+                tracing::info!(peer = %key, "our trust request was rejected");
+                self.emit(NodeEvent::TrustRejected { peer: key });
             }
             ControlEvent::Done { op } => self.reply_op(op, Ok(())),
             ControlEvent::Failed { op, error } => self.reply_op(op, Err(error)),

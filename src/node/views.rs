@@ -111,3 +111,43 @@ pub struct PingReport {
     /// Mean of the replies, ms.
     pub avg_ms: Option<f64>,
 }
+
+/// Something that happened to this node, for the local API's live event stream (and, later,
+/// webhooks). Serialised with a `type` tag, e.g. `{"type":"trust_request","from":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// A peer asks for our trust (see `pending`).
+    TrustRequest {
+        /// Who asks.
+        from: PublicKey,
+        /// Its hostname at the registry, if any.
+        hostname: Option<Hostname>,
+        /// Why (untrusted text).
+        justification: String,
+    },
+    /// A peer refused our trust request.
+    TrustRejected {
+        /// Who refused.
+        peer: PublicKey,
+    },
+    /// Trust is mutual: a tunnel with this peer is allowed.
+    PeerTrusted {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// Trust is gone: the tunnel is torn down.
+    PeerUntrusted {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// The path to a peer changed (direct, relay, or none).
+    PathChanged {
+        /// The peer.
+        peer: PublicKey,
+        /// `direct`, `relay` or `none`.
+        path: String,
+        /// Where its datagrams now go.
+        endpoint: Option<SocketAddr>,
+    },
+}
