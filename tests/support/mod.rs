@@ -1,0 +1,15 @@
+//! The shared test kit of every integration test crate: daemon homes (a temporary PILOT_HOME
+//! and the real `pilotctl`), loopback registries, free ports, process handling by PID, and the
+//! network-namespace lab of tests/netns.
+//!
+//! Integration tests under tests/ say `mod support;`; tests/netns/main.rs says
+//! `#[path = "../support/mod.rs"] mod support;`. Each crate uses only a part, hence the
+//! `dead_code` allowance.
+
+#![allow(dead_code)]
+
+pub mod home;
+pub mod net;
+pub mod netns;
+pub mod process;
+pub mod registry;
