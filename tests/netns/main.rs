@@ -13,7 +13,7 @@ mod userspace;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::netns::{Host, Lab};
+use support::netns::{random_file, Host, Lab};
 use support::process::wait_until;
 
 /// Two hosts that trust each other, daemons running, tunnel up.
@@ -81,13 +81,7 @@ fn a_100_mb_transfer_arrives_intact() {
     let (a, mut b) = two_hosts(&mut lab, 25);
     let www = tempfile::tempdir().unwrap();
     let blob = www.path().join("blob");
-    let st = std::process::Command::new("head")
-        .args(["-c", "100M", "/dev/urandom"])
-        .stdout(std::fs::File::create(&blob).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let want = Sha256::digest(std::fs::read(&blob).unwrap());
+    let want = random_file(&blob, "100M");
     b.serve_http(www.path(), 8081);
     let dl = tempfile::tempdir().unwrap();
     let got_path = dl.path().join("got");

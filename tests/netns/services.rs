@@ -45,14 +45,8 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
     let env = [("PILOT_REGISTRY", registry.addr.as_str())];
     orch.configure(25, &[]);
     work.configure(25, &[]);
-    assert!(orch
-        .daemon_start(&["--hostname", "orchestrator-node"], &env)
-        .status
-        .success());
-    assert!(work
-        .daemon_start(&["--hostname", "worker-node"], &env)
-        .status
-        .success());
+    orch.start_env(&["--hostname", "orchestrator-node"], &env);
+    work.start_env(&["--hostname", "worker-node"], &env);
     assert!(wait_until(Duration::from_secs(10), || {
         orch.json(&["find", "worker-node"]).0 == 0
     }));
@@ -150,14 +144,8 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
     assert_eq!(orch.ok(&["outbox"])["outbox"].as_array().unwrap().len(), 1);
     // The sender restarts too: the outbox is on disk.
     orch.stop_daemon();
-    assert!(orch
-        .daemon_start(&["--hostname", "orchestrator-node"], &env)
-        .status
-        .success());
-    assert!(work
-        .daemon_start(&["--hostname", "worker-node"], &env)
-        .status
-        .success());
+    orch.start_env(&["--hostname", "orchestrator-node"], &env);
+    work.start_env(&["--hostname", "worker-node"], &env);
     let arrived = wait_until(Duration::from_secs(40), || inbox_len(&work) == 2);
     assert!(
         arrived,

@@ -47,18 +47,8 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     work.configure(25, &[]);
 
     // The spec's commands, verbatim.
-    let out = orch.daemon_start(&["--hostname", "orchestrator-node"], &reg_env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = work.daemon_start(&["--hostname", "worker-node"], &reg_env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    orch.start_env(&["--hostname", "orchestrator-node"], &reg_env);
+    work.start_env(&["--hostname", "worker-node"], &reg_env);
 
     // Both are registered: each finds the other by name, with the right key and address.
     let found = wait_until(Duration::from_secs(10), || {
@@ -143,14 +133,8 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     // A restart of both daemons keeps the trust.
     orch.stop_daemon();
     work.stop_daemon();
-    assert!(orch
-        .daemon_start(&["--hostname", "orchestrator-node"], &reg_env)
-        .status
-        .success());
-    assert!(work
-        .daemon_start(&["--hostname", "worker-node"], &reg_env)
-        .status
-        .success());
+    orch.start_env(&["--hostname", "orchestrator-node"], &reg_env);
+    work.start_env(&["--hostname", "worker-node"], &reg_env);
     assert!(
         orch.ping_until(work.ipv6(), Duration::from_secs(15)),
         "no tunnel after restart:\nORCH:\n{}\nWORK:\n{}",
@@ -188,11 +172,8 @@ fn a_hostname_held_by_one_key_cannot_be_taken_by_another() {
     let reg_env = [("PILOT_REGISTRY", registry.addr.as_str())];
     a.configure(25, &[]);
     b.configure(25, &[]);
-    assert!(a
-        .daemon_start(&["--hostname", "worker-node"], &reg_env)
-        .status
-        .success());
-    assert!(b.daemon_start(&[], &reg_env).status.success());
+    a.start_env(&["--hostname", "worker-node"], &reg_env);
+    b.start_env(&[], &reg_env);
     assert!(wait_until(Duration::from_secs(10), || {
         b.json(&["find", "worker-node"]).0 == 0
     }));

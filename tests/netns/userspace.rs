@@ -16,7 +16,7 @@ use pilot::identity::Identity;
 use pilot::mapping::DEFAULT_NETWORK;
 use sha2::{Digest, Sha256};
 
-use crate::support::netns::{pilotctl, Host, Lab};
+use crate::support::netns::{pilotctl, random_file, Host, Lab};
 use crate::support::process::wait_until;
 
 /// The unprivileged user the userspace agent runs as (`nobody`).
@@ -241,13 +241,7 @@ fn two_userspace_agents_move_100_mb_intact_and_serve_50_concurrent_connections()
 
     let site = www(&[("one", &"x".repeat(1 << 20))]);
     let blob = site.path().join("blob");
-    let st = Command::new("head")
-        .args(["-c", "100M", "/dev/urandom"])
-        .stdout(std::fs::File::create(&blob).unwrap())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let want = Sha256::digest(std::fs::read(&blob).unwrap());
+    let want = random_file(&blob, "100M");
     b.serve_http(site.path(), 9000);
     let (code, v) = b.json(&["expose", "8080", "--to", "127.0.0.1:9000"]);
     assert_eq!(code, 0, "{v}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::{lock_holder, run, signal, terminate, wait_until, STOP_GRACE};
+use super::process::{launch, lock_holder, run, signal, terminate, wait_until, STOP_GRACE};
 
 /// The `pilotctl` cargo built for this test crate (debug, unless testing with `--release`).
 pub const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
@@ -64,14 +64,7 @@ impl Home {
 
     /// Like [`Home::command`], but under the launcher (inside a namespace for lab hosts).
     pub fn launched(&self) -> Command {
-        let mut c = match self.launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&self.bin);
-                c
-            }
-            None => Command::new(&self.bin),
-        };
+        let mut c = launch(&self.launcher, &self.bin);
         self.env(&mut c);
         c
     }
@@ -116,10 +109,20 @@ impl Home {
 
     /// `pilotctl daemon start ARGS`, asserted to succeed; the whole envelope.
     pub fn start(&self, args: &[&str]) -> Value {
+        self.start_env(args, &[])
+    }
+
+    /// `pilotctl daemon start ARGS` with `env` added, asserted to succeed; the whole envelope.
+    pub fn start_env(&self, args: &[&str], env: &[(&str, &str)]) -> Value {
         let mut all = vec!["--json", "daemon", "start"];
         all.extend_from_slice(args);
-        let (code, v) = envelope(&all, &self.daemon_start(args, &[]));
-        assert_eq!(code, 0, "daemon start failed: {v}\n{}", self.logs());
+        let (code, v) = envelope(&all, &self.daemon_start(args, env));
+        assert_eq!(
+            code,
+            0,
+            "daemon start {args:?} failed: {v}\n{}",
+            self.logs()
+        );
         v
     }
 

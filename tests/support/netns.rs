@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use pilot::identity::{Identity, PublicKey};
 use pilot::mapping::DEFAULT_NETWORK;
+use sha2::{Digest, Sha256};
 
 use super::home::Home;
 use super::process::{must, run, wait_until};
@@ -50,6 +51,18 @@ pub fn pilotctl() -> PathBuf {
         }
     });
     bin
+}
+
+/// Writes `size` (as `head -c` reads it, e.g. "100M") random bytes to `path` and returns their
+/// SHA-256.
+pub fn random_file(path: &Path, size: &str) -> sha2::digest::Output<Sha256> {
+    let st = Command::new("head")
+        .args(["-c", size, "/dev/urandom"])
+        .stdout(std::fs::File::create(path).expect("create file"))
+        .status()
+        .expect("run head");
+    assert!(st.success(), "head -c {size} /dev/urandom failed");
+    Sha256::digest(std::fs::read(path).expect("read file"))
 }
 
 /// `ip netns exec NS`, as a launcher for [`Home`] and [`Registry`].

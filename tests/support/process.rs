@@ -41,6 +41,19 @@ pub fn must(cmd: &mut Command) {
     );
 }
 
+/// `bin` run under `launcher` (a program and its arguments, e.g. `ip netns exec NS`), or
+/// directly when `launcher` is empty.
+pub fn launch(launcher: &[String], bin: &Path) -> Command {
+    match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Sends `signal` to `pid`.
 pub fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a PID this kit started (or that holds a daemon lock we created); no

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::home::BIN;
-use super::process::{terminate, wait_until, STOP_GRACE};
+use super::process::{launch, terminate, wait_until, STOP_GRACE};
 
 /// A registry process; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Registry {
@@ -65,14 +65,7 @@ impl Registry {
             .append(true)
             .open(self.log_path())
             .expect("log");
-        let mut c = match self.launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(&self.bin);
-                c
-            }
-            None => Command::new(&self.bin),
-        };
+        let mut c = launch(&self.launcher, &self.bin);
         let child = c
             .args(["registry", "run", "--listen", &self.addr, "--state"])
             .arg(self.state())
