@@ -13,3 +13,16 @@ pub mod net;
 pub mod netns;
 pub mod process;
 pub mod registry;
+
+use std::time::Duration;
+
+/// Awaits every task, panicking if one panicked or if they are not all done within `timeout`.
+pub async fn join_all_within(timeout: Duration, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    tokio::time::timeout(timeout, async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
