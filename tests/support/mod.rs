@@ -1,8 +1,9 @@
-//! The shared test kit of every integration test crate: daemon homes (a temporary PILOT_HOME
+//! The shared test kit of the integration tests: daemon homes (a temporary PILOT_HOME
 //! and the real `pilotctl`), loopback registries, free ports, process handling by PID, and the
 //! network-namespace lab of tests/netns.
 //!
-//! Integration tests under tests/ say `mod support;`; tests/netns/main.rs says
+//! An integration test under tests/ says `mod support;` (tests/layers.rs, a static check of
+//! src/, needs none of it); tests/netns/main.rs says
 //! `#[path = "../support/mod.rs"] mod support;`. Each crate uses only a part, hence the
 //! `dead_code` allowance.
 
