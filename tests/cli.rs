@@ -2,76 +2,16 @@
 //! cycle, info, set-hostname, refusal of bad keys, bad configs and second daemons, and a local
 //! API that survives garbage.
 
+mod support;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
-
-/// A node's state directory; stops its daemon (if any) when dropped.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Home {
-            dir: tempfile::Builder::new()
-                .prefix("pilot-cli")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("PILOT_HOME", self.path())
-            .env_remove("PILOT_SOCKET")
-            .env_remove("PILOT_REGISTRY")
-            .output()
-            .expect("run pilotctl")
-    }
-
-    /// Runs with `--json`, returning (exit code, parsed stdout or stderr envelope).
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.cmd(&all);
-        let code = out.status.code().unwrap_or(-1);
-        let text = if code == 0 { &out.stdout } else { &out.stderr };
-        let v: Value = serde_json::from_slice(text).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): stdout={} stderr={}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (code, v)
-    }
-
-    fn start(&self, extra: &[&str]) -> Value {
-        let mut args = vec!["daemon", "start", "--mode", "userspace"];
-        args.extend_from_slice(extra);
-        let (code, v) = self.json(&args);
-        assert_eq!(code, 0, "daemon start failed: {v}");
-        v
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
-    }
-}
+use support::home::Home;
 
 fn low48(ipv6: &str) -> u64 {
     let ip: std::net::Ipv6Addr = ipv6.parse().unwrap();
@@ -84,8 +24,8 @@ fn addr48_value(text: &str) -> u64 {
 
 #[test]
 fn start_info_set_hostname_stop() {
-    let home = Home::new();
-    let started = home.start(&["--hostname", "orchestrator-node"]);
+    let home = Home::new("pilot-cli");
+    let started = home.start(&["--mode", "userspace", "--hostname", "orchestrator-node"]);
     assert_eq!(started["status"], "ok");
     assert_eq!(started["data"]["hostname"], "orchestrator-node");
 
@@ -126,7 +66,7 @@ fn start_info_set_hostname_stop() {
     assert_eq!(v["code"], "not_running");
 
     // A restart keeps the identity and the hostname.
-    home.start(&[]);
+    home.start(&["--mode", "userspace"]);
     let (_, again) = home.json(&["info"]);
     assert_eq!(again["data"]["address"], address);
     assert_eq!(again["data"]["hostname"], "worker-node");
@@ -134,21 +74,21 @@ fn start_info_set_hostname_stop() {
 
 #[test]
 fn info_without_a_daemon_says_not_running_with_a_hint() {
-    let home = Home::new();
+    let home = Home::new("pilot-cli");
     let (code, v) = home.json(&["info"]);
     assert_eq!(code, 1);
     assert_eq!(v["status"], "error");
     assert_eq!(v["code"], "not_running");
     assert!(v["hint"].as_str().unwrap().contains("daemon start"));
-    let out = home.cmd(&["info"]);
+    let out = home.pilotctl(&["info"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
 }
 
 #[test]
 fn key_file_readable_by_others_is_refused_at_start() {
-    let home = Home::new();
-    home.start(&[]);
+    let home = Home::new("pilot-cli");
+    home.start(&["--mode", "userspace"]);
     assert_eq!(home.json(&["daemon", "stop"]).0, 0);
     let key = home.path().join("identity.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -166,7 +106,7 @@ fn key_file_readable_by_others_is_refused_at_start() {
 
 #[test]
 fn config_with_an_unknown_key_is_refused_naming_it() {
-    let home = Home::new();
+    let home = Home::new("pilot-cli");
     let cfg = home.path().join("bad.toml");
     std::fs::write(
         &cfg,
@@ -192,8 +132,8 @@ fn config_with_an_unknown_key_is_refused_naming_it() {
 
 #[test]
 fn second_daemon_on_the_same_state_directory_is_refused() {
-    let home = Home::new();
-    let first = home.start(&[]);
+    let home = Home::new("pilot-cli");
+    let first = home.start(&["--mode", "userspace"]);
     let pid = first["data"]["pid"].as_u64().unwrap();
     let (code, v) = home.json(&["daemon", "start", "--mode", "userspace"]);
     assert_eq!(code, 1);
@@ -212,8 +152,8 @@ fn second_daemon_on_the_same_state_directory_is_refused() {
 
 #[test]
 fn garbage_on_the_api_socket_does_not_kill_the_daemon() {
-    let home = Home::new();
-    home.start(&[]);
+    let home = Home::new("pilot-cli");
+    home.start(&["--mode", "userspace"]);
     let sock: PathBuf = home.path().join("pilot.sock");
     let stream = UnixStream::connect(&sock).unwrap();
     stream
@@ -253,19 +193,19 @@ fn garbage_on_the_api_socket_does_not_kill_the_daemon() {
 
 #[test]
 fn usage_errors_exit_2_with_an_envelope() {
-    let home = Home::new();
+    let home = Home::new("pilot-cli");
     let (code, v) = home.json(&["frobnicate"]);
     assert_eq!(code, 2);
     assert_eq!(v["code"], "invalid_argument");
     let (code, v) = home.json(&["daemon", "start", "--mode", "kernel"]);
     assert_eq!(code, 2, "{v}");
-    let out = home.cmd(&["--help"]);
+    let out = home.pilotctl(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
 fn bad_hostname_is_refused_before_reaching_the_daemon() {
-    let home = Home::new();
+    let home = Home::new("pilot-cli");
     let (code, v) = home.json(&["daemon", "start", "--hostname", "Not_Valid"]);
     assert_eq!(code, 1);
     assert_eq!(v["code"], "invalid_argument");
@@ -276,10 +216,34 @@ fn bad_hostname_is_refused_before_reaching_the_daemon() {
 fn daemon_start_detaches_from_the_callers_stdio() {
     // `output()` waits for EOF on stdout/stderr: it returns only if the daemon did not keep the
     // pipes open.
-    let home = Home::new();
+    let home = Home::new("pilot-cli");
     let t = std::time::Instant::now();
-    let out = home.cmd(&["daemon", "start", "--mode", "userspace"]);
+    let out = home.pilotctl(&["daemon", "start", "--mode", "userspace"]);
     assert!(out.status.success());
     assert!(t.elapsed() < Duration::from_secs(15));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fdc5:7a3e:91b4:"));
+}
+
+/// Whether `pid` runs (a zombie waiting for a reaper does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn dropping_a_home_stops_its_daemon() {
+    // The test kit's promise: no daemon outlives the test that started it.
+    let home = Home::new("pilot-cli");
+    let started = home.start(&["--mode", "userspace"]);
+    let pid = started["data"]["pid"].as_u64().unwrap() as u32;
+    let lock = home.path().join("daemon.lock");
+    assert_eq!(support::process::lock_holder(&lock), Some(pid));
+    assert!(running(pid));
+    let dir = home.path().to_path_buf();
+    drop(home);
+    assert!(!running(pid), "daemon {pid} outlived its home");
+    assert!(!dir.exists());
 }

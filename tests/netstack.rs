@@ -1,10 +1,12 @@
 //! Two netstacks wired to each other in memory: A's outgoing packets are B's incoming ones and
 //! the other way round, optionally through a lossy, reordering link.
 
+mod support;
+
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
 
-use pilot::netstack::{Netstack, NetstackConfig, NetstackError, Packet};
+use pilot::netstack::{Netstack, NetstackConfig, NetstackError, NetstackStream, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -71,6 +73,25 @@ fn lossy_pair() -> (Netstack, Netstack) {
     (a, b)
 }
 
+/// Echoes one connection to `stack`'s port 7 (all it reads, then closes); the task returns the
+/// accepted stream's local port.
+async fn echo_once(stack: &Netstack) -> tokio::task::JoinHandle<u16> {
+    let mut l = stack.listen(7).await.unwrap();
+    tokio::spawn(async move {
+        let mut s = l.accept().await.unwrap();
+        echo(&mut s).await;
+        s.local_addr().port()
+    })
+}
+
+/// Writes back all `s` reads, then closes it.
+async fn echo(s: &mut NetstackStream) {
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    s.write_all(&buf).await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 11)) as u8
 }
@@ -108,15 +129,7 @@ async fn check_pattern<R: AsyncReadExt + Unpin>(r: &mut R, len: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_carries_bytes_both_ways_and_closes_cleanly() {
     let (a, b) = pair();
-    let mut l = b.listen(7).await.unwrap();
-    let server = tokio::spawn(async move {
-        let mut s = l.accept().await.unwrap();
-        assert_eq!(s.local_addr().port(), 7);
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        s.write_all(&buf).await.unwrap();
-        s.shutdown().await.unwrap();
-    });
+    let server = echo_once(&b).await;
     let mut c = a
         .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
         .await
@@ -129,7 +142,7 @@ async fn a_connection_carries_bytes_both_ways_and_closes_cleanly() {
         .unwrap()
         .unwrap();
     assert_eq!(back, b"hello over the overlay");
-    server.await.unwrap();
+    assert_eq!(server.await.unwrap(), 7, "the server's local port");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,12 +194,7 @@ async fn fifty_concurrent_connections_all_complete() {
     tokio::spawn(async move {
         for _ in 0..50 {
             let mut s = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                s.read_to_end(&mut buf).await.unwrap();
-                s.write_all(&buf).await.unwrap();
-                s.shutdown().await.unwrap();
-            });
+            tokio::spawn(async move { echo(&mut s).await });
         }
     });
     let mut tasks = Vec::new();
@@ -213,13 +221,7 @@ async fn fifty_concurrent_connections_all_complete() {
             assert_eq!(back, msg);
         }));
     }
-    tokio::time::timeout(Duration::from_secs(60), async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    support::join_all_within(Duration::from_secs(60), tasks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,14 +319,7 @@ async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
     let t1 = pump(ia.reader, ib.writer);
     let t2 = pump(ib.reader, ia.writer);
 
-    let mut l = b.listen(7).await.unwrap();
-    let server = tokio::spawn(async move {
-        let mut s = l.accept().await.unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        s.write_all(&buf).await.unwrap();
-        s.shutdown().await.unwrap();
-    });
+    let server = echo_once(&b).await;
     let mut c = a
         .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
         .await

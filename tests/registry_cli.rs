@@ -1,11 +1,11 @@
 //! Integration tests of `pilotctl registry run`, the real binary: it serves a client core over
 //! UDP loopback, stops cleanly on SIGTERM, and refuses a missing listen address.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+mod support;
+
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,50 +13,15 @@ use pilot::clock::unix_ms_now;
 use pilot::identity::Identity;
 use pilot::node::registry_client::{Client, ClientConfig, ClientEvent};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
-
-/// Kills the registry if a test fails before stopping it.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::home::BIN;
+use support::registry::Registry;
 
 #[test]
 fn registry_run_serves_clients_and_stops_on_sigterm() {
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join("state");
-    let mut child = Child(
-        Command::new(BIN)
-            .args(["registry", "run", "--listen", "127.0.0.1:0", "--state"])
-            .arg(&state)
-            .env("PILOT_HOME", home.path())
-            .env("PILOT_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // The log line "registry running listen=127.0.0.1:PORT" tells the port.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr: SocketAddr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the registry logs that it runs");
-        if let Some(rest) = line.split("listen=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    // The registry logs "registry running listen=127.0.0.1:PORT"; the kit reads the port.
+    let mut registry = Registry::loopback();
+    let state = registry.state();
+    let addr = registry.socket_addr();
     assert!(state.join("registry.redb").exists());
     let key_mode = std::fs::metadata(state.join("registry.key"))
         .unwrap()
@@ -96,19 +61,9 @@ fn registry_run_serves_clients_and_stops_on_sigterm() {
         }
     }
 
-    // SAFETY: kill(2) on the child we spawned and still own.
-    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the registry did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = registry
+        .stop()
+        .expect("the registry did not stop on SIGTERM");
     assert!(status.success(), "{status:?}");
 }
 

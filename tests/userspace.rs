@@ -2,6 +2,8 @@
 //! proxy and A's netstack, across packet channels, into node B's netstack, to a port B exposes
 //! to a local TCP server.
 
+mod support;
+
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +87,26 @@ async fn local_server() -> SocketAddr {
     addr
 }
 
+/// A SOCKS5 proxy on a loopback port over `stack`, running in the background; its address.
+async fn proxy(stack: Netstack, resolver: StaticResolver, connect_timeout: Duration) -> SocketAddr {
+    let cfg = Socks5Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        connect_timeout,
+        ..Socks5Config::default()
+    };
+    let server = Socks5Server::bind(
+        cfg,
+        OverlayNet::Userspace(stack),
+        DEFAULT_NETWORK,
+        Arc::new(resolver),
+    )
+    .await
+    .unwrap();
+    let proxy = server.local_addr().unwrap();
+    tokio::spawn(server.run());
+    proxy
+}
+
 async fn world() -> World {
     let a_ip = DEFAULT_NETWORK.ipv6(a48("000a.000a.000a"));
     let b_ip = DEFAULT_NETWORK.ipv6(a48("000b.000b.000b"));
@@ -105,21 +127,7 @@ async fn world() -> World {
     resolver
         .names
         .insert(Hostname::new("stranger").unwrap(), stranger_ip);
-    let cfg = Socks5Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        connect_timeout: Duration::from_millis(500),
-        ..Socks5Config::default()
-    };
-    let server = Socks5Server::bind(
-        cfg,
-        OverlayNet::Userspace(a),
-        DEFAULT_NETWORK,
-        Arc::new(resolver),
-    )
-    .await
-    .unwrap();
-    let proxy = server.local_addr().unwrap();
-    tokio::spawn(server.run());
+    let proxy = proxy(a, resolver, Duration::from_millis(500)).await;
     World {
         proxy,
         b_ip,
@@ -265,13 +273,7 @@ async fn fifty_concurrent_socks_connections_all_complete() {
             download(s.unwrap(), 100_000 + i * 1000).await;
         }));
     }
-    tokio::time::timeout(Duration::from_secs(60), async {
-        for t in tasks {
-            t.await.unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    support::join_all_within(Duration::from_secs(60), tasks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,21 +312,7 @@ async fn a_trusted_peer_that_never_answers_times_out_as_ttl_expired() {
         DEFAULT_NETWORK.ipv6(a48("000a.0000.0001")),
     ))
     .unwrap();
-    let cfg = Socks5Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        connect_timeout: Duration::from_millis(300),
-        ..Socks5Config::default()
-    };
-    let server = Socks5Server::bind(
-        cfg,
-        OverlayNet::Userspace(a),
-        DEFAULT_NETWORK,
-        Arc::new(resolver),
-    )
-    .await
-    .unwrap();
-    let proxy = server.local_addr().unwrap();
-    tokio::spawn(server.run());
+    let proxy = proxy(a, resolver, Duration::from_millis(300)).await;
     drop(w);
     let r = socks_connect(proxy, Dst::Name("ghost.pilot"), 80).await;
     assert_eq!(r.err(), Some(6));

@@ -2,79 +2,14 @@
 //! over 127.0.0.1, B exposes overlay ports to local servers (one from its config file, one with
 //! `pilotctl expose`), and a SOCKS5 client reaches them through A's proxy by hostname.
 
-use serde_json::Value;
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Command, Output};
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
-
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Home {
-            dir: tempfile::Builder::new()
-                .prefix("pilot-us")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("PILOT_HOME", self.path())
-            .env_remove("PILOT_SOCKET")
-            .env_remove("PILOT_REGISTRY")
-            .output()
-            .expect("run pilotctl")
-    }
-
-    fn json(&self, args: &[&str]) -> (i32, Value) {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.cmd(&all);
-        let code = out.status.code().unwrap_or(-1);
-        let text = if code == 0 { &out.stdout } else { &out.stderr };
-        let v = serde_json::from_slice(text).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (code, v)
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let (code, v) = self.json(args);
-        assert_eq!(code, 0, "{args:?} failed: {v}");
-        v["data"].clone()
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::home::Home;
+use support::net::free_udp_port;
 
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(131) >> 3) as u8
@@ -117,8 +52,8 @@ fn socks_connect(proxy: &str, host: &str, port: u16) -> (u8, TcpStream) {
 
 #[test]
 fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
-    let a = Home::new();
-    let b = Home::new();
+    let a = Home::new("pilot-us");
+    let b = Home::new("pilot-us");
     // First start makes each identity; read the keys, then stop.
     let mut keys = Vec::new();
     for h in [&a, &b] {
@@ -207,10 +142,9 @@ fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     );
     assert_eq!(inbox["messages"][0]["from"], keys[0].as_str());
 
-    let mut listener = Command::new(BIN)
+    let mut listener = b
+        .command()
         .args(["listen", "1000"])
-        .env("PILOT_HOME", b.path())
-        .env_remove("PILOT_SOCKET")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -218,10 +152,9 @@ fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     listener.stdin.take().unwrap().write_all(b"pong\n").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     for (port, input, want) in [(1000u16, "ping\n", "pong\n"), (7, "echo me\n", "echo me\n")] {
-        let mut c = Command::new(BIN)
+        let mut c = a
+            .command()
             .args(["connect", "node-b", &port.to_string()])
-            .env("PILOT_HOME", a.path())
-            .env_remove("PILOT_SOCKET")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

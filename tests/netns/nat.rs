@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::common::{require_root, wait_until, Host, Lab, Nat, RegistryProc};
+use crate::support::netns::{Host, Lab, Nat};
+use crate::support::process::wait_until;
+use crate::support::registry::Registry;
 
 const REGISTRY_PORT: u16 = 7946;
 
@@ -20,13 +22,13 @@ fn configure(h: &Host, allow: &[&Host]) {
     std::fs::write(h.home().join("config.toml"), c).expect("write config");
 }
 
-fn start(h: &mut Host, registry: &RegistryProc) {
-    let out = h.daemon_start(&[], &[("PILOT_REGISTRY", registry.addr.as_str())]);
-    assert!(
-        out.status.success(),
-        "daemon start: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Configures `a` and `b` to allow each other and starts both with `registry`.
+fn start_both(a: &Host, b: &Host, registry: &Registry) {
+    configure(a, &[b]);
+    configure(b, &[a]);
+    for h in [a, b] {
+        h.start_env(&[], &[("PILOT_REGISTRY", registry.addr.as_str())]);
+    }
 }
 
 /// `a` asks `b` (which allow-lists it) for trust; waits until both have the other as a peer.
@@ -97,21 +99,16 @@ fn curl_ok(h: &Host, url: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.10");
     let ra = lab.router("ra", "198.51.100.21", "10.1.1", Nat::PortPreserving);
     let rb = lab.router("rb", "198.51.100.22", "10.1.2", Nat::PortPreserving);
-    let mut a = lab.nat_host(&ra, "a", 2);
+    let a = lab.nat_host(&ra, "a", 2);
     let mut b = lab.nat_host(&rb, "b", 2);
-    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
-    configure(&a, &[&b]);
-    configure(&b, &[&a]);
-    start(&mut a, &registry);
-    start(&mut b, &registry);
+    let registry = Registry::start(&reg_host, REGISTRY_PORT);
+    start_both(&a, &b, &registry);
     trust(&a, &b);
 
     let pa = wait_path(&a, &b, "direct", Duration::from_secs(10), |e| {
@@ -186,21 +183,16 @@ fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn fully_random_nats_relay_through_the_registry_then_upgrade_when_the_nat_allows() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.10");
     let ra = lab.router("ra", "198.51.100.31", "10.3.1", Nat::FullyRandom);
     let rb = lab.router("rb", "198.51.100.32", "10.3.2", Nat::FullyRandom);
-    let mut a = lab.nat_host(&ra, "a", 2);
+    let a = lab.nat_host(&ra, "a", 2);
     let mut b = lab.nat_host(&rb, "b", 2);
-    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
-    configure(&a, &[&b]);
-    configure(&b, &[&a]);
-    start(&mut a, &registry);
-    start(&mut b, &registry);
+    let registry = Registry::start(&reg_host, REGISTRY_PORT);
+    start_both(&a, &b, &registry);
     trust(&a, &b);
 
     let reg_ep = |e: &str| e == registry.addr;
@@ -252,20 +244,15 @@ fn fully_random_nats_relay_through_the_registry_then_upgrade_when_the_nat_allows
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn a_public_agent_and_one_behind_a_nat_connect_directly() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.10");
-    let mut a = lab.public_host("pub", "198.51.100.41");
+    let a = lab.public_host("pub", "198.51.100.41");
     let rb = lab.router("rb", "198.51.100.42", "10.4.2", Nat::FullyRandom);
-    let mut b = lab.nat_host(&rb, "b", 2);
-    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
-    configure(&a, &[&b]);
-    configure(&b, &[&a]);
-    start(&mut a, &registry);
-    start(&mut b, &registry);
+    let b = lab.nat_host(&rb, "b", 2);
+    let registry = Registry::start(&reg_host, REGISTRY_PORT);
+    start_both(&a, &b, &registry);
     trust(&b, &a);
     // Even a fully random NAT: b's probe to a's public address comes from a mapping made for
     // a, which a learns as a peer-reflexive candidate and answers.
@@ -280,20 +267,15 @@ fn a_public_agent_and_one_behind_a_nat_connect_directly() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn two_agents_behind_one_nat_use_their_lan_addresses() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.10");
     let r = lab.router("r", "198.51.100.51", "10.5.1", Nat::PortPreserving);
-    let mut a = lab.nat_host(&r, "a", 2);
+    let a = lab.nat_host(&r, "a", 2);
     let mut b = lab.nat_host(&r, "b", 3);
-    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
-    configure(&a, &[&b]);
-    configure(&b, &[&a]);
-    start(&mut a, &registry);
-    start(&mut b, &registry);
+    let registry = Registry::start(&reg_host, REGISTRY_PORT);
+    start_both(&a, &b, &registry);
     trust(&a, &b);
     wait_path(&a, &b, "direct", Duration::from_secs(10), |e| {
         e == "10.5.1.3:51820"

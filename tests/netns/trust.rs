@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{require_root, wait_until, Host, Lab, RegistryProc};
+use crate::support::netns::{Host, Lab};
+use crate::support::process::wait_until;
+use crate::support::registry::Registry;
 
 const REGISTRY_PORT: u16 = 7946;
 
@@ -33,32 +35,20 @@ fn curl(h: &Host, url: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn handshake_approve_untrust_restart_and_registry_outage() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.10");
     let mut orch = lab.public_host("orch", "198.51.100.11");
     let mut work = lab.public_host("work", "198.51.100.12");
-    let mut registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    let mut registry = Registry::start(&reg_host, REGISTRY_PORT);
     let reg_env = [("PILOT_REGISTRY", registry.addr.as_str())];
     orch.configure(25, &[]);
     work.configure(25, &[]);
 
     // The spec's commands, verbatim.
-    let out = orch.daemon_start(&["--hostname", "orchestrator-node"], &reg_env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = work.daemon_start(&["--hostname", "worker-node"], &reg_env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    orch.start_env(&["--hostname", "orchestrator-node"], &reg_env);
+    work.start_env(&["--hostname", "worker-node"], &reg_env);
 
     // Both are registered: each finds the other by name, with the right key and address.
     let found = wait_until(Duration::from_secs(10), || {
@@ -143,14 +133,8 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
     // A restart of both daemons keeps the trust.
     orch.stop_daemon();
     work.stop_daemon();
-    assert!(orch
-        .daemon_start(&["--hostname", "orchestrator-node"], &reg_env)
-        .status
-        .success());
-    assert!(work
-        .daemon_start(&["--hostname", "worker-node"], &reg_env)
-        .status
-        .success());
+    orch.start_env(&["--hostname", "orchestrator-node"], &reg_env);
+    work.start_env(&["--hostname", "worker-node"], &reg_env);
     assert!(
         orch.ping_until(work.ipv6(), Duration::from_secs(15)),
         "no tunnel after restart:\nORCH:\n{}\nWORK:\n{}",
@@ -178,23 +162,18 @@ fn handshake_approve_untrust_restart_and_registry_outage() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn a_hostname_held_by_one_key_cannot_be_taken_by_another() {
-    if !require_root() {
-        return;
-    }
     let mut lab = Lab::new();
     let reg_host = lab.public_host("reg", "203.0.113.20");
-    let mut a = lab.public_host("a", "198.51.100.21");
-    let mut b = lab.public_host("b", "198.51.100.22");
-    let registry = RegistryProc::start(&reg_host, REGISTRY_PORT);
+    let a = lab.public_host("a", "198.51.100.21");
+    let b = lab.public_host("b", "198.51.100.22");
+    let registry = Registry::start(&reg_host, REGISTRY_PORT);
     let reg_env = [("PILOT_REGISTRY", registry.addr.as_str())];
     a.configure(25, &[]);
     b.configure(25, &[]);
-    assert!(a
-        .daemon_start(&["--hostname", "worker-node"], &reg_env)
-        .status
-        .success());
-    assert!(b.daemon_start(&[], &reg_env).status.success());
+    a.start_env(&["--hostname", "worker-node"], &reg_env);
+    b.start_env(&[], &reg_env);
     assert!(wait_until(Duration::from_secs(10), || {
         b.json(&["find", "worker-node"]).0 == 0
     }));
