@@ -44,7 +44,7 @@ def rss(r, key):
 print("| run | system | TCP 1 stream Mbit/s | TCP -P 4 | TCP -R 1 | HTTP GET | ping avg / p99 ms | setup ms | daemon CPU % A/B (1 stream) | RSS MiB A/B idle → end |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for run, res in rows:
-    for name in ["pilot", "veth", "wireguard-go", "boringtun", "nebula"]:
+    for name in ["pilot", "pilot-baseline", "veth", "wireguard-go", "boringtun", "nebula"]:
         r = res.get(name)
         if not r:
             continue
@@ -58,6 +58,17 @@ for run, res in rows:
               f"{f(r.get('setup_to_first_ping_ms'))} | {cpu(r,'tcp_1')} | {rss(r,'mem_idle')} → {rss(r,'mem_end') if r.get('mem_end') else rss(r,'mem_after_iperf')} |")
     refs = [res[n] for n in ["wireguard-go", "boringtun", "nebula"] if n in res]
     p = res.get("pilot")
+    base = res.get("pilot-baseline")
+    if p and base:
+        for test, label in [("tcp_1", "TCP 1 stream"), ("tcp_4", "TCP -P 4"), ("tcp_1_rev", "TCP -R 1"), ("http_get", "HTTP GET")]:
+            key = "mbps" if test == "http_get" else "receiver_mbps"
+            old, new = g(base, test, key) or 0, g(p, test, key) or 0
+            if old:
+                print(f"\n{run}: {label}: this build {new:.0f} / baseline {old:.0f} = **{new/old:.2f}×**", end="")
+        pn, pb = g(p, "ping_tunnel", "avg"), g(base, "ping_tunnel", "avg")
+        if pn and pb:
+            print(f"\n{run}: ping avg: this build {pn:.3f} ms / baseline {pb:.3f} ms", end="")
+        print()
     if p and refs:
         for test, label in [("tcp_1", "TCP 1 stream"), ("tcp_4", "TCP -P 4"), ("tcp_1_rev", "TCP -R 1")]:
             best = max((g(x, test, "receiver_mbps") or 0) for x in refs)

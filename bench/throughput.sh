@@ -9,6 +9,8 @@
 # (their own namespaces hostA/hostB). All use lib.sh's measure: iperf3 TCP 1 stream and -P 4
 # A->B, -R 1 stream, HTTP GET, ping avg/p99, daemon RSS and CPU. Prints one table; raw JSON in
 # $BENCH_OUT/<stamp>/run-N/ (default /tmp/pilot-bench). Knobs: IPERF_T, IDLE_S, HTTP_MB, RUNS.
+# BASELINE=/path/to/an/older/pilotctl also runs that binary in each pass (as "pilot-baseline",
+# right before this build), so a change is judged by a same-run before/after ratio.
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,6 +38,11 @@ have() {
 for run in $(seq 1 "$RUNS"); do
   d=$OUT/run-$run; mkdir -p "$d"
   echo "=== run $run: pilot" >&2
+  if [[ -n ${BASELINE:-} ]]; then
+    echo "=== run $run: pilot-baseline ($BASELINE)" >&2
+    OUT_DIR=$d SYSTEM=pilot-baseline PILOTCTL=$BASELINE timeout --signal=TERM --kill-after=20 400 \
+      "$HERE/run-pilot.sh" || echo "pilot-baseline run failed" >&2
+  fi
   OUT_DIR=$d timeout --signal=TERM --kill-after=20 400 "$HERE/run-pilot.sh" || echo "pilot run failed" >&2
   for ref in $REFS; do
     if have "$ref"; then
