@@ -106,11 +106,17 @@ pub fn print_error(json: bool, e: &PilotError) {
             Err(_) => eprintln!("{{\"status\":\"error\",\"code\":\"internal\"}}"),
         }
     } else {
-        eprintln!("error: {} [{}]", untrusted(&e.message), e.code);
-        if !e.hint.is_empty() {
-            eprintln!("hint: {}", untrusted(&e.hint));
-        }
+        eprintln!("{}", error_text(e));
     }
+}
+
+/// An error for humans: `error: MESSAGE [code]`, then `hint: HINT` if there is one.
+fn error_text(e: &PilotError) -> String {
+    let mut text = format!("error: {} [{}]", untrusted(&e.message), e.code);
+    if !e.hint.is_empty() {
+        text.push_str(&format!("\nhint: {}", untrusted(&e.hint)));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -125,6 +131,24 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(e.message.contains("`info`"), "{}", e.message);
         assert!(e.hint.contains("restart"), "{}", e.hint);
+    }
+
+    #[test]
+    fn errors_show_code_and_hint_with_quoted_text_escaped() {
+        let e = PilotError::new(
+            ErrorCode::Unauthorized,
+            "rejected: \u{1b}[2Jgo away\nerror: fake",
+            "ask again",
+        );
+        assert_eq!(
+            error_text(&e),
+            format!(
+                "error: rejected: \\u{{1b}}[2Jgo away\\nerror: fake [{}]\nhint: ask again",
+                e.code
+            )
+        );
+        let bare = PilotError::new(ErrorCode::Timeout, "slow", "");
+        assert_eq!(error_text(&bare), format!("error: slow [{}]", bare.code));
     }
 
     #[test]
