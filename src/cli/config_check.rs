@@ -1,0 +1,32 @@
+//! `config check FILE`: validates a daemon config file without a daemon.
+
+use serde::Serialize;
+use std::path::Path;
+
+use super::output::Output;
+use crate::config::Config;
+use crate::error::PilotError;
+
+/// `config check`'s data.
+#[derive(Debug, Serialize)]
+struct Checked<'a> {
+    file: String,
+    valid: bool,
+    config: &'a Config,
+}
+
+/// Loads `file`: its first error (naming key and line), or `FILE: ok` and the result.
+pub fn check(file: &Path) -> Result<Output, PilotError> {
+    let cfg = Config::load(file).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "see config/pilot.toml for every key and its type",
+        )
+    })?;
+    let data = Checked {
+        file: file.display().to_string(),
+        valid: true,
+        config: &cfg,
+    };
+    Output::local(&data, format!("{}: ok", file.display()))
+}

@@ -1,0 +1,141 @@
+//! From a parsed command to its output: each daemon command asks the daemon, decodes the
+//! answer into its type and hands it to its renderer; the rest run here.
+
+use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
+use super::output::{ask, Output};
+use super::{config_check, daemon_process, registry_run, render, stream};
+use crate::api::{ExposeList, InboxData, InfoData, OutboxData, PeersData, Request, SentMessage};
+use crate::error::{ErrorCode, PilotError};
+use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
+use crate::userspace::expose::Exposed;
+
+/// Runs one command.
+pub fn run(cmd: Command) -> Result<Output, PilotError> {
+    match cmd {
+        Command::Daemon(DaemonCmd::Run(args)) => daemon_process::run(&args),
+        Command::Daemon(DaemonCmd::Start(args)) => daemon_process::start(&args),
+        Command::Daemon(DaemonCmd::Stop { timeout }) => daemon_process::stop(timeout),
+        Command::Daemon(DaemonCmd::Status) => daemon_process::status(),
+        Command::Config(ConfigCmd::Check { file }) => config_check::check(&file),
+        Command::Registry(RegistryCmd::Run(args)) => registry_run::run(&args),
+        Command::Connect { peer, port } => stream::run(&Request::Connect { peer, port }),
+        Command::Listen { port } => stream::run(&Request::Listen { port }),
+        Command::Info => Ok(ask::<InfoData>("info", &Request::Info {})?.render(render::info)),
+        Command::Peers => Ok(ask::<PeersData>("peers", &Request::Peers {})?
+            .render(|d| render::peers(d, crate::clock::unix_ms_now() / 1000))),
+        Command::SetHostname { name } => set_hostname(&name),
+        Command::Find { name } => find(name),
+        Command::Ping { peer, count } => ping(peer, count),
+        Command::Handshake {
+            peer,
+            justification,
+        } => trust_op(
+            "handshake",
+            Request::Handshake {
+                peer,
+                justification,
+            },
+            render::handshake,
+        ),
+        Command::Approve { peer } => {
+            trust_op("approve", Request::Approve { peer }, render::approved)
+        }
+        Command::Reject { peer, reason } => {
+            trust_op("reject", Request::Reject { peer, reason }, render::rejected)
+        }
+        Command::Untrust { peer } => {
+            trust_op("untrust", Request::Untrust { peer }, render::untrusted_peer)
+        }
+        Command::Pending => {
+            Ok(ask::<PendingList>("pending", &Request::Pending {})?.render(render::pending))
+        }
+        Command::Trust => {
+            Ok(ask::<TrustList>("trust", &Request::Trust {})?.render(render::trust_list))
+        }
+        Command::SendMessage { peer, data, kind } => send_message(peer, data, kind),
+        Command::Inbox { clear } => {
+            Ok(ask::<InboxData>("inbox", &Request::Inbox { clear })?.render(render::inbox))
+        }
+        Command::Outbox => {
+            Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
+        }
+        Command::Expose(args) => expose(args),
+    }
+}
+
+/// `set-hostname NAME`, checked here before it reaches the daemon.
+fn set_hostname(name: &str) -> Result<Output, PilotError> {
+    let hostname = daemon_process::parse_hostname(name)?.to_string();
+    let req = Request::SetHostname { hostname };
+    Ok(ask::<HostnameClaim>("set-hostname", &req)?.render(render::hostname_claim))
+}
+
+/// `find NAME`.
+fn find(name: String) -> Result<Output, PilotError> {
+    let req = Request::Find {
+        hostname: name.clone(),
+    };
+    Ok(ask::<Option<Lookup>>("find", &req)?.render(|l| render::find(&name, l.as_ref())))
+}
+
+/// `handshake`, `approve`, `reject`, `untrust`: the peer's trust after the change.
+fn trust_op(
+    command: &str,
+    req: Request,
+    render: fn(Option<&TrustView>) -> String,
+) -> Result<Output, PilotError> {
+    Ok(ask::<Option<TrustView>>(command, &req)?.render(|v| render(v.as_ref())))
+}
+
+/// `send-message PEER --data D --type T`.
+fn send_message(peer: String, data: String, kind: String) -> Result<Output, PilotError> {
+    let req = Request::SendMessage {
+        peer,
+        data,
+        kind: Some(kind),
+    };
+    Ok(ask::<SentMessage>("send-message", &req)?.render(render::sent_message))
+}
+
+/// `ping`: a report with no reply at all is a `timeout` error.
+fn ping(peer: String, count: u32) -> Result<Output, PilotError> {
+    let req = Request::Ping {
+        peer,
+        count: Some(count),
+    };
+    let answer = ask::<PingReport>("ping", &req)?;
+    if answer.typed.received == 0 {
+        return Err(PilotError::new(
+            ErrorCode::Timeout,
+            format!("no probe reply from {}", answer.typed.address),
+            "check `pilotctl peers` (path) and that the peer's daemon runs",
+        ));
+    }
+    Ok(answer.render(render::ping))
+}
+
+/// `expose PORT --to HOST:PORT`, `expose --list`, `expose --remove PORT`.
+fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
+    if args.list {
+        return Ok(
+            ask::<ExposeList>("expose", &Request::ExposeList {})?.render(render::expose_list)
+        );
+    }
+    if let Some(port) = args.remove {
+        return Ok(ask::<Exposed>("expose", &Request::ExposeRemove { port })?
+            .render(render::expose_removed));
+    }
+    let (Some(port), Some(to)) = (args.port, args.to) else {
+        return Err(PilotError::invalid(
+            "expose needs a port and --to HOST:PORT",
+            "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
+        ));
+    };
+    crate::userspace::expose::validate_target(&to).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
+        )
+    })?;
+    Ok(ask::<Exposed>("expose", &Request::Expose { port, to })?.render(render::expose_added))
+}

@@ -1,0 +1,71 @@
+//! Exposed overlay ports: `expose`, `expose --list`, `expose --remove`.
+
+use super::untrusted;
+use crate::api::ExposeList;
+use crate::userspace::expose::Exposed;
+
+/// `expose PORT --to HOST:PORT`.
+pub fn expose_added(e: &Exposed) -> String {
+    format!("overlay port {} forwarded to {}", e.port, untrusted(&e.to))
+}
+
+/// `expose --list`: one line per port.
+pub fn expose_list(l: &ExposeList) -> String {
+    if l.exposed.is_empty() {
+        return "no exposed ports".into();
+    }
+    l.exposed
+        .iter()
+        .map(|e| format!("{:<6} -> {}", e.port, untrusted(&e.to)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `expose --remove PORT`.
+pub fn expose_removed(e: &Exposed) -> String {
+    format!(
+        "overlay port {} no longer forwarded to {}",
+        e.port,
+        untrusted(&e.to)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposed(port: u16, to: &str) -> Exposed {
+        Exposed {
+            port,
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn expose_confirms_the_forwarding() {
+        let e = exposed(8080, "127.0.0.1:3000");
+        assert_eq!(
+            expose_added(&e),
+            "overlay port 8080 forwarded to 127.0.0.1:3000"
+        );
+        assert_eq!(
+            expose_removed(&e),
+            "overlay port 8080 no longer forwarded to 127.0.0.1:3000"
+        );
+    }
+
+    #[test]
+    fn expose_list_aligns_ports() {
+        let l = ExposeList {
+            exposed: vec![exposed(8080, "127.0.0.1:3000"), exposed(22, "localhost:22")],
+        };
+        assert_eq!(
+            expose_list(&l),
+            "8080   -> 127.0.0.1:3000\n22     -> localhost:22"
+        );
+        assert_eq!(
+            expose_list(&ExposeList { exposed: vec![] }),
+            "no exposed ports"
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! Messages: `send-message`, `inbox`, `outbox`.
+
+use super::{name_or_dash, untrusted};
+use crate::api::{DeliveryStatus, InboxData, OutboxData, SentMessage};
+
+/// `send-message`: delivered, or queued for retries.
+pub fn sent_message(m: &SentMessage) -> String {
+    let id = untrusted(&m.id);
+    match m.status {
+        DeliveryStatus::Delivered => format!("message {id} delivered"),
+        DeliveryStatus::Queued => format!(
+            "message {id} queued: it is kept and retried until the peer acks (see `pilotctl outbox`)"
+        ),
+    }
+}
+
+/// `inbox`: one line per message; text payloads as text, JSON payloads as JSON, both escaped.
+pub fn inbox(d: &InboxData) -> String {
+    if d.messages.is_empty() {
+        return "inbox is empty".into();
+    }
+    d.messages
+        .iter()
+        .map(|m| {
+            let data = match &m.data {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!(
+                "{} from {} ({}): {}\n",
+                untrusted(&m.id),
+                name_or_dash(m.from_hostname.as_deref()),
+                untrusted(&m.from_address),
+                untrusted(&data)
+            )
+        })
+        .collect()
+}
+
+/// `outbox`: how many messages wait for an ack.
+pub fn outbox(d: &OutboxData) -> String {
+    format!("{} message(s) waiting for an ack", d.outbox.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
+
+    fn entry(id: &str, hostname: Option<&str>, data: serde_json::Value) -> InboxEntry {
+        InboxEntry {
+            from: "KEY=".into(),
+            from_address: "0a1b.2c3d.4e5f".into(),
+            from_hostname: hostname.map(String::from),
+            id: id.into(),
+            kind: if data.is_string() {
+                MessageType::Text
+            } else {
+                MessageType::Json
+            },
+            data,
+            sent_ms: 1,
+            received_ms: 2,
+        }
+    }
+
+    #[test]
+    fn sent_message_says_delivered_or_queued() {
+        let key = Identity::from_seed([1; 32]).public_key();
+        let mut m = SentMessage {
+            id: "ab12".into(),
+            to: key,
+            to_ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
+            status: DeliveryStatus::Delivered,
+        };
+        assert_eq!(sent_message(&m), "message ab12 delivered");
+        m.status = DeliveryStatus::Queued;
+        assert_eq!(
+            sent_message(&m),
+            "message ab12 queued: it is kept and retried until the peer acks (see `pilotctl outbox`)"
+        );
+    }
+
+    #[test]
+    fn inbox_shows_text_as_text_and_json_as_json() {
+        let d = InboxData {
+            messages: vec![
+                entry(
+                    "m1",
+                    Some("orchestrator-node"),
+                    serde_json::json!({"status": "ok"}),
+                ),
+                entry("m2", None, serde_json::json!("hello")),
+            ],
+            cleared: false,
+        };
+        assert_eq!(
+            inbox(&d),
+            "m1 from orchestrator-node (0a1b.2c3d.4e5f): {\"status\":\"ok\"}\n\
+             m2 from - (0a1b.2c3d.4e5f): hello\n"
+        );
+        let empty = InboxData {
+            messages: vec![],
+            cleared: true,
+        };
+        assert_eq!(inbox(&empty), "inbox is empty");
+    }
+
+    #[test]
+    fn a_text_message_cannot_forge_inbox_lines_or_drive_the_terminal() {
+        let d = InboxData {
+            messages: vec![entry(
+                "m1",
+                Some("worker-node"),
+                serde_json::json!("hi\nm9 from bank (0000.0000.0001): pay\u{1b}[2J"),
+            )],
+            cleared: false,
+        };
+        let text = inbox(&d);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
+
+    #[test]
+    fn outbox_counts_the_waiting_messages() {
+        let e = OutboxEntry {
+            to: "KEY=".into(),
+            to_ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
+            message: WireMessage {
+                v: 1,
+                id: "ab".into(),
+                kind: MessageType::Text,
+                data: serde_json::json!("x"),
+                sent_ms: 0,
+            },
+        };
+        let d = OutboxData {
+            outbox: vec![e.clone(), e],
+        };
+        assert_eq!(outbox(&d), "2 message(s) waiting for an ack");
+    }
+}
