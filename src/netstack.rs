@@ -134,6 +134,44 @@ impl From<NetstackError> for io::Error {
     }
 }
 
+impl From<NetstackError> for crate::error::PilotError {
+    fn from(e: NetstackError) -> Self {
+        use crate::error::{ErrorCode, PilotError};
+        let (code, hint) = match e {
+            NetstackError::Config(_) => (
+                ErrorCode::InvalidArgument,
+                "check [tun] mtu and [network] in the config",
+            ),
+            NetstackError::NotInOverlay(..)
+            | NetstackError::PortZero(_)
+            | NetstackError::OwnAddress(_) => (
+                ErrorCode::InvalidArgument,
+                "name a peer's overlay address and a port other than 0",
+            ),
+            NetstackError::PortInUse(_) => (
+                ErrorCode::AlreadyExists,
+                "another listener or exposed port holds it; choose another port",
+            ),
+            NetstackError::TooManyFlows(_) => {
+                (ErrorCode::Internal, "close some connections and retry")
+            }
+            NetstackError::Refused(_) => (
+                ErrorCode::ConnectionFailed,
+                "is anything listening on that port of the peer (`pilotctl listen PORT` there)?",
+            ),
+            NetstackError::TimedOut(..) => (
+                ErrorCode::Timeout,
+                "check `pilotctl peers` for a recent handshake",
+            ),
+            NetstackError::Stopped => (
+                ErrorCode::Internal,
+                "the userspace network stopped; see the daemon log ($PILOT_HOME/daemon.log)",
+            ),
+        };
+        PilotError::new(code, e.to_string(), hint)
+    }
+}
+
 /// Congestion control for the stack's TCP sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {

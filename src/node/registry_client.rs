@@ -81,32 +81,142 @@ impl ClientConfig {
     }
 }
 
+/// Why a registry entry from configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrySpecError {
+    /// No `:PORT`.
+    #[error("registry `{0}` has no port")]
+    NoPort(String),
+    /// The text after `#` is not a public key.
+    #[error("registry `{spec}`: the pinned key is invalid: {source}")]
+    BadKey {
+        /// The whole entry.
+        spec: String,
+        /// Why the key was refused.
+        source: crate::identity::PublicKeyError,
+    },
+}
+
+impl From<RegistrySpecError> for PilotError {
+    fn from(e: RegistrySpecError) -> Self {
+        let hint = match e {
+            RegistrySpecError::NoPort(_) => {
+                "write HOST:PORT, optionally followed by #KEY to pin the registry's key"
+            }
+            RegistrySpecError::BadKey { .. } => {
+                "copy the key from the registry's log line `registry running ... key=...`"
+            }
+        };
+        PilotError::invalid(e.to_string(), hint)
+    }
+}
+
 /// Splits a registry entry from configuration, `HOST:PORT` or `HOST:PORT#KEY` (KEY = the
 /// registry's public key, base64 or hex, as `pilotctl registry run` logs it), into the address
 /// text (to resolve) and the pinned key, if any.
-pub fn parse_registry_spec(spec: &str) -> Result<(String, Option<PublicKey>), PilotError> {
+pub fn parse_registry_spec(spec: &str) -> Result<(String, Option<PublicKey>), RegistrySpecError> {
     let spec = spec.trim();
     let (addr, key) = match spec.split_once('#') {
         Some((a, k)) => (a.trim(), Some(k.trim())),
         None => (spec, None),
     };
     if addr.is_empty() || !addr.contains(':') {
-        return Err(PilotError::invalid(
-            format!("registry `{spec}` has no port"),
-            "write HOST:PORT, optionally followed by #KEY to pin the registry's key",
-        ));
+        return Err(RegistrySpecError::NoPort(spec.to_string()));
     }
     let key = key
         .map(|k| {
-            k.parse::<PublicKey>().map_err(|e| {
-                PilotError::invalid(
-                    format!("registry `{spec}`: the pinned key is invalid: {e}"),
-                    "copy the key from the registry's log line `registry running ... key=...`",
-                )
-            })
+            k.parse::<PublicKey>()
+                .map_err(|source| RegistrySpecError::BadKey {
+                    spec: spec.to_string(),
+                    source,
+                })
         })
         .transpose()?;
     Ok((addr.to_string(), key))
+}
+
+/// Why an operation failed at every registry. Protocol facts only; the user-facing code and
+/// hint come from its `From` conversion into [`PilotError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No registry is configured, so there is nobody to ask.
+    #[error("no registry is configured")]
+    NoRegistry,
+    /// A registry did not answer any of our tries.
+    #[error("registry {registry} did not answer {attempts} requests")]
+    RegistryTimeout {
+        /// Which registry.
+        registry: SocketAddr,
+        /// How many requests we sent.
+        attempts: u32,
+    },
+    /// The peer did not answer the endpoint request the registry forwarded.
+    #[error("{0} did not answer our endpoint request")]
+    PeerTimeout(PublicKey),
+    /// The request does not fit in a datagram.
+    #[error("request too large to send")]
+    TooLarge,
+    /// A registry refused the request.
+    #[error("registry {registry}: {message}")]
+    Refused {
+        /// Which registry.
+        registry: SocketAddr,
+        /// Its status.
+        status: Status,
+        /// Its message.
+        message: String,
+    },
+    /// A registry answered a lookup with a record that does not match the question.
+    #[error("registry {0} answered the lookup inconsistently")]
+    InconsistentLookup(SocketAddr),
+}
+
+impl ClientError {
+    /// Whether this is a timeout (a definite answer from another registry is more telling).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ClientError::RegistryTimeout { .. } | ClientError::PeerTimeout(_)
+        )
+    }
+
+    /// The stable code of this failure (the same as its [`PilotError`]'s).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ClientError::NoRegistry => ErrorCode::ConnectionFailed,
+            ClientError::RegistryTimeout { .. } | ClientError::PeerTimeout(_) => ErrorCode::Timeout,
+            ClientError::TooLarge => ErrorCode::InvalidArgument,
+            ClientError::Refused { status, .. } => status.error_code(),
+            ClientError::InconsistentLookup(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ClientError::NoRegistry => "add a registry address to the configuration",
+            ClientError::RegistryTimeout { .. } => {
+                "check that the registry runs and is reachable over UDP"
+            }
+            ClientError::PeerTimeout(_) => {
+                "the peer must be online and trust us; check `pilotctl trust` on both sides"
+            }
+            ClientError::TooLarge => "shorten it",
+            ClientError::Refused { status, .. } => match status {
+                Status::NotFound => "check the name, or ask the peer to register",
+                Status::AlreadyExists => "choose another hostname",
+                Status::RateLimited | Status::QueueFull => "wait a little and retry",
+                _ => "see the registry's log",
+            },
+            ClientError::InconsistentLookup(_) => "the registry may be faulty; try another",
+        }
+    }
+}
+
+impl From<ClientError> for PilotError {
+    fn from(e: ClientError) -> Self {
+        PilotError::new(e.code(), e.to_string(), e.hint())
+    }
 }
 
 /// Identifies an operation started by the caller; events about it carry it.
@@ -210,7 +320,7 @@ pub enum ClientEvent {
         /// The operation.
         op: OpId,
         /// Why (the most telling registry answer, or a timeout).
-        error: PilotError,
+        error: ClientError,
     },
 }
 
@@ -266,7 +376,7 @@ struct Op {
     kind: OpKind,
     outstanding: usize,
     done: bool,
-    error: Option<PilotError>,
+    error: Option<ClientError>,
 }
 
 #[derive(Debug)]
@@ -633,14 +743,10 @@ impl Client {
             match f.purpose {
                 Purpose::Heartbeat => self.lose_registry(f.registry, now),
                 Purpose::Op(op) => {
-                    let error = PilotError::new(
-                        ErrorCode::Timeout,
-                        format!(
-                            "registry {} did not answer {} requests",
-                            self.registries[f.registry].addr, f.attempts
-                        ),
-                        "check that the registry runs and is reachable over UDP",
-                    );
+                    let error = ClientError::RegistryTimeout {
+                        registry: self.registries[f.registry].addr,
+                        attempts: f.attempts,
+                    };
                     self.op_failed_at_one(op, error);
                 }
                 Purpose::Register | Purpose::Internal => {}
@@ -661,11 +767,7 @@ impl Client {
             .collect();
         for n in expired {
             if let Some(w) = self.endpoint_waits.remove(&n) {
-                let error = PilotError::new(
-                    ErrorCode::Timeout,
-                    format!("{} did not answer our endpoint request", w.peer),
-                    "the peer must be online and trust us; check `pilotctl trust` on both sides",
-                );
+                let error = ClientError::PeerTimeout(w.peer);
                 self.op_failed_at_one(w.op, error);
             }
         }
@@ -728,14 +830,7 @@ impl Client {
             },
         );
         if targets.is_empty() {
-            self.op_failed_at_one(
-                op,
-                PilotError::new(
-                    ErrorCode::ConnectionFailed,
-                    "no registry is configured",
-                    "add a registry address to the configuration",
-                ),
-            );
+            self.op_failed_at_one(op, ClientError::NoRegistry);
         }
         for reg in targets {
             self.send(reg, now, Purpose::Op(op), body.clone());
@@ -774,8 +869,7 @@ impl Client {
             // Only a body over the size bounds fails to encode: fail it at once.
             if let Some(f) = self.finish(id) {
                 if let Purpose::Op(op) = f.purpose {
-                    let e = PilotError::invalid("request too large to send", "shorten it");
-                    self.op_failed_at_one(op, e);
+                    self.op_failed_at_one(op, ClientError::TooLarge);
                 }
             }
             return;
@@ -924,17 +1018,11 @@ impl Client {
                         hostname: h.clone(),
                     });
                 }
-                let hint = match status {
-                    Status::NotFound => "check the name, or ask the peer to register",
-                    Status::AlreadyExists => "choose another hostname",
-                    Status::RateLimited | Status::QueueFull => "wait a little and retry",
-                    _ => "see the registry's log",
+                let error = ClientError::Refused {
+                    registry,
+                    status,
+                    message,
                 };
-                let error = PilotError::new(
-                    status.error_code(),
-                    format!("registry {registry}: {message}"),
-                    hint,
-                );
                 self.op_failed_at_one(op, error);
             }
             ResponseBody::LookupResult {
@@ -945,11 +1033,7 @@ impl Client {
                 let asked = matches!(&kind, OpKind::Lookup(h) if *h == hostname);
                 if !asked || key.addr48() != addr48 {
                     self.counters.bad_push += 1;
-                    let error = PilotError::new(
-                        ErrorCode::Internal,
-                        format!("registry {registry} answered the lookup inconsistently"),
-                        "the registry may be faulty; try another",
-                    );
+                    let error = ClientError::InconsistentLookup(registry);
                     self.op_failed_at_one(op, error);
                     return;
                 }
@@ -1005,7 +1089,7 @@ impl Client {
     }
 
     /// One registry failed `op`; when all have failed and none succeeded, report it.
-    fn op_failed_at_one(&mut self, op: OpId, error: PilotError) {
+    fn op_failed_at_one(&mut self, op: OpId, error: ClientError) {
         let Some(o) = self.ops.get_mut(&op) else {
             return;
         };
@@ -1013,7 +1097,7 @@ impl Client {
         // Prefer a definite answer (not found, taken) over a timeout.
         let better = match &o.error {
             None => true,
-            Some(e) => e.code == ErrorCode::Timeout && error.code != ErrorCode::Timeout,
+            Some(e) => e.is_timeout() && !error.is_timeout(),
         };
         if better {
             o.error = Some(error);
@@ -1021,10 +1105,10 @@ impl Client {
         if o.outstanding == 0 {
             let o = self.ops.remove(&op).expect("present");
             if !o.done {
-                let error = o
-                    .error
-                    .unwrap_or_else(|| PilotError::internal("operation failed"));
-                self.events.push_back(ClientEvent::Failed { op, error });
+                // Every registry that was asked recorded an error before this point.
+                if let Some(error) = o.error {
+                    self.events.push_back(ClientEvent::Failed { op, error });
+                }
             }
         }
     }
@@ -1430,7 +1514,7 @@ mod tests {
         let ev = sim.events(1);
         assert!(
             ev.iter().any(|e| matches!(e,
-            ClientEvent::Failed { op: o, error } if *o == op && error.code == ErrorCode::NotFound))
+            ClientEvent::Failed { op: o, error } if *o == op && error.code() == ErrorCode::NotFound))
         );
     }
 
@@ -1448,7 +1532,7 @@ mod tests {
             hostname: name
         }));
         assert!(ev.iter().any(|e| matches!(e,
-            ClientEvent::Failed { op: o, error } if *o == op && error.code == ErrorCode::AlreadyExists)));
+            ClientEvent::Failed { op: o, error } if *o == op && error.code() == ErrorCode::AlreadyExists)));
     }
 
     /// Feeds client events into a trust store and its effects back into the client.
@@ -1570,7 +1654,7 @@ mod tests {
         let ev = sim.events(0);
         assert!(
             ev.iter().any(|e| matches!(e,
-            ClientEvent::Failed { op: o, error } if *o == op && error.code == ErrorCode::Timeout)),
+            ClientEvent::Failed { op: o, error } if *o == op && error.code() == ErrorCode::Timeout)),
             "{ev:?}"
         );
 
@@ -1633,7 +1717,7 @@ mod tests {
         assert_eq!(nonces.len(), 5);
         let ev = sim.events(0);
         assert!(ev.iter().any(|e| matches!(e,
-            ClientEvent::Failed { op: o, error } if *o == op && error.code == ErrorCode::Timeout)));
+            ClientEvent::Failed { op: o, error } if *o == op && error.code() == ErrorCode::Timeout)));
         // Heartbeats went unanswered too: the registry is lost and registration retries are
         // spaced by a backoff capped at 30 s.
         assert!(ev.contains(&ClientEvent::RegistryLost {
@@ -1774,6 +1858,33 @@ mod tests {
         );
         assert!(parse_registry_spec("192.0.2.1:7000#nope").is_err());
         assert!(parse_registry_spec("no-port").is_err());
+    }
+
+    #[test]
+    fn client_errors_carry_one_code_and_hint() {
+        let reg: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+        let e: PilotError = ClientError::Refused {
+            registry: reg,
+            status: Status::AlreadyExists,
+            message: "hostname taken".into(),
+        }
+        .into();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        assert!(e.message.contains("192.0.2.1:7000"), "{e:?}");
+        assert_eq!(e.hint, "choose another hostname");
+        let t = ClientError::RegistryTimeout {
+            registry: reg,
+            attempts: 5,
+        };
+        assert!(t.is_timeout());
+        assert_eq!(PilotError::from(t).code, ErrorCode::Timeout);
+        assert_eq!(
+            PilotError::from(ClientError::NoRegistry).code,
+            ErrorCode::ConnectionFailed
+        );
+        let bad = PilotError::from(parse_registry_spec("no-port").unwrap_err());
+        assert_eq!(bad.code, ErrorCode::InvalidArgument);
+        assert!(bad.hint.contains("HOST:PORT"));
     }
 
     #[test]

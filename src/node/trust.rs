@@ -235,6 +235,21 @@ impl TrustError {
     }
 }
 
+impl From<TrustError> for crate::error::PilotError {
+    fn from(e: TrustError) -> Self {
+        use crate::error::ErrorCode;
+        let code = match e {
+            TrustError::NoPendingRequest(_) | TrustError::NotFound(_) => ErrorCode::NotFound,
+            TrustError::SelfTrust
+            | TrustError::JustificationTooLong(_)
+            | TrustError::Malformed { .. } => ErrorCode::InvalidArgument,
+            TrustError::InsecurePermissions { .. } => ErrorCode::Unauthorized,
+            TrustError::Io { .. } => ErrorCode::Internal,
+        };
+        crate::error::PilotError::new(code, e.to_string(), e.hint())
+    }
+}
+
 /// The file format.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct TrustFile {
@@ -667,6 +682,15 @@ pub enum TrustMessageError {
     Stale,
 }
 
+impl From<TrustMessageError> for crate::error::PilotError {
+    fn from(e: TrustMessageError) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "the peer's trust message was refused; check both clocks and ask it to send again",
+        )
+    }
+}
+
 /// Checks a signed trust request or response (pushed by a registry or sent directly by the
 /// peer): signature, addressee, and age.
 pub fn verify_trust_message(
@@ -968,6 +992,9 @@ mod tests {
         let err = TrustStore::open(key(1), &path).unwrap_err();
         assert!(matches!(err, TrustError::InsecurePermissions { .. }));
         assert!(err.hint().contains("chmod 600"));
+        let pe: crate::error::PilotError = err.into();
+        assert_eq!(pe.code, crate::error::ErrorCode::Unauthorized);
+        assert!(pe.hint.contains("chmod 600"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(TrustStore::open(key(1), &path).is_ok());
         fs::write(&path, "not json").unwrap();

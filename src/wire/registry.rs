@@ -80,6 +80,15 @@ pub enum WireError {
     BadSignature,
 }
 
+impl From<WireError> for crate::error::PilotError {
+    fn from(e: WireError) -> Self {
+        crate::error::PilotError::invalid(
+            format!("invalid registry message: {e}"),
+            "the sender speaks another protocol version or is faulty",
+        )
+    }
+}
+
 /// A trust decision carried by a trust response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrustDecision {
