@@ -23,6 +23,10 @@
 //! Time: every call takes a monotonic `Instant`; wall-clock milliseconds (for request
 //! timestamps) are derived from the pair given to [`Client::new`] and refreshed with
 //! [`Client::sync_clock`].
+//!
+//! # Files
+//! `config` (what the client is given), `error` ([`ClientError`]), `event` (what it reports),
+//! `requests` (requests in flight, retries, outcomes) and `pushes` (what registries push).
 
 mod config;
 mod error;

@@ -21,6 +21,10 @@
 //! - An endpoint request is forwarded to an online target only; the target answers it only if it
 //!   trusts the asker, and the registry forwards an answer only for a request it forwarded.
 //! - All datagrams from one source IP share a token bucket, checked before any signature work.
+//!
+//! # Files
+//! `limits` (bounds, counters, token bucket), `names` (hostnames, lookups), `held` (trust
+//! messages), `endpoints` (endpoint exchange, relay); this file admits and dispatches requests.
 
 mod endpoints;
 mod held;
