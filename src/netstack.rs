@@ -49,7 +49,7 @@
 //! send. It never spins: an idle stack makes no wakeups at all. Acknowledgements are not delayed
 //! (one ACK per batch of received segments), and Nagle is off.
 //!
-//! # Files
+//! # Modules
 //! `config` (settings), `error`, `device` (smoltcp's view of the channels), `driver`
 //! (the task; `driver/commands`, `driver/sockets`), `stream` (the application side) and `port`
 //! (the packet boundary). This file holds the [`Netstack`] handle.

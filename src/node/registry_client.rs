@@ -24,7 +24,7 @@
 //! timestamps) are derived from the pair given to [`Client::new`] and refreshed with
 //! [`Client::sync_clock`].
 //!
-//! # Files
+//! # Modules
 //! `config` (what the client is given), `error` ([`ClientError`]), `event` (what it reports),
 //! `requests` (requests in flight, retries, outcomes) and `pushes` (what registries push).
 

@@ -26,12 +26,14 @@
 //!
 //! # File
 //! `trust.json` in the state directory, mode 0600, written atomically
-//! ([`crate::state::paths::write_private_atomic`]: temporary file, fsync, rename). A file that group or others can access is refused at load, as the key file is.
+//! ([`crate::state::paths::write_private_atomic`]: temporary file, fsync, rename). A file that
+//! group or others can access is refused at load, as the key file is.
 //!
-//! - [`store`]: the per-peer states and the rules that change them.
-//! - [`allow`]: the allow-list of peers approved without asking.
-//! - [`file`]: loading and saving `trust.json`.
-//! - [`message`]: checking a signed trust message on arrival.
+//! # Modules
+//! - `store`: the per-peer states and the rules that change them.
+//! - `allow`: the allow-list of peers approved without asking.
+//! - `file`: loading and saving `trust.json`.
+//! - `message`: checking a signed trust message on arrival.
 
 mod allow;
 mod error;

@@ -22,7 +22,7 @@
 //!   trusts the asker, and the registry forwards an answer only for a request it forwarded.
 //! - All datagrams from one source IP share a token bucket, checked before any signature work.
 //!
-//! # Files
+//! # Modules
 //! `limits` (bounds, counters, token bucket), `names` (hostnames, lookups), `held` (trust
 //! messages), `endpoints` (endpoint exchange, relay); this file admits and dispatches requests.
 
