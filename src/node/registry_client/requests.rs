@@ -170,11 +170,37 @@ impl Client {
             self.counters.unmatched += 1;
             return;
         }
+        if self.keeps_waiting(now, reg, id, &body) {
+            return;
+        }
+        let f = self.finish(id).expect("present");
+        match (f.purpose, body) {
+            (
+                Purpose::Register,
+                ResponseBody::Registered {
+                    observed, hostname, ..
+                },
+            ) => self.on_registered(now, reg, observed, hostname),
+            (Purpose::Register, _) => unreachable!("refusals keep the registration in flight"),
+            (Purpose::Heartbeat, ResponseBody::Ack { observed }) => {
+                self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
+                self.observe(reg, observed);
+            }
+            (Purpose::Heartbeat, _) => self.lose_registry(reg, now),
+            (Purpose::Internal, _) => {}
+            (Purpose::Op(op), body) => self.on_op_answer(now, reg, op, nonce, body),
+        }
+    }
+
+    /// Whether the request `id` stays in flight after this answer: a stale-timestamp refusal
+    /// (our clock is corrected and it is sent again at once), a rate limit (its retry timer is
+    /// armed), or a refused registration (retried with backoff).
+    fn keeps_waiting(&mut self, now: Instant, reg: usize, id: u64, body: &ResponseBody) -> bool {
         if let ResponseBody::Error {
             status: Status::StaleTimestamp,
             registry_time_ms,
             ..
-        } = body
+        } = *body
         {
             // Correct our clock for this registry and try again at once (counts as an attempt).
             let ours = self.unix_ms(now, 0);
@@ -185,7 +211,7 @@ impl Client {
                 .is_some_and(|f| f.attempts < self.config.max_attempts.max(2));
             if retry {
                 self.transmit(id, now);
-                return;
+                return true;
             }
         }
         if let ResponseBody::Error {
@@ -196,44 +222,34 @@ impl Client {
             // Back off: the retry timer is already armed; just wait for it.
             let limit = self.config.max_attempts;
             if self.inflight.get(&id).is_some_and(|f| f.attempts < limit) {
-                return;
+                return true;
             }
         }
         let purpose = self.inflight.get(&id).map(|f| f.purpose);
-        if purpose == Some(Purpose::Register) && !matches!(body, ResponseBody::Registered { .. }) {
-            // Refused: the retry timer (with backoff) sends it again.
-            return;
-        }
-        let f = self.finish(id).expect("present");
+        // A refused registration: the retry timer (with backoff) sends it again.
+        purpose == Some(Purpose::Register) && !matches!(body, ResponseBody::Registered { .. })
+    }
+
+    /// A registry accepted our registration.
+    fn on_registered(
+        &mut self,
+        now: Instant,
+        reg: usize,
+        observed: SocketAddr,
+        hostname: HostnameStatus,
+    ) {
         let registry = self.registries[reg].addr;
-        match (f.purpose, body) {
-            (
-                Purpose::Register,
-                ResponseBody::Registered {
-                    observed, hostname, ..
-                },
-            ) => {
-                self.registries[reg].registered = true;
-                self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
-                self.events.push_back(ClientEvent::Registered { registry });
-                self.observe(reg, observed);
-                if hostname == HostnameStatus::Taken {
-                    if let Some(h) = self.config.hostname.clone() {
-                        self.events.push_back(ClientEvent::HostnameTaken {
-                            registry,
-                            hostname: h,
-                        });
-                    }
-                }
+        self.registries[reg].registered = true;
+        self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
+        self.events.push_back(ClientEvent::Registered { registry });
+        self.observe(reg, observed);
+        if hostname == HostnameStatus::Taken {
+            if let Some(h) = self.config.hostname.clone() {
+                self.events.push_back(ClientEvent::HostnameTaken {
+                    registry,
+                    hostname: h,
+                });
             }
-            (Purpose::Register, _) => unreachable!("refusals keep the registration in flight"),
-            (Purpose::Heartbeat, ResponseBody::Ack { observed }) => {
-                self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
-                self.observe(reg, observed);
-            }
-            (Purpose::Heartbeat, _) => self.lose_registry(reg, now),
-            (Purpose::Internal, _) => {}
-            (Purpose::Op(op), body) => self.on_op_answer(now, reg, op, nonce, body),
         }
     }
 
