@@ -53,6 +53,27 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The file the error is about.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            ConfigError::Io { path, .. }
+            | ConfigError::Parse { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+}
+
+impl From<ConfigError> for crate::error::PilotError {
+    fn from(e: ConfigError) -> Self {
+        let hint = format!(
+            "fix the file (see config/pilot.toml for every key), then check it with `pilotctl config check {}`",
+            e.path().display()
+        );
+        crate::error::PilotError::invalid(e.to_string(), hint)
+    }
+}
+
 /// How the daemon reaches the overlay: kernel TUN device or userspace netstack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -74,6 +74,19 @@ impl IdentityError {
     }
 }
 
+impl From<IdentityError> for crate::error::PilotError {
+    fn from(e: IdentityError) -> Self {
+        use crate::error::ErrorCode;
+        let code = match e {
+            IdentityError::InsecurePermissions { .. } => ErrorCode::Unauthorized,
+            IdentityError::Malformed { .. } | IdentityError::Io { .. } => {
+                ErrorCode::InvalidArgument
+            }
+        };
+        crate::error::PilotError::new(code, e.to_string(), e.hint())
+    }
+}
+
 /// A node's public key: 32 bytes of Ed25519, a valid curve point.
 ///
 /// Canonical text form: standard base64 with padding (44 characters), as WireGuard writes keys.
@@ -90,6 +103,15 @@ pub enum PublicKeyError {
     /// 32 bytes that are not an Ed25519 point.
     #[error("not a valid Ed25519 public key (not a curve point)")]
     NotAPoint,
+}
+
+impl From<PublicKeyError> for crate::error::PilotError {
+    fn from(e: PublicKeyError) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "copy the key as `pilotctl info` prints it (44 characters of base64)",
+        )
+    }
 }
 
 impl PublicKey {
@@ -343,6 +365,8 @@ mod tests {
         ));
         assert!(err.to_string().contains("identity.key"));
         assert!(err.hint().contains("chmod 600"));
+        let pe: crate::error::PilotError = err.into();
+        assert_eq!(pe.code, crate::error::ErrorCode::Unauthorized);
     }
 
     #[test]

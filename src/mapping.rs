@@ -62,6 +62,15 @@ pub enum MappingError {
     PeerRef(String),
 }
 
+impl From<MappingError> for crate::error::PilotError {
+    fn from(e: MappingError) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "name a peer by hostname (worker-node), address (xxxx.xxxx.xxxx), overlay IPv6 or public key",
+        )
+    }
+}
+
 impl Addr48 {
     /// The address owned by an Ed25519 public key.
     pub fn from_public_key(key: &[u8; 32]) -> Self {

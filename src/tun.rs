@@ -69,6 +69,22 @@ pub enum TunError {
     },
 }
 
+impl From<TunError> for crate::error::PilotError {
+    fn from(e: TunError) -> Self {
+        use crate::error::{ErrorCode, PilotError};
+        match e {
+            TunError::MtuTooSmall(_) => {
+                PilotError::invalid(e.to_string(), "set tun.mtu to 1280 or more (default 1420)")
+            }
+            TunError::Create { .. } => PilotError::new(
+                ErrorCode::Unauthorized,
+                e.to_string(),
+                "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+            ),
+        }
+    }
+}
+
 /// An open TUN device.
 pub struct TunDevice {
     dev: Arc<SyncDevice>,

@@ -84,6 +84,20 @@ pub enum DataPlaneError {
     },
 }
 
+impl From<DataPlaneError> for crate::error::PilotError {
+    fn from(e: DataPlaneError) -> Self {
+        use crate::error::{ErrorCode, PilotError};
+        match e {
+            DataPlaneError::Bind { .. } => PilotError::new(
+                ErrorCode::InvalidArgument,
+                e.to_string(),
+                "choose a free tunnel.listen_port (or 0 for any)",
+            ),
+            _ => PilotError::internal(e.to_string()),
+        }
+    }
+}
+
 /// Receives `(source, datagram)` for every control datagram that arrives on the data-plane
 /// socket.
 pub type ControlReceiver = tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>;

@@ -790,7 +790,7 @@ impl<T: Tunnels> ControlTask<T> {
                 }
             }
             ClientEvent::Done { op } => self.reply_op(op, Ok(())),
-            ClientEvent::Failed { op, error } => self.reply_op(op, Err(error)),
+            ClientEvent::Failed { op, error } => self.reply_op(op, Err(error.into())),
             ClientEvent::TrustRequestReceived { .. }
             | ClientEvent::TrustResponseReceived { .. } => {}
         }

@@ -312,21 +312,23 @@ impl ControlPlane {
                         Ok(fx) => self.apply(now, fx, Some(user_op)),
                         Err(e) => self.events.push_back(ControlEvent::Failed {
                             op: user_op,
-                            error: PilotError::invalid(e.to_string(), e.hint()),
+                            error: e.into(),
                         }),
                     }
                 }
                 ClientEvent::Failed { op, error } if self.trust_lookups.contains_key(&op) => {
                     let (user_op, _, _) = self.trust_lookups.remove(&op).expect("checked");
-                    self.events
-                        .push_back(ControlEvent::Failed { op: user_op, error });
+                    self.events.push_back(ControlEvent::Failed {
+                        op: user_op,
+                        error: error.into(),
+                    });
                 }
                 ClientEvent::Done { op } | ClientEvent::Failed { op, .. }
                     if self.internal.contains(&op) =>
                 {
                     self.internal.remove(&op);
                     if let ClientEvent::Failed { error, .. } = ev {
-                        tracing::warn!("a trust message could not be delivered: {}", error.message);
+                        tracing::warn!("a trust message could not be delivered: {error}");
                     }
                 }
                 ClientEvent::Done { op } => {
@@ -335,7 +337,10 @@ impl ControlPlane {
                 }
                 ClientEvent::Failed { op, error } => {
                     let op = self.alias.remove(&op).unwrap_or(op);
-                    self.events.push_back(ControlEvent::Failed { op, error });
+                    self.events.push_back(ControlEvent::Failed {
+                        op,
+                        error: error.into(),
+                    });
                 }
                 other => self.events.push_back(ControlEvent::Client(other)),
             }

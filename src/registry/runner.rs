@@ -92,14 +92,27 @@ impl RunnerError {
             RunnerError::Io { .. } => {
                 "check the listen address (free port, local interface) and that the state directory is writable"
             }
-            RunnerError::Store(_) => {
-                "another registry may be using this state directory, or the database is damaged (restore it from a backup)"
-            }
+            RunnerError::Store(_) => crate::registry::store::STORE_HINT,
             RunnerError::Config { .. } => "compare the file with config/registry.toml",
             RunnerError::Identity(_) => {
                 "the registry key file (registry.key in the state directory) must be mode 0600 and intact; restore it from a backup (a new key makes nodes that pinned the old one refuse this registry)"
             }
         }
+    }
+}
+
+impl From<RunnerError> for crate::error::PilotError {
+    fn from(e: RunnerError) -> Self {
+        use crate::error::{ErrorCode, PilotError};
+        let code = match &e {
+            RunnerError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                ErrorCode::AlreadyExists
+            }
+            RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
+            RunnerError::Store(_) => ErrorCode::Internal,
+            RunnerError::Identity(_) => ErrorCode::Unauthorized,
+        };
+        PilotError::new(code, e.to_string(), e.hint())
     }
 }
 

@@ -119,6 +119,15 @@ pub enum StoreError {
     },
 }
 
+impl From<StoreError> for crate::error::PilotError {
+    fn from(e: StoreError) -> Self {
+        crate::error::PilotError::new(crate::error::ErrorCode::Internal, e.to_string(), STORE_HINT)
+    }
+}
+
+/// What the operator can do about a [`StoreError`].
+pub(crate) const STORE_HINT: &str = "another registry may be using this state directory, or the database is damaged (restore it from a backup)";
+
 /// Persistence for the registry core. Implementations apply each batch atomically.
 pub trait Store: Send {
     /// Reads everything persisted.

@@ -40,6 +40,21 @@ pub enum MessageError {
     Io(#[from] std::io::Error),
 }
 
+impl From<MessageError> for crate::error::PilotError {
+    fn from(e: MessageError) -> Self {
+        use crate::error::PilotError;
+        match e {
+            MessageError::TooLarge(_) => PilotError::invalid(
+                e.to_string(),
+                "send a smaller message (at most about 1 MiB)",
+            ),
+            MessageError::Malformed(_) | MessageError::Io(_) => {
+                PilotError::internal(format!("the message service failed: {e}"))
+            }
+        }
+    }
+}
+
 /// What kind of payload a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -63,6 +63,31 @@ pub enum ExposeError {
     },
 }
 
+impl From<ExposeError> for crate::error::PilotError {
+    fn from(e: ExposeError) -> Self {
+        use crate::error::{ErrorCode, PilotError};
+        let (code, hint) = match e {
+            ExposeError::InvalidTarget(_) | ExposeError::PortZero => (
+                ErrorCode::InvalidArgument,
+                "give a port and a target: expose 8080 --to 127.0.0.1:3000",
+            ),
+            ExposeError::AlreadyExposed { .. } => (
+                ErrorCode::AlreadyExists,
+                "remove it first with `pilotctl expose --remove PORT`",
+            ),
+            ExposeError::NotExposed(_) => (
+                ErrorCode::NotFound,
+                "see the exposed ports with `pilotctl expose --list`",
+            ),
+            ExposeError::Listen { .. } => (
+                ErrorCode::AlreadyExists,
+                "another service holds that overlay port; choose another",
+            ),
+        };
+        PilotError::new(code, e.to_string(), hint)
+    }
+}
+
 /// Checks that `to` looks like `HOST:PORT` with a non-zero port.
 pub fn validate_target(to: &str) -> Result<(), ExposeError> {
     if crate::config::is_valid_expose_target(to) {

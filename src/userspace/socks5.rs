@@ -82,6 +82,15 @@ pub enum ParseError {
     TooLong,
 }
 
+impl From<ParseError> for crate::error::PilotError {
+    fn from(e: ParseError) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "the SOCKS5 client must speak SOCKS version 5",
+        )
+    }
+}
+
 impl ParseError {
     /// The reply to send before closing, if any (a wrong version gets none).
     pub fn reply(&self) -> Option<Reply> {
@@ -428,6 +437,15 @@ pub enum Socks5Error {
         /// Why.
         source: io::Error,
     },
+}
+
+impl From<Socks5Error> for crate::error::PilotError {
+    fn from(e: Socks5Error) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "pick a free address with [socks5] listen in the config, or set [socks5] enabled = false",
+        )
+    }
 }
 
 struct Shared {

@@ -156,6 +156,12 @@ pub enum PeerTableError {
     NotFound(PublicKey),
 }
 
+impl From<PeerTableError> for crate::error::PilotError {
+    fn from(e: PeerTableError) -> Self {
+        crate::error::PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
+    }
+}
+
 #[derive(Default, Clone)]
 struct PeerTable {
     by_addr: HashMap<Addr48, Arc<Peer>>,

@@ -1,0 +1,212 @@
+//! The device: smoltcp's view of the packet channels.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{Device, DeviceCapabilities};
+use tokio::sync::mpsc;
+
+use super::Packet;
+
+pub(super) struct QueueDevice {
+    pub(super) rx: VecDeque<Packet>,
+    pub(super) tx: mpsc::Sender<Packet>,
+    pub(super) permit: Option<mpsc::OwnedPermit<Packet>>,
+    pub(super) caps: DeviceCapabilities,
+    pub(super) saw_syn: bool,
+    pub(super) sent: u64,
+    pub(super) dropped: u64,
+}
+
+impl QueueDevice {
+    pub(super) fn can_transmit(&self) -> bool {
+        self.permit.is_some() || self.tx.capacity() > 0
+    }
+}
+
+/// True for a TCP SYN without ACK in a plain IPv6 packet (no extension headers).
+fn is_tcp_syn(p: &[u8]) -> bool {
+    p.len() >= 54 && p[0] >> 4 == 6 && p[6] == 6 && p[53] & 0x12 == 0x02
+}
+
+pub(super) struct RxTok(Packet);
+
+impl smoltcp::phy::RxToken for RxTok {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+pub(super) struct TxTok<'a> {
+    tx: &'a mpsc::Sender<Packet>,
+    permit: &'a mut Option<mpsc::OwnedPermit<Packet>>,
+    sent: &'a mut u64,
+    dropped: &'a mut u64,
+}
+
+/// Lowers the window of an outgoing TCP segment (not a SYN) by one unit of its scale, and
+/// fixes the checksum (RFC 1624).
+///
+/// smoltcp advertises `floor(free space >> scale)`, so its right window edge can move back by
+/// up to `2^scale - 1` bytes from one ACK to the next, and it then rejects segments beyond the
+/// newest edge that the previous ACK allowed. A peer sending at full window (any bulk transfer)
+/// loses the tails of such segments (a duplicate-ACK storm), and a FIN that arrives behind the
+/// hole is disregarded and waits for the 1 s retransmission timeout. Offering
+/// one unit less keeps every edge a sender may use at or below smoltcp's own newest edge:
+/// the true edge (bytes read + buffer size) never moves back, and each advertised edge is
+/// within one unit of it.
+fn clamp_tcp_window(p: &mut [u8]) {
+    if p.len() < 60 || p[0] >> 4 != 6 || p[6] != 6 {
+        return;
+    }
+    let t = &mut p[40..];
+    if t[13] & 0x02 != 0 {
+        return; // SYN and SYN-ACK carry an unscaled window.
+    }
+    let old = u16::from_be_bytes([t[14], t[15]]);
+    if old == 0 {
+        return;
+    }
+    let new = old - 1;
+    t[14..16].copy_from_slice(&new.to_be_bytes());
+    let hc = u16::from_be_bytes([t[16], t[17]]);
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    t[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+impl smoltcp::phy::TxToken for TxTok<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        clamp_tcp_window(&mut buf);
+        if let Some(permit) = self.permit.take() {
+            permit.send(buf);
+            *self.sent += 1;
+        } else if self.tx.try_send(buf).is_ok() {
+            *self.sent += 1;
+        } else {
+            // Only a reply to an inbound packet can get here (transmit() checks capacity);
+            // TCP recovers from its loss.
+            *self.dropped += 1;
+        }
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = RxTok;
+    type TxToken<'a> = TxTok<'a>;
+
+    fn receive(
+        &mut self,
+        _now: smoltcp::time::Instant,
+    ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let p = self.rx.pop_front()?;
+        self.saw_syn |= is_tcp_syn(&p);
+        Some((
+            RxTok(p),
+            TxTok {
+                tx: &self.tx,
+                permit: &mut self.permit,
+                sent: &mut self.sent,
+                dropped: &mut self.dropped,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
+        if !self.can_transmit() {
+            return None;
+        }
+        Some(TxTok {
+            tx: &self.tx,
+            permit: &mut self.permit,
+            sent: &mut self.sent,
+            dropped: &mut self.dropped,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syn_detection_reads_the_tcp_flags_of_plain_ipv6() {
+        let mut p = vec![0u8; 60];
+        p[0] = 0x60;
+        p[6] = 6;
+        p[53] = 0x02;
+        assert!(is_tcp_syn(&p));
+        p[53] = 0x12; // SYN+ACK
+        assert!(!is_tcp_syn(&p));
+        p[53] = 0x02;
+        p[6] = 17; // UDP
+        assert!(!is_tcp_syn(&p));
+        assert!(!is_tcp_syn(&p[..40]));
+    }
+
+    /// The TCP checksum over the IPv6 pseudo-header, as a receiver computes it (0 = valid).
+    fn tcp_checksum(p: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        add(&p[8..40]);
+        let len = (p.len() - 40) as u32;
+        add(&len.to_be_bytes());
+        add(&[0, 0, 0, 6]);
+        add(&p[40..]);
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn tcp_packet(flags: u8, window: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 40 + 20 + 7];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&27u16.to_be_bytes());
+        p[6] = 6;
+        p[8] = 0xfd;
+        p[23] = 1;
+        p[24] = 0xfd;
+        p[39] = 2;
+        p[40 + 12] = 5 << 4;
+        p[40 + 13] = flags;
+        p[40 + 14..40 + 16].copy_from_slice(&window.to_be_bytes());
+        p[60..].copy_from_slice(b"payload");
+        let c = tcp_checksum(&p);
+        p[40 + 16..40 + 18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(tcp_checksum(&p), 0);
+        p
+    }
+
+    #[test]
+    fn window_clamping_lowers_the_window_by_one_and_keeps_the_checksum_valid() {
+        for w in [1u16, 2, 0x00ff, 0x0100, 0x8000, 0xffff] {
+            let mut p = tcp_packet(0x10, w);
+            clamp_tcp_window(&mut p);
+            assert_eq!(u16::from_be_bytes([p[54], p[55]]), w - 1);
+            assert_eq!(tcp_checksum(&p), 0, "window {w}");
+        }
+    }
+
+    #[test]
+    fn window_clamping_leaves_syns_and_zero_windows_alone() {
+        for (flags, w) in [(0x02, 1000), (0x12, 1000), (0x10, 0)] {
+            let p0 = tcp_packet(flags, w);
+            let mut p = p0.clone();
+            clamp_tcp_window(&mut p);
+            assert_eq!(p, p0);
+        }
+    }
+}

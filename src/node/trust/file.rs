@@ -1,0 +1,154 @@
+//! `trust.json`: loading (refusing a file others can read) and saving atomically.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{PeerTrust, TrustError, TrustStore};
+use crate::identity::PublicKey;
+use crate::state::paths::write_private_atomic;
+
+/// The file format.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TrustFile {
+    version: u32,
+    #[serde(default)]
+    peers: Vec<PeerTrust>,
+    /// Per peer: the timestamp of the newest trust message applied (unix ms).
+    #[serde(default)]
+    watermarks: BTreeMap<PublicKey, u64>,
+}
+
+impl TrustStore {
+    /// Loads `path` (or starts empty if it does not exist); every change is saved there.
+    pub fn open(me: PublicKey, path: &Path) -> Result<Self, TrustError> {
+        let io = |source| TrustError::Io {
+            path: path.into(),
+            source,
+        };
+        let mut store = Self::in_memory(me);
+        store.path = Some(path.into());
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(store),
+            Err(e) => return Err(io(e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TrustError::InsecurePermissions {
+                path: path.into(),
+                mode,
+            });
+        }
+        let text = fs::read_to_string(path).map_err(io)?;
+        let file: TrustFile = serde_json::from_str(&text).map_err(|e| TrustError::Malformed {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        if file.version != 1 {
+            return Err(TrustError::Malformed {
+                path: path.into(),
+                reason: format!("unknown version {}", file.version),
+            });
+        }
+        store.peers = file.peers.into_iter().map(|p| (p.key, p)).collect();
+        store.watermarks = file.watermarks;
+        Ok(store)
+    }
+
+    /// Writes the store atomically with mode 0600 (no-op for an in-memory store).
+    pub(super) fn save(&self) -> Result<(), TrustError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = TrustFile {
+            version: 1,
+            peers: self.peers.values().cloned().collect(),
+            watermarks: self.watermarks.clone(),
+        };
+        let mut text = serde_json::to_string_pretty(&file).expect("trust file serialises");
+        text.push('\n');
+        write_private_atomic(path, text.as_bytes()).map_err(|source| TrustError::Io {
+            path: path.clone(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Hostname;
+    use crate::node::trust::test_util::{key, NOW};
+    use crate::node::trust::{TrustEffect, TrustState, TRUST_FILE};
+    use crate::wire::registry::TrustDecision;
+
+    #[test]
+    fn store_persists_0600_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TRUST_FILE);
+        let mut s = TrustStore::open(key(1), &path).unwrap();
+        s.request(key(2), Some(Hostname::new("worker-node").unwrap()), "", NOW)
+            .unwrap();
+        s.on_response(key(2), TrustDecision::Approve, NOW + 1, NOW)
+            .unwrap();
+        s.on_request(key(3), None, "why not", [9; 16], NOW, NOW)
+            .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temporary file is left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let mut again = TrustStore::open(key(1), &path).unwrap();
+        assert!(again.is_trusted(&key(2)));
+        assert_eq!(
+            again
+                .get(&key(2))
+                .unwrap()
+                .hostname
+                .as_ref()
+                .unwrap()
+                .as_str(),
+            "worker-node"
+        );
+        assert!(matches!(
+            again.get(&key(3)).unwrap().state,
+            TrustState::Pending { .. }
+        ));
+        // The pending request's nonce survived: approving answers the right request.
+        let fx = again.approve(&key(3), NOW).unwrap();
+        assert!(matches!(
+            fx[0],
+            TrustEffect::SendResponse { in_reply_to, .. } if in_reply_to == [9; 16]
+        ));
+        // Watermarks survived: an old message stays old.
+        assert!(again
+            .on_response(key(2), TrustDecision::Revoke, NOW, NOW)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn trust_file_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TRUST_FILE);
+        fs::write(&path, "{\"version\":1}").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = TrustStore::open(key(1), &path).unwrap_err();
+        assert!(matches!(err, TrustError::InsecurePermissions { .. }));
+        assert!(err.hint().contains("chmod 600"));
+        let pe: crate::error::PilotError = err.into();
+        assert_eq!(pe.code, crate::error::ErrorCode::Unauthorized);
+        assert!(pe.hint.contains("chmod 600"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(TrustStore::open(key(1), &path).is_ok());
+        fs::write(&path, "not json").unwrap();
+        assert!(matches!(
+            TrustStore::open(key(1), &path),
+            Err(TrustError::Malformed { .. })
+        ));
+    }
+}

@@ -1,0 +1,98 @@
+//! Hostnames: first key to claim a name holds it; exact-name lookups, rate-limited per key.
+
+use super::{Bucket, Ctx, Registry, Transmits};
+use crate::identity::PublicKey;
+use crate::mapping::Hostname;
+use crate::registry::store::StoreOp;
+use crate::wire::registry::{ResponseBody, Status};
+
+impl Registry {
+    /// `SetHostname`: claims the name, unless another key holds it.
+    pub(super) fn on_set_hostname(&mut self, cx: &Ctx, hostname: &Hostname) -> Transmits {
+        match self.claim(cx.sender, hostname) {
+            Ok(()) => self.ack(cx),
+            Err(Status::AlreadyExists) => self.fail(
+                cx,
+                Status::AlreadyExists,
+                format!("hostname {hostname} belongs to another key"),
+            ),
+            Err(s) => self.fail(cx, s, "cannot store the hostname".into()),
+        }
+    }
+
+    /// `ReleaseHostname`: frees the sender's name, if it has one.
+    pub(super) fn on_release_hostname(&mut self, cx: &Ctx) -> Transmits {
+        if let Some(name) = self.owner.get(&cx.sender).cloned() {
+            if self
+                .store
+                .apply(&[StoreOp::RemoveName { name: name.clone() }])
+                .is_err()
+            {
+                return self.fail(cx, Status::Internal, "cannot store the release".into());
+            }
+            self.owner.remove(&cx.sender);
+            self.names.remove(&name);
+        }
+        self.ack(cx)
+    }
+
+    /// `Lookup`: key and address of the name's holder (never an endpoint).
+    pub(super) fn on_lookup(&mut self, cx: &Ctx, hostname: &Hostname) -> Transmits {
+        if !self.take_query(cx.sender, cx.now_ms) {
+            self.counters.rate_limited += 1;
+            return self.fail(
+                cx,
+                Status::RateLimited,
+                "too many lookups; retry later".into(),
+            );
+        }
+        match self.names.get(hostname) {
+            Some(key) => self.reply(
+                cx,
+                ResponseBody::LookupResult {
+                    hostname: hostname.clone(),
+                    key: *key,
+                    addr48: key.addr48(),
+                },
+            ),
+            None => self.fail(cx, Status::NotFound, format!("no node holds {hostname}")),
+        }
+    }
+
+    /// Takes a token from `key`'s query bucket (lookups and endpoint requests).
+    pub(super) fn take_query(&mut self, key: PublicKey, now_ms: u64) -> bool {
+        let (burst, per_sec) = (self.limits.query_burst, self.limits.query_per_sec);
+        self.query_buckets
+            .entry(key)
+            .or_insert_with(|| Bucket::full(burst, now_ms))
+            .take(burst, per_sec, now_ms)
+    }
+
+    /// Binds `name` to `key` (releasing the key's previous name), unless another key holds it.
+    pub(super) fn claim(&mut self, key: PublicKey, name: &Hostname) -> Result<(), Status> {
+        match self.names.get(name) {
+            Some(k) if *k == key => return Ok(()),
+            Some(_) => return Err(Status::AlreadyExists),
+            None => {}
+        }
+        let mut ops = Vec::new();
+        let old = self.owner.get(&key).cloned();
+        if let Some(old) = &old {
+            ops.push(StoreOp::RemoveName { name: old.clone() });
+        }
+        ops.push(StoreOp::SetName {
+            name: name.clone(),
+            key,
+        });
+        if let Err(e) = self.store.apply(&ops) {
+            tracing::warn!("cannot store hostname {name}: {e}");
+            return Err(Status::Internal);
+        }
+        if let Some(old) = old {
+            self.names.remove(&old);
+        }
+        self.names.insert(name.clone(), key);
+        self.owner.insert(key, name.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,821 @@
+//! Tests of the registry core, and helpers other modules' tests use.
+
+use super::*;
+use crate::identity::Identity;
+use crate::registry::store::MemoryStore;
+use crate::wire::registry::{Header, TrustDecision};
+
+pub(crate) const T0: u64 = 1_750_000_000_000;
+
+/// The identity test registries sign with.
+pub(crate) fn registry_identity() -> Arc<Identity> {
+    Arc::new(Identity::from_seed([200; 32]))
+}
+
+/// A node in a test: an identity, an address, and a nonce counter.
+pub(crate) struct TestNode {
+    pub id: Identity,
+    pub addr: SocketAddr,
+    next: u64,
+}
+
+impl TestNode {
+    pub fn new(seed: u8, port: u16) -> Self {
+        TestNode {
+            id: Identity::from_seed([seed; 32]),
+            addr: SocketAddr::from(([198, 51, 100, seed], port)),
+            next: 0,
+        }
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.id.public_key()
+    }
+
+    pub fn signed(&mut self, ts: u64, body: RequestBody) -> Vec<u8> {
+        self.next += 1;
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.next.to_be_bytes());
+        nonce[8..16].copy_from_slice(&self.key().as_bytes()[..8]);
+        Request {
+            header: Header {
+                sender: self.key(),
+                nonce,
+                timestamp_ms: ts,
+            },
+            body,
+        }
+        .encode_signed(&self.id)
+        .unwrap()
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new(
+        registry_identity(),
+        Box::new(MemoryStore::new()),
+        Limits::default(),
+        T0,
+    )
+    .unwrap()
+}
+
+fn send(
+    r: &mut Registry,
+    n: &mut TestNode,
+    now: u64,
+    body: RequestBody,
+) -> Vec<(SocketAddr, Response)> {
+    let bytes = n.signed(now, body);
+    decode_all(r.handle(now, n.addr, &bytes))
+}
+
+fn decode_all(out: Transmits) -> Vec<(SocketAddr, Response)> {
+    out.into_iter()
+        .map(|(a, b)| (a, Response::decode(&b).expect("registry output decodes")))
+        .collect()
+}
+
+fn register(
+    r: &mut Registry,
+    n: &mut TestNode,
+    now: u64,
+    name: Option<&str>,
+) -> Vec<(SocketAddr, Response)> {
+    send(
+        r,
+        n,
+        now,
+        RequestBody::Register {
+            hostname: name.map(|s| Hostname::new(s).unwrap()),
+            candidates: vec![],
+        },
+    )
+}
+
+fn status_of(resp: &Response) -> Option<Status> {
+    match resp.body {
+        ResponseBody::Error { status, .. } => Some(status),
+        _ => None,
+    }
+}
+
+fn trust_request(to: &TestNode) -> RequestBody {
+    RequestBody::TrustRequest {
+        target: to.key(),
+        justification: "I orchestrate your jobs".into(),
+    }
+}
+
+#[test]
+fn replayed_request_is_refused_and_counted() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let bytes = a.signed(
+        T0,
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+        },
+    );
+    assert_eq!(r.handle(T0, a.addr, &bytes).len(), 1);
+    assert!(r.handle(T0 + 10, a.addr, &bytes).is_empty());
+    assert!(r
+        .handle(T0 + 20, "203.0.113.9:1".parse().unwrap(), &bytes)
+        .is_empty());
+    assert_eq!(r.counters().replayed, 2);
+    assert_eq!(r.counters().accepted, 1);
+}
+
+#[test]
+fn replay_after_the_window_is_refused_as_stale() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let bytes = a.signed(
+        T0,
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+        },
+    );
+    r.handle(T0, a.addr, &bytes);
+    r.handle_timeout(T0 + 61_000);
+    let out = decode_all(r.handle(T0 + 61_000, a.addr, &bytes));
+    assert_eq!(status_of(&out[0].1), Some(Status::StaleTimestamp));
+    assert_eq!(r.counters().stale, 1);
+}
+
+#[test]
+fn stale_timestamp_is_refused_with_the_registry_clock() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let now = T0 + 200_000;
+    for ts in [now - 60_001, now + 60_001, T0 - 1] {
+        let bytes = a.signed(ts, RequestBody::Heartbeat);
+        let out = decode_all(r.handle(now, a.addr, &bytes));
+        match &out[0].1.body {
+            ResponseBody::Error {
+                status: Status::StaleTimestamp,
+                registry_time_ms,
+                ..
+            } => assert_eq!(*registry_time_ms, now),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(r.counters().stale, 3);
+    assert_eq!(r.counters().accepted, 0);
+    // Within the window is fine.
+    assert!(!register(&mut r, &mut a, now - 59_000, None).is_empty());
+}
+
+#[test]
+fn forged_signature_is_refused_and_counted() {
+    let mut r = registry();
+    let victim = TestNode::new(1, 1000);
+    let mut forger = TestNode::new(2, 1000);
+    // The forger signs a message that claims to come from the victim.
+    let mut bytes = forger.signed(T0, RequestBody::ReleaseHostname);
+    bytes[3..35].copy_from_slice(victim.key().as_bytes());
+    assert!(r.handle(T0, forger.addr, &bytes).is_empty());
+    // And a message with its own key but a corrupted signature.
+    let mut bytes = forger.signed(T0, RequestBody::Heartbeat);
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x80;
+    assert!(r.handle(T0, forger.addr, &bytes).is_empty());
+    assert_eq!(r.counters().bad_signature, 2);
+    assert!(r.handle(T0, forger.addr, b"P\x01\x02garbage").is_empty());
+    assert!(r.handle(T0, forger.addr, b"").is_empty());
+    assert_eq!(r.counters().garbage, 2);
+    assert_eq!(r.counters().accepted, 0);
+}
+
+#[test]
+fn hostname_race_first_key_wins_and_after_release_the_second_can_take_it() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 1000);
+    let out = register(&mut r, &mut a, T0, Some("worker-node"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Granted,
+            ..
+        }
+    ));
+    let out = register(&mut r, &mut b, T0, Some("worker-node"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Taken,
+            ..
+        }
+    ));
+    let name = Hostname::new("worker-node").unwrap();
+    let out = send(
+        &mut r,
+        &mut b,
+        T0,
+        RequestBody::SetHostname {
+            hostname: name.clone(),
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::AlreadyExists));
+    // Claiming again by the owner is fine and idempotent.
+    let out = send(
+        &mut r,
+        &mut a,
+        T0,
+        RequestBody::SetHostname {
+            hostname: name.clone(),
+        },
+    );
+    assert_eq!(status_of(&out[0].1), None);
+
+    send(&mut r, &mut a, T0 + 1, RequestBody::ReleaseHostname);
+    let out = send(
+        &mut r,
+        &mut b,
+        T0 + 2,
+        RequestBody::SetHostname {
+            hostname: name.clone(),
+        },
+    );
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    let out = send(
+        &mut r,
+        &mut a,
+        T0 + 3,
+        RequestBody::Lookup { hostname: name },
+    );
+    assert!(matches!(&out[0].1.body, ResponseBody::LookupResult { key, .. } if *key == b.key()));
+}
+
+#[test]
+fn claiming_a_new_hostname_releases_the_old_one() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 1000);
+    register(&mut r, &mut a, T0, Some("old-name"));
+    send(
+        &mut r,
+        &mut a,
+        T0,
+        RequestBody::SetHostname {
+            hostname: Hostname::new("new-name").unwrap(),
+        },
+    );
+    let out = register(&mut r, &mut b, T0, Some("old-name"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Granted,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn lookup_returns_key_and_addr48_and_never_an_endpoint() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 4242);
+    let mut b = TestNode::new(2, 1000);
+    register(&mut r, &mut a, T0, Some("worker-node"));
+    let name = Hostname::new("worker-node").unwrap();
+    let bytes = b.signed(
+        T0,
+        RequestBody::Lookup {
+            hostname: name.clone(),
+        },
+    );
+    let out = r.handle(T0, b.addr, &bytes);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, b.addr);
+    let raw = &out[0].1;
+    match Response::decode(raw).unwrap().body {
+        ResponseBody::LookupResult {
+            hostname,
+            key,
+            addr48,
+        } => {
+            assert_eq!(hostname, name);
+            assert_eq!(key, a.key());
+            assert_eq!(addr48, a.key().addr48());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Neither a's IP nor its port appear anywhere in the answer.
+    let ip = [198u8, 51, 100, 1];
+    assert!(!raw.windows(4).any(|w| w == ip));
+    assert!(!raw.windows(2).any(|w| w == 4242u16.to_be_bytes()));
+    // Unknown names are not found; there is no listing request at all.
+    let out = send(
+        &mut r,
+        &mut b,
+        T0,
+        RequestBody::Lookup {
+            hostname: Hostname::new("worker").unwrap(),
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+}
+
+#[test]
+fn lookups_are_rate_limited_per_key() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 1000);
+    register(&mut r, &mut a, T0, Some("worker-node"));
+    let name = Hostname::new("worker-node").unwrap();
+    let burst = r.limits().query_burst;
+    for _ in 0..burst {
+        let out = send(
+            &mut r,
+            &mut b,
+            T0,
+            RequestBody::Lookup {
+                hostname: name.clone(),
+            },
+        );
+        assert!(matches!(out[0].1.body, ResponseBody::LookupResult { .. }));
+    }
+    let out = send(
+        &mut r,
+        &mut b,
+        T0,
+        RequestBody::Lookup {
+            hostname: name.clone(),
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::RateLimited));
+    assert_eq!(r.counters().rate_limited, 1);
+    // Another key is not affected; and the bucket refills with time.
+    let out = send(
+        &mut r,
+        &mut a,
+        T0,
+        RequestBody::Lookup {
+            hostname: name.clone(),
+        },
+    );
+    assert!(matches!(out[0].1.body, ResponseBody::LookupResult { .. }));
+    let out = send(
+        &mut r,
+        &mut b,
+        T0 + 1_000,
+        RequestBody::Lookup { hostname: name },
+    );
+    assert!(matches!(out[0].1.body, ResponseBody::LookupResult { .. }));
+}
+
+#[test]
+fn a_flood_from_one_ip_is_dropped_before_signature_checks() {
+    let limits = Limits {
+        ip_burst: 3,
+        ip_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = Registry::new(
+        registry_identity(),
+        Box::new(MemoryStore::new()),
+        limits,
+        T0,
+    )
+    .unwrap();
+    let mut a = TestNode::new(1, 1000);
+    for _ in 0..5 {
+        let bytes = a.signed(T0, RequestBody::Heartbeat);
+        r.handle(T0, a.addr, &bytes);
+    }
+    assert_eq!(r.counters().accepted, 3);
+    assert_eq!(r.counters().rate_limited, 2);
+}
+
+#[test]
+fn trust_request_is_pushed_to_an_online_target_immediately() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, Some("orchestrator"));
+    register(&mut r, &mut b, T0, None);
+    let bytes = a.signed(T0 + 5, trust_request(&b));
+    let out = decode_all(r.handle(T0 + 5, a.addr, &bytes));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0, a.addr);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    assert_eq!(out[1].0, b.addr);
+    match &out[1].1.body {
+        ResponseBody::PushTrustRequest { hostname, original } => {
+            assert_eq!(hostname.as_ref().map(|h| h.as_str()), Some("orchestrator"));
+            assert_eq!(original, &bytes);
+            let req = Request::decode_verified(original).unwrap();
+            assert_eq!(req.header.sender, a.key());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.counters().pushed, 1);
+}
+
+#[test]
+fn trust_request_is_held_for_an_offline_target_and_delivered_on_register() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    assert_eq!(out.len(), 1, "acked, nothing pushed");
+    assert_eq!(r.held_for(&b.key()), 1);
+
+    let out = register(&mut r, &mut b, T0 + 10_000, None);
+    assert_eq!(out.len(), 2);
+    assert!(matches!(out[0].1.body, ResponseBody::Registered { .. }));
+    assert_eq!(out[1].0, b.addr);
+    let push_id = out[1].1.in_reply_to;
+    assert!(matches!(
+        out[1].1.body,
+        ResponseBody::PushTrustRequest { .. }
+    ));
+
+    // Until acknowledged it is pushed again with each heartbeat ...
+    let out = send(&mut r, &mut b, T0 + 30_000, RequestBody::Heartbeat);
+    assert_eq!(out.len(), 2);
+    // ... and not after.
+    send(
+        &mut r,
+        &mut b,
+        T0 + 31_000,
+        RequestBody::Delivered {
+            nonces: vec![push_id],
+        },
+    );
+    assert_eq!(r.held_for(&b.key()), 0);
+    let out = send(&mut r, &mut b, T0 + 50_000, RequestBody::Heartbeat);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn trust_response_is_pushed_back_to_the_requester() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    register(&mut r, &mut b, T0, Some("worker-node"));
+    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    let req_nonce = out[1].1.in_reply_to;
+    let out = send(
+        &mut r,
+        &mut b,
+        T0 + 1,
+        RequestBody::TrustResponse {
+            target: a.key(),
+            in_reply_to: req_nonce,
+            decision: TrustDecision::Approve,
+            reason: String::new(),
+        },
+    );
+    assert_eq!(out[1].0, a.addr);
+    assert!(matches!(
+        &out[1].1.body,
+        ResponseBody::PushTrustResponse { hostname: Some(h), .. } if h.as_str() == "worker-node"
+    ));
+}
+
+#[test]
+fn held_requests_are_bounded_per_target_and_expire() {
+    let limits = Limits {
+        held_per_target: 3,
+        ..Limits::default()
+    };
+    let expiry = limits.held_expiry_ms;
+    let mut r = Registry::new(
+        registry_identity(),
+        Box::new(MemoryStore::new()),
+        limits,
+        T0,
+    )
+    .unwrap();
+    let target = TestNode::new(99, 1000);
+    for i in 0..3 {
+        let mut n = TestNode::new(i + 1, 1000);
+        let out = send(&mut r, &mut n, T0, trust_request(&target));
+        assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+        // A second request from the same sender replaces the first: no new slot.
+        let out = send(&mut r, &mut n, T0 + 1, trust_request(&target));
+        assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    }
+    let mut extra = TestNode::new(50, 1000);
+    let out = send(&mut r, &mut extra, T0, trust_request(&target));
+    assert_eq!(status_of(&out[0].1), Some(Status::QueueFull));
+    assert_eq!(r.held_for(&target.key()), 3);
+
+    r.handle_timeout(T0 + expiry);
+    assert_eq!(r.held_for(&target.key()), 3, "not yet expired");
+    r.handle_timeout(T0 + expiry + 2);
+    assert_eq!(r.held_for(&target.key()), 0);
+    assert_eq!(r.counters().expired, 3);
+}
+
+#[test]
+fn a_node_cannot_send_a_trust_request_to_itself() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let me = TestNode::new(1, 1000);
+    let out = send(&mut r, &mut a, T0, trust_request(&me));
+    assert_eq!(status_of(&out[0].1), Some(Status::InvalidArgument));
+}
+
+#[test]
+fn endpoint_request_reaches_only_an_online_target_and_only_its_answer_is_forwarded() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    let mut c = TestNode::new(3, 3000);
+    register(&mut r, &mut a, T0, None);
+    let local: SocketAddr = "10.0.0.2:51820".parse().unwrap();
+    // Offline target: refused.
+    let out = send(
+        &mut r,
+        &mut a,
+        T0,
+        RequestBody::EndpointRequest {
+            target: b.key(),
+            candidates: vec![],
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+
+    register(&mut r, &mut b, T0, None);
+    register(&mut r, &mut c, T0, None);
+    let out = send(
+        &mut r,
+        &mut a,
+        T0 + 1,
+        RequestBody::EndpointRequest {
+            target: b.key(),
+            candidates: vec![local],
+        },
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].0, b.addr);
+    let ask = out[1].1.in_reply_to;
+    assert!(
+        matches!(&out[1].1.body, ResponseBody::PushEndpointRequest { observed, .. } if *observed == a.addr)
+    );
+
+    // A third node cannot answer in b's place.
+    let out = send(
+        &mut r,
+        &mut c,
+        T0 + 2,
+        RequestBody::EndpointResponse {
+            target: a.key(),
+            in_reply_to: ask,
+            candidates: vec![],
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+
+    // b's answer reaches a with b's reflexive address.
+    let out = send(
+        &mut r,
+        &mut b,
+        T0 + 2,
+        RequestBody::EndpointResponse {
+            target: a.key(),
+            in_reply_to: ask,
+            candidates: vec![local],
+        },
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].0, a.addr);
+    assert_eq!(out[1].1.in_reply_to, ask);
+    assert!(
+        matches!(&out[1].1.body, ResponseBody::EndpointInfo { observed, .. } if *observed == b.addr)
+    );
+
+    // Answering twice is refused.
+    let out = send(
+        &mut r,
+        &mut b,
+        T0 + 3,
+        RequestBody::EndpointResponse {
+            target: a.key(),
+            in_reply_to: ask,
+            candidates: vec![],
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+}
+
+/// Registers `a` and `b` and runs an endpoint exchange a → b (which allows relaying).
+fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now: u64) {
+    let out = send(
+        r,
+        a,
+        now,
+        RequestBody::EndpointRequest {
+            target: b.key(),
+            candidates: vec![],
+        },
+    );
+    let ask = out[1].1.in_reply_to;
+    let out = send(
+        r,
+        b,
+        now,
+        RequestBody::EndpointResponse {
+            target: a.key(),
+            in_reply_to: ask,
+            candidates: vec![],
+        },
+    );
+    assert_eq!(out.len(), 2, "the answer is forwarded");
+}
+
+#[test]
+fn relay_needs_an_endpoint_exchange_and_delivers_from_the_senders_address() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    let mut c = TestNode::new(3, 3000);
+    for n in [&mut a, &mut b, &mut c] {
+        register(&mut r, n, T0, None);
+    }
+    let wg = [
+        4u8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+    ];
+    let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &wg);
+    // No exchange between a and b yet: refused.
+    assert!(r.handle(T0 + 1, a.addr, &frame).is_empty());
+    assert_eq!(r.counters().relay_refused, 1);
+    exchange(&mut r, &mut a, &mut b, T0 + 2);
+    let out = r.handle(T0 + 3, a.addr, &frame);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, b.addr);
+    let (from, payload) = relay::parse(&out[0].1, relay::RELAY_DELIVER).unwrap();
+    assert_eq!(from, a.key().addr48());
+    assert_eq!(payload, &wg[..]);
+    // Both directions are allowed.
+    let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &wg);
+    assert_eq!(r.handle(T0 + 3, b.addr, &back)[0].0, a.addr);
+    // c exchanged nothing with b: refused. An unregistered address: refused.
+    assert!(r.handle(T0 + 3, c.addr, &frame).is_empty());
+    let stranger: SocketAddr = "192.0.2.99:5".parse().unwrap();
+    assert!(r.handle(T0 + 3, stranger, &frame).is_empty());
+    assert_eq!(r.counters().relayed_packets, 2);
+    assert_eq!(r.counters().relayed_bytes, 2 * wg.len() as u64);
+    assert_eq!(r.counters().relay_refused, 3);
+    // The permission expires.
+    let later = T0 + 3 + r.limits().relay_pair_ttl_ms + 1;
+    register(&mut r, &mut a, later, None);
+    register(&mut r, &mut b, later, None);
+    assert!(r.handle(later, a.addr, &frame).is_empty());
+}
+
+#[test]
+fn relayed_traffic_follows_a_node_whose_address_changed() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    register(&mut r, &mut b, T0, None);
+    exchange(&mut r, &mut a, &mut b, T0 + 1);
+    // b's NAT mapping moves; its next signed request comes from the new port.
+    b.addr = "198.51.100.2:2999".parse().unwrap();
+    exchange(&mut r, &mut a, &mut b, T0 + 2);
+    let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
+    assert_eq!(r.handle(T0 + 3, a.addr, &frame)[0].0, b.addr);
+    let old: SocketAddr = "198.51.100.2:2000".parse().unwrap();
+    let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &[4u8; 40]);
+    assert!(
+        r.handle(T0 + 3, old, &back).is_empty(),
+        "the old address is forgotten"
+    );
+}
+
+#[test]
+fn relay_budgets_limit_packets_and_bytes_per_sender() {
+    let limits = Limits {
+        relay_packet_burst: 5,
+        relay_packets_per_sec: 1,
+        relay_byte_burst: 1000,
+        relay_bytes_per_sec: 100,
+        ..Limits::default()
+    };
+    let mut r = Registry::new(
+        registry_identity(),
+        Box::new(MemoryStore::new()),
+        limits,
+        T0,
+    )
+    .unwrap();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    register(&mut r, &mut b, T0, None);
+    exchange(&mut r, &mut a, &mut b, T0);
+    let small = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 32]);
+    let sent = (0..10)
+        .filter(|_| !r.handle(T0, a.addr, &small).is_empty())
+        .count();
+    assert_eq!(sent, 5, "packet burst");
+    assert_eq!(r.counters().relay_limited, 5);
+    // A second later one packet token is back, but 1000 bytes are too many at once.
+    let big = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 1200]);
+    assert!(r.handle(T0 + 1000, a.addr, &big).is_empty());
+    // b has its own budget.
+    let back = relay::frame(relay::RELAY_SEND, a.key().addr48(), &[4u8; 32]);
+    assert!(!r.handle(T0 + 1000, b.addr, &back).is_empty());
+}
+
+#[test]
+fn heartbeat_from_an_unknown_node_asks_it_to_register_again() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let out = send(&mut r, &mut a, T0, RequestBody::Heartbeat);
+    assert_eq!(status_of(&out[0].1), Some(Status::UnknownNode));
+    register(&mut r, &mut a, T0, None);
+    let out = send(&mut r, &mut a, T0 + 20_000, RequestBody::Heartbeat);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    // Silent past the online timeout: forgotten.
+    r.handle_timeout(T0 + 20_000 + 76_000);
+    assert!(!r.is_online(&a.key(), T0 + 96_000));
+    let out = send(&mut r, &mut a, T0 + 96_000, RequestBody::Heartbeat);
+    assert_eq!(status_of(&out[0].1), Some(Status::UnknownNode));
+}
+
+#[test]
+fn names_and_held_requests_survive_a_restart_with_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.redb");
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    {
+        let store = crate::registry::store::RedbStore::open(&path).unwrap();
+        let mut r =
+            Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
+        register(&mut r, &mut a, T0, Some("orchestrator"));
+        send(&mut r, &mut a, T0, trust_request(&b));
+    }
+    let store = crate::registry::store::RedbStore::open(&path).unwrap();
+    let mut r = Registry::new(
+        registry_identity(),
+        Box::new(store),
+        Limits::default(),
+        T0 + 5_000,
+    )
+    .unwrap();
+    let out = register(&mut r, &mut b, T0 + 6_000, Some("orchestrator"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Taken,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &out[1].1.body,
+        ResponseBody::PushTrustRequest {
+            hostname: Some(_),
+            ..
+        }
+    ));
+    // A request signed before the restart cannot be replayed into the new process.
+    let old = a.signed(T0 + 4_000, RequestBody::ReleaseHostname);
+    let out = decode_all(r.handle(T0 + 6_000, a.addr, &old));
+    assert_eq!(status_of(&out[0].1), Some(Status::StaleTimestamp));
+}
+
+proptest::proptest! {
+    #[test]
+    fn registry_never_panics_on_random_datagrams(
+        datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1300), 1..20),
+    ) {
+        let mut r = registry();
+        for (i, d) in datagrams.iter().enumerate() {
+            let from = SocketAddr::from(([192, 0, 2, 7], 1000 + i as u16));
+            proptest::prop_assert!(r.handle(T0, from, d).is_empty());
+        }
+        r.handle_timeout(T0 + 1_000);
+    }
+}
+
+#[test]
+fn storage_failure_is_answered_with_internal_and_changes_nothing() {
+    let mut store = MemoryStore::new();
+    store.fail_writes = true;
+    let mut r = Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
+    let mut a = TestNode::new(1, 1000);
+    let b = TestNode::new(2, 1000);
+    let out = send(
+        &mut r,
+        &mut a,
+        T0,
+        RequestBody::SetHostname {
+            hostname: Hostname::new("x1").unwrap(),
+        },
+    );
+    assert_eq!(status_of(&out[0].1), Some(Status::Internal));
+    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    assert_eq!(status_of(&out[0].1), Some(Status::Internal));
+    assert_eq!(r.held_for(&b.key()), 0);
+}

@@ -1,0 +1,310 @@
+//! Requests: sent by a node (to a registry, or directly to a peer) and signed by it.
+
+use std::net::SocketAddr;
+
+use super::codec::{put_addrs, put_hostname, put_text, Reader};
+use super::{
+    check_preamble, signed_bytes, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
+    MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_LEN, VERSION,
+};
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::Hostname;
+
+/// A trust decision carried by a trust response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrustDecision {
+    /// The sender refuses the request.
+    Reject,
+    /// The sender approves: trust is now mutual.
+    Approve,
+    /// The sender withdraws trust it gave before (no request needed).
+    Revoke,
+}
+
+impl TrustDecision {
+    fn to_byte(self) -> u8 {
+        match self {
+            TrustDecision::Reject => 0,
+            TrustDecision::Approve => 1,
+            TrustDecision::Revoke => 2,
+        }
+    }
+    fn from_byte(b: u8) -> Result<Self, WireError> {
+        Ok(match b {
+            0 => TrustDecision::Reject,
+            1 => TrustDecision::Approve,
+            2 => TrustDecision::Revoke,
+            _ => return Err(WireError::Invalid("trust decision")),
+        })
+    }
+}
+
+/// The fields every request carries before its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Who sends (and signed) the request: the identity the request speaks for.
+    pub sender: PublicKey,
+    /// Random, unique per request: the replay guard and the request id.
+    pub nonce: Nonce,
+    /// Sender's clock, unix milliseconds: bounds how long a nonce must be remembered.
+    pub timestamp_ms: u64,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// Announce presence (and optionally claim a hostname) with local candidate endpoints.
+    Register {
+        /// A hostname to claim, if any; `None` keeps whatever name the key holds.
+        hostname: Option<Hostname>,
+        /// The node's local (LAN) endpoints, for peers behind the same NAT.
+        candidates: Vec<SocketAddr>,
+    },
+    /// Keep the registration (and the NAT mapping) alive.
+    Heartbeat,
+    /// Claim a hostname, releasing the one held before.
+    SetHostname {
+        /// The name to claim.
+        hostname: Hostname,
+    },
+    /// Give up the hostname the sender holds.
+    ReleaseHostname,
+    /// Resolve an exact hostname to a key and address (never an endpoint).
+    Lookup {
+        /// The name to resolve.
+        hostname: Hostname,
+    },
+    /// Ask `target` to trust the sender. Also valid sent directly to the peer.
+    TrustRequest {
+        /// Whose trust is asked for.
+        target: PublicKey,
+        /// Why, for the human or agent deciding (UTF-8, at most [`MAX_JUSTIFICATION`] bytes).
+        justification: String,
+    },
+    /// Answer a trust request (or revoke trust). Also valid sent directly to the peer.
+    TrustResponse {
+        /// The node that asked (or, for a revocation, the node losing trust).
+        target: PublicKey,
+        /// The nonce of the request answered; zero for a revocation.
+        in_reply_to: Nonce,
+        /// The decision.
+        decision: TrustDecision,
+        /// Why (UTF-8, at most [`MAX_REASON`] bytes).
+        reason: String,
+    },
+    /// Ask for `target`'s endpoints, offering ours; forwarded to the target, which answers only
+    /// if it trusts the sender.
+    EndpointRequest {
+        /// Whose endpoints are wanted.
+        target: PublicKey,
+        /// The sender's local candidates (the registry adds the reflexive one).
+        candidates: Vec<SocketAddr>,
+    },
+    /// The target's answer to an endpoint request, forwarded to the asker.
+    EndpointResponse {
+        /// The asker.
+        target: PublicKey,
+        /// The nonce of the endpoint request answered.
+        in_reply_to: Nonce,
+        /// The sender's local candidates.
+        candidates: Vec<SocketAddr>,
+    },
+    /// Acknowledge pushes (by their nonce) so the registry stops holding them.
+    Delivered {
+        /// The nonces of the pushed originals received.
+        nonces: Vec<Nonce>,
+    },
+}
+
+impl RequestBody {
+    fn type_byte(&self) -> u8 {
+        match self {
+            RequestBody::Register { .. } => 0x01,
+            RequestBody::Heartbeat => 0x02,
+            RequestBody::SetHostname { .. } => 0x03,
+            RequestBody::ReleaseHostname => 0x04,
+            RequestBody::Lookup { .. } => 0x05,
+            RequestBody::TrustRequest { .. } => 0x06,
+            RequestBody::TrustResponse { .. } => 0x07,
+            RequestBody::EndpointRequest { .. } => 0x08,
+            RequestBody::EndpointResponse { .. } => 0x09,
+            RequestBody::Delivered { .. } => 0x0a,
+        }
+    }
+
+    /// A short name for logs and counters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RequestBody::Register { .. } => "register",
+            RequestBody::Heartbeat => "heartbeat",
+            RequestBody::SetHostname { .. } => "set_hostname",
+            RequestBody::ReleaseHostname => "release_hostname",
+            RequestBody::Lookup { .. } => "lookup",
+            RequestBody::TrustRequest { .. } => "trust_request",
+            RequestBody::TrustResponse { .. } => "trust_response",
+            RequestBody::EndpointRequest { .. } => "endpoint_request",
+            RequestBody::EndpointResponse { .. } => "endpoint_response",
+            RequestBody::Delivered { .. } => "delivered",
+        }
+    }
+}
+
+/// A request: header and body. Encoded signed; decoded only with its signature checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Sender, nonce, timestamp.
+    pub header: Header,
+    /// What is asked.
+    pub body: RequestBody,
+}
+
+impl Request {
+    /// Encodes and signs this request with `identity`, which must be the header's sender.
+    pub fn encode_signed(&self, identity: &Identity) -> Result<Vec<u8>, WireError> {
+        if identity.public_key() != self.header.sender {
+            return Err(WireError::Invalid("sender is not the signing identity"));
+        }
+        let mut w = Vec::with_capacity(256);
+        w.extend_from_slice(&[MAGIC, VERSION, self.body.type_byte()]);
+        w.extend_from_slice(self.header.sender.as_bytes());
+        w.extend_from_slice(&self.header.nonce);
+        w.extend_from_slice(&self.header.timestamp_ms.to_be_bytes());
+        match &self.body {
+            RequestBody::Register {
+                hostname,
+                candidates,
+            } => {
+                put_hostname(&mut w, hostname.as_ref());
+                put_addrs(&mut w, candidates)?;
+            }
+            RequestBody::Heartbeat | RequestBody::ReleaseHostname => {}
+            RequestBody::SetHostname { hostname } | RequestBody::Lookup { hostname } => {
+                put_hostname(&mut w, Some(hostname))
+            }
+            RequestBody::TrustRequest {
+                target,
+                justification,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                put_text(&mut w, justification, MAX_JUSTIFICATION)?;
+            }
+            RequestBody::TrustResponse {
+                target,
+                in_reply_to,
+                decision,
+                reason,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                w.extend_from_slice(in_reply_to);
+                w.push(decision.to_byte());
+                put_text(&mut w, reason, MAX_REASON)?;
+            }
+            RequestBody::EndpointRequest { target, candidates } => {
+                w.extend_from_slice(target.as_bytes());
+                put_addrs(&mut w, candidates)?;
+            }
+            RequestBody::EndpointResponse {
+                target,
+                in_reply_to,
+                candidates,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                w.extend_from_slice(in_reply_to);
+                put_addrs(&mut w, candidates)?;
+            }
+            RequestBody::Delivered { nonces } => {
+                if nonces.len() > MAX_DELIVERED {
+                    return Err(WireError::Invalid("too many delivered nonces"));
+                }
+                w.push(nonces.len() as u8);
+                for n in nonces {
+                    w.extend_from_slice(n);
+                }
+            }
+        }
+        if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
+            return Err(WireError::TooLarge);
+        }
+        let sig = identity.sign(&signed_bytes(&w));
+        w.extend_from_slice(&sig);
+        Ok(w)
+    }
+
+    /// Decodes a request and checks its signature. Never panics, whatever the bytes.
+    pub fn decode_verified(bytes: &[u8]) -> Result<Request, WireError> {
+        let req = Self::decode_unverified(bytes)?;
+        let (msg, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
+        let sig: [u8; 64] = sig.try_into().map_err(|_| WireError::Truncated)?;
+        if !req.header.sender.verify(&signed_bytes(msg), &sig) {
+            return Err(WireError::BadSignature);
+        }
+        Ok(req)
+    }
+
+    /// Decodes the fields without checking the signature (the signature must still be present).
+    fn decode_unverified(bytes: &[u8]) -> Result<Request, WireError> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(WireError::TooLarge);
+        }
+        let ty = check_preamble(bytes)?;
+        if ty >= 0x80 {
+            return Err(WireError::UnknownType(ty));
+        }
+        if bytes.len() < REQUEST_HEADER + SIGNATURE_LEN {
+            return Err(WireError::Truncated);
+        }
+        let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
+        let header = Header {
+            sender: r.key()?,
+            nonce: r.array()?,
+            timestamp_ms: r.u64()?,
+        };
+        let body = match ty {
+            0x01 => RequestBody::Register {
+                hostname: r.hostname()?,
+                candidates: r.addrs()?,
+            },
+            0x02 => RequestBody::Heartbeat,
+            0x03 => RequestBody::SetHostname {
+                hostname: r.hostname()?.ok_or(WireError::Invalid("empty hostname"))?,
+            },
+            0x04 => RequestBody::ReleaseHostname,
+            0x05 => RequestBody::Lookup {
+                hostname: r.hostname()?.ok_or(WireError::Invalid("empty hostname"))?,
+            },
+            0x06 => RequestBody::TrustRequest {
+                target: r.key()?,
+                justification: r.text(MAX_JUSTIFICATION)?,
+            },
+            0x07 => RequestBody::TrustResponse {
+                target: r.key()?,
+                in_reply_to: r.array()?,
+                decision: TrustDecision::from_byte(r.u8()?)?,
+                reason: r.text(MAX_REASON)?,
+            },
+            0x08 => RequestBody::EndpointRequest {
+                target: r.key()?,
+                candidates: r.addrs()?,
+            },
+            0x09 => RequestBody::EndpointResponse {
+                target: r.key()?,
+                in_reply_to: r.array()?,
+                candidates: r.addrs()?,
+            },
+            0x0a => {
+                let n = r.u8()? as usize;
+                if n > MAX_DELIVERED {
+                    return Err(WireError::Invalid("too many delivered nonces"));
+                }
+                let mut nonces = Vec::with_capacity(n);
+                for _ in 0..n {
+                    nonces.push(r.array()?);
+                }
+                RequestBody::Delivered { nonces }
+            }
+            other => return Err(WireError::UnknownType(other)),
+        };
+        r.finish()?;
+        Ok(Request { header, body })
+    }
+}
