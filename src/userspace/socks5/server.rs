@@ -1,0 +1,402 @@
+//! The tokio half of the SOCKS5 proxy: bind a listener, accept clients, run the handshake through
+//! the parsers of `wire.rs`, resolve and check the destination, connect through the overlay and
+//! splice the two connections.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use super::wire::{
+    classify, encode_reply, parse_greeting, parse_request, Command, Destination, ParseError,
+    Parsed, Reply, Request, METHOD_NONE_ACCEPTABLE, METHOD_NO_AUTH, VERSION,
+};
+use crate::mapping::{Hostname, NetworkPrefix};
+use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
+
+/// The default listening address.
+pub use crate::config::DEFAULT_SOCKS5_LISTEN as DEFAULT_LISTEN;
+
+/// A boxed future, for the object-safe [`Resolver`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Names and policy, as the daemon knows them: which address a hostname has, and whether this
+/// node may connect to an address (the peer is trusted).
+pub trait Resolver: Send + Sync + 'static {
+    /// The overlay address of `name`, or `None` if no peer has it.
+    fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>>;
+
+    /// Whether connections to `ip` are allowed.
+    fn permits(&self, ip: Ipv6Addr) -> bool;
+}
+
+/// A fixed table of names and trusted addresses: for tests, and for a daemon that knows only
+/// its configured peers.
+#[derive(Debug, Clone, Default)]
+pub struct StaticResolver {
+    /// Hostname → address.
+    pub names: std::collections::HashMap<Hostname, Ipv6Addr>,
+    /// Addresses connections may go to.
+    pub trusted: std::collections::HashSet<Ipv6Addr>,
+}
+
+impl StaticResolver {
+    /// Adds a trusted peer, with its name if it has one.
+    pub fn with_peer(mut self, name: Option<Hostname>, ip: Ipv6Addr) -> Self {
+        if let Some(n) = name {
+            self.names.insert(n, ip);
+        }
+        self.trusted.insert(ip);
+        self
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>> {
+        let r = self.names.get(name).copied();
+        Box::pin(async move { r })
+    }
+
+    fn permits(&self, ip: Ipv6Addr) -> bool {
+        self.trusted.contains(&ip)
+    }
+}
+
+/// Settings of the proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Socks5Config {
+    /// Where to listen; loopback unless `allow_non_loopback`.
+    pub listen: SocketAddr,
+    /// Allow a non-loopback listening address (anyone who reaches it can use our trust).
+    pub allow_non_loopback: bool,
+    /// How long a connection to a peer may take.
+    pub connect_timeout: Duration,
+    /// How long a client may take to send its greeting and request.
+    pub handshake_timeout: Duration,
+    /// The most clients served at once; more wait in the kernel's accept queue.
+    pub max_clients: usize,
+    /// Buffer of each direction of a spliced connection, in bytes.
+    pub splice_buffer: usize,
+}
+
+impl Default for Socks5Config {
+    fn default() -> Self {
+        Socks5Config {
+            listen: DEFAULT_LISTEN,
+            allow_non_loopback: false,
+            connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_clients: 1024,
+            splice_buffer: 256 * 1024,
+        }
+    }
+}
+
+/// Errors from starting the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum Socks5Error {
+    /// A listening address that is not loopback, without permission.
+    #[error("refusing to serve SOCKS5 on {0}: it is not a loopback address; anyone who reaches it could use this node's trust (set socks5.allow_non_loopback = true to do it anyway)")]
+    NonLoopback(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen for SOCKS5 on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl From<Socks5Error> for crate::error::PilotError {
+    fn from(e: Socks5Error) -> Self {
+        crate::error::PilotError::invalid(
+            e.to_string(),
+            "pick a free address with [socks5] listen in the config, or set [socks5] enabled = false",
+        )
+    }
+}
+
+struct Shared {
+    cfg: Socks5Config,
+    net: OverlayNet,
+    network: NetworkPrefix,
+    resolver: Arc<dyn Resolver>,
+}
+
+/// The proxy: a bound listener; [`Socks5Server::run`] serves it.
+pub struct Socks5Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+impl Socks5Server {
+    /// Binds the listening socket. Connections go out through `net`; `network` tells overlay
+    /// addresses from others; `resolver` names peers and says who may be reached.
+    pub async fn bind(
+        cfg: Socks5Config,
+        net: OverlayNet,
+        network: NetworkPrefix,
+        resolver: Arc<dyn Resolver>,
+    ) -> Result<Self, Socks5Error> {
+        if !cfg.listen.ip().is_loopback() && !cfg.allow_non_loopback {
+            return Err(Socks5Error::NonLoopback(cfg.listen));
+        }
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| Socks5Error::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        Ok(Socks5Server {
+            listener,
+            shared: Arc::new(Shared {
+                cfg,
+                net,
+                network,
+                resolver,
+            }),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until the task is dropped or aborted.
+    pub async fn run(self) {
+        let permits = Arc::new(Semaphore::new(self.shared.cfg.max_clients.max(1)));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (client, from) = match self.listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, do not spin.
+                    tracing::warn!(error = %e, "SOCKS5 accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = serve(client, &shared).await {
+                    tracing::debug!(client = %from, error = %e, "SOCKS5 session ended");
+                }
+            });
+        }
+    }
+}
+
+/// Reads until `parse` is done; returns the value and the bytes after it.
+async fn read_message<T>(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: fn(&[u8]) -> Result<Parsed<T>, ParseError>,
+) -> io::Result<Result<T, ParseError>> {
+    // A request is at most 262 bytes; greetings 257.
+    const MAX: usize = 512;
+    loop {
+        match parse(buf) {
+            Ok(Parsed::Done { value, len }) => {
+                buf.drain(..len);
+                return Ok(Ok(value));
+            }
+            Err(e) => return Ok(Err(e)),
+            Ok(Parsed::Incomplete) => {}
+        }
+        if buf.len() >= MAX {
+            return Ok(Err(ParseError::TooLong));
+        }
+        let mut chunk = [0u8; MAX];
+        let n = client.read(&mut chunk[..MAX - buf.len()]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn reply_for(e: &io::Error) -> Reply {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => {
+            Reply::ConnectionRefused
+        }
+        io::ErrorKind::TimedOut => Reply::TtlExpired,
+        io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::AddrNotAvailable => {
+            Reply::NetworkUnreachable
+        }
+        io::ErrorKind::PermissionDenied => Reply::NotAllowed,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+/// The session error type: I/O on the client socket, or the reply we refused with.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("client I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("malformed: {0}")]
+    Parse(ParseError),
+    #[error("refused with reply {0:?}")]
+    Refused(Reply),
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+}
+
+async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionError> {
+    let _ = client.set_nodelay(true);
+    let mut buf = Vec::with_capacity(512);
+    let handshake = async {
+        let greeting = read_message(&mut client, &mut buf, parse_greeting).await?;
+        let greeting = greeting.map_err(SessionError::Parse)?;
+        if !greeting.offers_no_auth() {
+            client.write_all(&[VERSION, METHOD_NONE_ACCEPTABLE]).await?;
+            return Err(SessionError::Refused(Reply::NotAllowed));
+        }
+        client.write_all(&[VERSION, METHOD_NO_AUTH]).await?;
+        match read_message(&mut client, &mut buf, parse_request).await? {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if let Some(reply) = e.reply() {
+                    client.write_all(&encode_reply(reply, None)).await?;
+                }
+                Err(SessionError::Parse(e))
+            }
+        }
+    };
+    let request = tokio::time::timeout(shared.cfg.handshake_timeout, handshake)
+        .await
+        .map_err(|_| SessionError::HandshakeTimeout)??;
+
+    let outcome = open(&request, shared).await;
+    let mut remote = match outcome {
+        Ok(r) => r,
+        Err(reply) => {
+            client.write_all(&encode_reply(reply, None)).await?;
+            return Err(SessionError::Refused(reply));
+        }
+    };
+    let bound = remote.local_addr().ok();
+    client
+        .write_all(&encode_reply(Reply::Succeeded, bound))
+        .await?;
+    if !buf.is_empty() {
+        // The client sent data right behind its request (optimistic clients do).
+        remote.write_all(&buf).await?;
+    }
+    let n = shared.cfg.splice_buffer.max(4096);
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut remote, n, n).await?;
+    Ok(())
+}
+
+/// Checks, resolves and connects a request; the reply code on failure.
+async fn open(request: &Request, shared: &Shared) -> Result<OverlayStream, Reply> {
+    if request.command != Command::Connect {
+        return Err(Reply::CommandNotSupported);
+    }
+    let dst = match classify(&request.target, &shared.network)? {
+        Destination::Addr(a) => a,
+        Destination::Name(name, port) => {
+            let ip = shared
+                .resolver
+                .resolve(&name)
+                .await
+                .ok_or(Reply::HostUnreachable)?;
+            SocketAddrV6::new(ip, port, 0, 0)
+        }
+    };
+    if !shared.resolver.permits(*dst.ip()) {
+        return Err(Reply::NotAllowed);
+    }
+    match tokio::time::timeout(shared.cfg.connect_timeout, shared.net.connect(dst)).await {
+        Err(_) => Err(Reply::TtlExpired),
+        Ok(Err(e)) => Err(reply_for(&e)),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected loopback pair: (our end, the client's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = l.accept().await.unwrap();
+        (ours, client)
+    }
+
+    #[tokio::test]
+    async fn a_message_split_across_reads_is_parsed_and_the_bytes_behind_it_are_kept() {
+        let (mut ours, mut client) = pair().await;
+        client.write_all(&[VERSION, 2]).await.unwrap();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.write_all(&[METHOD_NO_AUTH, 2, 0xaa]).await.unwrap();
+            client
+        });
+        let mut buf = Vec::new();
+        let greeting = read_message(&mut ours, &mut buf, parse_greeting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(greeting.methods, vec![METHOD_NO_AUTH, 2]);
+        assert_eq!(buf, vec![0xaa]);
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_message_that_never_ends_is_too_long_and_a_closed_client_is_eof() {
+        fn never(_: &[u8]) -> Result<Parsed<()>, ParseError> {
+            Ok(Parsed::Incomplete)
+        }
+        let (mut ours, mut client) = pair().await;
+        client.write_all(&[0u8; 600]).await.unwrap();
+        let mut buf = Vec::new();
+        let r = read_message(&mut ours, &mut buf, never).await.unwrap();
+        assert_eq!(r, Err(ParseError::TooLong));
+
+        let (mut ours, client) = pair().await;
+        drop(client);
+        let e = read_message(&mut ours, &mut Vec::new(), never)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn connect_errors_become_the_replies_the_module_documents() {
+        let reply = |k: io::ErrorKind| reply_for(&io::Error::from(k));
+        assert_eq!(
+            reply(io::ErrorKind::ConnectionRefused),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(
+            reply(io::ErrorKind::ConnectionReset),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(reply(io::ErrorKind::TimedOut), Reply::TtlExpired);
+        assert_eq!(
+            reply(io::ErrorKind::HostUnreachable),
+            Reply::HostUnreachable
+        );
+        assert_eq!(
+            reply(io::ErrorKind::NetworkUnreachable),
+            Reply::NetworkUnreachable
+        );
+        assert_eq!(reply(io::ErrorKind::PermissionDenied), Reply::NotAllowed);
+        assert_eq!(reply(io::ErrorKind::Other), Reply::GeneralFailure);
+    }
+}
