@@ -131,11 +131,25 @@ fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
             "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
         ));
     };
-    crate::userspace::expose::validate_target(&to).map_err(|e| {
-        PilotError::invalid(
-            e.to_string(),
-            "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
-        )
-    })?;
+    crate::userspace::expose::validate_target(&to)?;
     Ok(ask::<Exposed>("expose", &Request::Expose { port, to })?.render(render::expose_added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expose_target_that_is_not_host_port_is_refused_before_the_daemon_is_asked() {
+        let args = ExposeArgs {
+            port: Some(8080),
+            to: Some("localhost".into()),
+            list: false,
+            remove: None,
+        };
+        let e = expose(args).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
+        assert!(e.message.contains("`localhost`"), "{}", e.message);
+        assert!(e.hint.contains("--to 127.0.0.1:3000"), "{}", e.hint);
+    }
 }

@@ -4,7 +4,7 @@ use super::args::RegistryArgs;
 use super::daemon_process::Stopped;
 use super::output::{paths, Output};
 use crate::error::{ErrorCode, PilotError};
-use crate::registry::runner::{run_registry_with_config, RegistryConfig, RunnerError};
+use crate::registry::runner::{run_registry_with_config, RegistryConfig};
 
 /// Runs the registry the flags and config file describe.
 pub fn run(args: &RegistryArgs) -> Result<Output, PilotError> {
@@ -19,8 +19,7 @@ pub fn run(args: &RegistryArgs) -> Result<Output, PilotError> {
         .enable_all()
         .build()
         .map_err(|e| PilotError::internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_registry_with_config(config))
-        .map_err(to_pilot)?;
+    rt.block_on(run_registry_with_config(config))?;
     Output::local(&Stopped { stopped: true }, "registry stopped")
 }
 
@@ -35,7 +34,7 @@ fn config(args: &RegistryArgs) -> Result<RegistryConfig, PilotError> {
                     "give the path of an existing file (config/registry.toml is a commented example)",
                 ));
             }
-            RegistryConfig::load(path).map_err(to_pilot)?
+            RegistryConfig::load(path)?
         }
         None => {
             let listen = args.listen.ok_or_else(|| {
@@ -60,15 +59,34 @@ fn config(args: &RegistryArgs) -> Result<RegistryConfig, PilotError> {
     Ok(config)
 }
 
-/// The registry runner's error as code + message + hint.
-fn to_pilot(e: RunnerError) -> PilotError {
-    let code = match &e {
-        RunnerError::Io { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
-            ErrorCode::AlreadyExists
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn args(config: Option<std::path::PathBuf>) -> RegistryArgs {
+        RegistryArgs {
+            listen: None,
+            state: None,
+            config,
         }
-        RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
-        RunnerError::Store(_) => ErrorCode::Internal,
-        RunnerError::Identity(_) => ErrorCode::Unauthorized,
-    };
-    PilotError::new(code, e.to_string(), e.hint())
+    }
+
+    #[test]
+    fn a_registry_config_with_an_unknown_key_is_invalid_and_points_at_the_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:7000\"\nfrobnicate = 1\n").unwrap();
+        let e = config(&args(Some(file))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("frobnicate"), "{}", e.message);
+        assert!(e.hint.contains("config/registry.toml"), "{}", e.hint);
+    }
+
+    #[test]
+    fn a_missing_registry_config_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = config(&args(Some(dir.path().join("nope.toml")))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
 }
