@@ -93,8 +93,7 @@ pub enum DataPlaneError {
 
 /// Receives every control datagram (registry message or probe) that arrives on the data-plane
 /// socket, already classified.
-pub type ControlReceiver =
-    tokio::sync::mpsc::Receiver<crate::wire::classify::ControlDatagram>;
+pub type ControlReceiver = tokio::sync::mpsc::Receiver<crate::wire::classify::ControlDatagram>;
 
 /// A running data plane. Dropping it shuts it down.
 pub struct DataPlane {

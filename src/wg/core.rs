@@ -1230,7 +1230,7 @@ mod tests {
             }
             wire = next;
         }
-        assert_eq!(b.delivered, vec![pkt], "the queued packet arrived");
+        assert_eq!(b.delivered, vec![pkt; 3], "the queued packets arrived");
         // B had no path: it took the relay the handshake came by, and said so.
         assert_eq!(b.core.path(&ka), Some(Path::Relay(reg)));
         let b_saw: Vec<_> = std::iter::from_fn(|| b_events.try_recv()).collect();
@@ -1241,7 +1241,10 @@ mod tests {
             }),
             "{b_saw:?}"
         );
-        assert!(b_saw.contains(&DataPlaneEvent::HandshakeDone(ka)), "{b_saw:?}");
+        assert!(
+            b_saw.contains(&DataPlaneEvent::HandshakeDone(ka)),
+            "{b_saw:?}"
+        );
         let st = b.core.peer(&ka).unwrap().status();
         assert_eq!((st.path.as_str(), st.endpoint), ("relay", Some(reg)));
         // A relay delivery from an address that is not a configured registry is not taken as
