@@ -29,3 +29,6 @@ pub mod views;
 
 pub use self::commands::{ControlCommand, Reply};
 pub use self::core::{Effect, Node, NodeConfig};
+
+#[cfg(test)]
+mod tests;

@@ -348,6 +348,7 @@ impl Node {
             return;
         }
         if self.pings.on_reply(now, p.sender, p.txid) {
+            self.run_pings(now);
             return;
         }
         if let Some(m) = self.paths.machine(&p.sender) {

@@ -76,6 +76,10 @@ pub struct CountersSnapshot {
     /// many datagrams counts once.
     #[serde(default)]
     pub send_errors: u64,
+    /// Data-plane events (needs a path, roamed, handshake done) dropped because the node
+    /// core's queue was full.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -97,6 +101,7 @@ impl GlobalCounters {
             control_received: l(&self.control_received),
             control_dropped: l(&self.control_dropped),
             send_errors: l(&self.send_errors),
+            events_dropped: 0,
         }
     }
 }
@@ -229,7 +234,10 @@ impl Core {
 
     /// Global counters.
     pub fn counters(&self) -> CountersSnapshot {
-        self.counters.snapshot()
+        CountersSnapshot {
+            events_dropped: self.events_dropped(),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Adds a trusted peer (or updates the endpoint of an existing one). Traffic flows at once.

@@ -105,3 +105,31 @@ pub fn channel(depth: usize) -> (EventSender, impl FnOnce(Arc<Core>) -> EventRec
     };
     (sender, move |core| EventReceiver { rx, core })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking_and_needs_path_is_coalesced() {
+        let key = Identity::from_seed([1; 32]).public_key();
+        let (tx, _rx) = channel(1);
+        let flag = AtomicBool::new(false);
+        tx.needs_path(key, &flag);
+        assert!(flag.load(Ordering::Relaxed), "one NeedsPath is queued");
+        // A flood of packets without a path: nothing more is queued or counted.
+        for _ in 0..1000 {
+            tx.needs_path(key, &flag);
+        }
+        assert_eq!(tx.dropped(), 0);
+        // The queue is full: another event is dropped and counted, at once.
+        assert!(!tx.send(DataPlaneEvent::HandshakeDone(key)));
+        assert_eq!(tx.dropped(), 1);
+        // A NeedsPath that did not fit leaves its flag clear, so a later packet tries again.
+        let other = AtomicBool::new(false);
+        tx.needs_path(key, &other);
+        assert!(!other.load(Ordering::Relaxed));
+        assert_eq!(tx.dropped(), 2);
+    }
+}
