@@ -144,7 +144,7 @@ impl Sim {
         let now_ms = self.now_ms();
         if to == self.registry_addr {
             for (dst, out) in self.registry.handle(now_ms, from, bytes) {
-                self.to_host(self.registry_addr, dst, &out);
+                self.hand_to_host(self.registry_addr, dst, &out);
             }
             return;
         }
@@ -152,10 +152,10 @@ impl Sim {
         if self.blocked || (sender.is_some() && sender == self.drop_from) {
             return;
         }
-        self.to_host(from, to, bytes);
+        self.hand_to_host(from, to, bytes);
     }
 
-    fn to_host(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+    fn hand_to_host(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
         let now = self.now;
         let Some(h) = self.hosts.iter_mut().find(|h| h.addr == to) else {
             return;
