@@ -3,7 +3,8 @@
 //!
 //! - [`core`]: [`Node`], the one core the daemon drives: inputs (commands, classified
 //!   datagrams, data-plane events, time) in; datagrams, data-plane effects and API events out.
-//! - [`commands`]: the local API's requests to the node and how each is answered.
+//! - [`commands`]: the local API's requests to the node, each with its typed reply channel.
+//! - [`answers`]: how the node answers each of them.
 //! - [`probes`]: which peer probes are answered, and the replay window.
 //! - [`pings`]: `pilotctl ping` sessions.
 //! - [`paths`]: the per-peer path machines and the data plane's paths, one owner.
@@ -15,6 +16,7 @@
 //! - [`traversal`]: one path machine per peer (hole punching, relay fallback, upgrades).
 //! - [`views`]: the typed answers the node gives about trust, names and paths.
 
+pub mod answers;
 pub mod commands;
 pub mod control;
 pub mod core;

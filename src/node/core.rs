@@ -14,9 +14,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::PilotError;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, NetworkPrefix};
-use crate::node::commands::Waiting;
+use crate::node::commands::{Reply, Waiting};
 use crate::node::control::{ControlEvent, ControlPlane};
 use crate::node::paths::Paths;
 use crate::node::pings::Pings;
@@ -24,7 +25,8 @@ use crate::node::probes::{self, Incoming, ReplayWindow};
 use crate::node::registry_client::{ClientEvent, OpId};
 use crate::node::rng::NodeRng;
 use crate::node::traversal::{Action, Path, Timing};
-use crate::node::views::{Lookup, NodeEvent, PingReport};
+use crate::node::trust::TrustState;
+use crate::node::views::{HostnameClaim, Lookup, NodeEvent, PingReport, TrustStanding, TrustView};
 use crate::wg::DataPlaneEvent;
 use crate::wire::classify::ControlKind;
 
@@ -78,7 +80,7 @@ pub struct Node {
     pub(super) waiting: HashMap<OpId, Waiting>,
     pub(super) paths: Paths,
     pub(super) replay: ReplayWindow,
-    pub(super) pings: Pings<crate::node::commands::Reply<PingReport>>,
+    pub(super) pings: Pings<Reply<PingReport>>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     effects: VecDeque<Effect>,
     events: VecDeque<NodeEvent>,
@@ -227,6 +229,53 @@ impl Node {
     /// The path the node has for `key` (the data plane's as last set or heard).
     pub fn path(&self, key: &PublicKey) -> Path {
         self.paths.current(key)
+    }
+
+    /// How the API shows one peer's trust.
+    pub fn view(&self, key: &PublicKey) -> TrustView {
+        let rec = self.plane.trust().get(key);
+        let state = match rec.map(|r| &r.state) {
+            Some(TrustState::Pending { .. }) => TrustStanding::Pending,
+            Some(TrustState::Requested { .. }) => TrustStanding::Requested,
+            Some(TrustState::Trusted { .. }) => TrustStanding::Trusted,
+            Some(TrustState::Rejected { .. }) => TrustStanding::Rejected,
+            None if self.config.static_peers.contains(key) => TrustStanding::Static,
+            None => TrustStanding::None,
+        };
+        TrustView {
+            public_key: *key,
+            address: key.addr48(),
+            ipv6: self.config.network.ipv6(key.addr48()),
+            hostname: rec.and_then(|r| r.hostname.clone()),
+            state,
+        }
+    }
+
+    /// Answers the API call waiting for `op`.
+    pub(super) fn reply_op(&mut self, op: OpId, result: Result<(), PilotError>) {
+        let Some(w) = self.waiting.remove(&op) else {
+            return;
+        };
+        match w {
+            Waiting::Find(reply) => {
+                let _ = reply.send(result.map(|_| None));
+            }
+            Waiting::Hostname(hostname, reply) => {
+                let _ = reply.send(result.map(|_| HostnameClaim { hostname }));
+            }
+            Waiting::Op { peer, reply } => {
+                let key = match &peer {
+                    Ok(k) => Some(*k),
+                    Err(name) => self
+                        .plane
+                        .trust()
+                        .peers()
+                        .find(|p| p.hostname.as_ref() == Some(name))
+                        .map(|p| p.key),
+                };
+                let _ = reply.send(result.map(|_| key.map(|k| self.view(&k))));
+            }
+        }
     }
 
     pub(super) fn emit(&mut self, event: NodeEvent) {
