@@ -124,10 +124,11 @@ impl<T: Tunnels> ControlTask<T> {
         let mut seed = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let statics = config.static_peers.clone();
-        let mut node = Node::new(plane, config, seed, Instant::now());
+        let now = Instant::now();
+        let mut node = Node::new(plane, config, seed, now);
         for k in statics {
             if let Some(p) = tunnels.path(&k) {
-                node.set_known_path(k, p);
+                node.set_known_path(now, k, p);
             }
         }
         let dp_events = tunnels.take_events();

@@ -125,9 +125,10 @@ impl Node {
     }
 
     /// Tells the node the path the data plane already has for `key` (a configured endpoint),
-    /// before any event about it.
-    pub fn set_known_path(&mut self, key: PublicKey, path: Path) {
+    /// before any event about it; a path machine for `key` adopts it.
+    pub fn set_known_path(&mut self, now: Instant, key: PublicKey, path: Path) {
         self.paths.set(key, path);
+        self.paths.adopt_data_plane_path(now, &key);
     }
 
     /// The next datagram to send on the shared socket.

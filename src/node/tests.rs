@@ -627,7 +627,7 @@ fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
     };
     let mut node = Node::new(plane, config, [1; 32], t0);
     let ep = Path::Direct("127.0.0.1:4000".parse().unwrap());
-    node.set_known_path(peer, ep);
+    node.set_known_path(t0, peer, ep);
     assert!(node.is_allowed(&peer));
     let (tx, mut rx) = oneshot::channel();
     node.handle_command(
