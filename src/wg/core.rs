@@ -449,22 +449,8 @@ impl Core {
     ) -> RxAction {
         let src = normalize(src);
         let class = classify(datagram);
-        match class {
-            Datagram::WireGuard(_) => {}
-            Datagram::RelayedWireGuard { from, payload } if self.is_relay(&src) => {
-                return self.on_relayed(src, from, payload, out, send);
-            }
-            Datagram::RelayedProbe { .. } if !self.is_relay(&src) => {
-                bump(&self.counters.rejected);
-                return RxAction::Dropped;
-            }
-            Datagram::Control(_) | Datagram::Probe(_) | Datagram::RelayedProbe { .. } => {
-                return self.on_control(src, class);
-            }
-            Datagram::RelayedWireGuard { .. } | Datagram::Unknown => {
-                bump(&self.counters.malformed);
-                return RxAction::Dropped;
-            }
+        if !matches!(class, Datagram::WireGuard(_)) {
+            return self.on_not_wireguard(src, class, out, send);
         }
         let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
             bump(&self.counters.malformed);
@@ -521,6 +507,33 @@ impl Core {
         };
         let is_data = matches!(packet, Packet::PacketData(_));
         self.decapsulate(peer, src, None, datagram, is_data, out, send)
+    }
+
+    /// Any datagram but a direct WireGuard message: relayed WireGuard (from a configured
+    /// registry only), control messages and probes for the node core, or garbage.
+    fn on_not_wireguard(
+        &self,
+        src: SocketAddr,
+        class: Datagram<'_>,
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> RxAction {
+        match class {
+            Datagram::RelayedWireGuard { from, payload } if self.is_relay(&src) => {
+                self.on_relayed(src, from, payload, out, send)
+            }
+            Datagram::RelayedProbe { .. } if !self.is_relay(&src) => {
+                bump(&self.counters.rejected);
+                RxAction::Dropped
+            }
+            Datagram::Control(_) | Datagram::Probe(_) | Datagram::RelayedProbe { .. } => {
+                self.on_control(src, class)
+            }
+            _ => {
+                bump(&self.counters.malformed);
+                RxAction::Dropped
+            }
+        }
     }
 
     /// A WireGuard datagram relayed by the registry `relay` from the peer at `from`.
@@ -645,25 +658,12 @@ impl Core {
             return RxAction::Dropped;
         }
         // Where this datagram came from, as a path: replies go back the same way.
-        let came_by = match relayed {
-            Some(r) => Path::Relay(r),
-            None => Path::Direct(src),
-        };
-        let ip = if relayed.is_some() {
-            None
-        } else {
-            Some(src.ip())
-        };
+        let came_by = relayed.map_or(Path::Direct(src), Path::Relay);
+        let ip = relayed.is_none().then_some(src.ip());
         match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);
-                // Packets queued while the handshake ran go out now.
-                while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
-                    if p.first() == Some(&4) {
-                        count_tx(peer, p.len());
-                    }
-                    send_on(came_by, peer.addr48, p, send);
-                }
+                send_queued(&mut st, peer, came_by, out, send);
                 let roamed = st.roam(came_by);
                 drop(st);
                 if !is_data {
@@ -864,6 +864,22 @@ impl PeerState {
             self.set_path(came_by);
         }
         moves
+    }
+}
+
+/// Sends the packets WireGuard queued while a handshake ran, along `path`.
+fn send_queued(
+    st: &mut PeerState,
+    peer: &Peer,
+    path: Path,
+    out: &mut [u8],
+    send: &mut dyn FnMut(SocketAddr, &[u8]),
+) {
+    while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
+        if p.first() == Some(&4) {
+            count_tx(peer, p.len());
+        }
+        send_on(path, peer.addr48, p, send);
     }
 }
 
