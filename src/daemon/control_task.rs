@@ -51,9 +51,8 @@ pub trait Tunnels: Send + Sync + 'static {
     /// The registries whose relay deliveries the data plane accepts.
     fn set_relays(&self, _relays: Vec<SocketAddr>) {}
     /// The data plane's event stream (needs a path, roamed, handshake done), taken once.
-    fn take_events(&self) -> Option<EventReceiver> {
-        None
-    }
+    /// Required: without it traffic that finds no path and roaming peers go unnoticed.
+    fn take_events(&self) -> Option<EventReceiver>;
 }
 
 /// The API side's handle on the control task.
