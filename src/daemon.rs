@@ -206,8 +206,8 @@ impl Tunnels for DataPlane {
         DataPlane::set_relays(self, relays)
     }
 
-    fn take_wanted_paths(&self) -> Vec<PublicKey> {
-        DataPlane::take_wanted_paths(self)
+    fn take_events(&self) -> Option<crate::wg::EventReceiver> {
+        DataPlane::take_event_receiver(self)
     }
 }
 

@@ -3,12 +3,15 @@
 //! * [`core`]: peer table, trust and anti-spoofing rules; no I/O, tested in memory.
 //! * [`io`]: dedicated threads with batched syscalls (recvmmsg, UDP GSO/GRO, TUN offload).
 //! * [`inner`]: the trait the TUN device and the userspace netstack implement.
+//! * [`events`]: what the data plane pushes to the node core (needs a path, roamed, handshake
+//!   done).
 //!
-//! The UDP socket also carries pilot control messages: a datagram whose first byte is
-//! [`CONTROL_MAGIC`] goes to the control plane (see `docs/PROTOCOL.md`, "UDP socket
-//! demultiplexing (v1)").
+//! The UDP socket also carries pilot control messages: every datagram is sorted once by
+//! [`crate::wire::classify`]; registry messages and probes go to the node core, already
+//! classified (see `docs/PROTOCOL.md`, "UDP socket demultiplexing (v1)").
 
 pub mod core;
+pub mod events;
 pub mod inner;
 mod io;
 pub mod path;
@@ -23,6 +26,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 pub use self::core::{CountersSnapshot, NoPeerHook, PeerTableError};
+pub use self::events::{DataPlaneEvent, EventReceiver};
 pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
 pub use self::path::Path;
 pub use self::peer::{DropReason, PeerStatus};
@@ -44,6 +48,8 @@ pub struct DataPlaneConfig {
     pub network: NetworkPrefix,
     /// Depth of the control-plane queue.
     pub control_queue: usize,
+    /// Depth of the data-plane event queue (a `NeedsPath` is queued at most once per peer).
+    pub event_queue: usize,
 }
 
 impl Default for DataPlaneConfig {
@@ -53,6 +59,7 @@ impl Default for DataPlaneConfig {
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             network: NetworkPrefix::default(),
             control_queue: 1024,
+            event_queue: 256,
         }
     }
 }
@@ -98,15 +105,16 @@ impl From<DataPlaneError> for crate::error::PilotError {
     }
 }
 
-/// Receives `(source, datagram)` for every control datagram that arrives on the data-plane
-/// socket.
-pub type ControlReceiver = tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)>;
+/// Receives every control datagram (registry message or probe) that arrives on the data-plane
+/// socket, already classified.
+pub type ControlReceiver = tokio::sync::mpsc::Receiver<crate::wire::classify::ControlDatagram>;
 
 /// A running data plane. Dropping it shuts it down.
 pub struct DataPlane {
     shared: Arc<io::Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     control_rx: Mutex<Option<ControlReceiver>>,
+    events_rx: Mutex<Option<EventReceiver>>,
 }
 
 impl DataPlane {
@@ -122,13 +130,16 @@ impl DataPlane {
             source,
         })?;
         let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(config.control_queue.max(1));
+        let (ev_tx, ev_rx) = events::channel(config.event_queue);
         let core = Arc::new(core::Core::new(
             identity,
             config.network,
             config.keepalive_secs,
             Some(ctl_tx),
             no_peer_hook,
+            Some(ev_tx),
         ));
+        let events_rx = ev_rx(Arc::clone(&core));
         let shared = Arc::new(io::Shared {
             core,
             udp,
@@ -139,6 +150,7 @@ impl DataPlane {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
             control_rx: Mutex::new(Some(ctl_rx)),
+            events_rx: Mutex::new(Some(events_rx)),
         };
         let Inner { reader, writer, .. } = inner;
         let s = Arc::clone(&shared);
@@ -169,6 +181,11 @@ impl DataPlane {
     /// first call.
     pub fn take_control_receiver(&self) -> Option<ControlReceiver> {
         self.control_rx.lock().take()
+    }
+
+    /// The receiver of data-plane events for the node core; `None` after the first call.
+    pub fn take_event_receiver(&self) -> Option<EventReceiver> {
+        self.events_rx.lock().take()
     }
 
     /// Sends a control datagram from the data-plane socket (same NAT mapping as the tunnels).
@@ -230,11 +247,6 @@ impl DataPlane {
     /// Sets the registries whose relay deliveries are accepted.
     pub fn set_relays(&self, relays: Vec<SocketAddr>) {
         self.shared.core.set_relays(relays)
-    }
-
-    /// Peers whose outbound packets found no path since the last call.
-    pub fn take_wanted_paths(&self) -> Vec<PublicKey> {
-        self.shared.core.take_wanted_paths()
     }
 
     /// Sets the hostname shown for a peer.
@@ -331,7 +343,14 @@ mod tests {
                 Err(e) => panic!("no control message: {e}"),
             }
         };
-        assert_eq!(got, (ep(&a), b"Pping".to_vec()));
+        assert_eq!(
+            got,
+            crate::wire::classify::ControlDatagram {
+                from: ep(&a),
+                kind: crate::wire::classify::ControlKind::Control,
+                bytes: b"Pping".to_vec()
+            }
+        );
         assert!(matches!(
             a.send_control(ep(&b), b"\x01"),
             Err(DataPlaneError::NotControl(1))

@@ -4,10 +4,12 @@
 //! messages (first byte [`CONTROL_MAGIC`]); see `docs/PROTOCOL.md`, "UDP socket
 //! demultiplexing (v1)".
 //!
+//! - [`classify`]: sorts every datagram of the shared socket once, by its first bytes.
 //! - [`registry`]: signed requests to a registry, its signed responses and pushes.
 //! - [`probe`]: signed path probes between peers.
 //! - [`relay`]: the relay framing around sealed datagrams.
 
+pub mod classify;
 pub mod probe;
 pub mod registry;
 pub mod relay;

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -17,19 +17,20 @@ use parking_lot::Mutex;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use super::events::{DataPlaneEvent, EventSender};
 use super::peer::{DropReason, Peer, PeerState, PeerStatus};
-use super::CONTROL_MAGIC;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, NetworkPrefix};
 use crate::wg::Path;
+use crate::wire::classify::{classify, ControlDatagram, Datagram};
 use crate::wire::relay;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
-/// Where control-plane datagrams (first byte [`CONTROL_MAGIC`]) go.
-pub type ControlSender = tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>;
+/// Where control datagrams (registry messages and probes, already classified) go.
+pub type ControlSender = tokio::sync::mpsc::Sender<ControlDatagram>;
 
 /// Called with the destination addr48 when an outbound packet has no peer (a later issue turns
 /// this into a registry lookup). Must be cheap and must not block: it runs on the hot path.
@@ -75,6 +76,10 @@ pub struct CountersSnapshot {
     /// many datagrams counts once.
     #[serde(default)]
     pub send_errors: u64,
+    /// Data-plane events (needs a path, roamed, handshake done) dropped because the node
+    /// core's queue was full.
+    #[serde(default)]
+    pub events_dropped: u64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -96,6 +101,7 @@ impl GlobalCounters {
             control_received: l(&self.control_received),
             control_dropped: l(&self.control_dropped),
             send_errors: l(&self.send_errors),
+            events_dropped: 0,
         }
     }
 }
@@ -185,18 +191,22 @@ pub struct Core {
     counters: GlobalCounters,
     control: Option<ControlSender>,
     no_peer_hook: Option<NoPeerHook>,
+    /// Where data-plane events go (needs a path, roamed, handshake done).
+    events: Option<EventSender>,
     /// Registries whose relay deliveries we accept.
     relays: ArcSwap<Vec<SocketAddr>>,
 }
 
 impl Core {
     /// A core for `identity` in `network`. `keepalive_secs` = 0 disables persistent keepalive.
+    /// Control datagrams go to `control`, data-plane events to `events`.
     pub fn new(
         identity: &Identity,
         network: NetworkPrefix,
         keepalive_secs: u16,
         control: Option<ControlSender>,
         no_peer_hook: Option<NoPeerHook>,
+        events: Option<EventSender>,
     ) -> Self {
         let secret = identity.wg_secret();
         let public = x25519_dalek::PublicKey::from(&secret);
@@ -212,6 +222,7 @@ impl Core {
             counters: GlobalCounters::default(),
             control,
             no_peer_hook,
+            events,
             relays: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -229,7 +240,10 @@ impl Core {
 
     /// Global counters.
     pub fn counters(&self) -> CountersSnapshot {
-        self.counters.snapshot()
+        CountersSnapshot {
+            events_dropped: self.events_dropped(),
+            ..self.counters.snapshot()
+        }
     }
 
     /// Adds a trusted peer (or updates the endpoint of an existing one). Traffic flows at once.
@@ -287,7 +301,7 @@ impl Core {
             }),
             counters: Default::default(),
             rtt_us: AtomicU64::new(u64::MAX),
-            wanted_path: Mutex::new(None),
+            needs_path_queued: AtomicBool::new(false),
         });
         let mut next = PeerTable::clone(&cur);
         next.by_addr.insert(addr, Arc::clone(&peer));
@@ -376,15 +390,23 @@ impl Core {
         }
     }
 
-    /// Peers whose outbound packets found no path since the last call (and clears the marks).
-    pub fn take_wanted_paths(&self) -> Vec<PublicKey> {
-        let table = self.table.load();
-        table
-            .by_addr
-            .values()
-            .filter(|p| p.wanted_path.lock().take().is_some())
-            .map(|p| p.public_key)
-            .collect()
+    /// The node core took a `NeedsPath` for `key`: the next packet without a path may report
+    /// again.
+    pub fn rearm_needs_path(&self, key: &PublicKey) {
+        if let Some(p) = self.peer(key) {
+            p.needs_path_queued.store(false, Ordering::Release);
+        }
+    }
+
+    /// Data-plane events dropped because the node core's queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.events.as_ref().map_or(0, |e| e.dropped())
+    }
+
+    fn emit(&self, ev: DataPlaneEvent) {
+        if let Some(e) = &self.events {
+            e.send(ev);
+        }
     }
 
     /// A peer's current path.
@@ -432,20 +454,9 @@ impl Core {
         send: &mut dyn FnMut(SocketAddr, &[u8]),
     ) -> RxAction {
         let src = normalize(src);
-        match datagram.first() {
-            Some(&CONTROL_MAGIC) => {
-                if let Some((from, payload)) = relay::parse(datagram, relay::RELAY_DELIVER) {
-                    if matches!(payload.first(), Some(1..=4)) && self.relays.load().contains(&src) {
-                        return self.on_relayed(src, from, payload, out, send);
-                    }
-                }
-                return self.on_control(src, datagram);
-            }
-            Some(1..=4) => {}
-            _ => {
-                bump(&self.counters.malformed);
-                return RxAction::Dropped;
-            }
+        let class = classify(datagram);
+        if !matches!(class, Datagram::WireGuard(_)) {
+            return self.on_not_wireguard(src, class, out, send);
         }
         let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
             bump(&self.counters.malformed);
@@ -502,6 +513,33 @@ impl Core {
         };
         let is_data = matches!(packet, Packet::PacketData(_));
         self.decapsulate(peer, src, None, datagram, is_data, out, send)
+    }
+
+    /// Any datagram but a direct WireGuard message: relayed WireGuard (from a configured
+    /// registry only), control messages and probes for the node core, or garbage.
+    fn on_not_wireguard(
+        &self,
+        src: SocketAddr,
+        class: Datagram<'_>,
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> RxAction {
+        match class {
+            Datagram::RelayedWireGuard { from, payload } if self.is_relay(&src) => {
+                self.on_relayed(src, from, payload, out, send)
+            }
+            Datagram::RelayedProbe { .. } if !self.is_relay(&src) => {
+                bump(&self.counters.rejected);
+                RxAction::Dropped
+            }
+            Datagram::Control(_) | Datagram::Probe(_) | Datagram::RelayedProbe { .. } => {
+                self.on_control(src, class)
+            }
+            _ => {
+                bump(&self.counters.malformed);
+                RxAction::Dropped
+            }
+        }
     }
 
     /// A WireGuard datagram relayed by the registry `relay` from the peer at `from`.
@@ -582,11 +620,23 @@ impl Core {
         RxAction::Dropped
     }
 
-    fn on_control(&self, src: SocketAddr, datagram: &[u8]) -> RxAction {
-        let delivered = self
-            .control
-            .as_ref()
-            .is_some_and(|c| c.try_send((src, datagram.to_vec())).is_ok());
+    fn is_relay(&self, src: &SocketAddr) -> bool {
+        self.relays.load().contains(src)
+    }
+
+    fn on_control(&self, src: SocketAddr, class: Datagram<'_>) -> RxAction {
+        let Some((kind, bytes)) = class.control() else {
+            bump(&self.counters.malformed);
+            return RxAction::Dropped;
+        };
+        let delivered = self.control.as_ref().is_some_and(|c| {
+            c.try_send(ControlDatagram {
+                from: src,
+                kind,
+                bytes: bytes.to_vec(),
+            })
+            .is_ok()
+        });
         if delivered {
             bump(&self.counters.control_received);
             RxAction::Control
@@ -614,26 +664,18 @@ impl Core {
             return RxAction::Dropped;
         }
         // Where this datagram came from, as a path: replies go back the same way.
-        let came_by = match relayed {
-            Some(r) => Path::Relay(r),
-            None => Path::Direct(src),
-        };
-        let ip = if relayed.is_some() {
-            None
-        } else {
-            Some(src.ip())
-        };
+        let came_by = relayed.map_or(Path::Direct(src), Path::Relay);
+        let ip = relayed.is_none().then_some(src.ip());
         match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);
-                // Packets queued while the handshake ran go out now.
-                while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
-                    if p.first() == Some(&4) {
-                        count_tx(peer, p.len());
-                    }
-                    send_on(came_by, peer.addr48, p, send);
+                send_queued(&mut st, peer, came_by, out, send);
+                let roamed = st.roam(came_by);
+                drop(st);
+                if !is_data {
+                    self.emit(DataPlaneEvent::HandshakeDone(peer.public_key));
                 }
-                st.roam(came_by);
+                self.roamed(peer, roamed, came_by);
                 RxAction::Consumed
             }
             TunnResult::WriteToTunnelV6(pkt, inner_src) => {
@@ -645,8 +687,9 @@ impl Core {
                 }
                 let len = pkt.len();
                 debug_assert_eq!(pkt.as_ptr(), out.as_ptr());
-                st.roam(came_by);
+                let roamed = st.roam(came_by);
                 drop(st);
+                self.roamed(peer, roamed, came_by);
                 peer.counters
                     .rx_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
@@ -661,9 +704,9 @@ impl Core {
             }
             TunnResult::Done => {
                 // A keepalive (authenticated data packet) also proves the endpoint.
-                if is_data {
-                    st.roam(came_by);
-                }
+                let roamed = is_data && st.roam(came_by);
+                drop(st);
+                self.roamed(peer, roamed, came_by);
                 RxAction::Consumed
             }
             TunnResult::Err(e) => {
@@ -673,6 +716,16 @@ impl Core {
                 bump(&self.counters.rejected);
                 RxAction::Dropped
             }
+        }
+    }
+
+    /// Reports a path the data plane took by itself.
+    fn roamed(&self, peer: &Peer, roamed: bool, path: Path) {
+        if roamed {
+            self.emit(DataPlaneEvent::Roamed {
+                key: peer.public_key,
+                path,
+            });
         }
     }
 
@@ -707,7 +760,9 @@ impl Core {
                 // Queue it inside WireGuard (it goes out once a path is set) and ask for one.
                 let _ = st.tunn.encapsulate(packet, out);
                 drop(st);
-                *peer.wanted_path.lock() = Some(Instant::now());
+                if let Some(e) = &self.events {
+                    e.needs_path(peer.public_key, &peer.needs_path_queued);
+                }
                 peer.counters.drop_one(DropReason::NoEndpoint);
                 return TxAction::Dropped;
             }
@@ -804,13 +859,33 @@ impl PeerState {
 
     /// An authenticated datagram came by `came_by`. A direct path follows the peer to its new
     /// address (roaming); a peer without a path takes the one that works. A relayed path is
-    /// changed only by the control plane, which probes before it switches.
-    fn roam(&mut self, came_by: Path) {
-        match (self.path, came_by) {
-            (Path::None, _) => self.set_path(came_by),
-            (Path::Direct(cur), Path::Direct(new)) if cur != new => self.set_path(came_by),
-            _ => {}
+    /// changed only by the node core, which probes before it switches. True if the path moved.
+    fn roam(&mut self, came_by: Path) -> bool {
+        let moves = match (self.path, came_by) {
+            (Path::None, _) => true,
+            (Path::Direct(cur), Path::Direct(new)) => cur != new,
+            _ => false,
+        };
+        if moves {
+            self.set_path(came_by);
         }
+        moves
+    }
+}
+
+/// Sends the packets WireGuard queued while a handshake ran, along `path`.
+fn send_queued(
+    st: &mut PeerState,
+    peer: &Peer,
+    path: Path,
+    out: &mut [u8],
+    send: &mut dyn FnMut(SocketAddr, &[u8]),
+) {
+    while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
+        if p.first() == Some(&4) {
+            count_tx(peer, p.len());
+        }
+        send_on(path, peer.addr48, p, send);
     }
 }
 
@@ -850,13 +925,14 @@ pub fn normalize(a: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::classify::ControlKind;
     use proptest::prelude::*;
     use std::collections::VecDeque;
     use std::sync::atomic::AtomicUsize;
 
     /// A node in the simulated network: a core, its outer address, what reached its inner side.
     struct Node {
-        core: Core,
+        core: Arc<Core>,
         addr: SocketAddr,
         ip: Ipv6Addr,
         delivered: Vec<Vec<u8>>,
@@ -866,7 +942,7 @@ mod tests {
         let id = Identity::from_seed([seed; 32]);
         let ip = DEFAULT_NET.ipv6(id.addr48());
         let n = Node {
-            core: Core::new(&id, DEFAULT_NET, 25, None, None),
+            core: Arc::new(Core::new(&id, DEFAULT_NET, 25, None, None, None)),
             addr: addr.parse().unwrap(),
             ip,
             delivered: Vec::new(),
@@ -875,6 +951,19 @@ mod tests {
     }
 
     const DEFAULT_NET: NetworkPrefix = crate::mapping::DEFAULT_NETWORK;
+
+    /// A node whose core reports data-plane events (on a queue of 4).
+    fn node_with_events(
+        seed: u8,
+        addr: &str,
+    ) -> (Node, PublicKey, crate::wg::events::EventReceiver) {
+        let (mut n, key) = node(seed, addr);
+        let id = Identity::from_seed([seed; 32]);
+        let (tx, rx) = crate::wg::events::channel(4);
+        n.core = Arc::new(Core::new(&id, DEFAULT_NET, 25, None, None, Some(tx)));
+        let rx = rx(Arc::clone(&n.core));
+        (n, key, rx)
+    }
 
     /// Two datagram queues between nodes, like a wire.
     type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
@@ -1049,7 +1138,7 @@ mod tests {
         let hook: NoPeerHook = Arc::new(move |_| {
             c2.fetch_add(1, Ordering::Relaxed);
         });
-        let core = Core::new(&id, DEFAULT_NET, 25, None, Some(hook));
+        let core = Core::new(&id, DEFAULT_NET, 25, None, Some(hook), None);
         let me = DEFAULT_NET.ipv6(id.addr48());
         let other = DEFAULT_NET.ipv6(Addr48::from_bytes([1, 2, 3, 4, 5, 6]));
         let mut out = vec![0u8; 2048];
@@ -1086,12 +1175,19 @@ mod tests {
     fn control_datagrams_go_to_the_control_plane() {
         let id = Identity::from_seed([1; 32]);
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let core = Core::new(&id, DEFAULT_NET, 25, Some(tx), None);
+        let core = Core::new(&id, DEFAULT_NET, 25, Some(tx), None, None);
         let src: SocketAddr = "198.51.100.7:9".parse().unwrap();
         let mut out = vec![0u8; 2048];
         let a = core.on_datagram(src, b"Phello", &mut out, &mut |_, _| {});
         assert_eq!(a, RxAction::Control);
-        assert_eq!(rx.try_recv().unwrap(), (src, b"Phello".to_vec()));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            ControlDatagram {
+                from: src,
+                kind: ControlKind::Control,
+                bytes: b"Phello".to_vec()
+            }
+        );
         assert_eq!(
             core.on_datagram(src, b"Xhello", &mut out, &mut |_, _| {}),
             RxAction::Dropped
@@ -1123,18 +1219,24 @@ mod tests {
     #[test]
     fn relayed_packets_reach_the_peer_and_replies_go_back_through_the_relay() {
         let reg: SocketAddr = "203.0.113.10:7946".parse().unwrap();
-        let (mut a, ka) = node(1, "10.0.0.1:51820");
-        let (mut b, kb) = node(2, "10.0.0.2:51820");
+        let (mut a, ka, mut a_events) = node_with_events(1, "10.0.0.1:51820");
+        let (mut b, kb, mut b_events) = node_with_events(2, "10.0.0.2:51820");
         a.core.add_peer(kb, None).unwrap();
         b.core.add_peer(ka, None).unwrap();
         a.core.set_relays(vec![reg]);
         b.core.set_relays(vec![reg]);
         let mut wire = Wire::new();
-        // A packet with no path is queued and reported.
+        // A packet with no path is queued and reported, once however many follow.
         let pkt = ipv6_packet(a.ip, b.ip, b"via the relay");
         assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
-        assert_eq!(a.core.take_wanted_paths(), vec![kb]);
-        assert!(a.core.take_wanted_paths().is_empty());
+        assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+        wire.clear();
+        assert_eq!(a_events.try_recv(), Some(DataPlaneEvent::NeedsPath(kb)));
+        assert_eq!(a_events.try_recv(), None);
+        // Taken: the next packet without a path reports again.
+        assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+        wire.clear();
+        assert_eq!(a_events.try_recv(), Some(DataPlaneEvent::NeedsPath(kb)));
         // The control plane sets the relay: the handshake goes out through it at once.
         a.core
             .set_path(&kb, Path::Relay(reg), &mut |dst, d| {
@@ -1158,9 +1260,21 @@ mod tests {
             }
             wire = next;
         }
-        assert_eq!(b.delivered, vec![pkt], "the queued packet arrived");
-        // B had no path: it took the relay the handshake came by.
+        assert_eq!(b.delivered, vec![pkt; 3], "the queued packets arrived");
+        // B had no path: it took the relay the handshake came by, and said so.
         assert_eq!(b.core.path(&ka), Some(Path::Relay(reg)));
+        let b_saw: Vec<_> = std::iter::from_fn(|| b_events.try_recv()).collect();
+        assert!(
+            b_saw.contains(&DataPlaneEvent::Roamed {
+                key: ka,
+                path: Path::Relay(reg)
+            }),
+            "{b_saw:?}"
+        );
+        assert!(
+            b_saw.contains(&DataPlaneEvent::HandshakeDone(ka)),
+            "{b_saw:?}"
+        );
         let st = b.core.peer(&ka).unwrap().status();
         assert_eq!((st.path.as_str(), st.endpoint), ("relay", Some(reg)));
         // A relay delivery from an address that is not a configured registry is not taken as

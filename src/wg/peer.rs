@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boringtun::noise::Tunn;
@@ -111,8 +110,9 @@ pub struct Peer {
     /// Latest round-trip time on its path in microseconds (`u64::MAX` = not measured), set by
     /// the control plane from probe replies.
     pub(crate) rtt_us: AtomicU64,
-    /// When an outbound packet last found no path (for the control plane to connect at once).
-    pub(crate) wanted_path: parking_lot::Mutex<Option<Instant>>,
+    /// Set while a `NeedsPath` event for this peer waits in the node core's queue (so a flood
+    /// of packets without a path queues one event).
+    pub(crate) needs_path_queued: std::sync::atomic::AtomicBool,
 }
 
 /// What `pilotctl peers` shows for one peer.

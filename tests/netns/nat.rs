@@ -16,7 +16,7 @@ const REGISTRY_PORT: u16 = 7946;
 fn configure(h: &Host, allow: &[&Host]) {
     let keys: Vec<String> = allow.iter().map(|p| format!("\"{}\"", p.key)).collect();
     let c = format!(
-        "mode = \"tun\"\nlog_level = \"info,pilot::daemon::control_task=debug\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n[trust]\nallow = [{}]\n",
+        "mode = \"tun\"\nlog_level = \"info,pilot::node::core=debug\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n[trust]\nallow = [{}]\n",
         keys.join(", ")
     );
     std::fs::write(h.home().join("config.toml"), c).expect("write config");

@@ -1,0 +1,213 @@
+//! How the node answers the local API's commands: at once from its own state, or when the
+//! registry operation a command started completes.
+
+use std::time::Instant;
+
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::PublicKey;
+use crate::mapping::PeerRef;
+use crate::node::commands::{ControlCommand, Reply, Waiting};
+use crate::node::control::{ControlPlane, TrustTarget};
+use crate::node::core::Node;
+use crate::node::registry_client::OpId;
+use crate::node::traversal::Path;
+use crate::node::trust::{TrustError, TrustState};
+use crate::node::views::{
+    HostnameClaim, PendingList, PendingView, PingReport, TrustList, TrustView,
+};
+
+fn not_found(peer: &PeerRef) -> PilotError {
+    PilotError::new(
+        ErrorCode::NotFound,
+        format!("no known peer matches `{peer}`"),
+        "name the peer by hostname (with a registry configured), by address of a peer you know, or by public key",
+    )
+}
+
+fn no_registry() -> PilotError {
+    PilotError::new(
+        ErrorCode::ConnectionFailed,
+        "no registry is configured",
+        "start the daemon with --registry HOST:PORT (or PILOT_REGISTRY, or `registries` in config)",
+    )
+}
+
+impl Node {
+    /// A command from the local API. Answers at once, or when its registry operation ends.
+    pub fn handle_command(&mut self, now: Instant, cmd: ControlCommand) {
+        match cmd {
+            ControlCommand::Handshake {
+                peer,
+                justification,
+                reply,
+            } => self.handshake(now, peer, &justification, reply),
+            ControlCommand::Pending { reply } => {
+                let _ = reply.send(Ok(self.pending()));
+            }
+            ControlCommand::Approve { peer, reply } => {
+                self.decide(now, &peer, reply, |p, now, k| p.approve(now, k))
+            }
+            ControlCommand::Reject {
+                peer,
+                reason,
+                reply,
+            } => self.decide(now, &peer, reply, |p, now, k| p.reject(now, k, &reason)),
+            ControlCommand::Untrust { peer, reply } => {
+                self.decide(now, &peer, reply, |p, now, k| p.untrust(now, k))
+            }
+            ControlCommand::TrustList { reply } => {
+                let _ = reply.send(Ok(self.trust_list()));
+            }
+            ControlCommand::Find { hostname, reply } => {
+                if !self.config.has_registry {
+                    let _ = reply.send(Err(no_registry()));
+                    return;
+                }
+                let op = self.plane.client().lookup(now, hostname);
+                self.waiting.insert(op, Waiting::Find(reply));
+            }
+            ControlCommand::SetHostname { hostname, reply } => {
+                if !self.config.has_registry {
+                    let _ = reply.send(Ok(HostnameClaim { hostname }));
+                    return;
+                }
+                let op = self.plane.client().set_hostname(now, hostname.clone());
+                self.waiting.insert(op, Waiting::Hostname(hostname, reply));
+            }
+            ControlCommand::Ping { peer, count, reply } => self.ping(now, &peer, count, reply),
+        }
+        self.pump(now);
+    }
+
+    /// A peer reference to a key without asking the registries, if possible.
+    pub fn resolve_local(&self, peer: &PeerRef) -> Option<PublicKey> {
+        let trust = self.plane.trust();
+        match peer {
+            PeerRef::PublicKey(k) => Some(*k),
+            PeerRef::Addr48(a) => trust
+                .peers()
+                .map(|p| p.key)
+                .chain(self.config.static_peers.iter().copied())
+                .find(|k| k.addr48() == *a),
+            PeerRef::Hostname(h) => trust
+                .peers()
+                .find(|p| p.hostname.as_ref() == Some(h))
+                .map(|p| p.key),
+        }
+    }
+
+    fn trust_list(&self) -> TrustList {
+        let peers = self
+            .plane
+            .trust()
+            .peers()
+            .map(|p| self.view(&p.key))
+            .chain(self.config.static_peers.iter().map(|k| self.view(k)))
+            .collect();
+        TrustList { peers }
+    }
+
+    /// Asks `peer` for trust: by name through the registries when one is configured, else by
+    /// a key we know.
+    fn handshake(
+        &mut self,
+        now: Instant,
+        peer: PeerRef,
+        justification: &str,
+        reply: Reply<Option<TrustView>>,
+    ) {
+        let target = match (&peer, self.resolve_local(&peer)) {
+            (PeerRef::Hostname(h), _) if self.config.has_registry => TrustTarget::Name(h.clone()),
+            (_, Some(k)) => TrustTarget::Key(k),
+            (_, None) => {
+                let _ = reply.send(Err(not_found(&peer)));
+                return;
+            }
+        };
+        let who = match &target {
+            TrustTarget::Key(k) => Ok(*k),
+            TrustTarget::Name(h) => Err(h.clone()),
+        };
+        if let Ok(k) = who {
+            if self.config.static_peers.contains(&k) {
+                let _ = reply.send(Ok(Some(self.view(&k))));
+                return;
+            }
+        }
+        match self.plane.request_trust(now, target, justification) {
+            Ok(op) => {
+                self.waiting.insert(op, Waiting::Op { peer: who, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// Trust requests waiting for our decision.
+    fn pending(&self) -> PendingList {
+        let pending = self
+            .plane
+            .trust()
+            .peers()
+            .filter_map(|p| match &p.state {
+                TrustState::Pending {
+                    justification,
+                    since_ms,
+                    ..
+                } => Some(PendingView {
+                    peer: self.view(&p.key),
+                    justification: justification.clone(),
+                    since_ms: *since_ms,
+                }),
+                _ => None,
+            })
+            .collect();
+        PendingList { pending }
+    }
+
+    /// Approve, reject or untrust: resolve the peer, change the store, answer when the peer has
+    /// been told (or at once when no message is needed).
+    fn decide(
+        &mut self,
+        now: Instant,
+        peer: &PeerRef,
+        reply: Reply<Option<TrustView>>,
+        f: impl FnOnce(&mut ControlPlane, Instant, &PublicKey) -> Result<OpId, TrustError>,
+    ) {
+        let Some(key) = self.resolve_local(peer) else {
+            let _ = reply.send(Err(not_found(peer)));
+            return;
+        };
+        match f(&mut self.plane, now, &key) {
+            Ok(op) => {
+                let peer = Ok(key);
+                self.waiting.insert(op, Waiting::Op { peer, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// Starts a ping session to a trusted peer over its current path; without a path, starts
+    /// one and answers `connection_failed`.
+    fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply<PingReport>) {
+        let Some(key) = self.resolve_local(peer).filter(|k| self.is_allowed(k)) else {
+            let _ = reply.send(Err(not_found(peer)));
+            return;
+        };
+        let path = self.path(&key);
+        if path == Path::None {
+            self.connect(now, key);
+            let _ = reply.send(Err(PilotError::new(
+                ErrorCode::ConnectionFailed,
+                format!("no path to {} yet", key.addr48()),
+                "a path is being set up (hole punching, then relay); retry in a few seconds",
+            )));
+            return;
+        }
+        self.pings.start(now, key, path, count, reply);
+        self.run_pings(now);
+    }
+}

@@ -1,0 +1,96 @@
+//! What the local API asks of the node: [`ControlCommand`], each with its typed reply
+//! channel, and what a call waits for while its registry operation runs. How the node answers
+//! is in [`crate::node::answers`].
+
+use tokio::sync::oneshot;
+
+use crate::error::PilotError;
+use crate::identity::PublicKey;
+use crate::mapping::{Hostname, PeerRef};
+use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
+
+/// Where a command's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, PilotError>>;
+
+/// A request from the local API to the node, with the channel for its answer.
+#[derive(Debug)]
+pub enum ControlCommand {
+    /// Ask a peer for trust; answers the peer's trust once the request is delivered.
+    Handshake {
+        /// Whom.
+        peer: PeerRef,
+        /// Why.
+        justification: String,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
+    },
+    /// Requests waiting for our decision.
+    Pending {
+        /// The answer.
+        reply: Reply<PendingList>,
+    },
+    /// Approve a pending request.
+    Approve {
+        /// Whose.
+        peer: PeerRef,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// Whose.
+        peer: PeerRef,
+        /// Why.
+        reason: String,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
+    },
+    /// Withdraw trust.
+    Untrust {
+        /// From whom.
+        peer: PeerRef,
+        /// The answer.
+        reply: Reply<Option<TrustView>>,
+    },
+    /// Every trust record.
+    TrustList {
+        /// The answer.
+        reply: Reply<TrustList>,
+    },
+    /// Look a hostname up at the registries.
+    Find {
+        /// The name.
+        hostname: Hostname,
+        /// The answer.
+        reply: Reply<Option<Lookup>>,
+    },
+    /// Claim a hostname at the registries.
+    SetHostname {
+        /// The name.
+        hostname: Hostname,
+        /// The answer.
+        reply: Reply<HostnameClaim>,
+    },
+    /// Probe a trusted peer over its current path.
+    Ping {
+        /// Whom.
+        peer: PeerRef,
+        /// How many probes.
+        count: u32,
+        /// The answer.
+        reply: Reply<PingReport>,
+    },
+}
+
+/// What an API call is waiting for.
+pub(super) enum Waiting {
+    /// A lookup (`find`).
+    Find(Reply<Option<Lookup>>),
+    /// An operation about `peer` (known key, or a hostname still being looked up).
+    Op {
+        peer: Result<PublicKey, Hostname>,
+        reply: Reply<Option<TrustView>>,
+    },
+    /// A hostname claim.
+    Hostname(Hostname, Reply<HostnameClaim>),
+}

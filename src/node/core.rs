@@ -1,0 +1,563 @@
+//! [`Node`]: the sans-IO node core. It joins the control plane (registry client and trust
+//! store), one path machine per peer, probes and pings, and answers the local API.
+//!
+//! Inputs: [`Node::handle_command`], [`Node::handle_datagram`] (already classified by
+//! [`crate::wire::classify`]), [`Node::handle_data_plane_event`], [`Node::handle_timeout`] and
+//! [`Node::handle_clock_sync`]; every one takes `now`. Outputs, polled by the driver:
+//! [`Node::poll_transmit`] (datagrams for the shared socket), [`Node::poll_effect`] (what the
+//! data plane must do) and [`Node::poll_event`] (what the API's live stream shows). Randomness
+//! comes from the seed given to [`Node::new`]. No sockets, no clock, no threads: tests run two
+//! nodes and a registry in memory with a virtual clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::PilotError;
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::{Hostname, NetworkPrefix};
+use crate::node::commands::{Reply, Waiting};
+use crate::node::control::{ControlEvent, ControlPlane};
+use crate::node::paths::Paths;
+use crate::node::pings::Pings;
+use crate::node::probes::{self, Incoming, ReplayWindow};
+use crate::node::registry_client::{ClientEvent, OpId};
+use crate::node::rng::NodeRng;
+use crate::node::traversal::{Action, Path, Timing};
+use crate::node::trust::TrustState;
+use crate::node::views::{HostnameClaim, Lookup, NodeEvent, PingReport, TrustStanding, TrustView};
+use crate::wg::DataPlaneEvent;
+use crate::wire::classify::ControlKind;
+
+/// How the node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The overlay network (to show peers' IPv6 addresses).
+    pub network: NetworkPrefix,
+    /// Peers pinned in config: trusted without the store, never removed.
+    pub static_peers: Vec<PublicKey>,
+    /// Whether any registry is configured.
+    pub has_registry: bool,
+}
+
+/// What the data plane must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Let `key` build a tunnel with us (idempotent).
+    AddPeer {
+        /// The peer.
+        key: PublicKey,
+        /// Its hostname, shown in `pilotctl peers`.
+        hostname: Option<Hostname>,
+    },
+    /// Tear down `key`'s tunnel.
+    RemovePeer(PublicKey),
+    /// Send `key`'s datagrams along `path`.
+    SetPath {
+        /// The peer.
+        key: PublicKey,
+        /// How.
+        path: Path,
+    },
+    /// The round-trip time measured on `key`'s path.
+    SetRtt {
+        /// The peer.
+        key: PublicKey,
+        /// The time, if measured.
+        rtt: Option<Duration>,
+    },
+    /// Accept relay deliveries from these registries.
+    SetRelays(Vec<SocketAddr>),
+}
+
+/// The node core.
+pub struct Node {
+    pub(super) plane: ControlPlane,
+    pub(super) config: NodeConfig,
+    pub(super) identity: Arc<Identity>,
+    pub(super) rng: NodeRng,
+    pub(super) waiting: HashMap<OpId, Waiting>,
+    pub(super) paths: Paths,
+    pub(super) replay: ReplayWindow,
+    pub(super) pings: Pings<Reply<PingReport>>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    effects: VecDeque<Effect>,
+    events: VecDeque<NodeEvent>,
+}
+
+impl Node {
+    /// A node around `plane`, with randomness from `seed`. Static peers are marked trusted at
+    /// the registry client (they may learn our endpoints); peers the store trusts are added
+    /// from the plane's first events, handled here at `now`.
+    pub fn new(plane: ControlPlane, config: NodeConfig, seed: [u8; 32], now: Instant) -> Self {
+        Self::with_timing(plane, config, seed, now, Timing::default())
+    }
+
+    /// [`Node::new`] with other path timers (tests shorten them).
+    pub fn with_timing(
+        mut plane: ControlPlane,
+        config: NodeConfig,
+        seed: [u8; 32],
+        now: Instant,
+        timing: Timing,
+    ) -> Self {
+        for k in &config.static_peers {
+            plane.client().set_trusted(*k, true);
+        }
+        let identity = plane.client().identity();
+        let relays = plane.client().registries();
+        let mut node = Node {
+            plane,
+            config,
+            identity,
+            rng: NodeRng::from_seed(seed),
+            waiting: HashMap::new(),
+            paths: Paths::new(timing),
+            replay: ReplayWindow::default(),
+            pings: Pings::default(),
+            transmits: VecDeque::new(),
+            effects: VecDeque::from([Effect::SetRelays(relays)]),
+            events: VecDeque::new(),
+        };
+        node.pump(now);
+        node
+    }
+
+    /// Tells the node the path the data plane already has for `key` (a configured endpoint),
+    /// before any event about it; a path machine for `key` adopts it.
+    pub fn set_known_path(&mut self, now: Instant, key: PublicKey, path: Path) {
+        self.paths.set(key, path);
+        self.paths.adopt_data_plane_path(now, &key);
+    }
+
+    /// The next datagram to send on the shared socket.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits
+            .pop_front()
+            .or_else(|| self.plane.poll_transmit())
+    }
+
+    /// The next thing the data plane must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The next event for the local API's live stream.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.plane.poll_timeout(),
+            self.paths.poll_timeout(),
+            self.pings.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Timers of the registry client, the path machines and running pings.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.plane.handle_timeout(now);
+        for key in self.paths.due(now) {
+            if let Some(m) = self.paths.machine(&key) {
+                m.handle_timeout(now);
+            }
+            self.drive(now, key);
+        }
+        self.run_pings(now);
+        self.pump(now);
+    }
+
+    /// The wall clock read at `now` (unix ms), to keep timestamps right across suspends.
+    pub fn handle_clock_sync(&mut self, now: Instant, unix_ms: u64) {
+        self.plane.client().sync_clock(now, unix_ms);
+    }
+
+    /// A datagram the data plane classified for us: a registry message or a probe.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        kind: ControlKind,
+        bytes: &[u8],
+    ) {
+        match kind {
+            ControlKind::Control => self.plane.handle_datagram(now, from, bytes),
+            ControlKind::Probe => self.on_probe(now, from, None, bytes),
+            ControlKind::RelayedProbe(a) => self.on_probe(now, from, Some(a), bytes),
+        }
+        self.pump(now);
+    }
+
+    /// Something the data plane noticed.
+    pub fn handle_data_plane_event(&mut self, now: Instant, ev: DataPlaneEvent) {
+        match ev {
+            DataPlaneEvent::NeedsPath(key) => {
+                if let Some(m) = self.paths.machine(&key) {
+                    m.on_traffic_without_path(now);
+                    self.drive(now, key);
+                }
+            }
+            DataPlaneEvent::Roamed { key, path } => {
+                if self.paths.current(&key) != path {
+                    tracing::info!(peer = %key, path = path.kind(), addr = ?path.addr(), "peer roamed");
+                    self.paths.roamed(now, key, path);
+                    self.path_changed(key, path);
+                }
+            }
+            DataPlaneEvent::HandshakeDone(key) => {
+                tracing::debug!(peer = %key, "handshake done");
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Whether `key` may use a tunnel with us (trusted, or pinned in config).
+    pub fn is_allowed(&self, key: &PublicKey) -> bool {
+        self.plane.is_trusted(key) || self.config.static_peers.contains(key)
+    }
+
+    /// The control plane (trust store and registry client), for reading.
+    pub fn plane(&self) -> &ControlPlane {
+        &self.plane
+    }
+
+    /// The path the node has for `key` (the data plane's as last set or heard).
+    pub fn path(&self, key: &PublicKey) -> Path {
+        self.paths.current(key)
+    }
+
+    /// How the API shows one peer's trust.
+    pub fn view(&self, key: &PublicKey) -> TrustView {
+        let rec = self.plane.trust().get(key);
+        let state = match rec.map(|r| &r.state) {
+            Some(TrustState::Pending { .. }) => TrustStanding::Pending,
+            Some(TrustState::Requested { .. }) => TrustStanding::Requested,
+            Some(TrustState::Trusted { .. }) => TrustStanding::Trusted,
+            Some(TrustState::Rejected { .. }) => TrustStanding::Rejected,
+            None if self.config.static_peers.contains(key) => TrustStanding::Static,
+            None => TrustStanding::None,
+        };
+        TrustView {
+            public_key: *key,
+            address: key.addr48(),
+            ipv6: self.config.network.ipv6(key.addr48()),
+            hostname: rec.and_then(|r| r.hostname.clone()),
+            state,
+        }
+    }
+
+    /// Answers the API call waiting for `op`.
+    pub(super) fn reply_op(&mut self, op: OpId, result: Result<(), PilotError>) {
+        let Some(w) = self.waiting.remove(&op) else {
+            return;
+        };
+        match w {
+            Waiting::Find(reply) => {
+                let _ = reply.send(result.map(|_| None));
+            }
+            Waiting::Hostname(hostname, reply) => {
+                let _ = reply.send(result.map(|_| HostnameClaim { hostname }));
+            }
+            Waiting::Op { peer, reply } => {
+                let key = match &peer {
+                    Ok(k) => Some(*k),
+                    Err(name) => self
+                        .plane
+                        .trust()
+                        .peers()
+                        .find(|p| p.hostname.as_ref() == Some(name))
+                        .map(|p| p.key),
+                };
+                let _ = reply.send(result.map(|_| key.map(|k| self.view(&k))));
+            }
+        }
+    }
+
+    pub(super) fn emit(&mut self, event: NodeEvent) {
+        self.events.push_back(event);
+    }
+
+    pub(super) fn effect(&mut self, effect: Effect) {
+        self.effects.push_back(effect);
+    }
+
+    fn path_changed(&mut self, key: PublicKey, path: Path) {
+        self.emit(NodeEvent::PathChanged {
+            peer: key,
+            path: path.kind().to_string(),
+            endpoint: path.addr(),
+        });
+    }
+
+    /// Handles what the control plane reported, until it has nothing more.
+    pub(super) fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.plane.poll_event() {
+            self.on_control_event(now, ev);
+        }
+    }
+
+    /// Starts traversal towards a trusted peer (when a registry can introduce us).
+    pub(super) fn connect(&mut self, now: Instant, key: PublicKey) {
+        if !self.config.has_registry {
+            return;
+        }
+        let rng = &mut self.rng;
+        self.paths
+            .machine_or_new(key, || rng.next_u64())
+            .connect(now);
+        self.paths.adopt_data_plane_path(now, &key);
+        self.drive(now, key);
+    }
+
+    /// Carries out what `key`'s path machine asks for.
+    fn drive(&mut self, now: Instant, key: PublicKey) {
+        loop {
+            let Some(m) = self.paths.machine(&key) else {
+                return;
+            };
+            let Some(action) = m.poll_action() else {
+                let rtt = m.rtt();
+                self.effect(Effect::SetRtt { key, rtt });
+                return;
+            };
+            match action {
+                Action::RequestEndpoints => {
+                    if self.plane.client().is_registered() {
+                        self.plane.client().request_endpoints(now, key);
+                    }
+                }
+                Action::Probe { via, txid } => self.send_probe(now, key, via, txid, false),
+                Action::SetPath(path) => {
+                    tracing::info!(peer = %key, path = path.kind(), addr = ?path.addr(), "path");
+                    self.paths.set(key, path);
+                    self.effect(Effect::SetPath { key, path });
+                    self.path_changed(key, path);
+                }
+            }
+        }
+    }
+
+    /// Queues a signed probe (or reply) to `key` along `via`.
+    fn send_probe(&mut self, now: Instant, key: PublicKey, via: Path, txid: u64, reply: bool) {
+        let ts = self.plane.client().unix_ms_at(now);
+        if let Some(t) = probes::datagram(&self.identity, key, via, txid, reply, ts) {
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// A probe or probe reply (relayed when `relayed` names the sender). Untrusted senders,
+    /// wrong targets, stale or replayed probes and bad signatures are dropped without an
+    /// answer.
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        relayed: Option<crate::mapping::Addr48>,
+        bytes: &[u8],
+    ) {
+        let incoming = Incoming {
+            bytes,
+            src,
+            relayed_from: relayed,
+        };
+        let now_ms = self.plane.client().unix_ms_at(now);
+        let registries = self.plane.client().registries();
+        let me = self.identity.public_key();
+        let checked = probes::check(
+            &incoming,
+            &me,
+            |k| self.is_allowed(k),
+            |a| registries.contains(a),
+            now_ms,
+        );
+        let p = match checked {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::trace!(%src, ?why, "probe dropped");
+                return;
+            }
+        };
+        if !p.reply {
+            if !self.replay.first_sight(p.sender, p.txid, now_ms) {
+                tracing::trace!(%src, "replayed probe dropped");
+                return;
+            }
+            self.send_probe(now, p.sender, incoming.came_by(), p.txid, true);
+            if relayed.is_none() {
+                if let Some(m) = self.paths.machine(&p.sender) {
+                    m.on_probe_from(now, src);
+                    self.drive(now, p.sender);
+                }
+            }
+            return;
+        }
+        if self.pings.on_reply(now, p.sender, p.txid) {
+            self.run_pings(now);
+            return;
+        }
+        if let Some(m) = self.paths.machine(&p.sender) {
+            m.on_probe_reply(now, src, p.txid);
+            self.drive(now, p.sender);
+        }
+    }
+
+    /// Sends the probes running pings want, and answers the pings that finished.
+    pub(super) fn run_pings(&mut self, now: Instant) {
+        let rng = &mut self.rng;
+        let (due, done) = self.pings.poll(now, || rng.next_u64());
+        for p in due {
+            self.send_probe(now, p.key, p.path, p.txid, false);
+        }
+        for (reply, report) in done {
+            let _ = reply.send(Ok(report));
+        }
+    }
+
+    fn on_control_event(&mut self, now: Instant, ev: ControlEvent) {
+        match ev {
+            ControlEvent::AddPeer(key) => {
+                tracing::info!(peer = %key, "peer trusted: tunnel allowed");
+                let hostname = self
+                    .plane
+                    .trust()
+                    .get(&key)
+                    .and_then(|r| r.hostname.clone());
+                self.paths.added(key);
+                self.effect(Effect::AddPeer { key, hostname });
+                self.emit(NodeEvent::PeerTrusted { peer: key });
+                self.connect(now, key);
+            }
+            ControlEvent::RemovePeer(key) => {
+                let pinned = self.config.static_peers.contains(&key);
+                self.paths.remove(&key, pinned);
+                if !pinned {
+                    tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
+                    self.effect(Effect::RemovePeer(key));
+                    self.emit(NodeEvent::PeerUntrusted { peer: key });
+                }
+            }
+            ControlEvent::AwaitingApproval {
+                from,
+                hostname,
+                justification,
+            } => {
+                tracing::info!(
+                    peer = %from,
+                    hostname = hostname.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+                    justification = %justification.escape_debug(),
+                    "trust request waiting for approval (`pilotctl pending`)"
+                );
+                self.emit(NodeEvent::TrustRequest {
+                    from,
+                    hostname,
+                    justification,
+                });
+            }
+            ControlEvent::RejectedBy(key) => {
+                tracing::info!(peer = %key, "our trust request was rejected");
+                self.emit(NodeEvent::TrustRejected { peer: key });
+            }
+            ControlEvent::Done { op } => self.reply_op(op, Ok(())),
+            ControlEvent::Failed { op, error } => self.reply_op(op, Err(error)),
+            ControlEvent::Client(ev) => self.on_client_event(now, ev),
+        }
+    }
+
+    fn on_client_event(&mut self, now: Instant, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Registered { registry } => {
+                tracing::info!(%registry, "registered");
+                self.on_registered(now);
+            }
+            ClientEvent::RegistryLost { registry } => {
+                tracing::warn!(%registry, "registry lost; registering again")
+            }
+            ClientEvent::ReflexiveAddress { registry, addr } => {
+                tracing::info!(%registry, %addr, "reflexive address");
+                // Our NAT mapping changed (or is first known): punch again.
+                for key in self.paths.keys() {
+                    if let Some(m) = self.paths.machine(&key) {
+                        m.on_reflexive_changed(now);
+                    }
+                    self.drive(now, key);
+                }
+            }
+            ClientEvent::HostnameTaken { registry, hostname } => {
+                tracing::warn!(%registry, %hostname, "hostname is held by another key")
+            }
+            ClientEvent::LookupResult {
+                op, hostname, key, ..
+            } => {
+                if let Some(Waiting::Find(reply)) = self.waiting.remove(&op) {
+                    let _ = reply.send(Ok(Some(Lookup {
+                        hostname,
+                        public_key: key,
+                        address: key.addr48(),
+                        ipv6: self.config.network.ipv6(key.addr48()),
+                    })));
+                }
+            }
+            ClientEvent::EndpointRequested {
+                from: peer,
+                candidates,
+                registry,
+            }
+            | ClientEvent::EndpointInfo {
+                peer,
+                candidates,
+                registry,
+                ..
+            } => self.on_candidates(now, peer, &candidates, registry),
+            ClientEvent::Done { op } => self.reply_op(op, Ok(())),
+            ClientEvent::Failed { op, error } => self.reply_op(op, Err(error.into())),
+            ClientEvent::TrustRequestReceived { .. }
+            | ClientEvent::TrustResponseReceived { .. } => {}
+        }
+    }
+
+    /// Registered: connect every trusted peer that has no path yet.
+    fn on_registered(&mut self, now: Instant) {
+        let keys: Vec<PublicKey> = self
+            .plane
+            .trust()
+            .trusted()
+            .copied()
+            .filter(|k| self.paths.machine_path(k).is_none_or(|p| p == Path::None))
+            .collect();
+        for key in keys {
+            // A punch started before we were registered could not ask for candidates.
+            if self.paths.machine(&key).is_some_and(|m| m.is_punching()) {
+                self.plane.client().request_endpoints(now, key);
+            } else {
+                self.connect(now, key);
+            }
+        }
+    }
+
+    /// A peer's candidates from an endpoint exchange: punch towards them.
+    fn on_candidates(
+        &mut self,
+        now: Instant,
+        peer: PublicKey,
+        candidates: &[SocketAddr],
+        registry: SocketAddr,
+    ) {
+        // Endpoints are exchanged between trusted peers only; check again anyway.
+        if !self.is_allowed(&peer) {
+            return;
+        }
+        tracing::debug!(%peer, ?candidates, "peer candidates");
+        let rng = &mut self.rng;
+        self.paths
+            .machine_or_new(peer, || rng.next_u64())
+            .on_candidates(now, candidates, registry);
+        self.paths.adopt_data_plane_path(now, &peer);
+        self.drive(now, peer);
+    }
+}

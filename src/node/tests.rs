@@ -1,0 +1,656 @@
+//! Two [`Node`]s and a registry in memory with a virtual clock: every rule of the node core
+//! (trust answered with typed replies, probes, pings, paths) exercised without a socket.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::error::ErrorCode;
+use crate::error::PilotError;
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::{Hostname, PeerRef, DEFAULT_NETWORK};
+use crate::node::control::ControlPlane;
+use crate::node::registry_client::ClientConfig;
+use crate::node::traversal::Path;
+use crate::node::trust::{AllowList, TrustStore};
+use crate::node::views::{NodeEvent, TrustStanding};
+use crate::registry::server::{Limits, Registry};
+use crate::registry::store::MemoryStore;
+use crate::wg::DataPlaneEvent;
+use crate::wire::classify::classify;
+use crate::wire::probe::{self, Probe};
+use crate::wire::relay;
+
+const T0: u64 = 1_750_000_000_000;
+
+/// One node in the simulation: the core, its address, and what it asked of its data plane and
+/// told the API.
+struct Host {
+    node: Node,
+    addr: SocketAddr,
+    id: Arc<Identity>,
+    effects: Vec<Effect>,
+    events: Vec<NodeEvent>,
+}
+
+/// A registry and nodes in memory. Datagrams are delivered at once; `blocked` drops direct
+/// datagrams between nodes (a NAT that lets nothing through), and `drop_from` drops
+/// everything a node sends to another.
+struct Sim {
+    registry: Registry,
+    registry_addr: SocketAddr,
+    hosts: Vec<Host>,
+    start: Instant,
+    now: Instant,
+    blocked: bool,
+    drop_from: Option<usize>,
+}
+
+fn id(i: usize) -> Arc<Identity> {
+    Arc::new(Identity::from_seed([i as u8 + 1; 32]))
+}
+
+impl Sim {
+    fn new(names: &[&str], allow: &[AllowList]) -> Self {
+        let start = Instant::now();
+        let registry_addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+        let hosts = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let id = id(i);
+                let mut cfg = ClientConfig::new(vec![registry_addr]);
+                cfg.hostname = Some(Hostname::new(name).unwrap());
+                let mut trust = TrustStore::in_memory(id.public_key());
+                if let Some(a) = allow.get(i) {
+                    trust.set_allow_list(a.clone());
+                }
+                let plane = ControlPlane::new(id.clone(), cfg, trust, start, T0);
+                let config = NodeConfig {
+                    network: DEFAULT_NETWORK,
+                    static_peers: Vec::new(),
+                    has_registry: true,
+                };
+                Host {
+                    node: Node::new(plane, config, [i as u8; 32], start),
+                    addr: SocketAddr::from(([203, 0, 113, i as u8 + 1], 40000)),
+                    id,
+                    effects: Vec::new(),
+                    events: Vec::new(),
+                }
+            })
+            .collect();
+        let registry = Registry::new(
+            crate::registry::server::tests::registry_identity(),
+            Box::new(MemoryStore::new()),
+            Limits::default(),
+            T0,
+        )
+        .unwrap();
+        let mut sim = Sim {
+            registry,
+            registry_addr,
+            hosts,
+            start,
+            now: start,
+            blocked: false,
+            drop_from: None,
+        };
+        sim.run();
+        sim
+    }
+
+    fn key(&self, i: usize) -> PublicKey {
+        self.hosts[i].id.public_key()
+    }
+
+    fn now_ms(&self) -> u64 {
+        T0 + (self.now - self.start).as_millis() as u64
+    }
+
+    /// Collects what every node queued; returns the datagrams in flight.
+    fn collect(&mut self) -> VecDeque<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let mut wire = VecDeque::new();
+        for h in &mut self.hosts {
+            h.effects
+                .extend(std::iter::from_fn(|| h.node.poll_effect()));
+            h.events.extend(std::iter::from_fn(|| h.node.poll_event()));
+            while let Some((to, bytes)) = h.node.poll_transmit() {
+                wire.push_back((h.addr, to, bytes));
+            }
+        }
+        wire
+    }
+
+    /// Delivers datagrams until the network is quiet.
+    fn run(&mut self) {
+        for _ in 0..1000 {
+            let wire = self.collect();
+            if wire.is_empty() {
+                return;
+            }
+            for (from, to, bytes) in wire {
+                self.deliver(from, to, &bytes);
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let now_ms = self.now_ms();
+        if to == self.registry_addr {
+            for (dst, out) in self.registry.handle(now_ms, from, bytes) {
+                self.hand_to_host(self.registry_addr, dst, &out);
+            }
+            return;
+        }
+        let sender = self.hosts.iter().position(|h| h.addr == from);
+        if self.blocked || (sender.is_some() && sender == self.drop_from) {
+            return;
+        }
+        self.hand_to_host(from, to, bytes);
+    }
+
+    fn hand_to_host(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let now = self.now;
+        let Some(h) = self.hosts.iter_mut().find(|h| h.addr == to) else {
+            return;
+        };
+        if let Some((kind, msg)) = classify(bytes).control() {
+            h.node.handle_datagram(now, from, kind, msg);
+        }
+    }
+
+    /// Moves the clock in steps of 50 ms, running timers and the network at each.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(50)).min(end);
+            let now = self.now;
+            self.registry.handle_timeout(self.now_ms());
+            for h in &mut self.hosts {
+                if h.node.poll_timeout().is_some_and(|t| t <= now) {
+                    h.node.handle_timeout(now);
+                }
+            }
+            self.run();
+        }
+    }
+
+    /// Sends `make`'s command to node `i` and runs the network.
+    fn call<T>(
+        &mut self,
+        i: usize,
+        make: impl FnOnce(Reply<T>) -> ControlCommand,
+    ) -> oneshot::Receiver<Result<T, PilotError>> {
+        let (tx, rx) = oneshot::channel();
+        let now = self.now;
+        self.hosts[i].node.handle_command(now, make(tx));
+        self.run();
+        rx
+    }
+
+    /// Node 0 asks node 1 for trust by name and node 1 approves.
+    fn trust_each_other(&mut self) {
+        let name = Hostname::new("node-b").unwrap();
+        let mut r = self.call(0, |reply| ControlCommand::Handshake {
+            peer: PeerRef::Hostname(name),
+            justification: "jobs".into(),
+            reply,
+        });
+        r.try_recv().unwrap().unwrap();
+        let ka = self.key(0);
+        let mut r = self.call(1, |reply| ControlCommand::Approve {
+            peer: PeerRef::PublicKey(ka),
+            reply,
+        });
+        r.try_recv().unwrap().unwrap();
+    }
+
+    fn path_of(&mut self, i: usize, peer: PublicKey) -> Path {
+        self.hosts[i].node.path(&peer)
+    }
+}
+
+#[test]
+fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let (ka, kb) = (sim.key(0), sim.key(1));
+    let mut r = sim.call(0, |reply| ControlCommand::Handshake {
+        peer: PeerRef::Hostname(Hostname::new("node-b").unwrap()),
+        justification: "jobs".into(),
+        reply,
+    });
+    let view = r.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!(
+        (view.public_key, view.state),
+        (kb, TrustStanding::Requested)
+    );
+    assert!(sim.hosts[1].events.contains(&NodeEvent::TrustRequest {
+        from: ka,
+        hostname: Some(Hostname::new("node-a").unwrap()),
+        justification: "jobs".into(),
+    }));
+    let mut r = sim.call(1, |reply| ControlCommand::Pending { reply });
+    let pending = r.try_recv().unwrap().unwrap().pending;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (
+            pending[0].peer.public_key,
+            pending[0].justification.as_str()
+        ),
+        (ka, "jobs")
+    );
+
+    let mut r = sim.call(1, |reply| ControlCommand::Approve {
+        peer: PeerRef::PublicKey(ka),
+        reply,
+    });
+    let view = r.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!(view.state, TrustStanding::Trusted);
+    for (i, other) in [(0, kb), (1, ka)] {
+        let h = &sim.hosts[i];
+        assert!(
+            h.effects
+                .iter()
+                .any(|e| matches!(e, Effect::AddPeer { key, .. } if *key == other)),
+            "{:?}",
+            h.effects
+        );
+        assert!(h.events.contains(&NodeEvent::PeerTrusted { peer: other }));
+    }
+
+    sim.advance(Duration::from_secs(1));
+    let mut r = sim.call(0, |reply| ControlCommand::Untrust {
+        peer: PeerRef::PublicKey(kb),
+        reply,
+    });
+    let view = r.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!(view.state, TrustStanding::None);
+    assert!(sim.hosts[0].effects.contains(&Effect::RemovePeer(kb)));
+    assert!(sim.hosts[1].effects.contains(&Effect::RemovePeer(ka)));
+    assert!(sim.hosts[1]
+        .events
+        .contains(&NodeEvent::PeerUntrusted { peer: ka }));
+}
+
+#[test]
+fn unknown_peers_and_failed_lookups_get_typed_errors() {
+    let mut sim = Sim::new(&["node-a"], &[]);
+    let stranger = id(9).public_key();
+    let mut r = sim.call(0, |reply| ControlCommand::Approve {
+        peer: PeerRef::Addr48(stranger.addr48()),
+        reply,
+    });
+    assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
+    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+        peer: PeerRef::PublicKey(stranger),
+        count: 1,
+        reply,
+    });
+    assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
+    let mut r = sim.call(0, |reply| ControlCommand::Find {
+        hostname: Hostname::new("nobody").unwrap(),
+        reply,
+    });
+    assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
+    let mut r = sim.call(0, |reply| ControlCommand::Find {
+        hostname: Hostname::new("node-a").unwrap(),
+        reply,
+    });
+    let found = r.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!(found.public_key, sim.key(0));
+}
+
+#[test]
+fn trusted_peers_punch_a_direct_path_and_tell_the_data_plane() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(1));
+    let (ka, kb) = (sim.key(0), sim.key(1));
+    let (a_addr, b_addr) = (sim.hosts[0].addr, sim.hosts[1].addr);
+    assert_eq!(sim.path_of(0, kb), Path::Direct(b_addr));
+    assert_eq!(sim.path_of(1, ka), Path::Direct(a_addr));
+    assert!(sim.hosts[0].effects.contains(&Effect::SetPath {
+        key: kb,
+        path: Path::Direct(b_addr)
+    }));
+    assert!(sim.hosts[0].events.contains(&NodeEvent::PathChanged {
+        peer: kb,
+        path: "direct".into(),
+        endpoint: Some(b_addr)
+    }));
+}
+
+#[test]
+fn without_a_direct_path_the_relay_takes_over() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.blocked = true;
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(4));
+    let kb = sim.key(1);
+    assert_eq!(sim.path_of(0, kb), Path::Relay(sim.registry_addr));
+}
+
+/// A probe from `from` to `to` as bytes, stamped `ts`.
+fn probe_bytes(from: &Identity, to: PublicKey, txid: u64, ts: u64) -> Vec<u8> {
+    Probe {
+        reply: false,
+        sender: from.public_key(),
+        target: to,
+        txid,
+        timestamp_ms: ts,
+    }
+    .encode(from)
+}
+
+/// Probe replies node `i` sends to `dst` (other transmits are kept out of the way).
+fn replies_to(sim: &mut Sim, i: usize, dst: SocketAddr) -> Vec<Probe> {
+    let mut out = Vec::new();
+    while let Some((to, bytes)) = sim.hosts[i].node.poll_transmit() {
+        let payload = match relay::parse(&bytes, relay::RELAY_SEND) {
+            Some((_, p)) => p.to_vec(),
+            None => bytes,
+        };
+        if to == dst {
+            if let Some(p) = Probe::decode_unverified(&payload).filter(|p| p.reply) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn probes_are_answered_once_and_only_for_trusted_fresh_senders() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.run();
+    let a = sim.hosts[0].id.clone();
+    let kb = sim.key(1);
+    let src: SocketAddr = "198.51.100.77:5000".parse().unwrap();
+    let now = sim.now;
+    let ts = sim.now_ms();
+    let kind = crate::wire::classify::ControlKind::Probe;
+    let b = &mut sim.hosts[1].node;
+
+    let p = probe_bytes(&a, kb, 41, ts);
+    b.handle_datagram(now, src, kind, &p);
+    let got = replies_to(&mut sim, 1, src);
+    assert_eq!(got.len(), 1, "a trusted sender's probe is answered");
+    assert_eq!((got[0].txid, got[0].target), (41, a.public_key()));
+
+    // The same probe again: a replay, dropped.
+    sim.hosts[1].node.handle_datagram(now, src, kind, &p);
+    assert!(replies_to(&mut sim, 1, src).is_empty());
+
+    // An untrusted sender gets nothing.
+    let stranger = id(7);
+    let p = probe_bytes(&stranger, kb, 42, ts);
+    sim.hosts[1].node.handle_datagram(now, src, kind, &p);
+    assert!(replies_to(&mut sim, 1, src).is_empty());
+
+    // A stale timestamp gets nothing.
+    let p = probe_bytes(&a, kb, 43, ts - probe::MAX_SKEW_MS - 1);
+    sim.hosts[1].node.handle_datagram(now, src, kind, &p);
+    assert!(replies_to(&mut sim, 1, src).is_empty());
+}
+
+#[test]
+fn relayed_probes_must_name_their_signer_and_come_from_a_registry() {
+    let mut sim = Sim::new(&["node-a", "node-b", "node-c"], &[]);
+    sim.trust_each_other();
+    sim.run();
+    let a = sim.hosts[0].id.clone();
+    let (kb, kc) = (sim.key(1), sim.key(2));
+    let reg = sim.registry_addr;
+    let now = sim.now;
+    let ts = sim.now_ms();
+    let relayed = |from| crate::wire::classify::ControlKind::RelayedProbe(from);
+
+    // The relay header names node-c, the probe is signed by node-a: refused.
+    let p = probe_bytes(&a, kb, 51, ts);
+    sim.hosts[1]
+        .node
+        .handle_datagram(now, reg, relayed(kc.addr48()), &p);
+    assert!(replies_to(&mut sim, 1, reg).is_empty());
+
+    // From an address that is not a registry: refused.
+    let elsewhere: SocketAddr = "198.51.100.9:7000".parse().unwrap();
+    sim.hosts[1]
+        .node
+        .handle_datagram(now, elsewhere, relayed(a.addr48()), &p);
+    assert!(replies_to(&mut sim, 1, elsewhere).is_empty());
+
+    // Named right, through the registry: answered through the registry.
+    sim.hosts[1]
+        .node
+        .handle_datagram(now, reg, relayed(a.addr48()), &p);
+    let got = replies_to(&mut sim, 1, reg);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].txid, 51);
+}
+
+#[test]
+fn a_ping_session_reports_round_trips() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(1));
+    let kb = sim.key(1);
+    let b_addr = sim.hosts[1].addr;
+    let (tx, mut rx) = oneshot::channel();
+    let now = sim.now;
+    sim.hosts[0].node.handle_command(
+        now,
+        ControlCommand::Ping {
+            peer: PeerRef::PublicKey(kb),
+            count: 3,
+            reply: tx,
+        },
+    );
+    // Each probe takes 10 ms there and 10 ms back; they go out every 250 ms.
+    for k in 0..3u32 {
+        if k > 0 {
+            sim.now = now + pings::PING_INTERVAL * k;
+            let t = sim.now;
+            sim.hosts[0].node.handle_timeout(t);
+        }
+        for _ in 0..2 {
+            let wire = sim.collect();
+            sim.now += Duration::from_millis(10);
+            for (from, to, bytes) in wire {
+                sim.deliver(from, to, &bytes);
+            }
+        }
+        if k < 2 {
+            assert!(rx.try_recv().is_err(), "answered before the last reply");
+        }
+    }
+    // Every reply is in: the answer comes at once.
+    let report = rx.try_recv().unwrap().unwrap();
+    assert_eq!(report.peer, kb);
+    assert_eq!(
+        (report.path.as_str(), report.endpoint),
+        ("direct", Some(b_addr))
+    );
+    assert_eq!((report.sent, report.received), (3, 3));
+    assert_eq!(report.rtt_ms, vec![Some(20.0); 3]);
+    assert_eq!(report.avg_ms, Some(20.0));
+}
+
+#[test]
+fn a_ping_session_times_out_missing_replies() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(1));
+    let kb = sim.key(1);
+    sim.drop_from = Some(1);
+    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+        peer: PeerRef::PublicKey(kb),
+        count: 2,
+        reply,
+    });
+    sim.advance(Duration::from_millis(1200));
+    assert!(r.try_recv().is_err(), "still waiting for the last reply");
+    sim.advance(Duration::from_millis(100));
+    let report = r.try_recv().unwrap().unwrap();
+    assert_eq!((report.sent, report.received), (2, 0));
+    assert_eq!(report.rtt_ms, vec![None, None]);
+    assert_eq!(report.avg_ms, None);
+}
+
+#[test]
+fn a_ping_without_a_path_starts_one_and_says_so() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.blocked = true;
+    sim.trust_each_other();
+    let kb = sim.key(1);
+    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+        peer: PeerRef::PublicKey(kb),
+        count: 1,
+        reply,
+    });
+    let err = r.try_recv().unwrap().unwrap_err();
+    assert_eq!(err.code, ErrorCode::ConnectionFailed);
+}
+
+/// A node that trusts `peer` from its store and has a registry that never answers.
+fn lonely_node(peer: PublicKey, now: Instant) -> Node {
+    let me = id(0);
+    let mut trust = TrustStore::in_memory(me.public_key());
+    trust.request(peer, None, "", T0).unwrap();
+    trust
+        .on_response(
+            peer,
+            crate::wire::registry::TrustDecision::Approve,
+            T0 + 1,
+            T0,
+        )
+        .unwrap();
+    let reg: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+    let plane = ControlPlane::new(me, ClientConfig::new(vec![reg]), trust, now, T0);
+    let config = NodeConfig {
+        network: DEFAULT_NETWORK,
+        static_peers: Vec::new(),
+        has_registry: true,
+    };
+    Node::new(plane, config, [3; 32], now)
+}
+
+#[test]
+fn a_data_plane_needs_path_starts_a_punch() {
+    let t0 = Instant::now();
+    let kb = id(1).public_key();
+    let mut node = lonely_node(kb, t0);
+    assert_eq!(
+        node.poll_effect(),
+        Some(Effect::SetRelays(vec!["192.0.2.1:7000".parse().unwrap()]))
+    );
+    assert!(matches!(node.poll_effect(), Some(Effect::AddPeer { key, .. }) if key == kb));
+    assert!(node.paths.machine(&kb).unwrap().is_punching());
+    // The first punch finds nothing and ends; the next is seconds away.
+    let mut now = t0;
+    while node.paths.machine(&kb).unwrap().is_punching() {
+        now += Duration::from_millis(100);
+        node.handle_timeout(now);
+        assert!(now < t0 + Duration::from_secs(10), "the punch never ended");
+    }
+    let next = node.poll_timeout().unwrap();
+    assert!(next > now + Duration::from_millis(500));
+    assert_eq!(node.path(&kb), Path::None);
+    // Traffic without a path: punch now.
+    node.handle_data_plane_event(now, DataPlaneEvent::NeedsPath(kb));
+    assert!(node.paths.machine(&kb).unwrap().is_punching());
+    // An event for a peer without a machine changes nothing.
+    let stranger = id(8).public_key();
+    node.handle_data_plane_event(now, DataPlaneEvent::NeedsPath(stranger));
+    assert!(!node.paths.has_machine(&stranger));
+}
+
+#[test]
+fn a_roaming_event_moves_the_path_machine_and_is_reported_once() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(1));
+    let kb = sim.key(1);
+    let moved = Path::Direct("198.51.100.200:41000".parse().unwrap());
+    let now = sim.now;
+    let a = &mut sim.hosts[0];
+    a.events.clear();
+    a.node.handle_data_plane_event(
+        now,
+        DataPlaneEvent::Roamed {
+            key: kb,
+            path: moved,
+        },
+    );
+    assert_eq!(a.node.paths.machine_path(&kb), Some(moved));
+    assert_eq!(a.node.path(&kb), moved);
+    a.node.handle_data_plane_event(
+        now,
+        DataPlaneEvent::Roamed {
+            key: kb,
+            path: moved,
+        },
+    );
+    let events: Vec<_> = std::iter::from_fn(|| a.node.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![NodeEvent::PathChanged {
+            peer: kb,
+            path: "direct".into(),
+            endpoint: moved.addr()
+        }]
+    );
+}
+
+#[test]
+fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
+    let t0 = Instant::now();
+    let me = id(0);
+    let peer = id(1).public_key();
+    let plane = ControlPlane::new(
+        me.clone(),
+        ClientConfig::new(vec![]),
+        TrustStore::in_memory(me.public_key()),
+        t0,
+        T0,
+    );
+    let config = NodeConfig {
+        network: DEFAULT_NETWORK,
+        static_peers: vec![peer],
+        has_registry: false,
+    };
+    let mut node = Node::new(plane, config, [1; 32], t0);
+    let ep = Path::Direct("127.0.0.1:4000".parse().unwrap());
+    node.set_known_path(t0, peer, ep);
+    assert!(node.is_allowed(&peer));
+    let (tx, mut rx) = oneshot::channel();
+    node.handle_command(
+        t0,
+        ControlCommand::Handshake {
+            peer: PeerRef::PublicKey(peer),
+            justification: String::new(),
+            reply: tx,
+        },
+    );
+    let view = rx.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!(view.state, TrustStanding::Static);
+    // A ping goes out at once along the configured endpoint.
+    let (tx, _rx) = oneshot::channel();
+    node.handle_command(
+        t0,
+        ControlCommand::Ping {
+            peer: PeerRef::PublicKey(peer),
+            count: 1,
+            reply: tx,
+        },
+    );
+    let (to, bytes) = node.poll_transmit().unwrap();
+    assert_eq!(Path::Direct(to), ep);
+    assert!(probe::is_probe(&bytes));
+}
