@@ -7,7 +7,7 @@ use std::fmt;
 
 /// Stable error codes. They appear in `--json` output and in the local API; scripts match on
 /// them, so existing codes never change meaning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The caller gave an argument, file or request that is not valid.
@@ -51,7 +51,9 @@ impl fmt::Display for ErrorCode {
 }
 
 /// A user-facing error: code, message and hint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[error("{message}")]
 pub struct PilotError {
     /// What kind of failure this is.

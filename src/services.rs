@@ -3,12 +3,14 @@
 //! the local API (`connect`, `listen`; 1000 by convention), and messages on 1001.
 //!
 //! - [`echo`]: port 7.
+//! - [`streams`]: byte streams on any port, for the API's `connect` and `listen`.
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 
 pub mod echo;
 pub mod message_store;
 pub mod messages;
+pub mod streams;
 
 pub use echo::{start_echo, ECHO_PORT};
 pub use messages::Messages;

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
 
-pub use self::core::{CountersSnapshot, NoPeerHook, PeerTableError};
+pub use self::core::{CountersSnapshot, NoPeerHook, PeerId, PeerTableError};
 pub use self::events::{DataPlaneEvent, EventReceiver};
 pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
 pub use self::path::Path;
@@ -261,6 +261,21 @@ impl DataPlane {
     /// Status of every peer.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.shared.core.peers()
+    }
+
+    /// The trusted peer with this overlay IPv6 address (key and hostname, no status).
+    pub fn peer_by_ip(&self, ip: &std::net::Ipv6Addr) -> Option<PeerId> {
+        self.shared.core.peer_by_ip(ip)
+    }
+
+    /// The trusted peer with this key (key and hostname, no status).
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
+        self.shared.core.peer_by_key(key)
+    }
+
+    /// The trusted peer known by this hostname.
+    pub fn peer_by_hostname(&self, hostname: &str) -> Option<PeerId> {
+        self.shared.core.peer_by_hostname(hostname)
     }
 
     /// Global counters (drops that belong to no peer).

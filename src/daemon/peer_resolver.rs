@@ -26,12 +26,7 @@ impl PeerResolver {
 impl Resolver for PeerResolver {
     fn resolve<'a>(&'a self, name: &'a Hostname) -> BoxFuture<'a, Option<Ipv6Addr>> {
         Box::pin(async move {
-            if let Some(p) = self
-                .plane
-                .peers()
-                .into_iter()
-                .find(|p| p.hostname.as_deref() == Some(name.as_str()))
-            {
+            if let Some(p) = self.plane.peer_by_hostname(name.as_str()) {
                 return Some(p.ipv6);
             }
             let control = self.control.as_ref()?;
@@ -47,6 +42,6 @@ impl Resolver for PeerResolver {
     }
 
     fn permits(&self, ip: Ipv6Addr) -> bool {
-        self.plane.peers().iter().any(|p| p.ipv6 == ip)
+        self.plane.peer_by_ip(&ip).is_some()
     }
 }

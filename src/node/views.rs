@@ -9,7 +9,7 @@ use crate::identity::PublicKey;
 use crate::mapping::{Addr48, Hostname};
 
 /// How a peer stands with us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrustStanding {
     /// It asked us; we have not decided.
@@ -27,13 +27,14 @@ pub enum TrustStanding {
 }
 
 /// One peer's trust, as `trust`, `handshake`, `approve`, `reject` and `untrust` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustView {
     /// The peer's Ed25519 public key (base64).
     pub public_key: PublicKey,
     /// Its overlay address.
     pub address: Addr48,
     /// Its overlay IPv6 address.
+    #[schema(value_type = String)]
     pub ipv6: Ipv6Addr,
     /// Its hostname at the registry, if known.
     pub hostname: Option<Hostname>,
@@ -42,7 +43,7 @@ pub struct TrustView {
 }
 
 /// A trust request waiting for our decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingView {
     /// Who asks.
     #[serde(flatten)]
@@ -54,21 +55,21 @@ pub struct PendingView {
 }
 
 /// `pending`'s answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PendingList {
     /// Requests waiting for `approve` or `reject`.
     pub pending: Vec<PendingView>,
 }
 
 /// `trust`'s answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrustList {
     /// Every trust record, then the static peers.
     pub peers: Vec<TrustView>,
 }
 
 /// A hostname found at a registry (`find`): key and address, never an endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lookup {
     /// The name looked up.
     pub hostname: Hostname,
@@ -77,18 +78,19 @@ pub struct Lookup {
     /// That key's overlay address.
     pub address: Addr48,
     /// That key's overlay IPv6 address.
+    #[schema(value_type = String)]
     pub ipv6: Ipv6Addr,
 }
 
 /// The hostname this node claims (`set-hostname`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostnameClaim {
     /// The name.
     pub hostname: Hostname,
 }
 
 /// The outcome of `ping`: signed probes over the peer's current path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PingReport {
     /// The peer's public key.
     pub peer: PublicKey,
@@ -97,6 +99,7 @@ pub struct PingReport {
     /// `direct` or `relay`.
     pub path: String,
     /// Where the probes went (the peer's endpoint, or the relay).
+    #[schema(value_type = Option<String>)]
     pub endpoint: Option<SocketAddr>,
     /// Probes sent.
     pub sent: usize,
@@ -114,7 +117,7 @@ pub struct PingReport {
 
 /// Something that happened to this node, for the local API's live event stream (and, later,
 /// webhooks). Serialised with a `type` tag, e.g. `{"type":"trust_request","from":…}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum NodeEvent {
     /// A peer asks for our trust (see `pending`).
@@ -148,6 +151,7 @@ pub enum NodeEvent {
         /// `direct`, `relay` or `none`.
         path: String,
         /// Where its datagrams now go.
+        #[schema(value_type = Option<String>)]
         endpoint: Option<SocketAddr>,
     },
 }

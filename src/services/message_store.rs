@@ -56,7 +56,7 @@ impl From<MessageError> for crate::error::PilotError {
 }
 
 /// What kind of payload a message carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     /// `data` is a JSON value.
@@ -66,7 +66,7 @@ pub enum MessageType {
 }
 
 /// A message on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WireMessage {
     /// Protocol version (1).
@@ -154,7 +154,7 @@ fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// A message as kept in the inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InboxEntry {
     /// Sender's public key (base64).
     pub from: String,
@@ -245,11 +245,12 @@ impl Inbox {
 }
 
 /// A message waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutboxEntry {
     /// Recipient's public key (base64).
     pub to: String,
     /// Recipient's overlay IPv6.
+    #[schema(value_type = String)]
     pub to_ipv6: std::net::Ipv6Addr,
     /// The message.
     pub message: WireMessage,

@@ -6,7 +6,7 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::clock::unix_ms_now;
 use crate::services::message_store::{
@@ -21,6 +21,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry backoff bounds for undelivered messages.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Received messages buffered per listener of [`Messages::subscribe`] before a slow one misses
+/// some.
+const RECEIVED_QUEUE: usize = 256;
 
 /// The message service: inbox, outbox, receiver and delivery task.
 pub struct Messages {
@@ -30,6 +33,7 @@ pub struct Messages {
     plane: Arc<DataPlane>,
     wake: Notify,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    received: broadcast::Sender<InboxEntry>,
 }
 
 impl Messages {
@@ -47,6 +51,7 @@ impl Messages {
             plane,
             wake: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
+            received: broadcast::channel(RECEIVED_QUEUE).0,
         });
         let listener = m.overlay.listen(MESSAGE_PORT).await?;
         let recv = m.clone();
@@ -101,6 +106,12 @@ impl Messages {
         self.inbox.lock().expect("inbox").clear()
     }
 
+    /// Each message newly stored in the inbox from now on (a slow receiver misses some and
+    /// is told how many).
+    pub fn subscribe(&self) -> broadcast::Receiver<InboxEntry> {
+        self.received.subscribe()
+    }
+
     /// Messages not yet acked by their recipients.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, MessageError> {
         self.outbox.pending()
@@ -135,12 +146,7 @@ impl Messages {
         };
         // The data plane only lets trusted peers in and checks inner sources, so the remote
         // address names the sender; find its key.
-        let Some(peer) = self
-            .plane
-            .peers()
-            .into_iter()
-            .find(|p| p.ipv6 == *remote.ip())
-        else {
+        let Some(peer) = self.plane.peer_by_ip(remote.ip()) else {
             tracing::warn!(%remote, "message from an address that is no peer: closed");
             return Ok(());
         };
@@ -154,8 +160,8 @@ impl Messages {
                 ));
             }
             let entry = InboxEntry {
-                from: peer.public_key.clone(),
-                from_address: peer.address.clone(),
+                from: peer.public_key.to_string(),
+                from_address: peer.addr48.to_string(),
                 from_hostname: peer.hostname.clone(),
                 id: m.id.clone(),
                 kind: m.kind,
@@ -166,6 +172,7 @@ impl Messages {
             let new = self.inbox.lock().expect("inbox").store(&entry)?;
             if new {
                 tracing::info!(from = %entry.from_address, id = %entry.id, "message received");
+                let _ = self.received.send(entry);
             }
             write_frame(&mut s, &WireAck { v: 1, ack: m.id }).await?;
         }

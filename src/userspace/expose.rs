@@ -25,7 +25,7 @@ pub const MAX_CONNECTIONS_PER_PORT: usize = 1024;
 const SPLICE_BUFFER: usize = 256 * 1024;
 
 /// One exposed port, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exposed {
     /// The overlay port.
     pub port: u16,

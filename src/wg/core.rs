@@ -51,8 +51,32 @@ pub struct GlobalCounters {
     send_errors: AtomicU64,
 }
 
+/// Who a trusted peer is, as a lookup in the peer table answers: no counters, no paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerId {
+    /// The peer's Ed25519 public key.
+    pub public_key: PublicKey,
+    /// Its overlay address.
+    pub addr48: Addr48,
+    /// Its overlay IPv6 address.
+    pub ipv6: Ipv6Addr,
+    /// Its hostname, if one is known.
+    pub hostname: Option<String>,
+}
+
+impl PeerId {
+    fn of(p: &Peer) -> Self {
+        PeerId {
+            public_key: p.public_key,
+            addr48: p.addr48,
+            ipv6: p.ipv6,
+            hostname: p.hostname.lock().clone(),
+        }
+    }
+}
+
 /// A snapshot of [`GlobalCounters`] for status output.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CountersSnapshot {
     /// Handshake initiations from keys that are not in the peer table (untrusted).
     pub unknown_key_handshakes: u64,
@@ -433,6 +457,33 @@ impl Core {
             .get(&key.addr48())
             .filter(|p| p.public_key == *key)
             .cloned()
+    }
+
+    /// The trusted peer with this overlay IPv6 address: its key and hostname.
+    pub fn peer_by_ip(&self, ip: &Ipv6Addr) -> Option<PeerId> {
+        let addr = self.network.addr48_of(*ip)?;
+        let table = self.table.load();
+        table
+            .by_addr
+            .get(&addr)
+            .filter(|p| p.ipv6 == *ip)
+            .map(|p| PeerId::of(p))
+    }
+
+    /// The trusted peer with this key: its key and hostname.
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
+        self.peer(key).map(|p| PeerId::of(&p))
+    }
+
+    /// The trusted peer known by this hostname (a scan of the table, building no status).
+    pub fn peer_by_hostname(&self, hostname: &str) -> Option<PeerId> {
+        let table = self.table.load();
+        let found = table
+            .by_addr
+            .values()
+            .find(|p| p.hostname.lock().as_deref() == Some(hostname))
+            .map(|p| PeerId::of(p));
+        found
     }
 
     /// Status of every peer, sorted by address.

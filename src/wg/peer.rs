@@ -116,17 +116,19 @@ pub struct Peer {
 }
 
 /// What `pilotctl peers` shows for one peer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PeerStatus {
     /// The peer's public key (base64).
     pub public_key: String,
     /// Its addr48 in canonical text form.
     pub address: String,
     /// Its overlay IPv6 address.
+    #[schema(value_type = String)]
     pub ipv6: Ipv6Addr,
     /// Its hostname, if one is known.
     pub hostname: Option<String>,
     /// Where its datagrams go: its UDP endpoint (direct), or the registry relaying them.
+    #[schema(value_type = Option<String>)]
     pub endpoint: Option<SocketAddr>,
     /// How packets reach it: `"direct"`, `"relay"`, or `"none"` (no path yet).
     pub path: String,

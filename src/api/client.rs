@@ -1,0 +1,195 @@
+//! A blocking client of the local API (the CLI is one): hyper's HTTP/1.1 client on a
+//! current-thread runtime, over the daemon's Unix socket.
+
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::api::server::{STREAM_HEADER, STREAM_PROTOCOL};
+use crate::api::types::{Envelope, Request};
+use crate::error::{ErrorCode, PilotError};
+
+/// How long a call waits for the daemon's answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to the daemon's API.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+fn connect_error(path: &Path, e: std::io::Error) -> PilotError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            PilotError::not_running(format!("no daemon is listening on {}", path.display()))
+        }
+        std::io::ErrorKind::PermissionDenied => PilotError::new(
+            ErrorCode::Unauthorized,
+            format!("permission denied on {}", path.display()),
+            "the daemon's socket is owner-only: run pilotctl as the user that started the daemon",
+        ),
+        _ => PilotError::new(
+            ErrorCode::ConnectionFailed,
+            format!("cannot connect to {}: {e}", path.display()),
+            "check $PILOT_SOCKET / $PILOT_HOME, or restart the daemon",
+        ),
+    }
+}
+
+fn lost(e: impl std::fmt::Display) -> PilotError {
+    PilotError::new(
+        ErrorCode::ConnectionFailed,
+        format!("lost the connection to the daemon: {e}"),
+        "see $PILOT_HOME/daemon.log",
+    )
+}
+
+fn no_answer() -> PilotError {
+    PilotError::new(
+        ErrorCode::Timeout,
+        format!("the daemon did not answer within {} s", CALL_TIMEOUT.as_secs()),
+        "see $PILOT_HOME/daemon.log; restart it with `pilotctl daemon stop && pilotctl daemon start`",
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> PilotError {
+    PilotError::internal(e.to_string())
+}
+
+impl Client {
+    /// Connects to the daemon's socket. A missing socket or a refused connection means the
+    /// daemon is not running; a permission error means it belongs to someone else.
+    pub fn connect(path: &Path) -> Result<Self, PilotError> {
+        let stream = UnixStream::connect(path).map_err(|e| connect_error(path, e))?;
+        stream.set_nonblocking(true).map_err(internal)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(internal)?;
+        let sender = rt.block_on(async {
+            let io = TokioIo::new(tokio::net::UnixStream::from_std(stream).map_err(internal)?);
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(lost)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "API connection ended");
+                }
+            });
+            Ok::<_, PilotError>(sender)
+        })?;
+        Ok(Client { rt, sender })
+    }
+
+    fn http_request(
+        req: &Request,
+        upgrade: bool,
+    ) -> Result<hyper::Request<Full<Bytes>>, PilotError> {
+        let route = req.route();
+        let mut b = hyper::Request::builder()
+            .method(route.method)
+            .uri(route.target)
+            .header(hyper::header::HOST, "pilot");
+        if upgrade {
+            b = b
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, STREAM_PROTOCOL);
+        }
+        let body = match route.body {
+            Some(v) => {
+                b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(&v).map_err(internal)?)
+            }
+            None => Bytes::new(),
+        };
+        b.body(Full::new(body)).map_err(internal)
+    }
+
+    /// Sends a request and waits for its reply's `data`.
+    pub fn call(&mut self, req: &Request) -> Result<serde_json::Value, PilotError> {
+        if req.is_stream() {
+            return Err(PilotError::internal(
+                "a stream request needs Client::open_stream",
+            ));
+        }
+        let http = Self::http_request(req, false)?;
+        let sender = &mut self.sender;
+        let (status, body) = self.rt.block_on(async {
+            let exchange = async {
+                sender.ready().await.map_err(lost)?;
+                let resp = sender.send_request(http).await.map_err(lost)?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
+                Ok::<_, PilotError>((status, body))
+            };
+            tokio::time::timeout(CALL_TIMEOUT, exchange)
+                .await
+                .map_err(|_| no_answer())?
+        })?;
+        parse_envelope(status.as_u16(), &body)?.into_result()
+    }
+
+    /// Sends a stream request (`connect`, `listen`) and waits for its reply (no time limit:
+    /// `listen` waits for a peer); on success the returned reader and writer carry the stream,
+    /// and shutting down the writer's write side passes the half-close on to the peer.
+    pub fn open_stream(
+        mut self,
+        req: &Request,
+    ) -> Result<(serde_json::Value, BufReader<UnixStream>, UnixStream), PilotError> {
+        if !req.is_stream() {
+            return Err(PilotError::internal("not a stream request"));
+        }
+        let http = Self::http_request(req, true)?;
+        let sender = &mut self.sender;
+        let (data, upgraded) = self.rt.block_on(async {
+            sender.ready().await.map_err(lost)?;
+            let resp = sender.send_request(http).await.map_err(lost)?;
+            let status = resp.status();
+            if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
+                parse_envelope(status.as_u16(), &body)?.into_result()?;
+                return Err(PilotError::internal(format!(
+                    "the daemon answered a stream request with HTTP {status}"
+                )));
+            }
+            let first = resp
+                .headers()
+                .get(STREAM_HEADER)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            let data = parse_envelope(101, &first)?.into_result()?;
+            let upgraded = hyper::upgrade::on(resp).await.map_err(lost)?;
+            Ok::<_, PilotError>((data, upgraded))
+        })?;
+        let (mine, theirs) = UnixStream::pair().map_err(internal)?;
+        theirs.set_nonblocking(true).map_err(internal)?;
+        let rt = self.rt;
+        // The upgraded connection is hyper's; a socket pair gives the caller plain std streams.
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                let Ok(mut theirs) = tokio::net::UnixStream::from_std(theirs) else {
+                    return;
+                };
+                let mut up = TokioIo::new(upgraded);
+                let _ = tokio::io::copy_bidirectional(&mut up, &mut theirs).await;
+            })
+        });
+        let writer = mine.try_clone().map_err(internal)?;
+        Ok((data, BufReader::new(mine), writer))
+    }
+}
+
+/// Reads an envelope from a reply body.
+fn parse_envelope(status: u16, body: &[u8]) -> Result<Envelope, PilotError> {
+    serde_json::from_slice(body).map_err(|e| {
+        PilotError::internal(format!(
+            "unreadable reply from the daemon (HTTP {status}): {e}"
+        ))
+    })
+}

@@ -1,0 +1,124 @@
+//! `GET /v1/events`: the node's live events as server-sent events.
+//!
+//! Each client has its own bounded queue (a broadcast receiver): a client that reads too
+//! slowly misses events and is told how many with a `lagged` event; the daemon never buffers
+//! without bound for it. The stream opens with a comment line so a client sees it is live.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::api::server::Api;
+use crate::api::types::{ApiEvent, InboxEntry, MessageReceived, NodeEvent, StreamEvent};
+
+/// How often an idle stream sends a keep-alive comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One client's receivers of the node's events.
+pub struct Subscription {
+    /// Trust, peers and paths, from the control plane.
+    pub node: broadcast::Receiver<NodeEvent>,
+    /// Messages stored in the inbox, from the message service (if it runs).
+    pub messages: Option<broadcast::Receiver<InboxEntry>>,
+}
+
+async fn next_message(
+    rx: &mut Option<broadcast::Receiver<InboxEntry>>,
+) -> Result<InboxEntry, RecvError> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Subscription {
+    /// The next event for this client: `None` when the node's channel closed.
+    pub async fn next(&mut self) -> Option<ApiEvent> {
+        loop {
+            let got = tokio::select! {
+                n = self.node.recv() => match n {
+                    Ok(e) => Ok(ApiEvent::Node(e)),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => return None,
+                },
+                m = next_message(&mut self.messages) => match m {
+                    Ok(message) => Ok(ApiEvent::Api(StreamEvent::MessageReceived(MessageReceived { message }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => Err(None),
+                },
+            };
+            match got {
+                Ok(e) => return Some(e),
+                Err(Some(missed)) => return Some(ApiEvent::Api(StreamEvent::Lagged { missed })),
+                Err(None) => self.messages = None,
+            }
+        }
+    }
+
+    /// The events as a stream.
+    pub fn into_stream(self) -> impl Stream<Item = ApiEvent> + Send {
+        stream::unfold(self, |mut s| async move { s.next().await.map(|e| (e, s)) })
+    }
+}
+
+/// One event in SSE form: `event: TYPE` and `data: JSON`.
+pub fn sse_event(e: &ApiEvent) -> Event {
+    Event::default()
+        .event(e.kind())
+        .json_data(e)
+        .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+}
+
+/// Live events: trust requests and decisions, peers trusted and untrusted, path changes,
+/// messages received; `lagged` when this client missed some.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    responses((status = 200, content_type = "text/event-stream",
+        description = "server-sent events; each `data:` is an ApiEvent, each `event:` its `type`",
+        body = ApiEvent)))]
+pub async fn handler<A: Api>(State(api): State<Arc<A>>) -> impl IntoResponse {
+    let hello =
+        stream::once(async { Ok::<_, Infallible>(Event::default().comment("pilot events v1")) });
+    let events = api
+        .subscribe()
+        .into_stream()
+        .map(|e| Ok::<_, Infallible>(sse_event(&e)));
+    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_client_is_told_how_many_events_it_missed() {
+        let (tx, rx) = broadcast::channel(2);
+        let (mtx, mrx) = broadcast::channel::<InboxEntry>(2);
+        let mut sub = Subscription {
+            node: rx,
+            messages: Some(mrx),
+        };
+        let key: crate::identity::PublicKey = crate::identity::Identity::generate().public_key();
+        for _ in 0..5 {
+            tx.send(NodeEvent::PeerTrusted { peer: key }).unwrap();
+        }
+        assert_eq!(
+            sub.next().await,
+            Some(ApiEvent::Api(StreamEvent::Lagged { missed: 3 }))
+        );
+        assert_eq!(
+            sub.next().await,
+            Some(ApiEvent::Node(NodeEvent::PeerTrusted { peer: key }))
+        );
+        assert_eq!(sub.next().await.map(|e| e.kind()), Some("peer_trusted"));
+        // The message service going away does not end the stream; the node's channel does.
+        drop(mtx);
+        drop(tx);
+        assert_eq!(sub.next().await, None);
+    }
+}

@@ -1,0 +1,124 @@
+//! The OpenAPI 3 document of the local API, generated from the typed requests and responses
+//! ([`crate::api::types`]) and the handlers' annotations. The daemon serves it at
+//! `GET /v1/openapi.json`; the same text is committed as `docs/api/openapi.json`
+//! (`UPDATE_OPENAPI=1 cargo test --test api_http` rewrites it).
+
+use utoipa::OpenApi;
+
+use crate::api::events;
+use crate::api::handlers;
+use crate::api::types::*;
+use crate::error::{ErrorCode, PilotError};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pilot local API",
+        version = "1.0.0",
+        description = "HTTP/1.1 on the daemon's owner-only Unix socket ($PILOT_SOCKET, else \
+$PILOT_HOME/pilot.sock), e.g. `curl --unix-socket ~/.pilot/pilot.sock http://pilot/v1/info`. \
+Every JSON answer is an envelope: `{\"status\":\"ok\",\"data\":…}` or \
+`{\"status\":\"error\",\"code\":…,\"message\":…,\"hint\":…}`, with an HTTP status that matches \
+the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exists, \
+500 internal, 502 connection_failed, 503 not_running, 504 timeout; 413 for a body over \
+64 KiB, 405 for a wrong method). See docs/PROTOCOL.md.",
+        license(name = "Apache-2.0")
+    ),
+    servers((url = "http://pilot", description = "any host name; the transport is the Unix socket")),
+    paths(
+        handlers::info,
+        handlers::peers,
+        handlers::set_hostname,
+        handlers::shutdown,
+        handlers::handshake,
+        handlers::pending,
+        handlers::approve,
+        handlers::reject,
+        handlers::untrust,
+        handlers::trust,
+        handlers::find,
+        handlers::ping,
+        handlers::send_message,
+        handlers::inbox,
+        handlers::outbox,
+        handlers::expose,
+        handlers::expose_list,
+        handlers::expose_remove,
+        handlers::connect,
+        handlers::listen,
+        events::handler,
+        handlers::openapi,
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorCode,
+        PilotError,
+        ApiEvent,
+        NodeEvent,
+        StreamEvent,
+        MessageReceived,
+        ConnectData,
+        ListenData,
+        TrustStanding,
+        DeliveryStatus,
+    )),
+    tags(
+        (name = "node", description = "this node: identity, peers, hostname, ping, shutdown"),
+        (name = "trust", description = "trust requests and decisions, registry look-ups"),
+        (name = "messages", description = "the message service (overlay port 1001)"),
+        (name = "expose", description = "overlay ports forwarded to local addresses"),
+        (name = "streams", description = "byte streams to peers over HTTP Upgrade"),
+        (name = "events", description = "live events (server-sent events)"),
+        (name = "meta", description = "this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON with a final newline: exactly the committed file's text.
+pub fn document_json() -> String {
+    let mut s = document()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_path_and_the_envelope() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        for p in [
+            "/v1/info",
+            "/v1/peers",
+            "/v1/trust/handshake",
+            "/v1/find/{hostname}",
+            "/v1/messages/inbox",
+            "/v1/expose/{port}",
+            "/v1/connect",
+            "/v1/events",
+            "/v1/openapi.json",
+        ] {
+            assert!(doc["paths"][p].is_object(), "{p} missing");
+        }
+        let schemas = &doc["components"]["schemas"];
+        for s in [
+            "InfoData",
+            "PeerStatus",
+            "TrustView",
+            "ErrorBody",
+            "PublicKey",
+            "NodeEvent",
+        ] {
+            assert!(schemas[s].is_object(), "{s} missing");
+        }
+    }
+}

@@ -1,0 +1,759 @@
+//! Every request and response of the local API, typed: the daemon serialises these, the CLI
+//! and the SDKs read them back, and the OpenAPI document is generated from them.
+//!
+//! Records that lower layers own (the peer table's [`PeerStatus`], the node's trust views, the
+//! message store's entries, exposed ports) are re-exported here rather than copied.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::PublicKey;
+use crate::mapping::{Addr48, Hostname};
+
+pub use crate::node::views::{
+    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, TrustList,
+    TrustStanding, TrustView,
+};
+pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
+pub use crate::userspace::expose::Exposed;
+pub use crate::wg::{CountersSnapshot, PeerStatus};
+
+/// The largest request body the daemon reads (and the largest request head).
+pub const MAX_BODY: usize = 64 * 1024;
+
+fn string_schema(description: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .into()
+}
+
+impl PartialSchema for PublicKey {
+    fn schema() -> RefOr<Schema> {
+        string_schema("An Ed25519 public key, standard base64 (44 characters).")
+    }
+}
+impl ToSchema for PublicKey {
+    fn name() -> Cow<'static, str> {
+        "PublicKey".into()
+    }
+}
+
+impl PartialSchema for Addr48 {
+    fn schema() -> RefOr<Schema> {
+        string_schema("A 48-bit overlay address in canonical text, `xxxx.xxxx.xxxx` (hex).")
+    }
+}
+impl ToSchema for Addr48 {
+    fn name() -> Cow<'static, str> {
+        "Addr48".into()
+    }
+}
+
+impl PartialSchema for Hostname {
+    fn schema() -> RefOr<Schema> {
+        string_schema("A hostname: 1-63 lowercase letters, digits and hyphens.")
+    }
+}
+impl ToSchema for Hostname {
+    fn name() -> Cow<'static, str> {
+        "Hostname".into()
+    }
+}
+
+/// The `status` of a success envelope: always `ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OkStatus {
+    /// Success.
+    Ok,
+}
+
+/// The `status` of an error envelope: always `error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatus {
+    /// Failure.
+    Error,
+}
+
+/// A success reply: `{"status":"ok","data":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OkBody<T> {
+    /// Always `ok`.
+    pub status: OkStatus,
+    /// The result.
+    pub data: T,
+}
+
+impl<T> OkBody<T> {
+    /// Wraps a result.
+    pub fn new(data: T) -> Self {
+        OkBody {
+            status: OkStatus::Ok,
+            data,
+        }
+    }
+}
+
+/// An error reply: `{"status":"error","code":…,"message":…,"hint":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `error`.
+    pub status: ErrorStatus,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// What failed, for people.
+    pub message: String,
+    /// What to do about it, for people.
+    pub hint: String,
+}
+
+impl From<PilotError> for ErrorBody {
+    fn from(e: PilotError) -> Self {
+        ErrorBody {
+            status: ErrorStatus::Error,
+            code: e.code,
+            message: e.message,
+            hint: e.hint,
+        }
+    }
+}
+
+/// A reply whose data is not known statically (what `pilotctl --json` prints):
+/// `{"status":"ok","data":…}` or `{"status":"error","code":…,"message":…,"hint":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Envelope {
+    /// Success with its data.
+    Ok {
+        /// The command's result.
+        data: serde_json::Value,
+    },
+    /// Failure.
+    Error(PilotError),
+}
+
+impl Envelope {
+    /// A success envelope around any serialisable data.
+    pub fn ok<T: Serialize>(data: &T) -> Self {
+        match serde_json::to_value(data) {
+            Ok(data) => Envelope::Ok { data },
+            Err(e) => Envelope::Error(PilotError::internal(format!("cannot encode reply: {e}"))),
+        }
+    }
+
+    /// Turns the envelope into a result.
+    pub fn into_result(self) -> Result<serde_json::Value, PilotError> {
+        match self {
+            Envelope::Ok { data } => Ok(data),
+            Envelope::Error(e) => Err(e),
+        }
+    }
+}
+
+/// The HTTP status that goes with an error code.
+pub fn http_status(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::InvalidArgument => 400,
+        ErrorCode::Unauthorized => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::AlreadyExists => 409,
+        ErrorCode::Internal => 500,
+        ErrorCode::ConnectionFailed => 502,
+        ErrorCode::NotRunning => 503,
+        ErrorCode::Timeout => 504,
+    }
+}
+
+// ---- Request bodies and queries ----
+
+/// `PUT /v1/hostname`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetHostnameRequest {
+    /// The new name.
+    pub hostname: String,
+}
+
+/// `POST /v1/trust/handshake`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeRequest {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+    /// Why, shown to the peer (at most 256 bytes).
+    #[serde(default)]
+    pub justification: Option<String>,
+}
+
+/// `POST /v1/trust/approve` and `POST /v1/trust/untrust`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRequest {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+}
+
+/// `POST /v1/trust/reject`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
+    /// Whose request.
+    pub peer: String,
+    /// Why, shown to the peer.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PingRequest {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+    /// How many probes (1-100, default 4), 250 ms apart.
+    #[serde(default)]
+    pub count: Option<u32>,
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageRequest {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+    /// The payload (for `json`, JSON text).
+    pub data: String,
+    /// `json` (default) or `text`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `GET /v1/messages/inbox`'s query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InboxQuery {
+    /// Delete the messages after listing them.
+    #[serde(default)]
+    pub clear: bool,
+}
+
+/// `POST /v1/expose`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeRequest {
+    /// The overlay port.
+    pub port: u16,
+    /// The local target, `HOST:PORT`.
+    pub to: String,
+}
+
+/// `POST /v1/connect`'s query (an HTTP Upgrade).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConnectQuery {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+    /// The peer's overlay TCP port.
+    pub port: u16,
+}
+
+/// `POST /v1/listen`'s query (an HTTP Upgrade).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListenQuery {
+    /// Our overlay TCP port.
+    pub port: u16,
+}
+
+// ---- Response data ----
+
+/// `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InfoData {
+    /// addr48 in canonical text.
+    pub address: String,
+    /// Full overlay IPv6 address.
+    pub ipv6: String,
+    /// Claimed hostname, if any.
+    pub hostname: Option<String>,
+    /// Ed25519 public key, base64.
+    pub public_key: String,
+    /// `tun` or `userspace` (what runs, not what was asked).
+    pub mode: String,
+    /// Why this mode was chosen (e.g. why auto fell back to userspace).
+    pub mode_reason: String,
+    /// The overlay network /48.
+    pub network: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Number of peers in the peer table.
+    pub peers: usize,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The state directory.
+    pub state_dir: String,
+    /// UDP port of the tunnel socket, once the data plane runs.
+    pub listen_port: Option<u16>,
+    /// Where the SOCKS5 proxy listens (userspace mode).
+    #[serde(default)]
+    pub socks5: Option<String>,
+    /// pilot version.
+    pub version: String,
+}
+
+/// `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PeersData {
+    /// One entry per peer, sorted by address.
+    pub peers: Vec<PeerStatus>,
+    /// Drops that belong to no known peer (`null` when no data plane runs).
+    pub counters: Option<CountersSnapshot>,
+}
+
+/// `POST /v1/shutdown`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShutdownData {
+    /// Always true: the daemon stops after answering.
+    pub stopping: bool,
+}
+
+/// Whether a message reached the peer's inbox yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// The peer acked it (it is in the peer's inbox).
+    Delivered,
+    /// Stored in our outbox; retried until the peer acks.
+    Queued,
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SentMessage {
+    /// The message id (the receiver dedupes by sender and id).
+    pub id: String,
+    /// The recipient's public key.
+    pub to: PublicKey,
+    /// The recipient's overlay IPv6.
+    #[schema(value_type = String)]
+    pub to_ipv6: Ipv6Addr,
+    /// Delivered now, or queued for retries.
+    pub status: DeliveryStatus,
+}
+
+/// `GET /v1/messages/inbox`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InboxData {
+    /// The messages, oldest first.
+    pub messages: Vec<InboxEntry>,
+    /// Whether they were deleted after listing.
+    pub cleared: bool,
+}
+
+/// `GET /v1/messages/outbox`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OutboxData {
+    /// Messages not yet acked by their recipients.
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// `GET /v1/expose`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExposeList {
+    /// The exposed ports.
+    pub exposed: Vec<Exposed>,
+}
+
+/// The first reply of a `connect` stream (in the 101 response's `Pilot-Stream` header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectData {
+    /// The peer's public key.
+    pub peer: PublicKey,
+    /// Its overlay IPv6.
+    #[schema(value_type = String)]
+    pub ipv6: Ipv6Addr,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The first reply of a `listen` stream, once a peer connected (in the 101 response's
+/// `Pilot-Stream` header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListenData {
+    /// Our overlay port.
+    pub port: u16,
+    /// The connecting peer's overlay IPv6.
+    #[schema(value_type = String)]
+    pub peer_ipv6: Ipv6Addr,
+    /// Its public key, if it is in the peer table.
+    pub peer: Option<PublicKey>,
+    /// Its hostname, if known.
+    pub peer_hostname: Option<String>,
+}
+
+// ---- Events ----
+
+/// A message arrived in our inbox (an event of `GET /v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessageReceived {
+    /// The stored message, as `GET /v1/messages/inbox` lists it.
+    pub message: InboxEntry,
+}
+
+/// One item of the live event stream `GET /v1/events`. On the wire each is a server-sent
+/// event whose `event:` is the `type` and whose `data:` is this object as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ApiEvent {
+    /// Trust, peers and paths (`trust_request`, `trust_rejected`, `peer_trusted`,
+    /// `peer_untrusted`, `path_changed`).
+    Node(NodeEvent),
+    /// `message_received`, `lagged`.
+    Api(StreamEvent),
+}
+
+/// Events of the stream itself and of the services.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A message arrived in our inbox.
+    MessageReceived(MessageReceived),
+    /// This client read too slowly and missed `missed` events (they are not replayed).
+    Lagged {
+        /// How many events were dropped for this client.
+        missed: u64,
+    },
+}
+
+impl ApiEvent {
+    /// The event's `type`, also its SSE `event:` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiEvent::Node(NodeEvent::TrustRequest { .. }) => "trust_request",
+            ApiEvent::Node(NodeEvent::TrustRejected { .. }) => "trust_rejected",
+            ApiEvent::Node(NodeEvent::PeerTrusted { .. }) => "peer_trusted",
+            ApiEvent::Node(NodeEvent::PeerUntrusted { .. }) => "peer_untrusted",
+            ApiEvent::Node(NodeEvent::PathChanged { .. }) => "path_changed",
+            ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
+            ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
+        }
+    }
+}
+
+// ---- The client's commands ----
+
+/// A command for the daemon, as the CLI names it; [`Request::route`] says which HTTP request
+/// carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Identity, address, mode, uptime.
+    Info {},
+    /// Change the hostname this node claims.
+    SetHostname {
+        /// The new name.
+        hostname: String,
+    },
+    /// Graceful shutdown.
+    Shutdown {},
+    /// The peer table with per-peer traffic and drop counters.
+    Peers {},
+    /// Ask a peer for trust.
+    Handshake {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// Why, shown to the peer (at most 256 bytes).
+        #[serde(default)]
+        justification: Option<String>,
+    },
+    /// Trust requests waiting for our decision.
+    Pending {},
+    /// Approve a pending request.
+    Approve {
+        /// Whose.
+        peer: String,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// Whose.
+        peer: String,
+        /// Why, shown to the peer.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Withdraw trust (tears the tunnel down on both sides).
+    Untrust {
+        /// From whom.
+        peer: String,
+    },
+    /// Every trust record.
+    Trust {},
+    /// Open a byte stream to a peer's overlay port (an HTTP Upgrade).
+    Connect {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// The peer's overlay TCP port.
+        port: u16,
+    },
+    /// Wait for one peer to connect to our overlay port (an HTTP Upgrade).
+    Listen {
+        /// Our overlay TCP port.
+        port: u16,
+    },
+    /// Queue a message for a peer's inbox (delivered with retries until acked).
+    SendMessage {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// The payload (for `json`, JSON text).
+        data: String,
+        /// `json` (default) or `text`.
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    },
+    /// The messages in our inbox.
+    Inbox {
+        /// Delete them after listing.
+        #[serde(default)]
+        clear: bool,
+    },
+    /// Messages not yet acked by their recipients.
+    Outbox {},
+    /// Look up an exact hostname at the registries.
+    Find {
+        /// The hostname.
+        hostname: String,
+    },
+    /// Probe a trusted peer over its current path: round-trip times and the path.
+    Ping {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// How many probes (1-100, default 4), 250 ms apart.
+        #[serde(default)]
+        count: Option<u32>,
+    },
+    /// Forward an overlay TCP port to a local `HOST:PORT`.
+    Expose {
+        /// The overlay port.
+        port: u16,
+        /// The local target.
+        to: String,
+    },
+    /// The exposed ports.
+    ExposeList {},
+    /// Stop forwarding an overlay port.
+    ExposeRemove {
+        /// The overlay port.
+        port: u16,
+    },
+}
+
+/// The HTTP request that carries a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// `GET`, `POST`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// Path and query, percent-encoded.
+    pub target: String,
+    /// The JSON body, if any.
+    pub body: Option<serde_json::Value>,
+}
+
+/// Percent-encodes `s` for a path segment or a query value (everything but RFC 3986's
+/// unreserved characters).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn json<T: Serialize>(v: T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
+impl Request {
+    /// The method, path and body of this command's HTTP request.
+    pub fn route(&self) -> Route {
+        use Request as R;
+        let r = |method, target: String, body| Route {
+            method,
+            target,
+            body,
+        };
+        match self.clone() {
+            R::Info {} => r("GET", "/v1/info".into(), None),
+            R::Peers {} => r("GET", "/v1/peers".into(), None),
+            R::SetHostname { hostname } => r(
+                "PUT",
+                "/v1/hostname".into(),
+                json(SetHostnameRequest { hostname }),
+            ),
+            R::Shutdown {} => r("POST", "/v1/shutdown".into(), None),
+            R::Handshake {
+                peer,
+                justification,
+            } => r(
+                "POST",
+                "/v1/trust/handshake".into(),
+                json(HandshakeRequest {
+                    peer,
+                    justification,
+                }),
+            ),
+            R::Pending {} => r("GET", "/v1/trust/pending".into(), None),
+            R::Approve { peer } => r(
+                "POST",
+                "/v1/trust/approve".into(),
+                json(PeerRequest { peer }),
+            ),
+            R::Reject { peer, reason } => r(
+                "POST",
+                "/v1/trust/reject".into(),
+                json(RejectRequest { peer, reason }),
+            ),
+            R::Untrust { peer } => r(
+                "POST",
+                "/v1/trust/untrust".into(),
+                json(PeerRequest { peer }),
+            ),
+            R::Trust {} => r("GET", "/v1/trust".into(), None),
+            R::Find { hostname } => r(
+                "GET",
+                format!("/v1/find/{}", percent_encode(&hostname)),
+                None,
+            ),
+            R::Ping { peer, count } => {
+                r("POST", "/v1/ping".into(), json(PingRequest { peer, count }))
+            }
+            R::SendMessage { peer, data, kind } => r(
+                "POST",
+                "/v1/messages".into(),
+                json(SendMessageRequest { peer, data, kind }),
+            ),
+            R::Inbox { clear } => r("GET", format!("/v1/messages/inbox?clear={clear}"), None),
+            R::Outbox {} => r("GET", "/v1/messages/outbox".into(), None),
+            R::Expose { port, to } => r(
+                "POST",
+                "/v1/expose".into(),
+                json(ExposeRequest { port, to }),
+            ),
+            R::ExposeList {} => r("GET", "/v1/expose".into(), None),
+            R::ExposeRemove { port } => r("DELETE", format!("/v1/expose/{port}"), None),
+            R::Connect { peer, port } => r(
+                "POST",
+                format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
+                None,
+            ),
+            R::Listen { port } => r("POST", format!("/v1/listen?port={port}"), None),
+        }
+    }
+
+    /// Whether this command opens a byte stream (an HTTP Upgrade).
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Request::Connect { .. } | Request::Listen { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ok_envelope_has_status_and_data() {
+        let v = serde_json::to_value(Envelope::ok(&serde_json::json!({"a": 1}))).unwrap();
+        assert_eq!(v, serde_json::json!({"status": "ok", "data": {"a": 1}}));
+        let typed = serde_json::to_value(OkBody::new(ShutdownData { stopping: true })).unwrap();
+        assert_eq!(
+            typed,
+            serde_json::json!({"status": "ok", "data": {"stopping": true}})
+        );
+    }
+
+    #[test]
+    fn error_envelope_has_code_message_hint() {
+        let e = Envelope::Error(PilotError::new(ErrorCode::NotFound, "m", "h"));
+        let v = serde_json::to_value(&e).unwrap();
+        let expected = serde_json::json!({"status": "error", "code": "not_found", "message": "m", "hint": "h"});
+        assert_eq!(v, expected);
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        let body = ErrorBody::from(PilotError::new(ErrorCode::NotFound, "m", "h"));
+        assert_eq!(serde_json::to_value(body).unwrap(), expected);
+    }
+
+    #[test]
+    fn error_codes_map_to_http_statuses() {
+        assert_eq!(http_status(ErrorCode::InvalidArgument), 400);
+        assert_eq!(http_status(ErrorCode::NotFound), 404);
+        assert_eq!(http_status(ErrorCode::AlreadyExists), 409);
+        assert_eq!(http_status(ErrorCode::Timeout), 504);
+        assert_eq!(http_status(ErrorCode::ConnectionFailed), 502);
+        assert_eq!(http_status(ErrorCode::Internal), 500);
+    }
+
+    #[test]
+    fn commands_route_to_versioned_paths() {
+        let r = Request::Find {
+            hostname: "a b/c".into(),
+        }
+        .route();
+        assert_eq!((r.method, r.target.as_str()), ("GET", "/v1/find/a%20b%2Fc"));
+        let r = Request::Connect {
+            peer: "abc+/=".into(),
+            port: 1000,
+        }
+        .route();
+        assert_eq!(r.target, "/v1/connect?peer=abc%2B%2F%3D&port=1000");
+        let r = Request::Reject {
+            peer: "p".into(),
+            reason: None,
+        }
+        .route();
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.body,
+            Some(serde_json::json!({"peer": "p", "reason": null}))
+        );
+    }
+
+    #[test]
+    fn events_carry_their_type() {
+        let e = ApiEvent::Api(StreamEvent::Lagged { missed: 3 });
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type": "lagged", "missed": 3})
+        );
+        assert_eq!(e.kind(), "lagged");
+    }
+
+    proptest! {
+        #[test]
+        fn envelopes_round_trip(msg in ".{0,40}", hint in ".{0,40}", n in any::<i64>()) {
+            for e in [
+                Envelope::ok(&serde_json::json!({"n": n, "s": msg.clone()})),
+                Envelope::Error(PilotError::new(ErrorCode::Timeout, msg.clone(), hint.clone())),
+            ] {
+                let text = serde_json::to_string(&e).unwrap();
+                let back: Envelope = serde_json::from_str(&text).unwrap();
+                prop_assert_eq!(back, e);
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The running node as the local API sees it: [`Node`] implements [`Api`], turning each
+//! request into a call on the data plane, the control task, the services or the exposer.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::api::events::Subscription;
+use crate::api::server::{Api, ApiResult};
+use crate::api::types::*;
+use crate::config::Config;
+use crate::daemon::control_task::{ControlCommand, ControlHandle};
+use crate::daemon::mode::ModeChoice;
+use crate::daemon::node_state::{self, NodeState};
+use crate::daemon::peer_resolver::PeerResolver;
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::{Hostname, PeerRef};
+use crate::services::message_store::{MessageType, MAX_DATA};
+use crate::services::{streams, Messages};
+use crate::state::paths::StatePaths;
+use crate::userspace::expose::{ExposeError, Exposer};
+use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
+use crate::userspace::socks5::Resolver;
+use crate::wg::DataPlane;
+
+/// The running node, shared by the API handlers.
+pub struct Node {
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// The effective config.
+    pub config: Config,
+    /// The state directory.
+    pub paths: StatePaths,
+    /// The mode that runs.
+    pub mode: ModeChoice,
+    /// The hostname we claim.
+    pub hostname: Mutex<Option<Hostname>>,
+    /// When the daemon started.
+    pub started: Instant,
+    /// Set to stop the daemon.
+    pub shutdown: watch::Sender<bool>,
+    /// The WireGuard data plane.
+    pub dataplane: Arc<DataPlane>,
+    /// The control task (registries and trust).
+    pub control: ControlHandle,
+    /// Overlay ports forwarded to local targets.
+    pub exposer: Exposer,
+    /// Where the SOCKS5 proxy listens (userspace mode).
+    pub socks5: Option<SocketAddr>,
+    /// Overlay sockets in the running mode (services, streams).
+    pub overlay: OverlayNet,
+    /// The message service (port 1001), if it started.
+    pub messages: Option<Arc<Messages>>,
+    /// Live node events, for the API's event stream.
+    pub events: broadcast::Sender<NodeEvent>,
+}
+
+/// The user-facing error for an exposer failure.
+pub fn expose_err(e: ExposeError) -> PilotError {
+    match e {
+        ExposeError::InvalidTarget(_) | ExposeError::PortZero => PilotError::invalid(
+            e.to_string(),
+            "give a port and a target: expose 8080 --to 127.0.0.1:3000",
+        ),
+        ExposeError::AlreadyExposed { .. } => PilotError::new(
+            ErrorCode::AlreadyExists,
+            e.to_string(),
+            "remove it first with `pilotctl expose --remove PORT`",
+        ),
+        ExposeError::NotExposed(_) => PilotError::new(
+            ErrorCode::NotFound,
+            e.to_string(),
+            "see the exposed ports with `pilotctl expose --list`",
+        ),
+        ExposeError::Listen { .. } => PilotError::new(
+            ErrorCode::AlreadyExists,
+            e.to_string(),
+            "another service holds that overlay port; choose another",
+        ),
+    }
+}
+
+fn no_messages() -> PilotError {
+    PilotError::internal("the message service is not running (see the daemon log)")
+}
+
+impl Node {
+    fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
+        PeerRef::parse(text, &self.config.network).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                "name a peer by hostname (worker-node), address (xxxx.xxxx.xxxx), overlay IPv6 or public key",
+            )
+        })
+    }
+
+    /// A trusted peer's key and overlay address from anything that names it.
+    async fn resolve_peer(&self, text: &str) -> Result<(PublicKey, Ipv6Addr), PilotError> {
+        let r = self.peer_ref(text)?;
+        let ip = match &r {
+            PeerRef::Addr48(a) => self.config.network.ipv6(*a),
+            PeerRef::PublicKey(k) => self.config.network.ipv6(k.addr48()),
+            PeerRef::Hostname(h) => {
+                PeerResolver::new(self.dataplane.clone(), Some(self.control.clone()))
+                    .resolve(h)
+                    .await
+                    .ok_or_else(|| {
+                        PilotError::new(
+                    ErrorCode::NotFound,
+                    format!("no peer or registry knows the hostname `{h}`"),
+                    "check the name with `pilotctl find NAME`, or name the peer by address or key",
+                )
+                    })?
+            }
+        };
+        let peer = self.dataplane.peer_by_ip(&ip).ok_or_else(|| {
+            PilotError::new(
+                ErrorCode::Unauthorized,
+                format!("{r} ({ip}) is not a trusted peer"),
+                format!("ask for trust first: `pilotctl handshake {r}`, and wait for approval"),
+            )
+        })?;
+        Ok((peer.public_key, ip))
+    }
+
+    /// Checks a message's type and size and parses its payload.
+    fn message_payload(
+        data: String,
+        kind: Option<&str>,
+    ) -> Result<(MessageType, serde_json::Value), PilotError> {
+        let kind = match kind.unwrap_or("json") {
+            "json" => MessageType::Json,
+            "text" => MessageType::Text,
+            other => {
+                return Err(PilotError::invalid(
+                    format!("unknown message type `{other}`"),
+                    "use --type json or --type text",
+                ))
+            }
+        };
+        if data.len() > MAX_DATA {
+            return Err(PilotError::invalid(
+                format!(
+                    "the message is {} bytes; at most {MAX_DATA} are allowed",
+                    data.len()
+                ),
+                "send large data as a stream (`pilotctl connect PEER PORT`)",
+            ));
+        }
+        let value = match kind {
+            MessageType::Json => serde_json::from_str(&data).map_err(|e| {
+                PilotError::invalid(
+                    format!("--data is not valid JSON: {e}"),
+                    "quote it for the shell, e.g. --data '{\"status\":\"operational\"}', or use --type text",
+                )
+            })?,
+            MessageType::Text => serde_json::Value::String(data),
+        };
+        Ok((kind, value))
+    }
+}
+
+impl Api for Node {
+    type Stream = OverlayStream;
+
+    fn info(&self) -> InfoData {
+        let addr = self.identity.addr48();
+        let hostname = self.hostname.lock().expect("hostname lock").clone();
+        InfoData {
+            address: addr.to_string(),
+            ipv6: self.config.network.ipv6(addr).to_string(),
+            hostname: hostname.map(|h| h.to_string()),
+            public_key: self.identity.public_key().to_string(),
+            mode: self.mode.mode.to_string(),
+            mode_reason: self.mode.reason.clone(),
+            network: self.config.network.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            peers: self.dataplane.peers().len(),
+            pid: std::process::id(),
+            state_dir: self.paths.dir.display().to_string(),
+            listen_port: Some(self.dataplane.local_port()),
+            socks5: self.socks5.map(|a| a.to_string()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    fn peers(&self) -> PeersData {
+        PeersData {
+            peers: self.dataplane.peers(),
+            counters: Some(self.dataplane.counters()),
+        }
+    }
+
+    async fn set_hostname(&self, name: String) -> ApiResult<HostnameClaim> {
+        let h = Hostname::new(&name).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                "use 1-63 lowercase letters, digits and hyphens, e.g. worker-node",
+            )
+        })?;
+        self.control
+            .call(|reply| ControlCommand::SetHostname {
+                hostname: h.clone(),
+                reply,
+            })
+            .await?;
+        let state = NodeState {
+            hostname: Some(h.clone()),
+        };
+        node_state::save(&self.paths, &state)?;
+        *self.hostname.lock().expect("hostname lock") = Some(h.clone());
+        tracing::info!(hostname = %h, "hostname set");
+        Ok(HostnameClaim { hostname: h })
+    }
+
+    fn shutdown(&self) -> ShutdownData {
+        let _ = self.shutdown.send(true);
+        ShutdownData { stopping: true }
+    }
+
+    async fn handshake(&self, req: HandshakeRequest) -> ApiResult<Option<TrustView>> {
+        let peer = self.peer_ref(&req.peer)?;
+        let justification = req.justification.unwrap_or_default();
+        self.control
+            .call(|reply| ControlCommand::Handshake {
+                peer,
+                justification,
+                reply,
+            })
+            .await
+    }
+
+    async fn pending(&self) -> ApiResult<PendingList> {
+        self.control
+            .call(|reply| ControlCommand::Pending { reply })
+            .await
+    }
+
+    async fn approve(&self, peer: String) -> ApiResult<Option<TrustView>> {
+        let peer = self.peer_ref(&peer)?;
+        self.control
+            .call(|reply| ControlCommand::Approve { peer, reply })
+            .await
+    }
+
+    async fn reject(&self, req: RejectRequest) -> ApiResult<Option<TrustView>> {
+        let peer = self.peer_ref(&req.peer)?;
+        let reason = req.reason.unwrap_or_default();
+        self.control
+            .call(|reply| ControlCommand::Reject {
+                peer,
+                reason,
+                reply,
+            })
+            .await
+    }
+
+    async fn untrust(&self, peer: String) -> ApiResult<Option<TrustView>> {
+        let peer = self.peer_ref(&peer)?;
+        self.control
+            .call(|reply| ControlCommand::Untrust { peer, reply })
+            .await
+    }
+
+    async fn trust(&self) -> ApiResult<TrustList> {
+        self.control
+            .call(|reply| ControlCommand::TrustList { reply })
+            .await
+    }
+
+    async fn find(&self, hostname: String) -> ApiResult<Option<Lookup>> {
+        let name = hostname.strip_suffix(".pilot").unwrap_or(&hostname);
+        let hostname = Hostname::new(name).map_err(|e| {
+            PilotError::invalid(e.to_string(), "give an exact hostname, e.g. worker-node")
+        })?;
+        self.control
+            .call(|reply| ControlCommand::Find { hostname, reply })
+            .await
+    }
+
+    async fn ping(&self, req: PingRequest) -> ApiResult<PingReport> {
+        let peer = self.peer_ref(&req.peer)?;
+        let count = req.count.unwrap_or(4);
+        self.control
+            .call(|reply| ControlCommand::Ping { peer, count, reply })
+            .await
+    }
+
+    async fn send_message(&self, req: SendMessageRequest) -> ApiResult<SentMessage> {
+        let (kind, value) = Self::message_payload(req.data, req.kind.as_deref())?;
+        let (key, ip) = self.resolve_peer(&req.peer).await?;
+        let m = self.messages.as_ref().ok_or_else(no_messages)?;
+        let (id, delivered) = m
+            .send(key.to_string(), ip, kind, value, Duration::from_secs(3))
+            .await
+            .map_err(|e| PilotError::internal(format!("cannot queue the message: {e}")))?;
+        Ok(SentMessage {
+            id,
+            to: key,
+            to_ipv6: ip,
+            status: if delivered {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Queued
+            },
+        })
+    }
+
+    fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
+        let m = self.messages.as_ref().ok_or_else(no_messages)?;
+        let messages = m
+            .inbox()
+            .map_err(|e| PilotError::internal(format!("cannot read the inbox: {e}")))?;
+        if clear {
+            m.clear_inbox()
+                .map_err(|e| PilotError::internal(format!("cannot clear the inbox: {e}")))?;
+        }
+        Ok(InboxData {
+            messages,
+            cleared: clear,
+        })
+    }
+
+    fn outbox(&self) -> ApiResult<OutboxData> {
+        let m = self.messages.as_ref().ok_or_else(no_messages)?;
+        let outbox = m
+            .outbox()
+            .map_err(|e| PilotError::internal(e.to_string()))?;
+        Ok(OutboxData { outbox })
+    }
+
+    async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
+        self.exposer
+            .add(req.port, &req.to)
+            .await
+            .map_err(expose_err)?;
+        Ok(Exposed {
+            port: req.port,
+            to: req.to,
+        })
+    }
+
+    fn expose_list(&self) -> ExposeList {
+        ExposeList {
+            exposed: self.exposer.list(),
+        }
+    }
+
+    fn expose_remove(&self, port: u16) -> ApiResult<Exposed> {
+        self.exposer.remove(port).map_err(expose_err)
+    }
+
+    async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, OverlayStream)> {
+        let (key, ip) = self.resolve_peer(&q.peer).await?;
+        let s = streams::connect(&self.overlay, ip, q.port).await?;
+        let data = ConnectData {
+            peer: key,
+            ipv6: ip,
+            port: q.port,
+        };
+        Ok((data, s))
+    }
+
+    async fn listen(&self, port: u16) -> ApiResult<(ListenData, OverlayStream)> {
+        let (s, remote) = streams::accept_one(&self.overlay, port).await?;
+        let from = self.dataplane.peer_by_ip(&remote);
+        let data = ListenData {
+            port,
+            peer_ipv6: remote,
+            peer: from.as_ref().map(|p| p.public_key),
+            peer_hostname: from.and_then(|p| p.hostname),
+        };
+        Ok((data, s))
+    }
+
+    fn subscribe(&self) -> Subscription {
+        Subscription {
+            node: self.events.subscribe(),
+            messages: self.messages.as_ref().map(|m| m.subscribe()),
+        }
+    }
+}

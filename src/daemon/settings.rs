@@ -1,0 +1,70 @@
+//! What the daemon starts from: the config file with the command line's overrides, the
+//! identity, and logging.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::daemon::DaemonOptions;
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::Identity;
+use crate::state::paths::StatePaths;
+
+/// Reads the config: `--config`, else `$PILOT_HOME/config.toml` if present, else defaults.
+pub fn load_config(paths: &StatePaths, explicit: Option<&PathBuf>) -> Result<Config, PilotError> {
+    let path = match explicit {
+        Some(p) => Some(p.clone()),
+        None => Some(paths.default_config()).filter(|p| p.exists()),
+    };
+    match path {
+        None => Ok(Config::default()),
+        Some(p) => Config::load(&p).map_err(|e| {
+            PilotError::invalid(
+                e.to_string(),
+                format!(
+                    "fix the file (see config/pilot.toml for every key), then check it with `pilotctl config check {}`",
+                    p.display()
+                ),
+            )
+        }),
+    }
+}
+
+/// The config with `--mode` and `--registry` applied.
+pub fn effective_config(paths: &StatePaths, opts: &DaemonOptions) -> Result<Config, PilotError> {
+    let mut config = load_config(paths, opts.config.as_ref())?;
+    if let Some(m) = opts.mode {
+        config.mode = m;
+    }
+    if !opts.registries.is_empty() {
+        config.registries = opts.registries.clone();
+    }
+    Ok(config)
+}
+
+/// Loads the node's identity, or makes one on first start.
+pub fn load_identity(paths: &StatePaths) -> Result<Identity, PilotError> {
+    let (identity, created) = Identity::load_or_create(&paths.key()).map_err(|e| {
+        let code = match e {
+            crate::identity::IdentityError::InsecurePermissions { .. } => ErrorCode::Unauthorized,
+            _ => ErrorCode::InvalidArgument,
+        };
+        PilotError::new(code, e.to_string(), e.hint())
+    })?;
+    if created {
+        tracing::info!(key = %paths.key().display(), "created a new identity");
+    }
+    Ok(identity)
+}
+
+/// Logs to stderr at `PILOT_LOG`, else the config's `log_level`, else `info`.
+pub fn init_logging(config: &Config) {
+    let filter = std::env::var("PILOT_LOG")
+        .ok()
+        .or_else(|| config.log_level.clone())
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,0 +1,255 @@
+//! Starting the node's parts in order: the data plane (on a TUN device or the userspace
+//! stack), the control task on its socket, then the services, the exposed ports and the
+//! SOCKS5 proxy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{broadcast, watch};
+
+use crate::config::{Config, Mode};
+use crate::daemon::control_task::{ControlHandle, ControlTask, ControlTaskConfig};
+use crate::daemon::local_api::{expose_err, Node};
+use crate::daemon::mode::ModeChoice;
+use crate::daemon::peer_resolver::PeerResolver;
+use crate::error::{ErrorCode, PilotError};
+use crate::identity::{Identity, PublicKey};
+use crate::mapping::Hostname;
+use crate::netstack::Netstack;
+use crate::node::control::ControlPlane;
+use crate::node::registry_client::{parse_registry_spec, ClientConfig};
+use crate::node::trust::{AllowList, TrustStore, TRUST_FILE};
+use crate::node::views::NodeEvent;
+use crate::services::Messages;
+use crate::state::paths::StatePaths;
+use crate::tun::{TunConfig, TunDevice};
+use crate::userspace::expose::Exposer;
+use crate::userspace::overlay_net::OverlayNet;
+use crate::wg::{DataPlane, DataPlaneConfig, Inner};
+
+/// Node events buffered per listener of the live stream before a slow one misses some.
+const EVENT_QUEUE: usize = 1024;
+
+/// What the node starts from.
+pub struct Setup {
+    /// Our identity.
+    pub identity: Arc<Identity>,
+    /// The effective config.
+    pub config: Config,
+    /// The state directory.
+    pub paths: StatePaths,
+    /// The mode to run.
+    pub mode: ModeChoice,
+    /// The hostname to claim.
+    pub hostname: Option<Hostname>,
+}
+
+/// Starts every part of the node; `shutdown` is what `POST /v1/shutdown` sets.
+pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node, PilotError> {
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    // Both modes run the data plane (the control plane needs its UDP socket either way).
+    // TUN mode: its inner side is the TUN device. Userspace mode: the netstack.
+    let (plane, netstack) = match s.mode.mode {
+        Mode::Tun => (start_dataplane(&s.identity, &s.config, None)?, None),
+        _ => {
+            let (stack, inner) = crate::userspace::start_netstack(
+                &s.identity,
+                &s.config,
+                tokio::runtime::Handle::current(),
+            )?;
+            let plane = start_dataplane(&s.identity, &s.config, Some(inner))?;
+            (plane, Some(stack))
+        }
+    };
+    let plane = Arc::new(plane);
+    let control = start_control(&s, &plane, events.clone()).await?;
+    let overlay = match &netstack {
+        Some(stack) => OverlayNet::Userspace(stack.clone()),
+        None => OverlayNet::Kernel {
+            address: s.config.network.ipv6(s.identity.addr48()),
+            device: Some(s.config.tun.name.clone()),
+        },
+    };
+    let exposer = Exposer::new(overlay.clone());
+    let messages = start_services(&s, &overlay, &plane, &exposer).await?;
+    let socks5 = match &netstack {
+        Some(stack) => start_socks5(&s.config, stack, &plane, &control).await?,
+        None => None,
+    };
+    Ok(Node {
+        identity: s.identity,
+        config: s.config,
+        paths: s.paths,
+        mode: s.mode,
+        hostname: Mutex::new(s.hostname),
+        started: Instant::now(),
+        shutdown,
+        dataplane: plane,
+        control,
+        exposer,
+        socks5,
+        overlay,
+        messages,
+        events,
+    })
+}
+
+/// Echo (port 7), messages (port 1001) and the config's exposed ports.
+async fn start_services(
+    s: &Setup,
+    overlay: &OverlayNet,
+    plane: &Arc<DataPlane>,
+    exposer: &Exposer,
+) -> Result<Option<Arc<Messages>>, PilotError> {
+    crate::services::start_echo(overlay.clone());
+    let messages = match Messages::start(&s.paths.dir, overlay.clone(), plane.clone()).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "message service not started (port 1001)");
+            None
+        }
+    };
+    for e in &s.config.exposes {
+        exposer.add(e.port, &e.to).await.map_err(expose_err)?;
+    }
+    Ok(messages)
+}
+
+/// The SOCKS5 proxy of userspace mode, if the config enables it; returns where it listens.
+async fn start_socks5(
+    config: &Config,
+    stack: &Netstack,
+    plane: &Arc<DataPlane>,
+    control: &ControlHandle,
+) -> Result<Option<SocketAddr>, PilotError> {
+    let resolver = PeerResolver::new(plane.clone(), Some(control.clone()));
+    Ok(
+        crate::userspace::start_socks5(config, stack, Arc::new(resolver))
+            .await?
+            .map(|(addr, _task)| addr),
+    )
+}
+
+/// The configured registries (`HOST:PORT`, optionally `#KEY` to pin its key), resolved.
+async fn resolve_registries(
+    specs: &[String],
+) -> Result<(Vec<SocketAddr>, HashMap<SocketAddr, PublicKey>), PilotError> {
+    let mut addrs = Vec::new();
+    let mut pinned = HashMap::new();
+    for spec in specs {
+        let (hostport, key) = parse_registry_spec(spec)?;
+        let resolved = tokio::net::lookup_host(hostport.as_str())
+            .await
+            .map_err(|e| {
+                PilotError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("cannot resolve registry {hostport}: {e}"),
+                    "give the registry as HOST:PORT (an IP address avoids DNS)",
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                PilotError::invalid(
+                    format!("registry {hostport} resolves to no address"),
+                    "give the registry as IP:PORT",
+                )
+            })?;
+        if let Some(k) = key {
+            pinned.insert(resolved, k);
+        }
+        addrs.push(resolved);
+    }
+    Ok((addrs, pinned))
+}
+
+/// Starts the control plane (registries, trust) on the data plane's socket.
+async fn start_control(
+    s: &Setup,
+    plane: &Arc<DataPlane>,
+    events: broadcast::Sender<NodeEvent>,
+) -> Result<ControlHandle, PilotError> {
+    let me = s.identity.public_key();
+    let mut trust = TrustStore::open(me, &s.paths.dir.join(TRUST_FILE))
+        .map_err(|e| PilotError::new(ErrorCode::Unauthorized, e.to_string(), e.hint()))?;
+    trust.set_allow_list(AllowList::from_entries(&s.config.trust.allow)?);
+    let (registries, pinned) = resolve_registries(&s.config.registries).await?;
+    let mut cc = ClientConfig::new(registries.clone());
+    cc.pinned_keys = pinned;
+    cc.hostname = s.hostname.clone();
+    cc.candidates =
+        crate::daemon::candidates::local_candidates(plane.local_port(), &s.config.tun.name);
+    let core = ControlPlane::new(
+        s.identity.clone(),
+        cc,
+        trust,
+        Instant::now(),
+        crate::clock::unix_ms_now(),
+    );
+    let rx = plane
+        .take_control_receiver()
+        .ok_or_else(|| PilotError::internal("control receiver taken twice"))?;
+    let tc = ControlTaskConfig {
+        network: s.config.network,
+        static_peers: s.config.peers.iter().map(|p| p.public_key).collect(),
+        has_registry: !registries.is_empty(),
+    };
+    tracing::info!(registries = registries.len(), "control plane running");
+    Ok(ControlTask::spawn(core, plane.clone(), tc, rx, events))
+}
+
+/// A new TUN device with our overlay address and route.
+fn create_tun(identity: &Identity, config: &Config) -> Result<Inner, PilotError> {
+    let mut tc = TunConfig::new(config.network.ipv6(identity.addr48()));
+    tc.name = config.tun.name.clone();
+    tc.mtu = config.tun.mtu;
+    let tun = TunDevice::create(&tc).map_err(|e| {
+        PilotError::new(
+            ErrorCode::Unauthorized,
+            e.to_string(),
+            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
+        )
+    })?;
+    Ok(tun.into_inner())
+}
+
+/// Starts the data plane on `inner` (userspace mode: the netstack) or, when it is `None`, on a
+/// new TUN device; loads the static peers from the config (they count as trusted).
+fn start_dataplane(
+    identity: &Identity,
+    config: &Config,
+    inner: Option<Inner>,
+) -> Result<DataPlane, PilotError> {
+    let inner = match inner {
+        Some(i) => i,
+        None => create_tun(identity, config)?,
+    };
+    let dc = DataPlaneConfig {
+        listen_port: config.tunnel.listen_port,
+        keepalive_secs: config.tunnel.keepalive_secs,
+        network: config.network,
+        ..Default::default()
+    };
+    let plane = DataPlane::start(identity, &dc, inner, None).map_err(|e| {
+        PilotError::new(
+            ErrorCode::InvalidArgument,
+            e.to_string(),
+            "choose a free tunnel.listen_port (or 0 for any)",
+        )
+    })?;
+    for p in &config.peers {
+        plane.add_peer(p.public_key, p.endpoint).map_err(|e| {
+            PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
+        })?;
+        if let Some(h) = &p.hostname {
+            let _ = plane.set_hostname(&p.public_key, Some(h.to_string()));
+        }
+    }
+    tracing::info!(
+        port = plane.local_port(),
+        peers = config.peers.len(),
+        "data plane running"
+    );
+    Ok(plane)
+}

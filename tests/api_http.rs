@@ -1,0 +1,484 @@
+//! The local API as plain HTTP/1.1 over the Unix socket, driven by hand-written request bytes
+//! against a real daemon (userspace mode, no registry): envelopes and status codes, limits on
+//! size and time, garbage, the OpenAPI document (served and committed), server-sent events and
+//! HTTP Upgrade streams.
+//!
+//! `UPDATE_OPENAPI=1 cargo test --test api_http` rewrites docs/api/openapi.json.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
+
+/// A node's state directory; stops its daemon when dropped.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Self {
+        Home {
+            dir: tempfile::Builder::new()
+                .prefix("pilot-http")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.path().join("pilot.sock")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PILOT_HOME", self.path())
+            .env_remove("PILOT_SOCKET")
+            .env_remove("PILOT_REGISTRY")
+            .output()
+            .expect("run pilotctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cmd(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["data"].clone()
+    }
+
+    fn started() -> Self {
+        let h = Home::new();
+        h.ok(&["daemon", "start", "--mode", "userspace"]);
+        h
+    }
+
+    fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(self.sock()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends `raw` on a new connection and reads the whole answer (the daemon closes after
+    /// `Connection: close` or after garbage).
+    fn raw(&self, raw: &[u8]) -> Response {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        Response::parse(&buf)
+    }
+
+    /// One request with `Connection: close` and an optional body.
+    fn request(&self, method: &str, target: &str, body: Option<&str>) -> Response {
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pilot\r\nConnection: close\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        self.raw(req.as_bytes())
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
+    }
+}
+
+/// An HTTP response: status, lower-cased headers, body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn parse(buf: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(buf);
+        let (head, _) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let head_len = head.len() + 4;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = buf.get(head_len..).unwrap_or_default().to_vec();
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+#[test]
+fn info_peers_and_errors_are_envelopes_with_matching_statuses() {
+    let home = Home::started();
+    let r = home.request("GET", "/v1/info", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["data"]["mode"], "userspace");
+    assert!(v["data"]["public_key"].as_str().unwrap().len() == 44, "{v}");
+
+    let v = home.request("GET", "/v1/peers", None).json();
+    assert_eq!(v["status"], "ok");
+    assert!(v["data"]["peers"].as_array().unwrap().is_empty(), "{v}");
+    assert!(v["data"]["counters"]["malformed"].is_u64(), "{v}");
+
+    let r = home.request("GET", "/v1/launch-missiles", None);
+    assert_eq!(r.status, 404);
+    let v = r.json();
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["code"], "not_found");
+    assert!(!v["hint"].as_str().unwrap().is_empty(), "{v}");
+
+    let r = home.request("PUT", "/v1/hostname", Some("{\"hostname\":"));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "invalid_argument");
+    let r = home.request("PUT", "/v1/hostname", Some("{\"hostname\":\"NOPE!\"}"));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "invalid_argument");
+    let r = home.request("PUT", "/v1/hostname", Some("{\"name\":\"a\"}"));
+    assert_eq!(r.status, 400, "unknown fields are refused");
+
+    let r = home.request("POST", "/v1/info", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["status"], "error");
+
+    let r = home.request("GET", "/v1/messages/inbox?clear=maybe", None);
+    assert_eq!(r.status, 400);
+    let r = home.request("DELETE", "/v1/expose/8080", None);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "not_found");
+    let r = home.request(
+        "POST",
+        "/v1/expose",
+        Some("{\"port\":8080,\"to\":\"127.0.0.1:3000\"}"),
+    );
+    assert_eq!(r.status, 200);
+    let r = home.request(
+        "POST",
+        "/v1/expose",
+        Some("{\"port\":8080,\"to\":\"127.0.0.1:3000\"}"),
+    );
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["code"], "already_exists");
+    let r = home.request("GET", "/v1/find/Not_A_Name", None);
+    assert_eq!(r.status, 400);
+
+    // Keep-alive: two requests on one connection.
+    let mut s = home.connect();
+    let req = b"GET /v1/info HTTP/1.1\r\nHost: pilot\r\n\r\n";
+    s.write_all(req).unwrap();
+    s.write_all(req).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count()
+        < 2
+    {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn curl_reads_info_over_the_socket() {
+    let home = Home::started();
+    let sock = home.sock();
+    let out = match Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&sock)
+        .arg("http://pilot/v1/info")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("curl is needed for this test (apt-get install curl): {e}"),
+    };
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["data"]["state_dir"], home.path().display().to_string());
+}
+
+#[test]
+fn oversized_bodies_are_refused() {
+    let home = Home::started();
+    let big = format!("{{\"hostname\":\"{}\"}}", "a".repeat(70_000));
+    let r = home.request("PUT", "/v1/hostname", Some(&big));
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["code"], "invalid_argument");
+    // The same without a declared length (chunked) is cut off at the limit too.
+    let mut req = String::from(
+        "PUT /v1/hostname HTTP/1.1\r\nHost: pilot\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for chunk in big.as_bytes().chunks(8192) {
+        req.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    req.push_str("0\r\n\r\n");
+    let r = home.raw(req.as_bytes());
+    assert_eq!(r.status, 413);
+    // A huge request head gets an HTTP error, not the daemon's memory.
+    let head = format!(
+        "GET /v1/info HTTP/1.1\r\nHost: pilot\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(100_000)
+    );
+    let r = home.raw(head.as_bytes());
+    assert!(r.status == 431 || r.status == 400, "{}", r.status);
+    assert_eq!(home.request("GET", "/v1/info", None).status, 200);
+}
+
+#[test]
+fn garbage_and_slow_clients_do_not_stop_the_daemon() {
+    let home = Home::started();
+    for garbage in [
+        &b"hello\r\n\r\n"[..],
+        b"\xff\xfe\x00\x01\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"{\"cmd\":\"info\"}\n\r\n\r\n",
+    ] {
+        let r = home.raw(garbage);
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(garbage));
+    }
+    // A client that sends half a head and stalls is dropped after the header timeout.
+    let mut slow = home.connect();
+    slow.write_all(b"GET /v1/info HTTP/1.1\r\nHost: pil")
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "slow client kept for {:?}",
+        t.elapsed()
+    );
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // The daemon still answers.
+    assert_eq!(home.request("GET", "/v1/info", None).status, 200);
+    assert_eq!(home.ok(&["info"])["mode"], "userspace");
+}
+
+#[test]
+fn the_served_openapi_document_is_the_committed_one() {
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api/openapi.json");
+    let generated = pilot::api::openapi::document_json();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&committed, &generated).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&committed).unwrap_or_default();
+    assert!(
+        on_disk == generated,
+        "docs/api/openapi.json differs from the API's types; regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test --test api_http` and commit it"
+    );
+    let home = Home::started();
+    let r = home.request("GET", "/v1/openapi.json", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(String::from_utf8_lossy(&r.body), on_disk);
+    let doc: Value = serde_json::from_str(&on_disk).unwrap();
+    assert!(doc["paths"]["/v1/events"]["get"].is_object());
+}
+
+#[test]
+fn the_event_stream_opens_at_once() {
+    let home = Home::started();
+    let mut s = home.connect();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: pilot\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let mut first = String::new();
+    while !first.contains("pilot events v1") {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended: {first}");
+        first.push_str(&line);
+    }
+}
+
+/// Sends a stream request with the upgrade headers; returns the connection and the answer's
+/// head (or None when nothing came within `wait`).
+fn upgrade(home: &Home, target: &str, wait: Duration) -> (UnixStream, Option<String>) {
+    let mut s = home.connect();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let req = format!(
+        "POST {target} HTTP/1.1\r\nHost: pilot\r\nConnection: Upgrade\r\nUpgrade: pilot-stream\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(n) => {
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            (s, Some(head))
+        }
+        Err(_) => (s, None),
+    }
+}
+
+#[test]
+fn streams_need_an_upgrade_and_a_listener_that_leaves_frees_its_port() {
+    let home = Home::started();
+    let r = home.request("POST", "/v1/listen?port=1000", None);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("Upgrade"),
+        "{}",
+        r.json()
+    );
+    // Connecting to a peer we do not trust is refused before any upgrade.
+    let (_, head) = upgrade(
+        &home,
+        "/v1/connect?peer=0123.4567.89ab&port=1000",
+        Duration::from_secs(5),
+    );
+    let head = head.unwrap();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(head.contains("\"code\":\"unauthorized\""), "{head}");
+    // A listener waits for a peer; when its client leaves, the port is free again.
+    let (first, head) = upgrade(&home, "/v1/listen?port=1000", Duration::from_millis(500));
+    assert!(head.is_none(), "listen answered before any peer: {head:?}");
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_second, head) = upgrade(&home, "/v1/listen?port=1000", Duration::from_millis(500));
+    assert!(head.is_none(), "the port stayed taken: {head:?}");
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_message_from_a_peer_arrives_as_an_event() {
+    let a = Home::new();
+    let b = Home::new();
+    let mut keys = Vec::new();
+    for h in [&a, &b] {
+        h.ok(&["daemon", "start", "--mode", "userspace"]);
+        keys.push(h.ok(&["info"])["public_key"].as_str().unwrap().to_string());
+        h.ok(&["daemon", "stop", "--timeout", "3"]);
+    }
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    for (h, me, other, name, port) in [
+        (&a, pa, &keys[1], "node-b", pb),
+        (&b, pb, &keys[0], "node-a", pa),
+    ] {
+        std::fs::write(
+            h.path().join("config.toml"),
+            format!(
+                "mode = \"userspace\"\n[tunnel]\nlisten_port = {me}\n[socks5]\nenabled = false\n\
+                 [[peer]]\npublic_key = \"{other}\"\nhostname = \"{name}\"\nendpoint = \"127.0.0.1:{port}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    a.ok(&["daemon", "start"]);
+    b.ok(&["daemon", "start"]);
+    let mut s = b.connect();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: pilot\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let mut seen = String::new();
+    while !seen.contains("pilot events v1") {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0);
+        seen.push_str(&line);
+    }
+    let sent = a.ok(&[
+        "send-message",
+        "node-b",
+        "--type",
+        "text",
+        "--data",
+        "hello b",
+    ]);
+    assert_eq!(sent["status"], "delivered", "{sent}");
+    let mut event = String::new();
+    let data = loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended: {event}");
+        if let Some(d) = line.strip_prefix("data: ") {
+            if event.contains("message_received") {
+                break d.trim().to_string();
+            }
+        }
+        event.push_str(&line);
+    };
+    let v: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(v["type"], "message_received");
+    let m = &v["message"];
+    assert_eq!(m["type"], "text", "{v}");
+    assert_eq!(m["data"], "hello b");
+    assert_eq!(m["from"], keys[0].as_str());
+    assert_eq!(m["from_hostname"], "node-a");
+}
