@@ -15,21 +15,21 @@ type Api_<A> = State<Arc<A>>;
 
 /// Identity, address, mode, uptime.
 #[utoipa::path(get, path = "/v1/info", tag = "node",
-    responses((status = 200, body = OkBody<InfoData>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<InfoData>)))]
 pub async fn info<A: Api>(State(api): Api_<A>) -> Reply<InfoData> {
     Reply(Ok(api.info()))
 }
 
 /// The peer table with per-peer traffic and drop counters.
 #[utoipa::path(get, path = "/v1/peers", tag = "node",
-    responses((status = 200, body = OkBody<PeersData>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<PeersData>)))]
 pub async fn peers<A: Api>(State(api): Api_<A>) -> Reply<PeersData> {
     Reply(Ok(api.peers()))
 }
 
 /// Change the hostname this node claims at its registries.
 #[utoipa::path(put, path = "/v1/hostname", tag = "node", request_body = SetHostnameRequest,
-    responses((status = 200, body = OkBody<HostnameClaim>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<HostnameClaim>),
         (status = 400, body = ErrorBody, description = "not a valid hostname"),
         (status = 409, body = ErrorBody, description = "another key holds the name")))]
 pub async fn set_hostname<A: Api>(
@@ -41,7 +41,7 @@ pub async fn set_hostname<A: Api>(
 
 /// Stop the daemon gracefully (it answers first).
 #[utoipa::path(post, path = "/v1/shutdown", tag = "node",
-    responses((status = 200, body = OkBody<ShutdownData>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<ShutdownData>)))]
 pub async fn shutdown<A: Api>(State(api): Api_<A>) -> Reply<ShutdownData> {
     Reply(Ok(api.shutdown()))
 }
@@ -49,7 +49,7 @@ pub async fn shutdown<A: Api>(State(api): Api_<A>) -> Reply<ShutdownData> {
 /// Ask a peer for trust; `data` is the peer's trust record.
 #[utoipa::path(post, path = "/v1/trust/handshake", tag = "trust",
     request_body = HandshakeRequest,
-    responses((status = 200, body = OkBody<Option<TrustView>>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no registry knows the peer")))]
 pub async fn handshake<A: Api>(
     State(api): Api_<A>,
@@ -60,14 +60,14 @@ pub async fn handshake<A: Api>(
 
 /// Trust requests waiting for our decision.
 #[utoipa::path(get, path = "/v1/trust/pending", tag = "trust",
-    responses((status = 200, body = OkBody<PendingList>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<PendingList>)))]
 pub async fn pending<A: Api>(State(api): Api_<A>) -> Reply<PendingList> {
     Reply(api.pending().await)
 }
 
 /// Approve a pending trust request.
 #[utoipa::path(post, path = "/v1/trust/approve", tag = "trust", request_body = PeerRequest,
-    responses((status = 200, body = OkBody<Option<TrustView>>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no pending request from that peer")))]
 pub async fn approve<A: Api>(
     State(api): Api_<A>,
@@ -78,7 +78,7 @@ pub async fn approve<A: Api>(
 
 /// Reject a pending trust request.
 #[utoipa::path(post, path = "/v1/trust/reject", tag = "trust", request_body = RejectRequest,
-    responses((status = 200, body = OkBody<Option<TrustView>>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no pending request from that peer")))]
 pub async fn reject<A: Api>(
     State(api): Api_<A>,
@@ -89,7 +89,7 @@ pub async fn reject<A: Api>(
 
 /// Withdraw trust; the tunnel goes down on both sides.
 #[utoipa::path(post, path = "/v1/trust/untrust", tag = "trust", request_body = PeerRequest,
-    responses((status = 200, body = OkBody<Option<TrustView>>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>)))]
 pub async fn untrust<A: Api>(
     State(api): Api_<A>,
     JsonBody(req): JsonBody<PeerRequest>,
@@ -99,7 +99,7 @@ pub async fn untrust<A: Api>(
 
 /// Every trust record, then the static peers.
 #[utoipa::path(get, path = "/v1/trust", tag = "trust",
-    responses((status = 200, body = OkBody<TrustList>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<TrustList>)))]
 pub async fn trust<A: Api>(State(api): Api_<A>) -> Reply<TrustList> {
     Reply(api.trust().await)
 }
@@ -107,7 +107,7 @@ pub async fn trust<A: Api>(State(api): Api_<A>) -> Reply<TrustList> {
 /// Look an exact hostname up at the registries: key and address, never an endpoint.
 #[utoipa::path(get, path = "/v1/find/{hostname}", tag = "trust",
     params(("hostname" = String, Path, description = "the hostname (`.pilot` suffix allowed)")),
-    responses((status = 200, body = OkBody<Option<Lookup>>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Option<Lookup>>),
         (status = 404, body = ErrorBody, description = "no registry knows the name")))]
 pub async fn find<A: Api>(
     State(api): Api_<A>,
@@ -118,7 +118,7 @@ pub async fn find<A: Api>(
 
 /// Probe a trusted peer over its current path: round-trip times and the path.
 #[utoipa::path(post, path = "/v1/ping", tag = "node", request_body = PingRequest,
-    responses((status = 200, body = OkBody<PingReport>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<PingReport>),
         (status = 502, body = ErrorBody, description = "the peer has no path yet")))]
 pub async fn ping<A: Api>(
     State(api): Api_<A>,
@@ -129,7 +129,7 @@ pub async fn ping<A: Api>(
 
 /// Queue a message for a peer's inbox; delivered with retries until the peer acks.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessageRequest,
-    responses((status = 200, body = OkBody<SentMessage>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<SentMessage>),
         (status = 403, body = ErrorBody, description = "the peer is not trusted")))]
 pub async fn send_message<A: Api>(
     State(api): Api_<A>,
@@ -140,7 +140,7 @@ pub async fn send_message<A: Api>(
 
 /// The messages in our inbox, oldest first.
 #[utoipa::path(get, path = "/v1/messages/inbox", tag = "messages", params(InboxQuery),
-    responses((status = 200, body = OkBody<InboxData>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<InboxData>)))]
 pub async fn inbox<A: Api>(
     State(api): Api_<A>,
     QueryArgs(q): QueryArgs<InboxQuery>,
@@ -150,14 +150,14 @@ pub async fn inbox<A: Api>(
 
 /// Messages not yet acked by their recipients.
 #[utoipa::path(get, path = "/v1/messages/outbox", tag = "messages",
-    responses((status = 200, body = OkBody<OutboxData>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<OutboxData>)))]
 pub async fn outbox<A: Api>(State(api): Api_<A>) -> Reply<OutboxData> {
     Reply(api.outbox())
 }
 
 /// Forward an overlay TCP port to a local `HOST:PORT`.
 #[utoipa::path(post, path = "/v1/expose", tag = "expose", request_body = ExposeRequest,
-    responses((status = 200, body = OkBody<Exposed>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
         (status = 409, body = ErrorBody, description = "the port is taken")))]
 pub async fn expose<A: Api>(
     State(api): Api_<A>,
@@ -168,7 +168,7 @@ pub async fn expose<A: Api>(
 
 /// The exposed ports, by port.
 #[utoipa::path(get, path = "/v1/expose", tag = "expose",
-    responses((status = 200, body = OkBody<ExposeList>)))]
+    responses((status = 200, description = "the ok envelope", body = OkBody<ExposeList>)))]
 pub async fn expose_list<A: Api>(State(api): Api_<A>) -> Reply<ExposeList> {
     Reply(Ok(api.expose_list()))
 }
@@ -176,7 +176,7 @@ pub async fn expose_list<A: Api>(State(api): Api_<A>) -> Reply<ExposeList> {
 /// Stop forwarding an overlay port; `data` is the removed entry.
 #[utoipa::path(delete, path = "/v1/expose/{port}", tag = "expose",
     params(("port" = u16, Path, description = "the overlay port")),
-    responses((status = 200, body = OkBody<Exposed>),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
         (status = 404, body = ErrorBody, description = "the port was not exposed")))]
 pub async fn expose_remove<A: Api>(
     State(api): Api_<A>,

@@ -1096,6 +1096,25 @@ mod tests {
     }
 
     #[test]
+    fn the_peer_table_answers_lookups_by_ip_key_and_hostname() {
+        let (a, b, _, kb) = pair();
+        a.core.set_hostname(&kb, Some("node-b".into())).unwrap();
+        let found = a.core.peer_by_ip(&b.ip).unwrap();
+        assert_eq!(found.public_key, kb);
+        assert_eq!(found.ipv6, b.ip);
+        assert_eq!(found.hostname.as_deref(), Some("node-b"));
+        assert_eq!(a.core.peer_by_key(&kb), Some(found.clone()));
+        assert_eq!(a.core.peer_by_hostname("node-b"), Some(found));
+        // Our own address, an unknown key and a name nobody has are no peers.
+        assert_eq!(a.core.peer_by_ip(&a.ip), None);
+        let (_, kc) = node(3, "198.51.100.3:51820");
+        assert_eq!(a.core.peer_by_key(&kc), None);
+        assert_eq!(a.core.peer_by_hostname("node-c"), None);
+        // An address outside the overlay is no peer either.
+        assert_eq!(a.core.peer_by_ip(&"2001:db8::1".parse().unwrap()), None);
+    }
+
+    #[test]
     fn a_handshake_from_an_unknown_key_is_dropped_and_counted() {
         let (mut a, mut b, _, kb) = pair();
         let (mut c, _) = node(3, "198.51.100.3:51820");
