@@ -5,6 +5,7 @@
 //!
 //! `UPDATE_OPENAPI=1 cargo test --test api_http` rewrites docs/api/openapi.json.
 
+use pilot::api::{ApiEvent, StreamEvent};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -454,6 +455,20 @@ fn a_message_from_a_peer_arrives_as_an_event() {
         assert!(r.read_line(&mut line).unwrap() > 0);
         seen.push_str(&line);
     }
+    // A second subscriber through the library's client.
+    let (tx, typed) = std::sync::mpsc::channel();
+    let events = pilot::api::Client::connect(&b.sock())
+        .unwrap()
+        .events()
+        .unwrap();
+    std::thread::spawn(move || {
+        for e in events {
+            if tx.send(e).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
     let sent = a.ok(&[
         "send-message",
         "node-b",
@@ -481,4 +496,15 @@ fn a_message_from_a_peer_arrives_as_an_event() {
     assert_eq!(m["data"], "hello b");
     assert_eq!(m["from"], keys[0].as_str());
     assert_eq!(m["from_hostname"], "node-a");
+    let got = typed
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
+    match got {
+        ApiEvent::Api(StreamEvent::MessageReceived(r)) => {
+            assert_eq!(r.message.data, "hello b");
+            assert_eq!(r.message.from, keys[0]);
+        }
+        other => panic!("expected message_received, got {other:?}"),
+    }
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 
 use crate::api::server::{STREAM_HEADER, STREAM_PROTOCOL};
-use crate::api::types::{Envelope, Request};
+use crate::api::types::{ApiEvent, Envelope, InfoData, PeersData, Request};
 use crate::error::{ErrorCode, PilotError};
 
 /// How long a call waits for the daemon's answer.
@@ -85,6 +87,58 @@ impl Client {
             Ok::<_, PilotError>(sender)
         })?;
         Ok(Client { rt, sender })
+    }
+
+    /// Connects to the socket named by `PILOT_SOCKET`, else `$PILOT_HOME/pilot.sock`, else
+    /// the default state directory's.
+    pub fn connect_default() -> Result<Self, PilotError> {
+        let paths = crate::state::paths::StatePaths::from_env()?;
+        Self::connect(&paths.socket)
+    }
+
+    /// Sends a request and decodes its `data` as `T`.
+    pub fn get<T: DeserializeOwned>(&mut self, req: &Request) -> Result<T, PilotError> {
+        let data = self.call(req)?;
+        serde_json::from_value(data)
+            .map_err(|e| PilotError::internal(format!("unexpected reply from the daemon: {e}")))
+    }
+
+    /// `GET /v1/info`.
+    pub fn info(&mut self) -> Result<InfoData, PilotError> {
+        self.get(&Request::Info {})
+    }
+
+    /// `GET /v1/peers`.
+    pub fn peers(&mut self) -> Result<PeersData, PilotError> {
+        self.get(&Request::Peers {})
+    }
+
+    /// Subscribes to `GET /v1/events`; the iterator blocks for each event and ends when the
+    /// daemon stops.
+    pub fn events(mut self) -> Result<Events, PilotError> {
+        let req = hyper::Request::get("/v1/events")
+            .header(hyper::header::HOST, "pilot")
+            .body(Full::new(Bytes::new()))
+            .map_err(internal)?;
+        let sender = &mut self.sender;
+        let resp = self.rt.block_on(async {
+            sender.ready().await.map_err(lost)?;
+            let resp = sender.send_request(req).await.map_err(lost)?;
+            if resp.status() != hyper::StatusCode::OK {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
+                parse_envelope(status, &body)?.into_result()?;
+                return Err(PilotError::internal(format!(
+                    "events answered HTTP {status}"
+                )));
+            }
+            Ok(resp)
+        })?;
+        Ok(Events {
+            rt: self.rt,
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
     }
 
     fn http_request(
@@ -192,4 +246,50 @@ fn parse_envelope(status: u16, body: &[u8]) -> Result<Envelope, PilotError> {
             "unreadable reply from the daemon (HTTP {status}): {e}"
         ))
     })
+}
+
+/// The live events of `GET /v1/events`, one server-sent event at a time.
+pub struct Events {
+    rt: tokio::runtime::Runtime,
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl Events {
+    /// The next complete SSE block (`…\n\n`) in the buffer, removed from it.
+    fn take_block(&mut self) -> Option<String> {
+        let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
+        let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+        Some(String::from_utf8_lossy(&block).into_owned())
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<ApiEvent, PilotError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            while let Some(block) = self.take_block() {
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return Some(serde_json::from_str(&data).map_err(|e| {
+                        PilotError::internal(format!("unreadable event from the daemon: {e}"))
+                    }));
+                }
+            }
+            let frame = self.rt.block_on(self.body.frame())?;
+            match frame {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        self.buf.extend_from_slice(d);
+                    }
+                }
+                Err(e) => return Some(Err(lost(e))),
+            }
+        }
+    }
 }
