@@ -263,6 +263,11 @@ impl DataPlane {
         self.shared.core.peers()
     }
 
+    /// How many peers the table holds.
+    pub fn peer_count(&self) -> usize {
+        self.shared.core.peer_count()
+    }
+
     /// The trusted peer with this overlay IPv6 address (key and hostname, no status).
     pub fn peer_by_ip(&self, ip: &std::net::Ipv6Addr) -> Option<PeerId> {
         self.shared.core.peer_by_ip(ip)

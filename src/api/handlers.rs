@@ -11,19 +11,20 @@ use axum::response::{IntoResponse, Response};
 use crate::api::server::{upgrade, Api, JsonBody, PathArg, QueryArgs, Reply};
 use crate::api::types::*;
 
-type Api_<A> = State<Arc<A>>;
+/// The state every handler gets: the node behind the API.
+type ApiState<A> = State<Arc<A>>;
 
 /// Identity, address, mode, uptime.
 #[utoipa::path(get, path = "/v1/info", tag = "node",
     responses((status = 200, description = "the ok envelope", body = OkBody<InfoData>)))]
-pub async fn info<A: Api>(State(api): Api_<A>) -> Reply<InfoData> {
+pub async fn info<A: Api>(State(api): ApiState<A>) -> Reply<InfoData> {
     Reply(Ok(api.info()))
 }
 
 /// The peer table with per-peer traffic and drop counters.
 #[utoipa::path(get, path = "/v1/peers", tag = "node",
     responses((status = 200, description = "the ok envelope", body = OkBody<PeersData>)))]
-pub async fn peers<A: Api>(State(api): Api_<A>) -> Reply<PeersData> {
+pub async fn peers<A: Api>(State(api): ApiState<A>) -> Reply<PeersData> {
     Reply(Ok(api.peers()))
 }
 
@@ -33,7 +34,7 @@ pub async fn peers<A: Api>(State(api): Api_<A>) -> Reply<PeersData> {
         (status = 400, body = ErrorBody, description = "not a valid hostname"),
         (status = 409, body = ErrorBody, description = "another key holds the name")))]
 pub async fn set_hostname<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<SetHostnameRequest>,
 ) -> Reply<HostnameClaim> {
     Reply(api.set_hostname(req.hostname).await)
@@ -42,7 +43,7 @@ pub async fn set_hostname<A: Api>(
 /// Stop the daemon gracefully (it answers first).
 #[utoipa::path(post, path = "/v1/shutdown", tag = "node",
     responses((status = 200, description = "the ok envelope", body = OkBody<ShutdownData>)))]
-pub async fn shutdown<A: Api>(State(api): Api_<A>) -> Reply<ShutdownData> {
+pub async fn shutdown<A: Api>(State(api): ApiState<A>) -> Reply<ShutdownData> {
     Reply(Ok(api.shutdown()))
 }
 
@@ -52,7 +53,7 @@ pub async fn shutdown<A: Api>(State(api): Api_<A>) -> Reply<ShutdownData> {
     responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no registry knows the peer")))]
 pub async fn handshake<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<HandshakeRequest>,
 ) -> Reply<Option<TrustView>> {
     Reply(api.handshake(req).await)
@@ -61,7 +62,7 @@ pub async fn handshake<A: Api>(
 /// Trust requests waiting for our decision.
 #[utoipa::path(get, path = "/v1/trust/pending", tag = "trust",
     responses((status = 200, description = "the ok envelope", body = OkBody<PendingList>)))]
-pub async fn pending<A: Api>(State(api): Api_<A>) -> Reply<PendingList> {
+pub async fn pending<A: Api>(State(api): ApiState<A>) -> Reply<PendingList> {
     Reply(api.pending().await)
 }
 
@@ -70,7 +71,7 @@ pub async fn pending<A: Api>(State(api): Api_<A>) -> Reply<PendingList> {
     responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no pending request from that peer")))]
 pub async fn approve<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<PeerRequest>,
 ) -> Reply<Option<TrustView>> {
     Reply(api.approve(req.peer).await)
@@ -81,7 +82,7 @@ pub async fn approve<A: Api>(
     responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>),
         (status = 404, body = ErrorBody, description = "no pending request from that peer")))]
 pub async fn reject<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<RejectRequest>,
 ) -> Reply<Option<TrustView>> {
     Reply(api.reject(req).await)
@@ -91,7 +92,7 @@ pub async fn reject<A: Api>(
 #[utoipa::path(post, path = "/v1/trust/untrust", tag = "trust", request_body = PeerRequest,
     responses((status = 200, description = "the ok envelope", body = OkBody<Option<TrustView>>)))]
 pub async fn untrust<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<PeerRequest>,
 ) -> Reply<Option<TrustView>> {
     Reply(api.untrust(req.peer).await)
@@ -100,7 +101,7 @@ pub async fn untrust<A: Api>(
 /// Every trust record, then the static peers.
 #[utoipa::path(get, path = "/v1/trust", tag = "trust",
     responses((status = 200, description = "the ok envelope", body = OkBody<TrustList>)))]
-pub async fn trust<A: Api>(State(api): Api_<A>) -> Reply<TrustList> {
+pub async fn trust<A: Api>(State(api): ApiState<A>) -> Reply<TrustList> {
     Reply(api.trust().await)
 }
 
@@ -110,7 +111,7 @@ pub async fn trust<A: Api>(State(api): Api_<A>) -> Reply<TrustList> {
     responses((status = 200, description = "the ok envelope", body = OkBody<Option<Lookup>>),
         (status = 404, body = ErrorBody, description = "no registry knows the name")))]
 pub async fn find<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     PathArg(hostname): PathArg<String>,
 ) -> Reply<Option<Lookup>> {
     Reply(api.find(hostname).await)
@@ -121,7 +122,7 @@ pub async fn find<A: Api>(
     responses((status = 200, description = "the ok envelope", body = OkBody<PingReport>),
         (status = 502, body = ErrorBody, description = "the peer has no path yet")))]
 pub async fn ping<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<PingRequest>,
 ) -> Reply<PingReport> {
     Reply(api.ping(req).await)
@@ -132,7 +133,7 @@ pub async fn ping<A: Api>(
     responses((status = 200, description = "the ok envelope", body = OkBody<SentMessage>),
         (status = 403, body = ErrorBody, description = "the peer is not trusted")))]
 pub async fn send_message<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<SendMessageRequest>,
 ) -> Reply<SentMessage> {
     Reply(api.send_message(req).await)
@@ -142,7 +143,7 @@ pub async fn send_message<A: Api>(
 #[utoipa::path(get, path = "/v1/messages/inbox", tag = "messages", params(InboxQuery),
     responses((status = 200, description = "the ok envelope", body = OkBody<InboxData>)))]
 pub async fn inbox<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     QueryArgs(q): QueryArgs<InboxQuery>,
 ) -> Reply<InboxData> {
     Reply(api.inbox(q.clear))
@@ -151,7 +152,7 @@ pub async fn inbox<A: Api>(
 /// Messages not yet acked by their recipients.
 #[utoipa::path(get, path = "/v1/messages/outbox", tag = "messages",
     responses((status = 200, description = "the ok envelope", body = OkBody<OutboxData>)))]
-pub async fn outbox<A: Api>(State(api): Api_<A>) -> Reply<OutboxData> {
+pub async fn outbox<A: Api>(State(api): ApiState<A>) -> Reply<OutboxData> {
     Reply(api.outbox())
 }
 
@@ -160,7 +161,7 @@ pub async fn outbox<A: Api>(State(api): Api_<A>) -> Reply<OutboxData> {
     responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
         (status = 409, body = ErrorBody, description = "the port is taken")))]
 pub async fn expose<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     JsonBody(req): JsonBody<ExposeRequest>,
 ) -> Reply<Exposed> {
     Reply(api.expose(req).await)
@@ -169,7 +170,7 @@ pub async fn expose<A: Api>(
 /// The exposed ports, by port.
 #[utoipa::path(get, path = "/v1/expose", tag = "expose",
     responses((status = 200, description = "the ok envelope", body = OkBody<ExposeList>)))]
-pub async fn expose_list<A: Api>(State(api): Api_<A>) -> Reply<ExposeList> {
+pub async fn expose_list<A: Api>(State(api): ApiState<A>) -> Reply<ExposeList> {
     Reply(Ok(api.expose_list()))
 }
 
@@ -179,7 +180,7 @@ pub async fn expose_list<A: Api>(State(api): Api_<A>) -> Reply<ExposeList> {
     responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
         (status = 404, body = ErrorBody, description = "the port was not exposed")))]
 pub async fn expose_remove<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     PathArg(port): PathArg<u16>,
 ) -> Reply<Exposed> {
     Reply(api.expose_remove(port))
@@ -196,7 +197,7 @@ pub async fn expose_remove<A: Api>(
         (status = 502, body = ErrorBody, description = "nothing listens on the peer's port"),
         (status = 504, body = ErrorBody, description = "no answer from the peer")))]
 pub async fn connect<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     QueryArgs(q): QueryArgs<ConnectQuery>,
     req: axum::extract::Request,
 ) -> Response {
@@ -210,7 +211,7 @@ pub async fn connect<A: Api>(
             headers(("pilot-stream" = String, description = "the ok envelope with ListenData, JSON"))),
         (status = 409, body = ErrorBody, description = "the port is taken")))]
 pub async fn listen<A: Api>(
-    State(api): Api_<A>,
+    State(api): ApiState<A>,
     QueryArgs(q): QueryArgs<ListenQuery>,
     req: axum::extract::Request,
 ) -> Response {

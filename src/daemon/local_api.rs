@@ -178,7 +178,7 @@ impl Api for Node {
             mode_reason: self.mode.reason.clone(),
             network: self.config.network.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            peers: self.dataplane.peers().len(),
+            peers: self.dataplane.peer_count(),
             pid: std::process::id(),
             state_dir: self.paths.dir.display().to_string(),
             listen_port: Some(self.dataplane.local_port()),

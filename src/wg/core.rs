@@ -1105,6 +1105,7 @@ mod tests {
         assert_eq!(found.hostname.as_deref(), Some("node-b"));
         assert_eq!(a.core.peer_by_key(&kb), Some(found.clone()));
         assert_eq!(a.core.peer_by_hostname("node-b"), Some(found));
+        assert_eq!(a.core.peer_count(), 1);
         // Our own address, an unknown key and a name nobody has are no peers.
         assert_eq!(a.core.peer_by_ip(&a.ip), None);
         let (_, kc) = node(3, "198.51.100.3:51820");
