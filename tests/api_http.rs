@@ -468,7 +468,7 @@ fn a_message_from_a_peer_arrives_as_an_event() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // `events()` returns once the daemon answered, so the subscription exists.
     let sent = a.ok(&[
         "send-message",
         "node-b",
