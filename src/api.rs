@@ -2,10 +2,11 @@
 //! of Docker's Engine API and Tailscale's LocalAPI.
 //!
 //! - [`types`]: every request and response, typed, shared by the daemon, the CLI and SDKs.
-//! - [`server`]: the hyper server, generic over the [`server::Api`] trait the daemon
-//!   implements; limits on size and time.
+//! - [`service`]: the [`service::Api`] trait the daemon implements.
+//! - [`http`]: envelopes as responses, bounded bodies, the HTTP Upgrade of streams.
 //! - [`handlers`]: one handler per path, annotated for the OpenAPI document.
-//! - [`events`]: `GET /v1/events`, live events as server-sent events.
+//! - [`events`]: the live events of `GET /v1/events` (server-sent events).
+//! - [`server`]: the router and the hyper server on the Unix socket; limits on time.
 //! - [`openapi`]: the OpenAPI 3 document, served at `GET /v1/openapi.json`.
 //! - [`client`]: the blocking client the CLI uses.
 //!
@@ -14,8 +15,10 @@
 pub mod client;
 pub mod events;
 pub mod handlers;
+pub mod http;
 pub mod openapi;
 pub mod server;
+pub mod service;
 pub mod types;
 
 pub use client::Client;

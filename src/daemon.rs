@@ -87,7 +87,7 @@ async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
     let node = Arc::new(start::start_node(setup, shutdown).await?);
     let listener = socket::bind_api(&node.paths)?;
     {
-        use crate::api::server::Api;
+        use crate::api::service::Api;
         let info = node.info();
         tracing::info!(
             address = %info.address,

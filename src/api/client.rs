@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::server::{STREAM_HEADER, STREAM_PROTOCOL};
+use crate::api::http::{STREAM_HEADER, STREAM_PROTOCOL};
 use crate::api::types::{ApiEvent, Envelope, InfoData, PeersData, Request};
 use crate::error::{ErrorCode, PilotError};
 

@@ -4,17 +4,12 @@
 //! slowly misses events and is told how many with a `lagged` event; the daemon never buffers
 //! without bound for it. The stream opens with a comment line so a client sees it is live.
 
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::IntoResponse;
-use futures_util::stream::{self, Stream, StreamExt};
+use axum::response::sse::Event;
+use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::api::server::Api;
 use crate::api::types::{ApiEvent, InboxEntry, MessageReceived, NodeEvent, StreamEvent};
 
 /// How often an idle stream sends a keep-alive comment.
@@ -73,22 +68,6 @@ pub fn sse_event(e: &ApiEvent) -> Event {
         .event(e.kind())
         .json_data(e)
         .unwrap_or_else(|_| Event::default().comment("unencodable event"))
-}
-
-/// Live events: trust requests and decisions, peers trusted and untrusted, path changes,
-/// messages received; `lagged` when this client missed some.
-#[utoipa::path(get, path = "/v1/events", tag = "events",
-    responses((status = 200, content_type = "text/event-stream",
-        description = "server-sent events; each `data:` is an ApiEvent, each `event:` its `type`",
-        body = ApiEvent)))]
-pub async fn handler<A: Api>(State(api): State<Arc<A>>) -> impl IntoResponse {
-    let hello =
-        stream::once(async { Ok::<_, Infallible>(Event::default().comment("pilot events v1")) });
-    let events = api
-        .subscribe()
-        .into_stream()
-        .map(|e| Ok::<_, Infallible>(sse_event(&e)));
-    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 #[cfg(test)]

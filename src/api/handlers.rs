@@ -4,11 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
 
-use crate::api::server::{upgrade, Api, JsonBody, PathArg, QueryArgs, Reply};
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, StreamExt};
+
+use crate::api::events::{sse_event, KEEP_ALIVE};
+use crate::api::http::{upgrade, JsonBody, PathArg, QueryArgs, Reply};
+use crate::api::service::Api;
 use crate::api::types::*;
 
 /// The state every handler gets: the node behind the API.
@@ -218,13 +223,18 @@ pub async fn listen<A: Api>(
     upgrade(req, api.listen(q.port)).await
 }
 
-/// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "the OpenAPI 3 document of this API", content_type = "application/json")))]
-pub async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::api::openapi::document_json(),
-    )
-        .into_response()
+/// Live events: trust requests and decisions, peers trusted and untrusted, path changes,
+/// messages received; `lagged` when this client missed some.
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    responses((status = 200, content_type = "text/event-stream",
+        description = "server-sent events; each `data:` is an ApiEvent, each `event:` its `type`",
+        body = ApiEvent)))]
+pub async fn events<A: Api>(State(api): ApiState<A>) -> impl IntoResponse {
+    let hello =
+        stream::once(async { Ok::<_, Infallible>(Event::default().comment("pilot events v1")) });
+    let events = api
+        .subscribe()
+        .into_stream()
+        .map(|e| Ok::<_, Infallible>(sse_event(&e)));
+    Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }

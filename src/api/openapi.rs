@@ -3,9 +3,10 @@
 //! `GET /v1/openapi.json`; the same text is committed as `docs/api/openapi.json`
 //! (`UPDATE_OPENAPI=1 cargo test --test api_http` rewrites it).
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::api::events;
 use crate::api::handlers;
 use crate::api::types::*;
 use crate::error::{ErrorCode, PilotError};
@@ -46,8 +47,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::expose_remove,
         handlers::connect,
         handlers::listen,
-        events::handler,
-        handlers::openapi,
+        handlers::events,
+        serve,
     ),
     components(schemas(
         ErrorBody,
@@ -73,6 +74,17 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
     )
 )]
 struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "the OpenAPI 3 document of this API", content_type = "application/json")))]
+pub async fn serve() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
+        .into_response()
+}
 
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::events::Subscription;
-use crate::api::server::{Api, ApiResult};
+use crate::api::service::{Api, ApiResult};
 use crate::api::types::*;
 use crate::config::Config;
 use crate::daemon::control_task::{ControlCommand, ControlHandle};

@@ -1,0 +1,79 @@
+//! The node as the local API sees it: the [`Api`] trait the daemon implements, so the API
+//! does not depend on the daemon.
+
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::api::events::Subscription;
+use crate::api::types::*;
+use crate::error::PilotError;
+
+/// What a request answers: typed data or a user-facing error.
+pub type ApiResult<T> = Result<T, PilotError>;
+
+/// The node as the API sees it; the daemon implements it.
+pub trait Api: Send + Sync + 'static {
+    /// A byte stream to a peer (`connect`, `listen`).
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// `GET /v1/info`.
+    fn info(&self) -> InfoData;
+    /// `GET /v1/peers`.
+    fn peers(&self) -> PeersData;
+    /// `PUT /v1/hostname`.
+    fn set_hostname(
+        &self,
+        hostname: String,
+    ) -> impl Future<Output = ApiResult<HostnameClaim>> + Send;
+    /// `POST /v1/shutdown`: asks the daemon to stop after answering.
+    fn shutdown(&self) -> ShutdownData;
+    /// `POST /v1/trust/handshake`.
+    fn handshake(
+        &self,
+        req: HandshakeRequest,
+    ) -> impl Future<Output = ApiResult<Option<TrustView>>> + Send;
+    /// `GET /v1/trust/pending`.
+    fn pending(&self) -> impl Future<Output = ApiResult<PendingList>> + Send;
+    /// `POST /v1/trust/approve`.
+    fn approve(&self, peer: String) -> impl Future<Output = ApiResult<Option<TrustView>>> + Send;
+    /// `POST /v1/trust/reject`.
+    fn reject(
+        &self,
+        req: RejectRequest,
+    ) -> impl Future<Output = ApiResult<Option<TrustView>>> + Send;
+    /// `POST /v1/trust/untrust`.
+    fn untrust(&self, peer: String) -> impl Future<Output = ApiResult<Option<TrustView>>> + Send;
+    /// `GET /v1/trust`.
+    fn trust(&self) -> impl Future<Output = ApiResult<TrustList>> + Send;
+    /// `GET /v1/find/{hostname}`.
+    fn find(&self, hostname: String) -> impl Future<Output = ApiResult<Option<Lookup>>> + Send;
+    /// `POST /v1/ping`.
+    fn ping(&self, req: PingRequest) -> impl Future<Output = ApiResult<PingReport>> + Send;
+    /// `POST /v1/messages`.
+    fn send_message(
+        &self,
+        req: SendMessageRequest,
+    ) -> impl Future<Output = ApiResult<SentMessage>> + Send;
+    /// `GET /v1/messages/inbox`.
+    fn inbox(&self, clear: bool) -> ApiResult<InboxData>;
+    /// `GET /v1/messages/outbox`.
+    fn outbox(&self) -> ApiResult<OutboxData>;
+    /// `POST /v1/expose`.
+    fn expose(&self, req: ExposeRequest) -> impl Future<Output = ApiResult<Exposed>> + Send;
+    /// `GET /v1/expose`.
+    fn expose_list(&self) -> ExposeList;
+    /// `DELETE /v1/expose/{port}`.
+    fn expose_remove(&self, port: u16) -> ApiResult<Exposed>;
+    /// `POST /v1/connect`: opens the overlay side of a stream.
+    fn connect(
+        &self,
+        q: ConnectQuery,
+    ) -> impl Future<Output = ApiResult<(ConnectData, Self::Stream)>> + Send;
+    /// `POST /v1/listen`: waits for one peer to connect to our overlay port.
+    fn listen(
+        &self,
+        port: u16,
+    ) -> impl Future<Output = ApiResult<(ListenData, Self::Stream)>> + Send;
+    /// `GET /v1/events`: a new subscription to the live events.
+    fn subscribe(&self) -> Subscription;
+}
