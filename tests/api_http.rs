@@ -5,104 +5,58 @@
 //!
 //! `UPDATE_OPENAPI=1 cargo test --test api_http` rewrites docs/api/openapi.json.
 
+mod support;
+
 use pilot::api::{ApiEvent, StreamEvent};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
+use support::home::Home;
+use support::net::free_udp_port;
 
-/// A node's state directory; stops its daemon when dropped.
-struct Home {
-    dir: tempfile::TempDir,
+/// A home whose daemon runs in userspace mode with no registry.
+fn started() -> Home {
+    let h = Home::new("pilot-http");
+    h.start(&["--mode", "userspace"]);
+    h
 }
 
-impl Home {
-    fn new() -> Self {
-        Home {
-            dir: tempfile::Builder::new()
-                .prefix("pilot-http")
-                .tempdir()
-                .unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.path().join("pilot.sock")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("PILOT_HOME", self.path())
-            .env_remove("PILOT_SOCKET")
-            .env_remove("PILOT_REGISTRY")
-            .output()
-            .expect("run pilotctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.cmd(&all);
-        assert!(
-            out.status.success(),
-            "{args:?}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["data"].clone()
-    }
-
-    fn started() -> Self {
-        let h = Home::new();
-        h.ok(&["daemon", "start", "--mode", "userspace"]);
-        h
-    }
-
-    fn connect(&self) -> UnixStream {
-        let s = UnixStream::connect(self.sock()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s
-    }
-
-    /// Sends `raw` on a new connection and reads the whole answer (the daemon closes after
-    /// `Connection: close` or after garbage).
-    fn raw(&self, raw: &[u8]) -> Response {
-        let mut s = self.connect();
-        s.write_all(raw).unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        Response::parse(&buf)
-    }
-
-    /// One request with `Connection: close` and an optional body.
-    fn request(&self, method: &str, target: &str, body: Option<&str>) -> Response {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pilot\r\nConnection: close\r\n");
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        req.push_str(body.unwrap_or(""));
-        self.raw(req.as_bytes())
-    }
+fn sock(home: &Home) -> PathBuf {
+    home.path().join("pilot.sock")
 }
 
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["daemon", "stop", "--timeout", "3"]);
+fn connect(home: &Home) -> UnixStream {
+    let s = UnixStream::connect(sock(home)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends `raw` on a new connection and reads the whole answer (the daemon closes after
+/// `Connection: close` or after garbage).
+fn raw(home: &Home, raw: &[u8]) -> Response {
+    let mut s = connect(home);
+    s.write_all(raw).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    Response::parse(&buf)
+}
+
+/// One request with `Connection: close` and an optional body.
+fn request(home: &Home, method: &str, target: &str, body: Option<&str>) -> Response {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pilot\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    raw(home, req.as_bytes())
 }
 
 /// An HTTP response: status, lower-cased headers, body.
@@ -155,8 +109,8 @@ impl Response {
 
 #[test]
 fn info_peers_and_errors_are_envelopes_with_matching_statuses() {
-    let home = Home::started();
-    let r = home.request("GET", "/v1/info", None);
+    let home = started();
+    let r = request(&home, "GET", "/v1/info", None);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let v = r.json();
@@ -164,54 +118,61 @@ fn info_peers_and_errors_are_envelopes_with_matching_statuses() {
     assert_eq!(v["data"]["mode"], "userspace");
     assert!(v["data"]["public_key"].as_str().unwrap().len() == 44, "{v}");
 
-    let v = home.request("GET", "/v1/peers", None).json();
+    let v = request(&home, "GET", "/v1/peers", None).json();
     assert_eq!(v["status"], "ok");
     assert!(v["data"]["peers"].as_array().unwrap().is_empty(), "{v}");
     assert!(v["data"]["counters"]["malformed"].is_u64(), "{v}");
 
-    let r = home.request("GET", "/v1/launch-missiles", None);
+    let r = request(&home, "GET", "/v1/launch-missiles", None);
     assert_eq!(r.status, 404);
     let v = r.json();
     assert_eq!(v["status"], "error");
     assert_eq!(v["code"], "not_found");
     assert!(!v["hint"].as_str().unwrap().is_empty(), "{v}");
 
-    let r = home.request("PUT", "/v1/hostname", Some("{\"hostname\":"));
+    let r = request(&home, "PUT", "/v1/hostname", Some("{\"hostname\":"));
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "invalid_argument");
-    let r = home.request("PUT", "/v1/hostname", Some("{\"hostname\":\"NOPE!\"}"));
+    let r = request(
+        &home,
+        "PUT",
+        "/v1/hostname",
+        Some("{\"hostname\":\"NOPE!\"}"),
+    );
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["code"], "invalid_argument");
-    let r = home.request("PUT", "/v1/hostname", Some("{\"name\":\"a\"}"));
+    let r = request(&home, "PUT", "/v1/hostname", Some("{\"name\":\"a\"}"));
     assert_eq!(r.status, 400, "unknown fields are refused");
 
-    let r = home.request("POST", "/v1/info", None);
+    let r = request(&home, "POST", "/v1/info", None);
     assert_eq!(r.status, 405);
     assert_eq!(r.json()["status"], "error");
 
-    let r = home.request("GET", "/v1/messages/inbox?clear=maybe", None);
+    let r = request(&home, "GET", "/v1/messages/inbox?clear=maybe", None);
     assert_eq!(r.status, 400);
-    let r = home.request("DELETE", "/v1/expose/8080", None);
+    let r = request(&home, "DELETE", "/v1/expose/8080", None);
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["code"], "not_found");
-    let r = home.request(
+    let r = request(
+        &home,
         "POST",
         "/v1/expose",
         Some("{\"port\":8080,\"to\":\"127.0.0.1:3000\"}"),
     );
     assert_eq!(r.status, 200);
-    let r = home.request(
+    let r = request(
+        &home,
         "POST",
         "/v1/expose",
         Some("{\"port\":8080,\"to\":\"127.0.0.1:3000\"}"),
     );
     assert_eq!(r.status, 409);
     assert_eq!(r.json()["code"], "already_exists");
-    let r = home.request("GET", "/v1/find/Not_A_Name", None);
+    let r = request(&home, "GET", "/v1/find/Not_A_Name", None);
     assert_eq!(r.status, 400);
 
     // Keep-alive: two requests on one connection.
-    let mut s = home.connect();
+    let mut s = connect(&home);
     let req = b"GET /v1/info HTTP/1.1\r\nHost: pilot\r\n\r\n";
     s.write_all(req).unwrap();
     s.write_all(req).unwrap();
@@ -230,8 +191,8 @@ fn info_peers_and_errors_are_envelopes_with_matching_statuses() {
 
 #[test]
 fn curl_reads_info_over_the_socket() {
-    let home = Home::started();
-    let sock = home.sock();
+    let home = started();
+    let sock = sock(&home);
     let out = match Command::new("curl")
         .args(["-s", "--unix-socket"])
         .arg(&sock)
@@ -249,9 +210,9 @@ fn curl_reads_info_over_the_socket() {
 
 #[test]
 fn oversized_bodies_are_refused() {
-    let home = Home::started();
+    let home = started();
     let big = format!("{{\"hostname\":\"{}\"}}", "a".repeat(70_000));
-    let r = home.request("PUT", "/v1/hostname", Some(&big));
+    let r = request(&home, "PUT", "/v1/hostname", Some(&big));
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["code"], "invalid_argument");
     // The same without a declared length (chunked) is cut off at the limit too.
@@ -266,32 +227,32 @@ fn oversized_bodies_are_refused() {
         ));
     }
     req.push_str("0\r\n\r\n");
-    let r = home.raw(req.as_bytes());
+    let r = raw(&home, req.as_bytes());
     assert_eq!(r.status, 413);
     // A huge request head gets an HTTP error, not the daemon's memory.
     let head = format!(
         "GET /v1/info HTTP/1.1\r\nHost: pilot\r\nX-Big: {}\r\n\r\n",
         "b".repeat(100_000)
     );
-    let r = home.raw(head.as_bytes());
+    let r = raw(&home, head.as_bytes());
     assert!(r.status == 431 || r.status == 400, "{}", r.status);
-    assert_eq!(home.request("GET", "/v1/info", None).status, 200);
+    assert_eq!(request(&home, "GET", "/v1/info", None).status, 200);
 }
 
 #[test]
 fn garbage_and_slow_clients_do_not_stop_the_daemon() {
-    let home = Home::started();
+    let home = started();
     for garbage in [
         &b"hello\r\n\r\n"[..],
         b"\xff\xfe\x00\x01\r\n\r\n",
         b"GET\r\n\r\n",
         b"{\"cmd\":\"info\"}\n\r\n\r\n",
     ] {
-        let r = home.raw(garbage);
+        let r = raw(&home, garbage);
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(garbage));
     }
     // A client that sends half a head and stalls is dropped after the header timeout.
-    let mut slow = home.connect();
+    let mut slow = connect(&home);
     slow.write_all(b"GET /v1/info HTTP/1.1\r\nHost: pil")
         .unwrap();
     let t = Instant::now();
@@ -308,7 +269,7 @@ fn garbage_and_slow_clients_do_not_stop_the_daemon() {
         String::from_utf8_lossy(&buf)
     );
     // The daemon still answers.
-    assert_eq!(home.request("GET", "/v1/info", None).status, 200);
+    assert_eq!(request(&home, "GET", "/v1/info", None).status, 200);
     assert_eq!(home.ok(&["info"])["mode"], "userspace");
 }
 
@@ -325,8 +286,8 @@ fn the_served_openapi_document_is_the_committed_one() {
         "docs/api/openapi.json differs from the API's types; regenerate it with \
          `UPDATE_OPENAPI=1 cargo test --test api_http` and commit it"
     );
-    let home = Home::started();
-    let r = home.request("GET", "/v1/openapi.json", None);
+    let home = started();
+    let r = request(&home, "GET", "/v1/openapi.json", None);
     assert_eq!(r.status, 200);
     assert_eq!(String::from_utf8_lossy(&r.body), on_disk);
     let doc: Value = serde_json::from_str(&on_disk).unwrap();
@@ -335,8 +296,8 @@ fn the_served_openapi_document_is_the_committed_one() {
 
 #[test]
 fn the_event_stream_opens_at_once() {
-    let home = Home::started();
-    let mut s = home.connect();
+    let home = started();
+    let mut s = connect(&home);
     s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: pilot\r\n\r\n")
         .unwrap();
     let mut r = BufReader::new(s);
@@ -366,7 +327,7 @@ fn the_event_stream_opens_at_once() {
 /// Sends a stream request with the upgrade headers; returns the connection and the answer's
 /// head (or None when nothing came within `wait`).
 fn upgrade(home: &Home, target: &str, wait: Duration) -> (UnixStream, Option<String>) {
-    let mut s = home.connect();
+    let mut s = connect(home);
     s.set_read_timeout(Some(wait)).unwrap();
     let req = format!(
         "POST {target} HTTP/1.1\r\nHost: pilot\r\nConnection: Upgrade\r\nUpgrade: pilot-stream\r\n\r\n"
@@ -384,8 +345,8 @@ fn upgrade(home: &Home, target: &str, wait: Duration) -> (UnixStream, Option<Str
 
 #[test]
 fn streams_need_an_upgrade_and_a_listener_that_leaves_frees_its_port() {
-    let home = Home::started();
-    let r = home.request("POST", "/v1/listen?port=1000", None);
+    let home = started();
+    let r = request(&home, "POST", "/v1/listen?port=1000", None);
     assert_eq!(r.status, 400);
     assert!(
         r.json()["message"].as_str().unwrap().contains("Upgrade"),
@@ -410,18 +371,10 @@ fn streams_need_an_upgrade_and_a_listener_that_leaves_frees_its_port() {
     assert!(head.is_none(), "the port stayed taken: {head:?}");
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_message_from_a_peer_arrives_as_an_event() {
-    let a = Home::new();
-    let b = Home::new();
+    let a = Home::new("pilot-http");
+    let b = Home::new("pilot-http");
     let mut keys = Vec::new();
     for h in [&a, &b] {
         h.ok(&["daemon", "start", "--mode", "userspace"]);
@@ -444,7 +397,7 @@ fn a_message_from_a_peer_arrives_as_an_event() {
     }
     a.ok(&["daemon", "start"]);
     b.ok(&["daemon", "start"]);
-    let mut s = b.connect();
+    let mut s = connect(&b);
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: pilot\r\n\r\n")
         .unwrap();
@@ -457,7 +410,7 @@ fn a_message_from_a_peer_arrives_as_an_event() {
     }
     // A second subscriber through the library's client.
     let (tx, typed) = std::sync::mpsc::channel();
-    let events = pilot::api::Client::connect(&b.sock())
+    let events = pilot::api::Client::connect(&sock(&b))
         .unwrap()
         .events()
         .unwrap();

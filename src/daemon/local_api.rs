@@ -21,7 +21,7 @@ use crate::mapping::{Hostname, PeerRef};
 use crate::services::message_store::{MessageType, MAX_DATA};
 use crate::services::{streams, Messages};
 use crate::state::paths::StatePaths;
-use crate::userspace::expose::{ExposeError, Exposer};
+use crate::userspace::expose::Exposer;
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 use crate::userspace::socks5::Resolver;
 use crate::wg::DataPlane;
@@ -58,43 +58,13 @@ pub struct Node {
     pub events: broadcast::Sender<NodeEvent>,
 }
 
-/// The user-facing error for an exposer failure.
-pub fn expose_err(e: ExposeError) -> PilotError {
-    match e {
-        ExposeError::InvalidTarget(_) | ExposeError::PortZero => PilotError::invalid(
-            e.to_string(),
-            "give a port and a target: expose 8080 --to 127.0.0.1:3000",
-        ),
-        ExposeError::AlreadyExposed { .. } => PilotError::new(
-            ErrorCode::AlreadyExists,
-            e.to_string(),
-            "remove it first with `pilotctl expose --remove PORT`",
-        ),
-        ExposeError::NotExposed(_) => PilotError::new(
-            ErrorCode::NotFound,
-            e.to_string(),
-            "see the exposed ports with `pilotctl expose --list`",
-        ),
-        ExposeError::Listen { .. } => PilotError::new(
-            ErrorCode::AlreadyExists,
-            e.to_string(),
-            "another service holds that overlay port; choose another",
-        ),
-    }
-}
-
 fn no_messages() -> PilotError {
     PilotError::internal("the message service is not running (see the daemon log)")
 }
 
 impl Node {
     fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
-        PeerRef::parse(text, &self.config.network).map_err(|e| {
-            PilotError::invalid(
-                e.to_string(),
-                "name a peer by hostname (worker-node), address (xxxx.xxxx.xxxx), overlay IPv6 or public key",
-            )
-        })
+        Ok(PeerRef::parse(text, &self.config.network)?)
     }
 
     /// A trusted peer's key and overlay address from anything that names it.
@@ -295,8 +265,7 @@ impl Api for Node {
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
         let (id, delivered) = m
             .send(key.to_string(), ip, kind, value, Duration::from_secs(3))
-            .await
-            .map_err(|e| PilotError::internal(format!("cannot queue the message: {e}")))?;
+            .await?;
         Ok(SentMessage {
             id,
             to: key,
@@ -311,12 +280,9 @@ impl Api for Node {
 
     fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let messages = m
-            .inbox()
-            .map_err(|e| PilotError::internal(format!("cannot read the inbox: {e}")))?;
+        let messages = m.inbox()?;
         if clear {
-            m.clear_inbox()
-                .map_err(|e| PilotError::internal(format!("cannot clear the inbox: {e}")))?;
+            m.clear_inbox()?;
         }
         Ok(InboxData {
             messages,
@@ -326,17 +292,12 @@ impl Api for Node {
 
     fn outbox(&self) -> ApiResult<OutboxData> {
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let outbox = m
-            .outbox()
-            .map_err(|e| PilotError::internal(e.to_string()))?;
+        let outbox = m.outbox()?;
         Ok(OutboxData { outbox })
     }
 
     async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
-        self.exposer
-            .add(req.port, &req.to)
-            .await
-            .map_err(expose_err)?;
+        self.exposer.add(req.port, &req.to).await?;
         Ok(Exposed {
             port: req.port,
             to: req.to,
@@ -350,7 +311,7 @@ impl Api for Node {
     }
 
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed> {
-        self.exposer.remove(port).map_err(expose_err)
+        Ok(self.exposer.remove(port)?)
     }
 
     async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, OverlayStream)> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::daemon::DaemonOptions;
-use crate::error::{ErrorCode, PilotError};
+use crate::error::PilotError;
 use crate::identity::Identity;
 use crate::state::paths::StatePaths;
 
@@ -17,15 +17,7 @@ pub fn load_config(paths: &StatePaths, explicit: Option<&PathBuf>) -> Result<Con
     };
     match path {
         None => Ok(Config::default()),
-        Some(p) => Config::load(&p).map_err(|e| {
-            PilotError::invalid(
-                e.to_string(),
-                format!(
-                    "fix the file (see config/pilot.toml for every key), then check it with `pilotctl config check {}`",
-                    p.display()
-                ),
-            )
-        }),
+        Some(p) => Ok(Config::load(&p)?),
     }
 }
 
@@ -43,13 +35,7 @@ pub fn effective_config(paths: &StatePaths, opts: &DaemonOptions) -> Result<Conf
 
 /// Loads the node's identity, or makes one on first start.
 pub fn load_identity(paths: &StatePaths) -> Result<Identity, PilotError> {
-    let (identity, created) = Identity::load_or_create(&paths.key()).map_err(|e| {
-        let code = match e {
-            crate::identity::IdentityError::InsecurePermissions { .. } => ErrorCode::Unauthorized,
-            _ => ErrorCode::InvalidArgument,
-        };
-        PilotError::new(code, e.to_string(), e.hint())
-    })?;
+    let (identity, created) = Identity::load_or_create(&paths.key())?;
     if created {
         tracing::info!(key = %paths.key().display(), "created a new identity");
     }

@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, Mode};
 use crate::daemon::control_task::{ControlHandle, ControlTask, ControlTaskConfig};
-use crate::daemon::local_api::{expose_err, Node};
+use crate::daemon::local_api::Node;
 use crate::daemon::mode::ModeChoice;
 use crate::daemon::peer_resolver::PeerResolver;
 use crate::error::{ErrorCode, PilotError};
@@ -112,7 +112,7 @@ async fn start_services(
         }
     };
     for e in &s.config.exposes {
-        exposer.add(e.port, &e.to).await.map_err(expose_err)?;
+        exposer.add(e.port, &e.to).await?;
     }
     Ok(messages)
 }
@@ -171,8 +171,7 @@ async fn start_control(
     events: broadcast::Sender<NodeEvent>,
 ) -> Result<ControlHandle, PilotError> {
     let me = s.identity.public_key();
-    let mut trust = TrustStore::open(me, &s.paths.dir.join(TRUST_FILE))
-        .map_err(|e| PilotError::new(ErrorCode::Unauthorized, e.to_string(), e.hint()))?;
+    let mut trust = TrustStore::open(me, &s.paths.dir.join(TRUST_FILE))?;
     trust.set_allow_list(AllowList::from_entries(&s.config.trust.allow)?);
     let (registries, pinned) = resolve_registries(&s.config.registries).await?;
     let mut cc = ClientConfig::new(registries.clone());
@@ -204,14 +203,7 @@ fn create_tun(identity: &Identity, config: &Config) -> Result<Inner, PilotError>
     let mut tc = TunConfig::new(config.network.ipv6(identity.addr48()));
     tc.name = config.tun.name.clone();
     tc.mtu = config.tun.mtu;
-    let tun = TunDevice::create(&tc).map_err(|e| {
-        PilotError::new(
-            ErrorCode::Unauthorized,
-            e.to_string(),
-            "run as root or with CAP_NET_ADMIN, pick a free tun.name, or use --mode userspace",
-        )
-    })?;
-    Ok(tun.into_inner())
+    Ok(TunDevice::create(&tc)?.into_inner())
 }
 
 /// Starts the data plane on `inner` (userspace mode: the netstack) or, when it is `None`, on a
@@ -231,17 +223,9 @@ fn start_dataplane(
         network: config.network,
         ..Default::default()
     };
-    let plane = DataPlane::start(identity, &dc, inner, None).map_err(|e| {
-        PilotError::new(
-            ErrorCode::InvalidArgument,
-            e.to_string(),
-            "choose a free tunnel.listen_port (or 0 for any)",
-        )
-    })?;
+    let plane = DataPlane::start(identity, &dc, inner, None)?;
     for p in &config.peers {
-        plane.add_peer(p.public_key, p.endpoint).map_err(|e| {
-            PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
-        })?;
+        plane.add_peer(p.public_key, p.endpoint)?;
         if let Some(h) = &p.hostname {
             let _ = plane.set_hostname(&p.public_key, Some(h.to_string()));
         }
