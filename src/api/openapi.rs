@@ -105,6 +105,75 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_client_command_has_a_documented_route() {
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let s = String::new;
+        for req in [
+            Request::Info {},
+            Request::SetHostname { hostname: s() },
+            Request::Shutdown {},
+            Request::Peers {},
+            Request::Handshake {
+                peer: s(),
+                justification: None,
+            },
+            Request::Pending {},
+            Request::Approve { peer: s() },
+            Request::Reject {
+                peer: s(),
+                reason: None,
+            },
+            Request::Untrust { peer: s() },
+            Request::Trust {},
+            Request::Connect { peer: s(), port: 1 },
+            Request::Listen { port: 1 },
+            Request::SendMessage {
+                peer: s(),
+                data: s(),
+                kind: None,
+            },
+            Request::Inbox { clear: true },
+            Request::Outbox {},
+            Request::Find {
+                hostname: "x".into(),
+            },
+            Request::Ping {
+                peer: s(),
+                count: None,
+            },
+            Request::Expose { port: 1, to: s() },
+            Request::ExposeList {},
+            Request::ExposeRemove { port: 1 },
+        ] {
+            let r = req.route();
+            let path = r.target.split('?').next().unwrap();
+            // Documented paths name their parameters: /v1/find/{hostname}, /v1/expose/{port}.
+            let documented = doc["paths"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(p, _)| {
+                    let (ps, qs): (Vec<_>, Vec<_>) =
+                        (p.split('/').collect(), path.split('/').collect());
+                    ps.len() == qs.len()
+                        && ps
+                            .iter()
+                            .zip(&qs)
+                            .all(|(a, b)| a.starts_with('{') || a == b)
+                })
+                .unwrap_or_else(|| panic!("{req:?}: {path} is not documented"));
+            let op = &documented.1[r.method.to_ascii_lowercase()];
+            assert!(
+                op.is_object(),
+                "{req:?}: {} {path} is not documented",
+                r.method
+            );
+            let has_body = op["requestBody"].is_object();
+            assert_eq!(r.body.is_some(), has_body, "{req:?}: body");
+        }
+    }
+
+    #[test]
     fn the_document_names_every_path_and_the_envelope() {
         let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -454,9 +454,8 @@ impl ApiEvent {
 // ---- The client's commands ----
 
 /// A command for the daemon, as the CLI names it; [`Request::route`] says which HTTP request
-/// carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+/// carries it (this enum is not itself a wire format).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// Identity, address, mode, uptime.
     Info {},
@@ -474,7 +473,6 @@ pub enum Request {
         /// Hostname, address, overlay IPv6 or public key.
         peer: String,
         /// Why, shown to the peer (at most 256 bytes).
-        #[serde(default)]
         justification: Option<String>,
     },
     /// Trust requests waiting for our decision.
@@ -489,7 +487,6 @@ pub enum Request {
         /// Whose.
         peer: String,
         /// Why, shown to the peer.
-        #[serde(default)]
         reason: Option<String>,
     },
     /// Withdraw trust (tears the tunnel down on both sides).
@@ -518,13 +515,11 @@ pub enum Request {
         /// The payload (for `json`, JSON text).
         data: String,
         /// `json` (default) or `text`.
-        #[serde(default, rename = "type")]
         kind: Option<String>,
     },
     /// The messages in our inbox.
     Inbox {
         /// Delete them after listing.
-        #[serde(default)]
         clear: bool,
     },
     /// Messages not yet acked by their recipients.
@@ -539,7 +534,6 @@ pub enum Request {
         /// Hostname, address, overlay IPv6 or public key.
         peer: String,
         /// How many probes (1-100, default 4), 250 ms apart.
-        #[serde(default)]
         count: Option<u32>,
     },
     /// Forward an overlay TCP port to a local `HOST:PORT`.
