@@ -372,7 +372,7 @@ fn streams_need_an_upgrade_and_a_listener_that_leaves_frees_its_port() {
 }
 
 #[test]
-fn a_message_from_a_peer_arrives_as_an_event() {
+fn a_peers_message_arrives_as_an_event_and_an_upgrade_reaches_its_echo_port() {
     let a = Home::new("pilot-http");
     let b = Home::new("pilot-http");
     let mut keys = Vec::new();
@@ -460,4 +460,33 @@ fn a_message_from_a_peer_arrives_as_an_event() {
         }
         other => panic!("expected message_received, got {other:?}"),
     }
+
+    // A raw HTTP Upgrade from A to B's echo port: 101, the first reply in a header, then bytes.
+    let (mut s, head) = upgrade(
+        &a,
+        "/v1/connect?peer=node-b&port=7",
+        Duration::from_secs(10),
+    );
+    let head = head.expect("no answer to the upgrade");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let first = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("pilot-stream").then(|| v.trim())
+        })
+        .unwrap_or_else(|| panic!("no pilot-stream header: {head}"));
+    let first: Value = serde_json::from_str(first).unwrap();
+    assert_eq!(first["status"], "ok");
+    assert_eq!(first["data"]["peer"], keys[1].as_str());
+    assert_eq!(first["data"]["port"], 7);
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "stream bytes before any were sent: {head:?}"
+    );
+    s.write_all(b"echo over upgrade").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"echo over upgrade");
 }
