@@ -8,7 +8,7 @@
 //! - [`events`]: the live events of `GET /v1/events` (server-sent events).
 //! - [`server`]: the router and the hyper server on the Unix socket; limits on time.
 //! - [`openapi`]: the OpenAPI 3 document, served at `GET /v1/openapi.json`.
-//! - [`client`]: the blocking client the CLI uses.
+//! - [`client`]: the blocking client the CLI uses; [`stream`] its side of stream upgrades.
 //!
 //! docs/PROTOCOL.md ("Local API (v1, HTTP)") describes the paths and the envelope.
 
@@ -19,6 +19,7 @@ pub mod http;
 pub mod openapi;
 pub mod server;
 pub mod service;
+pub mod stream;
 pub mod types;
 
 pub use client::Client;

@@ -13,7 +13,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::http::{STREAM_HEADER, STREAM_PROTOCOL};
 use crate::api::types::{ApiEvent, Envelope, InfoData, PeersData, Request};
 use crate::error::{ErrorCode, PilotError};
 
@@ -23,7 +22,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection to the daemon's API.
 pub struct Client {
     rt: tokio::runtime::Runtime,
-    sender: SendRequest<Full<Bytes>>,
+    /// The socket until the first HTTP request (a stream request takes it as it is).
+    fresh: Option<UnixStream>,
+    /// hyper's side of the connection once a request was sent.
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 fn connect_error(path: &Path, e: std::io::Error) -> PilotError {
@@ -69,24 +71,38 @@ impl Client {
     /// daemon is not running; a permission error means it belongs to someone else.
     pub fn connect(path: &Path) -> Result<Self, PilotError> {
         let stream = UnixStream::connect(path).map_err(|e| connect_error(path, e))?;
-        stream.set_nonblocking(true).map_err(internal)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(internal)?;
-        let sender = rt.block_on(async {
-            let io = TokioIo::new(tokio::net::UnixStream::from_std(stream).map_err(internal)?);
-            let (sender, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(lost)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "API connection ended");
-                }
-            });
-            Ok::<_, PilotError>(sender)
-        })?;
-        Ok(Client { rt, sender })
+        Ok(Client {
+            rt,
+            fresh: Some(stream),
+            sender: None,
+        })
+    }
+
+    /// hyper's sender on this connection, set up on first use.
+    fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, PilotError> {
+        if let Some(stream) = self.fresh.take() {
+            stream.set_nonblocking(true).map_err(internal)?;
+            let sender = self.rt.block_on(async {
+                let io = TokioIo::new(tokio::net::UnixStream::from_std(stream).map_err(internal)?);
+                let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .map_err(lost)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "API connection ended");
+                    }
+                });
+                Ok::<_, PilotError>(sender)
+            })?;
+            self.sender = Some(sender);
+        }
+        self.sender
+            .as_mut()
+            .ok_or_else(|| PilotError::internal("the API connection is gone"))
     }
 
     /// Connects to the socket named by `PILOT_SOCKET`, else `$PILOT_HOME/pilot.sock`, else
@@ -120,7 +136,8 @@ impl Client {
             .header(hyper::header::HOST, "pilot")
             .body(Full::new(Bytes::new()))
             .map_err(internal)?;
-        let sender = &mut self.sender;
+        self.sender()?;
+        let sender = self.sender.as_mut().expect("sender set up");
         let resp = self.rt.block_on(async {
             sender.ready().await.map_err(lost)?;
             let resp = sender.send_request(req).await.map_err(lost)?;
@@ -141,20 +158,12 @@ impl Client {
         })
     }
 
-    fn http_request(
-        req: &Request,
-        upgrade: bool,
-    ) -> Result<hyper::Request<Full<Bytes>>, PilotError> {
+    fn http_request(req: &Request) -> Result<hyper::Request<Full<Bytes>>, PilotError> {
         let route = req.route();
         let mut b = hyper::Request::builder()
             .method(route.method)
             .uri(route.target)
             .header(hyper::header::HOST, "pilot");
-        if upgrade {
-            b = b
-                .header(hyper::header::CONNECTION, "upgrade")
-                .header(hyper::header::UPGRADE, STREAM_PROTOCOL);
-        }
         let body = match route.body {
             Some(v) => {
                 b = b.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -172,8 +181,9 @@ impl Client {
                 "a stream request needs Client::open_stream",
             ));
         }
-        let http = Self::http_request(req, false)?;
-        let sender = &mut self.sender;
+        let http = Self::http_request(req)?;
+        self.sender()?;
+        let sender = self.sender.as_mut().expect("sender set up");
         let (status, body) = self.rt.block_on(async {
             let exchange = async {
                 sender.ready().await.map_err(lost)?;
@@ -189,9 +199,10 @@ impl Client {
         parse_envelope(status.as_u16(), &body)?.into_result()
     }
 
-    /// Sends a stream request (`connect`, `listen`) and waits for its reply (no time limit:
-    /// `listen` waits for a peer); on success the returned reader and writer carry the stream,
-    /// and shutting down the writer's write side passes the half-close on to the peer.
+    /// Sends a stream request (`connect`, `listen`) as the first request on this connection
+    /// and waits for its reply (no time limit: `listen` waits for a peer); on success the
+    /// returned reader and writer are the daemon's socket carrying the stream, and shutting down
+    /// the writer's write side passes the half-close on to the peer.
     pub fn open_stream(
         mut self,
         req: &Request,
@@ -199,43 +210,12 @@ impl Client {
         if !req.is_stream() {
             return Err(PilotError::internal("not a stream request"));
         }
-        let http = Self::http_request(req, true)?;
-        let sender = &mut self.sender;
-        let (data, upgraded) = self.rt.block_on(async {
-            sender.ready().await.map_err(lost)?;
-            let resp = sender.send_request(http).await.map_err(lost)?;
-            let status = resp.status();
-            if status != hyper::StatusCode::SWITCHING_PROTOCOLS {
-                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
-                parse_envelope(status.as_u16(), &body)?.into_result()?;
-                return Err(PilotError::internal(format!(
-                    "the daemon answered a stream request with HTTP {status}"
-                )));
-            }
-            let first = resp
-                .headers()
-                .get(STREAM_HEADER)
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default();
-            let data = parse_envelope(101, &first)?.into_result()?;
-            let upgraded = hyper::upgrade::on(resp).await.map_err(lost)?;
-            Ok::<_, PilotError>((data, upgraded))
+        let mut stream = self.fresh.take().ok_or_else(|| {
+            PilotError::internal("a stream request must be the first on its connection")
         })?;
-        let (mine, theirs) = UnixStream::pair().map_err(internal)?;
-        theirs.set_nonblocking(true).map_err(internal)?;
-        let rt = self.rt;
-        // The upgraded connection is hyper's; a socket pair gives the caller plain std streams.
-        std::thread::spawn(move || {
-            rt.block_on(async move {
-                let Ok(mut theirs) = tokio::net::UnixStream::from_std(theirs) else {
-                    return;
-                };
-                let mut up = TokioIo::new(upgraded);
-                let _ = tokio::io::copy_bidirectional(&mut up, &mut theirs).await;
-            })
-        });
-        let writer = mine.try_clone().map_err(internal)?;
-        Ok((data, BufReader::new(mine), writer))
+        let data = crate::api::stream::open(&mut stream, req)?;
+        let writer = stream.try_clone().map_err(internal)?;
+        Ok((data, BufReader::new(stream), writer))
     }
 }
 
