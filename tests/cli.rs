@@ -176,6 +176,43 @@ fn garbage_on_the_api_socket_does_not_kill_the_daemon() {
             String::from_utf8_lossy(garbage)
         );
     }
+    // After an error answer, the same keep-alive connection still serves requests.
+    let s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut answer = |req: &[u8]| -> (String, serde_json::Value) {
+        w.write_all(req).unwrap();
+        let (mut status, mut length) = (String::new(), 0usize);
+        r.read_line(&mut status).unwrap();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            if h == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        std::io::Read::read_exact(&mut r, &mut body).unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    };
+    let (status, v) = answer(
+        b"PUT /v1/hostname HTTP/1.1\r\nHost: pilot\r\nContent-Length: 20\r\n\r\n{\"hostname\":\"NOPE!\"}",
+    );
+    assert!(status.starts_with("HTTP/1.1 400 "), "{status}");
+    assert_eq!(v["status"], "error", "{v}");
+    assert_eq!(v["code"], "invalid_argument", "{v}");
+    let (status, v) = answer(b"GET /v1/launch HTTP/1.1\r\nHost: pilot\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 404 "), "{status}");
+    assert_eq!(v["code"], "not_found", "{v}");
+    let (status, v) = answer(b"GET /v1/info HTTP/1.1\r\nHost: pilot\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
+    assert_eq!(v["status"], "ok", "{v}");
     // An endless line is cut off without harm.
     let mut flood = UnixStream::connect(&sock).unwrap();
     let _ = flood.write_all(&vec![b'x'; 200_000]);
