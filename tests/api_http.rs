@@ -7,7 +7,7 @@
 
 mod support;
 
-use pilot::api::{ApiEvent, StreamEvent};
+use pilot::api::{ApiEvent, NodeEvent, StreamEvent};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -489,4 +489,61 @@ fn a_peers_message_arrives_as_an_event_and_an_upgrade_reaches_its_echo_port() {
     let mut back = Vec::new();
     s.read_to_end(&mut back).unwrap();
     assert_eq!(back, b"echo over upgrade");
+}
+
+#[test]
+fn a_trust_request_arrives_as_an_event() {
+    let reg = support::registry::Registry::loopback();
+    let a = Home::new("pilot-http");
+    let b = Home::new("pilot-http");
+    for (h, name) in [(&a, "node-a"), (&b, "node-b")] {
+        h.start(&[
+            "--mode",
+            "userspace",
+            "--registry",
+            &reg.addr,
+            "--hostname",
+            name,
+        ]);
+    }
+    let a_key = a.ok(&["info"])["public_key"].as_str().unwrap().to_string();
+    let events = pilot::api::Client::connect(&sock(&b))
+        .unwrap()
+        .events()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for e in events {
+            if tx.send(e).is_err() {
+                return;
+            }
+        }
+    });
+    // B's name may take a moment to reach the registry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, v) = a.json(&["handshake", "node-b", "hello from a"]);
+        if code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handshake failed: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = loop {
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap() {
+            ApiEvent::Node(e @ NodeEvent::TrustRequest { .. }) => break e,
+            _ => continue,
+        }
+    };
+    let NodeEvent::TrustRequest {
+        from,
+        hostname,
+        justification,
+    } = got
+    else {
+        unreachable!()
+    };
+    assert_eq!(from.to_string(), a_key);
+    assert_eq!(hostname.map(|h| h.to_string()).as_deref(), Some("node-a"));
+    assert_eq!(justification, "hello from a");
 }
