@@ -1,7 +1,7 @@
 //! The local API as plain HTTP/1.1 over the Unix socket, driven by hand-written request bytes
-//! against a real daemon (userspace mode, no registry): envelopes and status codes, limits on
-//! size and time, garbage, the OpenAPI document (served and committed), server-sent events and
-//! HTTP Upgrade streams.
+//! against real daemons in userspace mode: envelopes and status codes, limits on size and time,
+//! garbage, the OpenAPI document (served and committed), server-sent events (a message from a
+//! static peer; a trust request through a loopback registry) and HTTP Upgrade streams.
 //!
 //! `UPDATE_OPENAPI=1 cargo test --test api_http` rewrites docs/api/openapi.json.
 
