@@ -302,6 +302,7 @@ impl PeerPath {
                 if self.path == via {
                     self.last_reply = Some(now);
                     self.rtt = Some(rtt);
+                    self.settle_punch(now);
                     return;
                 }
                 let better = match self.path {
@@ -315,9 +316,7 @@ impl PeerPath {
                     self.next_keepalive = Some(now + self.timing.keepalive);
                     self.next_retry = None;
                     self.backoff = self.timing.retry_min;
-                    if let Some(p) = &mut self.punch {
-                        p.until = p.until.min(now + self.timing.settle);
-                    }
+                    self.settle_punch(now);
                 }
             }
             Path::None => {}
@@ -427,6 +426,16 @@ impl PeerPath {
                 self.next_keepalive = Some(now);
             }
             _ => {}
+        }
+    }
+
+    /// A direct path answers: a running punch ends after `settle` (time for a better candidate,
+    /// a LAN one, to answer too) instead of running its full course. A punch left running
+    /// would hold back the endpoint request a dead path makes, so a NAT remap soon after the
+    /// path came up would wait for the next registration to be noticed.
+    fn settle_punch(&mut self, now: Instant) {
+        if let Some(p) = &mut self.punch {
+            p.until = p.until.min(now + self.timing.settle);
         }
     }
 
@@ -633,6 +642,35 @@ mod tests {
             .1;
         m.on_probe_reply(now, public, txid);
         assert_eq!(m.path(), Path::Direct(public));
+    }
+
+    #[test]
+    fn a_direct_path_adopted_from_the_data_plane_settles_the_punch_so_its_death_asks_at_once() {
+        let timing = Timing::default();
+        let t0 = Instant::now();
+        let mut m = PeerPath::new(timing, 1);
+        let public = addr("198.51.100.7:51820");
+        m.on_candidates(t0, &[public], addr(REG));
+        m.handle_timeout(t0);
+        let (probes, _, _) = drain(&mut m);
+        // The peer's first packets arrive before any probe reply: the data plane roams there.
+        m.on_data_plane_path(t0, Path::Direct(public));
+        m.on_probe_reply(t0, public, probes[0].1);
+        // No reply after that: the path dies (a remapped NAT) while the punch would still
+        // be running its full course; the machine asks the registry for fresh endpoints at
+        // once rather than at a later retry.
+        let mut now = t0;
+        let until = t0 + timing.dead_after + timing.keepalive;
+        assert!(
+            until < t0 + timing.punch_duration,
+            "checked within the first punch"
+        );
+        let acts = run_until(&mut m, &mut now, until);
+        assert!(
+            acts.contains(&Action::SetPath(Path::Relay(addr(REG)))),
+            "{acts:?}"
+        );
+        assert!(acts.contains(&Action::RequestEndpoints), "{acts:?}");
     }
 
     #[test]
