@@ -5,7 +5,7 @@
 # modules and their helpers) are skipped; comments and string literals are blanked out first,
 # so braces inside them do not count.
 #
-# Usage: scripts/long-functions.sh [MAX]
+# Usage: scripts/long-functions.sh [MAX]   (scripts/test.sh runs it, so CI does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "${1:-80}" <<'PY'

@@ -6,16 +6,16 @@
 //! - [`mode`]: TUN or userspace, and why.
 //! - [`settings`]: config, identity, logging.
 //! - [`node_state`]: the `node.json` file.
-//! - [`start`]: the data plane, the control task, the services.
+//! - [`start`]: the data plane, the node driver, the services.
 //! - [`local_api`]: the node as the local API sees it.
 //! - [`socket`]: the API socket and the stop signals.
-//! - [`control_task`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
+//! - [`node_driver`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
 //!   driver and what it needs from the process.
 
 pub mod candidates;
-pub mod control_task;
 pub mod local_api;
 pub mod mode;
+pub mod node_driver;
 pub mod node_state;
 pub mod peer_resolver;
 pub mod settings;

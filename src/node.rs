@@ -29,7 +29,7 @@ pub mod traversal;
 pub mod trust;
 pub mod views;
 
-pub use self::commands::{ControlCommand, Reply};
+pub use self::commands::{NodeCommand, Reply};
 pub use self::core::{Effect, Node, NodeConfig};
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The running node as the local API sees it: [`Node`] implements [`Api`], turning each
-//! request into a call on the data plane, the control task, the services or the exposer.
+//! request into a call on the data plane, the node driver, the services or the exposer.
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,8 @@ use crate::api::events::Subscription;
 use crate::api::service::{Api, ApiResult};
 use crate::api::types::*;
 use crate::config::Config;
-use crate::daemon::control_task::{ControlCommand, ControlHandle};
 use crate::daemon::mode::ModeChoice;
+use crate::daemon::node_driver::{NodeCommand, NodeHandle};
 use crate::daemon::node_state::{self, NodeState};
 use crate::daemon::peer_resolver::PeerResolver;
 use crate::error::{ErrorCode, PilotError};
@@ -44,8 +44,8 @@ pub struct Node {
     pub shutdown: watch::Sender<bool>,
     /// The WireGuard data plane.
     pub dataplane: Arc<DataPlane>,
-    /// The control task (registries and trust).
-    pub control: ControlHandle,
+    /// The node driver (registries, trust, paths).
+    pub control: NodeHandle,
     /// Overlay ports forwarded to local targets.
     pub exposer: Exposer,
     /// Where the SOCKS5 proxy listens (userspace mode).
@@ -172,7 +172,7 @@ impl Api for Node {
             )
         })?;
         self.control
-            .call(|reply| ControlCommand::SetHostname {
+            .call(|reply| NodeCommand::SetHostname {
                 hostname: h.clone(),
                 reply,
             })
@@ -195,7 +195,7 @@ impl Api for Node {
         let peer = self.peer_ref(&req.peer)?;
         let justification = req.justification.unwrap_or_default();
         self.control
-            .call(|reply| ControlCommand::Handshake {
+            .call(|reply| NodeCommand::Handshake {
                 peer,
                 justification,
                 reply,
@@ -205,14 +205,14 @@ impl Api for Node {
 
     async fn pending(&self) -> ApiResult<PendingList> {
         self.control
-            .call(|reply| ControlCommand::Pending { reply })
+            .call(|reply| NodeCommand::Pending { reply })
             .await
     }
 
     async fn approve(&self, peer: String) -> ApiResult<Option<TrustView>> {
         let peer = self.peer_ref(&peer)?;
         self.control
-            .call(|reply| ControlCommand::Approve { peer, reply })
+            .call(|reply| NodeCommand::Approve { peer, reply })
             .await
     }
 
@@ -220,7 +220,7 @@ impl Api for Node {
         let peer = self.peer_ref(&req.peer)?;
         let reason = req.reason.unwrap_or_default();
         self.control
-            .call(|reply| ControlCommand::Reject {
+            .call(|reply| NodeCommand::Reject {
                 peer,
                 reason,
                 reply,
@@ -231,13 +231,13 @@ impl Api for Node {
     async fn untrust(&self, peer: String) -> ApiResult<Option<TrustView>> {
         let peer = self.peer_ref(&peer)?;
         self.control
-            .call(|reply| ControlCommand::Untrust { peer, reply })
+            .call(|reply| NodeCommand::Untrust { peer, reply })
             .await
     }
 
     async fn trust(&self) -> ApiResult<TrustList> {
         self.control
-            .call(|reply| ControlCommand::TrustList { reply })
+            .call(|reply| NodeCommand::TrustList { reply })
             .await
     }
 
@@ -247,7 +247,7 @@ impl Api for Node {
             PilotError::invalid(e.to_string(), "give an exact hostname, e.g. worker-node")
         })?;
         self.control
-            .call(|reply| ControlCommand::Find { hostname, reply })
+            .call(|reply| NodeCommand::Find { hostname, reply })
             .await
     }
 
@@ -255,7 +255,7 @@ impl Api for Node {
         let peer = self.peer_ref(&req.peer)?;
         let count = req.count.unwrap_or(4);
         self.control
-            .call(|reply| ControlCommand::Ping { peer, count, reply })
+            .call(|reply| NodeCommand::Ping { peer, count, reply })
             .await
     }
 

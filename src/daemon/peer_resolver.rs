@@ -4,7 +4,7 @@
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 
-use crate::daemon::control_task::{ControlCommand, ControlHandle};
+use crate::daemon::node_driver::{NodeCommand, NodeHandle};
 use crate::mapping::Hostname;
 use crate::userspace::socks5::{BoxFuture, Resolver};
 use crate::wg::DataPlane;
@@ -12,13 +12,13 @@ use crate::wg::DataPlane;
 /// Resolves names from the peer table, then the registries.
 pub struct PeerResolver {
     plane: Arc<DataPlane>,
-    control: Option<ControlHandle>,
+    control: Option<NodeHandle>,
 }
 
 impl PeerResolver {
     /// A resolver over the running data plane and, if registries are configured, the control
     /// plane.
-    pub fn new(plane: Arc<DataPlane>, control: Option<ControlHandle>) -> Self {
+    pub fn new(plane: Arc<DataPlane>, control: Option<NodeHandle>) -> Self {
         PeerResolver { plane, control }
     }
 }
@@ -31,7 +31,7 @@ impl Resolver for PeerResolver {
             }
             let control = self.control.as_ref()?;
             let found = control
-                .call(|reply| ControlCommand::Find {
+                .call(|reply| NodeCommand::Find {
                     hostname: name.clone(),
                     reply,
                 })

@@ -1,5 +1,5 @@
 //! Starting the node's parts in order: the data plane (on a TUN device or the userspace
-//! stack), the control task on its socket, then the services, the exposed ports and the
+//! stack), the node driver on its socket, then the services, the exposed ports and the
 //! SOCKS5 proxy.
 
 use std::collections::HashMap;
@@ -10,9 +10,9 @@ use std::time::Instant;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::{Config, Mode};
-use crate::daemon::control_task::{ControlHandle, ControlTask, ControlTaskConfig};
 use crate::daemon::local_api::Node;
 use crate::daemon::mode::ModeChoice;
+use crate::daemon::node_driver::{NodeDriver, NodeHandle};
 use crate::daemon::peer_resolver::PeerResolver;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
@@ -22,6 +22,7 @@ use crate::node::control::ControlPlane;
 use crate::node::registry_client::{parse_registry_spec, ClientConfig};
 use crate::node::trust::{AllowList, TrustStore, TRUST_FILE};
 use crate::node::views::NodeEvent;
+use crate::node::NodeConfig;
 use crate::services::Messages;
 use crate::state::paths::StatePaths;
 use crate::tun::{TunConfig, TunDevice};
@@ -122,7 +123,7 @@ async fn start_socks5(
     config: &Config,
     stack: &Netstack,
     plane: &Arc<DataPlane>,
-    control: &ControlHandle,
+    control: &NodeHandle,
 ) -> Result<Option<SocketAddr>, PilotError> {
     let resolver = PeerResolver::new(plane.clone(), Some(control.clone()));
     Ok(
@@ -169,7 +170,7 @@ async fn start_control(
     s: &Setup,
     plane: &Arc<DataPlane>,
     events: broadcast::Sender<NodeEvent>,
-) -> Result<ControlHandle, PilotError> {
+) -> Result<NodeHandle, PilotError> {
     let me = s.identity.public_key();
     let mut trust = TrustStore::open(me, &s.paths.dir.join(TRUST_FILE))?;
     trust.set_allow_list(AllowList::from_entries(&s.config.trust.allow)?);
@@ -189,13 +190,13 @@ async fn start_control(
     let rx = plane
         .take_control_receiver()
         .ok_or_else(|| PilotError::internal("control receiver taken twice"))?;
-    let tc = ControlTaskConfig {
+    let tc = NodeConfig {
         network: s.config.network,
         static_peers: s.config.peers.iter().map(|p| p.public_key).collect(),
         has_registry: !registries.is_empty(),
     };
     tracing::info!(registries = registries.len(), "control plane running");
-    Ok(ControlTask::spawn(core, plane.clone(), tc, rx, events))
+    Ok(NodeDriver::spawn(core, plane.clone(), tc, rx, events))
 }
 
 /// A new TUN device with our overlay address and route.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::daemon::control_task::Tunnels;
+use crate::daemon::node_driver::Tunnels;
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
 use crate::wg::DataPlane;

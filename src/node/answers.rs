@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::PublicKey;
 use crate::mapping::PeerRef;
-use crate::node::commands::{ControlCommand, Reply, Waiting};
+use crate::node::commands::{NodeCommand, Reply, Waiting};
 use crate::node::control::{ControlPlane, TrustTarget};
 use crate::node::core::Node;
 use crate::node::registry_client::OpId;
@@ -34,31 +34,31 @@ fn no_registry() -> PilotError {
 
 impl Node {
     /// A command from the local API. Answers at once, or when its registry operation ends.
-    pub fn handle_command(&mut self, now: Instant, cmd: ControlCommand) {
+    pub fn handle_command(&mut self, now: Instant, cmd: NodeCommand) {
         match cmd {
-            ControlCommand::Handshake {
+            NodeCommand::Handshake {
                 peer,
                 justification,
                 reply,
             } => self.handshake(now, peer, &justification, reply),
-            ControlCommand::Pending { reply } => {
+            NodeCommand::Pending { reply } => {
                 let _ = reply.send(Ok(self.pending()));
             }
-            ControlCommand::Approve { peer, reply } => {
+            NodeCommand::Approve { peer, reply } => {
                 self.decide(now, &peer, reply, |p, now, k| p.approve(now, k))
             }
-            ControlCommand::Reject {
+            NodeCommand::Reject {
                 peer,
                 reason,
                 reply,
             } => self.decide(now, &peer, reply, |p, now, k| p.reject(now, k, &reason)),
-            ControlCommand::Untrust { peer, reply } => {
+            NodeCommand::Untrust { peer, reply } => {
                 self.decide(now, &peer, reply, |p, now, k| p.untrust(now, k))
             }
-            ControlCommand::TrustList { reply } => {
+            NodeCommand::TrustList { reply } => {
                 let _ = reply.send(Ok(self.trust_list()));
             }
-            ControlCommand::Find { hostname, reply } => {
+            NodeCommand::Find { hostname, reply } => {
                 if !self.config.has_registry {
                     let _ = reply.send(Err(no_registry()));
                     return;
@@ -66,7 +66,7 @@ impl Node {
                 let op = self.plane.client().lookup(now, hostname);
                 self.waiting.insert(op, Waiting::Find(reply));
             }
-            ControlCommand::SetHostname { hostname, reply } => {
+            NodeCommand::SetHostname { hostname, reply } => {
                 if !self.config.has_registry {
                     let _ = reply.send(Ok(HostnameClaim { hostname }));
                     return;
@@ -74,7 +74,7 @@ impl Node {
                 let op = self.plane.client().set_hostname(now, hostname.clone());
                 self.waiting.insert(op, Waiting::Hostname(hostname, reply));
             }
-            ControlCommand::Ping { peer, count, reply } => self.ping(now, &peer, count, reply),
+            NodeCommand::Ping { peer, count, reply } => self.ping(now, &peer, count, reply),
         }
         self.pump(now);
     }

@@ -1,4 +1,4 @@
-//! What the local API asks of the node: [`ControlCommand`], each with its typed reply
+//! What the local API asks of the node: [`NodeCommand`], each with its typed reply
 //! channel, and what a call waits for while its registry operation runs. How the node answers
 //! is in [`crate::node::answers`].
 
@@ -14,7 +14,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, PilotError>>;
 
 /// A request from the local API to the node, with the channel for its answer.
 #[derive(Debug)]
-pub enum ControlCommand {
+pub enum NodeCommand {
     /// Ask a peer for trust; answers the peer's trust once the request is delivered.
     Handshake {
         /// Whom.

@@ -185,7 +185,7 @@ impl Sim {
     fn call<T>(
         &mut self,
         i: usize,
-        make: impl FnOnce(Reply<T>) -> ControlCommand,
+        make: impl FnOnce(Reply<T>) -> NodeCommand,
     ) -> oneshot::Receiver<Result<T, PilotError>> {
         let (tx, rx) = oneshot::channel();
         let now = self.now;
@@ -197,14 +197,14 @@ impl Sim {
     /// Node 0 asks node 1 for trust by name and node 1 approves.
     fn trust_each_other(&mut self) {
         let name = Hostname::new("node-b").unwrap();
-        let mut r = self.call(0, |reply| ControlCommand::Handshake {
+        let mut r = self.call(0, |reply| NodeCommand::Handshake {
             peer: PeerRef::Hostname(name),
             justification: "jobs".into(),
             reply,
         });
         r.try_recv().unwrap().unwrap();
         let ka = self.key(0);
-        let mut r = self.call(1, |reply| ControlCommand::Approve {
+        let mut r = self.call(1, |reply| NodeCommand::Approve {
             peer: PeerRef::PublicKey(ka),
             reply,
         });
@@ -220,7 +220,7 @@ impl Sim {
 fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
     let mut sim = Sim::new(&["node-a", "node-b"], &[]);
     let (ka, kb) = (sim.key(0), sim.key(1));
-    let mut r = sim.call(0, |reply| ControlCommand::Handshake {
+    let mut r = sim.call(0, |reply| NodeCommand::Handshake {
         peer: PeerRef::Hostname(Hostname::new("node-b").unwrap()),
         justification: "jobs".into(),
         reply,
@@ -235,7 +235,7 @@ fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
         hostname: Some(Hostname::new("node-a").unwrap()),
         justification: "jobs".into(),
     }));
-    let mut r = sim.call(1, |reply| ControlCommand::Pending { reply });
+    let mut r = sim.call(1, |reply| NodeCommand::Pending { reply });
     let pending = r.try_recv().unwrap().unwrap().pending;
     assert_eq!(pending.len(), 1);
     assert_eq!(
@@ -246,7 +246,7 @@ fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
         (ka, "jobs")
     );
 
-    let mut r = sim.call(1, |reply| ControlCommand::Approve {
+    let mut r = sim.call(1, |reply| NodeCommand::Approve {
         peer: PeerRef::PublicKey(ka),
         reply,
     });
@@ -265,7 +265,7 @@ fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
     }
 
     sim.advance(Duration::from_secs(1));
-    let mut r = sim.call(0, |reply| ControlCommand::Untrust {
+    let mut r = sim.call(0, |reply| NodeCommand::Untrust {
         peer: PeerRef::PublicKey(kb),
         reply,
     });
@@ -282,23 +282,23 @@ fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
 fn unknown_peers_and_failed_lookups_get_typed_errors() {
     let mut sim = Sim::new(&["node-a"], &[]);
     let stranger = id(9).public_key();
-    let mut r = sim.call(0, |reply| ControlCommand::Approve {
+    let mut r = sim.call(0, |reply| NodeCommand::Approve {
         peer: PeerRef::Addr48(stranger.addr48()),
         reply,
     });
     assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
-    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+    let mut r = sim.call(0, |reply| NodeCommand::Ping {
         peer: PeerRef::PublicKey(stranger),
         count: 1,
         reply,
     });
     assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
-    let mut r = sim.call(0, |reply| ControlCommand::Find {
+    let mut r = sim.call(0, |reply| NodeCommand::Find {
         hostname: Hostname::new("nobody").unwrap(),
         reply,
     });
     assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
-    let mut r = sim.call(0, |reply| ControlCommand::Find {
+    let mut r = sim.call(0, |reply| NodeCommand::Find {
         hostname: Hostname::new("node-a").unwrap(),
         reply,
     });
@@ -446,7 +446,7 @@ fn a_ping_session_reports_round_trips() {
     let now = sim.now;
     sim.hosts[0].node.handle_command(
         now,
-        ControlCommand::Ping {
+        NodeCommand::Ping {
             peer: PeerRef::PublicKey(kb),
             count: 3,
             reply: tx,
@@ -489,7 +489,7 @@ fn a_ping_session_times_out_missing_replies() {
     sim.advance(Duration::from_secs(1));
     let kb = sim.key(1);
     sim.drop_from = Some(1);
-    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+    let mut r = sim.call(0, |reply| NodeCommand::Ping {
         peer: PeerRef::PublicKey(kb),
         count: 2,
         reply,
@@ -509,7 +509,7 @@ fn a_ping_without_a_path_starts_one_and_says_so() {
     sim.blocked = true;
     sim.trust_each_other();
     let kb = sim.key(1);
-    let mut r = sim.call(0, |reply| ControlCommand::Ping {
+    let mut r = sim.call(0, |reply| NodeCommand::Ping {
         peer: PeerRef::PublicKey(kb),
         count: 1,
         reply,
@@ -632,7 +632,7 @@ fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
     let (tx, mut rx) = oneshot::channel();
     node.handle_command(
         t0,
-        ControlCommand::Handshake {
+        NodeCommand::Handshake {
             peer: PeerRef::PublicKey(peer),
             justification: String::new(),
             reply: tx,
@@ -644,7 +644,7 @@ fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
     let (tx, _rx) = oneshot::channel();
     node.handle_command(
         t0,
-        ControlCommand::Ping {
+        NodeCommand::Ping {
             peer: PeerRef::PublicKey(peer),
             count: 1,
             reply: tx,

@@ -23,7 +23,7 @@ use crate::node::{Effect, Node, NodeConfig};
 use crate::wg::{DataPlaneEvent, EventReceiver};
 use crate::wire::classify::ControlDatagram;
 
-pub use crate::node::{ControlCommand, Reply};
+pub use crate::node::{NodeCommand, Reply};
 
 /// What the node needs from the data plane.
 pub trait Tunnels: Send + Sync + 'static {
@@ -55,10 +55,10 @@ pub trait Tunnels: Send + Sync + 'static {
     fn take_events(&self) -> Option<EventReceiver>;
 }
 
-/// The API side's handle on the control task.
+/// The API side's handle on the node driver.
 #[derive(Clone)]
-pub struct ControlHandle {
-    tx: mpsc::Sender<ControlCommand>,
+pub struct NodeHandle {
+    tx: mpsc::Sender<NodeCommand>,
 }
 
 /// How long an API call waits for the registries before answering `timeout`.
@@ -66,11 +66,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the node's idea of the wall clock is corrected.
 const CLOCK_SYNC: Duration = Duration::from_secs(60);
 
-impl ControlHandle {
+impl NodeHandle {
     /// Runs the command `make` builds around its reply channel, and waits for the answer.
     pub async fn call<T>(
         &self,
-        make: impl FnOnce(Reply<T>) -> ControlCommand,
+        make: impl FnOnce(Reply<T>) -> NodeCommand,
     ) -> Result<T, PilotError> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -91,11 +91,8 @@ impl ControlHandle {
     }
 }
 
-/// Settings for the control task (the node's).
-pub type ControlTaskConfig = NodeConfig;
-
-/// The control task: the node and the data plane it drives.
-pub struct ControlTask<T: Tunnels> {
+/// The node driver: the node and the data plane it drives.
+pub struct NodeDriver<T: Tunnels> {
     node: Node,
     tunnels: Arc<T>,
     events: broadcast::Sender<NodeEvent>,
@@ -103,23 +100,23 @@ pub struct ControlTask<T: Tunnels> {
 
 /// One input to the node.
 enum Input {
-    Command(ControlCommand),
+    Command(NodeCommand),
     Datagram(ControlDatagram),
     DataPlane(DataPlaneEvent),
     Timer,
     ClockSync,
 }
 
-impl<T: Tunnels> ControlTask<T> {
+impl<T: Tunnels> NodeDriver<T> {
     /// Starts the task around `plane`, with randomness seeded from the OS; node events go to
     /// `events` (nobody listening is fine).
     pub fn spawn(
         plane: ControlPlane,
         tunnels: Arc<T>,
-        config: ControlTaskConfig,
+        config: NodeConfig,
         control_rx: mpsc::Receiver<ControlDatagram>,
         events: broadcast::Sender<NodeEvent>,
-    ) -> ControlHandle {
+    ) -> NodeHandle {
         let mut seed = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
         let statics = config.static_peers.clone();
@@ -131,19 +128,19 @@ impl<T: Tunnels> ControlTask<T> {
             }
         }
         let dp_events = tunnels.take_events();
-        let task = ControlTask {
+        let task = NodeDriver {
             node,
             tunnels,
             events,
         };
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(task.run(rx, control_rx, dp_events));
-        ControlHandle { tx }
+        NodeHandle { tx }
     }
 
     async fn run(
         mut self,
-        mut commands: mpsc::Receiver<ControlCommand>,
+        mut commands: mpsc::Receiver<NodeCommand>,
         mut datagrams: mpsc::Receiver<ControlDatagram>,
         mut dp_events: Option<EventReceiver>,
     ) {
