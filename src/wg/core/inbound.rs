@@ -9,7 +9,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use super::counters::bump;
-use super::outbound::{send_on, send_queued};
+use super::outbound::{count_tx, send_on};
 use super::table::PeerTable;
 use super::{normalize, Core};
 use crate::mapping::Addr48;
@@ -337,5 +337,21 @@ impl PeerState {
             self.set_path(came_by);
         }
         moves
+    }
+}
+
+/// Sends the packets WireGuard queued while a handshake ran, along `path`.
+fn send_queued(
+    st: &mut PeerState,
+    peer: &Peer,
+    path: Path,
+    out: &mut [u8],
+    send: &mut dyn FnMut(SocketAddr, &[u8]),
+) {
+    while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
+        if p.first() == Some(&4) {
+            count_tx(peer, p.len());
+        }
+        send_on(path, peer.addr48, p, send);
     }
 }

@@ -9,7 +9,7 @@ use boringtun::noise::TunnResult;
 use super::counters::bump;
 use super::Core;
 use crate::mapping::Addr48;
-use crate::wg::peer::{DropReason, Peer, PeerState};
+use crate::wg::peer::{DropReason, Peer};
 use crate::wg::Path;
 use crate::wire::relay;
 
@@ -119,23 +119,7 @@ pub(super) fn send_on(
     }
 }
 
-/// Sends the packets WireGuard queued while a handshake ran, along `path`.
-pub(super) fn send_queued(
-    st: &mut PeerState,
-    peer: &Peer,
-    path: Path,
-    out: &mut [u8],
-    send: &mut dyn FnMut(SocketAddr, &[u8]),
-) {
-    while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
-        if p.first() == Some(&4) {
-            count_tx(peer, p.len());
-        }
-        send_on(path, peer.addr48, p, send);
-    }
-}
-
-fn count_tx(peer: &Peer, len: usize) {
+pub(super) fn count_tx(peer: &Peer, len: usize) {
     peer.counters
         .tx_bytes
         .fetch_add(len as u64, Ordering::Relaxed);
