@@ -1,0 +1,306 @@
+//! The peer table: adding and removing trusted peers, setting their paths, and typed lookups by
+//! key, overlay address or IP, hostname and (for received datagrams) receiver index.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use boringtun::noise::{Tunn, TunnResult};
+use parking_lot::Mutex;
+use rand_core::{OsRng, RngCore};
+
+use super::outbound::send_on;
+use super::{normalize, Core};
+use crate::identity::PublicKey;
+use crate::mapping::Addr48;
+use crate::wg::peer::{Peer, PeerState, PeerStatus};
+use crate::wg::Path;
+
+/// Who a trusted peer is, as a lookup in the peer table answers: no counters, no paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerId {
+    /// The peer's Ed25519 public key.
+    pub public_key: PublicKey,
+    /// Its overlay address.
+    pub addr48: Addr48,
+    /// Its overlay IPv6 address.
+    pub ipv6: Ipv6Addr,
+    /// Its hostname, if one is known.
+    pub hostname: Option<String>,
+}
+
+impl PeerId {
+    fn of(p: &Peer) -> Self {
+        PeerId {
+            public_key: p.public_key,
+            addr48: p.addr48,
+            ipv6: p.ipv6,
+            hostname: p.hostname.lock().clone(),
+        }
+    }
+}
+
+/// Errors from changing the peer table.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PeerTableError {
+    /// The key is our own.
+    #[error("{0} is this node's own key; a node cannot be its own peer")]
+    OwnKey(PublicKey),
+    /// Another key already owns this addr48 (a 48-bit collision).
+    #[error("address {addr} is already taken by peer {existing}; refusing {new}")]
+    AddressCollision {
+        /// The contested address.
+        addr: Addr48,
+        /// The peer that has it.
+        existing: PublicKey,
+        /// The key that was refused.
+        new: PublicKey,
+    },
+    /// The key is not in the table.
+    #[error("no peer with key {0}")]
+    NotFound(PublicKey),
+}
+
+impl From<PeerTableError> for crate::error::PilotError {
+    fn from(e: PeerTableError) -> Self {
+        crate::error::PilotError::invalid(e.to_string(), "fix the [[peer]] entries in the config")
+    }
+}
+
+#[derive(Default, Clone)]
+pub(super) struct PeerTable {
+    pub(super) by_addr: HashMap<Addr48, Arc<Peer>>,
+    pub(super) by_index: HashMap<u32, Arc<Peer>>,
+    pub(super) by_wg_key: HashMap<[u8; 32], Arc<Peer>>,
+}
+
+impl Core {
+    /// Adds a trusted peer (or updates the endpoint of an existing one). Traffic flows at once.
+    pub fn add_peer(
+        &self,
+        key: PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        if key == self.own_key {
+            return Err(PeerTableError::OwnKey(key));
+        }
+        let _w = self.table_writer.lock();
+        let cur = self.table.load();
+        let addr = key.addr48();
+        if let Some(existing) = cur.by_addr.get(&addr) {
+            if existing.public_key != key {
+                return Err(PeerTableError::AddressCollision {
+                    addr,
+                    existing: existing.public_key,
+                    new: key,
+                });
+            }
+            if let Some(ep) = endpoint {
+                existing.state.lock().set_path(Path::Direct(normalize(ep)));
+            }
+            return Ok(());
+        }
+        let index = loop {
+            let i = OsRng.next_u32() & 0x00ff_ffff;
+            if !cur.by_index.contains_key(&i) {
+                break i;
+            }
+        };
+        let wg_public = key.wg_public();
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            wg_public,
+            None,
+            self.keepalive,
+            index,
+            Some(Arc::clone(&self.rate_limiter)),
+        );
+        let peer = Arc::new(Peer {
+            public_key: key,
+            wg_public: wg_public.to_bytes(),
+            addr48: addr,
+            ipv6: self.network.ipv6(addr),
+            index,
+            hostname: Mutex::new(None),
+            state: Mutex::new(PeerState {
+                tunn,
+                path: endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))),
+                last_change: endpoint.map(|_| SystemTime::now()),
+                removed: false,
+            }),
+            counters: Default::default(),
+            rtt_us: AtomicU64::new(u64::MAX),
+            needs_path_queued: AtomicBool::new(false),
+        });
+        let mut next = PeerTable::clone(&cur);
+        next.by_addr.insert(addr, Arc::clone(&peer));
+        next.by_index.insert(index, Arc::clone(&peer));
+        next.by_wg_key.insert(peer.wg_public, peer);
+        self.table.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// Removes a peer. From the moment this returns nothing passes to or from it.
+    pub fn remove_peer(&self, key: &PublicKey) -> Result<(), PeerTableError> {
+        let _w = self.table_writer.lock();
+        let cur = self.table.load();
+        let Some(peer) = cur
+            .by_addr
+            .get(&key.addr48())
+            .filter(|p| p.public_key == *key)
+        else {
+            return Err(PeerTableError::NotFound(*key));
+        };
+        let peer = Arc::clone(peer);
+        let mut next = PeerTable::clone(&cur);
+        next.by_addr.remove(&peer.addr48);
+        next.by_index.remove(&peer.index);
+        next.by_wg_key.remove(&peer.wg_public);
+        self.table.store(Arc::new(next));
+        // Workers that loaded the old table check this flag under the peer's lock.
+        peer.state.lock().removed = true;
+        Ok(())
+    }
+
+    /// Sets (or clears) a peer's endpoint.
+    pub fn set_endpoint(
+        &self,
+        key: &PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        peer.state
+            .lock()
+            .set_path(endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))));
+        Ok(())
+    }
+
+    /// Sets how a peer's datagrams travel. On a change, a handshake starts at once over the new
+    /// path if there is no session (so packets queued meanwhile flow), or a keepalive goes out
+    /// on it (so the peer sees the new path); both go through `send`.
+    pub fn set_path(
+        &self,
+        key: &PublicKey,
+        path: Path,
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        let path = match path {
+            Path::Direct(a) => Path::Direct(normalize(a)),
+            Path::Relay(a) => Path::Relay(normalize(a)),
+            Path::None => Path::None,
+        };
+        let mut st = peer.state.lock();
+        if st.removed || st.path == path {
+            return Ok(());
+        }
+        st.set_path(path);
+        let mut buf = [0u8; 256];
+        let has_session = st
+            .tunn
+            .time_since_last_handshake()
+            .is_some_and(|d| d < std::time::Duration::from_secs(170));
+        let r = if has_session {
+            st.tunn.encapsulate(&[], &mut buf)
+        } else {
+            st.tunn.format_handshake_initiation(&mut buf, true)
+        };
+        if let TunnResult::WriteToNetwork(p) = r {
+            send_on(path, peer.addr48, p, send);
+        }
+        Ok(())
+    }
+
+    /// Records the round-trip time measured on a peer's path (`None` clears it).
+    pub fn set_rtt(&self, key: &PublicKey, rtt: Option<std::time::Duration>) {
+        if let Some(p) = self.peer(key) {
+            let v = rtt.map_or(u64::MAX, |d| d.as_micros().min(u64::MAX as u128 - 1) as u64);
+            p.rtt_us.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The node core took a `NeedsPath` for `key`: the next packet without a path may report
+    /// again.
+    pub fn rearm_needs_path(&self, key: &PublicKey) {
+        if let Some(p) = self.peer(key) {
+            p.needs_path_queued.store(false, Ordering::Release);
+        }
+    }
+
+    /// A peer's current path.
+    pub fn path(&self, key: &PublicKey) -> Option<Path> {
+        self.peer(key).map(|p| p.state.lock().path)
+    }
+
+    /// Sets the hostname shown for a peer.
+    pub fn set_hostname(
+        &self,
+        key: &PublicKey,
+        hostname: Option<String>,
+    ) -> Result<(), PeerTableError> {
+        let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
+        *peer.hostname.lock() = hostname;
+        Ok(())
+    }
+
+    /// The peer with this key, if trusted.
+    pub fn peer(&self, key: &PublicKey) -> Option<Arc<Peer>> {
+        self.table
+            .load()
+            .by_addr
+            .get(&key.addr48())
+            .filter(|p| p.public_key == *key)
+            .cloned()
+    }
+
+    /// The trusted peer with this overlay IPv6 address: its key and hostname.
+    pub fn peer_by_ip(&self, ip: &Ipv6Addr) -> Option<PeerId> {
+        let addr = self.network.addr48_of(*ip)?;
+        let table = self.table.load();
+        table
+            .by_addr
+            .get(&addr)
+            .filter(|p| p.ipv6 == *ip)
+            .map(|p| PeerId::of(p))
+    }
+
+    /// The trusted peer with this key: its key and hostname.
+    pub fn peer_by_key(&self, key: &PublicKey) -> Option<PeerId> {
+        self.peer(key).map(|p| PeerId::of(&p))
+    }
+
+    /// The trusted peer known by this hostname (a scan of the table, building no status).
+    pub fn peer_by_hostname(&self, hostname: &str) -> Option<PeerId> {
+        let table = self.table.load();
+        let found = table
+            .by_addr
+            .values()
+            .find(|p| p.hostname.lock().as_deref() == Some(hostname))
+            .map(|p| PeerId::of(p));
+        found
+    }
+
+    /// Status of every peer, sorted by address.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let table = self.table.load();
+        let mut v: Vec<PeerStatus> = table.by_addr.values().map(|p| p.status()).collect();
+        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v
+    }
+
+    /// Number of peers.
+    pub fn peer_count(&self) -> usize {
+        self.table.load().by_addr.len()
+    }
+}
+
+impl PeerState {
+    pub(super) fn set_path(&mut self, path: Path) {
+        if self.path != path {
+            self.path = path;
+            self.last_change = Some(SystemTime::now());
+        }
+    }
+}

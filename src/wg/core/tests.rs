@@ -1,0 +1,416 @@
+//! The data-plane core in memory: cores exchange datagrams through queues, like a wire.
+
+use std::collections::VecDeque;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::identity::{Identity, PublicKey};
+use crate::wg::events::DataPlaneEvent;
+use crate::wg::Path;
+use crate::wire::classify::{ControlDatagram, ControlKind};
+use crate::wire::relay;
+
+/// A node in the simulated network: a core, its outer address, what reached its inner side.
+struct Node {
+    core: Arc<Core>,
+    addr: SocketAddr,
+    ip: Ipv6Addr,
+    delivered: Vec<Vec<u8>>,
+}
+
+fn node(seed: u8, addr: &str) -> (Node, PublicKey) {
+    let id = Identity::from_seed([seed; 32]);
+    let ip = DEFAULT_NET.ipv6(id.addr48());
+    let n = Node {
+        core: Arc::new(Core::new(&id, DEFAULT_NET, 25, None, None, None)),
+        addr: addr.parse().unwrap(),
+        ip,
+        delivered: Vec::new(),
+    };
+    (n, id.public_key())
+}
+
+const DEFAULT_NET: NetworkPrefix = crate::mapping::DEFAULT_NETWORK;
+
+/// A node whose core reports data-plane events (on a queue of 4).
+fn node_with_events(seed: u8, addr: &str) -> (Node, PublicKey, crate::wg::events::EventReceiver) {
+    let (mut n, key) = node(seed, addr);
+    let id = Identity::from_seed([seed; 32]);
+    let (tx, rx) = crate::wg::events::channel(4);
+    n.core = Arc::new(Core::new(&id, DEFAULT_NET, 25, None, None, Some(tx)));
+    let rx = rx(Arc::clone(&n.core));
+    (n, key, rx)
+}
+
+/// Two datagram queues between nodes, like a wire.
+type Wire = VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>;
+
+fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+    p[6] = 59; // no next header
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn send_inner(n: &Node, packet: &[u8], wire: &mut Wire) -> TxAction {
+    let mut out = vec![0u8; 65535];
+    let a = n.core.on_outbound(packet, &mut out);
+    if let TxAction::Send { dst, len } = a {
+        wire.push_back((n.addr, dst, out[..len].to_vec()));
+    }
+    a
+}
+
+/// Delivers datagrams until the wire is quiet (bounded).
+fn pump(nodes: &mut [&mut Node], wire: &mut Wire) {
+    let mut out = vec![0u8; 65535];
+    for _ in 0..100 {
+        let Some((from, to, d)) = wire.pop_front() else {
+            return;
+        };
+        let Some(n) = nodes.iter_mut().find(|n| n.addr == to) else {
+            continue;
+        };
+        let me = n.addr;
+        let mut replies = Vec::new();
+        let a = n.core.on_datagram(from, &d, &mut out, &mut |dst, p| {
+            replies.push((me, dst, p.to_vec()))
+        });
+        if let RxAction::Tunnel { len } = a {
+            n.delivered.push(out[..len].to_vec());
+        }
+        wire.extend(replies);
+    }
+    panic!("the wire did not go quiet");
+}
+
+fn pair() -> (Node, Node, PublicKey, PublicKey) {
+    let (a, ka) = node(1, "198.51.100.1:51820");
+    let (b, kb) = node(2, "198.51.100.2:51820");
+    a.core.add_peer(kb, Some(b.addr)).unwrap();
+    b.core.add_peer(ka, Some(a.addr)).unwrap();
+    (a, b, ka, kb)
+}
+
+#[test]
+fn handshake_completes_and_the_queued_packet_arrives() {
+    let (mut a, mut b, _, _) = pair();
+    let mut wire = Wire::new();
+    let pkt = ipv6_packet(a.ip, b.ip, b"hello");
+    // No session yet: the packet waits and a handshake initiation goes out.
+    assert!(matches!(
+        send_inner(&a, &pkt, &mut wire),
+        TxAction::Send { len: 148, .. }
+    ));
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered, vec![pkt.clone()]);
+    assert!(a.core.peers()[0].last_handshake.is_some());
+    assert!(b.core.peers()[0].last_handshake.is_some());
+    // Now a packet goes straight through, both ways.
+    let back = ipv6_packet(b.ip, a.ip, b"world");
+    send_inner(&b, &back, &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(a.delivered, vec![back.clone()]);
+    let sa = &b.core.peers()[0];
+    assert_eq!(sa.rx_bytes, pkt.len() as u64);
+    assert_eq!(sa.tx_bytes, back.len() as u64);
+}
+
+#[test]
+fn the_peer_table_answers_lookups_by_ip_key_and_hostname() {
+    let (a, b, _, kb) = pair();
+    a.core.set_hostname(&kb, Some("node-b".into())).unwrap();
+    let found = a.core.peer_by_ip(&b.ip).unwrap();
+    assert_eq!(found.public_key, kb);
+    assert_eq!(found.ipv6, b.ip);
+    assert_eq!(found.hostname.as_deref(), Some("node-b"));
+    assert_eq!(a.core.peer_by_key(&kb), Some(found.clone()));
+    assert_eq!(a.core.peer_by_hostname("node-b"), Some(found));
+    assert_eq!(a.core.peer_count(), 1);
+    // Our own address, an unknown key and a name nobody has are no peers.
+    assert_eq!(a.core.peer_by_ip(&a.ip), None);
+    let (_, kc) = node(3, "198.51.100.3:51820");
+    assert_eq!(a.core.peer_by_key(&kc), None);
+    assert_eq!(a.core.peer_by_hostname("node-c"), None);
+    // An address outside the overlay is no peer either.
+    assert_eq!(a.core.peer_by_ip(&"2001:db8::1".parse().unwrap()), None);
+}
+
+#[test]
+fn a_handshake_from_an_unknown_key_is_dropped_and_counted() {
+    let (mut a, mut b, _, kb) = pair();
+    let (mut c, _) = node(3, "198.51.100.3:51820");
+    c.core.add_peer(kb, Some(b.addr)).unwrap();
+    let mut wire = Wire::new();
+    send_inner(&c, &ipv6_packet(c.ip, b.ip, b"let me in"), &mut wire);
+    pump(&mut [&mut a, &mut b, &mut c], &mut wire);
+    assert!(b.delivered.is_empty());
+    assert_eq!(b.core.counters().unknown_key_handshakes, 1);
+    assert!(c.core.peers()[0].last_handshake.is_none());
+}
+
+#[test]
+fn a_spoofed_inner_source_is_dropped_and_counted() {
+    let (mut a, mut b, _, _) = pair();
+    let (c, _) = node(3, "198.51.100.3:51820");
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"hi"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    // A claims to be C inside its own tunnel.
+    send_inner(&a, &ipv6_packet(c.ip, b.ip, b"i am c"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered.len(), 1);
+    assert_eq!(b.core.counters().spoofed, 1);
+    assert_eq!(b.core.peers()[0].drops.get("spoofed"), Some(&1));
+}
+
+#[test]
+fn a_removed_peer_gets_nothing_through_at_once() {
+    let (mut a, mut b, ka, _) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    b.core.remove_peer(&ka).unwrap();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered.len(), 1);
+    assert_eq!(b.core.counters().unknown_index, 1);
+    assert_eq!(
+        send_inner(&b, &ipv6_packet(b.ip, a.ip, b"3"), &mut wire),
+        TxAction::Dropped
+    );
+    assert_eq!(b.core.counters().no_peer, 1);
+}
+
+#[test]
+fn an_authenticated_packet_from_a_new_address_moves_the_endpoint() {
+    let (mut a, mut b, ka, _) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    a.addr = "198.51.100.9:4000".parse().unwrap();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered.len(), 2);
+    let ep = b.core.peer(&ka).unwrap().status().endpoint;
+    assert_eq!(ep, Some(a.addr));
+    // Garbage from a third address does not move it.
+    let mut out = vec![0u8; 2048];
+    let junk = [4u8; 64];
+    let other: SocketAddr = "198.51.100.66:1".parse().unwrap();
+    b.core.on_datagram(other, &junk, &mut out, &mut |_, _| {});
+    assert_eq!(b.core.peer(&ka).unwrap().status().endpoint, Some(a.addr));
+}
+
+#[test]
+fn a_restarted_node_offers_a_new_handshake_to_a_peer_on_a_stale_session() {
+    let (mut a, mut b, ka, kb) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    // B restarts: same key, empty state.
+    let (mut b2, _) = node(2, "198.51.100.2:51820");
+    b2.core.add_peer(ka, Some(a.addr)).unwrap();
+    send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"lost"), &mut wire);
+    pump(&mut [&mut a, &mut b2], &mut wire);
+    assert!(b2.delivered.is_empty());
+    assert_eq!(b2.core.counters().unknown_index, 1);
+    // The handshake B offered completed, so A's next packet arrives.
+    send_inner(&a, &ipv6_packet(a.ip, b2.ip, b"2"), &mut wire);
+    pump(&mut [&mut a, &mut b2], &mut wire);
+    assert_eq!(b2.delivered.len(), 1, "{:?}", b2.core.counters());
+    let _ = kb;
+}
+
+#[test]
+fn outbound_to_an_unknown_overlay_address_is_counted_and_reported() {
+    let id = Identity::from_seed([1; 32]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = Arc::clone(&calls);
+    let hook: NoPeerHook = Arc::new(move |_| {
+        c2.fetch_add(1, Ordering::Relaxed);
+    });
+    let core = Core::new(&id, DEFAULT_NET, 25, None, Some(hook), None);
+    let me = DEFAULT_NET.ipv6(id.addr48());
+    let other = DEFAULT_NET.ipv6(Addr48::from_bytes([1, 2, 3, 4, 5, 6]));
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        core.on_outbound(&ipv6_packet(me, other, b"x"), &mut out),
+        TxAction::Dropped
+    );
+    assert_eq!(core.counters().no_peer, 1);
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+    // Outside the overlay: counted apart.
+    let outside: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    core.on_outbound(&ipv6_packet(me, outside, b"x"), &mut out);
+    assert_eq!(core.counters().not_overlay, 1);
+}
+
+#[test]
+fn kernel_chatter_is_ignored_without_counting() {
+    let (a, _) = node(1, "198.51.100.1:1");
+    let mut out = vec![0u8; 2048];
+    let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+    let mc: Ipv6Addr = "ff02::2".parse().unwrap();
+    assert_eq!(
+        a.core.on_outbound(&ipv6_packet(ll, a.ip, b""), &mut out),
+        TxAction::Ignored
+    );
+    assert_eq!(
+        a.core.on_outbound(&ipv6_packet(a.ip, mc, b""), &mut out),
+        TxAction::Ignored
+    );
+    assert_eq!(a.core.counters(), CountersSnapshot::default());
+}
+
+#[test]
+fn control_datagrams_go_to_the_control_plane() {
+    let id = Identity::from_seed([1; 32]);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let core = Core::new(&id, DEFAULT_NET, 25, Some(tx), None, None);
+    let src: SocketAddr = "198.51.100.7:9".parse().unwrap();
+    let mut out = vec![0u8; 2048];
+    let a = core.on_datagram(src, b"Phello", &mut out, &mut |_, _| {});
+    assert_eq!(a, RxAction::Control);
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        ControlDatagram {
+            from: src,
+            kind: ControlKind::Control,
+            bytes: b"Phello".to_vec()
+        }
+    );
+    assert_eq!(
+        core.on_datagram(src, b"Xhello", &mut out, &mut |_, _| {}),
+        RxAction::Dropped
+    );
+    assert_eq!(core.counters().malformed, 1);
+}
+
+/// Plays the registry's relay for frames on `wire` addressed to `reg`: RelaySend from a
+/// node becomes RelayDeliver to the node it names.
+fn relay_through(reg: SocketAddr, nodes: &[(&Node, PublicKey)], wire: &mut Wire) {
+    for (from, to, d) in wire.iter_mut() {
+        if *to != reg {
+            continue;
+        }
+        let (target, payload) = relay::parse(d, relay::RELAY_SEND).expect("relay frame");
+        let sender = nodes.iter().find(|(n, _)| n.addr == *from).unwrap().1;
+        let dst = nodes
+            .iter()
+            .find(|(_, k)| k.addr48() == target)
+            .unwrap()
+            .0
+            .addr;
+        *d = relay::frame(relay::RELAY_DELIVER, sender.addr48(), payload);
+        *from = reg;
+        *to = dst;
+    }
+}
+
+#[test]
+fn relayed_packets_reach_the_peer_and_replies_go_back_through_the_relay() {
+    let reg: SocketAddr = "203.0.113.10:7946".parse().unwrap();
+    let (mut a, ka, mut a_events) = node_with_events(1, "10.0.0.1:51820");
+    let (mut b, kb, mut b_events) = node_with_events(2, "10.0.0.2:51820");
+    a.core.add_peer(kb, None).unwrap();
+    b.core.add_peer(ka, None).unwrap();
+    a.core.set_relays(vec![reg]);
+    b.core.set_relays(vec![reg]);
+    let mut wire = Wire::new();
+    // A packet with no path is queued and reported, once however many follow.
+    let pkt = ipv6_packet(a.ip, b.ip, b"via the relay");
+    assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+    assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+    wire.clear();
+    assert_eq!(a_events.try_recv(), Some(DataPlaneEvent::NeedsPath(kb)));
+    assert_eq!(a_events.try_recv(), None);
+    // Taken: the next packet without a path reports again.
+    assert_eq!(send_inner(&a, &pkt, &mut wire), TxAction::Dropped);
+    wire.clear();
+    assert_eq!(a_events.try_recv(), Some(DataPlaneEvent::NeedsPath(kb)));
+    // The control plane sets the relay: the handshake goes out through it at once.
+    a.core
+        .set_path(&kb, Path::Relay(reg), &mut |dst, d| {
+            wire.push_back((a.addr, dst, d.to_vec()))
+        })
+        .unwrap();
+    for _ in 0..4 {
+        relay_through(reg, &[(&a, ka), (&b, kb)], &mut wire);
+        let mut out = vec![0u8; 65535];
+        let mut next = Wire::new();
+        while let Some((from, to, d)) = wire.pop_front() {
+            let n = if to == a.addr { &mut a } else { &mut b };
+            let me = n.addr;
+            if let RxAction::Tunnel { len } =
+                n.core.on_datagram(from, &d, &mut out, &mut |dst, p| {
+                    next.push_back((me, dst, p.to_vec()))
+                })
+            {
+                n.delivered.push(out[..len].to_vec());
+            }
+        }
+        wire = next;
+    }
+    assert_eq!(b.delivered, vec![pkt; 3], "the queued packets arrived");
+    // B had no path: it took the relay the handshake came by, and said so.
+    assert_eq!(b.core.path(&ka), Some(Path::Relay(reg)));
+    let b_saw: Vec<_> = std::iter::from_fn(|| b_events.try_recv()).collect();
+    assert!(
+        b_saw.contains(&DataPlaneEvent::Roamed {
+            key: ka,
+            path: Path::Relay(reg)
+        }),
+        "{b_saw:?}"
+    );
+    assert!(
+        b_saw.contains(&DataPlaneEvent::HandshakeDone(ka)),
+        "{b_saw:?}"
+    );
+    let st = b.core.peer(&ka).unwrap().status();
+    assert_eq!((st.path.as_str(), st.endpoint), ("relay", Some(reg)));
+    // A relay delivery from an address that is not a configured registry is not taken as
+    // WireGuard.
+    let mut out = vec![0u8; 2048];
+    let frame = relay::frame(relay::RELAY_DELIVER, ka.addr48(), &[4u8; 64]);
+    let other: SocketAddr = "192.0.2.7:7946".parse().unwrap();
+    assert_eq!(
+        b.core.on_datagram(other, &frame, &mut out, &mut |_, _| {}),
+        RxAction::Dropped,
+        "no control channel in this test, so it is dropped as control"
+    );
+}
+
+#[test]
+fn a_node_cannot_add_itself() {
+    let (a, ka) = node(1, "198.51.100.1:1");
+    assert_eq!(a.core.add_peer(ka, None), Err(PeerTableError::OwnKey(ka)));
+}
+
+proptest! {
+    #[test]
+    fn random_datagrams_never_panic(first in 0u8..6, body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let (a, b, _, _) = pair();
+        let mut d = body;
+        if !d.is_empty() { d[0] = first; }
+        let mut out = vec![0u8; 2048];
+        let r = b.core.on_datagram(a.addr, &d, &mut out, &mut |_, _| {});
+        prop_assert!(matches!(r, RxAction::Dropped | RxAction::Consumed));
+    }
+
+    #[test]
+    fn random_inner_packets_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let (a, _, _, _) = pair();
+        let mut out = vec![0u8; 2048];
+        let _ = a.core.on_outbound(&body, &mut out);
+    }
+}
