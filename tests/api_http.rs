@@ -449,17 +449,19 @@ fn a_peers_message_arrives_as_an_event_and_an_upgrade_reaches_its_echo_port() {
     assert_eq!(m["data"], "hello b");
     assert_eq!(m["from"], keys[0].as_str());
     assert_eq!(m["from_hostname"], "node-a");
-    let got = typed
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap()
-        .unwrap();
-    match got {
-        ApiEvent::Api(StreamEvent::MessageReceived(r)) => {
-            assert_eq!(r.message.data, "hello b");
-            assert_eq!(r.message.from, keys[0]);
+    // The typed stream carries the same events; node events (peer_up, path_changed) may come
+    // first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match typed.recv_timeout(left).unwrap().unwrap() {
+            ApiEvent::Api(StreamEvent::MessageReceived(r)) => break r,
+            ApiEvent::Node(_) => continue,
+            other => panic!("expected message_received, got {other:?}"),
         }
-        other => panic!("expected message_received, got {other:?}"),
-    }
+    };
+    assert_eq!(r.message.data, "hello b");
+    assert_eq!(r.message.from, keys[0]);
 
     // A raw HTTP Upgrade from A to B's echo port: 101, the first reply in a header, then bytes.
     let (mut s, head) = upgrade(

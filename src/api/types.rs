@@ -445,6 +445,8 @@ impl ApiEvent {
             ApiEvent::Node(NodeEvent::PeerTrusted { .. }) => "peer_trusted",
             ApiEvent::Node(NodeEvent::PeerUntrusted { .. }) => "peer_untrusted",
             ApiEvent::Node(NodeEvent::PathChanged { .. }) => "path_changed",
+            ApiEvent::Node(NodeEvent::PeerUp { .. }) => "peer_up",
+            ApiEvent::Node(NodeEvent::PeerDown { .. }) => "peer_down",
             ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
             ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
         }

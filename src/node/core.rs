@@ -9,7 +9,7 @@
 //! comes from the seed given to [`Node::new`]. No sockets, no clock, no threads: tests run two
 //! nodes and a registry in memory with a virtual clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,6 +84,8 @@ pub struct Node {
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     effects: VecDeque<Effect>,
     events: VecDeque<NodeEvent>,
+    /// Peers whose session is up (reported `PeerUp`, not yet `PeerDown`).
+    up: HashSet<PublicKey>,
 }
 
 impl Node {
@@ -119,6 +121,7 @@ impl Node {
             transmits: VecDeque::new(),
             effects: VecDeque::from([Effect::SetRelays(relays)]),
             events: VecDeque::new(),
+            up: HashSet::new(),
         };
         node.pump(now);
         node
@@ -212,6 +215,9 @@ impl Node {
             }
             DataPlaneEvent::HandshakeDone(key) => {
                 tracing::debug!(peer = %key, "handshake done");
+                if self.is_allowed(&key) && self.up.insert(key) {
+                    self.emit(NodeEvent::PeerUp { peer: key });
+                }
             }
         }
         self.pump(now);
@@ -293,6 +299,16 @@ impl Node {
             path: path.kind().to_string(),
             endpoint: path.addr(),
         });
+        if path == Path::None {
+            self.peer_down(key);
+        }
+    }
+
+    /// Reports `key` down once, if it was up.
+    fn peer_down(&mut self, key: PublicKey) {
+        if self.up.remove(&key) {
+            self.emit(NodeEvent::PeerDown { peer: key });
+        }
     }
 
     /// Handles what the control plane reported, until it has nothing more.
@@ -440,6 +456,7 @@ impl Node {
                     tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
                     self.effect(Effect::RemovePeer(key));
                     self.emit(NodeEvent::PeerUntrusted { peer: key });
+                    self.peer_down(key);
                 }
             }
             ControlEvent::AwaitingApproval {

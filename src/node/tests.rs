@@ -654,3 +654,47 @@ fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
     assert_eq!(Path::Direct(to), ep);
     assert!(probe::is_probe(&bytes));
 }
+
+#[test]
+fn a_peer_is_up_once_per_session_and_down_when_trust_goes() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    sim.trust_each_other();
+    sim.advance(Duration::from_secs(1));
+    let (kb, stranger) = (sim.key(1), id(9).public_key());
+    let now = sim.now;
+    let a = &mut sim.hosts[0];
+    a.events.clear();
+    // The first handshake brings the peer up; rekeys (more handshakes) say nothing new, and a
+    // stranger's handshake (impossible in the data plane, checked anyway) is not reported.
+    for _ in 0..3 {
+        a.node
+            .handle_data_plane_event(now, DataPlaneEvent::HandshakeDone(kb));
+    }
+    a.node
+        .handle_data_plane_event(now, DataPlaneEvent::HandshakeDone(stranger));
+    let events: Vec<_> = std::iter::from_fn(|| a.node.poll_event()).collect();
+    assert_eq!(events, vec![NodeEvent::PeerUp { peer: kb }]);
+
+    let mut r = sim.call(0, |reply| NodeCommand::Untrust {
+        peer: PeerRef::PublicKey(kb),
+        reply,
+    });
+    r.try_recv().unwrap().unwrap();
+    let a = &mut sim.hosts[0];
+    let down = |e: &NodeEvent| *e == NodeEvent::PeerDown { peer: kb };
+    assert_eq!(
+        a.events.iter().filter(|e| down(e)).count(),
+        1,
+        "{:?}",
+        a.events
+    );
+    // Up again after a new session.
+    a.events.clear();
+    a.node
+        .handle_data_plane_event(now, DataPlaneEvent::HandshakeDone(kb));
+    let events: Vec<_> = std::iter::from_fn(|| a.node.poll_event()).collect();
+    assert!(
+        !events.contains(&NodeEvent::PeerUp { peer: kb }),
+        "an untrusted peer is not reported up: {events:?}"
+    );
+}

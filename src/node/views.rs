@@ -154,4 +154,15 @@ pub enum NodeEvent {
         #[schema(value_type = Option<String>)]
         endpoint: Option<SocketAddr>,
     },
+    /// A WireGuard session with the peer came up (its first handshake, or the first after it
+    /// went down): traffic flows.
+    PeerUp {
+        /// The peer.
+        peer: PublicKey,
+    },
+    /// The peer is down: no path is left to it, or trust was withdrawn.
+    PeerDown {
+        /// The peer.
+        peer: PublicKey,
+    },
 }
