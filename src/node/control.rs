@@ -353,7 +353,6 @@ mod tests {
     use super::*;
     use crate::node::trust::AllowList;
     use crate::registry::server::{Limits, Registry};
-    use crate::registry::store::MemoryStore;
     use std::time::Duration;
 
     const T0: u64 = 1_750_000_000_000;
@@ -386,13 +385,7 @@ mod tests {
                     (ControlPlane::new(id, cfg, trust, start, T0), addr)
                 })
                 .collect();
-            let registry = Registry::new(
-                crate::registry::server::tests::registry_identity(),
-                Box::new(MemoryStore::new()),
-                Limits::default(),
-                T0,
-            )
-            .unwrap();
+            let registry = crate::registry::server::tests::memory_registry(Limits::default(), T0);
             let mut net = Net {
                 registry,
                 registry_addr,

@@ -19,7 +19,6 @@ use crate::node::traversal::Path;
 use crate::node::trust::{AllowList, TrustStore};
 use crate::node::views::{NodeEvent, TrustStanding};
 use crate::registry::server::{Limits, Registry};
-use crate::registry::store::MemoryStore;
 use crate::wg::DataPlaneEvent;
 use crate::wire::classify::classify;
 use crate::wire::probe::{self, Probe};
@@ -84,13 +83,7 @@ impl Sim {
                 }
             })
             .collect();
-        let registry = Registry::new(
-            crate::registry::server::tests::registry_identity(),
-            Box::new(MemoryStore::new()),
-            Limits::default(),
-            T0,
-        )
-        .unwrap();
+        let registry = crate::registry::server::tests::memory_registry(Limits::default(), T0);
         let mut sim = Sim {
             registry,
             registry_addr,

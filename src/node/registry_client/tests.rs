@@ -4,7 +4,6 @@ use super::*;
 use crate::error::{ErrorCode, PilotError};
 use crate::node::trust::{TrustEffect, TrustStore};
 use crate::registry::server::{Limits, Registry};
-use crate::registry::store::MemoryStore;
 use crate::wire::registry::{Header, Request};
 
 const T0: u64 = 1_750_000_000_000;
@@ -25,13 +24,7 @@ impl Sim {
     fn new(n: u8) -> Self {
         let start = Instant::now();
         let registry_addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
-        let registry = Registry::new(
-            crate::registry::server::tests::registry_identity(),
-            Box::new(MemoryStore::new()),
-            Limits::default(),
-            T0,
-        )
-        .unwrap();
+        let registry = crate::registry::server::tests::memory_registry(Limits::default(), T0);
         let clients = (1..=n)
             .map(|i| {
                 let id = Arc::new(Identity::from_seed([i; 32]));
@@ -173,13 +166,7 @@ fn client_re_registers_after_registry_restart() {
     sim.events(0);
     // The registry restarts from an empty store: no presence, no names.
     let restarted_at = sim.unix();
-    sim.registry = Registry::new(
-        crate::registry::server::tests::registry_identity(),
-        Box::new(MemoryStore::new()),
-        Limits::default(),
-        restarted_at,
-    )
-    .unwrap();
+    sim.registry = crate::registry::server::tests::memory_registry(Limits::default(), restarted_at);
     sim.advance(Duration::from_secs(25));
     let ev = sim.events(0);
     assert!(

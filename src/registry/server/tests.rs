@@ -51,11 +51,17 @@ impl TestNode {
 }
 
 fn registry() -> Registry {
+    memory_registry(Limits::default(), T0)
+}
+
+/// A registry on an in-memory store, signing as [`registry_identity`], started at `unix_ms`
+/// (the in-memory tests of the node and its registry client use it too).
+pub(crate) fn memory_registry(limits: Limits, unix_ms: u64) -> Registry {
     Registry::new(
         registry_identity(),
         Box::new(MemoryStore::new()),
-        Limits::default(),
-        T0,
+        limits,
+        unix_ms,
     )
     .unwrap()
 }
@@ -374,13 +380,7 @@ fn a_flood_from_one_ip_is_dropped_before_signature_checks() {
         ip_per_sec: 1,
         ..Limits::default()
     };
-    let mut r = Registry::new(
-        registry_identity(),
-        Box::new(MemoryStore::new()),
-        limits,
-        T0,
-    )
-    .unwrap();
+    let mut r = memory_registry(limits, T0);
     let mut a = TestNode::new(1, 1000);
     for _ in 0..5 {
         let bytes = a.signed(T0, RequestBody::Heartbeat);
@@ -486,13 +486,7 @@ fn held_requests_are_bounded_per_target_and_expire() {
         ..Limits::default()
     };
     let expiry = limits.held_expiry_ms;
-    let mut r = Registry::new(
-        registry_identity(),
-        Box::new(MemoryStore::new()),
-        limits,
-        T0,
-    )
-    .unwrap();
+    let mut r = memory_registry(limits, T0);
     let target = TestNode::new(99, 1000);
     for i in 0..3 {
         let mut n = TestNode::new(i + 1, 1000);
@@ -701,13 +695,7 @@ fn relay_budgets_limit_packets_and_bytes_per_sender() {
         relay_bytes_per_sec: 100,
         ..Limits::default()
     };
-    let mut r = Registry::new(
-        registry_identity(),
-        Box::new(MemoryStore::new()),
-        limits,
-        T0,
-    )
-    .unwrap();
+    let mut r = memory_registry(limits, T0);
     let mut a = TestNode::new(1, 1000);
     let mut b = TestNode::new(2, 2000);
     register(&mut r, &mut a, T0, None);
