@@ -375,12 +375,7 @@ fn streams_need_an_upgrade_and_a_listener_that_leaves_frees_its_port() {
 fn a_peers_message_arrives_as_an_event_and_an_upgrade_reaches_its_echo_port() {
     let a = Home::new("pilot-http");
     let b = Home::new("pilot-http");
-    let mut keys = Vec::new();
-    for h in [&a, &b] {
-        h.ok(&["daemon", "start", "--mode", "userspace"]);
-        keys.push(h.ok(&["info"])["public_key"].as_str().unwrap().to_string());
-        h.ok(&["daemon", "stop", "--timeout", "3"]);
-    }
+    let keys = [a.identity_key(), b.identity_key()];
     let (pa, pb) = (free_udp_port(), free_udp_port());
     for (h, me, other, name, port) in [
         (&a, pa, &keys[1], "node-b", pb),

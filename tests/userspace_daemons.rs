@@ -54,13 +54,7 @@ fn socks_connect(proxy: &str, host: &str, port: u16) -> (u8, TcpStream) {
 fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     let a = Home::new("pilot-us");
     let b = Home::new("pilot-us");
-    // First start makes each identity; read the keys, then stop.
-    let mut keys = Vec::new();
-    for h in [&a, &b] {
-        h.ok(&["daemon", "start", "--mode", "userspace"]);
-        keys.push(h.ok(&["info"])["public_key"].as_str().unwrap().to_string());
-        h.ok(&["daemon", "stop", "--timeout", "3"]);
-    }
+    let keys = [a.identity_key(), b.identity_key()];
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let from_config = byte_server(3 << 20);
     let from_cli = byte_server(1000);

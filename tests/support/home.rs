@@ -96,6 +96,18 @@ impl Home {
         v["data"].clone()
     }
 
+    /// Makes this home's identity (a short userspace-mode start and stop) and returns its
+    /// public key, so two homes can name each other in their configs before they run.
+    pub fn identity_key(&self) -> String {
+        self.ok(&["daemon", "start", "--mode", "userspace"]);
+        let key = self.ok(&["info"])["public_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        self.ok(&["daemon", "stop", "--timeout", "3"]);
+        key
+    }
+
     /// Runs `pilotctl --json daemon start ARGS` under the launcher with `env` added, and
     /// returns its output.
     pub fn daemon_start(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
