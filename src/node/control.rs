@@ -530,16 +530,7 @@ mod tests {
     fn trusted_peers_from_the_store_are_added_at_start() {
         let me = Arc::new(Identity::from_seed([1; 32]));
         let peer = Identity::from_seed([2; 32]).public_key();
-        let mut trust = TrustStore::in_memory(me.public_key());
-        trust.request(peer, None, "", T0).unwrap();
-        trust
-            .on_response(
-                peer,
-                crate::wire::registry::TrustDecision::Approve,
-                T0 + 1,
-                T0,
-            )
-            .unwrap();
+        let trust = TrustStore::trusting(me.public_key(), peer, T0);
         let mut cp = ControlPlane::new(me, ClientConfig::new(vec![]), trust, Instant::now(), T0);
         assert_eq!(cp.poll_event(), Some(ControlEvent::AddPeer(peer)));
     }

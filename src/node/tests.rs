@@ -514,16 +514,7 @@ fn a_ping_without_a_path_starts_one_and_says_so() {
 /// A node that trusts `peer` from its store and has a registry that never answers.
 fn lonely_node(peer: PublicKey, now: Instant) -> Node {
     let me = id(0);
-    let mut trust = TrustStore::in_memory(me.public_key());
-    trust.request(peer, None, "", T0).unwrap();
-    trust
-        .on_response(
-            peer,
-            crate::wire::registry::TrustDecision::Approve,
-            T0 + 1,
-            T0,
-        )
-        .unwrap();
+    let trust = TrustStore::trusting(me.public_key(), peer, T0);
     let reg: SocketAddr = "192.0.2.1:7000".parse().unwrap();
     let plane = ControlPlane::new(me, ClientConfig::new(vec![reg]), trust, now, T0);
     let config = NodeConfig {

@@ -131,6 +131,22 @@ impl TrustStore {
         }
     }
 
+    /// An in-memory store that already trusts `peer` (our request at `unix_ms`, its approval
+    /// right after): the starting point of tests that need a trusted peer.
+    #[cfg(test)]
+    pub(crate) fn trusting(me: PublicKey, peer: PublicKey, unix_ms: u64) -> Self {
+        let mut s = Self::in_memory(me);
+        s.request(peer, None, "", unix_ms).unwrap();
+        s.on_response(
+            peer,
+            crate::wire::registry::TrustDecision::Approve,
+            unix_ms + 1,
+            unix_ms,
+        )
+        .unwrap();
+        s
+    }
+
     /// Replaces the allow-list (from config).
     pub fn set_allow_list(&mut self, allow: AllowList) {
         self.allow = allow;
