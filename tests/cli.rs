@@ -258,15 +258,6 @@ fn daemon_start_detaches_from_the_callers_stdio() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("fdc5:7a3e:91b4:"));
 }
 
-/// Whether `pid` runs (a zombie waiting for a reaper does not).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|r| !r.trim_start().starts_with('Z'))
-    })
-}
-
 #[test]
 fn dropping_a_home_stops_its_daemon() {
     // The test kit's promise: no daemon outlives the test that started it.
@@ -275,9 +266,12 @@ fn dropping_a_home_stops_its_daemon() {
     let pid = started["data"]["pid"].as_u64().unwrap() as u32;
     let lock = home.path().join("daemon.lock");
     assert_eq!(support::process::lock_holder(&lock), Some(pid));
-    assert!(running(pid));
+    assert!(support::process::running(pid));
     let dir = home.path().to_path_buf();
     drop(home);
-    assert!(!running(pid), "daemon {pid} outlived its home");
+    assert!(
+        !support::process::running(pid),
+        "daemon {pid} outlived its home"
+    );
     assert!(!dir.exists());
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::{launch, lock_holder, run, signal, terminate, wait_until, STOP_GRACE};
+use super::process::{
+    launch, lock_holder, run, running, signal, terminate, wait_until, STOP_GRACE,
+};
 
 /// The `pilotctl` cargo built for this test crate (debug, unless testing with `--release`).
 pub const BIN: &str = env!("CARGO_BIN_EXE_pilotctl");
@@ -165,13 +167,14 @@ impl Home {
             terminate(&mut c, STOP_GRACE);
         }
         let lock = self.path().join("daemon.lock");
-        if lock_holder(&lock).is_none() {
+        let Some(pid) = lock_holder(&lock) else {
             return;
-        }
+        };
         let _ = self.pilotctl(&["daemon", "stop", "--timeout", "5"]);
-        if let Some(pid) = lock_holder(&lock) {
+        // The daemon lets go of its lock a moment before its process is gone: wait for both.
+        if !wait_until(STOP_GRACE, || !running(pid)) {
             signal(pid, libc::SIGKILL);
-            wait_until(STOP_GRACE, || lock_holder(&lock).is_none());
+            wait_until(STOP_GRACE, || !running(pid));
         }
     }
 

@@ -103,3 +103,12 @@ pub fn lock_holder(lock: &Path) -> Option<u32> {
     }
     std::fs::read_to_string(lock).ok()?.trim().parse().ok()
 }
+
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
