@@ -178,6 +178,23 @@ impl Home {
         }
     }
 
+    /// Kills the daemon with SIGKILL (by the PID holding the state directory's lock, or of the
+    /// `daemon run` child), as a crash or an OOM kill would, and waits until it is gone. No
+    /// clean shutdown runs: files are left as the process left them.
+    pub fn kill_daemon(&mut self) {
+        let pid = lock_holder(&self.path().join("daemon.lock"));
+        if let Some(pid) = pid {
+            signal(pid, libc::SIGKILL);
+        }
+        if let Some(mut c) = self.foreground.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(pid) = pid {
+            wait_until(STOP_GRACE, || !running(pid));
+        }
+    }
+
     /// The log of a daemon started with `daemon start` (`daemon.log` in PILOT_HOME).
     pub fn bg_log(&self) -> String {
         std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()

@@ -102,6 +102,14 @@ impl Lab {
         must(Command::new("ip").args(["netns", "exec", ns]).args(args));
     }
 
+    /// A command run inside the switch namespace (the one holding the bridge every host and
+    /// router's WAN is plugged into), e.g. to load nftables `bridge` rules on the path.
+    pub fn switch_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.switch, program]);
+        c
+    }
+
     /// Adds a host namespace with `ip` (198.51.100.x/24) on interface `eth0`.
     pub fn host(&mut self, name: &str, ip: &str) -> Host {
         let ns = self.switch_ns(name, ip);
