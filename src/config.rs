@@ -17,6 +17,8 @@ pub const MIN_MTU: u16 = 1280;
 pub const DEFAULT_MTU: u16 = 1420;
 /// Default persistent keepalive, below common NAT UDP timeouts.
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+/// Default of `[registry] max_clock_offset_secs`: one day.
+pub const DEFAULT_MAX_CLOCK_OFFSET_SECS: u64 = 24 * 3600;
 /// Where the SOCKS5 proxy listens by default (userspace mode).
 pub const DEFAULT_SOCKS5_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
     std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1080),
@@ -121,8 +123,11 @@ pub struct Config {
     pub mode: Mode,
     /// The overlay network /48; every node of one network must use the same.
     pub network: NetworkPrefix,
-    /// Registries (`host:port`) to register with; all of them are used.
+    /// Registries (`host:port`, or `host:port#KEY` to pin the registry's key) to register
+    /// with; all of them are used.
     pub registries: Vec<String>,
+    /// How the node talks to its registries.
+    pub registry: RegistrySettings,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing filter).
     pub log_level: Option<String>,
     /// The TUN device.
@@ -161,6 +166,23 @@ impl Default for Socks5Settings {
             enabled: true,
             listen: DEFAULT_SOCKS5_LISTEN,
             allow_non_loopback: false,
+        }
+    }
+}
+
+/// `[registry]`: how the node talks to its registries (which ones: `registries`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySettings {
+    /// Largest correction of our clock (seconds, either way) taken from a registry that says
+    /// our timestamps are stale; a larger one is ignored.
+    pub max_clock_offset_secs: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            max_clock_offset_secs: DEFAULT_MAX_CLOCK_OFFSET_SECS,
         }
     }
 }

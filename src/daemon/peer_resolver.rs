@@ -1,5 +1,7 @@
 //! Names and policy for the SOCKS5 proxy and the API: names from the peer table first, then
-//! the registries; connections only to peers in the peer table (the trusted ones).
+//! the registries; connections only to peers in the peer table (the trusted ones). A name
+//! the registry binds to one key never resolves to another key's tunnel that shares its
+//! address (addr48 is a routing handle, not an identity).
 
 use std::net::Ipv6Addr;
 use std::sync::Arc;
@@ -37,7 +39,18 @@ impl Resolver for PeerResolver {
                 })
                 .await
                 .ok()??;
-            Some(found.ipv6)
+            match self.plane.peer_by_ip(&found.ipv6) {
+                Some(p) if p.public_key != found.public_key => {
+                    tracing::warn!(
+                        hostname = %name,
+                        registry_key = %found.public_key,
+                        peer = %p.public_key,
+                        "a registry names a key whose address a trusted peer holds: not resolved"
+                    );
+                    None
+                }
+                _ => Some(found.ipv6),
+            }
         })
     }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
 
@@ -19,7 +19,9 @@ use crate::identity::{Identity, PublicKey};
 use crate::mapping::Hostname;
 use crate::netstack::Netstack;
 use crate::node::control::ControlPlane;
-use crate::node::registry_client::{parse_registry_spec, ClientConfig};
+use crate::node::registry_client::{
+    parse_registry_spec, ClientConfig, LearnedKeys, REGISTRY_KEYS_FILE,
+};
 use crate::node::trust::{AllowList, TrustStore, TRUST_FILE};
 use crate::node::views::NodeEvent;
 use crate::node::NodeConfig;
@@ -177,6 +179,8 @@ async fn start_control(
     let (registries, pinned) = resolve_registries(&s.config.registries).await?;
     let mut cc = ClientConfig::new(registries.clone());
     cc.pinned_keys = pinned;
+    cc.learned_keys = LearnedKeys::open(&s.paths.dir.join(REGISTRY_KEYS_FILE))?;
+    cc.max_clock_offset = Duration::from_secs(s.config.registry.max_clock_offset_secs);
     cc.hostname = s.hostname.clone();
     cc.candidates =
         crate::daemon::candidates::local_candidates(plane.local_port(), &s.config.tun.name);

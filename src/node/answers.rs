@@ -8,7 +8,7 @@ use crate::identity::PublicKey;
 use crate::mapping::PeerRef;
 use crate::node::commands::{NodeCommand, Reply, Waiting};
 use crate::node::control::{ControlPlane, TrustTarget};
-use crate::node::core::Node;
+use crate::node::core::{Naming, Node};
 use crate::node::registry_client::OpId;
 use crate::node::traversal::Path;
 use crate::node::trust::{TrustError, TrustState};
@@ -79,20 +79,25 @@ impl Node {
         self.pump(now);
     }
 
-    /// A peer reference to a key without asking the registries, if possible.
-    pub fn resolve_local(&self, peer: &PeerRef) -> Option<PublicKey> {
-        let trust = self.plane.trust();
-        match peer {
-            PeerRef::PublicKey(k) => Some(*k),
-            PeerRef::Addr48(a) => trust
-                .peers()
-                .map(|p| p.key)
-                .chain(self.config.static_peers.iter().copied())
-                .find(|k| k.addr48() == *a),
-            PeerRef::Hostname(h) => trust
-                .peers()
-                .find(|p| p.hostname.as_ref() == Some(h))
-                .map(|p| p.key),
+    /// A peer reference to a key without asking the registries, among the records `naming`
+    /// allows; answers `reply` with the error and gives `None` when it names nothing or too
+    /// much.
+    fn resolve_or_answer<T>(
+        &self,
+        peer: &PeerRef,
+        naming: Naming,
+        reply: Reply<T>,
+    ) -> Option<(PublicKey, Reply<T>)> {
+        match self.resolve_known(peer, naming) {
+            Ok(Some(k)) => Some((k, reply)),
+            Ok(None) => {
+                let _ = reply.send(Err(not_found(peer)));
+                None
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
+            }
         }
     }
 
@@ -116,13 +121,16 @@ impl Node {
         justification: &str,
         reply: Reply<Option<TrustView>>,
     ) {
-        let target = match (&peer, self.resolve_local(&peer)) {
-            (PeerRef::Hostname(h), _) if self.config.has_registry => TrustTarget::Name(h.clone()),
-            (_, Some(k)) => TrustTarget::Key(k),
-            (_, None) => {
-                let _ = reply.send(Err(not_found(&peer)));
-                return;
+        // By name with a registry: the registry's binding. Otherwise only a key, or a peer we
+        // trust or asked ourselves: a stranger's pending request is answered with `approve`.
+        let (target, reply) = match &peer {
+            PeerRef::Hostname(h) if self.config.has_registry => {
+                (TrustTarget::Name(h.clone()), reply)
             }
+            _ => match self.resolve_or_answer(&peer, Naming::Established, reply) {
+                Some((k, reply)) => (TrustTarget::Key(k), reply),
+                None => return,
+            },
         };
         let who = match &target {
             TrustTarget::Key(k) => Ok(*k),
@@ -175,8 +183,7 @@ impl Node {
         reply: Reply<Option<TrustView>>,
         f: impl FnOnce(&mut ControlPlane, Instant, &PublicKey) -> Result<OpId, TrustError>,
     ) {
-        let Some(key) = self.resolve_local(peer) else {
-            let _ = reply.send(Err(not_found(peer)));
+        let Some((key, reply)) = self.resolve_or_answer(peer, Naming::Unique, reply) else {
             return;
         };
         match f(&mut self.plane, now, &key) {
@@ -193,10 +200,13 @@ impl Node {
     /// Starts a ping session to a trusted peer over its current path; without a path, starts
     /// one and answers `connection_failed`.
     fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply<PingReport>) {
-        let Some(key) = self.resolve_local(peer).filter(|k| self.is_allowed(k)) else {
-            let _ = reply.send(Err(not_found(peer)));
+        let Some((key, reply)) = self.resolve_or_answer(peer, Naming::Established, reply) else {
             return;
         };
+        if !self.is_allowed(&key) {
+            let _ = reply.send(Err(not_found(peer)));
+            return;
+        }
         let path = self.path(&key);
         if path == Path::None {
             self.connect(now, key);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::PilotError;
 use crate::identity::{Identity, PublicKey};
-use crate::mapping::{Hostname, NetworkPrefix};
+use crate::mapping::{Hostname, NetworkPrefix, PeerRef};
 use crate::node::commands::{Reply, Waiting};
 use crate::node::control::{ControlEvent, ControlPlane};
 use crate::node::paths::Paths;
@@ -69,6 +69,19 @@ pub enum Effect {
     },
     /// Accept relay deliveries from these registries.
     SetRelays(Vec<SocketAddr>),
+}
+
+/// Which of our trust records a hostname or address (not a key) may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Peers we trust, asked ourselves, or pinned in config: what `handshake` and `ping` may
+    /// reach. A stranger's pending request (whose hostname and address come from the stranger
+    /// and the registry that pushed it) never resolves here, so naming it cannot complete
+    /// trust.
+    Established,
+    /// Any record, but only if exactly one matches: `approve`, `reject` and `untrust` act on
+    /// records the user sees listed, and a name that two records share is refused.
+    Unique,
 }
 
 /// The node core.
@@ -258,6 +271,51 @@ impl Node {
         }
     }
 
+    /// The key `peer` names among our own records (see [`Naming`]); a key names itself.
+    /// `Err` when a name or address matches more than one record and `naming` wants one.
+    pub fn resolve_known(
+        &self,
+        peer: &PeerRef,
+        naming: Naming,
+    ) -> Result<Option<PublicKey>, PilotError> {
+        let matches = |k: &PublicKey, hostname: Option<&Hostname>| match peer {
+            PeerRef::PublicKey(p) => p == k,
+            PeerRef::Addr48(a) => k.addr48() == *a,
+            PeerRef::Hostname(h) => hostname == Some(h),
+        };
+        if let PeerRef::PublicKey(k) = peer {
+            return Ok(Some(*k));
+        }
+        let records = self.plane.trust().peers().filter(|p| match naming {
+            Naming::Established => matches!(
+                p.state,
+                TrustState::Trusted { .. } | TrustState::Requested { .. }
+            ),
+            Naming::Unique => true,
+        });
+        let mut found: Vec<PublicKey> = records
+            .filter(|p| matches(&p.key, p.hostname.as_ref()))
+            .map(|p| p.key)
+            .chain(
+                self.config
+                    .static_peers
+                    .iter()
+                    .filter(|k| matches(k, None))
+                    .copied(),
+            )
+            .collect();
+        found.sort();
+        found.dedup();
+        match found[..] {
+            [] => Ok(None),
+            [k] => Ok(Some(k)),
+            _ => Err(PilotError::invalid(
+                format!("`{peer}` matches {} peers", found.len()),
+                "name the peer by its public key (see `pilotctl trust` and `pilotctl pending`)",
+            )),
+        }
+    }
+
     /// Answers the API call waiting for `op`.
     pub(super) fn reply_op(&mut self, op: OpId, result: Result<(), PilotError>) {
         let Some(w) = self.waiting.remove(&op) else {
@@ -273,12 +331,12 @@ impl Node {
             Waiting::Op { peer, reply } => {
                 let key = match &peer {
                     Ok(k) => Some(*k),
+                    // A handshake by name: the record it made (requested or trusted), never a
+                    // stranger's pending request that carries the same name.
                     Err(name) => self
-                        .plane
-                        .trust()
-                        .peers()
-                        .find(|p| p.hostname.as_ref() == Some(name))
-                        .map(|p| p.key),
+                        .resolve_known(&PeerRef::Hostname(name.clone()), Naming::Established)
+                        .ok()
+                        .flatten(),
                 };
                 let _ = reply.send(result.map(|_| key.map(|k| self.view(&k))));
             }

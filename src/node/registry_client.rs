@@ -14,7 +14,12 @@
 //!   [`ClientConfig::max_attempts`], matches answers by nonce, and reports one outcome per
 //!   operation ([`ClientEvent::Done`], [`ClientEvent::LookupResult`], ... or
 //!   [`ClientEvent::Failed`]);
-//! - learns its clock skew from a registry's `stale_timestamp` answer and corrects for it;
+//! - learns its clock skew from a registry's `stale_timestamp` answer and corrects for it
+//!   (bounded by [`ClientConfig::max_clock_offset`]);
+//! - believes an answer only if it matches a request in flight to that registry (by nonce,
+//!   checked before any signature) and is signed by the registry's key: pinned in the config,
+//!   or learned from the first `Registered` answer to one of our registrations and remembered
+//!   ([`LearnedKeys`]); a key, once known, changes only by operator action;
 //! - checks every pushed trust message's own signature (the registry cannot forge one),
 //!   acknowledges pushes so the registry stops holding them, and reports each once;
 //! - answers endpoint requests only from peers the daemon marked trusted
@@ -26,11 +31,14 @@
 //!
 //! # Modules
 //! `config` (what the client is given), `error` ([`ClientError`]), `event` (what it reports),
-//! `requests` (requests in flight, retries, outcomes) and `pushes` (what registries push).
+//! `keys` (registry keys learned on first use, persisted), `requests` (requests in flight,
+//! retries, outcomes) and `pushes` (what registries push).
 
+mod authenticity;
 mod config;
 mod error;
 mod event;
+mod keys;
 mod pushes;
 mod requests;
 #[cfg(test)]
@@ -41,15 +49,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use self::config::{parse_registry_spec, ClientConfig, RegistrySpecError};
+pub use self::config::{
+    parse_registry_spec, ClientConfig, RegistrySpecError, DEFAULT_MAX_CLOCK_OFFSET,
+};
 pub use self::error::ClientError;
 pub use self::event::{ClientCounters, ClientEvent, OpId};
+pub use self::keys::{KeysFileError, LearnedKeys, REGISTRY_KEYS_FILE};
 
+use self::authenticity::initial_key;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::Hostname;
 use rand_core::RngCore;
 
-use crate::wire::registry::{Nonce, RequestBody, Response, ResponseBody, Status, TrustDecision};
+use crate::wire::registry::{Nonce, RequestBody, Response, ResponseBody, TrustDecision};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -91,6 +103,8 @@ struct Op {
 #[derive(Debug)]
 struct EndpointWait {
     op: OpId,
+    /// The registry that forwarded our request (only it may bring the answer).
+    registry: usize,
     peer: PublicKey,
     expires: Instant,
 }
@@ -105,8 +119,24 @@ struct RegistryState {
     offset_ms: i64,
     /// The key that signs this registry's answers: pinned, or learned on first use.
     key: Option<PublicKey>,
-    /// Whether `key` came from configuration (never forgotten).
-    pinned: bool,
+    /// Where `key` came from.
+    source: KeySource,
+    /// Whether we already logged that the registry answers with another key than `key`.
+    warned_other_key: bool,
+}
+
+/// Where a registry's key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySource {
+    /// Not known yet: learned from the first `Registered` answer to our registration.
+    Unknown,
+    /// From the configuration (`HOST:PORT#KEY`).
+    Pinned,
+    /// Learned on first use and remembered in the state directory (now or in an earlier run).
+    Persisted,
+    /// Learned on first use, but saving it failed: believed for this run, yet hostnames it
+    /// vouches for do not count for the allow-list.
+    Unsaved,
 }
 
 /// Most push nonces remembered for deduplication.
@@ -164,14 +194,18 @@ impl Client {
         let registries = config
             .registries
             .iter()
-            .map(|&addr| RegistryState {
-                addr,
-                registered: false,
-                next_heartbeat: None,
-                reflexive: None,
-                offset_ms: 0,
-                key: config.pinned_keys.get(&addr).copied(),
-                pinned: config.pinned_keys.contains_key(&addr),
+            .map(|&addr| {
+                let (key, source) = initial_key(&config, addr);
+                RegistryState {
+                    addr,
+                    registered: false,
+                    next_heartbeat: None,
+                    reflexive: None,
+                    offset_ms: 0,
+                    key,
+                    source,
+                    warned_other_key: false,
+                }
             })
             .collect();
         let mut c = Client {
@@ -253,6 +287,36 @@ impl Client {
             .iter()
             .find(|r| r.addr == registry)
             .and_then(|r| r.key)
+    }
+
+    /// Whether `registry`'s key comes from the configuration.
+    pub fn registry_key_pinned(&self, registry: SocketAddr) -> bool {
+        self.registries
+            .iter()
+            .any(|r| r.addr == registry && r.source == KeySource::Pinned)
+    }
+
+    /// Forgets the key learned for `registry` (operator action, e.g. after the registry's key
+    /// really changed) and registers with it again, learning its key anew on first use. A
+    /// pinned key is never forgotten: change the configuration instead.
+    pub fn forget_registry_key(
+        &mut self,
+        now: Instant,
+        registry: SocketAddr,
+    ) -> Result<(), KeysFileError> {
+        let Some(reg) = self.registries.iter().position(|r| r.addr == registry) else {
+            return Ok(());
+        };
+        if self.registries[reg].source == KeySource::Pinned {
+            return Ok(());
+        }
+        self.config.learned_keys.forget(&registry)?;
+        let r = &mut self.registries[reg];
+        r.key = None;
+        r.source = KeySource::Unknown;
+        r.warned_other_key = false;
+        self.lose_registry(reg, now);
+        Ok(())
     }
 
     /// Whether at least one registry has us registered.
@@ -384,31 +448,7 @@ impl Client {
             self.counters.unmatched += 1;
             return;
         };
-        let verified = match (&self.registries[reg].key, &resp.body) {
-            (Some(key), _) => Response::verify(bytes, key),
-            // Trust on first use: a Registered answer signed by the key it carries.
-            (None, ResponseBody::Registered { registry_key, .. }) => {
-                let ok = Response::verify(bytes, registry_key);
-                if ok {
-                    self.registries[reg].key = Some(*registry_key);
-                }
-                ok
-            }
-            // Before the key is known, a clock correction is taken on the nonce alone (it must
-            // answer a request we sent): otherwise a node with a skewed clock could never
-            // register to learn the key. It can only make our timestamps wrong, which an
-            // attacker able to see our nonces could achieve by dropping packets anyway.
-            (
-                None,
-                ResponseBody::Error {
-                    status: Status::StaleTimestamp,
-                    ..
-                },
-            ) => true,
-            (None, _) => false,
-        };
-        if !verified {
-            self.counters.bad_signature += 1;
+        if !self.authentic(reg, &resp, bytes) {
             return;
         }
         match resp.body {

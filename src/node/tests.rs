@@ -682,3 +682,98 @@ fn a_peer_is_up_once_per_session_and_down_when_trust_goes() {
         "an untrusted peer is not reported up: {events:?}"
     );
 }
+
+/// Node 1 asks node 0 for trust by name: node 0 holds a pending request from `node-b`.
+fn stranger_asks(sim: &mut Sim) {
+    let mut r = sim.call(1, |reply| NodeCommand::Handshake {
+        peer: PeerRef::Hostname(Hostname::new("node-a").unwrap()),
+        justification: "let me in".into(),
+        reply,
+    });
+    r.try_recv().unwrap().unwrap();
+    let pending = sim.hosts[0].node.view(&sim.key(1));
+    assert_eq!(pending.state, TrustStanding::Pending);
+    assert_eq!(pending.hostname, Some(Hostname::new("node-b").unwrap()));
+}
+
+#[test]
+fn a_pending_strangers_address_or_name_never_resolves_for_handshake_or_ping() {
+    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let kb = sim.key(1);
+    stranger_asks(&mut sim);
+    // Its address, and (with no registry to ask) its name, name no peer of ours: naming them
+    // must not complete trust.
+    let by_addr = PeerRef::Addr48(kb.addr48());
+    let by_name = PeerRef::Hostname(Hostname::new("node-b").unwrap());
+    sim.hosts[0].node.config.has_registry = false;
+    for peer in [by_addr.clone(), by_name.clone()] {
+        let p = peer.clone();
+        let mut r = sim.call(0, |reply| NodeCommand::Handshake {
+            peer: p,
+            justification: String::new(),
+            reply,
+        });
+        assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
+        let mut r = sim.call(0, |reply| NodeCommand::Ping {
+            peer,
+            count: 1,
+            reply,
+        });
+        assert_eq!(r.try_recv().unwrap().unwrap_err().code, ErrorCode::NotFound);
+    }
+    assert_eq!(sim.hosts[0].node.view(&kb).state, TrustStanding::Pending);
+    assert!(!sim.hosts[0]
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::AddPeer { .. })));
+    // The request is answered as listed: `approve` by the name `pending` shows.
+    let mut r = sim.call(0, |reply| NodeCommand::Approve {
+        peer: by_name,
+        reply,
+    });
+    let view = r.try_recv().unwrap().unwrap().unwrap();
+    assert_eq!((view.public_key, view.state), (kb, TrustStanding::Trusted));
+    // Once trusted, its address resolves.
+    sim.hosts[0].node.config.has_registry = true;
+    let mut r = sim.call(0, |reply| NodeCommand::Handshake {
+        peer: by_addr,
+        justification: String::new(),
+        reply,
+    });
+    assert_eq!(r.try_recv().unwrap().unwrap().unwrap().public_key, kb);
+}
+
+#[test]
+fn a_name_shared_by_a_peer_we_asked_and_a_stranger_resolves_to_ours_or_is_refused() {
+    let me = id(0);
+    let ours = id(1).public_key();
+    let stranger = id(2).public_key();
+    let name = Hostname::new("node-b").unwrap();
+    let mut trust = TrustStore::in_memory(me.public_key());
+    trust.request(ours, Some(name.clone()), "", T0).unwrap();
+    trust
+        .on_request(stranger, Some(name.clone()), "", [1; 16], T0, T0)
+        .unwrap();
+    let plane = ControlPlane::new(me, ClientConfig::new(vec![]), trust, Instant::now(), T0);
+    let config = NodeConfig {
+        network: DEFAULT_NETWORK,
+        static_peers: Vec::new(),
+        has_registry: false,
+    };
+    let node = Node::new(plane, config, [3; 32], Instant::now());
+    let by_name = PeerRef::Hostname(name);
+    assert_eq!(
+        node.resolve_known(&by_name, core::Naming::Established)
+            .unwrap(),
+        Some(ours)
+    );
+    let e = node
+        .resolve_known(&by_name, core::Naming::Unique)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert_eq!(
+        node.resolve_known(&PeerRef::PublicKey(stranger), core::Naming::Unique)
+            .unwrap(),
+        Some(stranger)
+    );
+}

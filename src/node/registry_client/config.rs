@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::keys::LearnedKeys;
 use crate::error::PilotError;
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
@@ -28,9 +29,19 @@ pub struct ClientConfig {
     /// How long to wait for a peer's endpoint answer after the registry forwarded our request.
     pub endpoint_answer_timeout: Duration,
     /// Registry keys pinned by configuration. A registry without a pinned key is trusted on
-    /// first use: its key is learned from its first signed `Registered` answer.
+    /// first use: its key is learned from the first signed `Registered` answer to one of our
+    /// registrations, remembered in [`ClientConfig::learned_keys`], and never changed after.
     pub pinned_keys: HashMap<SocketAddr, PublicKey>,
+    /// Keys learned on first use in earlier runs, and where to remember new ones.
+    pub learned_keys: LearnedKeys,
+    /// Largest clock correction taken from a registry's `stale_timestamp` answer; a larger
+    /// one is ignored and counted (default 24 h).
+    pub max_clock_offset: Duration,
 }
+
+/// Default of [`ClientConfig::max_clock_offset`]: one day (`[registry] max_clock_offset_secs`).
+pub const DEFAULT_MAX_CLOCK_OFFSET: Duration =
+    Duration::from_secs(crate::config::DEFAULT_MAX_CLOCK_OFFSET_SECS);
 
 impl ClientConfig {
     /// Defaults for the given registries.
@@ -45,6 +56,8 @@ impl ClientConfig {
             max_attempts: 5,
             endpoint_answer_timeout: Duration::from_secs(10),
             pinned_keys: HashMap::new(),
+            learned_keys: LearnedKeys::in_memory(),
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
         }
     }
 }

@@ -128,4 +128,9 @@ pub struct ClientCounters {
     /// Registry answers whose signature does not verify with the registry's key (or that came
     /// before any key was known), dropped.
     pub bad_signature: u64,
+    /// Clock corrections from `stale_timestamp` answers beyond `max_clock_offset`, ignored.
+    pub clock_offset_refused: u64,
+    /// Hostnames in trust pushes from a registry whose key is neither pinned nor persisted,
+    /// dropped (they must not count for the allow-list).
+    pub unvouched_hostnames: u64,
 }

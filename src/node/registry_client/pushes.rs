@@ -37,6 +37,15 @@ impl Client {
             nonces: vec![push_id],
         };
         self.send(reg, now, Purpose::Internal, ack);
+        // A hostname counts (for display and the allow-list) only from a registry whose key is
+        // pinned or was persisted when learned.
+        let hostname = match hostname {
+            Some(_) if !self.vouched(reg) => {
+                self.counters.unvouched_hostnames += 1;
+                None
+            }
+            h => h,
+        };
         let me = self.identity.public_key();
         match verify_trust_message(original, &me, self.unix_ms(now, 0)) {
             Ok(msg) => self.report_trust(msg, hostname),

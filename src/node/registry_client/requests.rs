@@ -2,17 +2,31 @@
 //! nonce, and one outcome per operation.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Client, ClientError, ClientEvent, EndpointWait, InFlight, Op, OpId, OpKind, Purpose};
 use crate::wire::registry::{
     Header, HostnameStatus, Nonce, Request, RequestBody, ResponseBody, Status,
 };
 
+/// The correction (ms) that makes our clock, reading `ours`, read the registry's `theirs`;
+/// `None` when it is larger than `max` either way (any `u64` inputs, no overflow).
+pub(super) fn clock_offset(theirs: u64, ours: u64, max: Duration) -> Option<i64> {
+    let diff = i128::from(theirs) - i128::from(ours);
+    let max = i128::try_from(max.as_millis()).unwrap_or(i128::MAX);
+    if diff.abs() > max {
+        return None;
+    }
+    i64::try_from(diff).ok()
+}
+
 impl Client {
     pub(super) fn unix_ms(&self, now: Instant, offset_ms: i64) -> u64 {
-        let elapsed = now.saturating_duration_since(self.base).as_millis() as u64;
-        (self.base_unix_ms + elapsed).saturating_add_signed(offset_ms)
+        let elapsed = now.saturating_duration_since(self.base).as_millis();
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        self.base_unix_ms
+            .saturating_add(elapsed)
+            .saturating_add_signed(offset_ms)
     }
 
     pub(super) fn sign(&mut self, ts: u64, body: RequestBody) -> Result<(Nonce, Vec<u8>), ()> {
@@ -135,14 +149,12 @@ impl Client {
     }
 
     pub(super) fn lose_registry(&mut self, reg: usize, now: Instant) {
+        // The registry's key stays: a registry that comes back with another key is refused
+        // until the operator pins the new key or forgets the old one.
         let r = &mut self.registries[reg];
         let was = r.registered;
         r.registered = false;
         r.next_heartbeat = None;
-        if !r.pinned {
-            // A registry that lost its state may come back with a new key.
-            r.key = None;
-        }
         if was {
             self.events
                 .push_back(ClientEvent::RegistryLost { registry: r.addr });
@@ -202,13 +214,19 @@ impl Client {
             ..
         } = *body
         {
-            // Correct our clock for this registry and try again at once (counts as an attempt).
+            // Correct our clock for this registry and try again at once (counts as an attempt);
+            // a correction beyond the bound is ignored and counted.
             let ours = self.unix_ms(now, 0);
-            self.registries[reg].offset_ms = registry_time_ms as i64 - ours as i64;
-            let retry = self
-                .inflight
-                .get(&id)
-                .is_some_and(|f| f.attempts < self.config.max_attempts.max(2));
+            let offset = clock_offset(registry_time_ms, ours, self.config.max_clock_offset);
+            match offset {
+                Some(off) => self.registries[reg].offset_ms = off,
+                None => self.counters.clock_offset_refused += 1,
+            }
+            let retry = offset.is_some()
+                && self
+                    .inflight
+                    .get(&id)
+                    .is_some_and(|f| f.attempts < self.config.max_attempts.max(2));
             if retry {
                 self.transmit(id, now);
                 return true;
@@ -311,6 +329,7 @@ impl Client {
                         nonce,
                         EndpointWait {
                             op,
+                            registry: reg,
                             peer,
                             expires: now + self.config.endpoint_answer_timeout,
                         },

@@ -4,7 +4,7 @@ use super::*;
 use crate::error::{ErrorCode, PilotError};
 use crate::node::trust::{TrustEffect, TrustStore};
 use crate::registry::server::{Limits, Registry};
-use crate::wire::registry::{Header, Request};
+use crate::wire::registry::{Header, Request, Status};
 
 const T0: u64 = 1_750_000_000_000;
 
@@ -513,10 +513,14 @@ fn the_registry_key_is_learned_on_first_use_and_enforced_after() {
     let reg = sim.registry_addr;
     let key = crate::registry::server::tests::registry_identity().public_key();
     assert_eq!(sim.clients[0].0.registry_key(reg), Some(key));
-    // An answer signed by anyone else is dropped.
+    // An answer signed by anyone else is dropped, even one that answers a request in flight.
+    sim.clients[0]
+        .0
+        .lookup(sim.now, Hostname::new("worker-node").unwrap());
+    let (_, lookup) = sim.clients[0].0.poll_transmit().unwrap();
     let impostor = Identity::from_seed([77; 32]);
     let forged = Response {
-        in_reply_to: [0; 16],
+        in_reply_to: nonce_of(&lookup),
         body: ResponseBody::Error {
             status: Status::UnknownNode,
             registry_time_ms: 0,
@@ -633,4 +637,226 @@ fn forged_pushes_are_refused() {
         .0
         .handle_datagram(sim.now, reg, b"P\x01\x80junk");
     assert_eq!(sim.clients[1].0.counters().garbage, 1);
+}
+
+/// The nonce of a signed request datagram (what an on-path observer could read).
+fn nonce_of(request: &[u8]) -> Nonce {
+    Request::decode_verified(request).unwrap().header.nonce
+}
+
+/// A `Registered` answer signed by `signer` and carrying its key, as a spoofer makes one.
+fn self_signed_registered(signer: &Identity, in_reply_to: Nonce) -> Vec<u8> {
+    Response {
+        in_reply_to,
+        body: ResponseBody::Registered {
+            observed: "198.51.100.66:1".parse().unwrap(),
+            hostname: crate::wire::registry::HostnameStatus::NotRequested,
+            registry_key: signer.public_key(),
+        },
+    }
+    .encode_signed(signer)
+    .unwrap()
+}
+
+/// A client for `sim`'s registry whose first registration is queued, not yet delivered.
+fn fresh_client(sim: &Sim, cfg: ClientConfig) -> Client {
+    let id = Arc::new(Identity::from_seed([9; 32]));
+    Client::new(id, cfg, sim.now, sim.unix())
+}
+
+#[test]
+fn a_spoofed_registered_before_the_genuine_answer_is_ignored() {
+    let mut sim = Sim::new(0);
+    let reg = sim.registry_addr;
+    let mut c = fresh_client(&sim, ClientConfig::new(vec![reg]));
+    // An off-path spoofer answers first, from the registry's address, with its own key; it
+    // cannot see our registration's nonce.
+    let impostor = Identity::from_seed([77; 32]);
+    c.handle_datagram(sim.now, reg, &self_signed_registered(&impostor, [7; 16]));
+    assert_eq!(c.registry_key(reg), None);
+    assert_eq!(c.counters().unmatched, 1);
+    assert!(!c.is_registered());
+    // The genuine answer is still accepted and its key learned.
+    let addr: SocketAddr = "203.0.113.9:1000".parse().unwrap();
+    sim.clients.push((c, addr));
+    sim.run();
+    let genuine = crate::registry::server::tests::registry_identity().public_key();
+    assert!(sim.clients[0].0.is_registered());
+    assert_eq!(sim.clients[0].0.registry_key(reg), Some(genuine));
+}
+
+#[test]
+fn a_spoofed_registered_after_the_genuine_one_or_after_registry_loss_is_ignored() {
+    let mut sim = Sim::new(1);
+    let reg = sim.registry_addr;
+    let genuine = crate::registry::server::tests::registry_identity().public_key();
+    let impostor = Identity::from_seed([77; 32]);
+    assert_eq!(sim.clients[0].0.registry_key(reg), Some(genuine));
+    // The registry goes silent: the client loses it and registers again.
+    sim.registry_up = false;
+    sim.advance(Duration::from_secs(90));
+    assert!(sim
+        .events(0)
+        .contains(&ClientEvent::RegistryLost { registry: reg }));
+    // Even one who sees the nonce of our new registration cannot replace the key.
+    let (_, register) = sim
+        .sent_to_registry
+        .iter()
+        .rfind(|(_, b)| b[2] == 0x01)
+        .cloned()
+        .unwrap();
+    let before = sim.clients[0].0.counters().bad_signature;
+    let spoof = self_signed_registered(&impostor, nonce_of(&register));
+    sim.clients[0].0.handle_datagram(sim.now, reg, &spoof);
+    sim.clients[0]
+        .0
+        .handle_datagram(sim.now, reg, &self_signed_registered(&impostor, [7; 16]));
+    assert_eq!(sim.clients[0].0.registry_key(reg), Some(genuine));
+    assert_eq!(sim.clients[0].0.counters().bad_signature, before + 1);
+    assert!(!sim.clients[0].0.is_registered());
+    // The genuine registry comes back and is believed.
+    sim.registry_up = true;
+    sim.advance(Duration::from_secs(31));
+    assert!(sim.clients[0].0.is_registered());
+    assert_eq!(sim.clients[0].0.registry_key(reg), Some(genuine));
+}
+
+#[test]
+fn a_learned_registry_key_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(REGISTRY_KEYS_FILE);
+    let mut sim = Sim::new(0);
+    let reg = sim.registry_addr;
+    let genuine = crate::registry::server::tests::registry_identity().public_key();
+    let mut cfg = ClientConfig::new(vec![reg]);
+    cfg.learned_keys = LearnedKeys::open(&path).unwrap();
+    let addr: SocketAddr = "203.0.113.9:1000".parse().unwrap();
+    sim.clients.push((fresh_client(&sim, cfg), addr));
+    sim.run();
+    assert!(sim.clients[0].0.is_registered());
+    // A restart: the key is known before any answer, so even a spoofer who sees the first
+    // registration's nonce is refused.
+    let mut cfg = ClientConfig::new(vec![reg]);
+    cfg.learned_keys = LearnedKeys::open(&path).unwrap();
+    let mut c = fresh_client(&sim, cfg);
+    assert_eq!(c.registry_key(reg), Some(genuine));
+    assert!(!c.registry_key_pinned(reg));
+    let (_, register) = c.poll_transmit().unwrap();
+    let impostor = Identity::from_seed([77; 32]);
+    c.handle_datagram(
+        sim.now,
+        reg,
+        &self_signed_registered(&impostor, nonce_of(&register)),
+    );
+    assert_eq!(c.registry_key(reg), Some(genuine));
+    assert_eq!(c.counters().bad_signature, 1);
+    // Forgetting the key (operator action) learns it anew on first use.
+    c.forget_registry_key(sim.now, reg).unwrap();
+    assert_eq!(c.registry_key(reg), None);
+    assert_eq!(LearnedKeys::open(&path).unwrap().get(&reg), None);
+}
+
+/// A trust request from `from` to `to`, pushed by a registry signing with `registry`.
+fn trust_push(sim: &Sim, from: &Identity, to: PublicKey, registry: &Identity) -> Vec<u8> {
+    let inner = Request {
+        header: Header {
+            sender: from.public_key(),
+            nonce: [3; 16],
+            timestamp_ms: sim.unix(),
+        },
+        body: RequestBody::TrustRequest {
+            target: to,
+            justification: "hi".into(),
+        },
+    }
+    .encode_signed(from)
+    .unwrap();
+    Response {
+        in_reply_to: [4; 16],
+        body: ResponseBody::PushTrustRequest {
+            hostname: Some(Hostname::new("orchestrator").unwrap()),
+            original: inner,
+        },
+    }
+    .encode_signed(registry)
+    .unwrap()
+}
+
+#[test]
+fn hostnames_count_only_from_registries_whose_key_is_pinned_or_persisted() {
+    let registry = crate::registry::server::tests::registry_identity();
+    let asker = Identity::from_seed([50; 32]);
+    let hostname_of = |c: &mut Client| {
+        std::iter::from_fn(|| c.poll_event()).find_map(|e| match e {
+            ClientEvent::TrustRequestReceived { hostname, .. } => Some(hostname),
+            _ => None,
+        })
+    };
+    // The key was learned but could not be saved (the state directory is gone): believed for
+    // this run, but the hostname it vouches for is dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Sim::new(0);
+    let reg = sim.registry_addr;
+    let mut cfg = ClientConfig::new(vec![reg]);
+    cfg.learned_keys = LearnedKeys::open(&dir.path().join("gone/keys.json")).unwrap();
+    let addr: SocketAddr = "203.0.113.9:1000".parse().unwrap();
+    sim.clients.push((fresh_client(&sim, cfg), addr));
+    sim.run();
+    assert!(sim.clients[0].0.is_registered());
+    let me = sim.key(0);
+    let push = trust_push(&sim, &asker, me, &registry);
+    let c = &mut sim.clients[0].0;
+    c.poll_event();
+    c.handle_datagram(sim.now, reg, &push);
+    assert_eq!(hostname_of(c), Some(None));
+    assert_eq!(c.counters().unvouched_hostnames, 1);
+    // Pinned: the hostname is kept.
+    let mut cfg = ClientConfig::new(vec![reg]);
+    cfg.pinned_keys.insert(reg, registry.public_key());
+    let mut c = fresh_client(&sim, cfg);
+    c.handle_datagram(sim.now, reg, &push);
+    assert_eq!(
+        hostname_of(&mut c),
+        Some(Some(Hostname::new("orchestrator").unwrap()))
+    );
+}
+
+#[test]
+fn clock_offsets_are_bounded_and_never_overflow() {
+    let day = DEFAULT_MAX_CLOCK_OFFSET;
+    assert_eq!(requests::clock_offset(T0 + 5_000, T0, day), Some(5_000));
+    assert_eq!(requests::clock_offset(T0, T0 + 5_000, day), Some(-5_000));
+    for (theirs, ours) in [(u64::MAX, 0), (0, u64::MAX), (1 << 63, T0), (T0, 1 << 63)] {
+        assert_eq!(requests::clock_offset(theirs, ours, day), None);
+    }
+    // Without a bound, what does not fit an i64 is still refused.
+    for (theirs, ours) in [(u64::MAX, 0), (0, u64::MAX)] {
+        assert_eq!(requests::clock_offset(theirs, ours, Duration::MAX), None);
+    }
+    assert_eq!(
+        requests::clock_offset(u64::MAX, u64::MAX, Duration::ZERO),
+        Some(0)
+    );
+    // A stale_timestamp answer with an absurd registry clock is ignored, not a panic.
+    let sim = Sim::new(0);
+    let reg = sim.registry_addr;
+    for registry_time_ms in [1u64 << 63, u64::MAX, 0] {
+        let mut c = fresh_client(&sim, ClientConfig::new(vec![reg]));
+        let (_, register) = c.poll_transmit().unwrap();
+        let stale = Response {
+            in_reply_to: nonce_of(&register),
+            body: ResponseBody::Error {
+                status: Status::StaleTimestamp,
+                registry_time_ms,
+                message: String::new(),
+            },
+        }
+        .encode_signed(&crate::registry::server::tests::registry_identity())
+        .unwrap();
+        c.handle_datagram(sim.now, reg, &stale);
+        assert_eq!(c.counters().clock_offset_refused, 1);
+        assert_eq!(c.unix_ms_at(sim.now), sim.unix());
+        // The registration stays in flight and is retried later, with our own clock.
+        assert!(c.poll_transmit().is_none());
+    }
 }
