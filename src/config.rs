@@ -464,6 +464,35 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pilot.toml");
+        std::fs::write(&path, "mode = \"userspace\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(Config::load(&path).unwrap().mode, Mode::Userspace);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = crate::error::PilotError::from(Config::load(&path).unwrap_err());
+        assert_eq!(e.code, crate::error::ErrorCode::Unauthorized);
+        assert!(
+            e.message.contains("writable by group or others"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn messages_limits_parse_and_zero_is_refused() {
+        let c =
+            parse("[messages]\nmax_connections_per_peer = 2\ninbox_max_bytes = 1000\n").unwrap();
+        assert_eq!(c.messages.max_connections_per_peer, 2);
+        assert_eq!(c.messages.inbox_max_bytes, 1000);
+        assert_eq!(c.messages.max_connections, 64);
+        let e = parse("[messages]\nread_timeout_secs = 0\n").unwrap_err();
+        assert!(e.to_string().contains("messages.read_timeout_secs"), "{e}");
+    }
+
+    #[test]
     fn empty_config_is_all_defaults() {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
