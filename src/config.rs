@@ -53,6 +53,9 @@ pub enum ConfigError {
         /// What is wrong, naming the key.
         message: String,
     },
+    /// Another user owns the file, or group or others can write it.
+    #[error("config file refused: {0}")]
+    Unsafe(#[from] crate::state::files::UnsafePath),
 }
 
 impl ConfigError {
@@ -62,12 +65,18 @@ impl ConfigError {
             ConfigError::Io { path, .. }
             | ConfigError::Parse { path, .. }
             | ConfigError::Invalid { path, .. } => path,
+            ConfigError::Unsafe(u) => u.path(),
         }
     }
 }
 
 impl From<ConfigError> for crate::error::PilotError {
     fn from(e: ConfigError) -> Self {
+        if let ConfigError::Unsafe(u) = e {
+            let mut err = crate::error::PilotError::from(u);
+            err.message = format!("config file refused: {}", err.message);
+            return err;
+        }
         let hint = format!(
             "fix the file (see config/pilot.toml for every key), then check it with `pilotctl config check {}`",
             e.path().display()
@@ -146,6 +155,81 @@ pub struct Config {
     /// Overlay ports forwarded to local `HOST:PORT` targets.
     #[serde(rename = "expose")]
     pub exposes: Vec<ExposeConfig>,
+    /// The message service's limits (port 1001).
+    pub messages: MessagesConfig,
+}
+
+/// `[messages]`: what trusted peers may take of the message service (connections, inbox
+/// space, time), and how long stored message ids are remembered for dedupe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Connections open to port 1001 at once, from all peers together.
+    pub max_connections: usize,
+    /// Connections open to port 1001 at once from one peer.
+    pub max_connections_per_peer: usize,
+    /// Seconds a connection may wait for its next message before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds one message (a started frame) or one ack may take to arrive or leave.
+    pub read_timeout_secs: u64,
+    /// Messages the inbox holds from all senders together.
+    pub inbox_max_messages: usize,
+    /// Bytes the inbox holds from all senders together.
+    pub inbox_max_bytes: u64,
+    /// Messages the inbox holds from one sender.
+    pub inbox_max_messages_per_sender: usize,
+    /// Bytes the inbox holds from one sender.
+    pub inbox_max_bytes_per_sender: u64,
+    /// Stored message ids remembered for dedupe (the oldest are forgotten first).
+    pub dedupe_max_ids: usize,
+    /// Days a stored message id is remembered for dedupe.
+    pub dedupe_days: u64,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            max_connections: 64,
+            max_connections_per_peer: 4,
+            idle_timeout_secs: 60,
+            read_timeout_secs: 30,
+            inbox_max_messages: 10_000,
+            inbox_max_bytes: 256 << 20,
+            inbox_max_messages_per_sender: 1_000,
+            inbox_max_bytes_per_sender: 64 << 20,
+            dedupe_max_ids: 100_000,
+            dedupe_days: 30,
+        }
+    }
+}
+
+impl MessagesConfig {
+    /// Refuses limits of zero, which would make the service refuse everything.
+    fn validate(&self) -> Result<(), String> {
+        let m = self;
+        let fields = [
+            ("max_connections", m.max_connections as u64),
+            (
+                "max_connections_per_peer",
+                m.max_connections_per_peer as u64,
+            ),
+            ("idle_timeout_secs", m.idle_timeout_secs),
+            ("read_timeout_secs", m.read_timeout_secs),
+            ("inbox_max_messages", m.inbox_max_messages as u64),
+            ("inbox_max_bytes", m.inbox_max_bytes),
+            (
+                "inbox_max_messages_per_sender",
+                m.inbox_max_messages_per_sender as u64,
+            ),
+            ("inbox_max_bytes_per_sender", m.inbox_max_bytes_per_sender),
+            ("dedupe_max_ids", m.dedupe_max_ids as u64),
+            ("dedupe_days", m.dedupe_days),
+        ];
+        match fields.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!("messages.{name} must be at least 1")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `[socks5]`: the proxy that lets local programs reach peers in userspace mode.
@@ -286,8 +370,18 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads and parses a config file.
+    /// Reads and parses a config file, refusing one that another user (other than root) owns
+    /// or that group or others can write.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match crate::state::files::check_owner_and_mode(path, true) {
+            Err(crate::state::files::UnsafePath::Io { source, .. }) => {
+                return Err(ConfigError::Io {
+                    path: path.into(),
+                    source,
+                })
+            }
+            r => r?,
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.into(),
             source,
@@ -348,6 +442,7 @@ impl Config {
                 )));
             }
         }
+        self.messages.validate().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {
@@ -388,6 +483,35 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn a_config_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pilot.toml");
+        std::fs::write(&path, "mode = \"userspace\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(Config::load(&path).unwrap().mode, Mode::Userspace);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = crate::error::PilotError::from(Config::load(&path).unwrap_err());
+        assert_eq!(e.code, crate::error::ErrorCode::Unauthorized);
+        assert!(
+            e.message.contains("writable by group or others"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn messages_limits_parse_and_zero_is_refused() {
+        let c =
+            parse("[messages]\nmax_connections_per_peer = 2\ninbox_max_bytes = 1000\n").unwrap();
+        assert_eq!(c.messages.max_connections_per_peer, 2);
+        assert_eq!(c.messages.inbox_max_bytes, 1000);
+        assert_eq!(c.messages.max_connections, 64);
+        let e = parse("[messages]\nread_timeout_secs = 0\n").unwrap_err();
+        assert!(e.to_string().contains("messages.read_timeout_secs"), "{e}");
     }
 
     #[test]

@@ -19,11 +19,13 @@
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::state::files::{open_private, sync_dir, Access};
 
 const KEY_FILE_TAG: &str = "pilot-ed25519-v1";
 
@@ -241,13 +243,15 @@ impl Identity {
         }
     }
 
-    /// Loads the key at `path`, refusing a file that group or others can access.
+    /// Loads the key at `path`, refusing a file that group or others can access, a symbolic
+    /// link, and a file another user owns.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
         let io = |source| IdentityError::Io {
             path: path.into(),
             source,
         };
-        let meta = fs::metadata(path).map_err(io)?;
+        let mut f = open_private(path, Access::Read).map_err(io)?;
+        let meta = f.metadata().map_err(io)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(IdentityError::InsecurePermissions {
@@ -255,7 +259,8 @@ impl Identity {
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(io)?;
+        let mut text = String::new();
+        f.read_to_string(&mut text).map_err(io)?;
         let malformed = |reason: &str| IdentityError::Malformed {
             path: path.into(),
             reason: reason.into(),
@@ -275,18 +280,15 @@ impl Identity {
         Ok(Self::from_seed(seed))
     }
 
-    /// Writes this key to a new file at `path` with mode 0600; never overwrites.
+    /// Writes this key to a new file at `path` with mode 0600 (never overwriting, never
+    /// through a symbolic link), then fsyncs the file and its directory so that the key
+    /// survives a crash.
     pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
         let io = |source| IdentityError::Io {
             path: path.into(),
             source,
         };
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let mut f = open_private(path, Access::CreateNew).map_err(io)?;
         let line = format!(
             "{} {}\n",
             KEY_FILE_TAG,
@@ -294,6 +296,8 @@ impl Identity {
         );
         f.write_all(line.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        sync_dir(dir.unwrap_or(Path::new("."))).map_err(io)?;
         Ok(())
     }
 
@@ -367,6 +371,25 @@ mod tests {
         assert!(err.hint().contains("chmod 600"));
         let pe: crate::error::PilotError = err.into();
         assert_eq!(pe.code, crate::error::ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn a_symlinked_key_file_is_refused_and_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        let planted = Identity::from_seed([7; 32]);
+        planted.save_new(&target).unwrap();
+        let path = dir.path().join("identity.key");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = Identity::load_or_create(&path).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let dangling = dir.path().join("dangling.key");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(Identity::load_or_create(&dangling).is_err());
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "a key was written through a link"
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`streams`]: byte streams on any port, for the API's `connect` and `listen`.
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
+//! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
 
 pub mod echo;
+pub mod message_dedupe;
 pub mod message_store;
 pub mod messages;
 pub mod streams;

@@ -104,6 +104,66 @@ fn key_file_readable_by_others_is_refused_at_start() {
 }
 
 #[test]
+fn a_symlinked_key_file_is_refused_at_start_and_its_target_untouched() {
+    let home = Home::new("pilot-cli");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("planted.key");
+    let planted = format!("pilot-ed25519-v1 {}\n", "A".repeat(43) + "=");
+    std::fs::write(&target, &planted).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&target, home.path().join("identity.key")).unwrap();
+    let (code, v) = home.json(&["daemon", "start", "--mode", "userspace"]);
+    assert_eq!(code, 1, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("identity.key") && msg.contains("symbolic link"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), planted);
+    assert_eq!(home.json(&["info"]).1["code"], "not_running");
+}
+
+#[test]
+fn a_state_directory_others_can_write_is_refused_at_start() {
+    let home = Home::new("pilot-cli");
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, v) = home.json(&["daemon", "start", "--mode", "userspace"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["code"], "unauthorized", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("state directory refused"),
+        "{v}"
+    );
+    assert!(v["hint"].as_str().unwrap().contains("chmod go-w"), "{v}");
+    assert!(
+        !home.path().join("identity.key").exists(),
+        "a key was made in it"
+    );
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn a_config_file_others_can_write_is_refused() {
+    let home = Home::new("pilot-cli");
+    let cfg = home.path().join("open.toml");
+    std::fs::write(&cfg, "mode = \"userspace\"\n").unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    for args in [
+        vec!["config", "check", cfg_s],
+        vec!["daemon", "start", "--config", cfg_s],
+    ] {
+        let (code, v) = home.json(&args);
+        assert_eq!(code, 1, "{v}");
+        assert_eq!(v["code"], "unauthorized", "{args:?}: {v}");
+        assert!(v["hint"].as_str().unwrap().contains("chmod go-w"), "{v}");
+    }
+}
+
+#[test]
 fn config_with_an_unknown_key_is_refused_naming_it() {
     let home = Home::new("pilot-cli");
     let cfg = home.path().join("bad.toml");

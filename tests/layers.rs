@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest layer first. A module may use modules of its own layer or lower.
 const LAYERS: &[&[&str]] = &[
-    &["error", "clock"],
+    &["error", "clock", "state"],
     &["identity"],
     &["mapping"],
-    &["config", "state"],
+    &["config"],
     &["wire"],
     &["wg", "tun", "netstack"],
     &["node", "registry"],

@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::path::Path;
 
 use super::output::Output;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::PilotError;
 
 /// `config check`'s data.
@@ -17,11 +17,12 @@ struct Checked<'a> {
 
 /// Loads `file`: its first error (naming key and line), or `FILE: ok` and the result.
 pub fn check(file: &Path) -> Result<Output, PilotError> {
-    let cfg = Config::load(file).map_err(|e| {
-        PilotError::invalid(
+    let cfg = Config::load(file).map_err(|e| match e {
+        ConfigError::Unsafe(_) => PilotError::from(e),
+        _ => PilotError::invalid(
             e.to_string(),
             "see config/pilot.toml for every key and its type",
-        )
+        ),
     })?;
     let data = Checked {
         file: file.display().to_string(),

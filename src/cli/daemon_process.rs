@@ -71,13 +71,9 @@ pub fn start(args: &DaemonArgs) -> Result<Output, PilotError> {
     wait_ready(child, &paths, &log_path, log_start)
 }
 
+/// Opens the log for appending: created 0600, never through a symbolic link, ours only.
 fn open_log(path: &Path) -> Result<std::fs::File, PilotError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .mode(0o600)
-        .append(true)
-        .open(path)
+    crate::state::files::open_private(path, crate::state::files::Access::Append)
         .map_err(|e| PilotError::internal(format!("cannot open {}: {e}", path.display())))
 }
 

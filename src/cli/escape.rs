@@ -27,6 +27,18 @@ pub fn untrusted(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A whole rendering on its way to the terminal: like [`untrusted`] but keeping the line
+/// breaks the renderer put there. The last line of defence: each renderer escapes the
+/// stranger's text it places (so a stranger cannot add lines), and this makes sure no escape
+/// sequence reaches the terminal even from a field a renderer forgot.
+pub fn terminal(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c != '\n' && needs_escape(c)) {
+        return Cow::Borrowed(s);
+    }
+    let lines: Vec<Cow<'_, str>> = s.split('\n').map(untrusted).collect();
+    Cow::Owned(lines.join("\n"))
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -68,6 +80,15 @@ mod tests {
         assert_eq!(untrusted("\u{9b}31m"), "\\u{9b}31m");
         assert_eq!(untrusted("a\u{2028}b"), "a\\u{2028}b");
         assert_eq!(untrusted("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+    }
+
+    #[test]
+    fn a_rendering_keeps_its_lines_and_loses_its_escape_sequences() {
+        assert!(matches!(terminal("a\nb  c"), Cow::Borrowed("a\nb  c")));
+        assert_eq!(
+            terminal("peer \u{1b}[2Jx\nnext\ttab\r"),
+            "peer \\u{1b}[2Jx\nnext\\ttab\\r"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::escape::untrusted;
+use super::escape::{terminal, untrusted};
 use crate::api::{Client, Envelope, Request};
 use crate::error::PilotError;
 use crate::state::paths::StatePaths;
@@ -37,7 +37,8 @@ impl Output {
         }
     }
 
-    /// Prints the output: the envelope with `--json`, else the text (if any).
+    /// Prints the output: the envelope with `--json` (exact), else the text (if any) with
+    /// any control character a renderer let through escaped.
     pub fn print(self, json: bool) {
         if json {
             let env = Envelope::Ok { data: self.data };
@@ -46,7 +47,7 @@ impl Output {
                 Err(e) => print_error(true, &PilotError::internal(e.to_string())),
             }
         } else if !self.text.is_empty() {
-            println!("{}", self.text.trim_end());
+            println!("{}", terminal(self.text.trim_end()));
         }
     }
 }

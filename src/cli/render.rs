@@ -60,6 +60,102 @@ fn name_or_dash(name: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{InboxData, PeersData};
+    use crate::identity::Identity;
+    use crate::mapping::Hostname;
+    use crate::node::views::{PendingList, PendingView, TrustList, TrustStanding, TrustView};
+    use crate::services::message_store::{InboxEntry, MessageType};
+
+    /// What a stranger would put in a hostname or a justification: a fake line and escape
+    /// sequences that clear the screen and retitle the terminal.
+    const HOSTILE: &str = "ok\nworker-node  0000.0000.0001  trusted\u{1b}[2J\u{1b}]0;pwn\u{7}\r";
+
+    fn view(hostname: Option<&str>) -> TrustView {
+        let key = Identity::from_seed([9; 32]).public_key();
+        TrustView {
+            public_key: key,
+            address: key.addr48(),
+            ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
+            hostname: hostname.map(|h| Hostname::new(h).unwrap()),
+            state: TrustStanding::Pending,
+        }
+    }
+
+    /// One line per record (`lines` of them), and no raw control character but line breaks,
+    /// even after the final pass `Output::print` makes.
+    fn assert_contained(text: &str, lines: usize) {
+        assert_eq!(text.trim_end().lines().count(), lines, "{text}");
+        for t in [text, &crate::cli::escape::terminal(text)] {
+            assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        }
+        assert!(
+            text.contains("\\u{1b}[2J"),
+            "the text is not shown escaped: {text}"
+        );
+    }
+
+    #[test]
+    fn stranger_text_is_escaped_in_pending_trust_inbox_and_peers() {
+        let pending_list = PendingList {
+            pending: vec![PendingView {
+                peer: view(Some("orchestrator-node")),
+                justification: HOSTILE.into(),
+                since_ms: 0,
+            }],
+        };
+        assert_contained(&pending(&pending_list), 2);
+
+        // Hostnames in trust answers are typed: one with control characters never decodes,
+        // and the error that quotes it is escaped when printed.
+        for listing in [
+            serde_json::json!({"peers": [view(None)]}),
+            serde_json::json!({"pending": [{"justification": "x", "since_ms": 0}]}),
+        ] {
+            let mut v = listing.clone();
+            let rec = v.as_object_mut().unwrap().values_mut().next().unwrap();
+            let rec = rec.as_array_mut().unwrap()[0].as_object_mut().unwrap();
+            for (k, val) in serde_json::to_value(view(None))
+                .unwrap()
+                .as_object()
+                .unwrap()
+            {
+                rec.entry(k.clone()).or_insert(val.clone());
+            }
+            rec.insert("hostname".into(), HOSTILE.into());
+            assert!(crate::cli::output::decode::<TrustList>("trust", v.clone()).is_err());
+            assert!(crate::cli::output::decode::<PendingList>("pending", v).is_err());
+        }
+
+        let inbox_data = InboxData {
+            messages: vec![InboxEntry {
+                from: "KEY=".into(),
+                from_address: "0a1b.2c3d.4e5f".into(),
+                from_hostname: Some(HOSTILE.into()),
+                id: "m1".into(),
+                kind: MessageType::Text,
+                data: HOSTILE.into(),
+                sent_ms: 1,
+                received_ms: 2,
+            }],
+            cleared: false,
+        };
+        assert_contained(&inbox(&inbox_data), 1);
+
+        let mut peer: crate::wg::PeerStatus = serde_json::from_value(serde_json::json!({
+            "public_key": "KEY=", "address": "0a1b.2c3d.4e5f",
+            "ipv6": "fdc5:7a3e:91b4::1", "hostname": HOSTILE, "endpoint": null,
+            "path": "direct", "rtt_ms": null, "last_change": null, "last_handshake": null,
+            "rx_bytes": 0, "tx_bytes": 0, "rx_packets": 0, "tx_packets": 0, "drops": {}
+        }))
+        .unwrap();
+        peer.path = HOSTILE.into();
+        peer.address = HOSTILE.into();
+        let peers_data = PeersData {
+            peers: vec![peer],
+            counters: None,
+        };
+        assert_contained(&peers(&peers_data, 0), 2);
+    }
 
     #[test]
     fn bytes_use_binary_units() {

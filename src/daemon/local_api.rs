@@ -280,10 +280,7 @@ impl Api for Node {
 
     fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let messages = m.inbox()?;
-        if clear {
-            m.clear_inbox()?;
-        }
+        let messages = m.inbox(clear)?;
         Ok(InboxData {
             messages,
             cleared: clear,

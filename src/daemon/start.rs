@@ -107,7 +107,14 @@ async fn start_services(
     exposer: &Exposer,
 ) -> Result<Option<Arc<Messages>>, PilotError> {
     crate::services::start_echo(overlay.clone());
-    let messages = match Messages::start(&s.paths.dir, overlay.clone(), plane.clone()).await {
+    let messages = match Messages::start(
+        &s.paths.dir,
+        overlay.clone(),
+        plane.clone(),
+        &s.config.messages,
+    )
+    .await
+    {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!(error = %e, "message service not started (port 1001)");

@@ -13,11 +13,15 @@
 //! bytes of JSON, at most [`MAX_FRAME`]. Sender → receiver: [`WireMessage`]; receiver → sender:
 //! [`WireAck`]. Several messages may share one connection.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::MessagesConfig;
+pub use crate::services::message_dedupe::{new_id, valid_id};
+use crate::services::message_dedupe::{DedupeLimits, SeenIds};
 
 /// The overlay port of the message service.
 pub const MESSAGE_PORT: u16 = 1001;
@@ -35,6 +39,9 @@ pub enum MessageError {
     /// A frame that is not the expected JSON.
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// The peer took longer than allowed to send a message or to take an ack.
+    #[error("timed out {0}")]
+    TimedOut(&'static str),
     /// Reading or writing a stream or file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -48,7 +55,7 @@ impl From<MessageError> for crate::error::PilotError {
                 e.to_string(),
                 "send a smaller message (at most about 1 MiB)",
             ),
-            MessageError::Malformed(_) | MessageError::Io(_) => {
+            MessageError::Malformed(_) | MessageError::Io(_) | MessageError::TimedOut(_) => {
                 PilotError::internal(format!("the message service failed: {e}"))
             }
         }
@@ -92,6 +99,29 @@ pub struct WireAck {
     pub ack: String,
 }
 
+/// The receiver's refusal: the message is not stored (an inbox quota is reached); the sender
+/// keeps it in its outbox, shows `reason` there and retries later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireRefusal {
+    /// Protocol version (1).
+    pub v: u8,
+    /// The id of the refused message.
+    pub refused: String,
+    /// Why, for the sender's user (text from a peer: escape before showing it).
+    pub reason: String,
+}
+
+/// What the receiver answers to a message: an ack or a refusal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WireReply {
+    /// Stored (or stored before).
+    Ack(WireAck),
+    /// Not stored.
+    Refused(WireRefusal),
+}
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
@@ -111,34 +141,47 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> Result<Option<T>, MessageError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut first = [0u8; 1];
+    if r.read(&mut first).await? == 0 {
+        return Ok(None);
     }
+    read_frame_rest(r, first[0]).await.map(Some)
+}
+
+/// Reads one frame as [`read_frame`] does, waiting at most `idle` for it to start and then at
+/// most `read` for the rest of it.
+pub async fn read_frame_within<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    idle: std::time::Duration,
+    read: std::time::Duration,
+) -> Result<Option<T>, MessageError> {
+    let mut first = [0u8; 1];
+    let n = tokio::time::timeout(idle, r.read(&mut first))
+        .await
+        .map_err(|_| MessageError::TimedOut("waiting for a message"))??;
+    if n == 0 {
+        return Ok(None);
+    }
+    tokio::time::timeout(read, read_frame_rest(r, first[0]))
+        .await
+        .map_err(|_| MessageError::TimedOut("reading a message"))?
+        .map(Some)
+}
+
+/// The rest of a frame whose first length byte is `first`.
+async fn read_frame_rest<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    first: u8,
+) -> Result<T, MessageError> {
+    let mut len = [first, 0, 0, 0];
+    r.read_exact(&mut len[1..]).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(MessageError::TooLarge(len));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| MessageError::Malformed(e.to_string()))
-}
-
-/// A new random message id (32 hex digits).
-pub fn new_id() -> String {
-    use rand_core::RngCore;
-    let mut b = [0u8; 16];
-    rand_core::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Whether `id` has the shape of a message id (so it is safe in a file name).
-pub fn valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit())
+    serde_json::from_slice(&body).map_err(|e| MessageError::Malformed(e.to_string()))
 }
 
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -175,72 +218,221 @@ pub struct InboxEntry {
     pub received_ms: u64,
 }
 
-/// The persistent inbox: one file per message, named so that listing sorts by arrival.
+/// Why the inbox refuses to store a message: a quota of `[messages]` is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExceeded(pub String);
+
+/// What the inbox holds: messages and bytes, for one sender or all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    messages: usize,
+    bytes: u64,
+}
+
+impl Usage {
+    fn add(&mut self, bytes: u64) {
+        self.messages += 1;
+        self.bytes += bytes;
+    }
+
+    fn sub(&mut self, bytes: u64) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// One inbox file as listed: its path, size and message.
+struct Stored {
+    path: PathBuf,
+    bytes: u64,
+    entry: Option<InboxEntry>,
+}
+
+/// What [`Inbox::store`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored now.
+    New,
+    /// Stored before (a retry): acked again, not stored twice.
+    Duplicate,
+    /// Not stored: a quota is reached; the sender keeps it and retries.
+    Refused(QuotaExceeded),
+}
+
+/// A file-name part for `s`: ASCII letters, digits, `.` and `-` kept, anything else `_`, at
+/// most 64 characters.
+pub fn sanitize_for_file_name(s: &str) -> String {
+    s.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The persistent inbox: one file per message, named `RECEIVED_MS-SENDER-ID.json` (sender:
+/// its hostname, else its address, sanitised) so that listing sorts by arrival; quotas per
+/// sender and in total; and the dedupe record ([`SeenIds`]), kept apart from the files.
 pub struct Inbox {
     dir: PathBuf,
-    seen: HashSet<(String, String)>,
+    seen: SeenIds,
+    limits: MessagesConfig,
+    per_sender: HashMap<String, Usage>,
+    total: Usage,
 }
 
 impl Inbox {
-    /// Opens (creating) the inbox in `dir` and loads the ids already stored.
-    pub fn open(dir: PathBuf) -> Result<Self, MessageError> {
+    /// Opens (creating) the inbox in `dir` and its dedupe record at `seen`; counts what the
+    /// inbox holds and remembers the ids of its messages. `now_ms` expires old dedupe records.
+    pub fn open(
+        dir: PathBuf,
+        seen: PathBuf,
+        limits: &MessagesConfig,
+        now_ms: u64,
+    ) -> Result<Self, MessageError> {
         ensure_dir(&dir)?;
-        let mut seen = HashSet::new();
-        for e in Self::read_all(&dir)? {
-            seen.insert((e.from, e.id));
+        let dedupe = DedupeLimits {
+            capacity: limits.dedupe_max_ids,
+            ttl_ms: limits.dedupe_days.saturating_mul(86_400_000),
+        };
+        let mut inbox = Inbox {
+            seen: SeenIds::open(seen, dedupe, now_ms)?,
+            dir,
+            limits: limits.clone(),
+            per_sender: HashMap::new(),
+            total: Usage::default(),
+        };
+        for s in Self::read_all(&inbox.dir)? {
+            inbox.total.add(s.bytes);
+            if let Some(e) = s.entry {
+                inbox
+                    .per_sender
+                    .entry(e.from.clone())
+                    .or_default()
+                    .add(s.bytes);
+                inbox.seen.remember(e.received_ms, e.from, e.id);
+            }
         }
-        Ok(Inbox { dir, seen })
+        Ok(inbox)
     }
 
-    fn read_all(dir: &Path) -> Result<Vec<InboxEntry>, MessageError> {
+    fn read_all(dir: &Path) -> Result<Vec<Stored>, MessageError> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         names.sort();
         Ok(names
-            .iter()
-            .filter_map(|p| std::fs::read(p).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .into_iter()
+            .filter_map(|path| {
+                let bytes = std::fs::read(&path).ok()?;
+                let entry = serde_json::from_slice(&bytes).ok();
+                if entry.is_none() {
+                    tracing::warn!(file = %path.display(), "inbox file unreadable: left alone");
+                }
+                Some(Stored {
+                    bytes: bytes.len() as u64,
+                    path,
+                    entry,
+                })
+            })
             .collect())
     }
 
-    /// Stores `entry` durably unless `(from, id)` is already stored; true if it is new.
-    pub fn store(&mut self, entry: &InboxEntry) -> Result<bool, MessageError> {
+    /// Which quota storing `bytes` more from `from` would break, if any.
+    fn over_quota(&self, from: &str, bytes: u64) -> Option<QuotaExceeded> {
+        let l = &self.limits;
+        let mine = self.per_sender.get(from).copied().unwrap_or_default();
+        let refuse = |what: &str| {
+            Some(QuotaExceeded(format!(
+                "the recipient's inbox is full ({what}); retrying until it is cleared"
+            )))
+        };
+        if mine.messages + 1 > l.inbox_max_messages_per_sender {
+            return refuse(&format!(
+                "{} messages from you",
+                l.inbox_max_messages_per_sender
+            ));
+        }
+        if mine.bytes + bytes > l.inbox_max_bytes_per_sender {
+            return refuse(&format!("{} bytes from you", l.inbox_max_bytes_per_sender));
+        }
+        if self.total.messages + 1 > l.inbox_max_messages {
+            return refuse(&format!("{} messages", l.inbox_max_messages));
+        }
+        if self.total.bytes + bytes > l.inbox_max_bytes {
+            return refuse(&format!("{} bytes", l.inbox_max_bytes));
+        }
+        None
+    }
+
+    /// Stores `entry` durably unless `(from, id)` was stored before or a quota is reached;
+    /// then records its id for dedupe (fsynced) before the caller acks.
+    pub fn store(&mut self, entry: &InboxEntry) -> Result<StoreOutcome, MessageError> {
         if !valid_id(&entry.id) {
             return Err(MessageError::Malformed(format!(
                 "bad message id {:?}",
                 entry.id
             )));
         }
-        let key = (entry.from.clone(), entry.id.clone());
-        if self.seen.contains(&key) {
-            return Ok(false);
+        if self.seen.contains(&entry.from, &entry.id) {
+            return Ok(StoreOutcome::Duplicate);
         }
-        let name = format!("{:016}-{}.json", entry.received_ms, entry.id);
         let bytes =
             serde_json::to_vec_pretty(entry).map_err(|e| MessageError::Malformed(e.to_string()))?;
+        if let Some(q) = self.over_quota(&entry.from, bytes.len() as u64) {
+            return Ok(StoreOutcome::Refused(q));
+        }
+        let sender = entry
+            .from_hostname
+            .as_deref()
+            .unwrap_or(&entry.from_address);
+        let name = format!(
+            "{:016}-{}-{}.json",
+            entry.received_ms,
+            sanitize_for_file_name(sender),
+            entry.id
+        );
         write_atomic(&self.dir, &name, &bytes)?;
-        self.seen.insert(key);
-        Ok(true)
+        self.seen
+            .record(&entry.from, &entry.id, entry.received_ms)?;
+        self.total.add(bytes.len() as u64);
+        self.per_sender
+            .entry(entry.from.clone())
+            .or_default()
+            .add(bytes.len() as u64);
+        Ok(StoreOutcome::New)
     }
 
     /// Every stored message, oldest first.
     pub fn list(&self) -> Result<Vec<InboxEntry>, MessageError> {
-        Self::read_all(&self.dir)
+        Ok(Self::read_all(&self.dir)?
+            .into_iter()
+            .filter_map(|s| s.entry)
+            .collect())
     }
 
-    /// Deletes every stored message (ids stay remembered for dedupe until restart).
-    pub fn clear(&mut self) -> Result<usize, MessageError> {
-        let mut n = 0;
-        for e in std::fs::read_dir(&self.dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                std::fs::remove_file(p)?;
-                n += 1;
+    /// Every stored message, oldest first, each deleted as it is listed: exactly the messages
+    /// returned are removed (their ids stay in the dedupe record).
+    pub fn take(&mut self) -> Result<Vec<InboxEntry>, MessageError> {
+        let mut taken = Vec::new();
+        for s in Self::read_all(&self.dir)? {
+            let Some(e) = s.entry else { continue };
+            std::fs::remove_file(&s.path)?;
+            self.total.sub(s.bytes);
+            if let Some(u) = self.per_sender.get_mut(&e.from) {
+                u.sub(s.bytes);
+                if u.messages == 0 {
+                    self.per_sender.remove(&e.from);
+                }
             }
+            taken.push(e);
         }
-        Ok(n)
+        Ok(taken)
     }
 }
 
@@ -254,6 +446,10 @@ pub struct OutboxEntry {
     pub to_ipv6: std::net::Ipv6Addr,
     /// The message.
     pub message: WireMessage,
+    /// Why the recipient refused it at the last attempt (its inbox was full), if it did; the
+    /// message stays here and is retried. Text from the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// The persistent outbox: one file per undelivered message.
@@ -319,34 +515,172 @@ mod tests {
         }
     }
 
+    const DAY: u64 = 86_400_000;
+
+    fn open(dir: &Path, limits: &MessagesConfig) -> Inbox {
+        Inbox::open(dir.join("inbox"), dir.join("inbox-seen"), limits, DAY).unwrap()
+    }
+
+    fn new(o: Result<StoreOutcome, MessageError>) -> bool {
+        match o.unwrap() {
+            StoreOutcome::New => true,
+            StoreOutcome::Duplicate => false,
+            StoreOutcome::Refused(q) => panic!("refused: {q:?}"),
+        }
+    }
+
     #[test]
     fn inbox_stores_once_per_sender_and_id_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inbox = Inbox::open(dir.path().join("inbox")).unwrap();
+        let cfg = MessagesConfig::default();
+        let mut inbox = open(dir.path(), &cfg);
         let id = new_id();
-        assert!(inbox.store(&entry("k1", &id, 1)).unwrap());
+        assert!(new(inbox.store(&entry("k1", &id, DAY + 1))));
         assert!(
-            !inbox.store(&entry("k1", &id, 2)).unwrap(),
+            !new(inbox.store(&entry("k1", &id, DAY + 2))),
             "duplicate stored"
         );
         assert!(
-            inbox.store(&entry("k2", &id, 3)).unwrap(),
+            new(inbox.store(&entry("k2", &id, DAY + 3))),
             "other sender, same id"
         );
-        let mut again = Inbox::open(dir.path().join("inbox")).unwrap();
+        let mut again = open(dir.path(), &cfg);
         assert_eq!(again.list().unwrap().len(), 2);
         assert!(
-            !again.store(&entry("k1", &id, 4)).unwrap(),
+            !new(again.store(&entry("k1", &id, DAY + 4))),
             "dedupe lost on reopen"
         );
-        assert_eq!(again.clear().unwrap(), 2);
+        assert_eq!(again.take().unwrap().len(), 2);
         assert!(again.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_retry_after_a_clear_and_a_restart_is_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MessagesConfig::default();
+        let mut inbox = open(dir.path(), &cfg);
+        let id = new_id();
+        assert!(new(inbox.store(&entry("k1", &id, DAY + 1))));
+        assert_eq!(inbox.take().unwrap().len(), 1);
+        drop(inbox);
+        let mut restarted = open(dir.path(), &cfg);
+        assert!(
+            !new(restarted.store(&entry("k1", &id, DAY + 2))),
+            "the retry of a cleared message was stored again"
+        );
+        assert!(restarted.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn clearing_deletes_exactly_the_messages_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inbox = open(dir.path(), &MessagesConfig::default());
+        let (a, b) = (new_id(), new_id());
+        assert!(new(inbox.store(&entry("k1", &a, DAY + 1))));
+        // A file the listing cannot show (half-written by hand, another version) is not
+        // deleted unseen.
+        let odd = dir.path().join("inbox").join("0000000000000002-x.json");
+        std::fs::write(&odd, "{not json").unwrap();
+        let taken = inbox.take().unwrap();
+        assert_eq!(
+            taken.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            [a.as_str()]
+        );
+        assert!(odd.exists(), "an unlisted file was deleted");
+        // What arrives after the listing stays for the next one.
+        assert!(new(inbox.store(&entry("k1", &b, DAY + 3))));
+        assert_eq!(inbox.list().unwrap()[0].id, b);
+    }
+
+    #[test]
+    fn inbox_file_names_carry_the_sender_sanitised() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inbox = open(dir.path(), &MessagesConfig::default());
+        let id = new_id();
+        let mut e = entry("k1", &id, 7);
+        e.from_hostname = Some("../worker node\n".into());
+        assert!(new(inbox.store(&e)));
+        let mut a = entry("k2", &new_id(), 8);
+        a.from_address = "0a1b.2c3d.4e5f".into();
+        assert!(new(inbox.store(&a)));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("inbox"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                format!("0000000000000007-.._worker_node_-{id}.json"),
+                format!("0000000000000008-0a1b.2c3d.4e5f-{}.json", a.id),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sender_over_its_quota_is_refused_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MessagesConfig {
+            inbox_max_messages_per_sender: 2,
+            inbox_max_messages: 3,
+            ..MessagesConfig::default()
+        };
+        let mut inbox = open(dir.path(), &cfg);
+        let ids: Vec<String> = (0..5).map(|_| new_id()).collect();
+        assert!(new(inbox.store(&entry("k1", &ids[0], DAY))));
+        assert!(new(inbox.store(&entry("k1", &ids[1], DAY))));
+        let refused = inbox.store(&entry("k1", &ids[2], DAY)).unwrap();
+        assert!(
+            matches!(&refused, StoreOutcome::Refused(q) if q.0.contains("2 messages from you")),
+            "{refused:?}"
+        );
+        assert!(
+            !new(inbox.store(&entry("k1", &ids[0], DAY))),
+            "a retry is still acked"
+        );
+        assert!(new(inbox.store(&entry("k2", &ids[3], DAY))));
+        let full = inbox.store(&entry("k3", &ids[4], DAY)).unwrap();
+        assert!(matches!(full, StoreOutcome::Refused(_)), "{full:?}");
+        assert_eq!(inbox.list().unwrap().len(), 3);
+        // Quotas hold across a restart, and clearing frees them.
+        let mut again = open(dir.path(), &cfg);
+        assert!(matches!(
+            again.store(&entry("k1", &ids[2], DAY)).unwrap(),
+            StoreOutcome::Refused(_)
+        ));
+        again.take().unwrap();
+        assert!(new(again.store(&entry("k1", &ids[2], DAY))));
+    }
+
+    #[test]
+    fn byte_quotas_refuse_a_message_that_would_overflow_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MessagesConfig {
+            inbox_max_bytes_per_sender: 1000,
+            inbox_max_bytes: 1500,
+            ..MessagesConfig::default()
+        };
+        let mut inbox = open(dir.path(), &cfg);
+        let mut big = entry("k1", &new_id(), DAY);
+        big.data = serde_json::json!("x".repeat(400));
+        assert!(new(inbox.store(&big)));
+        big.id = new_id();
+        assert!(
+            matches!(inbox.store(&big).unwrap(), StoreOutcome::Refused(q) if q.0.contains("1000 bytes from you"))
+        );
+        big.from = "k2".into();
+        assert!(new(inbox.store(&big)));
+        big.from = "k3".into();
+        big.id = new_id();
+        assert!(
+            matches!(inbox.store(&big).unwrap(), StoreOutcome::Refused(q) if q.0.contains("1500 bytes"))
+        );
     }
 
     #[test]
     fn inbox_refuses_ids_that_are_not_hex() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inbox = Inbox::open(dir.path().join("inbox")).unwrap();
+        let mut inbox = open(dir.path(), &MessagesConfig::default());
         assert!(inbox.store(&entry("k", "../../etc/passwd", 1)).is_err());
     }
 
@@ -364,6 +698,7 @@ mod tests {
                 data: "hi".into(),
                 sent_ms: 5,
             },
+            refused: None,
         };
         out.put(&m).unwrap();
         let reopened = Outbox::open(dir.path().join("outbox")).unwrap();

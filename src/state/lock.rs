@@ -2,10 +2,9 @@
 //! daemon's pid. The kernel drops the lock when the process dies, so a crash never leaves a
 //! stale lock behind.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{ErrorCode, PilotError};
@@ -16,20 +15,14 @@ pub struct DaemonLock {
     _file: File,
 }
 
+/// Opens (creating 0600) the lock file, never through a symbolic link, ours only.
 fn open(path: &Path) -> Result<File, PilotError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            PilotError::invalid(
-                format!("cannot open lock file {}: {e}", path.display()),
-                "check that the state directory is yours and writable",
-            )
-        })
+    super::files::open_private(path, super::files::Access::ReadWrite).map_err(|e| {
+        PilotError::invalid(
+            format!("cannot open lock file {}: {e}", path.display()),
+            "check that the state directory is yours and writable",
+        )
+    })
 }
 
 fn try_flock(f: &File) -> bool {
@@ -74,7 +67,7 @@ impl DaemonLock {
 
     /// The pid of the daemon holding the lock, or `None` if no daemon holds it.
     pub fn holder(path: &Path) -> Option<u32> {
-        let mut f = File::open(path).ok()?;
+        let mut f = super::files::open_private(path, super::files::Access::Read).ok()?;
         if try_flock(&f) {
             // Nobody held it; our lock is released when `f` drops.
             return None;
@@ -86,6 +79,17 @@ impl DaemonLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlinked_lock_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "data").unwrap();
+        let path = dir.path().join("daemon.lock");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(DaemonLock::acquire(&path).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"data");
+    }
 
     #[test]
     fn second_acquire_fails_with_already_exists_and_the_pid() {

@@ -62,8 +62,18 @@ impl StatePaths {
         self.dir.join("config.toml")
     }
 
-    /// Creates the state directory with mode 0700 if it is missing.
+    /// Creates the state directory with mode 0700 if it is missing, then refuses it if
+    /// another user owns it or group or others can write it (they could swap our files).
     pub fn ensure_dir(&self) -> Result<(), PilotError> {
+        self.create_dir()?;
+        super::files::check_owner_and_mode(&self.dir, false).map_err(|e| {
+            let mut err = PilotError::from(e);
+            err.message = format!("state directory refused: {}", err.message);
+            err
+        })
+    }
+
+    fn create_dir(&self) -> Result<(), PilotError> {
         use std::os::unix::fs::DirBuilderExt;
         if self.dir.is_dir() {
             return Ok(());
@@ -86,7 +96,6 @@ impl StatePaths {
 /// directory fsynced so the rename survives a crash.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -96,15 +105,11 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     // A leftover from a crash may have other permissions: start from a new file, so the mode
     // below applies.
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = super::files::open_private(&tmp, super::files::Access::CreateNew)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    super::files::sync_dir(dir)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -121,6 +126,36 @@ fn absolute(p: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = StatePaths {
+            dir: dir.path().join("home"),
+            socket: dir.path().join("s"),
+        };
+        paths.ensure_dir().unwrap();
+        let mode = std::fs::metadata(&paths.dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = paths.ensure_dir().unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::Unauthorized);
+        assert!(
+            e.message.starts_with("state directory refused"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn atomic_write_never_writes_through_a_planted_temporary_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".state.json.tmp")).unwrap();
+        write_private_atomic(&dir.path().join("state.json"), b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    }
 
     #[test]
     fn atomic_write_is_private_even_over_a_stale_temporary_file() {

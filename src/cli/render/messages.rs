@@ -37,9 +37,21 @@ pub fn inbox(d: &InboxData) -> String {
         .collect()
 }
 
-/// `outbox`: how many messages wait for an ack.
+/// `outbox`: how many messages wait for an ack, then each one the recipient refused, with
+/// its reason (escaped: the peer wrote it).
 pub fn outbox(d: &OutboxData) -> String {
-    format!("{} message(s) waiting for an ack", d.outbox.len())
+    let mut text = format!("{} message(s) waiting for an ack", d.outbox.len());
+    for e in &d.outbox {
+        if let Some(reason) = &e.refused {
+            text.push_str(&format!(
+                "\n{} refused by {}: {}",
+                untrusted(&e.message.id),
+                untrusted(&e.to),
+                untrusted(reason)
+            ));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -134,10 +146,21 @@ mod tests {
                 data: serde_json::json!("x"),
                 sent_ms: 0,
             },
+            refused: None,
         };
         let d = OutboxData {
-            outbox: vec![e.clone(), e],
+            outbox: vec![e.clone(), e.clone()],
         };
         assert_eq!(outbox(&d), "2 message(s) waiting for an ack");
+        let mut refused = e;
+        refused.refused = Some("inbox is full\u{1b}[2J\nab refused by X: ok".into());
+        let d = OutboxData {
+            outbox: vec![refused],
+        };
+        assert_eq!(
+            outbox(&d),
+            "1 message(s) waiting for an ack\nab refused by KEY=: inbox is full\\u{1b}[2J\\nab \
+             refused by X: ok"
+        );
     }
 }

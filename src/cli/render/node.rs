@@ -73,7 +73,7 @@ pub fn peers(d: &PeersData, now: u64) -> String {
 
 fn peer_row(p: &PeerStatus, now: u64) -> [String; 9] {
     [
-        p.address.clone(),
+        untrusted(&p.address).into_owned(),
         name_or_dash(p.hostname.as_deref()),
         untrusted(&p.path).into_owned(),
         p.endpoint.map_or("-".into(), |e| e.to_string()),

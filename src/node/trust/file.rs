@@ -43,7 +43,9 @@ impl TrustStore {
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(io)?;
+        let mut text = String::new();
+        let f = crate::state::files::open_private(path, crate::state::files::Access::Read);
+        std::io::Read::read_to_string(&mut f.map_err(io)?, &mut text).map_err(io)?;
         let file: TrustFile = serde_json::from_str(&text).map_err(|e| TrustError::Malformed {
             path: path.into(),
             reason: e.to_string(),
