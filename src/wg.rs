@@ -131,21 +131,23 @@ impl DataPlane {
         })?;
         let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(config.control_queue.max(1));
         let (ev_tx, ev_rx) = events::channel(config.event_queue);
-        let core = Arc::new(core::Core::new(
-            identity,
-            config.network,
-            config.keepalive_secs,
-            Some(ctl_tx),
-            no_peer_hook,
-            Some(ev_tx),
-        ));
+        let core = Arc::new(
+            core::Core::new(
+                identity,
+                config.network,
+                config.keepalive_secs,
+                Some(ctl_tx),
+                no_peer_hook,
+                Some(ev_tx),
+            )
+            .with_max_packet(io::max_packet(inner.mtu)),
+        );
         let events_rx = ev_rx(Arc::clone(&core));
         let shared = Arc::new(io::Shared {
             core,
             udp,
             stop: Default::default(),
         });
-        let mtu = inner.mtu as usize;
         let plane = DataPlane {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
@@ -154,9 +156,9 @@ impl DataPlane {
         };
         let Inner { reader, writer, .. } = inner;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer, mtu))?;
+        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader, mtu))?;
+        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader))?;
         let s = Arc::clone(&shared);
         plane.spawn("pilot-timers", move || io::timer_loop(s))?;
         tracing::info!(port = plane.local_port(), "data plane started");
@@ -320,6 +322,53 @@ mod tests {
         p[24..40].copy_from_slice(&dst.octets());
         p.extend_from_slice(payload);
         p
+    }
+
+    fn recv(ends: &inner::ChannelEnds) -> Option<Vec<u8>> {
+        ends.from_plane.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    /// C1: a handshake that completes drains the packets WireGuard queued meanwhile into the
+    /// receive thread's output buffer; that buffer must hold a full-size packet even when the
+    /// last datagram it held was small.
+    #[test]
+    fn a_full_size_packet_queued_during_a_new_handshake_arrives_after_small_traffic() {
+        let ida = Identity::from_seed([3; 32]);
+        let idb = Identity::from_seed([4; 32]);
+        let net = NetworkPrefix::default();
+        let (ia, ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let cfg = DataPlaneConfig::default();
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+        // Small packets both ways: every receive buffer last held a small packet.
+        for _ in 0..3 {
+            let p = ipv6_packet(ipa, ipb, b"x");
+            ea.to_plane.send(p.clone()).unwrap();
+            assert_eq!(recv(&eb), Some(p));
+            let p = ipv6_packet(ipb, ipa, b"y");
+            eb.to_plane.send(p.clone()).unwrap();
+            assert_eq!(recv(&ea), Some(p));
+        }
+        // B loses the session (untrust and re-trust) and sends a full-size packet at once: it
+        // waits in WireGuard until the new handshake completes on B's receive thread.
+        b.remove_peer(&ida.public_key()).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let big = ipv6_packet(ipb, ipa, &[7u8; 1000 - 40]);
+        assert_eq!(big.len(), 1000);
+        eb.to_plane.send(big.clone()).unwrap();
+        assert!(recv(&ea) == Some(big), "the queued packet did not arrive");
+        // And the receive threads still work, both ways.
+        let p = ipv6_packet(ipa, ipb, b"still there");
+        ea.to_plane.send(p.clone()).unwrap();
+        assert_eq!(recv(&eb), Some(p));
+        let p = ipv6_packet(ipb, ipa, b"and here");
+        eb.to_plane.send(p.clone()).unwrap();
+        assert_eq!(recv(&ea), Some(p));
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub use self::table::{PeerId, PeerTableError};
 /// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
+/// WireGuard data message overhead: header 16 + authentication tag 16.
+pub const WG_DATA_OVERHEAD: usize = 32;
+/// The largest WireGuard handshake message (an initiation).
+pub const WG_MAX_HANDSHAKE: usize = 148;
+/// The largest inner packet a core accepts unless told otherwise
+/// ([`Core::with_max_packet`]).
+pub const DEFAULT_MAX_PACKET: usize = 1500;
+
 /// Where control datagrams (registry messages and probes, already classified) go.
 pub type ControlSender = tokio::sync::mpsc::Sender<ControlDatagram>;
 
@@ -67,6 +75,8 @@ pub struct Core {
     events: Option<EventSender>,
     /// Registries whose relay deliveries we accept.
     relays: ArcSwap<Vec<SocketAddr>>,
+    /// The largest inner packet accepted for sending (and so the largest WireGuard may queue).
+    max_packet: usize,
 }
 
 impl Core {
@@ -96,7 +106,29 @@ impl Core {
             no_peer_hook,
             events,
             relays: ArcSwap::from_pointee(Vec::new()),
+            max_packet: DEFAULT_MAX_PACKET,
         }
+    }
+
+    /// Sets the largest inner packet accepted for sending (longer ones are dropped and counted
+    /// as `oversize`); the data plane passes its inner side's MTU.
+    pub fn with_max_packet(mut self, max_packet: usize) -> Self {
+        self.max_packet = max_packet;
+        self
+    }
+
+    /// The largest inner packet accepted for sending.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
+    /// The room every output buffer given to [`Core::on_datagram`] (besides the datagram's own
+    /// length), [`Core::on_outbound`] and [`Core::tick`] must have: the largest datagram one
+    /// call can write. A completed handshake drains the packets WireGuard queued meanwhile into
+    /// the *receive* buffer, so that buffer must hold a full-size data message (plus a relay
+    /// header), however small the datagram it received.
+    pub fn out_room(&self) -> usize {
+        (self.max_packet + WG_DATA_OVERHEAD).max(WG_MAX_HANDSHAKE) + crate::wire::relay::HEADER_LEN
     }
 
     /// Sets the registries whose relay deliveries (`RelayDeliver` frames) are accepted.

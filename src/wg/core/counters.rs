@@ -20,6 +20,7 @@ pub struct GlobalCounters {
     pub(super) control_received: AtomicU64,
     pub(super) control_dropped: AtomicU64,
     pub(super) send_errors: AtomicU64,
+    pub(super) oversize: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -51,6 +52,9 @@ pub struct CountersSnapshot {
     /// core's queue was full.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Outbound packets longer than the inner side's MTU (never sent nor queued).
+    #[serde(default)]
+    pub oversize: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -73,6 +77,7 @@ impl GlobalCounters {
             control_dropped: l(&self.control_dropped),
             send_errors: l(&self.send_errors),
             events_dropped: 0,
+            oversize: l(&self.oversize),
         }
     }
 }

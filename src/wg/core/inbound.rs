@@ -37,7 +37,8 @@ pub enum RxAction {
 
 impl Core {
     /// Handles one UDP datagram from `src`. A decapsulated packet lands at the start of `out`
-    /// (`out` must hold at least the datagram's length; 65535 is always enough). Replies
+    /// (`out` must hold the datagram's length and [`Core::out_room`]: a completed handshake
+    /// encrypts the packets queued meanwhile into it; 65535 is always enough). Replies
     /// (handshake responses, cookies, queued packets) go out through `send`.
     pub fn on_datagram(
         &self,
@@ -262,7 +263,7 @@ impl Core {
         match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);
-                send_queued(&mut st, peer, came_by, out, send);
+                send_queued(&mut st, peer, came_by, self.out_room(), out, send);
                 let roamed = st.roam(came_by);
                 drop(st);
                 if !is_data {
@@ -340,14 +341,26 @@ impl PeerState {
     }
 }
 
-/// Sends the packets WireGuard queued while a handshake ran, along `path`.
+/// Sends the packets WireGuard queued while a handshake ran, along `path`. `out` must hold
+/// `room` bytes (the largest packet the core queues, encrypted): boringtun panics on a shorter
+/// buffer, so a caller that breaks the contract leaves the queue for later instead.
 fn send_queued(
     st: &mut PeerState,
     peer: &Peer,
     path: Path,
+    room: usize,
     out: &mut [u8],
     send: &mut dyn FnMut(SocketAddr, &[u8]),
 ) {
+    if out.len() < room {
+        debug_assert!(false, "output buffer {} < {room}", out.len());
+        tracing::error!(
+            have = out.len(),
+            room,
+            "output buffer too small to drain the queue"
+        );
+        return;
+    }
     while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
         if p.first() == Some(&4) {
             count_tx(peer, p.len());
