@@ -5,6 +5,7 @@
 //! * [`inner`]: the trait the TUN device and the userspace netstack implement.
 //! * [`events`]: what the data plane pushes to the node core (needs a path, roamed, handshake
 //!   done).
+//! * [`supervise`]: no worker thread dies quietly (a dead thread ends the process).
 //!
 //! The UDP socket also carries pilot control messages: every datagram is sorted once by
 //! [`crate::wire::classify`]; registry messages and probes go to the node core, already
@@ -16,6 +17,7 @@ pub mod inner;
 mod io;
 pub mod path;
 pub mod peer;
+pub mod supervise;
 mod udp;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ pub use self::events::{DataPlaneEvent, EventReceiver};
 pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
 pub use self::path::Path;
 pub use self::peer::{DropReason, PeerStatus};
+pub use self::supervise::{DataPlaneHealth, OnThreadDeath, ThreadHealth, EXIT_DATA_PLANE_DIED};
 
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::NetworkPrefix;
@@ -50,6 +53,8 @@ pub struct DataPlaneConfig {
     pub control_queue: usize,
     /// Depth of the data-plane event queue (a `NeedsPath` is queued at most once per peer).
     pub event_queue: usize,
+    /// What a dead worker thread does to the process (default: exit with status 70).
+    pub on_thread_death: OnThreadDeath,
 }
 
 impl Default for DataPlaneConfig {
@@ -60,6 +65,7 @@ impl Default for DataPlaneConfig {
             network: NetworkPrefix::default(),
             control_queue: 1024,
             event_queue: 256,
+            on_thread_death: OnThreadDeath::Exit,
         }
     }
 }
@@ -113,6 +119,8 @@ pub type ControlReceiver = tokio::sync::mpsc::Receiver<crate::wire::classify::Co
 pub struct DataPlane {
     shared: Arc<io::Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    slots: Mutex<Vec<Arc<supervise::ThreadSlot>>>,
+    on_thread_death: OnThreadDeath,
     control_rx: Mutex<Option<ControlReceiver>>,
     events_rx: Mutex<Option<EventReceiver>>,
 }
@@ -151,6 +159,8 @@ impl DataPlane {
         let plane = DataPlane {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
+            on_thread_death: config.on_thread_death,
             control_rx: Mutex::new(Some(ctl_rx)),
             events_rx: Mutex::new(Some(events_rx)),
         };
@@ -165,13 +175,24 @@ impl DataPlane {
         Ok(plane)
     }
 
+    /// Starts a supervised worker thread (see [`supervise`]).
     fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DataPlaneError> {
+        let slot = supervise::ThreadSlot::new(name);
+        let shared = Arc::clone(&self.shared);
+        let stopping = Arc::new(move || shared.stop.load(Ordering::Relaxed));
+        let body = supervise::supervised(Arc::clone(&slot), stopping, self.on_thread_death, f);
         let h = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(f)
+            .spawn(body)
             .map_err(DataPlaneError::Thread)?;
         self.threads.lock().push(h);
+        self.slots.lock().push(slot);
         Ok(())
+    }
+
+    /// Liveness of the worker threads (`alive` is false once any died, or after shutdown).
+    pub fn health(&self) -> DataPlaneHealth {
+        supervise::health(&self.slots.lock())
     }
 
     /// The UDP port the data plane listens on.
@@ -338,7 +359,10 @@ mod tests {
         let net = NetworkPrefix::default();
         let (ia, ea) = inner::channel(1420, 64);
         let (ib, eb) = inner::channel(1420, 64);
-        let cfg = DataPlaneConfig::default();
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
         let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
         let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
@@ -369,6 +393,11 @@ mod tests {
         let p = ipv6_packet(ipb, ipa, b"and here");
         eb.to_plane.send(p.clone()).unwrap();
         assert_eq!(recv(&ea), Some(p));
+        for plane in [&a, &b] {
+            let h = plane.health();
+            assert!(h.alive, "no data-plane thread died: {h:?}");
+            assert_eq!(h.threads.len(), 3);
+        }
     }
 
     #[test]
@@ -378,7 +407,10 @@ mod tests {
         let net = NetworkPrefix::default();
         let (ia, ea) = inner::channel(1420, 64);
         let (ib, eb) = inner::channel(1420, 64);
-        let cfg = DataPlaneConfig::default();
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
         let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
         let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
