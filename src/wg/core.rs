@@ -63,6 +63,8 @@ pub struct Core {
     secret: x25519_dalek::StaticSecret,
     public: x25519_dalek::PublicKey,
     own_key: PublicKey,
+    /// Our overlay IPv6 address: the only inner destination a peer may send to.
+    own_ip: std::net::Ipv6Addr,
     network: NetworkPrefix,
     keepalive: Option<u16>,
     table: ArcSwap<PeerTable>,
@@ -97,6 +99,7 @@ impl Core {
             secret,
             public,
             own_key: identity.public_key(),
+            own_ip: network.ipv6(identity.addr48()),
             network,
             keepalive: (keepalive_secs > 0).then_some(keepalive_secs),
             table: ArcSwap::from_pointee(PeerTable::default()),

@@ -21,6 +21,7 @@ pub struct GlobalCounters {
     pub(super) control_dropped: AtomicU64,
     pub(super) send_errors: AtomicU64,
     pub(super) oversize: AtomicU64,
+    pub(super) not_for_us: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -55,6 +56,10 @@ pub struct CountersSnapshot {
     /// Outbound packets longer than the inner side's MTU (never sent nor queued).
     #[serde(default)]
     pub oversize: u64,
+    /// Decapsulated packets from a trusted peer whose inner destination was not our own
+    /// overlay address.
+    #[serde(default)]
+    pub not_for_us: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -78,6 +83,7 @@ impl GlobalCounters {
             send_errors: l(&self.send_errors),
             events_dropped: 0,
             oversize: l(&self.oversize),
+            not_for_us: l(&self.not_for_us),
         }
     }
 }

@@ -279,6 +279,14 @@ impl Core {
                     bump(&self.counters.spoofed);
                     return RxAction::Dropped;
                 }
+                // Only our own address: never another local address of the host, nor onward
+                // (TUN mode with forwarding on). boringtun checked the header is complete.
+                if pkt.get(24..40) != Some(&self.own_ip.octets()[..]) {
+                    drop(st);
+                    peer.counters.drop_one(DropReason::NotForUs);
+                    bump(&self.counters.not_for_us);
+                    return RxAction::Dropped;
+                }
                 let len = pkt.len();
                 debug_assert_eq!(pkt.as_ptr(), out.as_ptr());
                 let roamed = st.roam(came_by);

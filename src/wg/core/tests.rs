@@ -453,3 +453,35 @@ fn a_handshake_drains_full_size_queued_packets_into_a_buffer_of_out_room() {
     }
     assert_eq!(b.delivered, vec![pkt]);
 }
+
+#[test]
+fn a_packet_from_a_trusted_peer_to_another_destination_is_dropped_and_counted() {
+    let (mut a, mut b, _, kb) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"hi"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered.len(), 1);
+    // A (trusted, with its own source address) aims packets through its tunnel to B at other
+    // addresses: another overlay node, a host address outside the overlay, multicast.
+    let (c, _) = node(3, "198.51.100.3:51820");
+    let others: [Ipv6Addr; 3] = [
+        c.ip,
+        "2001:db8::1".parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+    ];
+    for dst in others {
+        let pkt = ipv6_packet(a.ip, dst, b"not for b");
+        let mut out = vec![0u8; 2048];
+        let peer = a.core.peer(&kb).unwrap();
+        let len = match peer.state.lock().tunn.encapsulate(&pkt, &mut out) {
+            boringtun::noise::TunnResult::WriteToNetwork(d) => d.len(),
+            _ => panic!("a session exists"),
+        };
+        wire.push_back((a.addr, b.addr, out[..len].to_vec()));
+        pump(&mut [&mut a, &mut b], &mut wire);
+    }
+    assert_eq!(b.delivered.len(), 1, "nothing more was delivered");
+    assert_eq!(b.core.counters().not_for_us, 3);
+    assert_eq!(b.core.counters().spoofed, 0);
+    assert_eq!(b.core.peers()[0].drops.get("not_for_us"), Some(&3));
+}
