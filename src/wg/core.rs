@@ -77,6 +77,9 @@ pub struct Core {
     events: Option<EventSender>,
     /// Registries whose relay deliveries we accept.
     relays: ArcSwap<Vec<SocketAddr>>,
+    /// Peers by direct endpoint (for the unknown-index rehandshake: one lookup, not a scan).
+    /// Locked after a peer's own lock, never before it.
+    endpoints: Mutex<std::collections::HashMap<SocketAddr, Arc<crate::wg::peer::Peer>>>,
     /// The largest inner packet accepted for sending (and so the largest WireGuard may queue).
     max_packet: usize,
 }
@@ -109,6 +112,7 @@ impl Core {
             no_peer_hook,
             events,
             relays: ArcSwap::from_pointee(Vec::new()),
+            endpoints: Mutex::new(Default::default()),
             max_packet: DEFAULT_MAX_PACKET,
         }
     }

@@ -98,7 +98,7 @@ impl Core {
                 });
             }
             if let Some(ep) = endpoint {
-                existing.state.lock().set_path(Path::Direct(normalize(ep)));
+                self.move_path(existing, Path::Direct(normalize(ep)));
             }
             return Ok(());
         }
@@ -137,8 +137,10 @@ impl Core {
         let mut next = PeerTable::clone(&cur);
         next.by_addr.insert(addr, Arc::clone(&peer));
         next.by_index.insert(index, Arc::clone(&peer));
-        next.by_wg_key.insert(peer.wg_public, peer);
+        next.by_wg_key.insert(peer.wg_public, Arc::clone(&peer));
         self.table.store(Arc::new(next));
+        let path = peer.state.lock().path;
+        self.reindex_endpoint(&peer, Path::None, path);
         Ok(())
     }
 
@@ -160,7 +162,9 @@ impl Core {
         next.by_wg_key.remove(&peer.wg_public);
         self.table.store(Arc::new(next));
         // Workers that loaded the old table check this flag under the peer's lock.
-        peer.state.lock().removed = true;
+        let mut st = peer.state.lock();
+        st.removed = true;
+        self.reindex_endpoint(&peer, st.path, Path::None);
         Ok(())
     }
 
@@ -171,9 +175,10 @@ impl Core {
         endpoint: Option<SocketAddr>,
     ) -> Result<(), PeerTableError> {
         let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
-        peer.state
-            .lock()
-            .set_path(endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))));
+        self.move_path(
+            &peer,
+            endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))),
+        );
         Ok(())
     }
 
@@ -196,7 +201,9 @@ impl Core {
         if st.removed || st.path == path {
             return Ok(());
         }
+        let old = st.path;
         st.set_path(path);
+        self.reindex_endpoint(&peer, old, path);
         let mut buf = [0u8; 256];
         let has_session = st
             .tunn
@@ -211,6 +218,36 @@ impl Core {
             send_on(path, peer.addr48, p, send);
         }
         Ok(())
+    }
+
+    /// Sets a peer's path (under its lock) and keeps the endpoint index in step.
+    fn move_path(&self, peer: &Arc<Peer>, path: Path) {
+        let mut st = peer.state.lock();
+        let old = st.path;
+        st.set_path(path);
+        self.reindex_endpoint(peer, old, path);
+    }
+
+    /// Keeps the endpoint index in step with a peer's path moving from `old` to `new` (call
+    /// with the peer's lock held). Two peers on one endpoint: the last one to arrive owns it.
+    pub(super) fn reindex_endpoint(&self, peer: &Arc<Peer>, old: Path, new: Path) {
+        if old == new {
+            return;
+        }
+        let mut index = self.endpoints.lock();
+        if let Path::Direct(a) = old {
+            if index.get(&a).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                index.remove(&a);
+            }
+        }
+        if let Path::Direct(a) = new {
+            index.insert(a, Arc::clone(peer));
+        }
+    }
+
+    /// The peer whose direct endpoint is `addr`, from the endpoint index (no scan).
+    pub(super) fn peer_at(&self, addr: SocketAddr) -> Option<Arc<Peer>> {
+        self.endpoints.lock().get(&addr).cloned()
     }
 
     /// Records the round-trip time measured on a peer's path (`None` clears it).

@@ -485,3 +485,64 @@ fn a_packet_from_a_trusted_peer_to_another_destination_is_dropped_and_counted() 
     assert_eq!(b.core.counters().spoofed, 0);
     assert_eq!(b.core.peers()[0].drops.get("not_for_us"), Some(&3));
 }
+
+/// A data message with a receiver index nobody handed out.
+fn stale_data(index: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 64];
+    d[0] = 4;
+    d[4..8].copy_from_slice(&index.to_le_bytes());
+    d
+}
+
+#[test]
+fn an_unknown_receiver_index_is_dropped_at_once_without_touching_any_peer() {
+    let (b, _) = node(2, "198.51.100.2:51820");
+    for seed in 10..60u8 {
+        let key = Identity::from_seed([seed; 32]).public_key();
+        let ep: SocketAddr = format!("198.51.100.{seed}:51820").parse().unwrap();
+        b.core.add_peer(key, Some(ep)).unwrap();
+    }
+    // Every peer is busy (its lock held): a scan of the peers would wait here forever.
+    let table = b.core.table.load_full();
+    let guards: Vec<_> = table.by_addr.values().map(|p| p.state.lock()).collect();
+    let core = Arc::clone(&b.core);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let stranger: SocketAddr = "203.0.113.66:4444".parse().unwrap();
+        let mut out = vec![0u8; 2048];
+        let mut sent = 0;
+        for i in 0..100u32 {
+            let d = stale_data(i << 8 | 1);
+            assert_eq!(
+                core.on_datagram(stranger, &d, &mut out, &mut |_, _| sent += 1),
+                RxAction::Dropped
+            );
+        }
+        tx.send(sent).unwrap();
+    });
+    let sent = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("unknown indices were handled without waiting for any peer's lock");
+    drop(guards);
+    assert_eq!(sent, 0, "nothing is sent to a stranger");
+    assert_eq!(b.core.counters().unknown_index, 100);
+}
+
+#[test]
+fn the_endpoint_index_follows_roaming_and_removal() {
+    let (mut a, mut b, ka, _) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    let old = a.addr;
+    a.addr = "198.51.100.9:4000".parse().unwrap();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert!(
+        b.core.peer_at(old).is_none(),
+        "the old endpoint left the index"
+    );
+    assert_eq!(b.core.peer_at(a.addr).unwrap().public_key, ka);
+    b.core.remove_peer(&ka).unwrap();
+    assert!(b.core.peer_at(a.addr).is_none());
+}
