@@ -61,6 +61,10 @@ pub enum PeerTableError {
     /// The key is not in the table.
     #[error("no peer with key {0}")]
     NotFound(PublicKey),
+    /// The key is a small-order (weak) point: a handshake with it would give a shared secret
+    /// anyone can compute.
+    #[error("{0} is a small-order public key, not a real node's key; refused")]
+    WeakKey(PublicKey),
 }
 
 impl From<PeerTableError> for crate::error::PilotError {
@@ -85,6 +89,9 @@ impl Core {
     ) -> Result<(), PeerTableError> {
         if key == self.own_key {
             return Err(PeerTableError::OwnKey(key));
+        }
+        if self.is_weak(&key) {
+            return Err(PeerTableError::WeakKey(key));
         }
         let _w = self.table_writer.lock();
         let cur = self.table.load();
@@ -142,6 +149,18 @@ impl Core {
         let path = peer.state.lock().path;
         self.reindex_endpoint(&peer, Path::None, path);
         Ok(())
+    }
+
+    /// True for a small-order key: the Ed25519 point has small order, or X25519 with its
+    /// Montgomery form gives an all-zero (non-contributory) shared secret.
+    fn is_weak(&self, key: &PublicKey) -> bool {
+        let ed_weak =
+            ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()).map_or(true, |vk| vk.is_weak());
+        ed_weak
+            || !self
+                .secret
+                .diffie_hellman(&key.wg_public())
+                .was_contributory()
     }
 
     /// Removes a peer. From the moment this returns nothing passes to or from it.

@@ -546,3 +546,26 @@ fn the_endpoint_index_follows_roaming_and_removal() {
     b.core.remove_peer(&ka).unwrap();
     assert!(b.core.peer_at(a.addr).is_none());
 }
+
+#[test]
+fn a_small_order_key_is_refused_as_a_peer() {
+    let (a, _) = node(1, "198.51.100.1:1");
+    // The identity point and the point of order 2, both valid encodings.
+    let mut order2 = [0xffu8; 32];
+    order2[0] = 0xec;
+    order2[31] = 0x7f;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for bytes in [identity, order2] {
+        let weak = PublicKey::from_bytes(bytes).expect("a valid point");
+        assert_eq!(
+            a.core.add_peer(weak, None),
+            Err(PeerTableError::WeakKey(weak))
+        );
+    }
+    assert_eq!(a.core.peer_count(), 0);
+    let err = crate::error::PilotError::from(PeerTableError::WeakKey(
+        PublicKey::from_bytes(identity).unwrap(),
+    ));
+    assert!(err.to_string().contains("small-order"), "{err}");
+}
