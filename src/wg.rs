@@ -55,6 +55,12 @@ pub struct DataPlaneConfig {
     pub event_queue: usize,
     /// What a dead worker thread does to the process (default: exit with status 70).
     pub on_thread_death: OnThreadDeath,
+    /// Handshake messages per second answered per source (IPv4 address, IPv6 /64, relayed
+    /// sender); default [`core::DEFAULT_HANDSHAKES_PER_SOURCE`].
+    pub handshakes_per_source: u32,
+    /// Handshake messages per second answered without a cookie from all sources together;
+    /// default [`core::DEFAULT_HANDSHAKES_GLOBAL`].
+    pub handshakes_global: u32,
 }
 
 impl Default for DataPlaneConfig {
@@ -66,6 +72,8 @@ impl Default for DataPlaneConfig {
             control_queue: 1024,
             event_queue: 256,
             on_thread_death: OnThreadDeath::Exit,
+            handshakes_per_source: core::DEFAULT_HANDSHAKES_PER_SOURCE,
+            handshakes_global: core::DEFAULT_HANDSHAKES_GLOBAL,
         }
     }
 }
@@ -148,7 +156,8 @@ impl DataPlane {
                 no_peer_hook,
                 Some(ev_tx),
             )
-            .with_max_packet(io::max_packet(inner.mtu)),
+            .with_max_packet(io::max_packet(inner.mtu))
+            .with_handshake_limits(config.handshakes_per_source, config.handshakes_global),
         );
         let events_rx = ev_rx(Arc::clone(&core));
         let shared = Arc::new(io::Shared {

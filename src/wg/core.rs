@@ -10,9 +10,11 @@
 //! * `inbound`: received datagrams: WireGuard (direct or relayed), control hand-off.
 //! * `outbound`: inner packets to encapsulate, and sending on a peer's path.
 //! * `timers`: WireGuard timers.
+//! * `limiter`: handshake rate limits per source.
 
 mod counters;
 mod inbound;
+mod limiter;
 mod outbound;
 mod table;
 #[cfg(test)]
@@ -34,11 +36,9 @@ use crate::wire::classify::ControlDatagram;
 
 pub use self::counters::{CountersSnapshot, GlobalCounters};
 pub use self::inbound::RxAction;
+pub use self::limiter::{DEFAULT_HANDSHAKES_GLOBAL, DEFAULT_HANDSHAKES_PER_SOURCE};
 pub use self::outbound::{inner_dst, TxAction};
 pub use self::table::{PeerId, PeerTableError};
-
-/// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// WireGuard data message overhead: header 16 + authentication tag 16.
 pub const WG_DATA_OVERHEAD: usize = 32;
@@ -69,7 +69,12 @@ pub struct Core {
     keepalive: Option<u16>,
     table: ArcSwap<PeerTable>,
     table_writer: Mutex<()>,
-    rate_limiter: Arc<RateLimiter>,
+    /// Checks MAC1 only (never asks for a cookie); every `Tunn` shares it, so the rate limits
+    /// are ours ([`limiter`]), per source, not boringtun's global count.
+    mac_check: Arc<RateLimiter>,
+    /// Checks MAC2 (the cookie) of every message it sees, and formats cookie replies.
+    cookie_check: RateLimiter,
+    handshakes: limiter::HandshakeLimiter,
     counters: GlobalCounters,
     control: Option<ControlSender>,
     no_peer_hook: Option<NoPeerHook>,
@@ -98,7 +103,12 @@ impl Core {
         let secret = identity.wg_secret();
         let public = x25519_dalek::PublicKey::from(&secret);
         Core {
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            mac_check: Arc::new(RateLimiter::new(&public, u64::MAX)),
+            cookie_check: RateLimiter::new(&public, 0),
+            handshakes: limiter::HandshakeLimiter::new(
+                DEFAULT_HANDSHAKES_PER_SOURCE,
+                DEFAULT_HANDSHAKES_GLOBAL,
+            ),
             secret,
             public,
             own_key: identity.public_key(),
@@ -121,6 +131,13 @@ impl Core {
     /// as `oversize`); the data plane passes its inner side's MTU.
     pub fn with_max_packet(mut self, max_packet: usize) -> Self {
         self.max_packet = max_packet;
+        self
+    }
+
+    /// Sets the handshake rate limits: messages per second answered per source, and answered
+    /// without a cookie in all (see the `limiter` module).
+    pub fn with_handshake_limits(mut self, per_source: u32, global: u32) -> Self {
+        self.handshakes = limiter::HandshakeLimiter::new(per_source, global);
         self
     }
 

@@ -22,6 +22,7 @@ pub struct GlobalCounters {
     pub(super) send_errors: AtomicU64,
     pub(super) oversize: AtomicU64,
     pub(super) not_for_us: AtomicU64,
+    pub(super) handshakes_limited: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -60,6 +61,9 @@ pub struct CountersSnapshot {
     /// overlay address.
     #[serde(default)]
     pub not_for_us: u64,
+    /// Handshake messages dropped because their source sent more than its share this second.
+    #[serde(default)]
+    pub handshakes_limited: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -84,6 +88,7 @@ impl GlobalCounters {
             events_dropped: 0,
             oversize: l(&self.oversize),
             not_for_us: l(&self.not_for_us),
+            handshakes_limited: l(&self.handshakes_limited),
         }
     }
 }

@@ -11,6 +11,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use super::counters::bump;
+use super::limiter::{Source, Verdict};
 use super::outbound::{count_tx, send_on};
 use super::table::PeerTable;
 use super::{normalize, Core};
@@ -73,21 +74,10 @@ impl Core {
             bump(&self.counters.malformed);
             return RxAction::Dropped;
         };
-        if let Packet::HandshakeInit(_) = packet {
-            // Cheap MAC check and rate limit before the Diffie-Hellman of the lookup.
-            match self
-                .rate_limiter
-                .verify_packet(Some(src.ip()), datagram, out)
-            {
-                Ok(_) => {}
-                Err(TunnResult::WriteToNetwork(cookie)) => {
-                    send(src, cookie);
-                    return RxAction::Consumed;
-                }
-                Err(_) => {
-                    bump(&self.counters.rejected);
-                    return RxAction::Dropped;
-                }
+        if let Packet::HandshakeInit(_) | Packet::HandshakeResponse(_) = packet {
+            // Cheap MAC checks and rate limits before any Diffie-Hellman.
+            if let Some(refused) = self.admit_direct_handshake(src, datagram, out, send) {
+                return refused;
             }
         }
         let table = self.table.load();
@@ -145,6 +135,15 @@ impl Core {
             bump(&self.counters.malformed);
             return RxAction::Dropped;
         };
+        if let Packet::HandshakeInit(_) | Packet::HandshakeResponse(_) = packet {
+            if self.mac_check.verify_packet(None, datagram, out).is_err() {
+                return self.miss(Miss::Rejected);
+            }
+            if self.handshakes.check(Source::Relayed(from)) != Verdict::Answer {
+                bump(&self.counters.handshakes_limited);
+                return RxAction::Dropped;
+            }
+        }
         let table = self.table.load();
         let peer = match self.lookup(&table, &packet) {
             Ok(p) => p,
@@ -158,6 +157,47 @@ impl Core {
         }
         let is_data = matches!(packet, Packet::PacketData(_));
         self.decapsulate(peer, relay, Some(relay), datagram, is_data, out, send)
+    }
+
+    /// Applies the per-source handshake limits to a direct handshake message from `src`:
+    /// `None` to go on, or what became of it (a bad MAC1, a cookie reply sent, limited).
+    fn admit_direct_handshake(
+        &self,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Option<RxAction> {
+        let ip = src.ip();
+        // MAC1 first: only messages made with our public key count against a source.
+        if self
+            .mac_check
+            .verify_packet(Some(ip), datagram, out)
+            .is_err()
+        {
+            return Some(self.miss(Miss::Rejected));
+        }
+        let source = Source::direct(ip);
+        match self.handshakes.check(source) {
+            Verdict::Answer => return None,
+            Verdict::NeedsCookie => {}
+            Verdict::Limited => {
+                bump(&self.counters.handshakes_limited);
+                return Some(RxAction::Dropped);
+            }
+        }
+        match self.cookie_check.verify_packet(Some(ip), datagram, out) {
+            Ok(_) if self.handshakes.check_proven(source) == Verdict::Answer => None,
+            Ok(_) => {
+                bump(&self.counters.handshakes_limited);
+                Some(RxAction::Dropped)
+            }
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                send(src, cookie);
+                Some(RxAction::Consumed)
+            }
+            Err(_) => Some(self.miss(Miss::Rejected)),
+        }
     }
 
     /// The peer a WireGuard message is for, found the same way whether it came direct or

@@ -122,7 +122,7 @@ impl Core {
             None,
             self.keepalive,
             index,
-            Some(Arc::clone(&self.rate_limiter)),
+            Some(Arc::clone(&self.mac_check)),
         );
         let peer = Arc::new(Peer {
             public_key: key,

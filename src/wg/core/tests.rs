@@ -569,3 +569,41 @@ fn a_small_order_key_is_refused_as_a_peer() {
     ));
     assert!(err.to_string().contains("small-order"), "{err}");
 }
+
+#[test]
+fn a_stranger_flooding_handshakes_does_not_starve_a_trusted_peer() {
+    let (mut a, mut b, _, kb) = pair();
+    // C knows B's key (so its initiations carry a valid MAC1) but B does not trust it.
+    let (c, _) = node(3, "203.0.113.3:51820");
+    c.core.add_peer(kb, Some(b.addr)).unwrap();
+    let to_b = c.core.peer(&kb).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let mut cookies = 0;
+    for _ in 0..1000 {
+        let init = match to_b
+            .state
+            .lock()
+            .tunn
+            .format_handshake_initiation(&mut buf, true)
+        {
+            boringtun::noise::TunnResult::WriteToNetwork(d) => d.to_vec(),
+            _ => panic!("an initiation"),
+        };
+        b.core
+            .on_datagram(c.addr, &init, &mut out, &mut |_, _| cookies += 1);
+    }
+    // B answered C's share only; the rest got cookie replies (smaller than what came in).
+    let counted = b.core.counters();
+    assert_eq!(
+        counted.unknown_key_handshakes,
+        u64::from(DEFAULT_HANDSHAKES_PER_SOURCE)
+    );
+    assert_eq!(cookies, 1000 - DEFAULT_HANDSHAKES_PER_SOURCE as usize);
+    // In the same second, A's handshake completes at once, with no cookie round trip.
+    let mut wire = Wire::new();
+    let pkt = ipv6_packet(a.ip, b.ip, b"still welcome");
+    send_inner(&a, &pkt, &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered, vec![pkt]);
+}

@@ -17,7 +17,7 @@ impl Core {
         send: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
         if reset_rate_limit {
-            self.rate_limiter.reset_count();
+            self.handshakes.reset();
         }
         let table = self.table.load();
         for peer in table.by_addr.values() {
