@@ -5,6 +5,7 @@
 //! * [`inner`]: the trait the TUN device and the userspace netstack implement.
 //! * [`events`]: what the data plane pushes to the node core (needs a path, roamed, handshake
 //!   done).
+//! * [`supervise`]: no worker thread dies quietly (a dead thread ends the process).
 //!
 //! The UDP socket also carries pilot control messages: every datagram is sorted once by
 //! [`crate::wire::classify`]; registry messages and probes go to the node core, already
@@ -16,6 +17,7 @@ pub mod inner;
 mod io;
 pub mod path;
 pub mod peer;
+pub mod supervise;
 mod udp;
 
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ pub use self::events::{DataPlaneEvent, EventReceiver};
 pub use self::inner::{Inner, InnerReader, InnerWriter, INNER_OFFSET};
 pub use self::path::Path;
 pub use self::peer::{DropReason, PeerStatus};
+pub use self::supervise::{DataPlaneHealth, OnThreadDeath, ThreadHealth, EXIT_DATA_PLANE_DIED};
 
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::NetworkPrefix;
@@ -50,6 +53,14 @@ pub struct DataPlaneConfig {
     pub control_queue: usize,
     /// Depth of the data-plane event queue (a `NeedsPath` is queued at most once per peer).
     pub event_queue: usize,
+    /// What a dead worker thread does to the process (default: exit with status 70).
+    pub on_thread_death: OnThreadDeath,
+    /// Handshake messages per second answered per source (IPv4 address, IPv6 /64, relayed
+    /// sender); default [`core::DEFAULT_HANDSHAKES_PER_SOURCE`].
+    pub handshakes_per_source: u32,
+    /// Handshake messages per second answered without a cookie from all sources together;
+    /// default [`core::DEFAULT_HANDSHAKES_GLOBAL`].
+    pub handshakes_global: u32,
 }
 
 impl Default for DataPlaneConfig {
@@ -60,6 +71,9 @@ impl Default for DataPlaneConfig {
             network: NetworkPrefix::default(),
             control_queue: 1024,
             event_queue: 256,
+            on_thread_death: OnThreadDeath::Exit,
+            handshakes_per_source: core::DEFAULT_HANDSHAKES_PER_SOURCE,
+            handshakes_global: core::DEFAULT_HANDSHAKES_GLOBAL,
         }
     }
 }
@@ -113,6 +127,8 @@ pub type ControlReceiver = tokio::sync::mpsc::Receiver<crate::wire::classify::Co
 pub struct DataPlane {
     shared: Arc<io::Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    slots: Mutex<Vec<Arc<supervise::ThreadSlot>>>,
+    on_thread_death: OnThreadDeath,
     control_rx: Mutex<Option<ControlReceiver>>,
     events_rx: Mutex<Option<EventReceiver>>,
 }
@@ -131,45 +147,61 @@ impl DataPlane {
         })?;
         let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(config.control_queue.max(1));
         let (ev_tx, ev_rx) = events::channel(config.event_queue);
-        let core = Arc::new(core::Core::new(
-            identity,
-            config.network,
-            config.keepalive_secs,
-            Some(ctl_tx),
-            no_peer_hook,
-            Some(ev_tx),
-        ));
+        let core = Arc::new(
+            core::Core::new(
+                identity,
+                config.network,
+                config.keepalive_secs,
+                Some(ctl_tx),
+                no_peer_hook,
+                Some(ev_tx),
+            )
+            .with_max_packet(io::max_packet(inner.mtu))
+            .with_handshake_limits(config.handshakes_per_source, config.handshakes_global),
+        );
         let events_rx = ev_rx(Arc::clone(&core));
         let shared = Arc::new(io::Shared {
             core,
             udp,
             stop: Default::default(),
         });
-        let mtu = inner.mtu as usize;
         let plane = DataPlane {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
+            on_thread_death: config.on_thread_death,
             control_rx: Mutex::new(Some(ctl_rx)),
             events_rx: Mutex::new(Some(events_rx)),
         };
         let Inner { reader, writer, .. } = inner;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer, mtu))?;
+        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader, mtu))?;
+        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader))?;
         let s = Arc::clone(&shared);
         plane.spawn("pilot-timers", move || io::timer_loop(s))?;
         tracing::info!(port = plane.local_port(), "data plane started");
         Ok(plane)
     }
 
+    /// Starts a supervised worker thread (see [`supervise`]).
     fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DataPlaneError> {
+        let slot = supervise::ThreadSlot::new(name);
+        let shared = Arc::clone(&self.shared);
+        let stopping = Arc::new(move || shared.stop.load(Ordering::Relaxed));
+        let body = supervise::supervised(Arc::clone(&slot), stopping, self.on_thread_death, f);
         let h = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(f)
+            .spawn(body)
             .map_err(DataPlaneError::Thread)?;
         self.threads.lock().push(h);
+        self.slots.lock().push(slot);
         Ok(())
+    }
+
+    /// Liveness of the worker threads (`alive` is false once any died, or after shutdown).
+    pub fn health(&self) -> DataPlaneHealth {
+        supervise::health(&self.slots.lock())
     }
 
     /// The UDP port the data plane listens on.
@@ -322,6 +354,61 @@ mod tests {
         p
     }
 
+    fn recv(ends: &inner::ChannelEnds) -> Option<Vec<u8>> {
+        ends.from_plane.recv_timeout(Duration::from_secs(5)).ok()
+    }
+
+    /// C1: a handshake that completes drains the packets WireGuard queued meanwhile into the
+    /// receive thread's output buffer; that buffer must hold a full-size packet even when the
+    /// last datagram it held was small.
+    #[test]
+    fn a_full_size_packet_queued_during_a_new_handshake_arrives_after_small_traffic() {
+        let ida = Identity::from_seed([3; 32]);
+        let idb = Identity::from_seed([4; 32]);
+        let net = NetworkPrefix::default();
+        let (ia, ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+        // Small packets both ways: every receive buffer last held a small packet.
+        for _ in 0..3 {
+            let p = ipv6_packet(ipa, ipb, b"x");
+            ea.to_plane.send(p.clone()).unwrap();
+            assert_eq!(recv(&eb), Some(p));
+            let p = ipv6_packet(ipb, ipa, b"y");
+            eb.to_plane.send(p.clone()).unwrap();
+            assert_eq!(recv(&ea), Some(p));
+        }
+        // B loses the session (untrust and re-trust) and sends a full-size packet at once: it
+        // waits in WireGuard until the new handshake completes on B's receive thread.
+        b.remove_peer(&ida.public_key()).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let big = ipv6_packet(ipb, ipa, &[7u8; 1000 - 40]);
+        assert_eq!(big.len(), 1000);
+        eb.to_plane.send(big.clone()).unwrap();
+        assert!(recv(&ea) == Some(big), "the queued packet did not arrive");
+        // And the receive threads still work, both ways.
+        let p = ipv6_packet(ipa, ipb, b"still there");
+        ea.to_plane.send(p.clone()).unwrap();
+        assert_eq!(recv(&eb), Some(p));
+        let p = ipv6_packet(ipb, ipa, b"and here");
+        eb.to_plane.send(p.clone()).unwrap();
+        assert_eq!(recv(&ea), Some(p));
+        for plane in [&a, &b] {
+            let h = plane.health();
+            assert!(h.alive, "no data-plane thread died: {h:?}");
+            assert_eq!(h.threads.len(), 3);
+        }
+    }
+
     #[test]
     fn two_data_planes_on_loopback_pass_packets_and_control_messages() {
         let ida = Identity::from_seed([1; 32]);
@@ -329,7 +416,10 @@ mod tests {
         let net = NetworkPrefix::default();
         let (ia, ea) = inner::channel(1420, 64);
         let (ib, eb) = inner::channel(1420, 64);
-        let cfg = DataPlaneConfig::default();
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
         let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
         let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));

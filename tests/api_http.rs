@@ -117,6 +117,11 @@ fn info_peers_and_errors_are_envelopes_with_matching_statuses() {
     assert_eq!(v["status"], "ok", "{v}");
     assert_eq!(v["data"]["mode"], "userspace");
     assert!(v["data"]["public_key"].as_str().unwrap().len() == 44, "{v}");
+    assert_eq!(v["data"]["data_plane"]["alive"], true, "{v}");
+    assert_eq!(
+        v["data"]["data_plane"]["threads"].as_array().unwrap().len(),
+        3
+    );
 
     let v = request(&home, "GET", "/v1/peers", None).json();
     assert_eq!(v["status"], "ok");

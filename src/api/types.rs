@@ -310,6 +310,9 @@ pub struct InfoData {
     pub socks5: Option<String>,
     /// pilot version.
     pub version: String,
+    /// Liveness of the data plane's threads (a dead one also ends the daemon, status 70).
+    #[serde(default)]
+    pub data_plane: Option<crate::wg::DataPlaneHealth>,
 }
 
 /// `GET /v1/peers`.

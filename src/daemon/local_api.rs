@@ -154,6 +154,7 @@ impl Api for Node {
             listen_port: Some(self.dataplane.local_port()),
             socks5: self.socks5.map(|a| a.to_string()),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            data_plane: Some(self.dataplane.health()),
         }
     }
 

@@ -10,9 +10,11 @@
 //! * `inbound`: received datagrams: WireGuard (direct or relayed), control hand-off.
 //! * `outbound`: inner packets to encapsulate, and sending on a peer's path.
 //! * `timers`: WireGuard timers.
+//! * `limiter`: handshake rate limits per source.
 
 mod counters;
 mod inbound;
+mod limiter;
 mod outbound;
 mod table;
 #[cfg(test)]
@@ -34,11 +36,17 @@ use crate::wire::classify::ControlDatagram;
 
 pub use self::counters::{CountersSnapshot, GlobalCounters};
 pub use self::inbound::RxAction;
+pub use self::limiter::{DEFAULT_HANDSHAKES_GLOBAL, DEFAULT_HANDSHAKES_PER_SOURCE};
 pub use self::outbound::{inner_dst, TxAction};
 pub use self::table::{PeerId, PeerTableError};
 
-/// Handshakes per second (over all peers) before boringtun asks initiators for a cookie.
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// WireGuard data message overhead: header 16 + authentication tag 16.
+pub const WG_DATA_OVERHEAD: usize = 32;
+/// The largest WireGuard handshake message (an initiation).
+pub const WG_MAX_HANDSHAKE: usize = 148;
+/// The largest inner packet a core accepts unless told otherwise
+/// ([`Core::with_max_packet`]).
+pub const DEFAULT_MAX_PACKET: usize = 1500;
 
 /// Where control datagrams (registry messages and probes, already classified) go.
 pub type ControlSender = tokio::sync::mpsc::Sender<ControlDatagram>;
@@ -55,11 +63,18 @@ pub struct Core {
     secret: x25519_dalek::StaticSecret,
     public: x25519_dalek::PublicKey,
     own_key: PublicKey,
+    /// Our overlay IPv6 address: the only inner destination a peer may send to.
+    own_ip: std::net::Ipv6Addr,
     network: NetworkPrefix,
     keepalive: Option<u16>,
     table: ArcSwap<PeerTable>,
     table_writer: Mutex<()>,
-    rate_limiter: Arc<RateLimiter>,
+    /// Checks MAC1 only (never asks for a cookie); every `Tunn` shares it, so the rate limits
+    /// are ours ([`limiter`]), per source, not boringtun's global count.
+    mac_check: Arc<RateLimiter>,
+    /// Checks MAC2 (the cookie) of every message it sees, and formats cookie replies.
+    cookie_check: RateLimiter,
+    handshakes: limiter::HandshakeLimiter,
     counters: GlobalCounters,
     control: Option<ControlSender>,
     no_peer_hook: Option<NoPeerHook>,
@@ -67,6 +82,11 @@ pub struct Core {
     events: Option<EventSender>,
     /// Registries whose relay deliveries we accept.
     relays: ArcSwap<Vec<SocketAddr>>,
+    /// Peers by direct endpoint (for the unknown-index rehandshake: one lookup, not a scan).
+    /// Locked after a peer's own lock, never before it.
+    endpoints: Mutex<std::collections::HashMap<SocketAddr, Arc<crate::wg::peer::Peer>>>,
+    /// The largest inner packet accepted for sending (and so the largest WireGuard may queue).
+    max_packet: usize,
 }
 
 impl Core {
@@ -83,10 +103,16 @@ impl Core {
         let secret = identity.wg_secret();
         let public = x25519_dalek::PublicKey::from(&secret);
         Core {
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            mac_check: Arc::new(RateLimiter::new(&public, u64::MAX)),
+            cookie_check: RateLimiter::new(&public, 0),
+            handshakes: limiter::HandshakeLimiter::new(
+                DEFAULT_HANDSHAKES_PER_SOURCE,
+                DEFAULT_HANDSHAKES_GLOBAL,
+            ),
             secret,
             public,
             own_key: identity.public_key(),
+            own_ip: network.ipv6(identity.addr48()),
             network,
             keepalive: (keepalive_secs > 0).then_some(keepalive_secs),
             table: ArcSwap::from_pointee(PeerTable::default()),
@@ -96,7 +122,37 @@ impl Core {
             no_peer_hook,
             events,
             relays: ArcSwap::from_pointee(Vec::new()),
+            endpoints: Mutex::new(Default::default()),
+            max_packet: DEFAULT_MAX_PACKET,
         }
+    }
+
+    /// Sets the largest inner packet accepted for sending (longer ones are dropped and counted
+    /// as `oversize`); the data plane passes its inner side's MTU.
+    pub fn with_max_packet(mut self, max_packet: usize) -> Self {
+        self.max_packet = max_packet;
+        self
+    }
+
+    /// Sets the handshake rate limits: messages per second answered per source, and answered
+    /// without a cookie in all (see the `limiter` module).
+    pub fn with_handshake_limits(mut self, per_source: u32, global: u32) -> Self {
+        self.handshakes = limiter::HandshakeLimiter::new(per_source, global);
+        self
+    }
+
+    /// The largest inner packet accepted for sending.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
+    /// The room every output buffer given to [`Core::on_datagram`] (besides the datagram's own
+    /// length), [`Core::on_outbound`] and [`Core::tick`] must have: the largest datagram one
+    /// call can write. A completed handshake drains the packets WireGuard queued meanwhile into
+    /// the *receive* buffer, so that buffer must hold a full-size data message (plus a relay
+    /// header), however small the datagram it received.
+    pub fn out_room(&self) -> usize {
+        (self.max_packet + WG_DATA_OVERHEAD).max(WG_MAX_HANDSHAKE) + crate::wire::relay::HEADER_LEN
     }
 
     /// Sets the registries whose relay deliveries (`RelayDeliver` frames) are accepted.

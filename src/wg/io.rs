@@ -34,8 +34,15 @@ const INNER_BATCH: usize = 128;
 /// Packet buffers per read from the inner side: room for one more GSO super-packet (up to
 /// 128 segments, the kernel's UDP_MAX_SEGMENTS) after what was already read.
 const INNER_READ_BATCH: usize = 256;
-/// WireGuard data overhead (header 16 + tag 16) plus padding room.
-const WG_OVERHEAD: usize = 32 + 16;
+
+/// The smallest inner packet buffer (the IPv6 minimum MTU).
+const MIN_PACKET: usize = 1280;
+
+/// The largest inner packet an inner side of MTU `mtu` hands over: its MTU, and never less
+/// than 1280 (inner read buffers are never smaller).
+pub(crate) fn max_packet(mtu: u16) -> usize {
+    usize::from(mtu).max(MIN_PACKET)
+}
 
 /// What the threads share.
 pub(crate) struct Shared {
@@ -54,14 +61,20 @@ impl Shared {
 }
 
 /// Receives UDP, decapsulates, writes to the inner side.
-pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>, mtu: usize) {
+///
+/// Every output buffer is grown to `INNER_OFFSET + max(datagram, Core::out_room)` before each
+/// datagram: a completed handshake encrypts the packets WireGuard queued meanwhile into it, so
+/// its size must not follow the last (maybe small) packet it held. The capacity is reserved
+/// once, so growing never allocates.
+pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>) {
     let mut rx: Vec<Vec<u8>> = (0..UDP_RX_BATCH).map(|_| vec![0u8; MAX_UDP]).collect();
     let mut meta = [RecvMeta::default(); UDP_RX_BATCH];
+    let room = shared.core.out_room();
     // Capacity for a full 64 KiB coalesced TCP packet, so GRO can build one in place.
     let mut out: Vec<Vec<u8>> = (0..INNER_BATCH)
         .map(|_| {
-            let mut v = Vec::with_capacity(MAX_UDP + 2 * INNER_OFFSET + 64);
-            v.resize(INNER_OFFSET + mtu + WG_OVERHEAD + 148, 0);
+            let mut v = Vec::with_capacity(MAX_UDP.max(room) + 2 * INNER_OFFSET + 64);
+            v.resize(INNER_OFFSET + room, 0);
             v
         })
         .collect();
@@ -89,7 +102,7 @@ pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>,
         for (m, buf) in meta[..n].iter().zip(rx.iter()) {
             let stride = if m.stride == 0 { m.len } else { m.stride };
             for dgram in buf[..m.len].chunks(stride.max(1)) {
-                let need = INNER_OFFSET + dgram.len().max(148) + WG_OVERHEAD;
+                let need = INNER_OFFSET + dgram.len().max(room);
                 let o = &mut out[k];
                 if o.len() < need {
                     o.resize(need, 0);
@@ -148,21 +161,21 @@ impl GsoBatch {
 }
 
 /// Reads the inner side, encapsulates, sends UDP.
-pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>, mtu: usize) {
+pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>) {
     let mut bufs: Vec<Vec<u8>> = (0..INNER_READ_BATCH)
-        .map(|_| vec![0u8; INNER_OFFSET + mtu.max(1280)])
+        .map(|_| vec![0u8; INNER_OFFSET + shared.core.max_packet()])
         .collect();
     let mut sizes = vec![0usize; INNER_READ_BATCH];
     let max_segs = shared.udp.max_gso_segments().clamp(1, 64);
     let mut gso = GsoBatch {
-        buf: vec![0u8; MAX_UDP],
+        buf: vec![0u8; MAX_UDP.max(shared.core.out_room())],
         used: 0,
         dst: None,
         seg: 0,
         segs: 0,
         max_segs,
     };
-    let room = mtu + WG_OVERHEAD + 148;
+    let room = shared.core.out_room();
     while !shared.stop.load(Ordering::Relaxed) {
         let n = match reader.recv_batch(&mut bufs, &mut sizes, POLL_INTERVAL) {
             Ok(n) => n,
@@ -205,7 +218,7 @@ pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader
 
 /// Drives WireGuard timers until shutdown.
 pub(crate) fn timer_loop(shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 256];
+    let mut buf = vec![0u8; shared.core.out_room()];
     let mut last_reset = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);

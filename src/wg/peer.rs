@@ -26,15 +26,18 @@ pub enum DropReason {
     NoEndpoint,
     /// The peer was being removed while the packet was in flight.
     Removed,
+    /// A decapsulated packet's inner destination was not our own overlay address.
+    NotForUs,
 }
 
 impl DropReason {
     /// Every reason, in the order counters are stored.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Spoofed,
         DropReason::Rejected,
         DropReason::NoEndpoint,
         DropReason::Removed,
+        DropReason::NotForUs,
     ];
 
     /// The reason as it appears in `pilotctl peers --json` (`drops.<name>`).
@@ -44,6 +47,7 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::Removed => "removed",
+            DropReason::NotForUs => "not_for_us",
         }
     }
 

@@ -25,7 +25,24 @@ pub fn info(i: &InfoData) -> String {
     if let Some(a) = &i.socks5 {
         text.push_str(&format!("\nsocks5      {a}"));
     }
+    if let Some(d) = &i.data_plane {
+        text.push_str(&format!("\ndata plane  {}", data_plane(d)));
+    }
     text
+}
+
+/// `alive`, or `DEAD` and which threads died and why.
+fn data_plane(d: &crate::wg::DataPlaneHealth) -> String {
+    if d.alive {
+        return "alive".to_string();
+    }
+    let dead: Vec<String> = d
+        .threads
+        .iter()
+        .filter(|t| !t.alive)
+        .map(|t| format!("{} ({})", t.name, t.died.as_deref().unwrap_or("stopped")))
+        .collect();
+    untrusted(&format!("DEAD: {}", dead.join(", "))).to_string()
 }
 
 /// `daemon start`: the new daemon's pid, address and mode.
@@ -148,7 +165,36 @@ mod tests {
             listen_port: Some(9000),
             socks5: Some("127.0.0.1:1080".into()),
             version: "0.1.0".into(),
+            data_plane: None,
         }
+    }
+
+    #[test]
+    fn info_shows_whether_the_data_plane_is_alive_and_which_thread_died() {
+        use crate::wg::{DataPlaneHealth, ThreadHealth};
+        let t = |name: &str, died: Option<&str>| ThreadHealth {
+            name: name.into(),
+            alive: died.is_none(),
+            died: died.map(String::from),
+        };
+        let mut i = info_data();
+        i.data_plane = Some(DataPlaneHealth {
+            alive: true,
+            threads: vec![t("pilot-udp-rx", None)],
+        });
+        assert!(info(&i).ends_with("\ndata plane  alive"), "{}", info(&i));
+        i.data_plane = Some(DataPlaneHealth {
+            alive: false,
+            threads: vec![
+                t("pilot-udp-rx", Some("panicked: boom")),
+                t("pilot-timers", None),
+            ],
+        });
+        assert!(
+            info(&i).ends_with("\ndata plane  DEAD: pilot-udp-rx (panicked: boom)"),
+            "{}",
+            info(&i)
+        );
     }
 
     fn peer(hostname: Option<&str>) -> PeerStatus {

@@ -20,6 +20,9 @@ pub struct GlobalCounters {
     pub(super) control_received: AtomicU64,
     pub(super) control_dropped: AtomicU64,
     pub(super) send_errors: AtomicU64,
+    pub(super) oversize: AtomicU64,
+    pub(super) not_for_us: AtomicU64,
+    pub(super) handshakes_limited: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -51,6 +54,16 @@ pub struct CountersSnapshot {
     /// core's queue was full.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Outbound packets longer than the inner side's MTU (never sent nor queued).
+    #[serde(default)]
+    pub oversize: u64,
+    /// Decapsulated packets from a trusted peer whose inner destination was not our own
+    /// overlay address.
+    #[serde(default)]
+    pub not_for_us: u64,
+    /// Handshake messages dropped because their source sent more than its share this second.
+    #[serde(default)]
+    pub handshakes_limited: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -73,6 +86,9 @@ impl GlobalCounters {
             control_dropped: l(&self.control_dropped),
             send_errors: l(&self.send_errors),
             events_dropped: 0,
+            oversize: l(&self.oversize),
+            not_for_us: l(&self.not_for_us),
+            handshakes_limited: l(&self.handshakes_limited),
         }
     }
 }

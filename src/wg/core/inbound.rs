@@ -4,11 +4,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use super::counters::bump;
+use super::limiter::{Source, Verdict};
 use super::outbound::{count_tx, send_on};
 use super::table::PeerTable;
 use super::{normalize, Core};
@@ -17,6 +20,21 @@ use crate::wg::events::DataPlaneEvent;
 use crate::wg::peer::{DropReason, Peer, PeerState};
 use crate::wg::Path;
 use crate::wire::classify::{classify, ControlDatagram, Datagram};
+
+/// How young a session must be for an unknown receiver index from its peer's endpoint not to
+/// start a new handshake (WireGuard's REKEY_TIMEOUT).
+const REHANDSHAKE_AFTER: Duration = Duration::from_secs(5);
+
+/// Why no peer takes a WireGuard message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Miss {
+    /// An initiation that does not decrypt.
+    Rejected,
+    /// An initiation from a key not in the table.
+    UnknownKey,
+    /// A receiver index we did not hand out (stale or forged).
+    UnknownIndex,
+}
 
 /// What became of one received UDP datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +55,8 @@ pub enum RxAction {
 
 impl Core {
     /// Handles one UDP datagram from `src`. A decapsulated packet lands at the start of `out`
-    /// (`out` must hold at least the datagram's length; 65535 is always enough). Replies
+    /// (`out` must hold the datagram's length and [`Core::out_room`]: a completed handshake
+    /// encrypts the packets queued meanwhile into it; 65535 is always enough). Replies
     /// (handshake responses, cookies, queued packets) go out through `send`.
     pub fn on_datagram(
         &self,
@@ -55,54 +74,22 @@ impl Core {
             bump(&self.counters.malformed);
             return RxAction::Dropped;
         };
-        let table = self.table.load();
-        let peer = match packet {
-            Packet::HandshakeInit(ref init) => {
-                // Cheap MAC check and rate limit before the Diffie-Hellman below.
-                match self
-                    .rate_limiter
-                    .verify_packet(Some(src.ip()), datagram, out)
-                {
-                    Ok(_) => {}
-                    Err(TunnResult::WriteToNetwork(cookie)) => {
-                        send(src, cookie);
-                        return RxAction::Consumed;
-                    }
-                    Err(_) => {
-                        bump(&self.counters.rejected);
-                        return RxAction::Dropped;
-                    }
-                }
-                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, init) else {
-                    bump(&self.counters.rejected);
-                    return RxAction::Dropped;
-                };
-                match table.by_wg_key.get(&half.peer_static_public) {
-                    Some(p) => p,
-                    None => {
-                        bump(&self.counters.unknown_key_handshakes);
-                        tracing::debug!(%src, "handshake from an untrusted key dropped");
-                        return RxAction::Dropped;
-                    }
-                }
+        if let Packet::HandshakeInit(_) | Packet::HandshakeResponse(_) = packet {
+            // Cheap MAC checks and rate limits before any Diffie-Hellman.
+            if let Some(refused) = self.admit_direct_handshake(src, datagram, out, send) {
+                return refused;
             }
-            Packet::HandshakeResponse(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => return self.unknown_index(),
-            },
-            Packet::PacketCookieReply(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => return self.unknown_index(),
-            },
-            Packet::PacketData(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => {
-                    // A peer that still sends on a session we forgot (we restarted): offer it
-                    // a new handshake at once instead of waiting for its rekey timeout.
-                    self.rehandshake_from(&table, src, out, send);
-                    return self.unknown_index();
-                }
-            },
+        }
+        let table = self.table.load();
+        let peer = match self.lookup(&table, &packet) {
+            Ok(p) => p,
+            Err(Miss::UnknownIndex) if matches!(packet, Packet::PacketData(_)) => {
+                // A peer that still sends on a session we forgot (we restarted): offer it a
+                // new handshake at once instead of waiting for its rekey timeout.
+                self.rehandshake_from(src, out, send);
+                return self.miss(Miss::UnknownIndex);
+            }
+            Err(m) => return self.miss(m),
         };
         let is_data = matches!(packet, Packet::PacketData(_));
         self.decapsulate(peer, src, None, datagram, is_data, out, send)
@@ -148,33 +135,19 @@ impl Core {
             bump(&self.counters.malformed);
             return RxAction::Dropped;
         };
-        let table = self.table.load();
-        let peer = match packet {
-            Packet::HandshakeInit(ref init) => {
-                let Ok(half) = parse_handshake_anon(&self.secret, &self.public, init) else {
-                    bump(&self.counters.rejected);
-                    return RxAction::Dropped;
-                };
-                match table.by_wg_key.get(&half.peer_static_public) {
-                    Some(p) => p,
-                    None => {
-                        bump(&self.counters.unknown_key_handshakes);
-                        return RxAction::Dropped;
-                    }
-                }
+        if let Packet::HandshakeInit(_) | Packet::HandshakeResponse(_) = packet {
+            if self.mac_check.verify_packet(None, datagram, out).is_err() {
+                return self.miss(Miss::Rejected);
             }
-            Packet::HandshakeResponse(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => return self.unknown_index(),
-            },
-            Packet::PacketCookieReply(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => return self.unknown_index(),
-            },
-            Packet::PacketData(ref p) => match table.by_index.get(&(p.receiver_idx >> 8)) {
-                Some(p) => p,
-                None => return self.unknown_index(),
-            },
+            if self.handshakes.check(Source::Relayed(from)) != Verdict::Answer {
+                bump(&self.counters.handshakes_limited);
+                return RxAction::Dropped;
+            }
+        }
+        let table = self.table.load();
+        let peer = match self.lookup(&table, &packet) {
+            Ok(p) => p,
+            Err(m) => return self.miss(m),
         };
         // The relay names the sender; WireGuard proves it. A mismatch is a confused or lying
         // relay: drop.
@@ -186,31 +159,106 @@ impl Core {
         self.decapsulate(peer, relay, Some(relay), datagram, is_data, out, send)
     }
 
-    /// Starts a handshake with the peer whose endpoint is `src`, unless one is in progress.
+    /// Applies the per-source handshake limits to a direct handshake message from `src`:
+    /// `None` to go on, or what became of it (a bad MAC1, a cookie reply sent, limited).
+    fn admit_direct_handshake(
+        &self,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Option<RxAction> {
+        let ip = src.ip();
+        // MAC1 first: only messages made with our public key count against a source.
+        if self
+            .mac_check
+            .verify_packet(Some(ip), datagram, out)
+            .is_err()
+        {
+            return Some(self.miss(Miss::Rejected));
+        }
+        let source = Source::direct(ip);
+        match self.handshakes.check(source) {
+            Verdict::Answer => return None,
+            Verdict::NeedsCookie => {}
+            Verdict::Limited => {
+                bump(&self.counters.handshakes_limited);
+                return Some(RxAction::Dropped);
+            }
+        }
+        match self.cookie_check.verify_packet(Some(ip), datagram, out) {
+            Ok(_) if self.handshakes.check_proven(source) == Verdict::Answer => None,
+            Ok(_) => {
+                bump(&self.counters.handshakes_limited);
+                Some(RxAction::Dropped)
+            }
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                send(src, cookie);
+                Some(RxAction::Consumed)
+            }
+            Err(_) => Some(self.miss(Miss::Rejected)),
+        }
+    }
+
+    /// The peer a WireGuard message is for, found the same way whether it came direct or
+    /// relayed: an initiation by the sender's static key (one Diffie-Hellman), anything else by
+    /// the receiver index we handed out (one hash lookup; an unknown index costs nothing more).
+    fn lookup<'t>(&self, table: &'t PeerTable, packet: &Packet<'_>) -> Result<&'t Arc<Peer>, Miss> {
+        let receiver_idx = match packet {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.secret, &self.public, init)
+                    .map_err(|_| Miss::Rejected)?;
+                return table
+                    .by_wg_key
+                    .get(&half.peer_static_public)
+                    .ok_or(Miss::UnknownKey);
+            }
+            Packet::HandshakeResponse(p) => p.receiver_idx,
+            Packet::PacketCookieReply(p) => p.receiver_idx,
+            Packet::PacketData(p) => p.receiver_idx,
+        };
+        table
+            .by_index
+            .get(&(receiver_idx >> 8))
+            .ok_or(Miss::UnknownIndex)
+    }
+
+    /// Counts a datagram no peer takes.
+    fn miss(&self, miss: Miss) -> RxAction {
+        bump(match miss {
+            Miss::Rejected => &self.counters.rejected,
+            Miss::UnknownKey => &self.counters.unknown_key_handshakes,
+            Miss::UnknownIndex => &self.counters.unknown_index,
+        });
+        RxAction::Dropped
+    }
+
+    /// Starts a handshake with the peer whose direct endpoint is `src` (one lookup in the
+    /// endpoint index, one peer lock), unless one is in progress or a session is younger than
+    /// [`REHANDSHAKE_AFTER`] (so a spoofer replaying stale indices cannot keep us rekeying).
     fn rehandshake_from(
         &self,
-        table: &PeerTable,
         src: SocketAddr,
         out: &mut [u8],
         send: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
-        for peer in table.by_addr.values() {
-            let mut st = peer.state.lock();
-            if st.removed || st.path != Path::Direct(src) {
-                continue;
-            }
-            if let TunnResult::WriteToNetwork(init) =
-                st.tunn.format_handshake_initiation(out, false)
-            {
-                send(src, init);
-            }
+        let Some(peer) = self.peer_at(src) else {
+            return;
+        };
+        let mut st = peer.state.lock();
+        if st.removed || st.path != Path::Direct(src) {
             return;
         }
-    }
-
-    fn unknown_index(&self) -> RxAction {
-        bump(&self.counters.unknown_index);
-        RxAction::Dropped
+        if st
+            .tunn
+            .time_since_last_handshake()
+            .is_some_and(|d| d < REHANDSHAKE_AFTER)
+        {
+            return;
+        }
+        if let TunnResult::WriteToNetwork(init) = st.tunn.format_handshake_initiation(out, false) {
+            send(src, init);
+        }
     }
 
     fn is_relay(&self, src: &SocketAddr) -> bool {
@@ -243,7 +291,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     fn decapsulate(
         &self,
-        peer: &Peer,
+        peer: &Arc<Peer>,
         src: SocketAddr,
         relayed: Option<SocketAddr>,
         datagram: &[u8],
@@ -262,8 +310,8 @@ impl Core {
         match st.tunn.decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);
-                send_queued(&mut st, peer, came_by, out, send);
-                let roamed = st.roam(came_by);
+                send_queued(&mut st, peer, came_by, self.out_room(), out, send);
+                let roamed = self.roam(peer, &mut st, came_by);
                 drop(st);
                 if !is_data {
                     self.emit(DataPlaneEvent::HandshakeDone(peer.public_key));
@@ -278,9 +326,17 @@ impl Core {
                     bump(&self.counters.spoofed);
                     return RxAction::Dropped;
                 }
+                // Only our own address: never another local address of the host, nor onward
+                // (TUN mode with forwarding on). boringtun checked the header is complete.
+                if pkt.get(24..40) != Some(&self.own_ip.octets()[..]) {
+                    drop(st);
+                    peer.counters.drop_one(DropReason::NotForUs);
+                    bump(&self.counters.not_for_us);
+                    return RxAction::Dropped;
+                }
                 let len = pkt.len();
                 debug_assert_eq!(pkt.as_ptr(), out.as_ptr());
-                let roamed = st.roam(came_by);
+                let roamed = self.roam(peer, &mut st, came_by);
                 drop(st);
                 self.roamed(peer, roamed, came_by);
                 peer.counters
@@ -297,7 +353,7 @@ impl Core {
             }
             TunnResult::Done => {
                 // A keepalive (authenticated data packet) also proves the endpoint.
-                let roamed = is_data && st.roam(came_by);
+                let roamed = is_data && self.roam(peer, &mut st, came_by);
                 drop(st);
                 self.roamed(peer, roamed, came_by);
                 RxAction::Consumed
@@ -310,6 +366,17 @@ impl Core {
                 RxAction::Dropped
             }
         }
+    }
+
+    /// Moves the peer's path to `came_by` if roaming allows it (see [`PeerState::roam`]),
+    /// keeping the endpoint index in step. True if the path moved.
+    fn roam(&self, peer: &Arc<Peer>, st: &mut PeerState, came_by: Path) -> bool {
+        let old = st.path;
+        let moved = st.roam(came_by);
+        if moved {
+            self.reindex_endpoint(peer, old, came_by);
+        }
+        moved
     }
 
     /// Reports a path the data plane took by itself.
@@ -340,14 +407,26 @@ impl PeerState {
     }
 }
 
-/// Sends the packets WireGuard queued while a handshake ran, along `path`.
+/// Sends the packets WireGuard queued while a handshake ran, along `path`. `out` must hold
+/// `room` bytes (the largest packet the core queues, encrypted): boringtun panics on a shorter
+/// buffer, so a caller that breaks the contract leaves the queue for later instead.
 fn send_queued(
     st: &mut PeerState,
     peer: &Peer,
     path: Path,
+    room: usize,
     out: &mut [u8],
     send: &mut dyn FnMut(SocketAddr, &[u8]),
 ) {
+    if out.len() < room {
+        debug_assert!(false, "output buffer {} < {room}", out.len());
+        tracing::error!(
+            have = out.len(),
+            room,
+            "output buffer too small to drain the queue"
+        );
+        return;
+    }
     while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
         if p.first() == Some(&4) {
             count_tx(peer, p.len());

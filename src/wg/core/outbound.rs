@@ -33,11 +33,17 @@ pub enum TxAction {
 
 impl Core {
     /// Handles one outbound inner packet. The datagram to send lands at the start of `out`
-    /// (`out` must hold `packet.len() + 32` and at least 148 bytes).
+    /// (`out` must hold [`Core::out_room`] bytes). A packet longer than the core's largest
+    /// packet is dropped and counted (`oversize`): WireGuard may queue it, and whatever it
+    /// queues must fit the buffers that drain the queue later.
     pub fn on_outbound(&self, packet: &[u8], out: &mut [u8]) -> TxAction {
         let Some(dst) = inner_dst(packet) else {
             return TxAction::Ignored;
         };
+        if packet.len() > self.max_packet {
+            bump(&self.counters.oversize);
+            return TxAction::Dropped;
+        }
         let Some(addr) = self.network.addr48_of(dst) else {
             bump(&self.counters.not_overlay);
             return TxAction::Dropped;
@@ -108,13 +114,20 @@ pub(super) fn send_on(
         Path::None => {}
         Path::Direct(a) => send(a, data),
         Path::Relay(r) => {
-            let mut buf = [0u8; 2048];
+            // Handshakes, keepalives and drained queues only (the fast path frames in place):
+            // a stack buffer, or a heap one for a jumbo packet, never a silent drop.
             let n = relay::HEADER_LEN + data.len();
-            if n <= buf.len() {
-                relay::encode_header(&mut buf, relay::RELAY_SEND, peer);
-                buf[relay::HEADER_LEN..n].copy_from_slice(data);
-                send(r, &buf[..n]);
-            }
+            let mut stack = [0u8; 2048];
+            let mut heap = Vec::new();
+            let buf: &mut [u8] = if n <= stack.len() {
+                &mut stack[..n]
+            } else {
+                heap.resize(n, 0);
+                &mut heap
+            };
+            relay::encode_header(buf, relay::RELAY_SEND, peer);
+            buf[relay::HEADER_LEN..].copy_from_slice(data);
+            send(r, buf);
         }
     }
 }

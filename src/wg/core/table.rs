@@ -61,6 +61,10 @@ pub enum PeerTableError {
     /// The key is not in the table.
     #[error("no peer with key {0}")]
     NotFound(PublicKey),
+    /// The key is a small-order (weak) point: a handshake with it would give a shared secret
+    /// anyone can compute.
+    #[error("{0} is a small-order public key, not a real node's key; refused")]
+    WeakKey(PublicKey),
 }
 
 impl From<PeerTableError> for crate::error::PilotError {
@@ -86,6 +90,9 @@ impl Core {
         if key == self.own_key {
             return Err(PeerTableError::OwnKey(key));
         }
+        if self.is_weak(&key) {
+            return Err(PeerTableError::WeakKey(key));
+        }
         let _w = self.table_writer.lock();
         let cur = self.table.load();
         let addr = key.addr48();
@@ -98,7 +105,7 @@ impl Core {
                 });
             }
             if let Some(ep) = endpoint {
-                existing.state.lock().set_path(Path::Direct(normalize(ep)));
+                self.move_path(existing, Path::Direct(normalize(ep)));
             }
             return Ok(());
         }
@@ -115,7 +122,7 @@ impl Core {
             None,
             self.keepalive,
             index,
-            Some(Arc::clone(&self.rate_limiter)),
+            Some(Arc::clone(&self.mac_check)),
         );
         let peer = Arc::new(Peer {
             public_key: key,
@@ -137,9 +144,23 @@ impl Core {
         let mut next = PeerTable::clone(&cur);
         next.by_addr.insert(addr, Arc::clone(&peer));
         next.by_index.insert(index, Arc::clone(&peer));
-        next.by_wg_key.insert(peer.wg_public, peer);
+        next.by_wg_key.insert(peer.wg_public, Arc::clone(&peer));
         self.table.store(Arc::new(next));
+        let path = peer.state.lock().path;
+        self.reindex_endpoint(&peer, Path::None, path);
         Ok(())
+    }
+
+    /// True for a small-order key: the Ed25519 point has small order, or X25519 with its
+    /// Montgomery form gives an all-zero (non-contributory) shared secret.
+    fn is_weak(&self, key: &PublicKey) -> bool {
+        let ed_weak =
+            ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()).map_or(true, |vk| vk.is_weak());
+        ed_weak
+            || !self
+                .secret
+                .diffie_hellman(&key.wg_public())
+                .was_contributory()
     }
 
     /// Removes a peer. From the moment this returns nothing passes to or from it.
@@ -160,7 +181,9 @@ impl Core {
         next.by_wg_key.remove(&peer.wg_public);
         self.table.store(Arc::new(next));
         // Workers that loaded the old table check this flag under the peer's lock.
-        peer.state.lock().removed = true;
+        let mut st = peer.state.lock();
+        st.removed = true;
+        self.reindex_endpoint(&peer, st.path, Path::None);
         Ok(())
     }
 
@@ -171,9 +194,10 @@ impl Core {
         endpoint: Option<SocketAddr>,
     ) -> Result<(), PeerTableError> {
         let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
-        peer.state
-            .lock()
-            .set_path(endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))));
+        self.move_path(
+            &peer,
+            endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))),
+        );
         Ok(())
     }
 
@@ -196,7 +220,9 @@ impl Core {
         if st.removed || st.path == path {
             return Ok(());
         }
+        let old = st.path;
         st.set_path(path);
+        self.reindex_endpoint(&peer, old, path);
         let mut buf = [0u8; 256];
         let has_session = st
             .tunn
@@ -211,6 +237,36 @@ impl Core {
             send_on(path, peer.addr48, p, send);
         }
         Ok(())
+    }
+
+    /// Sets a peer's path (under its lock) and keeps the endpoint index in step.
+    fn move_path(&self, peer: &Arc<Peer>, path: Path) {
+        let mut st = peer.state.lock();
+        let old = st.path;
+        st.set_path(path);
+        self.reindex_endpoint(peer, old, path);
+    }
+
+    /// Keeps the endpoint index in step with a peer's path moving from `old` to `new` (call
+    /// with the peer's lock held). Two peers on one endpoint: the last one to arrive owns it.
+    pub(super) fn reindex_endpoint(&self, peer: &Arc<Peer>, old: Path, new: Path) {
+        if old == new {
+            return;
+        }
+        let mut index = self.endpoints.lock();
+        if let Path::Direct(a) = old {
+            if index.get(&a).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                index.remove(&a);
+            }
+        }
+        if let Path::Direct(a) = new {
+            index.insert(a, Arc::clone(peer));
+        }
+    }
+
+    /// The peer whose direct endpoint is `addr`, from the endpoint index (no scan).
+    pub(super) fn peer_at(&self, addr: SocketAddr) -> Option<Arc<Peer>> {
+        self.endpoints.lock().get(&addr).cloned()
     }
 
     /// Records the round-trip time measured on a peer's path (`None` clears it).

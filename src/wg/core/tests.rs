@@ -414,3 +414,196 @@ proptest! {
         let _ = a.core.on_outbound(&body, &mut out);
     }
 }
+
+#[test]
+fn an_outbound_packet_longer_than_the_largest_packet_is_dropped_and_counted() {
+    let (a, b, _, _) = pair();
+    let max = a.core.max_packet();
+    let mut out = vec![0u8; 65535];
+    let big = ipv6_packet(a.ip, b.ip, &vec![0u8; max + 1 - 40]);
+    assert_eq!(a.core.on_outbound(&big, &mut out), TxAction::Dropped);
+    assert_eq!(a.core.counters().oversize, 1);
+    // One byte less is the largest packet: it goes (a handshake first) and fits the room.
+    let fits = ipv6_packet(a.ip, b.ip, &vec![0u8; max - 40]);
+    let mut room = vec![0u8; a.core.out_room()];
+    assert!(matches!(
+        a.core.on_outbound(&fits, &mut room),
+        TxAction::Send { .. }
+    ));
+}
+
+#[test]
+fn a_handshake_drains_full_size_queued_packets_into_a_buffer_of_out_room() {
+    let (mut a, mut b, _, _) = pair();
+    let mut wire = Wire::new();
+    let pkt = ipv6_packet(a.ip, b.ip, &vec![9u8; a.core.max_packet() - 40]);
+    send_inner(&a, &pkt, &mut wire);
+    // Deliver with buffers of exactly the documented room, as the receive thread does.
+    while let Some((from, to, d)) = wire.pop_front() {
+        let n = if to == a.addr { &mut a } else { &mut b };
+        let mut out = vec![0u8; d.len().max(n.core.out_room())];
+        let me = n.addr;
+        let mut replies = Vec::new();
+        if let RxAction::Tunnel { len } = n.core.on_datagram(from, &d, &mut out, &mut |dst, p| {
+            replies.push((me, dst, p.to_vec()))
+        }) {
+            n.delivered.push(out[..len].to_vec());
+        }
+        wire.extend(replies);
+    }
+    assert_eq!(b.delivered, vec![pkt]);
+}
+
+#[test]
+fn a_packet_from_a_trusted_peer_to_another_destination_is_dropped_and_counted() {
+    let (mut a, mut b, _, kb) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"hi"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered.len(), 1);
+    // A (trusted, with its own source address) aims packets through its tunnel to B at other
+    // addresses: another overlay node, a host address outside the overlay, multicast.
+    let (c, _) = node(3, "198.51.100.3:51820");
+    let others: [Ipv6Addr; 3] = [
+        c.ip,
+        "2001:db8::1".parse().unwrap(),
+        "ff02::1".parse().unwrap(),
+    ];
+    for dst in others {
+        let pkt = ipv6_packet(a.ip, dst, b"not for b");
+        let mut out = vec![0u8; 2048];
+        let peer = a.core.peer(&kb).unwrap();
+        let len = match peer.state.lock().tunn.encapsulate(&pkt, &mut out) {
+            boringtun::noise::TunnResult::WriteToNetwork(d) => d.len(),
+            _ => panic!("a session exists"),
+        };
+        wire.push_back((a.addr, b.addr, out[..len].to_vec()));
+        pump(&mut [&mut a, &mut b], &mut wire);
+    }
+    assert_eq!(b.delivered.len(), 1, "nothing more was delivered");
+    assert_eq!(b.core.counters().not_for_us, 3);
+    assert_eq!(b.core.counters().spoofed, 0);
+    assert_eq!(b.core.peers()[0].drops.get("not_for_us"), Some(&3));
+}
+
+/// A data message with a receiver index nobody handed out.
+fn stale_data(index: u32) -> Vec<u8> {
+    let mut d = vec![0u8; 64];
+    d[0] = 4;
+    d[4..8].copy_from_slice(&index.to_le_bytes());
+    d
+}
+
+#[test]
+fn an_unknown_receiver_index_is_dropped_at_once_without_touching_any_peer() {
+    let (b, _) = node(2, "198.51.100.2:51820");
+    for seed in 10..60u8 {
+        let key = Identity::from_seed([seed; 32]).public_key();
+        let ep: SocketAddr = format!("198.51.100.{seed}:51820").parse().unwrap();
+        b.core.add_peer(key, Some(ep)).unwrap();
+    }
+    // Every peer is busy (its lock held): a scan of the peers would wait here forever.
+    let table = b.core.table.load_full();
+    let guards: Vec<_> = table.by_addr.values().map(|p| p.state.lock()).collect();
+    let core = Arc::clone(&b.core);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let stranger: SocketAddr = "203.0.113.66:4444".parse().unwrap();
+        let mut out = vec![0u8; 2048];
+        let mut sent = 0;
+        for i in 0..100u32 {
+            let d = stale_data(i << 8 | 1);
+            assert_eq!(
+                core.on_datagram(stranger, &d, &mut out, &mut |_, _| sent += 1),
+                RxAction::Dropped
+            );
+        }
+        tx.send(sent).unwrap();
+    });
+    let sent = rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("unknown indices were handled without waiting for any peer's lock");
+    drop(guards);
+    assert_eq!(sent, 0, "nothing is sent to a stranger");
+    assert_eq!(b.core.counters().unknown_index, 100);
+}
+
+#[test]
+fn the_endpoint_index_follows_roaming_and_removal() {
+    let (mut a, mut b, ka, _) = pair();
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"1"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    let old = a.addr;
+    a.addr = "198.51.100.9:4000".parse().unwrap();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"2"), &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert!(
+        b.core.peer_at(old).is_none(),
+        "the old endpoint left the index"
+    );
+    assert_eq!(b.core.peer_at(a.addr).unwrap().public_key, ka);
+    b.core.remove_peer(&ka).unwrap();
+    assert!(b.core.peer_at(a.addr).is_none());
+}
+
+#[test]
+fn a_small_order_key_is_refused_as_a_peer() {
+    let (a, _) = node(1, "198.51.100.1:1");
+    // The identity point and the point of order 2, both valid encodings.
+    let mut order2 = [0xffu8; 32];
+    order2[0] = 0xec;
+    order2[31] = 0x7f;
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for bytes in [identity, order2] {
+        let weak = PublicKey::from_bytes(bytes).expect("a valid point");
+        assert_eq!(
+            a.core.add_peer(weak, None),
+            Err(PeerTableError::WeakKey(weak))
+        );
+    }
+    assert_eq!(a.core.peer_count(), 0);
+    let err = crate::error::PilotError::from(PeerTableError::WeakKey(
+        PublicKey::from_bytes(identity).unwrap(),
+    ));
+    assert!(err.to_string().contains("small-order"), "{err}");
+}
+
+#[test]
+fn a_stranger_flooding_handshakes_does_not_starve_a_trusted_peer() {
+    let (mut a, mut b, _, kb) = pair();
+    // C knows B's key (so its initiations carry a valid MAC1) but B does not trust it.
+    let (c, _) = node(3, "203.0.113.3:51820");
+    c.core.add_peer(kb, Some(b.addr)).unwrap();
+    let to_b = c.core.peer(&kb).unwrap();
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let mut cookies = 0;
+    for _ in 0..1000 {
+        let init = match to_b
+            .state
+            .lock()
+            .tunn
+            .format_handshake_initiation(&mut buf, true)
+        {
+            boringtun::noise::TunnResult::WriteToNetwork(d) => d.to_vec(),
+            _ => panic!("an initiation"),
+        };
+        b.core
+            .on_datagram(c.addr, &init, &mut out, &mut |_, _| cookies += 1);
+    }
+    // B answered C's share only; the rest got cookie replies (smaller than what came in).
+    let counted = b.core.counters();
+    assert_eq!(
+        counted.unknown_key_handshakes,
+        u64::from(DEFAULT_HANDSHAKES_PER_SOURCE)
+    );
+    assert_eq!(cookies, 1000 - DEFAULT_HANDSHAKES_PER_SOURCE as usize);
+    // In the same second, A's handshake completes at once, with no cookie round trip.
+    let mut wire = Wire::new();
+    let pkt = ipv6_packet(a.ip, b.ip, b"still welcome");
+    send_inner(&a, &pkt, &mut wire);
+    pump(&mut [&mut a, &mut b], &mut wire);
+    assert_eq!(b.delivered, vec![pkt]);
+}

@@ -9,7 +9,7 @@ use super::Core;
 
 impl Core {
     /// Drives WireGuard timers (handshake retries, rekeys, keepalives). Call every ~250 ms;
-    /// `reset_rate_limit` once a second. `buf` must hold at least 148 bytes.
+    /// `reset_rate_limit` once a second. `buf` must hold [`Core::out_room`] bytes.
     pub fn tick(
         &self,
         reset_rate_limit: bool,
@@ -17,7 +17,7 @@ impl Core {
         send: &mut dyn FnMut(SocketAddr, &[u8]),
     ) {
         if reset_rate_limit {
-            self.rate_limiter.reset_count();
+            self.handshakes.reset();
         }
         let table = self.table.load();
         for peer in table.by_addr.values() {
