@@ -28,10 +28,27 @@ pub fn start_netstack(
 ) -> Result<(Netstack, Inner), PilotError> {
     let mut nc = NetstackConfig::for_node(&config.network, identity.addr48());
     nc.mtu = config.tun.mtu;
-    let (stack, port) = Netstack::spawn(nc).map_err(|e| PilotError::internal(e.to_string()))?;
+    apply_settings(&mut nc, &config.netstack);
+    let (stack, port) = Netstack::spawn(nc).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "fix the [netstack] section of the config (see config/pilot.toml for the limits)",
+        )
+    })?;
     let inner = port.into_inner(config.tun.mtu, rt);
     tracing::info!(address = %stack.address(), "userspace netstack running");
     Ok((stack, inner))
+}
+
+/// Applies the `[netstack]` section of the config.
+fn apply_settings(nc: &mut NetstackConfig, s: &crate::config::NetstackSettings) {
+    use std::time::Duration;
+    nc.tcp_buffer = s.tcp_buffer_kib.saturating_mul(1024);
+    nc.max_memory = s.max_memory_mib.saturating_mul(1024 * 1024);
+    nc.max_flows = s.max_flows;
+    nc.idle_timeout = Duration::from_secs(s.idle_timeout_secs);
+    nc.half_closed_timeout = Duration::from_secs(s.half_closed_timeout_secs);
+    nc.handshake_timeout = Duration::from_secs(s.handshake_timeout_secs);
 }
 
 /// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled.
@@ -79,4 +96,17 @@ pub async fn start_socks5(
         .map_err(|e| PilotError::internal(e.to_string()))?;
     tracing::info!(%addr, "SOCKS5 proxy listening");
     Ok(Some((addr, tokio::spawn(server.run()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_netstack_settings_are_the_netstack_defaults() {
+        let mut nc = NetstackConfig::new(std::net::Ipv6Addr::LOCALHOST);
+        let defaults = nc.clone();
+        apply_settings(&mut nc, &crate::config::NetstackSettings::default());
+        assert_eq!(nc, defaults);
+    }
 }
