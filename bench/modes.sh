@@ -19,8 +19,13 @@
 # IDLE_S seconds, and, if onetun is installed, /work/shared/bench-peers/run-onetun.sh in the
 # same invocation (its own namespaces hostA/hostB; download = curl GET of MB through the
 # forward, upload = iperf3 1 stream; IPERF_T=5). Prints one table with the ratios.
-# Knobs: MB, REPS (best of N per figure), IDLE_S, RUN_ONETUN=auto|0, NS_A, NS_B, KEEP=1 (keep $T),
-# PAIRINGS (default "tun-tun us-us us-tun tun-us"), PERF=us-us|us-tun|tun-us|tun-tun (perf record both daemons during that pairing's first download).
+# Knobs: MB, REPS (transfers per direction; the table shows the best), IDLE_S, RUN_ONETUN=auto|0,
+# NS_A, NS_B, KEEP=1 (keep $T), PILOTCTL=path (use that binary, no build), PAIRINGS (default "tun-tun us-us us-tun tun-us"),
+# DIRS (default "down up"), PERF=us-us|us-tun|tun-us|tun-tun (perf record both daemons during
+# that pairing's first download).
+# Every transfer's time is printed at the end, per pairing and direction, with the median and
+# each transfer slower than 1.5 x the median (a stall); STRICT=1 exits 2 if there was one.
+# The stall hunt: `PAIRINGS=tun-us DIRS=down MB=100 REPS=50 RUN_ONETUN=0 IDLE_S=1 bench/modes.sh`.
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,8 +41,12 @@ VETH_A=198.51.100.1
 VETH_B=198.51.100.2
 BYTES=$((MB * 1024 * 1024))
 
-(cd "$ROOT" && cargo build --release --quiet --bin pilotctl)
-BIN=$ROOT/target/release/pilotctl
+if [[ -n ${PILOTCTL:-} ]]; then
+  BIN=$PILOTCTL # a binary built earlier, e.g. to compare before/after in one session
+else
+  (cd "$ROOT" && cargo build --release --quiet --bin pilotctl)
+  BIN=$ROOT/target/release/pilotctl
+fi
 T=$(mktemp -d /tmp/pilot-modes.XXXXXX)
 PIDS=()
 log() { printf '[%s modes] %s\n' "$(date +%T)" "$*" >&2; }
@@ -144,7 +153,8 @@ TCK=$(getconf CLK_TCK)
 # pct TICKS_A TICKS_B SECONDS -> "a/b", each daemon's CPU in % of one core over the transfer
 pct() { awk -v a="$1" -v b="$2" -v s="$3" -v hz="$TCK" 'BEGIN { printf "%.0f/%.0f", a / hz / s * 100, b / hz / s * 100 }'; }
 
-declare -A DOWN UP CPU_D CPU_U
+declare -A DOWN UP CPU_D CPU_U TIMES
+DIRS=${DIRS:-"down up"}
 # pairing MODE_A MODE_B: starts both daemons, measures best-of-REPS download and upload.
 pairing() {
   local name=$1 ma=$2 mb=$3 url host socks=() ex="" ua0 ta0 ub0 tb0 ua1 ta1 ub1 tb1
@@ -168,6 +178,7 @@ pairing() {
   local best_d=0 best_u=0 r out a0 b0 a1 b1
   for r in $(seq 1 "$REPS"); do
     local perf_pid=""
+    if [[ " $DIRS " == *" down "* ]]; then
     if [[ ${PERF:-} == "$name" && $r == 1 ]]; then
       # Both daemons, during the first download of this pairing.
       perf record -g -F 999 -p "$PID_a,$PID_b" -o "/tmp/pilot-modes-perf-$name.data" 2>/dev/null & perf_pid=$!
@@ -186,7 +197,10 @@ pairing() {
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
     read -r ua1 ta1 < <(drops "$NS_A"); read -r ub1 tb1 < <(drops "$NS_B")
     log "$name download: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)); UDP rcvbuf drops A/B $((ua1 - ua0))/$((ub1 - ub0)), kernel TCP retransmits A/B $((ta1 - ta0))/$((tb1 - tb0)))"
+    TIMES[$name down]+="$secs "
     if (( r > best_d )); then best_d=$r; CPU_D[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
+    fi
+    [[ " $DIRS " == *" up "* ]] || continue
     a0=$(cpu "$PID_a"); b0=$(cpu "$PID_b"); read -r ua0 ta0 < <(drops "$NS_A"); read -r ub0 tb0 < <(drops "$NS_B")
     out=$(ip netns exec "$NS_A" curl -sS --max-time 120 "${socks[@]}" "$url/up" -X POST -T "$T/up.bin" -H 'Expect:' \
           -H 'Content-Type: application/octet-stream' -w ' %{size_upload} %{time_total}')
@@ -196,6 +210,7 @@ pairing() {
     r=$(awk -v b="$size" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }')
     read -r ua1 ta1 < <(drops "$NS_A"); read -r ub1 tb1 < <(drops "$NS_B")
     log "$name upload: $r Mbit/s (daemon CPU ticks A/B $((a1 - a0))/$((b1 - b0)); UDP rcvbuf drops A/B $((ua1 - ua0))/$((ub1 - ub0)), kernel TCP retransmits A/B $((ta1 - ta0))/$((tb1 - tb0)))"
+    TIMES[$name up]+="$secs "
     if (( r > best_u )); then best_u=$r; CPU_U[$name]=$(pct "$((a1 - a0))" "$((b1 - b0))" "$secs"); fi
   done
   DOWN[$name]=$best_d; UP[$name]=$best_u
@@ -269,3 +284,23 @@ echo "  us-tun (same shape as onetun: userspace client, kernel TCP server) ÷ on
 echo "  us-us ÷ onetun download: $(ratio "${DOWN[us-us]:-}" "$OT_DOWN");  us-tun ÷ onetun upload: $(ratio "${UP[us-tun]:-}" "$OT_UP")"
 echo "idle ${IDLE_S} s, userspace daemon: ${IDLE_CPU:-–} % of a core, ${IDLE_WAKE:-–} wakeups/s, RSS ${IDLE_RSS:-–} KiB (us-us pairing)"
 echo "$OT_NOTE"
+echo
+echo "per-transfer time_total in s (slow = above 1.5 x the median of its pairing and direction):"
+SLOW_ANY=0
+for p in $PAIRINGS; do
+  for d in $DIRS; do
+    [[ -n ${TIMES[$p $d]:-} ]] || continue
+    line=$(tr ' ' '\n' <<<"${TIMES[$p $d]}" | awk 'NF { t[n++] = $1 } END {
+      for (i = 0; i < n; i++) s[i] = t[i]
+      for (i = 1; i < n; i++) { v = s[i]; for (j = i - 1; j >= 0 && s[j] > v; j--) s[j + 1] = s[j]; s[j + 1] = v }
+      m = n % 2 ? s[int(n / 2)] : (s[n / 2 - 1] + s[n / 2]) / 2
+      slow = 0; list = ""
+      for (i = 0; i < n; i++) { list = list sprintf(" %.3f", t[i]); if (t[i] > 1.5 * m) { slow++; list = list "*" } }
+      printf "%d transfers, median %.3f s, max %.3f s, slow (> 1.5 x median): %d |%s", n, m, s[n - 1], slow, list }')
+    echo "  $p $d: $line"
+    [[ $line == *"slow (> 1.5 x median): 0 "* ]] || SLOW_ANY=1
+  done
+done
+if (( SLOW_ANY )); then echo "SLOW: at least one transfer took more than 1.5 x its median (marked *)"; else echo "no transfer above 1.5 x its median"; fi
+[[ ${STRICT:-0} == 1 && $SLOW_ANY == 1 ]] && exit 2
+exit 0

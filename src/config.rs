@@ -152,6 +152,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// The SOCKS5 proxy of userspace mode.
     pub socks5: Socks5Settings,
+    /// Limits of the userspace TCP/IP stack.
+    pub netstack: NetstackSettings,
     /// Overlay ports forwarded to local `HOST:PORT` targets.
     #[serde(rename = "expose")]
     pub exposes: Vec<ExposeConfig>,
@@ -267,6 +269,37 @@ impl Default for RegistrySettings {
     fn default() -> Self {
         RegistrySettings {
             max_clock_offset_secs: DEFAULT_MAX_CLOCK_OFFSET_SECS,
+        }
+    }
+}
+
+/// `[netstack]`: limits of the userspace stack (see config/pilot.toml for the reasons).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetstackSettings {
+    /// Receive and send buffer of each TCP socket, KiB (at most 16384).
+    pub tcp_buffer_kib: usize,
+    /// Memory bound of all connections together, MiB; new ones beyond it are refused.
+    pub max_memory_mib: usize,
+    /// The most TCP sockets at once.
+    pub max_flows: usize,
+    /// Reset a connection that moved no byte for this long, seconds.
+    pub idle_timeout_secs: u64,
+    /// Reset a half-closed connection that moved no byte for this long, seconds.
+    pub half_closed_timeout_secs: u64,
+    /// Reset an inbound handshake not completed within this, seconds.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for NetstackSettings {
+    fn default() -> Self {
+        NetstackSettings {
+            tcp_buffer_kib: 2048,
+            max_memory_mib: 1024,
+            max_flows: 1024,
+            idle_timeout_secs: 3600,
+            half_closed_timeout_secs: 120,
+            handshake_timeout_secs: 10,
         }
     }
 }

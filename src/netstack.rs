@@ -38,9 +38,13 @@
 //! Each flow moves bytes between its smoltcp socket and a tokio duplex pipe whose other end is
 //! the application's stream. Memory is bounded: per flow, two TCP buffers of
 //! [`NetstackConfig::tcp_buffer`] bytes and two pipe buffers of
-//! [`NetstackConfig::stream_buffer`] bytes; at most [`NetstackConfig::max_flows`] flows. A
-//! full buffer anywhere is back-pressure (a smaller TCP window, a pending write), never a queue
-//! that grows.
+//! [`NetstackConfig::stream_buffer`] bytes; at most [`NetstackConfig::max_flows`] sockets and
+//! [`NetstackConfig::max_memory`] bytes of flows (new ones beyond it are refused and counted).
+//! A full buffer anywhere is back-pressure (a smaller TCP window, a pending write), never a
+//! queue that grows. Peers cannot park sockets: a flow that moves no byte for
+//! [`NetstackConfig::idle_timeout`] (or [`NetstackConfig::half_closed_timeout`] once a FIN
+//! went either way), and a handshake not completed within
+//! [`NetstackConfig::handshake_timeout`], is reset and counted.
 //!
 //! # The driver
 //! One task owns the interface. It sleeps until something happens (a packet in, an application
@@ -60,6 +64,8 @@ mod driver;
 mod error;
 mod port;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,7 +73,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::config::{Congestion, NetstackConfig};
+pub use self::config::{Congestion, NetstackConfig, MAX_TCP_BUFFER};
 pub use self::error::NetstackError;
 pub use self::port::PacketPort;
 pub use self::stream::{NetstackListener, NetstackStream};
@@ -88,17 +94,26 @@ pub struct NetstackStats {
     pub packets_out: u64,
     /// Packets dropped on the way out (a reply while the channel was full).
     pub packets_dropped: u64,
+    /// Packets the data plane dropped on the way in because `to_stack` was full.
+    pub packets_in_dropped: u64,
     /// Flows (connected sockets) now open.
     pub flows: u64,
+    /// New flows refused by the memory bound ([`NetstackConfig::max_memory`]).
+    pub flows_refused: u64,
+    /// Flows and handshakes reset by the idle, half-closed or handshake timeout.
+    pub flows_timed_out: u64,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counters {
     wakeups: AtomicU64,
     packets_in: AtomicU64,
     packets_out: AtomicU64,
     packets_dropped: AtomicU64,
+    packets_in_dropped: AtomicU64,
     flows: AtomicU64,
+    flows_refused: AtomicU64,
+    flows_timed_out: AtomicU64,
 }
 
 enum Command {
@@ -149,11 +164,13 @@ impl Netstack {
         let (out_tx, out_rx) = mpsc::channel(config.packet_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.packet_queue.max(1));
         let stack = Self::spawn_with_channels(config, out_tx, in_rx)?;
+        let counters = stack.counters.clone();
         Ok((
             stack,
             PacketPort {
                 from_stack: out_rx,
                 to_stack: in_tx,
+                counters,
             },
         ))
     }
@@ -194,7 +211,10 @@ impl Netstack {
             packets_in: c.packets_in.load(Ordering::Relaxed),
             packets_out: c.packets_out.load(Ordering::Relaxed),
             packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
+            packets_in_dropped: c.packets_in_dropped.load(Ordering::Relaxed),
             flows: c.flows.load(Ordering::Relaxed),
+            flows_refused: c.flows_refused.load(Ordering::Relaxed),
+            flows_timed_out: c.flows_timed_out.load(Ordering::Relaxed),
         }
     }
 

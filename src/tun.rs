@@ -224,10 +224,61 @@ struct TunWriter {
     gro: GROTable,
 }
 
+/// The most capacity a buffer handed to tun-rs's GRO may have. tun-rs coalesces TCP segments
+/// in place and bounds the merged packet only by the buffer's capacity (`capacity - 2 ×
+/// offset`); above 65,535 bytes the IP length field wraps and the kernel drops the packet. With
+/// 1,360-byte segments and a short one behind 48 full ones (smoltcp senders), a train of 64 KiB
+/// vanished that way, and the sender waited for its 1 s retransmission timeout (the
+/// "TUN → userspace stall" of BENCHMARKS.md).
+const GRO_MAX_CAPACITY: usize = 2 * INNER_OFFSET + 65535;
+
+/// Gives every buffer with more capacity than [`GRO_MAX_CAPACITY`] an exact-size one (once:
+/// the data plane reuses its buffers).
+fn bound_gro_capacity(bufs: &mut [Vec<u8>]) {
+    for b in bufs.iter_mut() {
+        if b.capacity() > GRO_MAX_CAPACITY {
+            let mut v = Vec::with_capacity(GRO_MAX_CAPACITY.max(b.len()));
+            v.extend_from_slice(b);
+            *b = v;
+        }
+    }
+}
+
 impl InnerWriter for TunWriter {
     fn send_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
+        bound_gro_capacity(bufs);
         self.dev
             .send_multiple(&mut self.gro, bufs, INNER_OFFSET)
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_handed_to_gro_cannot_hold_a_packet_above_65535_bytes() {
+        // As the data plane allocates them: room for a 64 KiB UDP train and then some.
+        let mut bufs: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let mut v = Vec::with_capacity(65535 + 2 * INNER_OFFSET + 64);
+                v.extend_from_slice(&[i as u8; 1500]);
+                v
+            })
+            .collect();
+        bound_gro_capacity(&mut bufs);
+        for (i, b) in bufs.iter().enumerate() {
+            assert!(
+                b.capacity() - 2 * INNER_OFFSET <= 65535,
+                "capacity {}",
+                b.capacity()
+            );
+            assert_eq!(b, &vec![i as u8; 1500]);
+        }
+        // Buffers already within the bound are left alone (no copy per batch).
+        let ptr = bufs[0].as_ptr();
+        bound_gro_capacity(&mut bufs);
+        assert_eq!(bufs[0].as_ptr(), ptr);
     }
 }

@@ -28,10 +28,27 @@ pub fn start_netstack(
 ) -> Result<(Netstack, Inner), PilotError> {
     let mut nc = NetstackConfig::for_node(&config.network, identity.addr48());
     nc.mtu = config.tun.mtu;
-    let (stack, port) = Netstack::spawn(nc).map_err(|e| PilotError::internal(e.to_string()))?;
+    apply_settings(&mut nc, &config.netstack);
+    let (stack, port) = Netstack::spawn(nc).map_err(|e| {
+        PilotError::invalid(
+            e.to_string(),
+            "fix the [netstack] section of the config (see config/pilot.toml for the limits)",
+        )
+    })?;
     let inner = port.into_inner(config.tun.mtu, rt);
     tracing::info!(address = %stack.address(), "userspace netstack running");
     Ok((stack, inner))
+}
+
+/// Applies the `[netstack]` section of the config.
+fn apply_settings(nc: &mut NetstackConfig, s: &crate::config::NetstackSettings) {
+    use std::time::Duration;
+    nc.tcp_buffer = s.tcp_buffer_kib.saturating_mul(1024);
+    nc.max_memory = s.max_memory_mib.saturating_mul(1024 * 1024);
+    nc.max_flows = s.max_flows;
+    nc.idle_timeout = Duration::from_secs(s.idle_timeout_secs);
+    nc.half_closed_timeout = Duration::from_secs(s.half_closed_timeout_secs);
+    nc.handshake_timeout = Duration::from_secs(s.handshake_timeout_secs);
 }
 
 /// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled.
@@ -49,34 +66,63 @@ pub async fn start_socks5(
         ..Socks5Config::default()
     };
     let net = OverlayNet::Userspace(stack.clone());
-    let bound = match Socks5Server::bind(sc.clone(), net.clone(), config.network, resolver.clone())
+    // A port taken by someone else is an error, never a silent move elsewhere: a local user who
+    // binds it first would receive the traffic meant for pilot. Several daemons on one host
+    // set `listen = "127.0.0.1:0"` (any free port, shown by `pilotctl info`).
+    let server = Socks5Server::bind(sc, net, config.network, resolver)
         .await
-    {
-        // Several agents on one host each run a daemon: the first takes the configured port,
-        // the others take a free one (shown by `pilotctl info`) rather than failing to start.
-        Err(Socks5Error::Bind { addr, source })
-            if source.kind() == std::io::ErrorKind::AddrInUse =>
-        {
-            let fallback = SocketAddr::new(addr.ip(), 0);
-            tracing::warn!(%addr, %fallback, "SOCKS5 port in use; listening on a free port instead");
-            let sc = Socks5Config {
-                listen: fallback,
-                ..sc
-            };
-            Socks5Server::bind(sc, net, config.network, resolver).await
-        }
-        other => other,
-    };
-    let server = bound.map_err(|e| {
-        PilotError::new(
-            ErrorCode::InvalidArgument,
-            e.to_string(),
-            "pick a free address with [socks5] listen in the config, or set [socks5] enabled = false",
-        )
-    })?;
+        .map_err(|e| match e {
+            Socks5Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                PilotError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("the SOCKS5 address {addr} is taken by another process (check who with `ss -ltnp`; it could receive what programs send to pilot)"),
+                    "set another port with [socks5] listen in the config (\"127.0.0.1:0\" takes any free port, shown by `pilotctl info`), or [socks5] enabled = false",
+                )
+            }
+            e => PilotError::from(e),
+        })?;
     let addr = server
         .local_addr()
         .map_err(|e| PilotError::internal(e.to_string()))?;
     tracing::info!(%addr, "SOCKS5 proxy listening");
     Ok(Some((addr, tokio::spawn(server.run()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::userspace::socks5::StaticResolver;
+
+    #[tokio::test]
+    async fn a_taken_socks5_port_fails_clearly_and_port_zero_takes_a_free_one() {
+        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = Config::default();
+        config.socks5.listen = squatter.local_addr().unwrap();
+        let (stack, _port) = Netstack::spawn(NetstackConfig::new(
+            "fdc5:7a3e:91b4::1:2:3".parse().unwrap(),
+        ))
+        .unwrap();
+        let e = start_socks5(&config, &stack, Arc::new(StaticResolver::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::AlreadyExists);
+        assert!(e.message.contains("taken"), "{}", e.message);
+        assert!(e.hint.contains("[socks5] listen"), "{}", e.hint);
+
+        config.socks5.listen = "127.0.0.1:0".parse().unwrap();
+        let (addr, task) = start_socks5(&config, &stack, Arc::new(StaticResolver::default()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(addr.port(), 0);
+        task.abort();
+    }
+
+    #[test]
+    fn the_default_netstack_settings_are_the_netstack_defaults() {
+        let mut nc = NetstackConfig::new(std::net::Ipv6Addr::LOCALHOST);
+        let defaults = nc.clone();
+        apply_settings(&mut nc, &crate::config::NetstackSettings::default());
+        assert_eq!(nc, defaults);
+    }
 }

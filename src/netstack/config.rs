@@ -7,6 +7,10 @@ use super::NetstackError;
 use crate::config::{DEFAULT_MTU, MIN_MTU};
 use crate::mapping::{Addr48, NetworkPrefix};
 
+/// The largest TCP or pipe buffer, in bytes (16 MiB): windows beyond it buy nothing on the
+/// overlay and make the memory bound meaningless.
+pub const MAX_TCP_BUFFER: usize = 16 * 1024 * 1024;
+
 /// Congestion control for the stack's TCP sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
@@ -35,10 +39,22 @@ pub struct NetstackConfig {
     /// Listening sockets kept ready per listened port, and accepted streams queued for
     /// `accept`.
     pub backlog: usize,
-    /// The most TCP sockets (flows, handshakes and listening sockets) at once. Memory is at
-    /// most `max_flows × 2 × (tcp_buffer + stream_buffer)` (4.5 GiB with the defaults, if
-    /// every buffer of every flow were full; buffers take memory only as they fill).
+    /// The most TCP sockets (flows, handshakes and listening sockets) at once.
     pub max_flows: usize,
+    /// The memory bound of the stack, in bytes: flows, connections in progress and handshakes
+    /// each count `2 × (tcp_buffer + stream_buffer)` (4.5 MiB with the defaults), and a new
+    /// one beyond the bound is refused (a reset for an inbound SYN) and counted
+    /// (`flows_refused`). Listening sockets do not count: their buffers are never touched
+    /// until a SYN takes one, and then it counts.
+    pub max_memory: usize,
+    /// A flow that moved no byte in either direction for this long is reset (counted in
+    /// `flows_timed_out`).
+    pub idle_timeout: Duration,
+    /// A half-closed flow (one side sent its FIN) that moved no byte for this long is reset.
+    pub half_closed_timeout: Duration,
+    /// An inbound handshake (SYN received, our SYN-ACK not acknowledged) older than this is
+    /// reset: half-open connections cannot hold sockets.
+    pub handshake_timeout: Duration,
     /// How long `connect` waits for the handshake.
     pub connect_timeout: Duration,
     /// Capacity of each packet channel, in packets.
@@ -60,6 +76,10 @@ impl NetstackConfig {
             stream_buffer: 256 * 1024,
             backlog: 32,
             max_flows: 1024,
+            max_memory: 1024 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(3600),
+            half_closed_timeout: Duration::from_secs(120),
+            handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             packet_queue: 2048,
             verify_rx_checksums: false,
@@ -70,6 +90,16 @@ impl NetstackConfig {
     /// Defaults for the node `addr` of the overlay `network`.
     pub fn for_node(network: &NetworkPrefix, addr: Addr48) -> Self {
         Self::new(network.ipv6(addr))
+    }
+
+    /// Bytes one flow may take: two TCP buffers and two pipe buffers.
+    pub fn flow_memory(&self) -> usize {
+        2 * (self.tcp_buffer + self.stream_buffer)
+    }
+
+    /// The most flows (and connections in progress and handshakes) the memory bound allows.
+    pub fn memory_flow_limit(&self) -> usize {
+        self.max_memory / self.flow_memory().max(1)
     }
 
     pub(super) fn validate(&self) -> Result<(), NetstackError> {
@@ -85,6 +115,28 @@ impl NetstackConfig {
                 "tcp_buffer {} is below two packets",
                 self.tcp_buffer
             ));
+        }
+        if self.tcp_buffer > MAX_TCP_BUFFER || self.stream_buffer > MAX_TCP_BUFFER {
+            return bad(format!(
+                "tcp_buffer {} or stream_buffer {} is above {MAX_TCP_BUFFER}",
+                self.tcp_buffer, self.stream_buffer
+            ));
+        }
+        if self.memory_flow_limit() == 0 {
+            return bad(format!(
+                "max_memory {} is below one flow ({} bytes)",
+                self.max_memory,
+                self.flow_memory()
+            ));
+        }
+        if [
+            self.idle_timeout,
+            self.half_closed_timeout,
+            self.handshake_timeout,
+        ]
+        .contains(&Duration::ZERO)
+        {
+            return bad("idle, half-closed and handshake timeouts must be above 0".into());
         }
         if self.stream_buffer == 0 || self.backlog == 0 || self.packet_queue == 0 {
             return bad("stream_buffer, backlog and packet_queue must be above 0".into());
@@ -128,6 +180,15 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = NetstackConfig::new(Ipv6Addr::LOCALHOST);
         c.backlog = 0;
+        assert!(c.validate().is_err());
+        let mut c = NetstackConfig::new(Ipv6Addr::LOCALHOST);
+        c.tcp_buffer = MAX_TCP_BUFFER + 1;
+        assert!(c.validate().is_err());
+        let mut c = NetstackConfig::new(Ipv6Addr::LOCALHOST);
+        c.max_memory = c.flow_memory() - 1;
+        assert!(c.validate().is_err());
+        let mut c = NetstackConfig::new(Ipv6Addr::LOCALHOST);
+        c.idle_timeout = Duration::ZERO;
         assert!(c.validate().is_err());
         assert!(NetstackConfig::new(Ipv6Addr::LOCALHOST).validate().is_ok());
     }

@@ -45,6 +45,24 @@ struct Flow {
     /// The peer's FIN was passed on to the application.
     net_eof: bool,
     local_port: Option<u16>,
+    /// When a byte last moved in either direction (for the idle timeouts).
+    last_active: tokio::time::Instant,
+    /// A FIN went one way or the other: the shorter half-closed timeout applies.
+    half_closed: bool,
+}
+
+impl Flow {
+    fn new(app: DuplexStream, local_port: Option<u16>, now: tokio::time::Instant) -> Self {
+        Flow {
+            app,
+            app_eof: false,
+            app_gone: false,
+            net_eof: false,
+            local_port,
+            last_active: now,
+            half_closed: false,
+        }
+    }
 }
 
 struct Connecting {
@@ -75,15 +93,16 @@ pub(super) struct Driver {
     commands_closed: bool,
     flows: HashMap<SocketHandle, Flow>,
     connecting: HashMap<SocketHandle, Connecting>,
-    /// Accepted sockets still in the handshake, with their port.
-    handshaking: HashMap<SocketHandle, u16>,
+    /// Accepted sockets still in the handshake, with their port and deadline.
+    handshaking: HashMap<SocketHandle, (u16, tokio::time::Instant)>,
     listeners: HashMap<u16, PortListener>,
     used_ports: HashSet<u16>,
     /// Sockets to remove after the next transmit (so an abort's RST goes out).
     doomed: Vec<SocketHandle>,
     reserve: Option<ReserveFuture>,
     sleep: Pin<Box<tokio::time::Sleep>>,
-    epoch: std::time::Instant,
+    /// smoltcp's time zero; tokio's clock, so tests can pause and advance it.
+    epoch: tokio::time::Instant,
     rng: u64,
     counters: Arc<Counters>,
 }
@@ -120,7 +139,7 @@ impl Driver {
         let seed = u64::from_le_bytes(seed) | 1;
         let mut icfg = IfaceConfig::new(HardwareAddress::Ip);
         icfg.random_seed = seed;
-        let epoch = std::time::Instant::now();
+        let epoch = tokio::time::Instant::now();
         let mut iface = Interface::new(icfg, &mut device, smoltcp::time::Instant::ZERO);
         iface.update_ip_addrs(|addrs| {
             addrs
@@ -152,6 +171,29 @@ impl Driver {
 
     fn now(&self) -> smoltcp::time::Instant {
         smoltcp::time::Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// How long `f` may stay without moving a byte.
+    fn idle_limit(&self, f: &Flow) -> Duration {
+        if f.half_closed {
+            self.cfg.half_closed_timeout
+        } else {
+            self.cfg.idle_timeout
+        }
+    }
+
+    /// Sockets that count against the memory bound: all but the listening pools.
+    fn charged(&self) -> usize {
+        self.flows.len() + self.connecting.len() + self.handshaking.len()
+    }
+
+    /// Whether one more charged socket fits the memory bound; counts a refusal if not.
+    fn admit(&mut self) -> bool {
+        if self.charged() < self.cfg.memory_flow_limit() {
+            return true;
+        }
+        self.counters.flows_refused.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     fn socket_count(&self) -> usize {
@@ -289,8 +331,18 @@ impl Driver {
             None
         };
         let t = tokio::time::Instant::now();
-        for c in self.connecting.values() {
-            let left = c.deadline.saturating_duration_since(t);
+        let deadlines = self
+            .connecting
+            .values()
+            .map(|c| c.deadline)
+            .chain(self.handshaking.values().map(|(_, d)| *d))
+            .chain(
+                self.flows
+                    .values()
+                    .map(|f| f.last_active + self.idle_limit(f)),
+            );
+        for deadline in deadlines {
+            let left = deadline.saturating_duration_since(t);
             d = Some(d.map_or(left, |d| d.min(left)));
         }
         d.map(|d| d.max(MIN_SLEEP))
@@ -323,23 +375,26 @@ impl Driver {
         use std::fmt::Write;
         let now = self.now();
         let mut out = format!(
-            "netstack {}: rx queue {}, can transmit {}, reserve pending {}, poll delay {:?}\n",
+            "netstack {}: rx queue {}, can transmit {}, reserve pending {}, poll delay {:?}, dropped out {} in {}\n",
             self.cfg.address,
             self.device.rx.len(),
             self.device.can_transmit(),
             self.reserve.is_some(),
             self.iface.poll_delay(now, &self.sockets),
+            self.counters.packets_dropped.load(Ordering::Relaxed),
+            self.counters.packets_in_dropped.load(Ordering::Relaxed),
         );
         for (h, f) in &self.flows {
             let s = self.sockets.get::<tcp::Socket>(*h);
             let _ = writeln!(
                 out,
-                "  flow {:?} -> {:?}: {} send_q {} recv_q {} app_eof {} app_gone {} net_eof {}",
+                "  flow {:?} -> {:?}: {} send_q {} recv_q {} can_send {} app_eof {} app_gone {} net_eof {}",
                 s.local_endpoint(),
                 s.remote_endpoint(),
                 s.state(),
                 s.send_queue(),
                 s.recv_queue(),
+                s.can_send(),
                 f.app_eof,
                 f.app_gone,
                 f.net_eof

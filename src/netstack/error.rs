@@ -25,6 +25,9 @@ pub enum NetstackError {
     /// The flow limit is reached.
     #[error("too many connections: the netstack allows {0} at once")]
     TooManyFlows(usize),
+    /// The memory bound is reached.
+    #[error("the netstack's memory bound ({0} bytes of connections) is reached")]
+    MemoryBound(usize),
     /// The peer answered with a reset.
     #[error("connection to {0} refused")]
     Refused(SocketAddrV6),
@@ -42,7 +45,9 @@ impl From<NetstackError> for io::Error {
             NetstackError::Config(_) | NetstackError::PortZero(_) => io::ErrorKind::InvalidInput,
             NetstackError::NotInOverlay(..) => io::ErrorKind::AddrNotAvailable,
             NetstackError::PortInUse(_) => io::ErrorKind::AddrInUse,
-            NetstackError::TooManyFlows(_) => io::ErrorKind::OutOfMemory,
+            NetstackError::TooManyFlows(_) | NetstackError::MemoryBound(_) => {
+                io::ErrorKind::OutOfMemory
+            }
             NetstackError::Refused(_) | NetstackError::OwnAddress(_) => {
                 io::ErrorKind::ConnectionRefused
             }
@@ -74,6 +79,10 @@ impl From<NetstackError> for crate::error::PilotError {
             NetstackError::TooManyFlows(_) => {
                 (ErrorCode::Internal, "close some connections and retry")
             }
+            NetstackError::MemoryBound(_) => (
+                ErrorCode::Internal,
+                "close some connections, or raise [netstack] max_memory_mib in the config",
+            ),
             NetstackError::Refused(_) => (
                 ErrorCode::ConnectionFailed,
                 "is anything listening on that port of the peer (`pilotctl listen PORT` there)?",

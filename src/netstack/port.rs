@@ -2,11 +2,13 @@
 //! the data plane's inner side (`wg::Inner`).
 
 use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Packet;
+use super::{Counters, Packet};
 
 /// The data plane's side of the packet boundary (see the module docs).
 #[derive(Debug)]
@@ -15,6 +17,8 @@ pub struct PacketPort {
     pub from_stack: mpsc::Receiver<Packet>,
     /// Packets for the stack: decrypted, source already checked.
     pub to_stack: mpsc::Sender<Packet>,
+    /// The stack's counters: packets dropped on the way in are counted there.
+    pub(super) counters: Arc<Counters>,
 }
 
 impl PacketPort {
@@ -28,7 +32,10 @@ impl PacketPort {
                 rx: self.from_stack,
                 rt,
             }),
-            writer: Box::new(StackWriter { tx: self.to_stack }),
+            writer: Box::new(StackWriter {
+                tx: self.to_stack,
+                counters: self.counters,
+            }),
             mtu,
         }
     }
@@ -84,13 +91,18 @@ impl crate::wg::InnerReader for StackReader {
 
 struct StackWriter {
     tx: mpsc::Sender<Packet>,
+    counters: Arc<Counters>,
 }
 
 impl crate::wg::InnerWriter for StackWriter {
     fn send_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
         for b in bufs.iter() {
             if let Some(p) = b.get(crate::wg::INNER_OFFSET..) {
-                let _ = self.tx.try_send(p.to_vec());
+                if self.tx.try_send(p.to_vec()).is_err() {
+                    self.counters
+                        .packets_in_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         Ok(())

@@ -63,6 +63,9 @@ impl Driver {
         if self.socket_count() >= self.cfg.max_flows {
             return Err((NetstackError::TooManyFlows(self.cfg.max_flows), reply));
         }
+        if !self.admit() {
+            return Err((NetstackError::MemoryBound(self.cfg.max_memory), reply));
+        }
         let Some(local_port) = self.pick_port() else {
             return Err((NetstackError::TooManyFlows(self.cfg.max_flows), reply));
         };

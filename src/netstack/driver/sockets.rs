@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{endpoint_v6, Driver, Flow, ORPHAN_TIMEOUT};
 use crate::netstack::NetstackError;
+use std::sync::atomic::Ordering;
 
 impl Driver {
     pub(super) fn refill_listeners(&mut self) {
@@ -29,8 +30,15 @@ impl Driver {
                     }
                 });
             }
+            let deadline = tokio::time::Instant::now() + self.cfg.handshake_timeout;
             for h in taken {
-                self.handshaking.insert(h, port);
+                if self.admit() {
+                    self.handshaking.insert(h, (port, deadline));
+                } else {
+                    // Over the memory bound: refuse the SYN with a reset.
+                    self.sockets.get_mut::<tcp::Socket>(h).abort();
+                    self.doomed.push(h);
+                }
             }
             let want = self.cfg.backlog;
             while self
@@ -104,16 +112,8 @@ impl Driver {
                 Ok(()) => {
                     let (ours, theirs) = self.stream_pair(local, c.dst);
                     if c.reply.send(Ok(theirs)).is_ok() {
-                        self.flows.insert(
-                            h,
-                            Flow {
-                                app: ours,
-                                app_eof: false,
-                                app_gone: false,
-                                net_eof: false,
-                                local_port: Some(c.local_port),
-                            },
-                        );
+                        self.flows
+                            .insert(h, Flow::new(ours, Some(c.local_port), now));
                     } else {
                         self.sockets.get_mut::<tcp::Socket>(h).abort();
                         self.doomed.push(h);
@@ -138,11 +138,26 @@ impl Driver {
 
     pub(super) fn service_handshaking(&mut self) -> bool {
         let mut progress = false;
-        let handles: Vec<(SocketHandle, u16)> =
-            self.handshaking.iter().map(|(h, p)| (*h, *p)).collect();
-        for (h, port) in handles {
+        let now = tokio::time::Instant::now();
+        let handles: Vec<(SocketHandle, u16, tokio::time::Instant)> = self
+            .handshaking
+            .iter()
+            .map(|(h, (p, d))| (*h, *p, *d))
+            .collect();
+        for (h, port, deadline) in handles {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
             match s.state() {
+                tcp::State::SynReceived if now >= deadline => {
+                    // Half-open for too long: reset it and free the socket.
+                    s.abort();
+                    self.handshaking.remove(&h);
+                    self.doomed.push(h);
+                    self.counters
+                        .flows_timed_out
+                        .fetch_add(1, Ordering::Relaxed);
+                    progress = true;
+                    continue;
+                }
                 tcp::State::SynReceived => continue,
                 // Back in LISTEN (a reset during the handshake), CLOSED or TIME-WAIT: the
                 // pool has its own listeners, so this socket goes.
@@ -171,16 +186,7 @@ impl Driver {
                 .is_some_and(|l| l.accept.try_send(theirs).is_ok());
             let s = self.sockets.get_mut::<tcp::Socket>(h);
             if delivered {
-                self.flows.insert(
-                    h,
-                    Flow {
-                        app: ours,
-                        app_eof: false,
-                        app_gone: false,
-                        net_eof: false,
-                        local_port: None,
-                    },
-                );
+                self.flows.insert(h, Flow::new(ours, None, now));
             } else {
                 // Nobody accepts (listener gone or its queue full): refuse with a reset.
                 s.abort();
@@ -193,11 +199,28 @@ impl Driver {
     pub(super) fn service_flows(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         let mut finished = Vec::new();
+        let now = tokio::time::Instant::now();
+        let (idle, half_closed) = (self.cfg.idle_timeout, self.cfg.half_closed_timeout);
         for (&h, f) in self.flows.iter_mut() {
             let s = self.sockets.get_mut::<tcp::Socket>(h);
-            progress |= net_to_app(s, f, cx);
-            progress |= app_to_net(s, f, cx);
+            let moved = net_to_app(s, f, cx) | app_to_net(s, f, cx);
+            if moved {
+                f.last_active = now;
+                progress = true;
+            }
             let state = s.state();
+            f.half_closed = !matches!(state, tcp::State::Established);
+            let limit = if f.half_closed { half_closed } else { idle };
+            if now >= f.last_active + limit && state != tcp::State::TimeWait {
+                // Idle (or half-closed) for too long: reset it; the application reads the end
+                // of the stream.
+                s.abort();
+                self.counters
+                    .flows_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
+                finished.push(h);
+                continue;
+            }
             let done_rx = f.net_eof || f.app_gone || !s.can_recv();
             match state {
                 tcp::State::Closed | tcp::State::TimeWait if done_rx => {
