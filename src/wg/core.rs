@@ -30,7 +30,6 @@ use self::table::PeerTable;
 use super::events::{DataPlaneEvent, EventSender};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, NetworkPrefix};
-use crate::wire::classify::ControlDatagram;
 
 pub use self::counters::{CountersSnapshot, GlobalCounters};
 pub use self::inbound::RxAction;
@@ -41,7 +40,7 @@ pub use self::table::{PeerId, PeerTableError};
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
 /// Where control datagrams (registry messages and probes, already classified) go.
-pub type ControlSender = tokio::sync::mpsc::Sender<ControlDatagram>;
+pub type ControlSender = crate::wire::classify::ControlSender;
 
 /// Called with the destination addr48 when an outbound packet has no peer (a later issue turns
 /// this into a registry lookup). Must be cheap and must not block: it runs on the hot path.
