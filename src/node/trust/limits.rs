@@ -49,6 +49,16 @@ impl Default for TrustLimits {
     }
 }
 
+impl From<&crate::config::TrustConfig> for TrustLimits {
+    fn from(c: &crate::config::TrustConfig) -> Self {
+        TrustLimits {
+            max_pending: c.max_pending.max(1),
+            reject_cooldown_ms: c.reject_cooldown_secs.saturating_mul(1000),
+            messages_per_key_per_minute: c.messages_per_key_per_minute.max(1),
+        }
+    }
+}
+
 /// What the trust store and its control plane dropped, evicted or wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustCounters {
@@ -165,6 +175,27 @@ mod tests {
             l.allow(t0, &k);
         }
         assert_eq!(l.len(), 8);
+    }
+
+    #[test]
+    fn config_defaults_are_the_documented_limits() {
+        let c = crate::config::TrustConfig::default();
+        assert_eq!(TrustLimits::from(&c), TrustLimits::default());
+        let c = crate::config::TrustConfig {
+            max_pending: 0,
+            reject_cooldown_secs: u64::MAX,
+            messages_per_key_per_minute: 0,
+            ..Default::default()
+        };
+        let l = TrustLimits::from(&c);
+        assert_eq!(
+            (
+                l.max_pending,
+                l.reject_cooldown_ms,
+                l.messages_per_key_per_minute
+            ),
+            (1, u64::MAX, 1)
+        );
     }
 
     #[test]
