@@ -363,12 +363,29 @@ pub struct ApiConfig {
     pub socket: Option<PathBuf>,
 }
 
-/// `[trust]`: who is trusted without asking.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `[trust]`: who is trusted without asking, and how much strangers may ask.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
     /// Public keys or hostnames whose trust requests are approved automatically.
     pub allow: Vec<String>,
+    /// Trust requests kept waiting for a decision; the oldest is dropped past this.
+    pub max_pending: usize,
+    /// After `reject`, the same key's new requests are dropped for this long (seconds).
+    pub reject_cooldown_secs: u64,
+    /// Trust messages taken from one peer key per minute (also the burst).
+    pub messages_per_key_per_minute: u32,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            allow: Vec::new(),
+            max_pending: 100,
+            reject_cooldown_secs: 24 * 3600,
+            messages_per_key_per_minute: 10,
+        }
+    }
 }
 
 /// `[[peer]]`: a statically known peer.

@@ -121,7 +121,7 @@ impl From<DataPlaneError> for crate::error::PilotError {
 
 /// Receives every control datagram (registry message or probe) that arrives on the data-plane
 /// socket, already classified.
-pub type ControlReceiver = tokio::sync::mpsc::Receiver<crate::wire::classify::ControlDatagram>;
+pub type ControlReceiver = crate::wire::classify::ControlReceiver;
 
 /// A running data plane. Dropping it shuts it down.
 pub struct DataPlane {
@@ -145,7 +145,7 @@ impl DataPlane {
             port: config.listen_port,
             source,
         })?;
-        let (ctl_tx, ctl_rx) = tokio::sync::mpsc::channel(config.control_queue.max(1));
+        let (ctl_tx, ctl_rx) = crate::wire::classify::control_queues(config.control_queue);
         let (ev_tx, ev_rx) = events::channel(config.event_queue);
         let core = Arc::new(
             core::Core::new(

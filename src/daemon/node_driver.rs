@@ -3,7 +3,8 @@
 //! One task owns the node. It waits for a command from the local API, a classified control
 //! datagram from the data-plane socket, a data-plane event, or the node's next timer; hands it
 //! to the node with the time; then carries out what the node asks: datagrams on the shared
-//! socket, calls on [`Tunnels`], events on the API's broadcast channel. Every rule lives in
+//! socket, calls on [`Tunnels`], events on the API's broadcast channel, trust-file snapshots
+//! to the writer (a blocking thread: no file I/O on the async runtime). Every rule lives in
 //! [`crate::node`]; nothing here decides anything.
 
 use std::net::SocketAddr;
@@ -16,12 +17,13 @@ use crate::clock::unix_ms_now;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
-use crate::node::control::ControlPlane;
+use crate::node::control::{ControlPlane, TRUST_SAVE_DELAY};
 use crate::node::traversal::Path;
+use crate::node::trust::TrustSave;
 use crate::node::views::NodeEvent;
 use crate::node::{Effect, Node, NodeConfig};
 use crate::wg::{DataPlaneEvent, EventReceiver};
-use crate::wire::classify::ControlDatagram;
+use crate::wire::classify::{ControlDatagram, ControlReceiver};
 
 pub use crate::node::{NodeCommand, Reply};
 
@@ -96,6 +98,7 @@ pub struct NodeDriver<T: Tunnels> {
     node: Node,
     tunnels: Arc<T>,
     events: broadcast::Sender<NodeEvent>,
+    trust_writer: std::sync::mpsc::Sender<TrustSave>,
 }
 
 /// One input to the node.
@@ -114,7 +117,7 @@ impl<T: Tunnels> NodeDriver<T> {
         plane: ControlPlane,
         tunnels: Arc<T>,
         config: NodeConfig,
-        control_rx: mpsc::Receiver<ControlDatagram>,
+        control_rx: ControlReceiver,
         events: broadcast::Sender<NodeEvent>,
     ) -> NodeHandle {
         let mut seed = [0u8; 32];
@@ -128,10 +131,13 @@ impl<T: Tunnels> NodeDriver<T> {
             }
         }
         let dp_events = tunnels.take_events();
+        let (trust_writer, snapshots) = std::sync::mpsc::channel();
+        tokio::task::spawn_blocking(move || write_trust_snapshots(snapshots));
         let task = NodeDriver {
             node,
             tunnels,
             events,
+            trust_writer,
         };
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(task.run(rx, control_rx, dp_events));
@@ -141,7 +147,7 @@ impl<T: Tunnels> NodeDriver<T> {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<NodeCommand>,
-        mut datagrams: mpsc::Receiver<ControlDatagram>,
+        mut datagrams: ControlReceiver,
         mut dp_events: Option<EventReceiver>,
     ) {
         let mut clock_sync = tokio::time::interval(CLOCK_SYNC);
@@ -162,6 +168,8 @@ impl<T: Tunnels> NodeDriver<T> {
                 _ = clock_sync.tick() => Some(Input::ClockSync),
             };
             let Some(input) = input else {
+                // Write what is still waiting for its delay before we go.
+                self.save_trust(Instant::now() + TRUST_SAVE_DELAY);
                 return;
             };
             self.handle(Instant::now(), input);
@@ -190,6 +198,16 @@ impl<T: Tunnels> NodeDriver<T> {
         while let Some(ev) = self.node.poll_event() {
             let _ = self.events.send(ev);
         }
+        self.save_trust(Instant::now());
+    }
+
+    /// Hands the trust file's snapshot, if one is due at `now`, to the writer thread.
+    fn save_trust(&mut self, now: Instant) {
+        if let Some(save) = self.node.poll_trust_save(now) {
+            if self.trust_writer.send(save).is_err() {
+                tracing::error!("the trust-file writer has stopped: trust changes are not saved");
+            }
+        }
     }
 
     fn apply(&self, effect: Effect) {
@@ -202,6 +220,24 @@ impl<T: Tunnels> NodeDriver<T> {
             Effect::SetRelays(relays) => t.set_relays(relays),
         }
     }
+}
+
+/// The trust-file writer (on a blocking thread): writes each snapshot, folding the ones that
+/// queued meanwhile into the newest (many changes, one write). A failed write is logged with
+/// the file and what to do; trust in memory is unaffected. Returns the number of writes
+/// once the node driver is gone.
+fn write_trust_snapshots(rx: std::sync::mpsc::Receiver<TrustSave>) -> usize {
+    let mut writes = 0;
+    while let Ok(mut save) = rx.recv() {
+        while let Ok(newer) = rx.try_recv() {
+            save = newer;
+        }
+        writes += 1;
+        if let Err(e) = save.write() {
+            tracing::error!(hint = %e.hint(), "trust changes not saved: {e}");
+        }
+    }
+    writes
 }
 
 /// The next data-plane event, or never when there is no event stream.
@@ -217,5 +253,30 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::node::trust::{TrustStore, TRUST_FILE};
+
+    #[test]
+    fn queued_trust_snapshots_make_one_write_of_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TRUST_FILE);
+        let me = Identity::from_seed([1; 32]).public_key();
+        let mut store = TrustStore::open(me, &path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for n in 2..=5u8 {
+            let peer = Identity::from_seed([n; 32]).public_key();
+            store.request(peer, None, "", 1_750_000_000_000).unwrap();
+            tx.send(store.take_save().unwrap()).unwrap();
+        }
+        drop(tx);
+        assert_eq!(write_trust_snapshots(rx), 1);
+        let again = TrustStore::open(me, &path).unwrap();
+        assert_eq!(again.peers().count(), 4, "the newest snapshot was written");
     }
 }

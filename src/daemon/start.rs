@@ -183,6 +183,7 @@ async fn start_control(
     let me = s.identity.public_key();
     let mut trust = TrustStore::open(me, &s.paths.dir.join(TRUST_FILE))?;
     trust.set_allow_list(AllowList::from_entries(&s.config.trust.allow)?);
+    trust.set_limits(crate::node::trust::TrustLimits::from(&s.config.trust));
     let (registries, pinned) = resolve_registries(&s.config.registries).await?;
     let mut cc = ClientConfig::new(registries.clone());
     cc.pinned_keys = pinned;

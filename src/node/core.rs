@@ -164,6 +164,11 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// The trust file's new contents once due; the driver writes them off the async runtime.
+    pub fn poll_trust_save(&mut self, now: Instant) -> Option<crate::node::trust::TrustSave> {
+        self.plane.poll_save(now)
+    }
+
     /// When [`Node::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [

@@ -32,7 +32,6 @@ use self::table::PeerTable;
 use super::events::{DataPlaneEvent, EventSender};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, NetworkPrefix};
-use crate::wire::classify::ControlDatagram;
 
 pub use self::counters::{CountersSnapshot, GlobalCounters};
 pub use self::inbound::RxAction;
@@ -49,7 +48,7 @@ pub const WG_MAX_HANDSHAKE: usize = 148;
 pub const DEFAULT_MAX_PACKET: usize = 1500;
 
 /// Where control datagrams (registry messages and probes, already classified) go.
-pub type ControlSender = tokio::sync::mpsc::Sender<ControlDatagram>;
+pub type ControlSender = crate::wire::classify::ControlSender;
 
 /// Called with the destination addr48 when an outbound packet has no peer (a later issue turns
 /// this into a registry lookup). Must be cheap and must not block: it runs on the hot path.

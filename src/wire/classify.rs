@@ -10,6 +10,19 @@
 //!                                 message from a peer (the registry client decodes it)
 //! other                           unknown
 //! ```
+//!
+//! Control datagrams then travel to the node core on two bounded queues
+//! ([`control_queues`]): one for datagrams from a registry's address (answers, pushes, relayed
+//! probes), one for everything else (peers' probes, strangers). A flood of strangers'
+//! datagrams fills only its own queue and is dropped there (counted per queue), so registry
+//! answers still arrive; the node core takes registry datagrams first. (A spoofer who forges
+//! a registry's source address can still fill the registry queue: the node checks every
+//! registry answer against its request and the registry's key.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use crate::mapping::Addr48;
 use crate::wire::{probe, relay, CONTROL_MAGIC};
@@ -102,6 +115,114 @@ impl<'a> Datagram<'a> {
     }
 }
 
+/// Datagrams dropped because their queue was full, per queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlQueueDrops {
+    /// From a registry's address.
+    pub registry: u64,
+    /// From anywhere else.
+    pub others: u64,
+}
+
+#[derive(Debug, Default)]
+struct DropCounters {
+    registry: AtomicU64,
+    others: AtomicU64,
+}
+
+impl DropCounters {
+    fn snapshot(&self) -> ControlQueueDrops {
+        ControlQueueDrops {
+            registry: self.registry.load(Ordering::Relaxed),
+            others: self.others.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The data plane's end of the two control queues. Never blocks.
+#[derive(Debug, Clone)]
+pub struct ControlSender {
+    registry: mpsc::Sender<ControlDatagram>,
+    others: mpsc::Sender<ControlDatagram>,
+    drops: Arc<DropCounters>,
+}
+
+/// The node core's end of the two control queues.
+#[derive(Debug)]
+pub struct ControlReceiver {
+    registry: mpsc::Receiver<ControlDatagram>,
+    others: mpsc::Receiver<ControlDatagram>,
+    drops: Arc<DropCounters>,
+}
+
+/// Two bounded queues of `depth` datagrams each: one for datagrams from registries, one for
+/// all others (see the module docs).
+pub fn control_queues(depth: usize) -> (ControlSender, ControlReceiver) {
+    let (rtx, rrx) = mpsc::channel(depth.max(1));
+    let (otx, orx) = mpsc::channel(depth.max(1));
+    let drops = Arc::new(DropCounters::default());
+    (
+        ControlSender {
+            registry: rtx,
+            others: otx,
+            drops: Arc::clone(&drops),
+        },
+        ControlReceiver {
+            registry: rrx,
+            others: orx,
+            drops,
+        },
+    )
+}
+
+impl ControlSender {
+    /// Queues `d` on the registry queue if it came from a registry's address, else on the
+    /// others' queue. False (and counted for that queue) when the queue is full or closed.
+    pub fn send(&self, d: ControlDatagram, from_registry: bool) -> bool {
+        let (tx, dropped) = if from_registry {
+            (&self.registry, &self.drops.registry)
+        } else {
+            (&self.others, &self.drops.others)
+        };
+        let ok = tx.try_send(d).is_ok();
+        if !ok {
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Drops so far, per queue.
+    pub fn drops(&self) -> ControlQueueDrops {
+        self.drops.snapshot()
+    }
+}
+
+impl ControlReceiver {
+    /// The next datagram, registry datagrams first; `None` once both queues are closed and
+    /// empty.
+    pub async fn recv(&mut self) -> Option<ControlDatagram> {
+        tokio::select! {
+            biased;
+            Some(d) = self.registry.recv() => Some(d),
+            Some(d) = self.others.recv() => Some(d),
+            else => None,
+        }
+    }
+
+    /// The next datagram if one is queued, registry datagrams first.
+    pub fn try_recv(&mut self) -> Result<ControlDatagram, mpsc::error::TryRecvError> {
+        match self.registry.try_recv() {
+            Ok(d) => Ok(d),
+            Err(_) => self.others.try_recv(),
+        }
+    }
+
+    /// Drops so far, per queue.
+    pub fn drops(&self) -> ControlQueueDrops {
+        self.drops.snapshot()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +310,55 @@ mod tests {
             Some((ControlKind::Control, &resp[..]))
         );
         assert_eq!(classify(b"Pping"), Datagram::Control(b"Pping"));
+    }
+
+    fn dgram(from: &str, n: u8) -> ControlDatagram {
+        ControlDatagram {
+            from: from.parse().unwrap(),
+            kind: ControlKind::Control,
+            bytes: vec![CONTROL_MAGIC, n],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_answer_is_delivered_while_strangers_flood_their_queue() {
+        let (tx, mut rx) = control_queues(8);
+        // Strangers fill their queue; the rest of the flood is dropped and counted there.
+        let sent = (0..100u8)
+            .filter(|n| tx.send(dgram("198.51.100.9:1", *n), false))
+            .count();
+        assert_eq!(sent, 8);
+        assert_eq!(
+            tx.drops(),
+            ControlQueueDrops {
+                registry: 0,
+                others: 92
+            }
+        );
+        // The registry's answer still gets in, and comes out first.
+        let answer = dgram("192.0.2.1:7000", 200);
+        assert!(tx.send(answer.clone(), true));
+        assert_eq!(rx.recv().await, Some(answer));
+        assert_eq!(rx.recv().await, Some(dgram("198.51.100.9:1", 0)));
+        assert_eq!(rx.drops().registry, 0);
+    }
+
+    #[test]
+    fn a_full_registry_queue_counts_its_own_drops() {
+        let (tx, mut rx) = control_queues(1);
+        assert!(tx.send(dgram("192.0.2.1:7000", 1), true));
+        assert!(!tx.send(dgram("192.0.2.1:7000", 2), true));
+        assert!(tx.send(dgram("198.51.100.9:1", 3), false));
+        assert_eq!(
+            rx.drops(),
+            ControlQueueDrops {
+                registry: 1,
+                others: 0
+            }
+        );
+        assert_eq!(rx.try_recv().unwrap().bytes[1], 1);
+        assert_eq!(rx.try_recv().unwrap().bytes[1], 3);
+        assert!(rx.try_recv().is_err());
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,11 +61,14 @@ impl TrustStore {
         Ok(store)
     }
 
-    /// Writes the store atomically with mode 0600 (no-op for an in-memory store).
-    pub(super) fn save(&self) -> Result<(), TrustError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
+    /// The file's new contents if anything changed since the last call (`None` otherwise,
+    /// and always for an in-memory store). Many changes make one snapshot: the caller writes
+    /// it with [`TrustSave::write`] off the async runtime, when it likes.
+    pub fn take_save(&mut self) -> Option<TrustSave> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        let path = self.path.clone()?;
         let file = TrustFile {
             version: 1,
             peers: self.peers.values().cloned().collect(),
@@ -73,8 +76,31 @@ impl TrustStore {
         };
         let mut text = serde_json::to_string_pretty(&file).expect("trust file serialises");
         text.push('\n');
-        write_private_atomic(path, text.as_bytes()).map_err(|source| TrustError::Io {
-            path: path.clone(),
+        self.counters.saves += 1;
+        Some(TrustSave {
+            path,
+            bytes: text.into_bytes(),
+        })
+    }
+}
+
+/// A snapshot of the trust store to write to its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustSave {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TrustSave {
+    /// The file it is for.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes it atomically with mode 0600 (temporary file, fsync, rename): blocking I/O.
+    pub fn write(&self) -> Result<(), TrustError> {
+        write_private_atomic(&self.path, &self.bytes).map_err(|source| TrustError::Io {
+            path: self.path.clone(),
             source,
         })
     }
@@ -99,6 +125,11 @@ mod tests {
             .unwrap();
         s.on_request(key(3), None, "why not", [9; 16], NOW, NOW)
             .unwrap();
+        // Three changes, one snapshot; nothing is written until it is.
+        assert!(!path.exists());
+        let save = s.take_save().unwrap();
+        assert!(s.take_save().is_none());
+        save.write().unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // No temporary file is left beside it.
@@ -131,6 +162,16 @@ mod tests {
             .on_response(key(2), TrustDecision::Revoke, NOW, NOW)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_that_cannot_be_written_reports_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join(TRUST_FILE);
+        let mut s = TrustStore::open(key(1), &path).unwrap();
+        s.request(key(2), None, "", NOW).unwrap();
+        let err = s.take_save().unwrap().write().unwrap_err();
+        assert!(matches!(err, TrustError::Io { path: p, .. } if p == path));
     }
 
     #[test]

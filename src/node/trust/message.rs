@@ -64,52 +64,63 @@ impl From<TrustMessageError> for crate::error::PilotError {
     }
 }
 
+/// The cheap checks of a trust message, made before its signature is verified (in this order):
+/// it decodes (size, magic, version), it is a trust request or response, it is addressed to
+/// `me`, and its timestamp is in range. Returns the request, whose sender is only *claimed*
+/// until [`Request::verify_signature`] passes.
+pub fn precheck_trust_message(
+    bytes: &[u8],
+    me: &PublicKey,
+    now_ms: u64,
+) -> Result<Request, TrustMessageError> {
+    let req = Request::decode_unverified(bytes)?;
+    let target = match &req.body {
+        RequestBody::TrustRequest { target, .. } | RequestBody::TrustResponse { target, .. } => {
+            target
+        }
+        _ => return Err(TrustMessageError::NotTrust),
+    };
+    if target != me {
+        return Err(TrustMessageError::NotForUs);
+    }
+    let ts = req.header.timestamp_ms;
+    if ts.saturating_add(MAX_TRUST_MESSAGE_AGE_MS) < now_ms
+        || ts > now_ms.saturating_add(MAX_TRUST_MESSAGE_SKEW_MS)
+    {
+        return Err(TrustMessageError::Stale);
+    }
+    Ok(req)
+}
+
 /// Checks a signed trust request or response (pushed by a registry or sent directly by the
-/// peer): signature, addressee, and age.
+/// peer): the cheap checks of [`precheck_trust_message`] first, the signature last.
 pub fn verify_trust_message(
     bytes: &[u8],
     me: &PublicKey,
     now_ms: u64,
 ) -> Result<TrustMessage, TrustMessageError> {
-    let req = Request::decode_verified(bytes)?;
+    let req = precheck_trust_message(bytes, me, now_ms)?;
+    req.verify_signature(bytes)?;
     let h = req.header;
-    if h.timestamp_ms.saturating_add(MAX_TRUST_MESSAGE_AGE_MS) < now_ms
-        || h.timestamp_ms > now_ms.saturating_add(MAX_TRUST_MESSAGE_SKEW_MS)
-    {
-        return Err(TrustMessageError::Stale);
-    }
     match req.body {
-        RequestBody::TrustRequest {
-            target,
+        RequestBody::TrustRequest { justification, .. } => Ok(TrustMessage::Request {
+            from: h.sender,
+            nonce: h.nonce,
+            sent_ms: h.timestamp_ms,
             justification,
-        } => {
-            if target != *me {
-                return Err(TrustMessageError::NotForUs);
-            }
-            Ok(TrustMessage::Request {
-                from: h.sender,
-                nonce: h.nonce,
-                sent_ms: h.timestamp_ms,
-                justification,
-            })
-        }
+        }),
         RequestBody::TrustResponse {
-            target,
             in_reply_to,
             decision,
             reason,
-        } => {
-            if target != *me {
-                return Err(TrustMessageError::NotForUs);
-            }
-            Ok(TrustMessage::Response {
-                from: h.sender,
-                in_reply_to,
-                sent_ms: h.timestamp_ms,
-                decision,
-                reason,
-            })
-        }
+            ..
+        } => Ok(TrustMessage::Response {
+            from: h.sender,
+            in_reply_to,
+            sent_ms: h.timestamp_ms,
+            decision,
+            reason,
+        }),
         _ => Err(TrustMessageError::NotTrust),
     }
 }
@@ -170,5 +181,58 @@ mod tests {
             verify_trust_message(&forged, &me, NOW),
             Err(TrustMessageError::Wire(_))
         ));
+    }
+
+    #[test]
+    fn addressee_and_age_are_checked_before_the_signature() {
+        let a = Identity::from_seed([1; 32]);
+        let me = key(2);
+        let forge = |target, ts| {
+            let mut b = signed(
+                &a,
+                ts,
+                RequestBody::TrustRequest {
+                    target,
+                    justification: "j".into(),
+                },
+            );
+            let last = b.len() - 1;
+            b[last] ^= 1; // the signature no longer verifies
+            b
+        };
+        // A bad signature is not even looked at when the cheap checks fail.
+        assert_eq!(
+            verify_trust_message(&forge(key(3), NOW), &me, NOW),
+            Err(TrustMessageError::NotForUs)
+        );
+        assert_eq!(
+            verify_trust_message(&forge(me, NOW + MAX_TRUST_MESSAGE_SKEW_MS + 1), &me, NOW),
+            Err(TrustMessageError::Stale)
+        );
+        assert_eq!(
+            verify_trust_message(&forge(me, NOW), &me, NOW),
+            Err(TrustMessageError::Wire(WireError::BadSignature))
+        );
+        // Timestamps at the ends of the range do not overflow.
+        assert_eq!(
+            verify_trust_message(&forge(me, u64::MAX), &me, NOW),
+            Err(TrustMessageError::Stale)
+        );
+        assert_eq!(
+            precheck_trust_message(&req_bytes(&a, me, 0), &me, u64::MAX).unwrap_err(),
+            TrustMessageError::Stale
+        );
+        assert!(precheck_trust_message(&req_bytes(&a, me, NOW), &me, NOW).is_ok());
+    }
+
+    fn req_bytes(a: &Identity, target: PublicKey, ts: u64) -> Vec<u8> {
+        signed(
+            a,
+            ts,
+            RequestBody::TrustRequest {
+                target,
+                justification: String::new(),
+            },
+        )
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{AllowList, TrustError};
+use super::{AllowList, TrustCounters, TrustError, TrustLimits};
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
 use crate::wire::registry::{Nonce, TrustDecision};
@@ -103,6 +103,10 @@ pub struct TrustStore {
     pub(super) peers: BTreeMap<PublicKey, PeerTrust>,
     pub(super) watermarks: BTreeMap<PublicKey, u64>,
     pub(super) allow: AllowList,
+    pub(super) limits: TrustLimits,
+    pub(super) counters: TrustCounters,
+    /// Changed since the last snapshot for the file ([`TrustStore::take_save`]).
+    pub(super) dirty: bool,
 }
 
 fn b64(n: &Nonce) -> String {
@@ -128,6 +132,9 @@ impl TrustStore {
             peers: BTreeMap::new(),
             watermarks: BTreeMap::new(),
             allow: AllowList::default(),
+            limits: TrustLimits::default(),
+            counters: TrustCounters::default(),
+            dirty: false,
         }
     }
 
@@ -150,6 +157,40 @@ impl TrustStore {
     /// Replaces the allow-list (from config).
     pub fn set_allow_list(&mut self, allow: AllowList) {
         self.allow = allow;
+    }
+
+    /// Replaces the limits (from config).
+    pub fn set_limits(&mut self, limits: TrustLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &TrustLimits {
+        &self.limits
+    }
+
+    /// What the store dropped and evicted.
+    pub fn counters(&self) -> &TrustCounters {
+        &self.counters
+    }
+
+    /// Whether something changed that is not yet in a snapshot for the file (never for an
+    /// in-memory store).
+    pub fn is_dirty(&self) -> bool {
+        self.dirty && self.path.is_some()
+    }
+
+    /// How many requests wait for a decision.
+    pub fn pending_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|p| matches!(p.state, TrustState::Pending { .. }))
+            .count()
+    }
+
+    /// How many per-peer watermarks are kept.
+    pub fn watermark_count(&self) -> usize {
+        self.watermarks.len()
     }
 
     /// Whether `key` is mutually trusted: the one question the data plane asks.
@@ -216,7 +257,7 @@ impl TrustStore {
                 }]
             }
         };
-        self.save()?;
+        self.dirty = true;
         Ok(effects)
     }
 
@@ -230,7 +271,10 @@ impl TrustStore {
         sent_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<TrustEffect>, TrustError> {
-        if from == self.me || !self.advance_watermark(from, sent_ms) {
+        if from == self.me || self.in_reject_cooldown(&from, now_ms) {
+            return Ok(Vec::new());
+        }
+        if !self.advance_watermark(from, sent_ms) {
             return Ok(Vec::new());
         }
         let hostname = hostname.or_else(|| self.peers.get(&from).and_then(|p| p.hostname.clone()));
@@ -252,6 +296,7 @@ impl TrustStore {
                 vec![approve, TrustEffect::Trusted(from)]
             }
             _ => {
+                self.make_room_for_pending(&from);
                 self.set(
                     from,
                     hostname.clone(),
@@ -268,7 +313,7 @@ impl TrustStore {
                 }]
             }
         };
-        self.save()?;
+        self.dirty = true;
         Ok(effects)
     }
 
@@ -280,7 +325,12 @@ impl TrustStore {
         sent_ms: u64,
         now_ms: u64,
     ) -> Result<Vec<TrustEffect>, TrustError> {
-        if from == self.me || !self.advance_watermark(from, sent_ms) {
+        // A response from a key we keep no record of changes nothing: it leaves no watermark
+        // behind either (strangers could grow the map).
+        if from == self.me || !self.peers.contains_key(&from) {
+            return Ok(Vec::new());
+        }
+        if !self.advance_watermark(from, sent_ms) {
             return Ok(Vec::new());
         }
         let state = self.peers.get(&from).map(|p| p.state.clone());
@@ -312,7 +362,7 @@ impl TrustStore {
             // Unsolicited approvals and rejections change nothing.
             _ => Vec::new(),
         };
-        self.save()?;
+        self.dirty = true;
         Ok(effects)
     }
 
@@ -329,7 +379,7 @@ impl TrustStore {
         let in_reply_to = unb64(request_nonce);
         let hostname = self.peers.get(key).and_then(|p| p.hostname.clone());
         self.set(*key, hostname, TrustState::Trusted { since_ms: now_ms });
-        self.save()?;
+        self.dirty = true;
         Ok(vec![
             TrustEffect::SendResponse {
                 to: *key,
@@ -362,7 +412,7 @@ impl TrustStore {
                 since_ms: now_ms,
             },
         );
-        self.save()?;
+        self.dirty = true;
         Ok(vec![TrustEffect::SendResponse {
             to: *key,
             in_reply_to,
@@ -377,7 +427,7 @@ impl TrustStore {
         let Some(old) = self.peers.remove(key) else {
             return Err(TrustError::NotFound(*key));
         };
-        self.save()?;
+        self.dirty = true;
         let mut effects = vec![TrustEffect::SendResponse {
             to: *key,
             in_reply_to: [0; 16],
@@ -391,6 +441,7 @@ impl TrustStore {
     }
 
     fn set(&mut self, key: PublicKey, hostname: Option<Hostname>, state: TrustState) {
+        self.dirty = true;
         self.peers.insert(
             key,
             PeerTrust {
@@ -401,14 +452,69 @@ impl TrustStore {
         );
     }
 
-    /// Records `sent_ms` as the newest message from `key`; false if it is not newer.
+    /// Records `sent_ms` as the newest message from `key`; false if it is not newer. Keeps at
+    /// most `max_pending` watermarks beyond one per record (the oldest go first).
     fn advance_watermark(&mut self, key: PublicKey, sent_ms: u64) -> bool {
         let w = self.watermarks.entry(key).or_insert(0);
         if sent_ms <= *w {
             return false;
         }
         *w = sent_ms;
+        self.dirty = true;
+        while self.watermarks.len() > self.peers.len() + self.limits.max_pending {
+            let oldest = self
+                .watermarks
+                .iter()
+                .filter(|(k, _)| **k != key && !self.peers.contains_key(*k))
+                .min_by_key(|(_, ts)| **ts)
+                .map(|(k, _)| *k);
+            let Some(k) = oldest else { break };
+            self.watermarks.remove(&k);
+            self.counters.watermarks_evicted += 1;
+        }
         true
+    }
+
+    /// Whether `from` is a key we rejected less than the cooldown ago (counted when it is).
+    fn in_reject_cooldown(&mut self, from: &PublicKey, now_ms: u64) -> bool {
+        let Some(TrustState::Rejected {
+            by_us: true,
+            since_ms,
+        }) = self.peers.get(from).map(|p| &p.state)
+        else {
+            return false;
+        };
+        let cooling = now_ms < since_ms.saturating_add(self.limits.reject_cooldown_ms);
+        if cooling {
+            self.counters.rejected_cooldown += 1;
+        }
+        cooling
+    }
+
+    /// Before `from` is recorded as pending: evicts the oldest pending requests (never
+    /// `from`'s own) until there is room for one more.
+    fn make_room_for_pending(&mut self, from: &PublicKey) {
+        let max = self.limits.max_pending.max(1);
+        let mut pending: Vec<(u64, PublicKey)> = self
+            .peers
+            .values()
+            .filter(|p| p.key != *from)
+            .filter_map(|p| match p.state {
+                TrustState::Pending { since_ms, .. } => Some((since_ms, p.key)),
+                _ => None,
+            })
+            .collect();
+        if pending.len() < max {
+            return;
+        }
+        pending.sort_unstable();
+        let excess = pending.len() + 1 - max;
+        for (_, k) in pending.into_iter().take(excess) {
+            self.peers.remove(&k);
+            self.watermarks.remove(&k);
+            self.counters.pending_evicted += 1;
+            self.dirty = true;
+        }
     }
 }
 
@@ -577,6 +683,110 @@ mod tests {
         let fx = s.on_request(key(4), None, "", [3; 16], NOW, NOW).unwrap();
         assert!(matches!(fx[..], [TrustEffect::AwaitingApproval { .. }]));
         assert!(s.is_trusted(&key(2)) && s.is_trusted(&key(3)) && !s.is_trusted(&key(4)));
+    }
+
+    fn limited(max_pending: usize) -> TrustStore {
+        let mut s = TrustStore::in_memory(key(1));
+        s.set_limits(TrustLimits {
+            max_pending,
+            ..TrustLimits::default()
+        });
+        s
+    }
+
+    #[test]
+    fn pending_requests_are_capped_and_the_oldest_is_evicted() {
+        let mut s = limited(3);
+        for n in 10..20u8 {
+            let t = NOW + u64::from(n);
+            s.on_request(key(n), None, "", [n; 16], t, t).unwrap();
+        }
+        assert_eq!(s.pending_count(), 3);
+        assert_eq!(s.counters().pending_evicted, 7);
+        // The newest three are kept.
+        for n in 17..20u8 {
+            assert!(s.get(&key(n)).is_some());
+        }
+        assert!(s.get(&key(10)).is_none());
+        // A stranger already pending asking again evicts nobody.
+        s.on_request(key(19), None, "again", [1; 16], NOW + 50, NOW + 50)
+            .unwrap();
+        assert_eq!(s.counters().pending_evicted, 7);
+        // Trusted peers are never evicted.
+        let mut s = limited(1);
+        s.request(key(2), None, "", NOW).unwrap();
+        s.on_response(key(2), TrustDecision::Approve, NOW + 1, NOW)
+            .unwrap();
+        for n in 10..20u8 {
+            s.on_request(key(n), None, "", [n; 16], NOW + 1, NOW + 1)
+                .unwrap();
+        }
+        assert!(s.is_trusted(&key(2)));
+        assert_eq!(s.pending_count(), 1);
+        assert!(s.watermark_count() <= 1 + 1 + 1, "{}", s.watermark_count());
+    }
+
+    #[test]
+    fn strangers_cannot_grow_the_watermarks() {
+        let mut s = limited(4);
+        for n in 10..200u8 {
+            // Unsolicited answers from strangers leave nothing behind.
+            s.on_response(key(n), TrustDecision::Approve, NOW, NOW)
+                .unwrap();
+            // A request then its own revocation leaves no record, and a bounded watermark.
+            s.on_request(key(n), None, "", [n; 16], NOW, NOW).unwrap();
+            s.on_response(key(n), TrustDecision::Revoke, NOW + 1, NOW)
+                .unwrap();
+        }
+        assert_eq!(s.peers().count(), 0);
+        assert!(s.watermark_count() <= 4, "{}", s.watermark_count());
+        assert!(s.counters().watermarks_evicted > 0);
+    }
+
+    #[test]
+    fn a_rejected_key_cannot_ask_again_during_the_cooldown() {
+        let mut s = TrustStore::in_memory(key(1));
+        let cooldown = s.limits().reject_cooldown_ms;
+        s.on_request(key(2), None, "", [1; 16], NOW, NOW).unwrap();
+        s.reject(&key(2), "no", NOW).unwrap();
+        // At once, and until the cooldown ends: dropped, counted, still rejected.
+        for t in [NOW + 1, NOW + cooldown - 1] {
+            let fx = s.on_request(key(2), None, "", [2; 16], t, t).unwrap();
+            assert!(fx.is_empty());
+        }
+        assert_eq!(s.counters().rejected_cooldown, 2);
+        assert!(matches!(
+            s.get(&key(2)).unwrap().state,
+            TrustState::Rejected { by_us: true, .. }
+        ));
+        // After it, the request waits for a decision again.
+        let t = NOW + cooldown;
+        let fx = s.on_request(key(2), None, "", [3; 16], t, t).unwrap();
+        assert!(matches!(fx[..], [TrustEffect::AwaitingApproval { .. }]));
+        // The cooldown does not overflow at the end of time.
+        let mut s = TrustStore::in_memory(key(1));
+        s.on_request(key(2), None, "", [1; 16], NOW, NOW).unwrap();
+        s.reject(&key(2), "no", u64::MAX - 2).unwrap();
+        assert!(s
+            .on_request(key(2), None, "", [2; 16], u64::MAX - 1, u64::MAX - 1)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn untrust_takes_effect_in_memory_and_marks_the_file_for_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("trust.json");
+        let mut s = TrustStore::open(key(1), &path).unwrap();
+        s.request(key(2), None, "", NOW).unwrap();
+        s.on_response(key(2), TrustDecision::Approve, NOW + 1, NOW)
+            .unwrap();
+        assert!(s.take_save().unwrap().write().is_err());
+        // The file cannot be written, yet untrust returns the tunnel's removal.
+        let fx = s.untrust(&key(2)).unwrap();
+        assert!(fx.contains(&TrustEffect::Untrusted(key(2))));
+        assert!(!s.is_trusted(&key(2)));
+        assert!(s.is_dirty());
     }
 
     #[test]

@@ -271,12 +271,12 @@ impl Core {
             return RxAction::Dropped;
         };
         let delivered = self.control.as_ref().is_some_and(|c| {
-            c.try_send(ControlDatagram {
+            let d = ControlDatagram {
                 from: src,
                 kind,
                 bytes: bytes.to_vec(),
-            })
-            .is_ok()
+            };
+            c.send(d, self.is_relay(&src))
         });
         if delivered {
             bump(&self.counters.control_received);

@@ -275,7 +275,7 @@ fn kernel_chatter_is_ignored_without_counting() {
 #[test]
 fn control_datagrams_go_to_the_control_plane() {
     let id = Identity::from_seed([1; 32]);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let (tx, mut rx) = crate::wire::classify::control_queues(4);
     let core = Core::new(&id, DEFAULT_NET, 25, Some(tx), None, None);
     let src: SocketAddr = "198.51.100.7:9".parse().unwrap();
     let mut out = vec![0u8; 2048];

@@ -233,16 +233,29 @@ impl Request {
     /// Decodes a request and checks its signature. Never panics, whatever the bytes.
     pub fn decode_verified(bytes: &[u8]) -> Result<Request, WireError> {
         let req = Self::decode_unverified(bytes)?;
-        let (msg, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
-        let sig: [u8; 64] = sig.try_into().map_err(|_| WireError::Truncated)?;
-        if !req.header.sender.verify(&signed_bytes(msg), &sig) {
-            return Err(WireError::BadSignature);
-        }
+        req.verify_signature(bytes)?;
         Ok(req)
     }
 
-    /// Decodes the fields without checking the signature (the signature must still be present).
-    fn decode_unverified(bytes: &[u8]) -> Result<Request, WireError> {
+    /// Checks the signature of `bytes` (this request, as decoded by
+    /// [`Request::decode_unverified`]) against the sender's key.
+    pub fn verify_signature(&self, bytes: &[u8]) -> Result<(), WireError> {
+        let at = bytes
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or(WireError::Truncated)?;
+        let (msg, sig) = bytes.split_at(at);
+        let sig: [u8; 64] = sig.try_into().map_err(|_| WireError::Truncated)?;
+        if !self.header.sender.verify(&signed_bytes(msg), &sig) {
+            return Err(WireError::BadSignature);
+        }
+        Ok(())
+    }
+
+    /// Decodes the fields without checking the signature (the signature must still be
+    /// present): for cheap checks (kind, addressee, age) before the costly
+    /// [`Request::verify_signature`]. Nothing decoded here is authentic yet.
+    pub fn decode_unverified(bytes: &[u8]) -> Result<Request, WireError> {
         if bytes.len() > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
         }
