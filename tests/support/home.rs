@@ -34,12 +34,24 @@ impl Home {
     }
 
     /// A fresh home using `bin`, with daemons started under `launcher`.
+    ///
+    /// A home on this machine's own loopback (no launcher) starts with a config whose SOCKS5
+    /// proxy takes any free port: tests run side by side, and a taken 127.0.0.1:1080 stops a
+    /// daemon's start. A test that writes its own config.toml replaces it.
     pub fn with(prefix: &str, bin: &Path, launcher: Vec<String>) -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("tempdir");
+        if launcher.is_empty() {
+            std::fs::write(
+                dir.path().join("config.toml"),
+                "[socks5]\nlisten = \"127.0.0.1:0\"\n",
+            )
+            .expect("write config");
+        }
         Home {
-            dir: tempfile::Builder::new()
-                .prefix(prefix)
-                .tempdir()
-                .expect("tempdir"),
+            dir,
             bin: bin.to_path_buf(),
             launcher,
             foreground: None,
