@@ -107,6 +107,8 @@ struct RegistryState {
     key: Option<PublicKey>,
     /// Whether `key` came from configuration (never forgotten).
     pinned: bool,
+    /// The registry's latest return-routability cookie for our address, echoed in Register.
+    cookie: Option<crate::wire::registry::Cookie>,
 }
 
 /// Most push nonces remembered for deduplication.
@@ -172,6 +174,7 @@ impl Client {
                 offset_ms: 0,
                 key: config.pinned_keys.get(&addr).copied(),
                 pinned: config.pinned_keys.contains_key(&addr),
+                cookie: None,
             })
             .collect();
         let mut c = Client {
@@ -405,6 +408,8 @@ impl Client {
                     ..
                 },
             ) => true,
+            // Likewise a challenge: at worst we echo a wrong cookie and are challenged again.
+            (None, ResponseBody::Challenge { .. }) => true,
             (None, _) => false,
         };
         if !verified {

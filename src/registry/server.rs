@@ -21,15 +21,20 @@
 //! - An endpoint request is forwarded to an online target only; the target answers it only if it
 //!   trusts the asker, and the registry forwards an answer only for a request it forwarded.
 //! - All datagrams from one source IP share a token bucket, checked before any signature work.
+//! - Return routability: until a source address is proven (it is the sender's presence), what
+//!   goes back to it is at most as large as what came from it, nothing held is pushed to it,
+//!   and presence moves there only on a `Register` that echoes our cookie (see `proof`).
 //!
 //! # Modules
 //! `limits` (bounds, counters, token bucket), `names` (hostnames, lookups), `held` (trust
-//! messages), `endpoints` (endpoint exchange, relay); this file admits and dispatches requests.
+//! messages), `endpoints` (endpoint exchange, relay), `proof` (return routability); this file
+//! admits and dispatches requests.
 
 mod endpoints;
 mod held;
 mod limits;
 mod names;
+mod proof;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -46,7 +51,8 @@ use super::store::{Snapshot, Store, StoreError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 use crate::wire::registry::{
-    Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
+    Cookie, Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
+    WireError,
 };
 use crate::wire::relay;
 
@@ -67,6 +73,9 @@ struct Ctx {
     from: SocketAddr,
     sender: PublicKey,
     nonce: Nonce,
+    /// Bytes we may still send back to `from`: `None` once it proved it answers there (it is
+    /// the sender's presence address), else the size of the request (amplification ≤ 1).
+    budget: Option<usize>,
 }
 
 /// The registry core.
@@ -74,6 +83,7 @@ pub struct Registry {
     limits: Limits,
     identity: Arc<Identity>,
     store: Box<dyn Store>,
+    cookie_secret: [u8; 32],
     started_ms: u64,
     presence: HashMap<PublicKey, Presence>,
     names: HashMap<Hostname, PublicKey>,
@@ -126,6 +136,7 @@ impl Registry {
         let mut r = Registry {
             limits,
             store,
+            cookie_secret: proof::cookie_secret(&identity),
             identity,
             started_ms: now_ms,
             presence: HashMap::new(),
@@ -197,24 +208,23 @@ impl Registry {
         let Some(req) = self.decode(bytes) else {
             return Vec::new();
         };
-        if let Err(out) = self.check_fresh(now_ms, from, &req.header) {
+        let sender = req.header.sender;
+        let budget = (!self.proven(&sender, from)).then_some(bytes.len());
+        if let Err(out) = self.check_fresh(now_ms, from, &req.header, budget) {
             return out;
         }
         self.counters.accepted += 1;
-        // Any signed request from a node we know proves where it is now (its NAT mapping may
-        // have changed since its last heartbeat): relayed traffic follows at once.
-        if let Some(p) = self.presence.get(&req.header.sender) {
-            if p.addr != from {
-                self.touch(req.header.sender, from, now_ms);
-            }
-        }
         let cx = Ctx {
             now_ms,
             from,
-            sender: req.header.sender,
+            sender,
             nonce: req.header.nonce,
+            budget,
         };
-        let out = self.dispatch(&cx, &req, bytes);
+        let mut out = self.dispatch(&cx, &req, bytes);
+        // A Register with a valid cookie has just proven the address.
+        let budget = budget.filter(|_| !self.proven(&sender, from));
+        self.cap_to_budget(from, budget, &mut out);
         for (_, b) in &out {
             if b.get(2) == Some(&0x82) {
                 self.counters.refused += 1;
@@ -254,7 +264,13 @@ impl Registry {
 
     /// Refuses a stale timestamp (answered with our clock) and a replayed nonce (silently);
     /// remembers the nonce of a fresh request until its timestamp leaves the window.
-    fn check_fresh(&mut self, now_ms: u64, from: SocketAddr, h: &Header) -> Result<(), Transmits> {
+    fn check_fresh(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        h: &Header,
+        budget: Option<usize>,
+    ) -> Result<(), Transmits> {
         let skew = self.limits.max_clock_skew_ms;
         if h.timestamp_ms.saturating_add(skew) < now_ms
             || h.timestamp_ms > now_ms.saturating_add(skew)
@@ -267,7 +283,7 @@ impl Registry {
             );
             return Err(vec![(
                 from,
-                self.error(h.nonce, Status::StaleTimestamp, now_ms, msg),
+                self.error(h.nonce, Status::StaleTimestamp, now_ms, msg, budget),
             )]);
         }
         if self.nonces.contains_key(&h.nonce) {
@@ -311,7 +327,26 @@ impl Registry {
         self.expire_held(now_ms);
     }
 
-    fn error(&self, nonce: Nonce, status: Status, now_ms: u64, message: String) -> Vec<u8> {
+    /// An error answer; to an unproven source (`budget`) its message is cut so the whole
+    /// datagram fits in the budget.
+    fn error(
+        &self,
+        nonce: Nonce,
+        status: Status,
+        now_ms: u64,
+        mut message: String,
+        budget: Option<usize>,
+    ) -> Vec<u8> {
+        if let Some(b) = budget {
+            let max = b.saturating_sub(ERROR_OVERHEAD);
+            if message.len() > max {
+                let mut end = max;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+            }
+        }
         encode(
             &self.identity,
             &Response {
@@ -336,7 +371,10 @@ impl Registry {
 
     /// An error answer to the request in `cx`.
     fn fail(&self, cx: &Ctx, status: Status, message: String) -> Transmits {
-        vec![(cx.from, self.error(cx.nonce, status, cx.now_ms, message))]
+        vec![(
+            cx.from,
+            self.error(cx.nonce, status, cx.now_ms, message, cx.budget),
+        )]
     }
 
     /// An `Ack` to the request in `cx`, telling the sender its observed address.
@@ -347,7 +385,9 @@ impl Registry {
     fn dispatch(&mut self, cx: &Ctx, req: &Request, bytes: &[u8]) -> Transmits {
         use crate::registry::store::HeldKind;
         match &req.body {
-            RequestBody::Register { hostname, .. } => self.on_register(cx, hostname.as_ref()),
+            RequestBody::Register {
+                hostname, cookie, ..
+            } => self.on_register(cx, hostname.as_ref(), cookie.as_ref()),
             RequestBody::Heartbeat => self.on_heartbeat(cx),
             RequestBody::SetHostname { hostname } => self.on_set_hostname(cx, hostname),
             RequestBody::ReleaseHostname => self.on_release_hostname(cx),
@@ -370,8 +410,21 @@ impl Registry {
         }
     }
 
-    /// `Register`: records presence, claims the hostname asked for, and pushes what is held.
-    fn on_register(&mut self, cx: &Ctx, hostname: Option<&Hostname>) -> Transmits {
+    /// `Register`: from a proven address (or with a valid cookie for it) records presence,
+    /// claims the hostname asked for, and pushes what is held; otherwise challenges.
+    fn on_register(
+        &mut self,
+        cx: &Ctx,
+        hostname: Option<&Hostname>,
+        cookie: Option<&Cookie>,
+    ) -> Transmits {
+        if cx.budget.is_some() && !cookie.is_some_and(|c| self.cookie_valid(cx, c)) {
+            return self.challenge(cx);
+        }
+        let cx = &Ctx {
+            budget: None,
+            ..*cx
+        };
         if !self.presence.contains_key(&cx.sender) && self.presence.len() >= self.limits.max_nodes {
             return self.fail(cx, Status::RateLimited, "the registry is full".into());
         }
@@ -396,14 +449,19 @@ impl Registry {
         out
     }
 
-    /// `Heartbeat`: refreshes presence and pushes what is held; an unknown node must register.
+    /// `Heartbeat`: refreshes presence and pushes what is held; an unknown node must register;
+    /// a heartbeat from another address than the node's presence is challenged (presence
+    /// moves only with a cookie, in `Register`).
     fn on_heartbeat(&mut self, cx: &Ctx) -> Transmits {
         if !self.presence.contains_key(&cx.sender) {
             return self.fail(
                 cx,
                 Status::UnknownNode,
-                "this registry does not know the node (it restarted or the node was silent too long): register again".into(),
+                "unknown node: register again".into(),
             );
+        }
+        if cx.budget.is_some() {
+            return self.challenge(cx);
         }
         self.touch(cx.sender, cx.from, cx.now_ms);
         let mut out = self.ack(cx);
@@ -434,6 +492,10 @@ impl Registry {
             .flatten()
     }
 }
+
+/// Bytes of an `Error` datagram around its message: preamble, nonce, status, time, message
+/// length, signature.
+const ERROR_OVERHEAD: usize = 3 + 16 + 1 + 8 + 2 + 64;
 
 /// Encodes a response the registry built. Originals are datagrams we accepted (at most
 /// [`crate::wire::registry::MAX_DATAGRAM`] minus a signed request's overhead), so this cannot exceed the bound for

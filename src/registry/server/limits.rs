@@ -47,6 +47,8 @@ pub struct Limits {
     pub relay_byte_burst: u32,
     /// Relayed payload bytes per sending node: per second.
     pub relay_bytes_per_sec: u32,
+    /// How long a return-routability cookie is valid (ms): one epoch, and the one before.
+    pub cookie_lifetime_ms: u64,
 }
 
 impl Default for Limits {
@@ -71,6 +73,7 @@ impl Default for Limits {
             relay_packets_per_sec: 20_000,
             relay_byte_burst: 4 << 20,
             relay_bytes_per_sec: 25_000_000,
+            cookie_lifetime_ms: 60_000,
         }
     }
 }
@@ -105,6 +108,10 @@ pub struct Counters {
     pub relay_refused: u64,
     /// Relay frames dropped over the sender's packet or byte budget.
     pub relay_limited: u64,
+    /// Challenges sent (a Register or Heartbeat from an address not yet proven).
+    pub challenged: u64,
+    /// Answers dropped because they would send an unproven address more bytes than it sent.
+    pub amplification_dropped: u64,
 }
 
 /// A token bucket in milli-tokens, refilled from the time passed in.

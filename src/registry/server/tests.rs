@@ -82,21 +82,24 @@ fn decode_all(out: Transmits) -> Vec<(SocketAddr, Response)> {
         .collect()
 }
 
-fn register(
+/// Registers `n` the way a node does: a first `Register`, and if the registry challenges the
+/// source address, the same again with the cookie. Returns the answers to the last one.
+pub(crate) fn register(
     r: &mut Registry,
     n: &mut TestNode,
     now: u64,
     name: Option<&str>,
 ) -> Vec<(SocketAddr, Response)> {
-    send(
-        r,
-        n,
-        now,
-        RequestBody::Register {
-            hostname: name.map(|s| Hostname::new(s).unwrap()),
-            candidates: vec![],
-        },
-    )
+    let body = |cookie| RequestBody::Register {
+        hostname: name.map(|s| Hostname::new(s).unwrap()),
+        candidates: vec![],
+        cookie,
+    };
+    let out = send(r, n, now, body(None));
+    match out.first().map(|(_, resp)| &resp.body) {
+        Some(ResponseBody::Challenge { cookie }) => send(r, n, now, body(Some(*cookie))),
+        _ => out,
+    }
 }
 
 fn status_of(resp: &Response) -> Option<Status> {
@@ -122,6 +125,7 @@ fn replayed_request_is_refused_and_counted() {
         RequestBody::Register {
             hostname: None,
             candidates: vec![],
+            cookie: None,
         },
     );
     assert_eq!(r.handle(T0, a.addr, &bytes).len(), 1);
@@ -142,6 +146,7 @@ fn replay_after_the_window_is_refused_as_stale() {
         RequestBody::Register {
             hostname: None,
             candidates: vec![],
+            cookie: None,
         },
     );
     r.handle(T0, a.addr, &bytes);
@@ -673,9 +678,16 @@ fn relayed_traffic_follows_a_node_whose_address_changed() {
     register(&mut r, &mut a, T0, None);
     register(&mut r, &mut b, T0, None);
     exchange(&mut r, &mut a, &mut b, T0 + 1);
-    // b's NAT mapping moves; its next signed request comes from the new port.
+    // b's NAT mapping moves: a request from the new port does not move presence (anyone could
+    // send it from there); its heartbeat is challenged and its registration with the cookie
+    // moves it.
     b.addr = "198.51.100.2:2999".parse().unwrap();
     exchange(&mut r, &mut a, &mut b, T0 + 2);
+    let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
+    assert_ne!(r.handle(T0 + 2, a.addr, &frame)[0].0, b.addr);
+    let out = send(&mut r, &mut b, T0 + 2, RequestBody::Heartbeat);
+    assert!(matches!(out[0].1.body, ResponseBody::Challenge { .. }));
+    register(&mut r, &mut b, T0 + 2, None);
     let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
     assert_eq!(r.handle(T0 + 3, a.addr, &frame)[0].0, b.addr);
     let old: SocketAddr = "198.51.100.2:2000".parse().unwrap();
@@ -806,4 +818,104 @@ fn storage_failure_is_answered_with_internal_and_changes_nothing() {
     let out = send(&mut r, &mut a, T0, trust_request(&b));
     assert_eq!(status_of(&out[0].1), Some(Status::Internal));
     assert_eq!(r.held_for(&b.key()), 0);
+}
+
+/// Every request a spoofer can send, in its smallest form (the worst ratio of answer to
+/// request), signed by `attacker`, about `other` (a registered node) where a target is needed.
+fn spoofable_bodies(other: &TestNode) -> Vec<RequestBody> {
+    let name = Hostname::new("x").unwrap();
+    vec![
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+            cookie: None,
+        },
+        RequestBody::Register {
+            hostname: Some(name.clone()),
+            candidates: vec![],
+            cookie: Some([7; 16]),
+        },
+        RequestBody::Heartbeat,
+        RequestBody::SetHostname {
+            hostname: Hostname::new("worker-node").unwrap(),
+        },
+        RequestBody::SetHostname {
+            hostname: name.clone(),
+        },
+        RequestBody::ReleaseHostname,
+        RequestBody::Lookup {
+            hostname: name.clone(),
+        },
+        RequestBody::Lookup {
+            hostname: Hostname::new("worker-node").unwrap(),
+        },
+        RequestBody::TrustRequest {
+            target: other.key(),
+            justification: String::new(),
+        },
+        RequestBody::TrustResponse {
+            target: other.key(),
+            in_reply_to: [0; 16],
+            decision: TrustDecision::Revoke,
+            reason: String::new(),
+        },
+        RequestBody::EndpointRequest {
+            target: other.key(),
+            candidates: vec![],
+        },
+        RequestBody::EndpointResponse {
+            target: other.key(),
+            in_reply_to: [1; 16],
+            candidates: vec![],
+        },
+        RequestBody::Delivered { nonces: vec![] },
+    ]
+}
+
+#[test]
+fn a_spoofed_source_never_gets_more_bytes_than_it_sent_and_never_moves_presence() {
+    // The attacker holds a registered key with a full queue of held messages (sent by its own
+    // throwaway keys), and signs requests that claim to come from the victim's address.
+    let mut r = registry();
+    let mut attacker = TestNode::new(1, 1000);
+    let mut worker = TestNode::new(2, 2000);
+    register(&mut r, &mut worker, T0, Some("worker-node"));
+    register(&mut r, &mut attacker, T0, None);
+    for i in 0..r.limits().held_per_target as u8 {
+        let mut sybil = TestNode::new(100 + i, 3000);
+        send(&mut r, &mut sybil, T0, trust_request(&attacker));
+    }
+    assert_eq!(r.held_for(&attacker.key()), r.limits().held_per_target);
+    let mut stranger = TestNode::new(3, 4000);
+    for v in ["203.0.113.7:53", "[2001:db8::7]:53"] {
+        let victim: SocketAddr = v.parse().unwrap();
+        for who in [&mut attacker, &mut stranger] {
+            for (i, body) in spoofable_bodies(&worker).into_iter().enumerate() {
+                let now = T0 + 1 + i as u64;
+                for ts in [now, now - 120_000] {
+                    let bytes = who.signed(ts, body.clone());
+                    let out = r.handle(now, victim, &bytes);
+                    let sent: usize = out
+                        .iter()
+                        .filter(|(to, _)| *to == victim)
+                        .map(|(_, b)| b.len())
+                        .sum();
+                    assert!(
+                        sent <= bytes.len(),
+                        "{} at {ts}: {sent} bytes out for {} in",
+                        body.name(),
+                        bytes.len()
+                    );
+                }
+            }
+        }
+        assert!(r.is_online(&attacker.key(), T0 + 100));
+        assert_eq!(
+            r.presence[&attacker.key()].addr,
+            attacker.addr,
+            "presence stayed"
+        );
+        assert!(!r.is_online(&stranger.key(), T0 + 100), "never registered");
+    }
+    assert!(r.counters().challenged > 0);
 }
