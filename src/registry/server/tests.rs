@@ -523,14 +523,14 @@ fn a_node_cannot_send_a_trust_request_to_itself() {
 }
 
 #[test]
-fn endpoint_request_reaches_only_an_online_target_and_only_its_answer_is_forwarded() {
+fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_comes_back() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
     let mut b = TestNode::new(2, 2000);
     let mut c = TestNode::new(3, 3000);
     register(&mut r, &mut a, T0, None);
     let local: SocketAddr = "10.0.0.2:51820".parse().unwrap();
-    // Offline target: refused.
+    // Offline target: acknowledged like any other (see the test below), nothing forwarded.
     let out = send(
         &mut r,
         &mut a,
@@ -540,7 +540,8 @@ fn endpoint_request_reaches_only_an_online_target_and_only_its_answer_is_forward
             candidates: vec![],
         },
     );
-    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
 
     register(&mut r, &mut b, T0, None);
     register(&mut r, &mut c, T0, None);
@@ -918,4 +919,45 @@ fn a_spoofed_source_never_gets_more_bytes_than_it_sent_and_never_moves_presence(
         assert!(!r.is_online(&stranger.key(), T0 + 100), "never registered");
     }
     assert!(r.counters().challenged > 0);
+}
+
+#[test]
+fn a_stranger_cannot_tell_whether_a_target_is_online_offline_or_unknown() {
+    let mut r = registry();
+    let mut stranger = TestNode::new(1, 1000);
+    let mut online = TestNode::new(2, 2000);
+    let mut offline = TestNode::new(3, 3000);
+    let unknown = TestNode::new(4, 4000);
+    register(&mut r, &mut stranger, T0, None);
+    register(&mut r, &mut offline, T0, Some("node-down"));
+    let later = T0 + r.limits().online_timeout_ms + 1;
+    r.handle_timeout(later);
+    register(&mut r, &mut stranger, later, None);
+    register(&mut r, &mut online, later, Some("node-up-1"));
+    assert!(r.is_online(&online.key(), later) && !r.is_online(&offline.key(), later));
+    // What the stranger gets back: the datagrams to it, with the nonce and signature (which
+    // differ per request) left out.
+    let mut answer = |r: &mut Registry, body: RequestBody| -> Vec<Vec<u8>> {
+        let bytes = stranger.signed(later, body);
+        r.handle(later, stranger.addr, &bytes)
+            .into_iter()
+            .filter(|(to, _)| *to == stranger.addr)
+            .map(|(_, b)| [&b[..3], &b[19..b.len() - 64]].concat())
+            .collect()
+    };
+    let punch = |t: &TestNode| RequestBody::EndpointRequest {
+        target: t.key(),
+        candidates: vec![],
+    };
+    let to_online = answer(&mut r, punch(&online));
+    assert_eq!(to_online, answer(&mut r, punch(&offline)));
+    assert_eq!(to_online, answer(&mut r, punch(&unknown)));
+    // A lookup tells key and address, never presence.
+    let lookup = |n: &str| RequestBody::Lookup {
+        hostname: Hostname::new(n).unwrap(),
+    };
+    let on = answer(&mut r, lookup("node-up-1"));
+    let off = answer(&mut r, lookup("node-down"));
+    assert_eq!(on[0].len(), off[0].len());
+    assert_eq!(on[0][..3], off[0][..3]);
 }
