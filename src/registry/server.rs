@@ -34,6 +34,7 @@ mod endpoints;
 mod held;
 mod limits;
 mod names;
+mod nonces;
 mod proof;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -89,7 +90,9 @@ pub struct Registry {
     names: HashMap<Hostname, PublicKey>,
     owner: HashMap<PublicKey, Hostname>,
     held: BTreeMap<HeldKey, Held>,
-    nonces: HashMap<Nonce, u64>,
+    nonces: nonces::Nonces,
+    key_buckets: HashMap<PublicKey, Bucket>,
+    global_bucket: Bucket,
     query_buckets: HashMap<PublicKey, Bucket>,
     ip_buckets: HashMap<IpAddr, Bucket>,
     endpoint_requests: HashMap<Nonce, PendingEndpoint>,
@@ -134,6 +137,7 @@ impl Registry {
     ) -> Result<Self, StoreError> {
         let Snapshot { names, held } = store.load()?;
         let mut r = Registry {
+            global_bucket: Bucket::full(limits.global_burst, now_ms),
             limits,
             store,
             cookie_secret: proof::cookie_secret(&identity),
@@ -143,7 +147,8 @@ impl Registry {
             names: HashMap::new(),
             owner: HashMap::new(),
             held: BTreeMap::new(),
-            nonces: HashMap::new(),
+            nonces: nonces::Nonces::default(),
+            key_buckets: HashMap::new(),
             query_buckets: HashMap::new(),
             ip_buckets: HashMap::new(),
             endpoint_requests: HashMap::new(),
@@ -213,6 +218,10 @@ impl Registry {
         if let Err(out) = self.check_fresh(now_ms, from, &req.header, budget) {
             return out;
         }
+        if !self.admit_key(now_ms, sender) {
+            self.counters.rate_limited += 1;
+            return Vec::new();
+        }
         self.counters.accepted += 1;
         let cx = Ctx {
             now_ms,
@@ -233,16 +242,36 @@ impl Registry {
         out
     }
 
-    /// Takes a token from the source IP's bucket (bounded table), before any signature work.
+    /// Takes a token from the source's bucket (its IPv4 address or IPv6 /64; bounded table)
+    /// and one from the global bucket, before any signature work.
     fn admit_ip(&mut self, now_ms: u64, ip: IpAddr) -> bool {
+        let ip = source_bucket(ip);
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
         if !self.ip_buckets.contains_key(&ip)
             && self.ip_buckets.len() >= self.limits.max_tracked_ips
         {
             return false;
         }
+        let l = &self.limits;
         self.ip_buckets
             .entry(ip)
+            .or_insert_with(|| Bucket::full(burst, now_ms))
+            .take(burst, per_sec, now_ms)
+            && self
+                .global_bucket
+                .take(l.global_burst, l.global_per_sec, now_ms)
+    }
+
+    /// Takes a token from the sender key's bucket (bounded table), after its signature.
+    fn admit_key(&mut self, now_ms: u64, key: PublicKey) -> bool {
+        let (burst, per_sec) = (self.limits.key_burst, self.limits.key_per_sec);
+        if !self.key_buckets.contains_key(&key)
+            && self.key_buckets.len() >= self.limits.max_tracked_keys
+        {
+            return false;
+        }
+        self.key_buckets
+            .entry(key)
             .or_insert_with(|| Bucket::full(burst, now_ms))
             .take(burst, per_sec, now_ms)
     }
@@ -286,16 +315,12 @@ impl Registry {
                 self.error(h.nonce, Status::StaleTimestamp, now_ms, msg, budget),
             )]);
         }
-        if self.nonces.contains_key(&h.nonce) {
+        let (max, expires) = (self.limits.max_nonces, h.timestamp_ms.saturating_add(skew));
+        let evicted = &mut self.counters.nonces_evicted;
+        if self.nonces.insert(h.nonce, expires, max, evicted) == nonces::Seen::Replay {
             self.counters.replayed += 1;
             return Err(Vec::new());
         }
-        if self.nonces.len() >= self.limits.max_nonces {
-            self.counters.rate_limited += 1;
-            return Err(Vec::new());
-        }
-        self.nonces
-            .insert(h.nonce, h.timestamp_ms.saturating_add(skew));
         Ok(())
     }
 
@@ -317,13 +342,15 @@ impl Registry {
                 && b.bytes
                     .is_full_at(l.relay_byte_burst, l.relay_bytes_per_sec, now_ms))
         });
-        self.nonces.retain(|_, exp| *exp >= now_ms);
+        self.nonces.expire(now_ms);
         self.endpoint_requests.retain(|_, p| p.expires_ms >= now_ms);
         let l = &self.limits;
         self.query_buckets
             .retain(|_, b| !b.is_full_at(l.query_burst, l.query_per_sec, now_ms));
         self.ip_buckets
             .retain(|_, b| !b.is_full_at(l.ip_burst, l.ip_per_sec, now_ms));
+        self.key_buckets
+            .retain(|_, b| !b.is_full_at(l.key_burst, l.key_per_sec, now_ms));
         self.expire_held(now_ms);
     }
 
@@ -490,6 +517,19 @@ impl Registry {
         self.is_online(key, now_ms)
             .then(|| self.presence.get(key).map(|p| p.addr))
             .flatten()
+    }
+}
+
+/// The rate-limit bucket a source address falls in: an IPv4 address (also when mapped into
+/// IPv6), or an IPv6 /64 (one subscriber usually holds a whole /64, so per-address buckets would
+/// give it 2^64 of them).
+fn source_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 

@@ -961,3 +961,94 @@ fn a_stranger_cannot_tell_whether_a_target_is_online_offline_or_unknown() {
     assert_eq!(on[0].len(), off[0].len());
     assert_eq!(on[0][..3], off[0][..3]);
 }
+
+#[test]
+fn ipv6_sources_share_a_bucket_per_64_and_ipv4_per_address() {
+    let limits = Limits {
+        ip_burst: 3,
+        ip_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    // Five addresses of one /64: one bucket of 3.
+    for i in 0..5u16 {
+        let from = SocketAddr::new(format!("2001:db8:1:2::{i:x}").parse().unwrap(), 1000 + i);
+        r.handle(T0, from, &a.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().rate_limited, 2);
+    assert_eq!(r.ip_buckets.len(), 1);
+    // Another /64 and two IPv4 addresses (one mapped into IPv6) have their own.
+    let others = ["[2001:db8:1:3::1]:1", "192.0.2.1:1", "[::ffff:192.0.2.2]:1"];
+    for from in others {
+        r.handle(
+            T0,
+            from.parse().unwrap(),
+            &a.signed(T0, RequestBody::Heartbeat),
+        );
+    }
+    assert_eq!(r.counters().rate_limited, 2);
+    assert!(r
+        .ip_buckets
+        .contains_key(&"192.0.2.2".parse::<IpAddr>().unwrap()));
+}
+
+#[test]
+fn requests_are_limited_per_key_and_globally() {
+    let limits = Limits {
+        key_burst: 4,
+        key_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 1000);
+    // One key from many sources: its own bucket stops it after 4.
+    for i in 0..6u8 {
+        let from = SocketAddr::from(([198, 51, 100, 10 + i], 1000));
+        r.handle(T0, from, &a.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().accepted, 4);
+    assert_eq!(r.counters().rate_limited, 2);
+    // Another key is not affected.
+    let out = send(&mut r, &mut b, T0, RequestBody::Heartbeat);
+    assert_eq!(out.len(), 1);
+    // The global bucket bounds all sources and keys together.
+    let limits = Limits {
+        global_burst: 5,
+        global_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    for i in 0..8u8 {
+        let mut n = TestNode::new(10 + i, 1000);
+        r.handle(T0, n.addr, &n.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().rate_limited, 3);
+    assert_eq!(r.counters().accepted, 5);
+}
+
+#[test]
+fn a_full_nonce_store_evicts_the_oldest_and_still_admits_fresh_requests() {
+    let limits = Limits {
+        max_nonces: 4,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    let first = a.signed(T0, RequestBody::Heartbeat);
+    assert_eq!(r.handle(T0, a.addr, &first).len(), 1);
+    for i in 1..10 {
+        let bytes = a.signed(T0 + i, RequestBody::Heartbeat);
+        assert_eq!(
+            r.handle(T0 + i, a.addr, &bytes).len(),
+            1,
+            "fresh request {i}"
+        );
+    }
+    assert_eq!(r.nonces.len(), 4);
+    assert_eq!(r.counters().nonces_evicted, 6);
+    // The evicted nonce cannot be replayed: requests as old as it are refused.
+    assert!(r.handle(T0 + 20, a.addr, &first).is_empty());
+    assert_eq!(r.counters().replayed, 1);
+}
