@@ -36,6 +36,7 @@ mod limits;
 mod names;
 mod nonces;
 mod proof;
+mod registrations;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -48,7 +49,7 @@ pub use self::limits::{Counters, Limits};
 use self::endpoints::{Pair, PendingEndpoint, RelayBudget};
 use self::held::{Held, HeldKey};
 use self::limits::Bucket;
-use super::store::{Snapshot, Store, StoreError};
+use super::store::{Snapshot, Store, StoreError, StoreOp};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 use crate::wire::registry::{
@@ -89,6 +90,10 @@ pub struct Registry {
     presence: HashMap<PublicKey, Presence>,
     names: HashMap<Hostname, PublicKey>,
     owner: HashMap<PublicKey, Hostname>,
+    /// Registered keys → when last heard (unix ms); see `registrations`.
+    seen: HashMap<PublicKey, u64>,
+    /// Registered keys → when that was last written to the store.
+    seen_persisted: HashMap<PublicKey, u64>,
     held: BTreeMap<HeldKey, Held>,
     nonces: nonces::Nonces,
     key_buckets: HashMap<PublicKey, Bucket>,
@@ -135,7 +140,7 @@ impl Registry {
         limits: Limits,
         now_ms: u64,
     ) -> Result<Self, StoreError> {
-        let Snapshot { names, held } = store.load()?;
+        let Snapshot { names, held, seen } = store.load()?;
         let mut r = Registry {
             global_bucket: Bucket::full(limits.global_burst, now_ms),
             limits,
@@ -146,6 +151,8 @@ impl Registry {
             presence: HashMap::new(),
             names: HashMap::new(),
             owner: HashMap::new(),
+            seen: HashMap::new(),
+            seen_persisted: HashMap::new(),
             held: BTreeMap::new(),
             nonces: nonces::Nonces::default(),
             key_buckets: HashMap::new(),
@@ -158,7 +165,13 @@ impl Registry {
             relay_budgets: HashMap::new(),
             counters: Counters::default(),
         };
+        for (key, ms) in seen {
+            r.seen.insert(key, ms);
+            r.seen_persisted.insert(key, ms);
+        }
         for (name, key) in names {
+            // A name stored before registrations were (v1.0) gets a full expiry from now.
+            r.seen.entry(key).or_insert(now_ms);
             r.owner.insert(key, name.clone());
             r.names.insert(name, key);
         }
@@ -352,6 +365,7 @@ impl Registry {
         self.key_buckets
             .retain(|_, b| !b.is_full_at(l.key_burst, l.key_per_sec, now_ms));
         self.expire_held(now_ms);
+        self.expire_registrations(now_ms);
     }
 
     /// An error answer; to an unproven source (`budget`) its message is cut so the whole
@@ -452,7 +466,9 @@ impl Registry {
             budget: None,
             ..*cx
         };
-        if !self.presence.contains_key(&cx.sender) && self.presence.len() >= self.limits.max_nodes {
+        let full =
+            !self.presence.contains_key(&cx.sender) && self.presence.len() >= self.limits.max_nodes;
+        if full || !self.has_room_for(&cx.sender) {
             return self.fail(cx, Status::RateLimited, "the registry is full".into());
         }
         self.touch(cx.sender, cx.from, cx.now_ms);
@@ -497,6 +513,7 @@ impl Registry {
     }
 
     fn touch(&mut self, key: PublicKey, addr: SocketAddr, now_ms: u64) {
+        self.refresh_seen(key, now_ms);
         let old = self.presence.insert(
             key,
             Presence {

@@ -60,6 +60,11 @@ pub struct Limits {
     pub relay_byte_burst: u32,
     /// Relayed payload bytes per sending node: per second.
     pub relay_bytes_per_sec: u32,
+    /// A registered key silent (no Register or Heartbeat) for this long is forgotten and its
+    /// hostname released (ms).
+    pub registration_expiry_ms: u64,
+    /// Most registered keys remembered; beyond it new keys cannot register (`rate_limited`).
+    pub max_registered: usize,
     /// How long a return-routability cookie is valid (ms): one epoch, and the one before.
     pub cookie_lifetime_ms: u64,
 }
@@ -92,6 +97,8 @@ impl Default for Limits {
             relay_byte_burst: 4 << 20,
             relay_bytes_per_sec: 25_000_000,
             cookie_lifetime_ms: 60_000,
+            registration_expiry_ms: 30 * 24 * 3600 * 1000,
+            max_registered: 1_000_000,
         }
     }
 }
@@ -130,6 +137,10 @@ pub struct Counters {
     pub challenged: u64,
     /// Nonces evicted from a full replay store (requests as old as them are then refused).
     pub nonces_evicted: u64,
+    /// Hostnames released because their key was silent past the registration expiry.
+    pub names_expired: u64,
+    /// Trust messages refused because their target never registered here (or expired).
+    pub unknown_target: u64,
     /// Answers dropped because they would send an unproven address more bytes than it sent.
     pub amplification_dropped: u64,
 }

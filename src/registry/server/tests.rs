@@ -425,12 +425,16 @@ fn trust_request_is_held_for_an_offline_target_and_delivered_on_register() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
     let mut b = TestNode::new(2, 2000);
-    register(&mut r, &mut a, T0, None);
-    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    // b registered once, then went offline.
+    register(&mut r, &mut b, T0, None);
+    let t = T0 + r.limits().online_timeout_ms + 1;
+    r.handle_timeout(t);
+    register(&mut r, &mut a, t, None);
+    let out = send(&mut r, &mut a, t, trust_request(&b));
     assert_eq!(out.len(), 1, "acked, nothing pushed");
     assert_eq!(r.held_for(&b.key()), 1);
 
-    let out = register(&mut r, &mut b, T0 + 10_000, None);
+    let out = register(&mut r, &mut b, t + 10_000, None);
     assert_eq!(out.len(), 2);
     assert!(matches!(out[0].1.body, ResponseBody::Registered { .. }));
     assert_eq!(out[1].0, b.addr);
@@ -441,19 +445,19 @@ fn trust_request_is_held_for_an_offline_target_and_delivered_on_register() {
     ));
 
     // Until acknowledged it is pushed again with each heartbeat ...
-    let out = send(&mut r, &mut b, T0 + 30_000, RequestBody::Heartbeat);
+    let out = send(&mut r, &mut b, t + 30_000, RequestBody::Heartbeat);
     assert_eq!(out.len(), 2);
     // ... and not after.
     send(
         &mut r,
         &mut b,
-        T0 + 31_000,
+        t + 31_000,
         RequestBody::Delivered {
             nonces: vec![push_id],
         },
     );
     assert_eq!(r.held_for(&b.key()), 0);
-    let out = send(&mut r, &mut b, T0 + 50_000, RequestBody::Heartbeat);
+    let out = send(&mut r, &mut b, t + 50_000, RequestBody::Heartbeat);
     assert_eq!(out.len(), 1);
 }
 
@@ -492,7 +496,8 @@ fn held_requests_are_bounded_per_target_and_expire() {
     };
     let expiry = limits.held_expiry_ms;
     let mut r = memory_registry(limits, T0);
-    let target = TestNode::new(99, 1000);
+    let mut target = TestNode::new(99, 1000);
+    register(&mut r, &mut target, T0, None);
     for i in 0..3 {
         let mut n = TestNode::new(i + 1, 1000);
         let out = send(&mut r, &mut n, T0, trust_request(&target));
@@ -755,6 +760,7 @@ fn names_and_held_requests_survive_a_restart_with_redb() {
         let mut r =
             Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
         register(&mut r, &mut a, T0, Some("orchestrator"));
+        register(&mut r, &mut b, T0, None);
         send(&mut r, &mut a, T0, trust_request(&b));
     }
     let store = crate::registry::store::RedbStore::open(&path).unwrap();
@@ -806,7 +812,10 @@ fn storage_failure_is_answered_with_internal_and_changes_nothing() {
     store.fail_writes = true;
     let mut r = Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
     let mut a = TestNode::new(1, 1000);
-    let b = TestNode::new(2, 1000);
+    let mut b = TestNode::new(2, 1000);
+    // Registration stands when its record cannot be written (logged).
+    register(&mut r, &mut a, T0, None);
+    register(&mut r, &mut b, T0, None);
     let out = send(
         &mut r,
         &mut a,
@@ -1051,4 +1060,88 @@ fn a_full_nonce_store_evicts_the_oldest_and_still_admits_fresh_requests() {
     // The evicted nonce cannot be replayed: requests as old as it are refused.
     assert!(r.handle(T0 + 20, a.addr, &first).is_empty());
     assert_eq!(r.counters().replayed, 1);
+}
+
+#[test]
+fn messages_are_held_only_for_registered_targets_and_names_need_a_registration() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    // b never registered here: nothing is held for it.
+    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+    assert_eq!(r.held_for(&b.key()), 0);
+    assert_eq!(r.counters().unknown_target, 1);
+    // SetHostname is refused to an unregistered key.
+    let name = RequestBody::SetHostname {
+        hostname: Hostname::new("squatter").unwrap(),
+    };
+    let out = send(&mut r, &mut b, T0, name.clone());
+    assert_eq!(status_of(&out[0].1), Some(Status::UnknownNode));
+    assert!(!r.names.contains_key(&Hostname::new("squatter").unwrap()));
+    // Once b registered, both work, also after it went offline.
+    register(&mut r, &mut b, T0, None);
+    let out = send(&mut r, &mut b, T0, name);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    r.handle_timeout(T0 + 100_000);
+    let out = send(&mut r, &mut a, T0 + 100_000, trust_request(&b));
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    assert_eq!(r.held_for(&b.key()), 1);
+}
+
+#[test]
+fn names_expire_when_their_key_is_silent_past_the_registration_expiry() {
+    let hour = 3600 * 1000;
+    let limits = Limits {
+        registration_expiry_ms: 3 * hour,
+        ..Limits::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.redb");
+    let open = |at: u64| {
+        let store = crate::registry::store::RedbStore::open(&path).unwrap();
+        Registry::new(registry_identity(), Box::new(store), limits.clone(), at).unwrap()
+    };
+    let mut r = open(T0);
+    let mut silent = TestNode::new(1, 1000);
+    let mut alive = TestNode::new(2, 2000);
+    register(&mut r, &mut silent, T0, Some("silent"));
+    register(&mut r, &mut alive, T0, Some("alive"));
+    // `alive` heartbeats (every 20 s) for four hours, across a restart of the registry; `silent`
+    // is never heard again.
+    let mut now = T0;
+    while now < T0 + 4 * hour {
+        now += 20_000;
+        if now == T0 + 2 * hour {
+            drop(r);
+            r = open(now);
+            register(&mut r, &mut alive, now, None);
+        }
+        let out = send(&mut r, &mut alive, now, RequestBody::Heartbeat);
+        assert!(
+            matches!(out[0].1.body, ResponseBody::Ack { .. }),
+            "at {now}"
+        );
+        if now % 600_000 == 0 {
+            r.handle_timeout(now);
+        }
+    }
+    r.handle_timeout(now);
+    assert!(r.names.contains_key(&Hostname::new("alive").unwrap()));
+    assert!(!r.names.contains_key(&Hostname::new("silent").unwrap()));
+    assert_eq!(r.counters().names_expired, 1);
+    assert!(!r.is_registered(&silent.key()));
+    // The release is persisted, and another key can take the name.
+    drop(r);
+    let mut r = open(now);
+    let mut other = TestNode::new(3, 3000);
+    let out = register(&mut r, &mut other, now, Some("silent"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Granted,
+            ..
+        }
+    ));
 }
