@@ -5,6 +5,7 @@
 //! - [`server`]: the registry state machine (sans-IO: bytes and time in, datagrams out).
 //! - [`store`]: what the registry persists, behind the [`store::Store`] trait (memory, redb).
 //! - [`runner`]: the thin tokio UDP driver that makes `server` a process.
+//! - [`writer`]: store commits on a thread of their own, batched, off the event loop.
 //!
 //! The message encoding is [`crate::wire::registry`]; the node's side of the protocol is
 //! [`crate::node::registry_client`].
@@ -12,3 +13,4 @@
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod writer;

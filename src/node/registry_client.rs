@@ -123,6 +123,8 @@ struct RegistryState {
     source: KeySource,
     /// Whether we already logged that the registry answers with another key than `key`.
     warned_other_key: bool,
+    /// The registry's latest return-routability cookie for our address, echoed in Register.
+    cookie: Option<crate::wire::registry::Cookie>,
 }
 
 /// Where a registry's key came from.
@@ -205,6 +207,7 @@ impl Client {
                     key,
                     source,
                     warned_other_key: false,
+                    cookie: None,
                 }
             })
             .collect();

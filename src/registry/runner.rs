@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 
 use super::server::{Limits, Registry};
 use super::store::{RedbStore, StoreError};
+use super::writer::{BatchingStore, WRITE_QUEUE};
 use crate::clock::unix_ms_now;
 use crate::identity::{Identity, PublicKey};
 use std::sync::Arc;
@@ -133,7 +134,9 @@ impl RegistryServer {
     /// Opens the store in `config.state_dir` (created 0700 if missing) and binds the socket.
     pub async fn bind(config: RegistryConfig) -> Result<Self, RunnerError> {
         create_private_dir(&config.state_dir)?;
-        let store = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
+        let redb = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
+        // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
+        let store = BatchingStore::spawn(Box::new(redb), WRITE_QUEUE)?;
         let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
         let (identity, created) =
             Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;

@@ -21,15 +21,22 @@
 //! - An endpoint request is forwarded to an online target only; the target answers it only if it
 //!   trusts the asker, and the registry forwards an answer only for a request it forwarded.
 //! - All datagrams from one source IP share a token bucket, checked before any signature work.
+//! - Return routability: until a source address is proven (it is the sender's presence), what
+//!   goes back to it is at most as large as what came from it, nothing held is pushed to it,
+//!   and presence moves there only on a `Register` that echoes our cookie (see `proof`).
 //!
 //! # Modules
 //! `limits` (bounds, counters, token bucket), `names` (hostnames, lookups), `held` (trust
-//! messages), `endpoints` (endpoint exchange, relay); this file admits and dispatches requests.
+//! messages), `endpoints` (endpoint exchange, relay), `proof` (return routability); this file
+//! admits and dispatches requests.
 
 mod endpoints;
 mod held;
 mod limits;
 mod names;
+mod nonces;
+mod proof;
+mod registrations;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -42,11 +49,12 @@ pub use self::limits::{Counters, Limits};
 use self::endpoints::{Pair, PendingEndpoint, RelayBudget};
 use self::held::{Held, HeldKey};
 use self::limits::Bucket;
-use super::store::{Snapshot, Store, StoreError};
+use super::store::{Snapshot, Store, StoreError, StoreOp};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 use crate::wire::registry::{
-    Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status, WireError,
+    Cookie, Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
+    WireError,
 };
 use crate::wire::relay;
 
@@ -67,6 +75,9 @@ struct Ctx {
     from: SocketAddr,
     sender: PublicKey,
     nonce: Nonce,
+    /// Bytes we may still send back to `from`: `None` once it proved it answers there (it is
+    /// the sender's presence address), else the size of the request (amplification ≤ 1).
+    budget: Option<usize>,
 }
 
 /// The registry core.
@@ -74,12 +85,19 @@ pub struct Registry {
     limits: Limits,
     identity: Arc<Identity>,
     store: Box<dyn Store>,
+    cookie_secret: [u8; 32],
     started_ms: u64,
     presence: HashMap<PublicKey, Presence>,
     names: HashMap<Hostname, PublicKey>,
     owner: HashMap<PublicKey, Hostname>,
+    /// Registered keys → when last heard (unix ms); see `registrations`.
+    seen: HashMap<PublicKey, u64>,
+    /// Registered keys → when that was last written to the store.
+    seen_persisted: HashMap<PublicKey, u64>,
     held: BTreeMap<HeldKey, Held>,
-    nonces: HashMap<Nonce, u64>,
+    nonces: nonces::Nonces,
+    key_buckets: HashMap<PublicKey, Bucket>,
+    global_bucket: Bucket,
     query_buckets: HashMap<PublicKey, Bucket>,
     ip_buckets: HashMap<IpAddr, Bucket>,
     endpoint_requests: HashMap<Nonce, PendingEndpoint>,
@@ -122,17 +140,22 @@ impl Registry {
         limits: Limits,
         now_ms: u64,
     ) -> Result<Self, StoreError> {
-        let Snapshot { names, held } = store.load()?;
+        let Snapshot { names, held, seen } = store.load()?;
         let mut r = Registry {
+            global_bucket: Bucket::full(limits.global_burst, now_ms),
             limits,
             store,
+            cookie_secret: proof::cookie_secret(&identity),
             identity,
             started_ms: now_ms,
             presence: HashMap::new(),
             names: HashMap::new(),
             owner: HashMap::new(),
+            seen: HashMap::new(),
+            seen_persisted: HashMap::new(),
             held: BTreeMap::new(),
-            nonces: HashMap::new(),
+            nonces: nonces::Nonces::default(),
+            key_buckets: HashMap::new(),
             query_buckets: HashMap::new(),
             ip_buckets: HashMap::new(),
             endpoint_requests: HashMap::new(),
@@ -142,7 +165,13 @@ impl Registry {
             relay_budgets: HashMap::new(),
             counters: Counters::default(),
         };
+        for (key, ms) in seen {
+            r.seen.insert(key, ms);
+            r.seen_persisted.insert(key, ms);
+        }
         for (name, key) in names {
+            // A name stored before registrations were (v1.0) gets a full expiry from now.
+            r.seen.entry(key).or_insert(now_ms);
             r.owner.insert(key, name.clone());
             r.names.insert(name, key);
         }
@@ -197,24 +226,27 @@ impl Registry {
         let Some(req) = self.decode(bytes) else {
             return Vec::new();
         };
-        if let Err(out) = self.check_fresh(now_ms, from, &req.header) {
+        let sender = req.header.sender;
+        let budget = (!self.proven(&sender, from)).then_some(bytes.len());
+        if let Err(out) = self.check_fresh(now_ms, from, &req.header, budget) {
             return out;
         }
-        self.counters.accepted += 1;
-        // Any signed request from a node we know proves where it is now (its NAT mapping may
-        // have changed since its last heartbeat): relayed traffic follows at once.
-        if let Some(p) = self.presence.get(&req.header.sender) {
-            if p.addr != from {
-                self.touch(req.header.sender, from, now_ms);
-            }
+        if !self.admit_key(now_ms, sender) {
+            self.counters.rate_limited += 1;
+            return Vec::new();
         }
+        self.counters.accepted += 1;
         let cx = Ctx {
             now_ms,
             from,
-            sender: req.header.sender,
+            sender,
             nonce: req.header.nonce,
+            budget,
         };
-        let out = self.dispatch(&cx, &req, bytes);
+        let mut out = self.dispatch(&cx, &req, bytes);
+        // A Register with a valid cookie has just proven the address.
+        let budget = budget.filter(|_| !self.proven(&sender, from));
+        self.cap_to_budget(from, budget, &mut out);
         for (_, b) in &out {
             if b.get(2) == Some(&0x82) {
                 self.counters.refused += 1;
@@ -223,16 +255,36 @@ impl Registry {
         out
     }
 
-    /// Takes a token from the source IP's bucket (bounded table), before any signature work.
+    /// Takes a token from the source's bucket (its IPv4 address or IPv6 /64; bounded table)
+    /// and one from the global bucket, before any signature work.
     fn admit_ip(&mut self, now_ms: u64, ip: IpAddr) -> bool {
+        let ip = source_bucket(ip);
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
         if !self.ip_buckets.contains_key(&ip)
             && self.ip_buckets.len() >= self.limits.max_tracked_ips
         {
             return false;
         }
+        let l = &self.limits;
         self.ip_buckets
             .entry(ip)
+            .or_insert_with(|| Bucket::full(burst, now_ms))
+            .take(burst, per_sec, now_ms)
+            && self
+                .global_bucket
+                .take(l.global_burst, l.global_per_sec, now_ms)
+    }
+
+    /// Takes a token from the sender key's bucket (bounded table), after its signature.
+    fn admit_key(&mut self, now_ms: u64, key: PublicKey) -> bool {
+        let (burst, per_sec) = (self.limits.key_burst, self.limits.key_per_sec);
+        if !self.key_buckets.contains_key(&key)
+            && self.key_buckets.len() >= self.limits.max_tracked_keys
+        {
+            return false;
+        }
+        self.key_buckets
+            .entry(key)
             .or_insert_with(|| Bucket::full(burst, now_ms))
             .take(burst, per_sec, now_ms)
     }
@@ -254,7 +306,13 @@ impl Registry {
 
     /// Refuses a stale timestamp (answered with our clock) and a replayed nonce (silently);
     /// remembers the nonce of a fresh request until its timestamp leaves the window.
-    fn check_fresh(&mut self, now_ms: u64, from: SocketAddr, h: &Header) -> Result<(), Transmits> {
+    fn check_fresh(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        h: &Header,
+        budget: Option<usize>,
+    ) -> Result<(), Transmits> {
         let skew = self.limits.max_clock_skew_ms;
         if h.timestamp_ms.saturating_add(skew) < now_ms
             || h.timestamp_ms > now_ms.saturating_add(skew)
@@ -267,19 +325,15 @@ impl Registry {
             );
             return Err(vec![(
                 from,
-                self.error(h.nonce, Status::StaleTimestamp, now_ms, msg),
+                self.error(h.nonce, Status::StaleTimestamp, now_ms, msg, budget),
             )]);
         }
-        if self.nonces.contains_key(&h.nonce) {
+        let (max, expires) = (self.limits.max_nonces, h.timestamp_ms.saturating_add(skew));
+        let evicted = &mut self.counters.nonces_evicted;
+        if self.nonces.insert(h.nonce, expires, max, evicted) == nonces::Seen::Replay {
             self.counters.replayed += 1;
             return Err(Vec::new());
         }
-        if self.nonces.len() >= self.limits.max_nonces {
-            self.counters.rate_limited += 1;
-            return Err(Vec::new());
-        }
-        self.nonces
-            .insert(h.nonce, h.timestamp_ms.saturating_add(skew));
         Ok(())
     }
 
@@ -301,17 +355,39 @@ impl Registry {
                 && b.bytes
                     .is_full_at(l.relay_byte_burst, l.relay_bytes_per_sec, now_ms))
         });
-        self.nonces.retain(|_, exp| *exp >= now_ms);
+        self.nonces.expire(now_ms);
         self.endpoint_requests.retain(|_, p| p.expires_ms >= now_ms);
         let l = &self.limits;
         self.query_buckets
             .retain(|_, b| !b.is_full_at(l.query_burst, l.query_per_sec, now_ms));
         self.ip_buckets
             .retain(|_, b| !b.is_full_at(l.ip_burst, l.ip_per_sec, now_ms));
+        self.key_buckets
+            .retain(|_, b| !b.is_full_at(l.key_burst, l.key_per_sec, now_ms));
         self.expire_held(now_ms);
+        self.expire_registrations(now_ms);
     }
 
-    fn error(&self, nonce: Nonce, status: Status, now_ms: u64, message: String) -> Vec<u8> {
+    /// An error answer; to an unproven source (`budget`) its message is cut so the whole
+    /// datagram fits in the budget.
+    fn error(
+        &self,
+        nonce: Nonce,
+        status: Status,
+        now_ms: u64,
+        mut message: String,
+        budget: Option<usize>,
+    ) -> Vec<u8> {
+        if let Some(b) = budget {
+            let max = b.saturating_sub(ERROR_OVERHEAD);
+            if message.len() > max {
+                let mut end = max;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+            }
+        }
         encode(
             &self.identity,
             &Response {
@@ -336,7 +412,10 @@ impl Registry {
 
     /// An error answer to the request in `cx`.
     fn fail(&self, cx: &Ctx, status: Status, message: String) -> Transmits {
-        vec![(cx.from, self.error(cx.nonce, status, cx.now_ms, message))]
+        vec![(
+            cx.from,
+            self.error(cx.nonce, status, cx.now_ms, message, cx.budget),
+        )]
     }
 
     /// An `Ack` to the request in `cx`, telling the sender its observed address.
@@ -347,7 +426,9 @@ impl Registry {
     fn dispatch(&mut self, cx: &Ctx, req: &Request, bytes: &[u8]) -> Transmits {
         use crate::registry::store::HeldKind;
         match &req.body {
-            RequestBody::Register { hostname, .. } => self.on_register(cx, hostname.as_ref()),
+            RequestBody::Register {
+                hostname, cookie, ..
+            } => self.on_register(cx, hostname.as_ref(), cookie.as_ref()),
             RequestBody::Heartbeat => self.on_heartbeat(cx),
             RequestBody::SetHostname { hostname } => self.on_set_hostname(cx, hostname),
             RequestBody::ReleaseHostname => self.on_release_hostname(cx),
@@ -370,9 +451,24 @@ impl Registry {
         }
     }
 
-    /// `Register`: records presence, claims the hostname asked for, and pushes what is held.
-    fn on_register(&mut self, cx: &Ctx, hostname: Option<&Hostname>) -> Transmits {
-        if !self.presence.contains_key(&cx.sender) && self.presence.len() >= self.limits.max_nodes {
+    /// `Register`: from a proven address (or with a valid cookie for it) records presence,
+    /// claims the hostname asked for, and pushes what is held; otherwise challenges.
+    fn on_register(
+        &mut self,
+        cx: &Ctx,
+        hostname: Option<&Hostname>,
+        cookie: Option<&Cookie>,
+    ) -> Transmits {
+        if cx.budget.is_some() && !cookie.is_some_and(|c| self.cookie_valid(cx, c)) {
+            return self.challenge(cx);
+        }
+        let cx = &Ctx {
+            budget: None,
+            ..*cx
+        };
+        let full =
+            !self.presence.contains_key(&cx.sender) && self.presence.len() >= self.limits.max_nodes;
+        if full || !self.has_room_for(&cx.sender) {
             return self.fail(cx, Status::RateLimited, "the registry is full".into());
         }
         self.touch(cx.sender, cx.from, cx.now_ms);
@@ -396,14 +492,19 @@ impl Registry {
         out
     }
 
-    /// `Heartbeat`: refreshes presence and pushes what is held; an unknown node must register.
+    /// `Heartbeat`: refreshes presence and pushes what is held; an unknown node must register;
+    /// a heartbeat from another address than the node's presence is challenged (presence
+    /// moves only with a cookie, in `Register`).
     fn on_heartbeat(&mut self, cx: &Ctx) -> Transmits {
         if !self.presence.contains_key(&cx.sender) {
             return self.fail(
                 cx,
                 Status::UnknownNode,
-                "this registry does not know the node (it restarted or the node was silent too long): register again".into(),
+                "unknown node: register again".into(),
             );
+        }
+        if cx.budget.is_some() {
+            return self.challenge(cx);
         }
         self.touch(cx.sender, cx.from, cx.now_ms);
         let mut out = self.ack(cx);
@@ -412,6 +513,7 @@ impl Registry {
     }
 
     fn touch(&mut self, key: PublicKey, addr: SocketAddr, now_ms: u64) {
+        self.refresh_seen(key, now_ms);
         let old = self.presence.insert(
             key,
             Presence {
@@ -434,6 +536,23 @@ impl Registry {
             .flatten()
     }
 }
+
+/// The rate-limit bucket a source address falls in: an IPv4 address (also when mapped into
+/// IPv6), or an IPv6 /64 (one subscriber usually holds a whole /64, so per-address buckets would
+/// give it 2^64 of them).
+fn source_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Bytes of an `Error` datagram around its message: preamble, nonce, status, time, message
+/// length, signature.
+const ERROR_OVERHEAD: usize = 3 + 16 + 1 + 8 + 2 + 64;
 
 /// Encodes a response the registry built. Originals are datagrams we accepted (at most
 /// [`crate::wire::registry::MAX_DATAGRAM`] minus a signed request's overhead), so this cannot exceed the bound for

@@ -78,6 +78,19 @@ pub enum StoreOp {
     },
     /// Hold a message (replacing the one with the same target, sender and kind).
     PutHeld(HeldMessage),
+    /// Record that `key` registered (or heartbeat) at `unix_ms`: it may be sent held messages,
+    /// and its hostname is kept, until it has been silent for the registration expiry.
+    Seen {
+        /// The node.
+        key: PublicKey,
+        /// When (unix ms).
+        unix_ms: u64,
+    },
+    /// Forget a node that has been silent past the registration expiry.
+    Forget {
+        /// The node.
+        key: PublicKey,
+    },
     /// Drop a held message.
     RemoveHeld {
         /// Who it was for.
@@ -96,6 +109,8 @@ pub struct Snapshot {
     pub names: Vec<(Hostname, PublicKey)>,
     /// Held messages.
     pub held: Vec<HeldMessage>,
+    /// Registered nodes and when each last registered or heartbeat (unix ms).
+    pub seen: Vec<(PublicKey, u64)>,
 }
 
 /// A storage failure.
@@ -143,6 +158,7 @@ type HeldKey = ([u8; 32], [u8; 32], u8);
 pub struct MemoryStore {
     names: BTreeMap<Hostname, PublicKey>,
     held: BTreeMap<HeldKey, HeldMessage>,
+    seen: BTreeMap<[u8; 32], (PublicKey, u64)>,
     /// When set, every `apply` fails (to test the registry's handling of storage failures).
     pub fail_writes: bool,
 }
@@ -159,6 +175,7 @@ impl Store for MemoryStore {
         Ok(Snapshot {
             names: self.names.iter().map(|(n, k)| (n.clone(), *k)).collect(),
             held: self.held.values().cloned().collect(),
+            seen: self.seen.values().copied().collect(),
         })
     }
 
@@ -185,6 +202,12 @@ impl Store for MemoryStore {
                     self.held
                         .remove(&(*target.as_bytes(), *from.as_bytes(), kind.to_byte()));
                 }
+                StoreOp::Seen { key, unix_ms } => {
+                    self.seen.insert(*key.as_bytes(), (*key, *unix_ms));
+                }
+                StoreOp::Forget { key } => {
+                    self.seen.remove(key.as_bytes());
+                }
             }
         }
         Ok(())
@@ -195,6 +218,8 @@ impl Store for MemoryStore {
 const NAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("names_v1");
 /// target key (32) ‖ sender key (32) ‖ kind (1) → received unix ms (u64 BE, 8) ‖ original.
 const HELD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("held_v1");
+/// 32-byte public key → last registration or heartbeat, unix ms (u64 BE).
+const SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("seen_v1");
 
 /// The embedded store: one redb file (`registry.redb` in the state directory).
 pub struct RedbStore {
@@ -222,6 +247,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(|e| err(&e))?;
         txn.open_table(NAMES).map_err(|e| err(&e))?;
         txn.open_table(HELD).map_err(|e| err(&e))?;
+        txn.open_table(SEEN).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))?;
         Ok(RedbStore {
             db,
@@ -282,6 +308,17 @@ impl Store for RedbStore {
                 original: v[8..].to_vec(),
             });
         }
+        let seen = txn.open_table(SEEN).map_err(|e| self.backend(e))?;
+        for row in seen.iter().map_err(|e| self.backend(e))? {
+            let (k, v) = row.map_err(|e| self.backend(e))?;
+            let bytes: [u8; 32] = k
+                .value()
+                .try_into()
+                .map_err(|_| self.corrupt("seen record key is not 32 bytes"))?;
+            let key = PublicKey::from_bytes(bytes)
+                .map_err(|e| self.corrupt(format!("seen record: {e}")))?;
+            snap.seen.push((key, v.value()));
+        }
         Ok(snap)
     }
 
@@ -290,6 +327,7 @@ impl Store for RedbStore {
         {
             let mut names = txn.open_table(NAMES).map_err(|e| self.backend(e))?;
             let mut held = txn.open_table(HELD).map_err(|e| self.backend(e))?;
+            let mut seen = txn.open_table(SEEN).map_err(|e| self.backend(e))?;
             for op in ops {
                 match op {
                     StoreOp::SetName { name, key } => {
@@ -311,6 +349,14 @@ impl Store for RedbStore {
                     StoreOp::RemoveHeld { target, from, kind } => {
                         let k = held_key(target, from, *kind);
                         held.remove(k.as_slice()).map_err(|e| self.backend(e))?;
+                    }
+                    StoreOp::Seen { key, unix_ms } => {
+                        seen.insert(key.as_bytes().as_slice(), *unix_ms)
+                            .map_err(|e| self.backend(e))?;
+                    }
+                    StoreOp::Forget { key } => {
+                        seen.remove(key.as_bytes().as_slice())
+                            .map_err(|e| self.backend(e))?;
                     }
                 }
             }
@@ -358,6 +404,14 @@ mod tests {
                 },
                 StoreOp::PutHeld(held(2, 10)),
                 StoreOp::PutHeld(held(3, 11)),
+                StoreOp::Seen {
+                    key: key(1),
+                    unix_ms: 5,
+                },
+                StoreOp::Seen {
+                    key: key(2),
+                    unix_ms: 6,
+                },
             ])
             .unwrap();
         store
@@ -369,11 +423,17 @@ mod tests {
                     from: key(3),
                     kind: HeldKind::TrustRequest,
                 },
+                StoreOp::Forget { key: key(2) },
+                StoreOp::Seen {
+                    key: key(1),
+                    unix_ms: 7,
+                },
             ])
             .unwrap();
         let snap = store.load().unwrap();
         assert_eq!(snap.names, vec![(a, key(1))]);
         assert_eq!(snap.held, vec![held(2, 20)]);
+        assert_eq!(snap.seen, vec![(key(1), 7)]);
         snap
     }
 

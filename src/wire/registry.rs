@@ -52,6 +52,11 @@ const REQUEST_HEADER: usize = 3 + 32 + 16 + 8;
 /// Bytes of a signature.
 const SIGNATURE_LEN: usize = 64;
 
+/// A registry's return-routability cookie: 16 bytes the registry derives from the source
+/// address, the sender key, the time and a secret; a node proves it receives at an address by
+/// echoing it (see `Challenge`).
+pub type Cookie = [u8; 16];
+
 /// A 16-byte random value that makes every request unique; also the request's id.
 pub type Nonce = [u8; 16];
 

@@ -462,6 +462,7 @@ fn flood_templates(count: usize) -> String {
             RequestBody::Register {
                 hostname: None,
                 candidates: Vec::new(),
+                cookie: None,
             },
             RequestBody::Heartbeat,
         ]

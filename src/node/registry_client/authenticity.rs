@@ -89,6 +89,9 @@ impl Client {
                     ..
                 },
             ) => true,
+            // Likewise a return-routability challenge: at worst we echo a wrong cookie and are
+            // challenged again.
+            (None, ResponseBody::Challenge { .. }) => true,
             (None, _) => false,
         };
         if !ok {

@@ -49,6 +49,7 @@ impl Client {
         let body = RequestBody::Register {
             hostname: self.config.hostname.clone(),
             candidates: self.config.candidates.clone(),
+            cookie: self.registries[reg].cookie,
         };
         // One registration in flight per registry.
         let existing: Vec<u64> = self
@@ -229,6 +230,16 @@ impl Client {
                     .is_some_and(|f| f.attempts < self.config.max_attempts.max(2));
             if retry {
                 self.transmit(id, now);
+                return true;
+            }
+        }
+        if let ResponseBody::Challenge { cookie } = *body {
+            // Prove our address: register again at once with the cookie (only for a new cookie,
+            // so a refused one waits for the retry timer instead of looping).
+            let fresh = self.registries[reg].cookie != Some(cookie);
+            self.registries[reg].cookie = Some(cookie);
+            if fresh && self.inflight.get(&id).map(|f| f.purpose) == Some(Purpose::Register) {
+                self.start_register(reg, now);
                 return true;
             }
         }

@@ -38,6 +38,8 @@ pub(super) struct RelayBudget {
 
 impl Registry {
     /// `EndpointRequest`: forwarded to the target if it is online (rate-limited per asker).
+    /// The asker gets the same `Ack` whether the target is online, offline or unknown: only
+    /// the target's answer (sent only to peers it trusts) tells it anything.
     pub(super) fn on_endpoint_request(
         &mut self,
         cx: &Ctx,
@@ -52,12 +54,13 @@ impl Registry {
                 "too many endpoint requests; retry later".into(),
             );
         }
-        let Some(to) = self.online_addr(target, cx.now_ms) else {
-            return self.fail(cx, Status::NotFound, format!("{target} is not online"));
-        };
         if self.endpoint_requests.len() >= self.limits.max_nodes {
             return self.fail(cx, Status::RateLimited, "too many endpoint requests".into());
         }
+        let mut out = self.ack(cx);
+        let Some(to) = self.online_addr(target, cx.now_ms) else {
+            return out;
+        };
         self.endpoint_requests.insert(
             cx.nonce,
             PendingEndpoint {
@@ -73,7 +76,6 @@ impl Registry {
                 original: bytes.to_vec(),
             },
         };
-        let mut out = self.ack(cx);
         out.push((to, encode(&self.identity, &push)));
         out
     }

@@ -48,6 +48,14 @@ impl Registry {
                 "a node cannot address itself".into(),
             );
         }
+        if !self.is_registered(&target) {
+            self.counters.unknown_target += 1;
+            return self.fail(
+                cx,
+                Status::NotFound,
+                format!("{target} is not registered here"),
+            );
+        }
         let key = (*target.as_bytes(), *sender.as_bytes(), kind.to_byte());
         let replaces = self.held.contains_key(&key);
         if !replaces

@@ -13,7 +13,8 @@ pub struct Limits {
     pub online_timeout_ms: u64,
     /// Most presence records (online nodes).
     pub max_nodes: usize,
-    /// Most nonces remembered; beyond it new requests are refused (fail closed).
+    /// Most nonces remembered; beyond it the one expiring first is evicted and requests that
+    /// expire no later than it are refused as possible replays (fresh requests still pass).
     pub max_nonces: usize,
     /// Most messages held for one target.
     pub held_per_target: usize,
@@ -25,11 +26,23 @@ pub struct Limits {
     pub query_burst: u32,
     /// Lookups and endpoint requests per key: tokens per second.
     pub query_per_sec: u32,
-    /// Datagrams per source IP: bucket size.
+    /// Signed requests per sender key (after signature and replay checks): bucket size.
+    pub key_burst: u32,
+    /// Signed requests per sender key: tokens per second.
+    pub key_per_sec: u32,
+    /// Most sender keys tracked for that rate limit (idle ones are forgotten each second);
+    /// requests from further new keys are dropped.
+    pub max_tracked_keys: usize,
+    /// Datagrams from all sources together that get signature work: bucket size.
+    pub global_burst: u32,
+    /// Datagrams from all sources together: tokens per second (bounds the CPU spent on
+    /// signatures whatever the number of sources).
+    pub global_per_sec: u32,
+    /// Datagrams per source (IPv4 address or IPv6 /64): bucket size.
     pub ip_burst: u32,
-    /// Datagrams per source IP: tokens per second.
+    /// Datagrams per source (IPv4 address or IPv6 /64): tokens per second.
     pub ip_per_sec: u32,
-    /// Most source IPs tracked for rate limiting (idle ones are forgotten each second);
+    /// Most sources (IPv4 addresses, IPv6 /64s) tracked for rate limiting (idle ones are forgotten each second);
     /// datagrams from further new IPs are dropped.
     pub max_tracked_ips: usize,
     /// How long a forwarded endpoint request may wait for its answer (ms).
@@ -47,6 +60,13 @@ pub struct Limits {
     pub relay_byte_burst: u32,
     /// Relayed payload bytes per sending node: per second.
     pub relay_bytes_per_sec: u32,
+    /// A registered key silent (no Register or Heartbeat) for this long is forgotten and its
+    /// hostname released (ms).
+    pub registration_expiry_ms: u64,
+    /// Most registered keys remembered; beyond it new keys cannot register (`rate_limited`).
+    pub max_registered: usize,
+    /// How long a return-routability cookie is valid (ms): one epoch, and the one before.
+    pub cookie_lifetime_ms: u64,
 }
 
 impl Default for Limits {
@@ -61,6 +81,11 @@ impl Default for Limits {
             held_expiry_ms: 7 * 24 * 3600 * 1000,
             query_burst: 10,
             query_per_sec: 1,
+            key_burst: 100,
+            key_per_sec: 20,
+            max_tracked_keys: 1_000_000,
+            global_burst: 40_000,
+            global_per_sec: 20_000,
             ip_burst: 200,
             ip_per_sec: 50,
             max_tracked_ips: 1_000_000,
@@ -71,6 +96,9 @@ impl Default for Limits {
             relay_packets_per_sec: 20_000,
             relay_byte_burst: 4 << 20,
             relay_bytes_per_sec: 25_000_000,
+            cookie_lifetime_ms: 60_000,
+            registration_expiry_ms: 30 * 24 * 3600 * 1000,
+            max_registered: 1_000_000,
         }
     }
 }
@@ -105,6 +133,16 @@ pub struct Counters {
     pub relay_refused: u64,
     /// Relay frames dropped over the sender's packet or byte budget.
     pub relay_limited: u64,
+    /// Challenges sent (a Register or Heartbeat from an address not yet proven).
+    pub challenged: u64,
+    /// Nonces evicted from a full replay store (requests as old as them are then refused).
+    pub nonces_evicted: u64,
+    /// Hostnames released because their key was silent past the registration expiry.
+    pub names_expired: u64,
+    /// Trust messages refused because their target never registered here (or expired).
+    pub unknown_target: u64,
+    /// Answers dropped because they would send an unproven address more bytes than it sent.
+    pub amplification_dropped: u64,
 }
 
 /// A token bucket in milli-tokens, refilled from the time passed in.

@@ -7,8 +7,11 @@ use crate::registry::store::StoreOp;
 use crate::wire::registry::{ResponseBody, Status};
 
 impl Registry {
-    /// `SetHostname`: claims the name, unless another key holds it.
+    /// `SetHostname`: claims the name for a registered key, unless another key holds it.
     pub(super) fn on_set_hostname(&mut self, cx: &Ctx, hostname: &Hostname) -> Transmits {
+        if !self.is_registered(&cx.sender) {
+            return self.fail(cx, Status::UnknownNode, "register first".into());
+        }
         match self.claim(cx.sender, hostname) {
             Ok(()) => self.ack(cx),
             Err(Status::AlreadyExists) => self.fail(

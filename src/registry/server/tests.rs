@@ -82,21 +82,24 @@ fn decode_all(out: Transmits) -> Vec<(SocketAddr, Response)> {
         .collect()
 }
 
-fn register(
+/// Registers `n` the way a node does: a first `Register`, and if the registry challenges the
+/// source address, the same again with the cookie. Returns the answers to the last one.
+pub(crate) fn register(
     r: &mut Registry,
     n: &mut TestNode,
     now: u64,
     name: Option<&str>,
 ) -> Vec<(SocketAddr, Response)> {
-    send(
-        r,
-        n,
-        now,
-        RequestBody::Register {
-            hostname: name.map(|s| Hostname::new(s).unwrap()),
-            candidates: vec![],
-        },
-    )
+    let body = |cookie| RequestBody::Register {
+        hostname: name.map(|s| Hostname::new(s).unwrap()),
+        candidates: vec![],
+        cookie,
+    };
+    let out = send(r, n, now, body(None));
+    match out.first().map(|(_, resp)| &resp.body) {
+        Some(ResponseBody::Challenge { cookie }) => send(r, n, now, body(Some(*cookie))),
+        _ => out,
+    }
 }
 
 fn status_of(resp: &Response) -> Option<Status> {
@@ -122,6 +125,7 @@ fn replayed_request_is_refused_and_counted() {
         RequestBody::Register {
             hostname: None,
             candidates: vec![],
+            cookie: None,
         },
     );
     assert_eq!(r.handle(T0, a.addr, &bytes).len(), 1);
@@ -142,6 +146,7 @@ fn replay_after_the_window_is_refused_as_stale() {
         RequestBody::Register {
             hostname: None,
             candidates: vec![],
+            cookie: None,
         },
     );
     r.handle(T0, a.addr, &bytes);
@@ -420,12 +425,16 @@ fn trust_request_is_held_for_an_offline_target_and_delivered_on_register() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
     let mut b = TestNode::new(2, 2000);
-    register(&mut r, &mut a, T0, None);
-    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    // b registered once, then went offline.
+    register(&mut r, &mut b, T0, None);
+    let t = T0 + r.limits().online_timeout_ms + 1;
+    r.handle_timeout(t);
+    register(&mut r, &mut a, t, None);
+    let out = send(&mut r, &mut a, t, trust_request(&b));
     assert_eq!(out.len(), 1, "acked, nothing pushed");
     assert_eq!(r.held_for(&b.key()), 1);
 
-    let out = register(&mut r, &mut b, T0 + 10_000, None);
+    let out = register(&mut r, &mut b, t + 10_000, None);
     assert_eq!(out.len(), 2);
     assert!(matches!(out[0].1.body, ResponseBody::Registered { .. }));
     assert_eq!(out[1].0, b.addr);
@@ -436,19 +445,19 @@ fn trust_request_is_held_for_an_offline_target_and_delivered_on_register() {
     ));
 
     // Until acknowledged it is pushed again with each heartbeat ...
-    let out = send(&mut r, &mut b, T0 + 30_000, RequestBody::Heartbeat);
+    let out = send(&mut r, &mut b, t + 30_000, RequestBody::Heartbeat);
     assert_eq!(out.len(), 2);
     // ... and not after.
     send(
         &mut r,
         &mut b,
-        T0 + 31_000,
+        t + 31_000,
         RequestBody::Delivered {
             nonces: vec![push_id],
         },
     );
     assert_eq!(r.held_for(&b.key()), 0);
-    let out = send(&mut r, &mut b, T0 + 50_000, RequestBody::Heartbeat);
+    let out = send(&mut r, &mut b, t + 50_000, RequestBody::Heartbeat);
     assert_eq!(out.len(), 1);
 }
 
@@ -487,7 +496,8 @@ fn held_requests_are_bounded_per_target_and_expire() {
     };
     let expiry = limits.held_expiry_ms;
     let mut r = memory_registry(limits, T0);
-    let target = TestNode::new(99, 1000);
+    let mut target = TestNode::new(99, 1000);
+    register(&mut r, &mut target, T0, None);
     for i in 0..3 {
         let mut n = TestNode::new(i + 1, 1000);
         let out = send(&mut r, &mut n, T0, trust_request(&target));
@@ -518,14 +528,14 @@ fn a_node_cannot_send_a_trust_request_to_itself() {
 }
 
 #[test]
-fn endpoint_request_reaches_only_an_online_target_and_only_its_answer_is_forwarded() {
+fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_comes_back() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
     let mut b = TestNode::new(2, 2000);
     let mut c = TestNode::new(3, 3000);
     register(&mut r, &mut a, T0, None);
     let local: SocketAddr = "10.0.0.2:51820".parse().unwrap();
-    // Offline target: refused.
+    // Offline target: acknowledged like any other (see the test below), nothing forwarded.
     let out = send(
         &mut r,
         &mut a,
@@ -535,7 +545,8 @@ fn endpoint_request_reaches_only_an_online_target_and_only_its_answer_is_forward
             candidates: vec![],
         },
     );
-    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
 
     register(&mut r, &mut b, T0, None);
     register(&mut r, &mut c, T0, None);
@@ -673,9 +684,16 @@ fn relayed_traffic_follows_a_node_whose_address_changed() {
     register(&mut r, &mut a, T0, None);
     register(&mut r, &mut b, T0, None);
     exchange(&mut r, &mut a, &mut b, T0 + 1);
-    // b's NAT mapping moves; its next signed request comes from the new port.
+    // b's NAT mapping moves: a request from the new port does not move presence (anyone could
+    // send it from there); its heartbeat is challenged and its registration with the cookie
+    // moves it.
     b.addr = "198.51.100.2:2999".parse().unwrap();
     exchange(&mut r, &mut a, &mut b, T0 + 2);
+    let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
+    assert_ne!(r.handle(T0 + 2, a.addr, &frame)[0].0, b.addr);
+    let out = send(&mut r, &mut b, T0 + 2, RequestBody::Heartbeat);
+    assert!(matches!(out[0].1.body, ResponseBody::Challenge { .. }));
+    register(&mut r, &mut b, T0 + 2, None);
     let frame = relay::frame(relay::RELAY_SEND, b.key().addr48(), &[4u8; 40]);
     assert_eq!(r.handle(T0 + 3, a.addr, &frame)[0].0, b.addr);
     let old: SocketAddr = "198.51.100.2:2000".parse().unwrap();
@@ -742,6 +760,7 @@ fn names_and_held_requests_survive_a_restart_with_redb() {
         let mut r =
             Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
         register(&mut r, &mut a, T0, Some("orchestrator"));
+        register(&mut r, &mut b, T0, None);
         send(&mut r, &mut a, T0, trust_request(&b));
     }
     let store = crate::registry::store::RedbStore::open(&path).unwrap();
@@ -793,7 +812,10 @@ fn storage_failure_is_answered_with_internal_and_changes_nothing() {
     store.fail_writes = true;
     let mut r = Registry::new(registry_identity(), Box::new(store), Limits::default(), T0).unwrap();
     let mut a = TestNode::new(1, 1000);
-    let b = TestNode::new(2, 1000);
+    let mut b = TestNode::new(2, 1000);
+    // Registration stands when its record cannot be written (logged).
+    register(&mut r, &mut a, T0, None);
+    register(&mut r, &mut b, T0, None);
     let out = send(
         &mut r,
         &mut a,
@@ -806,4 +828,320 @@ fn storage_failure_is_answered_with_internal_and_changes_nothing() {
     let out = send(&mut r, &mut a, T0, trust_request(&b));
     assert_eq!(status_of(&out[0].1), Some(Status::Internal));
     assert_eq!(r.held_for(&b.key()), 0);
+}
+
+/// Every request a spoofer can send, in its smallest form (the worst ratio of answer to
+/// request), signed by `attacker`, about `other` (a registered node) where a target is needed.
+fn spoofable_bodies(other: &TestNode) -> Vec<RequestBody> {
+    let name = Hostname::new("x").unwrap();
+    vec![
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+            cookie: None,
+        },
+        RequestBody::Register {
+            hostname: Some(name.clone()),
+            candidates: vec![],
+            cookie: Some([7; 16]),
+        },
+        RequestBody::Heartbeat,
+        RequestBody::SetHostname {
+            hostname: Hostname::new("worker-node").unwrap(),
+        },
+        RequestBody::SetHostname {
+            hostname: name.clone(),
+        },
+        RequestBody::ReleaseHostname,
+        RequestBody::Lookup {
+            hostname: name.clone(),
+        },
+        RequestBody::Lookup {
+            hostname: Hostname::new("worker-node").unwrap(),
+        },
+        RequestBody::TrustRequest {
+            target: other.key(),
+            justification: String::new(),
+        },
+        RequestBody::TrustResponse {
+            target: other.key(),
+            in_reply_to: [0; 16],
+            decision: TrustDecision::Revoke,
+            reason: String::new(),
+        },
+        RequestBody::EndpointRequest {
+            target: other.key(),
+            candidates: vec![],
+        },
+        RequestBody::EndpointResponse {
+            target: other.key(),
+            in_reply_to: [1; 16],
+            candidates: vec![],
+        },
+        RequestBody::Delivered { nonces: vec![] },
+    ]
+}
+
+#[test]
+fn a_spoofed_source_never_gets_more_bytes_than_it_sent_and_never_moves_presence() {
+    // The attacker holds a registered key with a full queue of held messages (sent by its own
+    // throwaway keys), and signs requests that claim to come from the victim's address.
+    let mut r = registry();
+    let mut attacker = TestNode::new(1, 1000);
+    let mut worker = TestNode::new(2, 2000);
+    register(&mut r, &mut worker, T0, Some("worker-node"));
+    register(&mut r, &mut attacker, T0, None);
+    for i in 0..r.limits().held_per_target as u8 {
+        let mut sybil = TestNode::new(100 + i, 3000);
+        send(&mut r, &mut sybil, T0, trust_request(&attacker));
+    }
+    assert_eq!(r.held_for(&attacker.key()), r.limits().held_per_target);
+    let mut stranger = TestNode::new(3, 4000);
+    for v in ["203.0.113.7:53", "[2001:db8::7]:53"] {
+        let victim: SocketAddr = v.parse().unwrap();
+        for who in [&mut attacker, &mut stranger] {
+            for (i, body) in spoofable_bodies(&worker).into_iter().enumerate() {
+                let now = T0 + 1 + i as u64;
+                for ts in [now, now - 120_000] {
+                    let bytes = who.signed(ts, body.clone());
+                    let out = r.handle(now, victim, &bytes);
+                    let sent: usize = out
+                        .iter()
+                        .filter(|(to, _)| *to == victim)
+                        .map(|(_, b)| b.len())
+                        .sum();
+                    assert!(
+                        sent <= bytes.len(),
+                        "{} at {ts}: {sent} bytes out for {} in",
+                        body.name(),
+                        bytes.len()
+                    );
+                }
+            }
+        }
+        assert!(r.is_online(&attacker.key(), T0 + 100));
+        assert_eq!(
+            r.presence[&attacker.key()].addr,
+            attacker.addr,
+            "presence stayed"
+        );
+        assert!(!r.is_online(&stranger.key(), T0 + 100), "never registered");
+    }
+    assert!(r.counters().challenged > 0);
+}
+
+#[test]
+fn a_stranger_cannot_tell_whether_a_target_is_online_offline_or_unknown() {
+    let mut r = registry();
+    let mut stranger = TestNode::new(1, 1000);
+    let mut online = TestNode::new(2, 2000);
+    let mut offline = TestNode::new(3, 3000);
+    let unknown = TestNode::new(4, 4000);
+    register(&mut r, &mut stranger, T0, None);
+    register(&mut r, &mut offline, T0, Some("node-down"));
+    let later = T0 + r.limits().online_timeout_ms + 1;
+    r.handle_timeout(later);
+    register(&mut r, &mut stranger, later, None);
+    register(&mut r, &mut online, later, Some("node-up-1"));
+    assert!(r.is_online(&online.key(), later) && !r.is_online(&offline.key(), later));
+    // What the stranger gets back: the datagrams to it, with the nonce and signature (which
+    // differ per request) left out.
+    let mut answer = |r: &mut Registry, body: RequestBody| -> Vec<Vec<u8>> {
+        let bytes = stranger.signed(later, body);
+        r.handle(later, stranger.addr, &bytes)
+            .into_iter()
+            .filter(|(to, _)| *to == stranger.addr)
+            .map(|(_, b)| [&b[..3], &b[19..b.len() - 64]].concat())
+            .collect()
+    };
+    let punch = |t: &TestNode| RequestBody::EndpointRequest {
+        target: t.key(),
+        candidates: vec![],
+    };
+    let to_online = answer(&mut r, punch(&online));
+    assert_eq!(to_online, answer(&mut r, punch(&offline)));
+    assert_eq!(to_online, answer(&mut r, punch(&unknown)));
+    // A lookup tells key and address, never presence.
+    let lookup = |n: &str| RequestBody::Lookup {
+        hostname: Hostname::new(n).unwrap(),
+    };
+    let on = answer(&mut r, lookup("node-up-1"));
+    let off = answer(&mut r, lookup("node-down"));
+    assert_eq!(on[0].len(), off[0].len());
+    assert_eq!(on[0][..3], off[0][..3]);
+}
+
+#[test]
+fn ipv6_sources_share_a_bucket_per_64_and_ipv4_per_address() {
+    let limits = Limits {
+        ip_burst: 3,
+        ip_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    // Five addresses of one /64: one bucket of 3.
+    for i in 0..5u16 {
+        let from = SocketAddr::new(format!("2001:db8:1:2::{i:x}").parse().unwrap(), 1000 + i);
+        r.handle(T0, from, &a.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().rate_limited, 2);
+    assert_eq!(r.ip_buckets.len(), 1);
+    // Another /64 and two IPv4 addresses (one mapped into IPv6) have their own.
+    let others = ["[2001:db8:1:3::1]:1", "192.0.2.1:1", "[::ffff:192.0.2.2]:1"];
+    for from in others {
+        r.handle(
+            T0,
+            from.parse().unwrap(),
+            &a.signed(T0, RequestBody::Heartbeat),
+        );
+    }
+    assert_eq!(r.counters().rate_limited, 2);
+    assert!(r
+        .ip_buckets
+        .contains_key(&"192.0.2.2".parse::<IpAddr>().unwrap()));
+}
+
+#[test]
+fn requests_are_limited_per_key_and_globally() {
+    let limits = Limits {
+        key_burst: 4,
+        key_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 1000);
+    // One key from many sources: its own bucket stops it after 4.
+    for i in 0..6u8 {
+        let from = SocketAddr::from(([198, 51, 100, 10 + i], 1000));
+        r.handle(T0, from, &a.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().accepted, 4);
+    assert_eq!(r.counters().rate_limited, 2);
+    // Another key is not affected.
+    let out = send(&mut r, &mut b, T0, RequestBody::Heartbeat);
+    assert_eq!(out.len(), 1);
+    // The global bucket bounds all sources and keys together.
+    let limits = Limits {
+        global_burst: 5,
+        global_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    for i in 0..8u8 {
+        let mut n = TestNode::new(10 + i, 1000);
+        r.handle(T0, n.addr, &n.signed(T0, RequestBody::Heartbeat));
+    }
+    assert_eq!(r.counters().rate_limited, 3);
+    assert_eq!(r.counters().accepted, 5);
+}
+
+#[test]
+fn a_full_nonce_store_evicts_the_oldest_and_still_admits_fresh_requests() {
+    let limits = Limits {
+        max_nonces: 4,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    let first = a.signed(T0, RequestBody::Heartbeat);
+    assert_eq!(r.handle(T0, a.addr, &first).len(), 1);
+    for i in 1..10 {
+        let bytes = a.signed(T0 + i, RequestBody::Heartbeat);
+        assert_eq!(
+            r.handle(T0 + i, a.addr, &bytes).len(),
+            1,
+            "fresh request {i}"
+        );
+    }
+    assert_eq!(r.nonces.len(), 4);
+    assert_eq!(r.counters().nonces_evicted, 6);
+    // The evicted nonce cannot be replayed: requests as old as it are refused.
+    assert!(r.handle(T0 + 20, a.addr, &first).is_empty());
+    assert_eq!(r.counters().replayed, 1);
+}
+
+#[test]
+fn messages_are_held_only_for_registered_targets_and_names_need_a_registration() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    let mut b = TestNode::new(2, 2000);
+    register(&mut r, &mut a, T0, None);
+    // b never registered here: nothing is held for it.
+    let out = send(&mut r, &mut a, T0, trust_request(&b));
+    assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
+    assert_eq!(r.held_for(&b.key()), 0);
+    assert_eq!(r.counters().unknown_target, 1);
+    // SetHostname is refused to an unregistered key.
+    let name = RequestBody::SetHostname {
+        hostname: Hostname::new("squatter").unwrap(),
+    };
+    let out = send(&mut r, &mut b, T0, name.clone());
+    assert_eq!(status_of(&out[0].1), Some(Status::UnknownNode));
+    assert!(!r.names.contains_key(&Hostname::new("squatter").unwrap()));
+    // Once b registered, both work, also after it went offline.
+    register(&mut r, &mut b, T0, None);
+    let out = send(&mut r, &mut b, T0, name);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    r.handle_timeout(T0 + 100_000);
+    let out = send(&mut r, &mut a, T0 + 100_000, trust_request(&b));
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
+    assert_eq!(r.held_for(&b.key()), 1);
+}
+
+#[test]
+fn names_expire_when_their_key_is_silent_past_the_registration_expiry() {
+    let hour = 3600 * 1000;
+    let limits = Limits {
+        registration_expiry_ms: 3 * hour,
+        ..Limits::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.redb");
+    let open = |at: u64| {
+        let store = crate::registry::store::RedbStore::open(&path).unwrap();
+        Registry::new(registry_identity(), Box::new(store), limits.clone(), at).unwrap()
+    };
+    let mut r = open(T0);
+    let mut silent = TestNode::new(1, 1000);
+    let mut alive = TestNode::new(2, 2000);
+    register(&mut r, &mut silent, T0, Some("silent"));
+    register(&mut r, &mut alive, T0, Some("alive"));
+    // `alive` heartbeats (every 20 s) for four hours, across a restart of the registry; `silent`
+    // is never heard again.
+    let mut now = T0;
+    while now < T0 + 4 * hour {
+        now += 20_000;
+        if now == T0 + 2 * hour {
+            drop(r);
+            r = open(now);
+            register(&mut r, &mut alive, now, None);
+        }
+        let out = send(&mut r, &mut alive, now, RequestBody::Heartbeat);
+        assert!(
+            matches!(out[0].1.body, ResponseBody::Ack { .. }),
+            "at {now}"
+        );
+        if now % 600_000 == 0 {
+            r.handle_timeout(now);
+        }
+    }
+    r.handle_timeout(now);
+    assert!(r.names.contains_key(&Hostname::new("alive").unwrap()));
+    assert!(!r.names.contains_key(&Hostname::new("silent").unwrap()));
+    assert_eq!(r.counters().names_expired, 1);
+    assert!(!r.is_registered(&silent.key()));
+    // The release is persisted, and another key can take the name.
+    drop(r);
+    let mut r = open(now);
+    let mut other = TestNode::new(3, 3000);
+    let out = register(&mut r, &mut other, now, Some("silent"));
+    assert!(matches!(
+        out[0].1.body,
+        ResponseBody::Registered {
+            hostname: HostnameStatus::Granted,
+            ..
+        }
+    ));
 }

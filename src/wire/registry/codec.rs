@@ -154,6 +154,11 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.addr()).collect()
     }
 
+    /// Whether every byte has been read (an optional trailing field is absent).
+    pub(super) fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     pub(super) fn finish(&self) -> Result<(), WireError> {
         if self.pos == self.buf.len() {
             Ok(())

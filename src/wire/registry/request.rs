@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::codec::{put_addrs, put_hostname, put_text, Reader};
 use super::{
-    check_preamble, signed_bytes, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
+    check_preamble, signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
     MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_LEN, VERSION,
 };
 use crate::identity::{Identity, PublicKey};
@@ -59,6 +59,9 @@ pub enum RequestBody {
         hostname: Option<Hostname>,
         /// The node's local (LAN) endpoints, for peers behind the same NAT.
         candidates: Vec<SocketAddr>,
+        /// The registry's return-routability cookie for this source address, echoed from a
+        /// `Challenge` (optional trailing field: absent on a first attempt).
+        cookie: Option<Cookie>,
     },
     /// Keep the registration (and the NAT mapping) alive.
     Heartbeat,
@@ -173,9 +176,13 @@ impl Request {
             RequestBody::Register {
                 hostname,
                 candidates,
+                cookie,
             } => {
                 put_hostname(&mut w, hostname.as_ref());
                 put_addrs(&mut w, candidates)?;
+                if let Some(c) = cookie {
+                    w.extend_from_slice(c);
+                }
             }
             RequestBody::Heartbeat | RequestBody::ReleaseHostname => {}
             RequestBody::SetHostname { hostname } | RequestBody::Lookup { hostname } => {
@@ -276,6 +283,7 @@ impl Request {
             0x01 => RequestBody::Register {
                 hostname: r.hostname()?,
                 candidates: r.addrs()?,
+                cookie: if r.is_empty() { None } else { Some(r.array()?) },
             },
             0x02 => RequestBody::Heartbeat,
             0x03 => RequestBody::SetHostname {

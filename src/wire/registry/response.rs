@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use super::codec::{put_addr, put_blob, put_hostname, put_text, truncate_utf8, Reader};
 use super::{
-    check_preamble, response_signed_bytes, Nonce, WireError, MAGIC, MAX_DATAGRAM,
+    check_preamble, response_signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM,
     MAX_ERROR_MESSAGE, SIGNATURE_LEN, VERSION,
 };
 use crate::identity::{Identity, PublicKey};
@@ -150,6 +150,13 @@ pub enum ResponseBody {
         /// The original signed `EndpointResponse` datagram.
         original: Vec<u8>,
     },
+    /// Answer to a `Register` (or `Heartbeat`) from an address the registry has not seen the
+    /// sender answer at: prove it by registering again with this cookie. Smaller than any
+    /// request it answers, so a spoofed source gains no amplification.
+    Challenge {
+        /// The cookie to echo in `Register`.
+        cookie: Cookie,
+    },
 }
 
 impl ResponseBody {
@@ -163,6 +170,7 @@ impl ResponseBody {
             ResponseBody::PushTrustResponse { .. } => 0x85,
             ResponseBody::PushEndpointRequest { .. } => 0x86,
             ResponseBody::EndpointInfo { .. } => 0x87,
+            ResponseBody::Challenge { .. } => 0x88,
         }
     }
 }
@@ -230,6 +238,7 @@ impl Response {
                 put_addr(&mut w, observed);
                 put_blob(&mut w, original)?;
             }
+            ResponseBody::Challenge { cookie } => w.extend_from_slice(cookie),
         }
         if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
@@ -312,6 +321,7 @@ impl Response {
                 observed: r.addr()?,
                 original: r.blob()?,
             },
+            0x88 => ResponseBody::Challenge { cookie: r.array()? },
             other => return Err(WireError::UnknownType(other)),
         };
         r.finish()?;

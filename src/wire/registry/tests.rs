@@ -30,10 +30,12 @@ fn all_bodies() -> Vec<RequestBody> {
         RequestBody::Register {
             hostname: Some(h.clone()),
             candidates: vec![a, b],
+            cookie: None,
         },
         RequestBody::Register {
             hostname: None,
             candidates: vec![],
+            cookie: Some([3; 16]),
         },
         RequestBody::Heartbeat,
         RequestBody::SetHostname {
@@ -151,6 +153,7 @@ fn every_response_round_trips() {
             observed: a,
             original: vec![4],
         },
+        ResponseBody::Challenge { cookie: [8; 16] },
     ];
     for body in bodies {
         let r = Response {
@@ -239,4 +242,18 @@ proptest! {
         let bytes = r.encode_signed(&me).unwrap();
         prop_assert_eq!(Request::decode_verified(&bytes).unwrap(), r);
     }
+}
+
+#[test]
+fn a_challenge_is_smaller_than_the_smallest_request() {
+    let c = Response {
+        in_reply_to: [1; 16],
+        body: ResponseBody::Challenge { cookie: [2; 16] },
+    }
+    .encode_signed(&id(9))
+    .unwrap();
+    let hb = req(&id(1), RequestBody::Heartbeat)
+        .encode_signed(&id(1))
+        .unwrap();
+    assert!(c.len() < hb.len(), "{} < {}", c.len(), hb.len());
 }

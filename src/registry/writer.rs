@@ -1,0 +1,177 @@
+//! Store commits off the event loop: [`BatchingStore`] hands each batch of changes to a writer
+//! thread and returns at once; the thread commits whatever has queued up in one transaction
+//! (up to [`MAX_BATCHES_PER_COMMIT`] batches), so a burst of holds or claims costs one commit,
+//! not one fsync each on the loop. The registry core keeps its state in memory and answers at
+//! once; the store only has to survive a restart.
+//!
+//! A full queue ([`WRITE_QUEUE`] batches) refuses the change (the core answers `internal` and
+//! changes nothing, as for any storage failure) instead of blocking the loop. A commit that
+//! fails is logged and counted ([`BatchingStore::failed_commits`]). Dropping the store flushes
+//! the queue and waits for the writer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::store::{Snapshot, Store, StoreError, StoreOp};
+
+/// Batches waiting for the writer before new changes are refused.
+pub const WRITE_QUEUE: usize = 16_384;
+/// Most batches committed in one transaction.
+pub const MAX_BATCHES_PER_COMMIT: usize = 1024;
+
+/// A [`Store`] whose writes happen on a thread of their own, batched.
+pub struct BatchingStore {
+    tx: Option<SyncSender<Vec<StoreOp>>>,
+    writer: Option<JoinHandle<()>>,
+    snapshot: Snapshot,
+    failed: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for BatchingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "BatchingStore(failed_commits: {})",
+            self.failed_commits()
+        )
+    }
+}
+
+impl BatchingStore {
+    /// Loads `inner` (for [`Store::load`]) and starts its writer thread with a queue of
+    /// `queue` batches.
+    pub fn spawn(inner: Box<dyn Store>, queue: usize) -> Result<Self, StoreError> {
+        let snapshot = inner.load()?;
+        let (tx, rx) = sync_channel(queue.max(1));
+        let failed = Arc::new(AtomicU64::new(0));
+        let f = failed.clone();
+        let writer = std::thread::Builder::new()
+            .name("registry-store".into())
+            .spawn(move || write_loop(inner, rx, &f))
+            .map_err(|e| StoreError::Backend {
+                path: "registry store writer".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(BatchingStore {
+            tx: Some(tx),
+            writer: Some(writer),
+            snapshot,
+            failed,
+        })
+    }
+
+    /// Commits that failed so far (each is logged).
+    pub fn failed_commits(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+fn write_loop(mut store: Box<dyn Store>, rx: Receiver<Vec<StoreOp>>, failed: &AtomicU64) {
+    while let Ok(mut ops) = rx.recv() {
+        for _ in 1..MAX_BATCHES_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(more) => ops.extend(more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.apply(&ops) {
+            failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("registry store commit of {} changes failed: {e}", ops.len());
+        }
+    }
+}
+
+impl Store for BatchingStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.snapshot.clone())
+    }
+
+    fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let Some(tx) = &self.tx else {
+            return Err(closed("the writer stopped"));
+        };
+        tx.try_send(ops.to_vec()).map_err(|e| match e {
+            TrySendError::Full(_) => closed("the write queue is full"),
+            TrySendError::Disconnected(_) => closed("the writer stopped"),
+        })
+    }
+}
+
+fn closed(detail: &str) -> StoreError {
+    StoreError::Backend {
+        path: "registry store writer".into(),
+        detail: detail.into(),
+    }
+}
+
+impl Drop for BatchingStore {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Hostname;
+    use parking_lot::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// A store whose every commit takes 20 ms (an fsync on a slow disk), recording each.
+    struct SlowStore(Arc<Mutex<Vec<Vec<StoreOp>>>>);
+
+    impl Store for SlowStore {
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.lock().push(ops.to_vec());
+            Ok(())
+        }
+    }
+
+    fn claim(i: usize) -> StoreOp {
+        StoreOp::RemoveName {
+            name: Hostname::new(&format!("n{i}")).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_burst_of_writes_returns_at_once_and_is_committed_in_order_in_few_batches() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(SlowStore(commits.clone())), 1000).unwrap();
+        let start = Instant::now();
+        for i in 0..200 {
+            store.apply(&[claim(i)]).unwrap();
+        }
+        // 200 synchronous commits would take 4 s.
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(store);
+        let commits = commits.lock();
+        let all: Vec<StoreOp> = commits.iter().flatten().cloned().collect();
+        assert_eq!(all, (0..200).map(claim).collect::<Vec<_>>());
+        assert!(commits.len() < 20, "{} commits", commits.len());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_instead_of_blocking() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(SlowStore(commits)), 2).unwrap();
+        let start = Instant::now();
+        let refused = (0..50)
+            .filter(|i| store.apply(&[claim(*i)]).is_err())
+            .count();
+        assert!(refused > 0);
+        assert!(start.elapsed() < Duration::from_millis(500));
+    }
+}
