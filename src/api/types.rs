@@ -308,6 +308,13 @@ pub struct InfoData {
     /// Where the SOCKS5 proxy listens (userspace mode).
     #[serde(default)]
     pub socks5: Option<String>,
+    /// How SOCKS5 clients authenticate when the proxy runs: `none` or `password` (RFC 1929).
+    #[serde(default)]
+    pub socks5_auth: Option<String>,
+    /// With `password`: the owner-only file holding `USERNAME:PASSWORD` (never the password
+    /// itself here).
+    #[serde(default)]
+    pub socks5_credentials: Option<String>,
     /// pilot version.
     pub version: String,
     /// Liveness of the data plane's threads (a dead one also ends the daemon, status 70).
