@@ -337,6 +337,10 @@ pub struct ExposeConfig {
     pub port: u16,
     /// Where connections go: `HOST:PORT`, usually on loopback.
     pub to: String,
+    /// Allow a link-local or cloud-metadata target (169.254.0.0/16, fe80::/10,
+    /// 169.254.169.254, fd00:ec2::254, metadata.google.internal); refused by default.
+    #[serde(default)]
+    pub allow_link_local: bool,
 }
 
 /// `[tun]`: the kernel interface in TUN mode.

@@ -268,3 +268,75 @@ fn a_password_protected_socks_proxy_admits_curl_with_the_credentials_file_only()
     let proxy = a.ok(&["info"])["socks5"].as_str().unwrap().to_string();
     assert_eq!(curl(&proxy, Some(creds), url), (0, "hello".to_string()));
 }
+
+/// `curl` over the daemon's API socket: the JSON envelope it answered.
+fn api(home: &Home, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let sock = home.path().join("pilot.sock");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--unix-socket", sock.to_str().unwrap(), "-X", method])
+        .args(["-H", "content-type: application/json", "--data", body])
+        .arg(format!("http://pilot{path}"))
+        .output()
+        .expect("curl is installed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
+
+#[test]
+fn expose_refuses_link_local_and_metadata_targets_unless_the_flag_is_given() {
+    let a = Home::new("pilot-us");
+    std::fs::write(
+        a.path().join("config.toml"),
+        format!(
+            "mode = \"userspace\"\n[tunnel]\nlisten_port = {}\n[socks5]\nenabled = false\n",
+            free_udp_port()
+        ),
+    )
+    .unwrap();
+    a.ok(&["daemon", "start"]);
+
+    // The CLI refuses it with the code and a hint that names the flag.
+    let (code, v) = a.json(&["expose", "8082", "--to", "169.254.169.254:80"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["code"], "unauthorized", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("metadata"), "{v}");
+    assert!(
+        v["hint"].as_str().unwrap().contains("--allow-link-local"),
+        "{v}"
+    );
+    // So does the API, whatever client asks.
+    let v = api(
+        &a,
+        "POST",
+        "/v1/expose",
+        r#"{"port":8083,"to":"[fe80::1]:80"}"#,
+    );
+    assert_eq!(v["code"], "unauthorized", "{v}");
+    assert!(
+        v["hint"].as_str().unwrap().contains("allow_link_local"),
+        "{v}"
+    );
+    assert!(a.ok(&["expose", "--list"])["exposed"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // With the flag both are exposed.
+    a.ok(&[
+        "expose",
+        "8082",
+        "--to",
+        "169.254.169.254:80",
+        "--allow-link-local",
+    ]);
+    let v = api(
+        &a,
+        "POST",
+        "/v1/expose",
+        r#"{"port":8083,"to":"[fe80::1]:80","allow_link_local":true}"#,
+    );
+    assert_eq!(v["status"], "ok", "{v}");
+    let listed = a.ok(&["expose", "--list"]);
+    assert_eq!(listed["exposed"].as_array().unwrap().len(), 2, "{listed}");
+}

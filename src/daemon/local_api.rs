@@ -305,7 +305,9 @@ impl Api for Node {
     }
 
     async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
-        self.exposer.add(req.port, &req.to).await?;
+        self.exposer
+            .add_with(req.port, &req.to, req.allow_link_local)
+            .await?;
         Ok(Exposed {
             port: req.port,
             to: req.to,

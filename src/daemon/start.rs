@@ -122,7 +122,7 @@ async fn start_services(
         }
     };
     for e in &s.config.exposes {
-        exposer.add(e.port, &e.to).await?;
+        exposer.add_with(e.port, &e.to, e.allow_link_local).await?;
     }
     Ok(messages)
 }
