@@ -244,6 +244,30 @@ pub struct Socks5Settings {
     pub listen: SocketAddr,
     /// Allow a non-loopback `listen`: anyone who reaches it can use this node's trust.
     pub allow_non_loopback: bool,
+    /// Client authentication: `"none"` (default) or `"password"` (RFC 1929, credentials in
+    /// the owner-only file `socks5.credentials` of the state directory).
+    pub auth: Socks5Auth,
+}
+
+/// How SOCKS5 clients authenticate (`[socks5] auth`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Socks5Auth {
+    /// Any local process may use the proxy.
+    #[default]
+    None,
+    /// RFC 1929 username/password from the owner-only credentials file.
+    Password,
+}
+
+impl Socks5Auth {
+    /// The config spelling: `none` or `password`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Socks5Auth::None => "none",
+            Socks5Auth::Password => "password",
+        }
+    }
 }
 
 impl Default for Socks5Settings {
@@ -252,6 +276,7 @@ impl Default for Socks5Settings {
             enabled: true,
             listen: DEFAULT_SOCKS5_LISTEN,
             allow_non_loopback: false,
+            auth: Socks5Auth::None,
         }
     }
 }
@@ -312,6 +337,10 @@ pub struct ExposeConfig {
     pub port: u16,
     /// Where connections go: `HOST:PORT`, usually on loopback.
     pub to: String,
+    /// Allow a link-local or cloud-metadata target (169.254.0.0/16, fe80::/10,
+    /// 169.254.169.254, fd00:ec2::254, metadata.google.internal); refused by default.
+    #[serde(default)]
+    pub allow_link_local: bool,
 }
 
 /// `[tun]`: the kernel interface in TUN mode.
@@ -618,6 +647,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.socks5.listen, "127.0.0.1:1081".parse().unwrap());
         assert!(c.socks5.enabled);
+        assert_eq!(c.socks5.auth, Socks5Auth::None);
+        let pw = parse("[socks5]\nauth = \"password\"\n").unwrap();
+        assert_eq!(pw.socks5.auth, Socks5Auth::Password);
+        assert!(parse("[socks5]\nauth = \"basic\"\n").is_err());
         assert_eq!(c.exposes[0].port, 8080);
         assert_eq!(c.exposes[0].to, "127.0.0.1:3000");
         assert!(parse("[socks5]\nlisten = \"0.0.0.0:1080\"\n")

@@ -8,16 +8,19 @@ pub mod overlay_net;
 pub mod socks5;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Socks5Auth};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::Identity;
 use crate::netstack::{Netstack, NetstackConfig};
 use crate::userspace::overlay_net::OverlayNet;
-use crate::userspace::socks5::{Resolver, Socks5Config, Socks5Error, Socks5Server};
+use crate::userspace::socks5::{
+    Credentials, Resolver, Socks5Config, Socks5Error, Socks5Server, CREDENTIALS_FILE,
+};
 use crate::wg::Inner;
 
 /// Starts the netstack for this node; the returned [`Inner`] goes to `DataPlane::start`.
@@ -51,18 +54,29 @@ fn apply_settings(nc: &mut NetstackConfig, s: &crate::config::NetstackSettings) 
     nc.handshake_timeout = Duration::from_secs(s.handshake_timeout_secs);
 }
 
-/// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled.
+/// Starts the SOCKS5 proxy of `config.socks5` over `stack`; `None` when it is disabled. With
+/// `auth = "password"` the credentials come from `state_dir`'s `socks5.credentials` (made on
+/// the first start).
 pub async fn start_socks5(
     config: &Config,
+    state_dir: &Path,
     stack: &Netstack,
     resolver: Arc<dyn Resolver>,
 ) -> Result<Option<(SocketAddr, JoinHandle<()>)>, PilotError> {
     if !config.socks5.enabled {
         return Ok(None);
     }
+    let auth = match config.socks5.auth {
+        Socks5Auth::None => None,
+        Socks5Auth::Password => Some(Credentials::load_or_create(
+            &state_dir.join(CREDENTIALS_FILE),
+            &mut rand_core::OsRng,
+        )?),
+    };
     let sc = Socks5Config {
         listen: config.socks5.listen,
         allow_non_loopback: config.socks5.allow_non_loopback,
+        auth,
         ..Socks5Config::default()
     };
     let net = OverlayNet::Userspace(stack.clone());
@@ -96,24 +110,35 @@ mod tests {
     #[tokio::test]
     async fn a_taken_socks5_port_fails_clearly_and_port_zero_takes_a_free_one() {
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.socks5.listen = squatter.local_addr().unwrap();
         let (stack, _port) = Netstack::spawn(NetstackConfig::new(
             "fdc5:7a3e:91b4::1:2:3".parse().unwrap(),
         ))
         .unwrap();
-        let e = start_socks5(&config, &stack, Arc::new(StaticResolver::default()))
-            .await
-            .unwrap_err();
+        let e = start_socks5(
+            &config,
+            dir.path(),
+            &stack,
+            Arc::new(StaticResolver::default()),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::AlreadyExists);
         assert!(e.message.contains("taken"), "{}", e.message);
         assert!(e.hint.contains("[socks5] listen"), "{}", e.hint);
 
         config.socks5.listen = "127.0.0.1:0".parse().unwrap();
-        let (addr, task) = start_socks5(&config, &stack, Arc::new(StaticResolver::default()))
-            .await
-            .unwrap()
-            .unwrap();
+        let (addr, task) = start_socks5(
+            &config,
+            dir.path(),
+            &stack,
+            Arc::new(StaticResolver::default()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_ne!(addr.port(), 0);
         task.abort();
     }

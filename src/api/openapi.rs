@@ -141,7 +141,11 @@ mod tests {
                 peer: s(),
                 count: None,
             },
-            Request::Expose { port: 1, to: s() },
+            Request::Expose {
+                port: 1,
+                to: s(),
+                allow_link_local: false,
+            },
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
         ] {

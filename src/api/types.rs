@@ -254,6 +254,9 @@ pub struct ExposeRequest {
     pub port: u16,
     /// The local target, `HOST:PORT`.
     pub to: String,
+    /// Allow a link-local or cloud-metadata target (refused with `unauthorized` otherwise).
+    #[serde(default)]
+    pub allow_link_local: bool,
 }
 
 /// `POST /v1/connect`'s query (an HTTP Upgrade).
@@ -308,6 +311,13 @@ pub struct InfoData {
     /// Where the SOCKS5 proxy listens (userspace mode).
     #[serde(default)]
     pub socks5: Option<String>,
+    /// How SOCKS5 clients authenticate when the proxy runs: `none` or `password` (RFC 1929).
+    #[serde(default)]
+    pub socks5_auth: Option<String>,
+    /// With `password`: the owner-only file holding `USERNAME:PASSWORD` (never the password
+    /// itself here).
+    #[serde(default)]
+    pub socks5_credentials: Option<String>,
     /// pilot version.
     pub version: String,
     /// Liveness of the data plane's threads (a dead one also ends the daemon, status 70).
@@ -547,6 +557,8 @@ pub enum Request {
         port: u16,
         /// The local target.
         to: String,
+        /// Allow a link-local or cloud-metadata target.
+        allow_link_local: bool,
     },
     /// The exposed ports.
     ExposeList {},
@@ -647,10 +659,18 @@ impl Request {
             ),
             R::Inbox { clear } => r("GET", format!("/v1/messages/inbox?clear={clear}"), None),
             R::Outbox {} => r("GET", "/v1/messages/outbox".into(), None),
-            R::Expose { port, to } => r(
+            R::Expose {
+                port,
+                to,
+                allow_link_local,
+            } => r(
                 "POST",
                 "/v1/expose".into(),
-                json(ExposeRequest { port, to }),
+                json(ExposeRequest {
+                    port,
+                    to,
+                    allow_link_local,
+                }),
             ),
             R::ExposeList {} => r("GET", "/v1/expose".into(), None),
             R::ExposeRemove { port } => r("DELETE", format!("/v1/expose/{port}"), None),

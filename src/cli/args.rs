@@ -135,6 +135,10 @@ pub struct ExposeArgs {
     /// Stop exposing this overlay port.
     #[arg(long, value_name = "PORT")]
     pub remove: Option<u16>,
+    /// Allow a link-local or cloud-metadata target (169.254.0.0/16, fe80::/10,
+    /// 169.254.169.254, fd00:ec2::254, metadata.google.internal), refused by default.
+    #[arg(long, requires = "to")]
+    pub allow_link_local: bool,
 }
 
 /// `pilotctl registry …`.

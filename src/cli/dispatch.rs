@@ -132,7 +132,14 @@ fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
         ));
     };
     crate::userspace::expose::validate_target(&to)?;
-    Ok(ask::<Exposed>("expose", &Request::Expose { port, to })?.render(render::expose_added))
+    let allow_link_local = args.allow_link_local;
+    crate::userspace::expose::check_target_scope(&to, allow_link_local)?;
+    let req = Request::Expose {
+        port,
+        to,
+        allow_link_local,
+    };
+    Ok(ask::<Exposed>("expose", &req)?.render(render::expose_added))
 }
 
 #[cfg(test)]
@@ -146,6 +153,7 @@ mod tests {
             to: Some("localhost".into()),
             list: false,
             remove: None,
+            allow_link_local: false,
         };
         let e = expose(args).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");

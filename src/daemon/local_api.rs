@@ -153,6 +153,16 @@ impl Api for Node {
             state_dir: self.paths.dir.display().to_string(),
             listen_port: Some(self.dataplane.local_port()),
             socks5: self.socks5.map(|a| a.to_string()),
+            socks5_auth: self
+                .socks5
+                .map(|_| self.config.socks5.auth.as_str().to_string()),
+            socks5_credentials: self
+                .socks5
+                .filter(|_| self.config.socks5.auth == crate::config::Socks5Auth::Password)
+                .map(|_| {
+                    let f = crate::userspace::socks5::CREDENTIALS_FILE;
+                    self.paths.dir.join(f).display().to_string()
+                }),
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_plane: Some(self.dataplane.health()),
         }
@@ -295,7 +305,9 @@ impl Api for Node {
     }
 
     async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
-        self.exposer.add(req.port, &req.to).await?;
+        self.exposer
+            .add_with(req.port, &req.to, req.allow_link_local)
+            .await?;
         Ok(Exposed {
             port: req.port,
             to: req.to,

@@ -78,7 +78,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
     let exposer = Exposer::new(overlay.clone());
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
     let socks5 = match &netstack {
-        Some(stack) => start_socks5(&s.config, stack, &plane, &control).await?,
+        Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
     };
     Ok(Node {
@@ -122,7 +122,7 @@ async fn start_services(
         }
     };
     for e in &s.config.exposes {
-        exposer.add(e.port, &e.to).await?;
+        exposer.add_with(e.port, &e.to, e.allow_link_local).await?;
     }
     Ok(messages)
 }
@@ -130,13 +130,14 @@ async fn start_services(
 /// The SOCKS5 proxy of userspace mode, if the config enables it; returns where it listens.
 async fn start_socks5(
     config: &Config,
+    state_dir: &std::path::Path,
     stack: &Netstack,
     plane: &Arc<DataPlane>,
     control: &NodeHandle,
 ) -> Result<Option<SocketAddr>, PilotError> {
     let resolver = PeerResolver::new(plane.clone(), Some(control.clone()));
     Ok(
-        crate::userspace::start_socks5(config, stack, Arc::new(resolver))
+        crate::userspace::start_socks5(config, state_dir, stack, Arc::new(resolver))
             .await?
             .map(|(addr, _task)| addr),
     )

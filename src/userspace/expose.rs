@@ -4,9 +4,16 @@
 //!
 //! `pilotctl expose 8080 --to 127.0.0.1:3000`, `expose --list`, `expose --remove 8080` drive an
 //! [`Exposer`] through the local API; `[[expose]]` entries in the config are added at start.
+//!
+//! Link-local targets (169.254.0.0/16, fe80::/10) and cloud metadata services (169.254.169.254,
+//! fd00:ec2::254, `metadata.google.internal`) are refused unless asked for explicitly
+//! (`--allow-link-local`, `allow_link_local` in the API request or the `[[expose]]` entry): a
+//! peer reaching the metadata service of a cloud VM can often read its credentials. A target
+//! given as a name is checked again when each connection resolves it.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +60,14 @@ pub enum ExposeError {
     /// The port is not exposed.
     #[error("overlay port {0} is not exposed")]
     NotExposed(u16),
+    /// A link-local or cloud-metadata target without `allow_link_local`.
+    #[error("`{to}` is {what}; peers could reach it through this node")]
+    LinkLocal {
+        /// The target.
+        to: String,
+        /// What it is ("a link-local address", "a cloud metadata service").
+        what: &'static str,
+    },
     /// Listening on the overlay port failed (another service holds it?).
     #[error("cannot listen on overlay port {port}: {source}")]
     Listen {
@@ -83,6 +98,11 @@ impl From<ExposeError> for crate::error::PilotError {
                 ErrorCode::AlreadyExists,
                 "another service holds that overlay port; choose another",
             ),
+            ExposeError::LinkLocal { .. } => (
+                ErrorCode::Unauthorized,
+                "if you mean it, pass --allow-link-local (API: \"allow_link_local\": true; \
+                 config: allow_link_local = true in the [[expose]] entry)",
+            ),
         };
         PilotError::new(code, e.to_string(), hint)
     }
@@ -94,6 +114,60 @@ pub fn validate_target(to: &str) -> Result<(), ExposeError> {
         Ok(())
     } else {
         Err(ExposeError::InvalidTarget(to.to_string()))
+    }
+}
+
+/// Cloud metadata services reachable from a VM (AWS IPv4 and IPv6, GCP, Azure, ...).
+const METADATA_IPS: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+];
+/// Names of cloud metadata services.
+const METADATA_NAMES: [&str; 1] = ["metadata.google.internal"];
+
+/// What an address is, if it is one a target needs `allow_link_local` for.
+fn restricted_ip(ip: IpAddr) -> Option<&'static str> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    if METADATA_IPS.contains(&ip) {
+        return Some("a cloud metadata service");
+    }
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    link_local.then_some("a link-local address")
+}
+
+/// Refuses a link-local or cloud-metadata target (an IP literal or a known metadata name)
+/// unless `allow_link_local`.
+pub fn check_target_scope(to: &str, allow_link_local: bool) -> Result<(), ExposeError> {
+    if allow_link_local {
+        return Ok(());
+    }
+    let host = to.rsplit_once(':').map_or(to, |(h, _)| h);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    // A zone (`fe80::1%eth0`) is link-local by definition.
+    let bare = host.split('%').next().unwrap_or(host);
+    let what = if let Ok(ip) = bare.parse::<IpAddr>() {
+        restricted_ip(ip).or(host.contains('%').then_some("a link-local address"))
+    } else {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        METADATA_NAMES
+            .contains(&name.as_str())
+            .then_some("a cloud metadata service")
+    };
+    match what {
+        Some(what) => Err(ExposeError::LinkLocal {
+            to: to.to_string(),
+            what,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -125,13 +199,25 @@ impl Exposer {
         }
     }
 
-    /// Exposes overlay `port` to the local `to` (`HOST:PORT`). The overlay port listens when
-    /// this returns.
+    /// Exposes overlay `port` to the local `to` (`HOST:PORT`), refusing link-local and cloud
+    /// metadata targets. The overlay port listens when this returns.
     pub async fn add(&self, port: u16, to: &str) -> Result<(), ExposeError> {
+        self.add_with(port, to, false).await
+    }
+
+    /// [`Exposer::add`], with link-local and cloud metadata targets allowed if
+    /// `allow_link_local`.
+    pub async fn add_with(
+        &self,
+        port: u16,
+        to: &str,
+        allow_link_local: bool,
+    ) -> Result<(), ExposeError> {
         if port == 0 {
             return Err(ExposeError::PortZero);
         }
         validate_target(to)?;
+        check_target_scope(to, allow_link_local)?;
         if let Some(e) = self.lock().get(&port) {
             return Err(ExposeError::AlreadyExposed {
                 port,
@@ -161,7 +247,7 @@ impl Exposer {
                 let to = task_target.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = splice_to(stream, &to).await {
+                    if let Err(e) = splice_to(stream, &to, allow_link_local).await {
                         tracing::debug!(port, %to, error = %e, "exposed connection ended");
                     }
                 });
@@ -222,10 +308,31 @@ impl Drop for Exposer {
     }
 }
 
-async fn splice_to(mut overlay: OverlayStream, to: &str) -> io::Result<()> {
-    let mut local = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, TcpStream::connect(to))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "target did not answer"))??;
+/// Resolves `to` and connects to the first address that answers, skipping link-local and
+/// metadata addresses a name resolved to unless `allow_link_local`.
+async fn connect_target(to: &str, allow_link_local: bool) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(to)
+        .await?
+        .filter(|a| allow_link_local || restricted_ip(a.ip()).is_none())
+        .collect();
+    let mut last = io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("{to} resolves only to link-local or metadata addresses"),
+    );
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn splice_to(mut overlay: OverlayStream, to: &str, allow_link_local: bool) -> io::Result<()> {
+    let mut local =
+        tokio::time::timeout(TARGET_CONNECT_TIMEOUT, connect_target(to, allow_link_local))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "target did not answer"))??;
     let _ = local.set_nodelay(true);
     tokio::io::copy_bidirectional_with_sizes(
         &mut overlay,
@@ -240,6 +347,53 @@ async fn splice_to(mut overlay: OverlayStream, to: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_and_metadata_targets_need_the_flag() {
+        for bad in [
+            "169.254.169.254:80",
+            "169.254.1.2:3000",
+            "[fe80::1]:22",
+            "[fe80::1%eth0]:22",
+            "[febf::1]:22",
+            "[fd00:ec2::254]:80",
+            "[::ffff:169.254.169.254]:80",
+            "metadata.google.internal:80",
+            "Metadata.Google.Internal.:80",
+        ] {
+            let e = check_target_scope(bad, false).unwrap_err();
+            assert!(matches!(e, ExposeError::LinkLocal { .. }), "{bad}");
+            let e = crate::error::PilotError::from(e);
+            assert_eq!(e.code, crate::error::ErrorCode::Unauthorized, "{bad}");
+            assert!(e.hint.contains("--allow-link-local"), "{}", e.hint);
+            assert!(check_target_scope(bad, true).is_ok(), "{bad} with the flag");
+        }
+        assert!(check_target_scope("169.254.169.254:80", false)
+            .unwrap_err()
+            .to_string()
+            .contains("metadata"));
+        for ok in [
+            "127.0.0.1:3000",
+            "[::1]:22",
+            "10.0.0.1:80",
+            "169.253.255.255:80",
+            "169.255.0.1:80",
+            "[fec0::1]:22",
+            "[fd00:ec2::253]:80",
+            "localhost:8080",
+            "metadata.example.com:80",
+        ] {
+            assert!(check_target_scope(ok, false).is_ok(), "{ok}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_link_local_is_not_connected_to() {
+        let e = connect_target("169.254.169.254:80", false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+    }
 
     #[test]
     fn targets_must_be_host_and_port() {

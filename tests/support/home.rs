@@ -113,7 +113,11 @@ impl Home {
     /// Makes this home's identity (a short userspace-mode start and stop) and returns its
     /// public key, so two homes can name each other in their configs before they run.
     pub fn identity_key(&self) -> String {
-        self.ok(&["daemon", "start", "--mode", "userspace"]);
+        // Without the SOCKS5 proxy: homes made in parallel would race for its default port.
+        let cfg = self.path().join("identity-only.toml");
+        std::fs::write(&cfg, "[socks5]\nenabled = false\n").unwrap();
+        let cfg = cfg.to_str().unwrap();
+        self.ok(&["daemon", "start", "--mode", "userspace", "--config", cfg]);
         let key = self.ok(&["info"])["public_key"]
             .as_str()
             .unwrap()

@@ -24,6 +24,12 @@ pub fn info(i: &InfoData) -> String {
     );
     if let Some(a) = &i.socks5 {
         text.push_str(&format!("\nsocks5      {a}"));
+        if let Some(auth) = &i.socks5_auth {
+            text.push_str(&format!(" (auth: {})", untrusted(auth)));
+        }
+        if let Some(f) = &i.socks5_credentials {
+            text.push_str(&format!("\ncredentials {}", untrusted(f)));
+        }
     }
     if let Some(d) = &i.data_plane {
         text.push_str(&format!("\ndata plane  {}", data_plane(d)));
@@ -164,6 +170,8 @@ mod tests {
             state_dir: "/tmp/x".into(),
             listen_port: Some(9000),
             socks5: Some("127.0.0.1:1080".into()),
+            socks5_auth: None,
+            socks5_credentials: None,
             version: "0.1.0".into(),
             data_plane: None,
         }
@@ -227,6 +235,16 @@ mod tests {
              socks5      127.0.0.1:1080"
         );
         let mut i = info_data();
+        i.socks5_auth = Some("password".into());
+        i.socks5_credentials = Some("/tmp/x/socks5.credentials".into());
+        assert!(
+            info(&i).ends_with(
+                "\nsocks5      127.0.0.1:1080 (auth: password)\n\
+                 credentials /tmp/x/socks5.credentials"
+            ),
+            "{}",
+            info(&i)
+        );
         i.socks5 = None;
         i.hostname = None;
         let text = info(&i);

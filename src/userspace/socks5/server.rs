@@ -13,9 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::credentials::Credentials;
 use super::wire::{
-    classify, encode_reply, parse_greeting, parse_request, Command, Destination, ParseError,
-    Parsed, Reply, Request, METHOD_NONE_ACCEPTABLE, METHOD_NO_AUTH, VERSION,
+    classify, encode_auth_status, encode_reply, parse_auth, parse_greeting, parse_request, Command,
+    Destination, ParseError, Parsed, Reply, Request, MAX_AUTH_LEN, METHOD_NONE_ACCEPTABLE,
+    METHOD_USERNAME_PASSWORD, VERSION,
 };
 use crate::mapping::{Hostname, NetworkPrefix};
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
@@ -83,6 +85,8 @@ pub struct Socks5Config {
     pub max_clients: usize,
     /// Buffer of each direction of a spliced connection, in bytes.
     pub splice_buffer: usize,
+    /// Require these RFC 1929 credentials (no-auth is then not offered); `None`: no auth.
+    pub auth: Option<Credentials>,
 }
 
 impl Default for Socks5Config {
@@ -94,6 +98,7 @@ impl Default for Socks5Config {
             handshake_timeout: Duration::from_secs(10),
             max_clients: 1024,
             splice_buffer: 256 * 1024,
+            auth: None,
         }
     }
 }
@@ -203,8 +208,8 @@ async fn read_message<T>(
     buf: &mut Vec<u8>,
     parse: fn(&[u8]) -> Result<Parsed<T>, ParseError>,
 ) -> io::Result<Result<T, ParseError>> {
-    // A request is at most 262 bytes; greetings 257.
-    const MAX: usize = 512;
+    // A request is at most 262 bytes, a greeting 257, a username/password message 513.
+    const MAX: usize = MAX_AUTH_LEN;
     loop {
         match parse(buf) {
             Ok(Parsed::Done { value, len }) => {
@@ -252,19 +257,49 @@ enum SessionError {
     Refused(Reply),
     #[error("handshake timed out")]
     HandshakeTimeout,
+    #[error("wrong username or password")]
+    BadCredentials,
+}
+
+/// Greeting, method choice and, when the proxy requires it, the RFC 1929 sub-negotiation.
+async fn authenticate(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    auth: Option<&Credentials>,
+) -> Result<(), SessionError> {
+    let greeting = read_message(client, buf, parse_greeting).await?;
+    let method = greeting
+        .map_err(SessionError::Parse)?
+        .choose_method(auth.is_some());
+    client.write_all(&[VERSION, method]).await?;
+    if method == METHOD_NONE_ACCEPTABLE {
+        return Err(SessionError::Refused(Reply::NotAllowed));
+    }
+    let Some(creds) = auth.filter(|_| method == METHOD_USERNAME_PASSWORD) else {
+        return Ok(());
+    };
+    let req = match read_message(client, buf, parse_auth).await? {
+        Ok(r) => r,
+        Err(e) => {
+            // RFC 1929: any non-zero status, then the server closes the connection.
+            client.write_all(&encode_auth_status(false)).await?;
+            return Err(SessionError::Parse(e));
+        }
+    };
+    let ok = creds.accepts(&req);
+    client.write_all(&encode_auth_status(ok)).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadCredentials)
+    }
 }
 
 async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionError> {
     let _ = client.set_nodelay(true);
     let mut buf = Vec::with_capacity(512);
     let handshake = async {
-        let greeting = read_message(&mut client, &mut buf, parse_greeting).await?;
-        let greeting = greeting.map_err(SessionError::Parse)?;
-        if !greeting.offers_no_auth() {
-            client.write_all(&[VERSION, METHOD_NONE_ACCEPTABLE]).await?;
-            return Err(SessionError::Refused(Reply::NotAllowed));
-        }
-        client.write_all(&[VERSION, METHOD_NO_AUTH]).await?;
+        authenticate(&mut client, &mut buf, shared.cfg.auth.as_ref()).await?;
         match read_message(&mut client, &mut buf, parse_request).await? {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -328,6 +363,7 @@ async fn open(request: &Request, shared: &Shared) -> Result<OverlayStream, Reply
 
 #[cfg(test)]
 mod tests {
+    use super::super::wire::METHOD_NO_AUTH;
     use super::*;
 
     /// A connected loopback pair: (our end, the client's end).
@@ -336,6 +372,68 @@ mod tests {
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (ours, _) = l.accept().await.unwrap();
         (ours, client)
+    }
+
+    /// Runs `authenticate` against a client that sends `input`; what the server answered, and
+    /// whether it let the client through.
+    async fn auth_exchange(input: Vec<u8>, required: bool) -> (Vec<u8>, bool) {
+        let (mut ours, mut client) = pair().await;
+        let creds = Credentials::parse("pilot:s3cret").unwrap();
+        let server = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let r = authenticate(&mut ours, &mut buf, required.then_some(&creds)).await;
+            r.is_ok()
+        });
+        client.write_all(&input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        (answer, server.await.unwrap())
+    }
+
+    fn auth_msg(user: &[u8], pass: &[u8]) -> Vec<u8> {
+        let mut m = vec![5, 1, METHOD_USERNAME_PASSWORD, 1, user.len() as u8];
+        m.extend_from_slice(user);
+        m.push(pass.len() as u8);
+        m.extend_from_slice(pass);
+        m
+    }
+
+    #[tokio::test]
+    async fn with_a_password_required_only_the_right_credentials_pass() {
+        assert_eq!(
+            auth_exchange(auth_msg(b"pilot", b"s3cret"), true).await,
+            (vec![5, 2, 1, 0], true)
+        );
+        assert_eq!(
+            auth_exchange(auth_msg(b"pilot", b"wrong"), true).await,
+            (vec![5, 2, 1, 1], false)
+        );
+        let long = vec![b'x'; 255];
+        assert_eq!(
+            auth_exchange(auth_msg(&long, &long), true).await,
+            (vec![5, 2, 1, 1], false),
+            "the largest message is read whole and refused"
+        );
+        // A malformed sub-negotiation gets the failure status, not a panic.
+        assert_eq!(
+            auth_exchange(vec![5, 1, 2, 1, 0, 1, b'p'], true).await,
+            (vec![5, 2, 1, 1], false)
+        );
+        assert_eq!(
+            auth_exchange(vec![5, 1, 2, 5, 1, 0], true).await,
+            (vec![5, 2, 1, 1], false)
+        );
+        // No-auth is not offered when a password is required.
+        assert_eq!(
+            auth_exchange(vec![5, 1, 0], true).await,
+            (vec![5, 0xff], false)
+        );
+        // Without the setting, no-auth still works.
+        assert_eq!(
+            auth_exchange(vec![5, 1, 0], false).await,
+            (vec![5, 0], true)
+        );
     }
 
     #[tokio::test]

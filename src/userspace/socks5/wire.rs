@@ -1,5 +1,6 @@
 //! The sans-IO half of the SOCKS5 proxy: RFC 1928 messages ([`parse_greeting`],
-//! [`parse_request`], [`encode_reply`]), the [`Reply`] codes, and [`classify`], which says what a
+//! [`parse_request`], [`encode_reply`]), the RFC 1929 username/password sub-negotiation
+//! ([`parse_auth`], [`encode_auth_status`]), the [`Reply`] codes, and [`classify`], which says what a
 //! request's target means on the overlay. No sockets and no clock: the server in `server.rs`
 //! feeds it bytes and sends what it answers.
 
@@ -11,8 +12,18 @@ use crate::mapping::{Addr48, Hostname, NetworkPrefix};
 pub const VERSION: u8 = 5;
 /// Authentication method "no authentication required".
 pub const METHOD_NO_AUTH: u8 = 0x00;
+/// Authentication method "username/password" (RFC 1929).
+pub const METHOD_USERNAME_PASSWORD: u8 = 0x02;
 /// "No acceptable methods".
 pub const METHOD_NONE_ACCEPTABLE: u8 = 0xff;
+/// The version byte of the RFC 1929 sub-negotiation.
+pub const AUTH_VERSION: u8 = 0x01;
+/// RFC 1929 status: the credentials are accepted.
+pub const AUTH_SUCCESS: u8 = 0x00;
+/// RFC 1929 status: refused (any non-zero value; the server then closes the connection).
+pub const AUTH_FAILURE: u8 = 0x01;
+/// The longest RFC 1929 message: `VER ULEN UNAME(255) PLEN PASSWD(255)`.
+pub const MAX_AUTH_LEN: usize = 3 + 255 + 255;
 
 /// Result of feeding bytes to a parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +60,12 @@ pub enum ParseError {
     /// More bytes than any valid message has.
     #[error("the message is longer than any valid one")]
     TooLong,
+    /// An RFC 1929 sub-negotiation whose version byte is not 1.
+    #[error("username/password version {0:#04x} is not supported (only 1)")]
+    AuthVersion(u8),
+    /// An RFC 1929 username or password of length zero.
+    #[error("the username or password is empty")]
+    EmptyCredential,
 }
 
 impl From<ParseError> for crate::error::PilotError {
@@ -64,7 +81,10 @@ impl ParseError {
     /// The reply to send before closing, if any (a wrong version gets none).
     pub fn reply(&self) -> Option<Reply> {
         match self {
-            ParseError::Version(_) | ParseError::NoMethods => None,
+            ParseError::Version(_)
+            | ParseError::NoMethods
+            | ParseError::AuthVersion(_)
+            | ParseError::EmptyCredential => None,
             ParseError::AddressType(_) => Some(Reply::AddressTypeNotSupported),
             ParseError::Reserved(_) | ParseError::Domain | ParseError::TooLong => {
                 Some(Reply::GeneralFailure)
@@ -81,10 +101,87 @@ pub struct Greeting {
 }
 
 impl Greeting {
-    /// Whether the client accepts "no authentication", the only method we offer.
+    /// Whether the client accepts "no authentication".
     pub fn offers_no_auth(&self) -> bool {
         self.methods.contains(&METHOD_NO_AUTH)
     }
+
+    /// Whether the client offers username/password (RFC 1929).
+    pub fn offers_password(&self) -> bool {
+        self.methods.contains(&METHOD_USERNAME_PASSWORD)
+    }
+
+    /// The method the server picks: username/password when it requires a password (no-auth is
+    /// then never offered), no-auth otherwise; [`METHOD_NONE_ACCEPTABLE`] when the client offers
+    /// neither.
+    pub fn choose_method(&self, password_required: bool) -> u8 {
+        match password_required {
+            true if self.offers_password() => METHOD_USERNAME_PASSWORD,
+            false if self.offers_no_auth() => METHOD_NO_AUTH,
+            _ => METHOD_NONE_ACCEPTABLE,
+        }
+    }
+}
+
+/// An RFC 1929 username/password request, as the client sent it (any bytes, 1 to 255 each).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    /// The username.
+    pub username: Vec<u8>,
+    /// The password.
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a password, not even in a debug log.
+        f.debug_struct("AuthRequest")
+            .field("username", &String::from_utf8_lossy(&self.username))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses an RFC 1929 request: `VER(1) ULEN UNAME PLEN PASSWD`, lengths 1 to 255.
+pub fn parse_auth(buf: &[u8]) -> Result<Parsed<AuthRequest>, ParseError> {
+    let Some(&ver) = buf.first() else {
+        return Ok(Parsed::Incomplete);
+    };
+    if ver != AUTH_VERSION {
+        return Err(ParseError::AuthVersion(ver));
+    }
+    let Some(&ulen) = buf.get(1) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let ulen = usize::from(ulen);
+    if ulen == 0 {
+        return Err(ParseError::EmptyCredential);
+    }
+    let Some(&plen) = buf.get(2 + ulen) else {
+        return Ok(Parsed::Incomplete);
+    };
+    let plen = usize::from(plen);
+    if plen == 0 {
+        return Err(ParseError::EmptyCredential);
+    }
+    let len = 3 + ulen + plen;
+    match buf.get(3 + ulen..len) {
+        None => Ok(Parsed::Incomplete),
+        Some(password) => Ok(Parsed::Done {
+            value: AuthRequest {
+                username: buf[2..2 + ulen].to_vec(),
+                password: password.to_vec(),
+            },
+            len,
+        }),
+    }
+}
+
+/// Encodes the RFC 1929 status reply: `VER(1) STATUS`.
+pub fn encode_auth_status(accepted: bool) -> [u8; 2] {
+    [
+        AUTH_VERSION,
+        if accepted { AUTH_SUCCESS } else { AUTH_FAILURE },
+    ]
 }
 
 /// A request's command.
@@ -457,11 +554,86 @@ mod tests {
         assert_eq!(classify(&dom("localhost"), n), Err(Reply::HostUnreachable));
     }
 
+    #[test]
+    fn a_username_password_request_is_parsed_once_whole() {
+        let m = [
+            1, 5, b'p', b'i', b'l', b'o', b't', 3, b'a', b'b', b'c', 0xaa,
+        ];
+        for i in 0..m.len() - 1 {
+            assert_eq!(parse_auth(&m[..i]), Ok(Parsed::Incomplete), "prefix {i}");
+        }
+        let (a, len) = done(parse_auth(&m).unwrap());
+        assert_eq!(len, m.len() - 1, "the byte behind it is not consumed");
+        assert_eq!(a.username, b"pilot");
+        assert_eq!(a.password, b"abc");
+        assert!(
+            !format!("{a:?}").contains("abc"),
+            "debug output hides the password"
+        );
+        assert_eq!(encode_auth_status(true), [1, 0]);
+        assert_eq!(encode_auth_status(false), [1, 1]);
+    }
+
+    #[test]
+    fn malformed_and_oversized_credentials_are_refused_without_a_reply() {
+        // Wrong sub-negotiation version (a client that sent a SOCKS request instead).
+        assert_eq!(parse_auth(&[5, 1, 0]), Err(ParseError::AuthVersion(5)));
+        // Empty username or password.
+        assert_eq!(
+            parse_auth(&[1, 0, 1, b'x']),
+            Err(ParseError::EmptyCredential)
+        );
+        assert_eq!(
+            parse_auth(&[1, 1, b'u', 0]),
+            Err(ParseError::EmptyCredential)
+        );
+        for e in [ParseError::AuthVersion(5), ParseError::EmptyCredential] {
+            assert_eq!(e.reply(), None);
+        }
+        // The largest message the format allows is parsed, and fits the server's read limit.
+        let mut big = vec![1, 255];
+        big.extend_from_slice(&[b'u'; 255]);
+        big.push(255);
+        big.extend_from_slice(&[b'p'; 255]);
+        assert_eq!(big.len(), MAX_AUTH_LEN);
+        let (a, len) = done(parse_auth(&big).unwrap());
+        assert_eq!(
+            (a.username.len(), a.password.len(), len),
+            (255, 255, MAX_AUTH_LEN)
+        );
+        // Lengths that claim more than was sent wait for more (the server's limit and
+        // handshake timeout end them), never read past the buffer.
+        assert_eq!(parse_auth(&[1, 255, b'u']), Ok(Parsed::Incomplete));
+        assert_eq!(parse_auth(&big[..MAX_AUTH_LEN - 1]), Ok(Parsed::Incomplete));
+    }
+
+    #[test]
+    fn a_greeting_says_which_methods_it_offers() {
+        let (g, _) = done(parse_greeting(&[5, 1, METHOD_USERNAME_PASSWORD]).unwrap());
+        assert!(g.offers_password() && !g.offers_no_auth());
+        let (g, _) = done(parse_greeting(&[5, 1, METHOD_NO_AUTH]).unwrap());
+        assert!(!g.offers_password() && g.offers_no_auth());
+        assert_eq!(g.choose_method(true), METHOD_NONE_ACCEPTABLE);
+        assert_eq!(g.choose_method(false), METHOD_NO_AUTH);
+        let (g, _) =
+            done(parse_greeting(&[5, 2, METHOD_NO_AUTH, METHOD_USERNAME_PASSWORD]).unwrap());
+        assert_eq!(g.choose_method(true), METHOD_USERNAME_PASSWORD);
+        assert_eq!(g.choose_method(false), METHOD_NO_AUTH);
+    }
+
     proptest! {
         #[test]
-        fn random_bytes_never_panic_the_parsers(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fn random_bytes_never_panic_the_parsers(b in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = parse_greeting(&b);
             let _ = parse_request(&b);
+            if let Ok(Parsed::Done { len, .. }) = parse_auth(&b) {
+                prop_assert!(len <= b.len() && len <= MAX_AUTH_LEN);
+            }
+            let mut a = vec![AUTH_VERSION];
+            a.extend_from_slice(&b);
+            if let Ok(Parsed::Done { len, .. }) = parse_auth(&a) {
+                prop_assert!(len <= a.len() && len <= MAX_AUTH_LEN);
+            }
         }
 
         #[test]
