@@ -17,8 +17,8 @@ use crate::identity::PublicKey;
 use crate::mapping::{Addr48, Hostname};
 
 pub use crate::node::views::{
-    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, TrustList,
-    TrustStanding, TrustView,
+    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, RegistryKeySource,
+    RegistryKeyView, TrustList, TrustStanding, TrustView,
 };
 pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
 pub use crate::userspace::expose::Exposed;
@@ -236,6 +236,14 @@ pub struct SendMessageRequest {
     pub kind: Option<String>,
 }
 
+/// `POST /v1/registry/forget-key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRegistryKeyRequest {
+    /// The registry, `HOST:PORT` as configured.
+    pub registry: String,
+}
+
 /// `GET /v1/messages/inbox`'s query.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +321,10 @@ pub struct InfoData {
     /// Liveness of the data plane's threads (a dead one also ends the daemon, status 70).
     #[serde(default)]
     pub data_plane: Option<crate::wg::DataPlaneHealth>,
+    /// Each configured registry and its key: pinned in the config, learned on first use and
+    /// remembered, or unknown (empty without registries, or from an older daemon).
+    #[serde(default)]
+    pub registries: Vec<RegistryKeyView>,
 }
 
 /// `GET /v1/peers`.
@@ -548,6 +560,11 @@ pub enum Request {
         /// The local target.
         to: String,
     },
+    /// Forget the key learned on first use for a registry; it is learned again.
+    ForgetRegistryKey {
+        /// The registry, `HOST:PORT`.
+        registry: String,
+    },
     /// The exposed ports.
     ExposeList {},
     /// Stop forwarding an overlay port.
@@ -651,6 +668,11 @@ impl Request {
                 "POST",
                 "/v1/expose".into(),
                 json(ExposeRequest { port, to }),
+            ),
+            R::ForgetRegistryKey { registry } => r(
+                "POST",
+                "/v1/registry/forget-key".into(),
+                json(ForgetRegistryKeyRequest { registry }),
             ),
             R::ExposeList {} => r("GET", "/v1/expose".into(), None),
             R::ExposeRemove { port } => r("DELETE", format!("/v1/expose/{port}"), None),

@@ -62,6 +62,23 @@ fn no_messages() -> PilotError {
     PilotError::internal("the message service is not running (see the daemon log)")
 }
 
+/// A registry's `HOST:PORT` (an optional `#KEY` is ignored), resolved like the config's.
+async fn resolve_registry(spec: &str) -> Result<SocketAddr, PilotError> {
+    let (hostport, _) = crate::node::registry_client::parse_registry_spec(spec)?;
+    let bad = |why: String| {
+        PilotError::invalid(
+            why,
+            "give the registry as HOST:PORT, as configured (see `pilotctl info`)",
+        )
+    };
+    let mut addrs = tokio::net::lookup_host(hostport.as_str())
+        .await
+        .map_err(|e| bad(format!("cannot resolve registry {hostport}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad(format!("registry {hostport} resolves to no address")))
+}
+
 impl Node {
     fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
         Ok(PeerRef::parse(text, &self.config.network)?)
@@ -136,7 +153,12 @@ impl Node {
 impl Api for Node {
     type Stream = OverlayStream;
 
-    fn info(&self) -> InfoData {
+    async fn info(&self) -> InfoData {
+        let registries = self
+            .control
+            .call(|reply| NodeCommand::RegistryKeys { reply })
+            .await
+            .unwrap_or_default();
         let addr = self.identity.addr48();
         let hostname = self.hostname.lock().expect("hostname lock").clone();
         InfoData {
@@ -155,7 +177,18 @@ impl Api for Node {
             socks5: self.socks5.map(|a| a.to_string()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_plane: Some(self.dataplane.health()),
+            registries,
         }
+    }
+
+    async fn forget_registry_key(
+        &self,
+        req: ForgetRegistryKeyRequest,
+    ) -> ApiResult<RegistryKeyView> {
+        let registry = resolve_registry(&req.registry).await?;
+        self.control
+            .call(|reply| NodeCommand::ForgetRegistryKey { registry, reply })
+            .await
     }
 
     fn peers(&self) -> PeersData {
