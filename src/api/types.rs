@@ -351,6 +351,10 @@ pub enum DeliveryStatus {
     Delivered,
     /// Stored in our outbox; retried until the peer acks.
     Queued,
+    /// The peer refused it at once (its inbox quota for us, or in total, is reached; see
+    /// `refused`). Not final: it stays in our outbox and is retried until the peer makes room
+    /// and acks, so sending it again would only duplicate it.
+    Refused,
 }
 
 /// `POST /v1/messages`.
@@ -363,8 +367,12 @@ pub struct SentMessage {
     /// The recipient's overlay IPv6.
     #[schema(value_type = String)]
     pub to_ipv6: Ipv6Addr,
-    /// Delivered now, or queued for retries.
+    /// Delivered now, queued for retries, or refused by the peer (and queued for retries).
     pub status: DeliveryStatus,
+    /// Why the peer refused it (with `status` `refused`; the peer's text: escape it before
+    /// showing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// `GET /v1/messages/inbox`.

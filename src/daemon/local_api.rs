@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
 use crate::services::message_store::{MessageType, MAX_DATA};
-use crate::services::{streams, Messages};
+use crate::services::{streams, Delivery, Messages};
 use crate::state::paths::StatePaths;
 use crate::userspace::expose::Exposer;
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
@@ -297,18 +297,20 @@ impl Api for Node {
         let (kind, value) = Self::message_payload(req.data, req.kind.as_deref())?;
         let (key, ip) = self.resolve_peer(&req.peer).await?;
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let (id, delivered) = m
+        let (id, outcome) = m
             .send(key.to_string(), ip, kind, value, Duration::from_secs(3))
             .await?;
+        let (status, refused) = match outcome {
+            Delivery::Delivered => (DeliveryStatus::Delivered, None),
+            Delivery::Queued => (DeliveryStatus::Queued, None),
+            Delivery::Refused(why) => (DeliveryStatus::Refused, Some(why)),
+        };
         Ok(SentMessage {
             id,
             to: key,
             to_ipv6: ip,
-            status: if delivered {
-                DeliveryStatus::Delivered
-            } else {
-                DeliveryStatus::Queued
-            },
+            status,
+            refused,
         })
     }
 
