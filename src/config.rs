@@ -19,6 +19,12 @@ pub const DEFAULT_MTU: u16 = 1420;
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 /// Default of `[registry] max_clock_offset_secs`: one day.
 pub const DEFAULT_MAX_CLOCK_OFFSET_SECS: u64 = 24 * 3600;
+/// Default of `[tunnel] handshakes_per_source`: WireGuard handshake messages per second
+/// answered per source (an IPv4 address, an IPv6 /64, a relayed sender).
+pub const DEFAULT_HANDSHAKES_PER_SOURCE: u32 = 20;
+/// Default of `[tunnel] handshakes_global`: handshake messages per second answered without a
+/// cookie from all sources together.
+pub const DEFAULT_HANDSHAKES_GLOBAL: u32 = 1000;
 /// Where the SOCKS5 proxy listens by default (userspace mode).
 pub const DEFAULT_SOCKS5_LISTEN: std::net::SocketAddr = std::net::SocketAddr::V4(
     std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1080),
@@ -372,6 +378,10 @@ pub struct TunnelConfig {
     pub keepalive_secs: u16,
     /// Data-plane worker threads; 0 = one per core.
     pub workers: usize,
+    /// WireGuard handshake messages per second answered per source (at least 1).
+    pub handshakes_per_source: u32,
+    /// Handshake messages per second answered without a cookie from all sources (at least 1).
+    pub handshakes_global: u32,
 }
 
 impl Default for TunnelConfig {
@@ -380,6 +390,8 @@ impl Default for TunnelConfig {
             listen_port: 0,
             keepalive_secs: DEFAULT_KEEPALIVE_SECS,
             workers: 0,
+            handshakes_per_source: DEFAULT_HANDSHAKES_PER_SOURCE,
+            handshakes_global: DEFAULT_HANDSHAKES_GLOBAL,
         }
     }
 }
@@ -521,6 +533,16 @@ impl Config {
                 )));
             }
         }
+        for (name, v) in [
+            ("handshakes_per_source", self.tunnel.handshakes_per_source),
+            ("handshakes_global", self.tunnel.handshakes_global),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!(
+                    "tunnel.{name} must be at least 1 (0 would answer no handshake at all)"
+                )));
+            }
+        }
         self.messages.validate().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
@@ -624,6 +646,23 @@ mod tests {
         assert!(s.contains("test.toml:2"), "{s}");
         let err = parse("[tun]\nmtu = 70000\n").unwrap_err();
         assert!(err.to_string().contains(":2"), "{err}");
+    }
+
+    #[test]
+    fn handshake_limits_parse_and_zero_is_refused() {
+        let c = parse("[tunnel]\nhandshakes_per_source = 5\nhandshakes_global = 300\n").unwrap();
+        assert_eq!(c.tunnel.handshakes_per_source, 5);
+        assert_eq!(c.tunnel.handshakes_global, 300);
+        let d = parse("").unwrap();
+        assert_eq!(
+            d.tunnel.handshakes_per_source,
+            DEFAULT_HANDSHAKES_PER_SOURCE
+        );
+        assert_eq!(d.tunnel.handshakes_global, DEFAULT_HANDSHAKES_GLOBAL);
+        for key in ["handshakes_per_source", "handshakes_global"] {
+            let e = parse(&format!("[tunnel]\n{key} = 0\n")).unwrap_err();
+            assert!(e.to_string().contains(&format!("tunnel.{key}")), "{e}");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
     let listener = socket::bind_api(&node.paths)?;
     {
         use crate::api::service::Api;
-        let info = node.info();
+        let info = node.info().await;
         tracing::info!(
             address = %info.address,
             ipv6 = %info.ipv6,

@@ -105,20 +105,39 @@ pub enum PublicKeyError {
     /// 32 bytes that are not an Ed25519 point.
     #[error("not a valid Ed25519 public key (not a curve point)")]
     NotAPoint,
+    /// A point of small order (a "weak" key): anyone can forge its signatures and its
+    /// X25519 form gives no shared secret, so it never names an identity.
+    #[error("a small-order (weak) Ed25519 public key: it cannot be an identity")]
+    Weak,
 }
 
 impl From<PublicKeyError> for crate::error::PilotError {
     fn from(e: PublicKeyError) -> Self {
-        crate::error::PilotError::invalid(
-            e.to_string(),
-            "copy the key as `pilotctl info` prints it (44 characters of base64)",
-        )
+        let hint = match e {
+            PublicKeyError::Weak => {
+                "this key is not any node's: ask the peer for the key `pilotctl info` prints"
+            }
+            _ => "copy the key as `pilotctl info` prints it (44 characters of base64)",
+        };
+        crate::error::PilotError::invalid(e.to_string(), hint)
     }
 }
 
 impl PublicKey {
-    /// The key from its 32 bytes, checking that it is a curve point.
+    /// The key from its 32 bytes, checking that it is a curve point and not of small order
+    /// (so weak keys never enter the trust store, the registry or the peer table).
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, PublicKeyError> {
+        let vk = VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAPoint)?;
+        if vk.is_weak() {
+            return Err(PublicKeyError::Weak);
+        }
+        Ok(PublicKey(bytes))
+    }
+
+    /// The key from its 32 bytes, checking only that it is a curve point: lets tests build
+    /// the weak keys that [`PublicKey::from_bytes`] refuses, to test later defences.
+    #[cfg(test)]
+    pub(crate) fn from_bytes_allowing_weak(bytes: [u8; 32]) -> Result<Self, PublicKeyError> {
         VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAPoint)?;
         Ok(PublicKey(bytes))
     }
@@ -434,6 +453,28 @@ mod tests {
     fn public_key_rejects_non_points_and_bad_text() {
         assert_eq!("abc".parse::<PublicKey>(), Err(PublicKeyError::Format));
         assert!("zz".repeat(32).parse::<PublicKey>().is_err());
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_from_bytes_and_text() {
+        // The identity point, the point of order 2, and a point of order 4: all valid
+        // encodings of small-order points.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut order2 = [0xffu8; 32];
+        order2[0] = 0xec;
+        order2[31] = 0x7f;
+        let order4 = [0u8; 32];
+        for bytes in [identity, order2, order4] {
+            assert!(VerifyingKey::from_bytes(&bytes).is_ok(), "a valid point");
+            assert_eq!(PublicKey::from_bytes(bytes), Err(PublicKeyError::Weak));
+            let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+            assert_eq!(text.parse::<PublicKey>(), Err(PublicKeyError::Weak));
+            let json = format!("\"{text}\"");
+            assert!(serde_json::from_str::<PublicKey>(&json).is_err());
+        }
+        let e = crate::error::PilotError::from(PublicKeyError::Weak);
+        assert!(e.message.contains("small-order"), "{}", e.message);
     }
 
     proptest! {

@@ -15,7 +15,7 @@ pub mod messages;
 pub mod streams;
 
 pub use echo::{start_echo, ECHO_PORT};
-pub use messages::Messages;
+pub use messages::{Delivery, Messages};
 
 /// The conventional port of stdio streams (`pilotctl connect PEER 1000`).
 pub const STREAM_PORT: u16 = 1000;

@@ -335,3 +335,60 @@ fn dropping_a_home_stops_its_daemon() {
     );
     assert!(!dir.exists());
 }
+
+/// `info` lists each registry with its key and where the key comes from; `registry
+/// forget-key` forgets a learned key (the file too) and the node learns it again, while a
+/// pinned key or an unconfigured registry is refused.
+#[test]
+fn info_shows_registry_key_pinning_and_forget_key_forgets_a_learned_key() {
+    let reg = support::registry::Registry::loopback();
+    let home = Home::new("pilot-cli");
+    home.start(&["--mode", "userspace", "--registry", &reg.addr]);
+    let learned = |h: &Home| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = h.ok(&["info"]);
+            let r = info["registries"][0].clone();
+            if r["source"] != "unknown" || std::time::Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let r = learned(&home);
+    assert_eq!(r["registry"], reg.addr.as_str(), "{r}");
+    assert_eq!(r["source"], "learned", "{r}");
+    let key = r["key"].as_str().unwrap().to_string();
+    let keys_file = home.path().join("registry_keys.json");
+    assert!(std::fs::read_to_string(&keys_file).unwrap().contains(&key));
+    let human = home.pilotctl(&["info"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains(&format!("{}  key {key} (learned", reg.addr)),
+        "{human}"
+    );
+
+    let (code, v) = home.json(&["registry", "forget-key", &reg.addr]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["source"], "unknown", "{v}");
+    assert!(v["data"]["key"].is_null(), "{v}");
+    assert!(!std::fs::read_to_string(&keys_file).unwrap().contains(&key));
+    // It registers again and learns the (same) key anew.
+    let r = learned(&home);
+    assert_eq!(r["source"], "learned", "{r}");
+    assert_eq!(r["key"], key.as_str(), "{r}");
+
+    let (code, v) = home.json(&["registry", "forget-key", "127.0.0.1:9"]);
+    assert_ne!(code, 0);
+    assert_eq!(v["code"], "not_found", "{v}");
+
+    let pinned = Home::new("pilot-cli");
+    let spec = format!("{}#{key}", reg.addr);
+    pinned.start(&["--mode", "userspace", "--registry", &spec]);
+    let r = &pinned.ok(&["info"])["registries"][0];
+    assert_eq!(r["source"], "pinned", "{r}");
+    assert_eq!(r["key"], key.as_str(), "{r}");
+    let (code, v) = pinned.json(&["registry", "forget-key", &reg.addr]);
+    assert_ne!(code, 0);
+    assert_eq!(v["code"], "invalid_argument", "{v}");
+}

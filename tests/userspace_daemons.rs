@@ -340,3 +340,49 @@ fn expose_refuses_link_local_and_metadata_targets_unless_the_flag_is_given() {
     let listed = a.ok(&["expose", "--list"]);
     assert_eq!(listed["exposed"].as_array().unwrap().len(), 2, "{listed}");
 }
+
+/// A recipient whose inbox quota for us is reached refuses the message: `send-message` says
+/// `refused` with the peer's reason at once (exit 0: the message is kept in the outbox and
+/// retried, so sending it again would duplicate it).
+#[test]
+fn send_message_reports_a_quota_refusal_at_once_and_keeps_the_message() {
+    let a = Home::new("pilot-us");
+    let b = Home::new("pilot-us");
+    let keys = [a.identity_key(), b.identity_key()];
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    std::fs::write(
+        a.path().join("config.toml"),
+        format!(
+            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pa}\n[socks5]\nenabled = false\n\
+             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-b\"\nendpoint = \"127.0.0.1:{pb}\"\n",
+            keys[1]
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.path().join("config.toml"),
+        format!(
+            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pb}\n[socks5]\nenabled = false\n\
+             [messages]\ninbox_max_messages_per_sender = 1\n\
+             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-a\"\nendpoint = \"127.0.0.1:{pa}\"\n",
+            keys[0]
+        ),
+    )
+    .unwrap();
+    a.ok(&["daemon", "start"]);
+    b.ok(&["daemon", "start"]);
+    let send = |text: &str| a.json(&["send-message", &keys[1], "--type", "text", "--data", text]);
+    let (code, first) = send("one");
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(first["data"]["status"], "delivered", "{first}");
+    let (code, second) = send("two");
+    assert_eq!(code, 0, "{second}");
+    assert_eq!(second["data"]["status"], "refused", "{second}");
+    let why = second["data"]["refused"].as_str().unwrap();
+    assert!(why.contains("inbox is full"), "{second}");
+    let out = a.ok(&["outbox"]);
+    assert_eq!(
+        out["outbox"][0]["message"]["id"], second["data"]["id"],
+        "{out}"
+    );
+}

@@ -23,7 +23,7 @@ type ApiState<A> = State<Arc<A>>;
 #[utoipa::path(get, path = "/v1/info", tag = "node",
     responses((status = 200, description = "the ok envelope", body = OkBody<InfoData>)))]
 pub async fn info<A: Api>(State(api): ApiState<A>) -> Reply<InfoData> {
-    Reply(Ok(api.info()))
+    Reply(Ok(api.info().await))
 }
 
 /// The peer table with per-peer traffic and drop counters.
@@ -237,4 +237,18 @@ pub async fn events<A: Api>(State(api): ApiState<A>) -> impl IntoResponse {
         .into_stream()
         .map(|e| Ok::<_, Infallible>(sse_event(&e)));
     Sse::new(hello.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// Forget the key learned on first use for a configured registry: the node registers with
+/// it again and learns its key anew. A key pinned in the config is refused.
+#[utoipa::path(post, path = "/v1/registry/forget-key", tag = "node",
+    request_body = ForgetRegistryKeyRequest,
+    responses((status = 200, description = "the ok envelope: the registry after forgetting", body = OkBody<RegistryKeyView>),
+        (status = 400, body = ErrorBody, description = "not HOST:PORT, or the key is pinned in the config"),
+        (status = 404, body = ErrorBody, description = "not a configured registry")))]
+pub async fn forget_registry_key<A: Api>(
+    State(api): ApiState<A>,
+    JsonBody(req): JsonBody<ForgetRegistryKeyRequest>,
+) -> Reply<RegistryKeyView> {
+    Reply(api.forget_registry_key(req).await)
 }

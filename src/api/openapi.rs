@@ -48,6 +48,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::connect,
         handlers::listen,
         handlers::events,
+        handlers::forget_registry_key,
         serve,
     ),
     components(schemas(
@@ -62,6 +63,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         ListenData,
         TrustStanding,
         DeliveryStatus,
+        RegistryKeySource,
     )),
     tags(
         (name = "node", description = "this node: identity, peers, hostname, ping, shutdown"),
@@ -148,6 +150,7 @@ mod tests {
             },
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
+            Request::ForgetRegistryKey { registry: s() },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -17,7 +17,7 @@ pub trait Api: Send + Sync + 'static {
     /// A byte stream to a peer (`connect`, `listen`).
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// `GET /v1/info`.
-    fn info(&self) -> InfoData;
+    fn info(&self) -> impl Future<Output = InfoData> + Send;
     /// `GET /v1/peers`.
     fn peers(&self) -> PeersData;
     /// `PUT /v1/hostname`.
@@ -58,6 +58,11 @@ pub trait Api: Send + Sync + 'static {
     fn inbox(&self, clear: bool) -> ApiResult<InboxData>;
     /// `GET /v1/messages/outbox`.
     fn outbox(&self) -> ApiResult<OutboxData>;
+    /// `POST /v1/registry/forget-key`.
+    fn forget_registry_key(
+        &self,
+        req: ForgetRegistryKeyRequest,
+    ) -> impl Future<Output = ApiResult<RegistryKeyView>> + Send;
     /// `POST /v1/expose`.
     fn expose(&self, req: ExposeRequest) -> impl Future<Output = ApiResult<Exposed>> + Send;
     /// `GET /v1/expose`.

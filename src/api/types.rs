@@ -17,8 +17,8 @@ use crate::identity::PublicKey;
 use crate::mapping::{Addr48, Hostname};
 
 pub use crate::node::views::{
-    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, TrustList,
-    TrustStanding, TrustView,
+    HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, RegistryKeySource,
+    RegistryKeyView, TrustList, TrustStanding, TrustView,
 };
 pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
 pub use crate::userspace::expose::Exposed;
@@ -236,6 +236,14 @@ pub struct SendMessageRequest {
     pub kind: Option<String>,
 }
 
+/// `POST /v1/registry/forget-key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetRegistryKeyRequest {
+    /// The registry, `HOST:PORT` as configured.
+    pub registry: String,
+}
+
 /// `GET /v1/messages/inbox`'s query.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +331,10 @@ pub struct InfoData {
     /// Liveness of the data plane's threads (a dead one also ends the daemon, status 70).
     #[serde(default)]
     pub data_plane: Option<crate::wg::DataPlaneHealth>,
+    /// Each configured registry and its key: pinned in the config, learned on first use and
+    /// remembered, or unknown (empty without registries, or from an older daemon).
+    #[serde(default)]
+    pub registries: Vec<RegistryKeyView>,
 }
 
 /// `GET /v1/peers`.
@@ -349,6 +361,10 @@ pub enum DeliveryStatus {
     Delivered,
     /// Stored in our outbox; retried until the peer acks.
     Queued,
+    /// The peer refused it at once (its inbox quota for us, or in total, is reached; see
+    /// `refused`). Not final: it stays in our outbox and is retried until the peer makes room
+    /// and acks, so sending it again would only duplicate it.
+    Refused,
 }
 
 /// `POST /v1/messages`.
@@ -361,8 +377,12 @@ pub struct SentMessage {
     /// The recipient's overlay IPv6.
     #[schema(value_type = String)]
     pub to_ipv6: Ipv6Addr,
-    /// Delivered now, or queued for retries.
+    /// Delivered now, queued for retries, or refused by the peer (and queued for retries).
     pub status: DeliveryStatus,
+    /// Why the peer refused it (with `status` `refused`; the peer's text: escape it before
+    /// showing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// `GET /v1/messages/inbox`.
@@ -560,6 +580,11 @@ pub enum Request {
         /// Allow a link-local or cloud-metadata target.
         allow_link_local: bool,
     },
+    /// Forget the key learned on first use for a registry; it is learned again.
+    ForgetRegistryKey {
+        /// The registry, `HOST:PORT`.
+        registry: String,
+    },
     /// The exposed ports.
     ExposeList {},
     /// Stop forwarding an overlay port.
@@ -671,6 +696,11 @@ impl Request {
                     to,
                     allow_link_local,
                 }),
+            ),
+            R::ForgetRegistryKey { registry } => r(
+                "POST",
+                "/v1/registry/forget-key".into(),
+                json(ForgetRegistryKeyRequest { registry }),
             ),
             R::ExposeList {} => r("GET", "/v1/expose".into(), None),
             R::ExposeRemove { port } => r("DELETE", format!("/v1/expose/{port}"), None),

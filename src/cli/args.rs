@@ -146,6 +146,13 @@ pub struct ExposeArgs {
 pub enum RegistryCmd {
     /// Run a registry in the foreground until SIGTERM or Ctrl-C (for systemd and containers).
     Run(RegistryArgs),
+    /// Forget the key this node learned on first use for a registry (after that registry's
+    /// key really changed): the node registers with it again and learns its key anew. Keys
+    /// pinned in the config (`HOST:PORT#KEY`) are changed there instead.
+    ForgetKey {
+        /// The registry, HOST:PORT as configured (`pilotctl info` lists them).
+        registry: String,
+    },
 }
 
 /// Options of `registry run`.

@@ -4,7 +4,9 @@
 use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
 use super::{config_check, daemon_process, registry_run, render, stream};
-use crate::api::{ExposeList, InboxData, InfoData, OutboxData, PeersData, Request, SentMessage};
+use crate::api::{
+    ExposeList, InboxData, InfoData, OutboxData, PeersData, RegistryKeyView, Request, SentMessage,
+};
 use crate::error::{ErrorCode, PilotError};
 use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
 use crate::userspace::expose::Exposed;
@@ -18,6 +20,11 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Daemon(DaemonCmd::Status) => daemon_process::status(),
         Command::Config(ConfigCmd::Check { file }) => config_check::check(&file),
         Command::Registry(RegistryCmd::Run(args)) => registry_run::run(&args),
+        Command::Registry(RegistryCmd::ForgetKey { registry }) => {
+            let req = Request::ForgetRegistryKey { registry };
+            Ok(ask::<RegistryKeyView>("registry forget-key", &req)?
+                .render(render::registry_key_forgotten))
+        }
         Command::Connect { peer, port } => stream::run(&Request::Connect { peer, port }),
         Command::Listen { port } => stream::run(&Request::Listen { port }),
         Command::Info => Ok(ask::<InfoData>("info", &Request::Info {})?.render(render::info)),

@@ -9,7 +9,9 @@ mod trust;
 
 pub use expose::{expose_added, expose_list, expose_removed};
 pub use messages::{inbox, outbox, sent_message};
-pub use node::{daemon_started, daemon_status, find, hostname_claim, info, peers, ping};
+pub use node::{
+    daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
+};
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 
 use super::escape::untrusted;

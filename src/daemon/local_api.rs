@@ -19,7 +19,7 @@ use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
 use crate::services::message_store::{MessageType, MAX_DATA};
-use crate::services::{streams, Messages};
+use crate::services::{streams, Delivery, Messages};
 use crate::state::paths::StatePaths;
 use crate::userspace::expose::Exposer;
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
@@ -60,6 +60,23 @@ pub struct Node {
 
 fn no_messages() -> PilotError {
     PilotError::internal("the message service is not running (see the daemon log)")
+}
+
+/// A registry's `HOST:PORT` (an optional `#KEY` is ignored), resolved like the config's.
+async fn resolve_registry(spec: &str) -> Result<SocketAddr, PilotError> {
+    let (hostport, _) = crate::node::registry_client::parse_registry_spec(spec)?;
+    let bad = |why: String| {
+        PilotError::invalid(
+            why,
+            "give the registry as HOST:PORT, as configured (see `pilotctl info`)",
+        )
+    };
+    let mut addrs = tokio::net::lookup_host(hostport.as_str())
+        .await
+        .map_err(|e| bad(format!("cannot resolve registry {hostport}: {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad(format!("registry {hostport} resolves to no address")))
 }
 
 impl Node {
@@ -136,7 +153,12 @@ impl Node {
 impl Api for Node {
     type Stream = OverlayStream;
 
-    fn info(&self) -> InfoData {
+    async fn info(&self) -> InfoData {
+        let registries = self
+            .control
+            .call(|reply| NodeCommand::RegistryKeys { reply })
+            .await
+            .unwrap_or_default();
         let addr = self.identity.addr48();
         let hostname = self.hostname.lock().expect("hostname lock").clone();
         InfoData {
@@ -165,7 +187,18 @@ impl Api for Node {
                 }),
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_plane: Some(self.dataplane.health()),
+            registries,
         }
+    }
+
+    async fn forget_registry_key(
+        &self,
+        req: ForgetRegistryKeyRequest,
+    ) -> ApiResult<RegistryKeyView> {
+        let registry = resolve_registry(&req.registry).await?;
+        self.control
+            .call(|reply| NodeCommand::ForgetRegistryKey { registry, reply })
+            .await
     }
 
     fn peers(&self) -> PeersData {
@@ -274,18 +307,20 @@ impl Api for Node {
         let (kind, value) = Self::message_payload(req.data, req.kind.as_deref())?;
         let (key, ip) = self.resolve_peer(&req.peer).await?;
         let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let (id, delivered) = m
+        let (id, outcome) = m
             .send(key.to_string(), ip, kind, value, Duration::from_secs(3))
             .await?;
+        let (status, refused) = match outcome {
+            Delivery::Delivered => (DeliveryStatus::Delivered, None),
+            Delivery::Queued => (DeliveryStatus::Queued, None),
+            Delivery::Refused(why) => (DeliveryStatus::Refused, Some(why)),
+        };
         Ok(SentMessage {
             id,
             to: key,
             to_ipv6: ip,
-            status: if delivered {
-                DeliveryStatus::Delivered
-            } else {
-                DeliveryStatus::Queued
-            },
+            status,
+            refused,
         })
     }
 

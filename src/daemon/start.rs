@@ -231,13 +231,7 @@ fn start_dataplane(
         Some(i) => i,
         None => create_tun(identity, config)?,
     };
-    let dc = DataPlaneConfig {
-        listen_port: config.tunnel.listen_port,
-        keepalive_secs: config.tunnel.keepalive_secs,
-        network: config.network,
-        ..Default::default()
-    };
-    let plane = DataPlane::start(identity, &dc, inner, None)?;
+    let plane = DataPlane::start(identity, &data_plane_config(config), inner, None)?;
     for p in &config.peers {
         plane.add_peer(p.public_key, p.endpoint)?;
         if let Some(h) = &p.hostname {
@@ -250,4 +244,34 @@ fn start_dataplane(
         "data plane running"
     );
     Ok(plane)
+}
+
+/// The data plane's settings from the config.
+fn data_plane_config(config: &Config) -> DataPlaneConfig {
+    DataPlaneConfig {
+        listen_port: config.tunnel.listen_port,
+        keepalive_secs: config.tunnel.keepalive_secs,
+        network: config.network,
+        handshakes_per_source: config.tunnel.handshakes_per_source,
+        handshakes_global: config.tunnel.handshakes_global,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_limits_reach_the_data_plane_and_default_to_its_defaults() {
+        let d = data_plane_config(&Config::default());
+        let wg = DataPlaneConfig::default();
+        assert_eq!(d.handshakes_per_source, wg.handshakes_per_source);
+        assert_eq!(d.handshakes_global, wg.handshakes_global);
+        let mut c = Config::default();
+        c.tunnel.handshakes_per_source = 3;
+        c.tunnel.handshakes_global = 50;
+        let d = data_plane_config(&c);
+        assert_eq!((d.handshakes_per_source, d.handshakes_global), (3, 50));
+    }
 }

@@ -1,6 +1,7 @@
 //! How the node answers the local API's commands: at once from its own state, or when the
 //! registry operation a command started completes.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::error::{ErrorCode, PilotError};
@@ -13,7 +14,8 @@ use crate::node::registry_client::OpId;
 use crate::node::traversal::Path;
 use crate::node::trust::{TrustError, TrustState};
 use crate::node::views::{
-    HostnameClaim, PendingList, PendingView, PingReport, TrustList, TrustView,
+    HostnameClaim, PendingList, PendingView, PingReport, RegistryKeySource, RegistryKeyView,
+    TrustList, TrustView,
 };
 
 fn not_found(peer: &PeerRef) -> PilotError {
@@ -75,6 +77,12 @@ impl Node {
                 self.waiting.insert(op, Waiting::Hostname(hostname, reply));
             }
             NodeCommand::Ping { peer, count, reply } => self.ping(now, &peer, count, reply),
+            NodeCommand::RegistryKeys { reply } => {
+                let _ = reply.send(Ok(self.plane.client().registry_keys()));
+            }
+            NodeCommand::ForgetRegistryKey { registry, reply } => {
+                let _ = reply.send(self.forget_registry_key(now, registry));
+            }
         }
         self.pump(now);
     }
@@ -99,6 +107,36 @@ impl Node {
                 None
             }
         }
+    }
+
+    /// Forgets a learned registry key; an unknown registry or a pinned key is an error.
+    fn forget_registry_key(
+        &mut self,
+        now: Instant,
+        registry: SocketAddr,
+    ) -> Result<RegistryKeyView, PilotError> {
+        let client = self.plane.client();
+        let find = |c: &mut crate::node::registry_client::Client| {
+            c.registry_keys()
+                .into_iter()
+                .find(|r| r.registry == registry)
+        };
+        let Some(before) = find(client) else {
+            return Err(PilotError::new(
+                ErrorCode::NotFound,
+                format!("{registry} is not a configured registry"),
+                "`pilotctl info` lists the configured registries and their keys",
+            ));
+        };
+        if before.source == RegistryKeySource::Pinned {
+            return Err(PilotError::invalid(
+                format!("the key of registry {registry} is pinned in the config"),
+                "change or remove its `#KEY` in `registries` and restart the daemon",
+            ));
+        }
+        client.forget_registry_key(now, registry)?;
+        tracing::warn!(%registry, "registry key forgotten by the operator; it is learned again on first use");
+        Ok(find(client).unwrap_or(before))
     }
 
     fn trust_list(&self) -> TrustList {

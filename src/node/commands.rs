@@ -2,12 +2,16 @@
 //! channel, and what a call waits for while its registry operation runs. How the node answers
 //! is in [`crate::node::answers`].
 
+use std::net::SocketAddr;
+
 use tokio::sync::oneshot;
 
 use crate::error::PilotError;
 use crate::identity::PublicKey;
 use crate::mapping::{Hostname, PeerRef};
-use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
+use crate::node::views::{
+    HostnameClaim, Lookup, PendingList, PingReport, RegistryKeyView, TrustList, TrustView,
+};
 
 /// Where a command's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, PilotError>>;
@@ -79,6 +83,19 @@ pub enum NodeCommand {
         count: u32,
         /// The answer.
         reply: Reply<PingReport>,
+    },
+    /// Every configured registry's key and where it comes from.
+    RegistryKeys {
+        /// The answer.
+        reply: Reply<Vec<RegistryKeyView>>,
+    },
+    /// Forget the key learned for a registry (operator action) and register with it again;
+    /// a pinned key is refused (change the config instead).
+    ForgetRegistryKey {
+        /// The registry's address.
+        registry: SocketAddr,
+        /// The answer: the registry after forgetting.
+        reply: Reply<RegistryKeyView>,
     },
 }
 

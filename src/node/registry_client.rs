@@ -59,6 +59,7 @@ pub use self::keys::{KeysFileError, LearnedKeys, REGISTRY_KEYS_FILE};
 use self::authenticity::initial_key;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::Hostname;
+use crate::node::views::{RegistryKeySource, RegistryKeyView};
 use rand_core::RngCore;
 
 use crate::wire::registry::{Nonce, RequestBody, Response, ResponseBody, TrustDecision};
@@ -297,6 +298,23 @@ impl Client {
         self.registries
             .iter()
             .any(|r| r.addr == registry && r.source == KeySource::Pinned)
+    }
+
+    /// Every configured registry with its key and where that key comes from.
+    pub fn registry_keys(&self) -> Vec<RegistryKeyView> {
+        self.registries
+            .iter()
+            .map(|r| RegistryKeyView {
+                registry: r.addr,
+                key: r.key,
+                source: match r.source {
+                    KeySource::Unknown => RegistryKeySource::Unknown,
+                    KeySource::Pinned => RegistryKeySource::Pinned,
+                    KeySource::Persisted => RegistryKeySource::Learned,
+                    KeySource::Unsaved => RegistryKeySource::Unsaved,
+                },
+            })
+            .collect()
     }
 
     /// Forgets the key learned for `registry` (operator action, e.g. after the registry's key

@@ -82,6 +82,33 @@ pub struct Lookup {
     pub ipv6: Ipv6Addr,
 }
 
+/// Where the key that signs a registry's answers comes from (`info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKeySource {
+    /// Pinned in the config (`registries = ["HOST:PORT#KEY"]`); only the config changes it.
+    Pinned,
+    /// Learned on first use and remembered in `registry_keys.json` (this run or an earlier
+    /// one); `pilotctl registry forget-key HOST:PORT` forgets it.
+    Learned,
+    /// Learned on first use but saving it failed: believed for this run only.
+    Unsaved,
+    /// Not known yet: it is learned from the registry's first answer to our registration.
+    Unknown,
+}
+
+/// One configured registry and the key we hold for it (`info`, `registry forget-key`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegistryKeyView {
+    /// The registry's UDP address (as resolved when the daemon started).
+    #[schema(value_type = String)]
+    pub registry: SocketAddr,
+    /// Its Ed25519 public key (public; `null` while unknown).
+    pub key: Option<PublicKey>,
+    /// Where the key comes from.
+    pub source: RegistryKeySource,
+}
+
 /// The hostname this node claims (`set-hostname`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostnameClaim {

@@ -35,11 +35,24 @@ pub struct Messages {
     overlay: OverlayNet,
     plane: Arc<DataPlane>,
     wake: Notify,
-    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
+    waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Delivery>>>>,
     received: broadcast::Sender<InboxEntry>,
     refusals: Mutex<HashMap<String, String>>,
     connections: ConnectionLimits,
     limits: MessagesConfig,
+}
+
+/// What became of a message while its sender waited (`send`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The recipient acked it: it is in the recipient's inbox.
+    Delivered,
+    /// Not answered yet: it stays in the outbox and is retried.
+    Queued,
+    /// The recipient refused it (its inbox quota is reached; the reason is the peer's text).
+    /// The refusal is not final: the message stays in the outbox and is retried until the
+    /// recipient makes room and acks it.
+    Refused(String),
 }
 
 /// Who sent the messages of one connection (the trusted peer the data plane admitted).
@@ -142,8 +155,8 @@ impl Messages {
         Ok(m)
     }
 
-    /// Queues a message durably and returns its id; waits up to `wait` for the peer's ack and
-    /// says whether it came.
+    /// Queues a message durably and returns its id; waits up to `wait` for the peer's ack or
+    /// refusal and says which came (or [`Delivery::Queued`] if neither).
     pub async fn send(
         &self,
         to_key: String,
@@ -151,7 +164,7 @@ impl Messages {
         kind: MessageType,
         data: serde_json::Value,
         wait: Duration,
-    ) -> Result<(String, bool), MessageError> {
+    ) -> Result<(String, Delivery), MessageError> {
         let id = crate::services::message_store::new_id();
         let entry = OutboxEntry {
             to: to_key,
@@ -174,8 +187,11 @@ impl Messages {
             .or_default()
             .push(tx);
         self.wake.notify_one();
-        let delivered = tokio::time::timeout(wait, rx).await.is_ok();
-        Ok((id, delivered))
+        let outcome = match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(d)) => d,
+            _ => Delivery::Queued,
+        };
+        Ok((id, outcome))
     }
 
     /// Messages in the inbox, oldest first; with `clear`, exactly those are deleted, in the
@@ -277,12 +293,12 @@ impl Messages {
                         self.refusals.lock().expect("refusals").remove(&id);
                         next_try.remove(&id);
                         let _ = self.outbox.remove(&id);
-                        if let Some(ws) = self.waiters.lock().expect("waiters").remove(&id) {
-                            for w in ws {
-                                let _ = w.send(());
-                            }
-                        }
+                        self.answer_waiters(&id, Delivery::Delivered);
                     } else {
+                        let refused = self.refusals.lock().expect("refusals").get(&id).cloned();
+                        if let Some(reason) = refused {
+                            self.answer_waiters(&id, Delivery::Refused(reason));
+                        }
                         let backoff = next_try
                             .get(&id)
                             .map(|(_, b)| (*b * 2).min(RETRY_MAX))
@@ -299,6 +315,15 @@ impl Messages {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Tells whoever waits in `send` for message `id` what became of it.
+    fn answer_waiters(&self, id: &str, outcome: Delivery) {
+        if let Some(ws) = self.waiters.lock().expect("waiters").remove(id) {
+            for w in ws {
+                let _ = w.send(outcome.clone());
             }
         }
     }

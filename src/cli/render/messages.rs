@@ -11,6 +11,10 @@ pub fn sent_message(m: &SentMessage) -> String {
         DeliveryStatus::Queued => format!(
             "message {id} queued: it is kept and retried until the peer acks (see `pilotctl outbox`)"
         ),
+        DeliveryStatus::Refused => format!(
+            "message {id} refused by the peer: {}\nit is kept and retried until the peer makes room (see `pilotctl outbox`); do not send it again",
+            untrusted(m.refused.as_deref().unwrap_or("no reason given"))
+        ),
     }
 }
 
@@ -85,12 +89,19 @@ mod tests {
             to: key,
             to_ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
             status: DeliveryStatus::Delivered,
+            refused: None,
         };
         assert_eq!(sent_message(&m), "message ab12 delivered");
         m.status = DeliveryStatus::Queued;
         assert_eq!(
             sent_message(&m),
             "message ab12 queued: it is kept and retried until the peer acks (see `pilotctl outbox`)"
+        );
+        m.status = DeliveryStatus::Refused;
+        m.refused = Some("inbox is full\u{1b}[2J".into());
+        assert_eq!(
+            sent_message(&m),
+            "message ab12 refused by the peer: inbox is full\\u{1b}[2J\nit is kept and retried until the peer makes room (see `pilotctl outbox`); do not send it again"
         );
     }
 

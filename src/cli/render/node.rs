@@ -2,7 +2,7 @@
 //! `set-hostname`.
 
 use super::{human_bytes, name_or_dash, table, untrusted};
-use crate::api::{InfoData, PeersData};
+use crate::api::{InfoData, PeersData, RegistryKeySource, RegistryKeyView};
 use crate::node::views::{HostnameClaim, Lookup, PingReport};
 use crate::wg::PeerStatus;
 
@@ -34,7 +34,32 @@ pub fn info(i: &InfoData) -> String {
     if let Some(d) = &i.data_plane {
         text.push_str(&format!("\ndata plane  {}", data_plane(d)));
     }
+    for r in &i.registries {
+        text.push_str(&format!("\nregistry    {}", registry_key(r)));
+    }
     text
+}
+
+/// `ADDR  key KEY (pinned|learned|unsaved)` or `ADDR  key unknown`.
+fn registry_key(r: &RegistryKeyView) -> String {
+    let source = match r.source {
+        RegistryKeySource::Pinned => "pinned in config",
+        RegistryKeySource::Learned => "learned, remembered",
+        RegistryKeySource::Unsaved => "learned, NOT saved",
+        RegistryKeySource::Unknown => "not learned yet",
+    };
+    match &r.key {
+        Some(k) => format!("{}  key {k} ({source})", r.registry),
+        None => format!("{}  key unknown ({source})", r.registry),
+    }
+}
+
+/// `registry forget-key`: what the node holds for the registry now.
+pub fn registry_key_forgotten(r: &RegistryKeyView) -> String {
+    format!(
+        "forgot the learned key; it is learned again on the next registration\nregistry    {}",
+        registry_key(r)
+    )
 }
 
 /// `alive`, or `DEAD` and which threads died and why.
@@ -174,7 +199,37 @@ mod tests {
             socks5_credentials: None,
             version: "0.1.0".into(),
             data_plane: None,
+            registries: Vec::new(),
         }
+    }
+
+    #[test]
+    fn info_shows_each_registry_key_and_its_source() {
+        let key = Identity::from_seed([3; 32]).public_key();
+        let mut i = info_data();
+        i.registries = vec![
+            RegistryKeyView {
+                registry: "192.0.2.1:9000".parse().unwrap(),
+                key: Some(key),
+                source: RegistryKeySource::Pinned,
+            },
+            RegistryKeyView {
+                registry: "192.0.2.2:9000".parse().unwrap(),
+                key: None,
+                source: RegistryKeySource::Unknown,
+            },
+        ];
+        let text = info(&i);
+        assert!(
+            text.contains(&format!(
+                "\nregistry    192.0.2.1:9000  key {key} (pinned in config)"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\nregistry    192.0.2.2:9000  key unknown (not learned yet)"),
+            "{text}"
+        );
     }
 
     #[test]

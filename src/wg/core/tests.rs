@@ -557,7 +557,9 @@ fn a_small_order_key_is_refused_as_a_peer() {
     let mut identity = [0u8; 32];
     identity[0] = 1;
     for bytes in [identity, order2] {
-        let weak = PublicKey::from_bytes(bytes).expect("a valid point");
+        // PublicKey::from_bytes refuses them; the peer table checks again (defence in depth).
+        assert!(PublicKey::from_bytes(bytes).is_err());
+        let weak = PublicKey::from_bytes_allowing_weak(bytes).expect("a valid point");
         assert_eq!(
             a.core.add_peer(weak, None),
             Err(PeerTableError::WeakKey(weak))
@@ -565,7 +567,7 @@ fn a_small_order_key_is_refused_as_a_peer() {
     }
     assert_eq!(a.core.peer_count(), 0);
     let err = crate::error::PilotError::from(PeerTableError::WeakKey(
-        PublicKey::from_bytes(identity).unwrap(),
+        PublicKey::from_bytes_allowing_weak(identity).unwrap(),
     ));
     assert!(err.to_string().contains("small-order"), "{err}");
 }
