@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes pilot's parsers with cargo-fuzz (libFuzzer): scripts/fuzz.sh TARGET|all [SECONDS]
 #
-#   scripts/fuzz.sh all 20          # every target for 20 s each (what CI runs)
+#   scripts/fuzz.sh all 20          # every target for 20 s each (CI: 12 s, from scripts/test.sh)
 #   scripts/fuzz.sh registry_request 600
 #   scripts/fuzz.sh list            # the targets
 #   FUZZ_RUNS=10000000 scripts/fuzz.sh probe   # stop after that many executions instead
@@ -20,6 +20,7 @@
 # release mode with debug assertions and overflow checks on (`-a`), so an arithmetic overflow
 # in a parser is a crash.
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../fuzz"
 
 target=${1:-}
@@ -29,7 +30,7 @@ rss_mb=${FUZZ_RSS_MB:-2048}
 max_len=${FUZZ_MAX_LEN:-4096}
 
 if [ -z "$target" ] || [ "$target" = -h ] || [ "$target" = --help ]; then
-  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "$self" | sed '$d' | sed 's/^# \{0,1\}//'
   exit 2
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
