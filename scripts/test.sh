@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check CI runs: formatting, lints, one shared release build, the layer check, the
-# function-length check, then all tests (unit, property, integration, and the network-namespace tests).
+# function-length check, then all tests (unit, property, integration, and the network-namespace tests),
+# then, under CI (or when FUZZ_SECONDS is set), every fuzz target for FUZZ_SECONDS (default 12) s
+# each (scripts/fuzz.sh; needs cargo-fuzz, which .ci/run installs): a crash fails the run.
 #
 # Tests that need root (network namespaces, TUN) are #[ignore]d, so a plain `cargo test` never
 # reports them as passed without running them. As root this script runs them too
@@ -66,4 +68,18 @@ if ! $root; then
   esac
 fi
 echo "total: $passed passed, $failed failed"
+
+fuzz=false
+case "${CI:-}" in
+  "" | false | 0) ;;
+  *) fuzz=true ;;
+esac
+[ -z "${FUZZ_SECONDS:-}" ] || fuzz=true
+if $fuzz; then
+  echo
+  if ! bash scripts/fuzz.sh all "${FUZZ_SECONDS:-12}"; then
+    echo "fuzzing failed: see the crash above (inputs in fuzz/artifacts/)" >&2
+    [ "$status" != 0 ] || status=1
+  fi
+fi
 exit "$status"
