@@ -21,6 +21,11 @@
 //! - An endpoint request is forwarded to an online target only; the target answers it only if it
 //!   trusts the asker, and the registry forwards an answer only for a request it forwarded.
 //! - All datagrams from one source IP share a token bucket, checked before any signature work.
+//! - Screening (v1.2, see `proof::screen`), still before any signature work: a request from its
+//!   key's presence address, or a `Register` echoing a valid cookie, goes on to the global
+//!   bucket and the signature check; a `Register` without one gets an unsigned `Challenge`
+//!   (challenge bucket) and is never verified; any other request from an unproven address is
+//!   verified only within its own bucket (`unproven_*`), so spoofed floods cannot starve nodes.
 //! - Return routability: until a source address is proven (it is the sender's presence), what
 //!   goes back to it is at most as large as what came from it, nothing held is pushed to it,
 //!   and presence moves there only on a `Register` that echoes our cookie (see `proof`).
@@ -98,6 +103,10 @@ pub struct Registry {
     nonces: nonces::Nonces,
     key_buckets: HashMap<PublicKey, Bucket>,
     global_bucket: Bucket,
+    /// Challenges sent without signature work (see `proof::screen`).
+    challenge_bucket: Bucket,
+    /// Signature work on requests from unproven addresses.
+    unproven_bucket: Bucket,
     query_buckets: HashMap<PublicKey, Bucket>,
     ip_buckets: HashMap<IpAddr, Bucket>,
     endpoint_requests: HashMap<Nonce, PendingEndpoint>,
@@ -143,6 +152,8 @@ impl Registry {
         let Snapshot { names, held, seen } = store.load()?;
         let mut r = Registry {
             global_bucket: Bucket::full(limits.global_burst, now_ms),
+            challenge_bucket: Bucket::full(limits.challenge_burst, now_ms),
+            unproven_bucket: Bucket::full(limits.unproven_burst, now_ms),
             limits,
             store,
             cookie_secret: proof::cookie_secret(&identity),
@@ -223,6 +234,10 @@ impl Registry {
             self.counters.rate_limited += 1;
             return Vec::new();
         }
+        // Screening: cheap checks only (header, hash lookups, a MAC) before any signature.
+        if let Err(out) = self.screen(now_ms, from, bytes) {
+            return out;
+        }
         let Some(req) = self.decode(bytes) else {
             return Vec::new();
         };
@@ -255,8 +270,8 @@ impl Registry {
         out
     }
 
-    /// Takes a token from the source's bucket (its IPv4 address or IPv6 /64; bounded table)
-    /// and one from the global bucket, before any signature work.
+    /// Takes a token from the source's bucket (its IPv4 address or IPv6 /64; bounded table),
+    /// before anything else.
     fn admit_ip(&mut self, now_ms: u64, ip: IpAddr) -> bool {
         let ip = source_bucket(ip);
         let (burst, per_sec) = (self.limits.ip_burst, self.limits.ip_per_sec);
@@ -265,14 +280,10 @@ impl Registry {
         {
             return false;
         }
-        let l = &self.limits;
         self.ip_buckets
             .entry(ip)
             .or_insert_with(|| Bucket::full(burst, now_ms))
             .take(burst, per_sec, now_ms)
-            && self
-                .global_bucket
-                .take(l.global_burst, l.global_per_sec, now_ms)
     }
 
     /// Takes a token from the sender key's bucket (bounded table), after its signature.

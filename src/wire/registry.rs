@@ -22,8 +22,8 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-pub use self::request::{Header, Request, RequestBody, TrustDecision};
-pub use self::response::{HostnameStatus, Response, ResponseBody, Status};
+pub use self::request::{Header, Peek, Request, RequestBody, TrustDecision};
+pub use self::response::{HostnameStatus, Response, ResponseBody, Status, CHALLENGE_LEN};
 
 /// First byte of every control datagram (`'P'`).
 pub use crate::wire::CONTROL_MAGIC as MAGIC;

@@ -610,6 +610,8 @@ fn a_registry_flooded_from_spoofed_sources_still_registers_a_node_and_pushes_its
         "rate_limited",
         "garbage",
         "replayed",
+        "challenged",
+        "challenge_limited",
     ]
     .iter()
     .map(|f| registry_counter(&log, f))
@@ -617,10 +619,11 @@ fn a_registry_flooded_from_spoofed_sources_still_registers_a_node_and_pushes_its
     eprintln!(
         "FIGURES flood: {sent} spoofed requests in {secs:.1} s ({rate:.0}/s, aimed at {pps}/s) \
          from {FLOOD_SOURCES} forged sources; the registry counted {} bad signatures, \
-         {} accepted, {} rate-limited (it handled about {:.0}/s); its socket dropped {drops} datagrams (receive buffer \
+         {} challenged, {} accepted, {} rate-limited (it handled about {:.0}/s); its socket dropped {drops} datagrams (receive buffer \
          full) while the nodes joined. Daemons up in {:.2} s; the worker was found (registered) \
          {}; its trust request was pending at the worker {} after the first handshake try",
         registry_counter(&log, "bad_signature"),
+        registry_counter(&log, "challenged"),
         registry_counter(&log, "accepted"),
         registry_counter(&log, "rate_limited"),
         handled as f64 / secs,

@@ -67,6 +67,17 @@ pub struct Limits {
     pub max_registered: usize,
     /// How long a return-routability cookie is valid (ms): one epoch, and the one before.
     pub cookie_lifetime_ms: u64,
+    /// Challenges (unsigned, no signature work) to `Register`s from unproven addresses:
+    /// bucket size. Beyond it they are dropped and counted (`challenge_limited`).
+    pub challenge_burst: u32,
+    /// Challenges: tokens per second.
+    pub challenge_per_sec: u32,
+    /// Requests other than `Register` from addresses not proven for their key (unregistered
+    /// senders, moved NAT mappings) that get signature work: bucket size. Kept apart from
+    /// proven traffic so a spoofed flood of them never starves registered nodes.
+    pub unproven_burst: u32,
+    /// Those requests: tokens per second.
+    pub unproven_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -97,6 +108,10 @@ impl Default for Limits {
             relay_byte_burst: 4 << 20,
             relay_bytes_per_sec: 25_000_000,
             cookie_lifetime_ms: 60_000,
+            challenge_burst: 40_000,
+            challenge_per_sec: 20_000,
+            unproven_burst: 2_000,
+            unproven_per_sec: 1_000,
             registration_expiry_ms: 30 * 24 * 3600 * 1000,
             max_registered: 1_000_000,
         }
@@ -135,6 +150,8 @@ pub struct Counters {
     pub relay_limited: u64,
     /// Challenges sent (a Register or Heartbeat from an address not yet proven).
     pub challenged: u64,
+    /// `Register`s from unproven addresses dropped unanswered over the challenge budget.
+    pub challenge_limited: u64,
     /// Nonces evicted from a full replay store (requests as old as them are then refused).
     pub nonces_evicted: u64,
     /// Hostnames released because their key was silent past the registration expiry.

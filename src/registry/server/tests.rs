@@ -3,7 +3,7 @@
 use super::*;
 use crate::identity::Identity;
 use crate::registry::store::MemoryStore;
-use crate::wire::registry::{Header, TrustDecision};
+use crate::wire::registry::{Header, TrustDecision, CHALLENGE_LEN};
 
 pub(crate) const T0: u64 = 1_750_000_000_000;
 
@@ -118,37 +118,28 @@ fn trust_request(to: &TestNode) -> RequestBody {
 
 #[test]
 fn replayed_request_is_refused_and_counted() {
+    // (A Register without a cookie from an unproven address is never verified: it is
+    // challenged, replayed or not, and changes nothing. Replays matter for verified requests.)
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
-    let bytes = a.signed(
-        T0,
-        RequestBody::Register {
-            hostname: None,
-            candidates: vec![],
-            cookie: None,
-        },
-    );
+    register(&mut r, &mut a, T0, None);
+    let accepted = r.counters().accepted;
+    let bytes = a.signed(T0, RequestBody::Heartbeat);
     assert_eq!(r.handle(T0, a.addr, &bytes).len(), 1);
     assert!(r.handle(T0 + 10, a.addr, &bytes).is_empty());
     assert!(r
         .handle(T0 + 20, "203.0.113.9:1".parse().unwrap(), &bytes)
         .is_empty());
     assert_eq!(r.counters().replayed, 2);
-    assert_eq!(r.counters().accepted, 1);
+    assert_eq!(r.counters().accepted, accepted + 1);
 }
 
 #[test]
 fn replay_after_the_window_is_refused_as_stale() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
-    let bytes = a.signed(
-        T0,
-        RequestBody::Register {
-            hostname: None,
-            candidates: vec![],
-            cookie: None,
-        },
-    );
+    register(&mut r, &mut a, T0, None);
+    let bytes = a.signed(T0, RequestBody::Heartbeat);
     r.handle(T0, a.addr, &bytes);
     r.handle_timeout(T0 + 61_000);
     let out = decode_all(r.handle(T0 + 61_000, a.addr, &bytes));
@@ -1144,4 +1135,89 @@ fn names_expire_when_their_key_is_silent_past_the_registration_expiry() {
             ..
         }
     ));
+}
+
+/// `bytes` with its signature broken, as a spoofer's copy of a signed request with a fresh
+/// nonce is.
+fn forged(mut bytes: Vec<u8>, i: u32) -> Vec<u8> {
+    bytes[35..39].copy_from_slice(&(i | 1 << 31).to_be_bytes());
+    bytes
+}
+
+#[test]
+fn spoofed_registrations_are_challenged_without_signature_work_and_a_real_node_still_registers() {
+    let limits = Limits {
+        challenge_burst: 1000,
+        challenge_per_sec: 10,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut template = TestNode::new(9, 9);
+    let reg = template.signed(
+        T0,
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+            cookie: None,
+        },
+    );
+    for i in 0..1200u32 {
+        let from = SocketAddr::from(([10, (i >> 8) as u8, i as u8, 1], 1024));
+        let bytes = forged(reg.clone(), i);
+        let out = r.handle(T0, from, &bytes);
+        if i < 1000 {
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].0, from);
+            assert_eq!(out[0].1.len(), CHALLENGE_LEN);
+            assert!(out[0].1.len() < bytes.len());
+            let resp = Response::decode(&out[0].1).unwrap();
+            assert_eq!(resp.in_reply_to, Request::peek(&bytes).unwrap().nonce);
+        } else {
+            assert!(out.is_empty(), "over the challenge budget: dropped");
+        }
+    }
+    let c = r.counters();
+    assert_eq!(c.bad_signature, 0, "no signature was checked");
+    assert_eq!((c.challenged, c.challenge_limited), (1000, 200));
+    // The budget refills; a real node registers through its challenge.
+    let mut a = TestNode::new(1, 1000);
+    let out = register(&mut r, &mut a, T0 + 1000, Some("worker-node"));
+    assert!(matches!(out[0].1.body, ResponseBody::Registered { .. }));
+    assert!(r.is_online(&a.key(), T0 + 1000));
+    // A forged copy echoing a valid cookie (only an on-path attacker has one) is verified.
+    let cookie = r.current_cookie(T0 + 1000, a.key().as_bytes(), a.addr);
+    let with_cookie = a.signed(
+        T0 + 1000,
+        RequestBody::Register {
+            hostname: None,
+            candidates: vec![],
+            cookie: Some(cookie),
+        },
+    );
+    assert!(r
+        .handle(T0 + 1000, a.addr, &forged(with_cookie, 7))
+        .is_empty());
+    assert_eq!(r.counters().bad_signature, 1);
+}
+
+#[test]
+fn other_requests_from_unproven_addresses_get_signature_work_only_within_their_budget() {
+    let limits = Limits {
+        unproven_burst: 5,
+        unproven_per_sec: 1,
+        ..Limits::default()
+    };
+    let mut r = memory_registry(limits, T0);
+    let mut a = TestNode::new(1, 1000);
+    register(&mut r, &mut a, T0, None);
+    let mut template = TestNode::new(9, 9);
+    let hb = template.signed(T0, RequestBody::Heartbeat);
+    for i in 0..50u32 {
+        let from = SocketAddr::from(([10, 0, i as u8, 1], 1024));
+        assert!(r.handle(T0, from, &forged(hb.clone(), i)).is_empty());
+    }
+    assert_eq!(r.counters().bad_signature, 5);
+    // Proven traffic has its own lane: the registered node is not starved.
+    let out = send(&mut r, &mut a, T0, RequestBody::Heartbeat);
+    assert!(matches!(out[0].1.body, ResponseBody::Ack { .. }));
 }

@@ -152,6 +152,26 @@ impl RequestBody {
     }
 }
 
+/// What [`Request::peek`] reads of a request without any cryptography.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peek {
+    /// The type byte (`0x01` is `Register`).
+    pub ty: u8,
+    /// The claimed sender key, raw.
+    pub sender: [u8; 32],
+    /// The request's nonce.
+    pub nonce: Nonce,
+    /// A `Register`'s cookie, if it carries one.
+    pub cookie: Option<Cookie>,
+}
+
+impl Peek {
+    /// Whether the request is a `Register`.
+    pub fn is_register(&self) -> bool {
+        self.ty == 0x01
+    }
+}
+
 /// A request: header and body. Encoded signed; decoded only with its signature checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -257,6 +277,42 @@ impl Request {
             return Err(WireError::BadSignature);
         }
         Ok(())
+    }
+
+    /// The cheap facts a registry screens a request on before any signature work: its type,
+    /// the raw sender key bytes (not even checked to be a curve point), its nonce, and a
+    /// `Register`'s cookie. Parses only the header and, for `Register`, its body; nothing here
+    /// is authentic. Never panics, whatever the bytes.
+    pub fn peek(bytes: &[u8]) -> Result<Peek, WireError> {
+        if bytes.len() > MAX_DATAGRAM {
+            return Err(WireError::TooLarge);
+        }
+        let ty = check_preamble(bytes)?;
+        if ty >= 0x80 {
+            return Err(WireError::UnknownType(ty));
+        }
+        if bytes.len() < REQUEST_HEADER + SIGNATURE_LEN {
+            return Err(WireError::Truncated);
+        }
+        let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
+        let sender = r.array()?;
+        let nonce = r.array()?;
+        r.u64()?;
+        let cookie = if ty == 0x01 {
+            r.hostname()?;
+            r.addrs()?;
+            let c = if r.is_empty() { None } else { Some(r.array()?) };
+            r.finish()?;
+            c
+        } else {
+            None
+        };
+        Ok(Peek {
+            ty,
+            sender,
+            nonce,
+            cookie,
+        })
     }
 
     /// Decodes the fields without checking the signature (the signature must still be

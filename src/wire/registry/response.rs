@@ -10,6 +10,9 @@ use super::{
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 
+/// Bytes of a `Challenge`: preamble, nonce, cookie (no signature).
+pub const CHALLENGE_LEN: usize = 3 + 16 + 16;
+
 /// Whether a hostname asked for in `Register` was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostnameStatus {
@@ -151,8 +154,9 @@ pub enum ResponseBody {
         original: Vec<u8>,
     },
     /// Answer to a `Register` (or `Heartbeat`) from an address the registry has not seen the
-    /// sender answer at: prove it by registering again with this cookie. Smaller than any
-    /// request it answers, so a spoofed source gains no amplification.
+    /// sender answer at: prove it by registering again with this cookie. **Unsigned** (v1.2):
+    /// 35 bytes, a third of the smallest request, and free to make under a flood; a node takes
+    /// it on the echoed nonce alone (a forged one only makes it echo a wrong cookie).
     Challenge {
         /// The cookie to echo in `Register`.
         cookie: Cookie,
@@ -185,9 +189,22 @@ pub struct Response {
 }
 
 impl Response {
-    /// Encodes the response and signs it with the registry's identity; fails only if it would
+    /// The bytes of an (unsigned) `Challenge` answering the request `in_reply_to`.
+    pub fn challenge(in_reply_to: &Nonce, cookie: &Cookie) -> Vec<u8> {
+        let mut w = Vec::with_capacity(CHALLENGE_LEN);
+        w.extend_from_slice(&[MAGIC, VERSION, 0x88]);
+        w.extend_from_slice(in_reply_to);
+        w.extend_from_slice(cookie);
+        w
+    }
+
+    /// Encodes the response and signs it with the registry's identity (a `Challenge` is the
+    /// exception: it is never signed, see [`Response::challenge`]); fails only if it would
     /// exceed [`MAX_DATAGRAM`].
     pub fn encode_signed(&self, registry: &Identity) -> Result<Vec<u8>, WireError> {
+        if let ResponseBody::Challenge { cookie } = &self.body {
+            return Ok(Self::challenge(&self.in_reply_to, cookie));
+        }
         let mut w = Vec::with_capacity(128);
         w.extend_from_slice(&[MAGIC, VERSION, self.body.type_byte()]);
         w.extend_from_slice(&self.in_reply_to);
@@ -238,7 +255,7 @@ impl Response {
                 put_addr(&mut w, observed);
                 put_blob(&mut w, original)?;
             }
-            ResponseBody::Challenge { cookie } => w.extend_from_slice(cookie),
+            ResponseBody::Challenge { .. } => unreachable!("encoded unsigned above"),
         }
         if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
@@ -270,6 +287,21 @@ impl Response {
         let ty = check_preamble(bytes)?;
         if ty < 0x80 {
             return Err(WireError::UnknownType(ty));
+        }
+        if ty == 0x88 {
+            // Unsigned: nonce and cookie, nothing else.
+            if bytes.len() != CHALLENGE_LEN {
+                return Err(if bytes.len() < CHALLENGE_LEN {
+                    WireError::Truncated
+                } else {
+                    WireError::TrailingBytes
+                });
+            }
+            let mut r = Reader::new(&bytes[3..]);
+            return Ok(Response {
+                in_reply_to: r.array()?,
+                body: ResponseBody::Challenge { cookie: r.array()? },
+            });
         }
         if bytes.len() < 3 + SIGNATURE_LEN {
             return Err(WireError::Truncated);
@@ -321,7 +353,6 @@ impl Response {
                 observed: r.addr()?,
                 original: r.blob()?,
             },
-            0x88 => ResponseBody::Challenge { cookie: r.array()? },
             other => return Err(WireError::UnknownType(other)),
         };
         r.finish()?;

@@ -153,7 +153,6 @@ fn every_response_round_trips() {
             observed: a,
             original: vec![4],
         },
-        ResponseBody::Challenge { cookie: [8; 16] },
     ];
     for body in bodies {
         let r = Response {
@@ -242,6 +241,57 @@ proptest! {
         let bytes = r.encode_signed(&me).unwrap();
         prop_assert_eq!(Request::decode_verified(&bytes).unwrap(), r);
     }
+}
+
+#[test]
+fn a_challenge_is_unsigned_35_bytes_and_round_trips() {
+    let r = Response {
+        in_reply_to: [5; 16],
+        body: ResponseBody::Challenge { cookie: [8; 16] },
+    };
+    let bytes = r.encode_signed(&id(9)).unwrap();
+    assert_eq!(bytes, Response::challenge(&[5; 16], &[8; 16]));
+    assert_eq!(bytes.len(), CHALLENGE_LEN);
+    assert_eq!(Response::decode(&bytes).unwrap(), r);
+    // No signature: one never verifies, and nothing may follow the cookie.
+    assert!(!Response::verify(&bytes, &id(9).public_key()));
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(Response::decode(&long), Err(WireError::TrailingBytes));
+    assert_eq!(
+        Response::decode(&bytes[..CHALLENGE_LEN - 1]),
+        Err(WireError::Truncated)
+    );
+}
+
+#[test]
+fn peek_reads_type_sender_nonce_and_cookie_without_checking_the_signature() {
+    let me = id(1);
+    let body = |cookie| RequestBody::Register {
+        hostname: Some(Hostname::new("worker-node").unwrap()),
+        candidates: vec!["192.0.2.1:5".parse().unwrap()],
+        cookie,
+    };
+    for (b, cookie, register) in [
+        (body(Some([3; 16])), Some([3; 16]), true),
+        (body(None), None, true),
+        (RequestBody::Heartbeat, None, false),
+    ] {
+        let mut bytes = req(&me, b).encode_signed(&me).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1; // a broken signature does not matter here
+        let p = Request::peek(&bytes).unwrap();
+        assert_eq!(p.sender, *me.public_key().as_bytes());
+        assert_eq!(p.nonce, req(&me, RequestBody::Heartbeat).header.nonce);
+        assert_eq!(p.cookie, cookie);
+        assert_eq!(p.is_register(), register);
+    }
+    assert!(Request::peek(&[MAGIC, VERSION, 0x01]).is_err());
+    let reg = req(&me, body(None)).encode_signed(&me).unwrap();
+    let mut bad = reg[..reg.len() - 64].to_vec();
+    bad.extend_from_slice(&[1, 2, 3]); // not a cookie: trailing junk
+    bad.extend_from_slice(&[0; 64]);
+    assert!(Request::peek(&bad).is_err());
 }
 
 #[test]
