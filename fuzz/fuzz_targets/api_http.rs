@@ -24,7 +24,7 @@ fn no<T>(what: impl std::fmt::Debug) -> ApiResult<T> {
 
 impl Api for Stub {
     type Stream = DuplexStream;
-    fn info(&self) -> InfoData {
+    async fn info(&self) -> InfoData {
         serde_json::from_value(serde_json::json!({
             "address": "0000.0000.0001", "ipv6": "fdc5:7a3e:91b4::1", "hostname": null,
             "public_key": "", "mode": "userspace", "mode_reason": "", "network": "",
@@ -74,6 +74,12 @@ impl Api for Stub {
     }
     fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
         no(clear)
+    }
+    async fn forget_registry_key(
+        &self,
+        req: ForgetRegistryKeyRequest,
+    ) -> ApiResult<RegistryKeyView> {
+        no(req)
     }
     fn outbox(&self) -> ApiResult<OutboxData> {
         no("outbox")

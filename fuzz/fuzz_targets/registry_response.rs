@@ -1,7 +1,8 @@
 //! Registry responses and pushes as a node's registry client parses them: `Response::decode`,
 //! then (for pushes) the forwarded original as a signed request. Every decoded response is
 //! encoded again under a fixed registry key: the bytes before the signature must be identical
-//! (the encoding is canonical), the result verifies, and decode(encode(x)) == x.
+//! (the encoding is canonical), the result verifies, and decode(encode(x)) == x. A `Challenge`
+//! is unsigned: it must be exactly the bytes `Response::challenge` makes.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -29,6 +30,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = Request::decode_verified(original);
         }
         _ => {}
+    }
+    if let ResponseBody::Challenge { cookie } = &resp.body {
+        // The one unsigned answer: exactly its fixed-size bytes, and canonical.
+        assert_eq!(Response::challenge(&resp.in_reply_to, cookie), data);
+        return;
     }
     let id = registry();
     let bytes = resp

@@ -5,7 +5,8 @@
 //! they are (a stranger's garbage, relay frames); with signer k the bytes, if they decode, are
 //! re-signed by fixed identity k with the timestamp moved near the registry's clock, so the
 //! fuzzer reaches every request handler (registration, names, trust pushes, endpoints, relay).
-//! Every datagram the registry sends must be a relay delivery or a response that decodes,
+//! Every datagram the registry sends must be a relay delivery, a fixed-size unsigned `Challenge`,
+//! or a response that decodes,
 //! verifies under the registry's key and fits in one datagram.
 #![no_main]
 
@@ -16,7 +17,9 @@ use libfuzzer_sys::fuzz_target;
 use pilot::identity::Identity;
 use pilot::registry::server::{Limits, Registry};
 use pilot::registry::store::MemoryStore;
-use pilot::wire::registry::{Request, Response, WireError, MAX_DATAGRAM, SIGNATURE_DOMAIN};
+use pilot::wire::registry::{
+    Request, Response, ResponseBody, WireError, CHALLENGE_LEN, MAX_DATAGRAM, SIGNATURE_DOMAIN,
+};
 use pilot::wire::relay;
 
 const T0: u64 = 1_750_000_000_000;
@@ -72,6 +75,11 @@ fn check_out(f: &Fixture, out: &[(SocketAddr, Vec<u8>)]) {
             b.len()
         );
         let r = Response::decode(b).unwrap_or_else(|e| panic!("undecodable response: {e}"));
+        if matches!(r.body, ResponseBody::Challenge { .. }) {
+            // The one unsigned answer (return-routability cookie): fixed size, never signed.
+            assert_eq!(b.len(), CHALLENGE_LEN, "challenge of {} bytes", b.len());
+            continue;
+        }
         assert!(
             Response::verify(b, &f.registry.public_key()),
             "unsigned response {r:?}"
