@@ -623,93 +623,87 @@ fn json<T: Serialize>(v: T) -> Option<serde_json::Value> {
     serde_json::to_value(v).ok()
 }
 
+/// A request without a body.
+fn bare(method: &'static str, target: impl Into<String>) -> Route {
+    Route {
+        method,
+        target: target.into(),
+        body: None,
+    }
+}
+
+/// A request with a JSON body.
+fn with_body<T: Serialize>(method: &'static str, target: &str, body: T) -> Route {
+    Route {
+        method,
+        target: target.into(),
+        body: json(body),
+    }
+}
+
 impl Request {
     /// The method, path and body of this command's HTTP request.
     pub fn route(&self) -> Route {
         use Request as R;
-        let r = |method, target: String, body| Route {
-            method,
-            target,
-            body,
-        };
         match self.clone() {
-            R::Info {} => r("GET", "/v1/info".into(), None),
-            R::Peers {} => r("GET", "/v1/peers".into(), None),
-            R::SetHostname { hostname } => r(
-                "PUT",
-                "/v1/hostname".into(),
-                json(SetHostnameRequest { hostname }),
-            ),
-            R::Shutdown {} => r("POST", "/v1/shutdown".into(), None),
+            R::Info {} => bare("GET", "/v1/info"),
+            R::Peers {} => bare("GET", "/v1/peers"),
+            R::SetHostname { hostname } => {
+                with_body("PUT", "/v1/hostname", SetHostnameRequest { hostname })
+            }
+            R::Shutdown {} => bare("POST", "/v1/shutdown"),
             R::Handshake {
                 peer,
                 justification,
-            } => r(
+            } => with_body(
                 "POST",
-                "/v1/trust/handshake".into(),
-                json(HandshakeRequest {
+                "/v1/trust/handshake",
+                HandshakeRequest {
                     peer,
                     justification,
-                }),
+                },
             ),
-            R::Pending {} => r("GET", "/v1/trust/pending".into(), None),
-            R::Approve { peer } => r(
-                "POST",
-                "/v1/trust/approve".into(),
-                json(PeerRequest { peer }),
-            ),
-            R::Reject { peer, reason } => r(
-                "POST",
-                "/v1/trust/reject".into(),
-                json(RejectRequest { peer, reason }),
-            ),
-            R::Untrust { peer } => r(
-                "POST",
-                "/v1/trust/untrust".into(),
-                json(PeerRequest { peer }),
-            ),
-            R::Trust {} => r("GET", "/v1/trust".into(), None),
-            R::Find { hostname } => r(
-                "GET",
-                format!("/v1/find/{}", percent_encode(&hostname)),
-                None,
-            ),
-            R::Ping { peer, count } => {
-                r("POST", "/v1/ping".into(), json(PingRequest { peer, count }))
+            R::Pending {} => bare("GET", "/v1/trust/pending"),
+            R::Approve { peer } => with_body("POST", "/v1/trust/approve", PeerRequest { peer }),
+            R::Reject { peer, reason } => {
+                with_body("POST", "/v1/trust/reject", RejectRequest { peer, reason })
             }
-            R::SendMessage { peer, data, kind } => r(
+            R::Untrust { peer } => with_body("POST", "/v1/trust/untrust", PeerRequest { peer }),
+            R::Trust {} => bare("GET", "/v1/trust"),
+            R::Find { hostname } => bare("GET", format!("/v1/find/{}", percent_encode(&hostname))),
+            R::Ping { peer, count } => with_body("POST", "/v1/ping", PingRequest { peer, count }),
+            R::SendMessage { peer, data, kind } => with_body(
                 "POST",
-                "/v1/messages".into(),
-                json(SendMessageRequest { peer, data, kind }),
+                "/v1/messages",
+                SendMessageRequest { peer, data, kind },
             ),
-            R::Inbox { clear } => r("GET", format!("/v1/messages/inbox?clear={clear}"), None),
-            R::Outbox {} => r("GET", "/v1/messages/outbox".into(), None),
+            R::Inbox { clear } => bare("GET", format!("/v1/messages/inbox?clear={clear}")),
+            R::Outbox {} => bare("GET", "/v1/messages/outbox"),
             R::Expose {
                 port,
                 to,
                 allow_link_local,
-            } => r(
+            } => with_body(
                 "POST",
-                "/v1/expose".into(),
-                json(ExposeRequest {
+                "/v1/expose",
+                ExposeRequest {
                     port,
                     to,
                     allow_link_local,
-                }),
+                },
             ),
-            R::ForgetRegistryKey { registry } => r(
+            R::ForgetRegistryKey { registry } => with_body(
                 "POST",
-                "/v1/registry/forget-key".into(),
-                json(ForgetRegistryKeyRequest { registry }),
+                "/v1/registry/forget-key",
+                ForgetRegistryKeyRequest { registry },
             ),
-            R::ExposeList {} => r("GET", "/v1/expose".into(), None),
-            R::ExposeRemove { port } => r("DELETE", format!("/v1/expose/{port}"), None),
-            R::Connect { peer, port } => r(
+            R::ExposeList {} => bare("GET", "/v1/expose"),
+            R::ExposeRemove { port } => bare("DELETE", format!("/v1/expose/{port}")),
+            R::Connect { peer, port } => bare(
                 "POST",
                 format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
-                None,
             ),
-            R::Listen { port } => r("POST", format!("/v1/listen?port={port}"), None),
+            R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
         }
     }
 
