@@ -1,5 +1,5 @@
-//! SOCKS5 (RFC 1928) as the proxy parses what a local client sends: the greeting, then the
-//! request, each from the bytes read so far. A parsed message never claims more bytes than it
+//! SOCKS5 (RFC 1928) as the proxy parses what a local client sends: the greeting, the RFC 1929
+//! username/password request (re-encoded it is the bytes it took), then the request, each from the bytes read so far. A parsed message never claims more bytes than it
 //! had, every prefix of it is `Incomplete`, and the request re-encoded is the bytes it took.
 //! Every parsed target is classified against the default overlay network.
 #![no_main]
@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use libfuzzer_sys::fuzz_target;
 use pilot::mapping::DEFAULT_NETWORK;
 use pilot::userspace::socks5::{
-    classify, encode_reply, parse_greeting, parse_request, Command, Parsed, Reply, Request, Target,
+    classify, encode_auth_status, encode_reply, parse_auth, parse_greeting, parse_request, Command,
+    Parsed, Reply, Request, Target,
 };
 
 fn encode(req: &Request) -> Vec<u8> {
@@ -49,6 +50,18 @@ fuzz_target!(|data: &[u8]| {
         for cut in 0..len {
             assert_eq!(parse_greeting(&data[..cut]), Ok(Parsed::Incomplete));
         }
+    }
+    if let Ok(Parsed::Done { value, len }) = parse_auth(data) {
+        assert!(len <= data.len());
+        let mut again = vec![1, value.username.len() as u8];
+        again.extend_from_slice(&value.username);
+        again.push(value.password.len() as u8);
+        again.extend_from_slice(&value.password);
+        assert_eq!(again, data[..len]);
+        for cut in 0..len {
+            assert_eq!(parse_auth(&data[..cut]), Ok(Parsed::Incomplete));
+        }
+        assert_eq!(encode_auth_status(true)[0], 1);
     }
     match parse_request(data) {
         Ok(Parsed::Done { value, len }) => {
