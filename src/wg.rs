@@ -358,6 +358,26 @@ mod tests {
         ends.from_plane.recv_timeout(Duration::from_secs(5)).ok()
     }
 
+    /// Two data planes on loopback (threads recorded, not exiting, when they die), each
+    /// knowing the other as a peer at its port; with their inner channel ends.
+    fn started_pair(
+        ida: &Identity,
+        idb: &Identity,
+    ) -> (DataPlane, inner::ChannelEnds, DataPlane, inner::ChannelEnds) {
+        let (ia, ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
+        let a = DataPlane::start(ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        (a, ea, b, eb)
+    }
+
     /// C1: a handshake that completes drains the packets WireGuard queued meanwhile into the
     /// receive thread's output buffer; that buffer must hold a full-size packet even when the
     /// last datagram it held was small.
@@ -365,18 +385,9 @@ mod tests {
     fn a_full_size_packet_queued_during_a_new_handshake_arrives_after_small_traffic() {
         let ida = Identity::from_seed([3; 32]);
         let idb = Identity::from_seed([4; 32]);
-        let net = NetworkPrefix::default();
-        let (ia, ea) = inner::channel(1420, 64);
-        let (ib, eb) = inner::channel(1420, 64);
-        let cfg = DataPlaneConfig {
-            on_thread_death: OnThreadDeath::Record,
-            ..Default::default()
-        };
-        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
-        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let (a, ea, b, eb) = started_pair(&ida, &idb);
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
-        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
-        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let net = NetworkPrefix::default();
         let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
         // Small packets both ways: every receive buffer last held a small packet.
         for _ in 0..3 {
@@ -413,18 +424,9 @@ mod tests {
     fn two_data_planes_on_loopback_pass_packets_and_control_messages() {
         let ida = Identity::from_seed([1; 32]);
         let idb = Identity::from_seed([2; 32]);
-        let net = NetworkPrefix::default();
-        let (ia, ea) = inner::channel(1420, 64);
-        let (ib, eb) = inner::channel(1420, 64);
-        let cfg = DataPlaneConfig {
-            on_thread_death: OnThreadDeath::Record,
-            ..Default::default()
-        };
-        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
-        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let (a, ea, b, eb) = started_pair(&ida, &idb);
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
-        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
-        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let net = NetworkPrefix::default();
         let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
 
         let pkt = ipv6_packet(ipa, ipb, b"through the tunnel");

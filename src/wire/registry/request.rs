@@ -284,17 +284,7 @@ impl Request {
     /// `Register`'s cookie. Parses only the header and, for `Register`, its body; nothing here
     /// is authentic. Never panics, whatever the bytes.
     pub fn peek(bytes: &[u8]) -> Result<Peek, WireError> {
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge);
-        }
-        let ty = check_preamble(bytes)?;
-        if ty >= 0x80 {
-            return Err(WireError::UnknownType(ty));
-        }
-        if bytes.len() < REQUEST_HEADER + SIGNATURE_LEN {
-            return Err(WireError::Truncated);
-        }
-        let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
+        let (ty, mut r) = signed_fields(bytes)?;
         let sender = r.array()?;
         let nonce = r.array()?;
         r.u64()?;
@@ -319,17 +309,7 @@ impl Request {
     /// present): for cheap checks (kind, addressee, age) before the costly
     /// [`Request::verify_signature`]. Nothing decoded here is authentic yet.
     pub fn decode_unverified(bytes: &[u8]) -> Result<Request, WireError> {
-        if bytes.len() > MAX_DATAGRAM {
-            return Err(WireError::TooLarge);
-        }
-        let ty = check_preamble(bytes)?;
-        if ty >= 0x80 {
-            return Err(WireError::UnknownType(ty));
-        }
-        if bytes.len() < REQUEST_HEADER + SIGNATURE_LEN {
-            return Err(WireError::Truncated);
-        }
-        let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
+        let (ty, mut r) = signed_fields(bytes)?;
         let header = Header {
             sender: r.key()?,
             nonce: r.array()?,
@@ -384,4 +364,20 @@ impl Request {
         r.finish()?;
         Ok(Request { header, body })
     }
+}
+
+/// The type byte of a request and a reader over its signed fields (after the preamble, before
+/// the signature), once size, preamble, type range and minimum length are checked.
+fn signed_fields(bytes: &[u8]) -> Result<(u8, Reader<'_>), WireError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(WireError::TooLarge);
+    }
+    let ty = check_preamble(bytes)?;
+    if ty >= 0x80 {
+        return Err(WireError::UnknownType(ty));
+    }
+    if bytes.len() < REQUEST_HEADER + SIGNATURE_LEN {
+        return Err(WireError::Truncated);
+    }
+    Ok((ty, Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN])))
 }
