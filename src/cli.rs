@@ -8,13 +8,15 @@
 //! - `render`: one text renderer per typed answer, unit-tested;
 //! - `escape`: the one function stranger-given text passes through before the terminal;
 //! - `daemon_process`, `registry_run`, `config_check`: the commands that run here;
-//! - `stream`: the stdin/stdout pumping of `connect` and `listen`.
+//! - `stream`: the stdin/stdout pumping of `connect` and `listen`;
+//! - `mcp`: `pilotctl mcp`, the daemon's API as Model Context Protocol tools over stdio.
 
 pub mod args;
 mod config_check;
 mod daemon_process;
 mod dispatch;
 mod escape;
+mod mcp;
 mod output;
 mod registry_run;
 mod render;
@@ -24,7 +26,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 pub use args::{
-    Cli, Command, ConfigCmd, DaemonArgs, DaemonCmd, ExposeArgs, RegistryArgs, RegistryCmd,
+    Cli, Command, ConfigCmd, DaemonArgs, DaemonCmd, ExposeArgs, McpArgs, RegistryArgs, RegistryCmd,
 };
 
 use crate::error::PilotError;
@@ -39,7 +41,7 @@ pub fn main() -> ExitCode {
     };
     let is_stream = matches!(
         cli.command,
-        Command::Connect { .. } | Command::Listen { .. }
+        Command::Connect { .. } | Command::Listen { .. } | Command::Mcp(_)
     );
     match dispatch::run(cli.command) {
         Ok(_) if is_stream => ExitCode::SUCCESS,

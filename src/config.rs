@@ -165,6 +165,17 @@ pub struct Config {
     pub exposes: Vec<ExposeConfig>,
     /// The message service's limits (port 1001).
     pub messages: MessagesConfig,
+    /// The MCP server (`pilotctl mcp`).
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: what a language model may do through `pilotctl mcp`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Offer the `approve` and `reject` tools (default false: a prompt cannot make this node
+    /// trust a stranger; trust decisions stay with the operator's `pilotctl approve`).
+    pub allow_trust_decisions: bool,
 }
 
 /// `[messages]`: what trusted peers may take of the message service (connections, inbox

@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
-use crate::api::types::{ApiEvent, Envelope, InfoData, PeersData, Request};
+use crate::api::types::{ApiEvent, Envelope, InfoData, PeersData, Request, Route};
 use crate::error::{ErrorCode, PilotError};
 
 /// How long a call waits for the daemon's answer.
@@ -193,6 +193,42 @@ impl Client {
                 Ok::<_, PilotError>((status, body))
             };
             tokio::time::timeout(CALL_TIMEOUT, exchange)
+                .await
+                .map_err(|_| no_answer())?
+        })?;
+        parse_envelope(status.as_u16(), &body)?.into_result()
+    }
+
+    /// Sends a request given as its HTTP route (for a path no [`Request`] names, such as a
+    /// service's) and waits up to `timeout` for its reply's `data`.
+    pub fn call_route(
+        &mut self,
+        route: Route,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PilotError> {
+        let mut b = hyper::Request::builder()
+            .method(route.method)
+            .uri(route.target)
+            .header(hyper::header::HOST, "pilot");
+        let body = match route.body {
+            Some(v) => {
+                b = b.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(&v).map_err(internal)?)
+            }
+            None => Bytes::new(),
+        };
+        let http = b.body(Full::new(body)).map_err(internal)?;
+        self.sender()?;
+        let sender = self.sender.as_mut().expect("sender set up");
+        let (status, body) = self.rt.block_on(async {
+            let exchange = async {
+                sender.ready().await.map_err(lost)?;
+                let resp = sender.send_request(http).await.map_err(lost)?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
+                Ok::<_, PilotError>((status, body))
+            };
+            tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| no_answer())?
         })?;

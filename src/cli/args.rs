@@ -118,6 +118,21 @@ pub enum Command {
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Serve this node to a language model as MCP tools over stdin/stdout (the Model Context
+    /// Protocol's stdio transport): info, peers, find, handshake, send_message, inbox, reply,
+    /// publish, send_file, tasks. `approve`/`reject` are offered only with `[mcp]
+    /// allow_trust_decisions = true` in the config file.
+    ///
+    /// Example (an MCP client's server entry): `{"command": "pilotctl", "args": ["mcp"]}`
+    Mcp(McpArgs),
+}
+
+/// Options of `mcp`.
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    /// Config file holding `[mcp]` (default: $PILOT_HOME/config.toml if it exists).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Options of `expose`.

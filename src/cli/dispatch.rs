@@ -3,7 +3,7 @@
 
 use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
-use super::{config_check, daemon_process, registry_run, render, stream};
+use super::{config_check, daemon_process, mcp, registry_run, render, stream};
 use crate::api::{
     ExposeList, InboxData, InfoData, OutboxData, PeersData, RegistryKeyView, Request, SentMessage,
 };
@@ -67,6 +67,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
         }
         Command::Expose(args) => expose(args),
+        Command::Mcp(args) => mcp::run(&args),
     }
 }
 
