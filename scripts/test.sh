@@ -44,6 +44,14 @@ cargo test --locked "${targets[@]}" -- "${harness[@]}" 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+# The Python SDK and `pilotctl mcp`, with pytest against real daemons (scripts/sdk-test.sh,
+# on the release build above); a failure fails the run.
+set +e
+bash scripts/sdk-test.sh
+sdk_status=$?
+set -e
+[ "$sdk_status" = 0 ] || status=1
+
 count() {
   awk -v word="$1" '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ "^" word) n += $i } END { print n + 0 }' "$log"
 }
