@@ -249,3 +249,37 @@ def test_a_stream_to_an_unknown_peer_raises_with_code_and_hint(pair):
         a.client.connect("no-such-node", 7)
     assert e.value.code in ("not_found", "connection_failed", "unauthorized"), e.value
     assert e.value.hint
+
+
+def test_ping_reports_the_path(pair):
+    a, b = pair
+    r = a.client.ping("sdk-b", 2)
+    assert r.peer == b.key and r.sent == 2 and r.path in ("direct", "relay")
+
+
+def test_the_async_message_iterator_yields_new_messages(pair):
+    a, b = pair
+
+    async def go():
+        async with AsyncClient(home=b.home) as cb:
+            async def first():
+                async for m in cb.messages():
+                    if m.data == "async iterator":
+                        return m
+            reader = asyncio.ensure_future(first())
+            await asyncio.sleep(0.5)
+            a.client.send_message("sdk-b", "async iterator")
+            return await asyncio.wait_for(reader, 15)
+
+    m = asyncio.run(go())
+    assert m.from_ == a.key
+
+
+def test_untrust_withdraws_trust(pair, node_factory):
+    from conftest import make_trusted
+    a, _ = pair
+    c = node_factory("sdk-untrust")
+    make_trusted(c, a)
+    view = a.client.untrust(c.key)
+    assert view is None or view.state != "trusted", view
+    assert not any(x.public_key == c.key and x.state == "trusted" for x in a.client.trust())
