@@ -122,8 +122,9 @@ pub enum Command {
     /// Protocol's stdio transport): info, peers, find, handshake, send_message, inbox, reply,
     /// publish, send_file, tasks. `approve`/`reject` are offered only with `[mcp]
     /// allow_trust_decisions = true` in the config file.
-    ///
-    /// Example (an MCP client's server entry): `{"command": "pilotctl", "args": ["mcp"]}`
+    #[command(
+        after_help = "Example: an MCP client starts it as {\"command\": \"pilotctl\", \"args\": [\"mcp\"], \"env\": {\"PILOT_HOME\": \"/home/me/.pilot\"}}"
+    )]
     Mcp(McpArgs),
 }
 
