@@ -124,9 +124,9 @@ def main() -> int:
         out[f"sdk_async_c{conc}_msgs_per_s"] = rate(n, sdk_async(a, n, conc))
         b.client.inbox(clear=True)
         out["sdk_over_cli"] = round(out["sdk_sync_msgs_per_s"] / out["cli_msgs_per_s"], 1)
-        paths = set(json.loads(subprocess.run(
-            ["curl", "-s", "--unix-socket", a.socket, "http://pilot/v1/openapi.json"],
-            capture_output=True).stdout or b"{}").get("paths", {}))
+        import httpx
+        with httpx.Client(transport=httpx.HTTPTransport(uds=a.socket)) as h:
+            paths = set(h.get("http://pilot/v1/openapi.json").json().get("paths", {}))
         use_wait = any(p.startswith("/v1/messages/") and p.endswith("/reply") for p in paths)
         times = round_trips(a, b, env_int("N_RTT", 50), use_wait)
         out["rtt_method"] = "send_message(wait=) + reply" if use_wait else "message + message back (events)"
