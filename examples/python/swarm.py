@@ -21,11 +21,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from pilot_agent import Client, Task
-
-#: Task states after which a worker has nothing more to do.
-FINAL = {"done", "completed", "succeeded", "failed", "declined", "expired", "cancelled"}
-
+from pilot_agent import Client
 
 def compute(task: Any) -> Dict[str, Any]:
     """The work: the sum of the squares of ``numbers``."""
@@ -37,8 +33,8 @@ def compute(task: Any) -> Dict[str, Any]:
 def work_once(pilot: Client, handled: set) -> int:
     """Handles every new task in our queue once; returns how many it handled."""
     n = 0
-    for t in pilot.tasks():
-        if t.id in handled or (t.status or "") in FINAL:
+    for t in pilot.tasks(submitted=False):
+        if t.id in handled or t.state != "NEW":
             continue
         handled.add(t.id)
         pilot.accept_task(t.id)
@@ -62,19 +58,6 @@ def worker(pilot: Client, stop_after: Optional[float] = None,
             time.sleep(0.1)
 
 
-def result_data(task: Task) -> Any:
-    """The worker's answer inside a finished task (``result`` or ``result.data``)."""
-    r = task.result
-    if isinstance(r, dict) and "data" in r and "sum" not in r:
-        r = r["data"]
-    if isinstance(r, str):
-        try:
-            r = json.loads(r)
-        except ValueError:
-            pass
-    return r
-
-
 def orchestrate(pilot: Client, workers: List[str], numbers: List[int],
                 timeout: float = 30.0) -> Dict[str, Any]:
     """Dispatches one chunk per worker and gathers the results."""
@@ -84,8 +67,8 @@ def orchestrate(pilot: Client, workers: List[str], numbers: List[int],
     parts = {}
     for w, t in submitted:
         done = pilot.wait_task(t.id, timeout)
-        data = result_data(done)
-        if not isinstance(data, dict) or "sum" not in data:
+        data = done.result_data()
+        if done.state != "DONE" or not isinstance(data, dict) or "sum" not in data:
             raise RuntimeError(f"{w} did not finish task {t.id}: {done.raw}")
         parts[w] = data["sum"]
     return {"parts": parts, "total": sum(parts.values())}

@@ -11,7 +11,7 @@ from .errors import (AlreadyExists, ConnectionFailed, Internal, InvalidArgument,
                      NotRunning, PilotError, Timeout, Unauthorized)
 from .socket_path import default_socket
 from .types import (ConnectInfo, Event, Inbox, Info, ListenInfo, Lookup, Message, OutboxEntry,
-                    PendingRequest, Peer, Peers, PingReport, PubSubEvent, ReceivedFile,
+                    PendingRequest, Peer, Peers, PingReport, Published, PubSubEvent, ReceivedFile,
                     SentMessage, Task, Transfer, TrustView, Webhook)
 
 __version__ = "0.1.0"
@@ -21,6 +21,6 @@ __all__ = [
     "PilotError", "AlreadyExists", "ConnectionFailed", "Internal", "InvalidArgument", "NotFound",
     "NotRunning", "Timeout", "Unauthorized", "default_socket",
     "ConnectInfo", "Event", "Inbox", "Info", "ListenInfo", "Lookup", "Message", "OutboxEntry",
-    "PendingRequest", "Peer", "Peers", "PingReport", "PubSubEvent", "ReceivedFile", "SentMessage",
+    "PendingRequest", "Peer", "Peers", "PingReport", "Published", "PubSubEvent", "ReceivedFile", "SentMessage",
     "Task", "Transfer", "TrustView", "Webhook",
 ]

@@ -169,17 +169,25 @@ def transfers() -> Call:
 
 def received() -> Call:
     return Call("GET", "/v1/files/received",
-                parse=lambda d: t.list_of(t.ReceivedFile, d, "received"))
+                parse=lambda d: t.list_of(t.ReceivedFile, d, "files"))
 
 
 def clear_received() -> Call:
-    return Call("DELETE", "/v1/files/received")
+    return Call("DELETE", "/v1/files/received",
+                parse=lambda d: t.list_of(t.ReceivedFile, d, "files"))
 
 
 # ---- pub/sub (port 1002) ----
 
+def text_of(data: Any) -> str:
+    """Text payloads (pub/sub, task results): a ``str`` as it is, anything else as JSON text."""
+    return data if isinstance(data, str) else json.dumps(data)
+
+
 def publish(topic: str, data: Any, peer: Optional[str] = None) -> Call:
-    return Call("POST", "/v1/pubsub/publish", body=_body(peer=peer, topic=topic, data=data))
+    return Call("POST", "/v1/pubsub/publish",
+                body=_body(peer=peer, topic=topic, data=text_of(data)),
+                parse=t.Published.from_dict)
 
 
 def subscribe_path(topic: str, peer: Optional[str] = None) -> Tuple[str, Optional[Dict[str, Any]]]:
@@ -217,7 +225,9 @@ def decline_task(task_id: str, reason: str) -> Call:
 def task_result(task_id: str, data: Any = None, file: Optional[str] = None,
                 failed: Optional[bool] = None) -> Call:
     return Call("POST", f"/v1/tasks/{_seg(task_id)}/result",
-                body=_body(data=data, file=file, failed=failed), parse=t.Task.from_dict)
+                body=_body(data=None if data is None else text_of(data), file=file,
+                           failed=failed),
+                parse=t.Task.from_dict)
 
 
 def wait_task(task_id: str, timeout: float = 30.0) -> Call:

@@ -217,11 +217,11 @@ class AsyncClient:
     async def received(self) -> List[t.ReceivedFile]:
         return await self._do(c.received())
 
-    async def clear_received(self) -> Any:
+    async def clear_received(self) -> List[t.ReceivedFile]:
         return await self._do(c.clear_received())
 
     # ---- pub/sub ----
-    async def publish(self, topic: str, data: Any, *, peer: Optional[str] = None) -> Any:
+    async def publish(self, topic: str, data: Any, *, peer: Optional[str] = None) -> t.Published:
         return await self._do(c.publish(topic, data, peer))
 
     def subscribe(self, topic: str, *, peer: Optional[str] = None) -> AsyncEventStream:

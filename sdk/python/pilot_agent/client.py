@@ -270,13 +270,14 @@ class Client:
         """Files peers sent us."""
         return self._do(c.received())
 
-    def clear_received(self) -> Any:
-        """Forgets the received files."""
+    def clear_received(self) -> List[t.ReceivedFile]:
+        """Deletes the received files; returns those it deleted."""
         return self._do(c.clear_received())
 
     # ---- pub/sub ----
-    def publish(self, topic: str, data: Any, *, peer: Optional[str] = None) -> Any:
-        """Publishes ``data`` on ``topic`` at ``peer``'s broker (our own without ``peer``)."""
+    def publish(self, topic: str, data: Any, *, peer: Optional[str] = None) -> t.Published:
+        """Publishes ``data`` (text; other values as JSON text) on ``topic`` at ``peer``'s
+        broker (our own without ``peer``)."""
         return self._do(c.publish(topic, data, peer))
 
     def subscribe(self, topic: str, *, peer: Optional[str] = None) -> EventStream:
@@ -291,7 +292,8 @@ class Client:
         return self._do(c.submit_task(peer, task, file, deadline))
 
     def tasks(self, *, submitted: Optional[bool] = None) -> List[t.Task]:
-        """Tasks we received (``submitted=True``: the ones we submitted)."""
+        """Our tasks, newest first: ``submitted=True`` those we submitted, ``False`` those we
+        were asked to do, ``None`` all."""
         return self._do(c.tasks(submitted))
 
     def task(self, task_id: str) -> t.Task:
@@ -308,7 +310,8 @@ class Client:
 
     def task_result(self, task_id: str, data: Any = None, *, file: Optional[str] = None,
                     failed: Optional[bool] = None) -> t.Task:
-        """Sends the result of a task we accepted."""
+        """Sends the result of a task we accepted (``data``: text, other values as JSON text;
+        ``failed=True`` reports FAILED instead of DONE)."""
         return self._do(c.task_result(task_id, data, file, failed))
 
     def wait_task(self, task_id: str, timeout: float = 30.0) -> t.Task:

@@ -170,7 +170,7 @@ class Message(Model):
     data: Any = None
     sent_ms: Optional[int] = None
     received_ms: Optional[int] = None
-    reply_to: Optional[str] = None
+    in_reply_to: Optional[str] = None
 
     def payload(self) -> Any:
         """The payload decoded: ``bytes`` for binary, a JSON value for json (parsed when the
@@ -195,6 +195,7 @@ class SentMessage(Model):
     to_ipv6: Optional[str] = None
     status: Optional[str] = None
     refused: Optional[str] = None
+    in_reply_to: Optional[str] = None
     reply: Optional[Message] = None
     _nested = {"reply": Message.from_dict}
 
@@ -257,49 +258,128 @@ class Webhook(Model):
     """``GET /v1/webhook``: where events are posted, and the delivery counters."""
 
     url: Optional[str] = None
+    delivered: Optional[int] = None
+    failed: Optional[int] = None
+    dropped: Optional[int] = None
+    queued: Optional[int] = None
+    queue_capacity: Optional[int] = None
 
 
 @dataclass
 class Transfer(Model):
-    """A file transfer (``POST /v1/files``, ``GET /v1/files/transfers``)."""
+    """A file transfer (``POST /v1/files``, ``GET /v1/files/transfers``): ``direction`` is
+    ``out`` or ``in``; ``state`` says where it is (queued, running, done, failed, …)."""
 
     id: Optional[str] = None
+    direction: Optional[str] = None
     peer: Optional[str] = None
+    peer_address: Optional[str] = None
+    peer_hostname: Optional[str] = None
     name: Optional[str] = None
     path: Optional[str] = None
     size: Optional[int] = None
-    status: Optional[str] = None
+    offset: Optional[int] = None
+    bytes_sent: Optional[int] = None
+    state: Optional[str] = None
+    error: Optional[Dict[str, Any]] = None
+    sha256: Optional[str] = None
+    stored_as: Optional[str] = None
+    created_ms: Optional[int] = None
+    updated_ms: Optional[int] = None
 
 
 @dataclass
 class ReceivedFile(Model):
-    """A file a peer sent us (``GET /v1/files/received``)."""
+    """A complete, verified file a peer sent us (``GET /v1/files/received``); ``path`` is
+    where it is on this machine, ``from_`` the sender's key."""
 
     id: Optional[str] = None
-    from_: Optional[str] = None
     name: Optional[str] = None
     path: Optional[str] = None
     size: Optional[int] = None
+    sha256: Optional[str] = None
+    from_: Optional[str] = None
+    from_address: Optional[str] = None
+    from_hostname: Optional[str] = None
+    received_ms: Optional[int] = None
+
+
+@dataclass
+class Published(Model):
+    """``POST /v1/pubsub/publish``: the broker, the event's sequence number on its topic, how
+    many subscribers matched and how many of those had a full queue."""
+
+    broker: Optional[str] = None
+    topic: Optional[str] = None
+    seq: Optional[int] = None
+    subscribers: Optional[int] = None
+    dropped: Optional[int] = None
 
 
 @dataclass
 class PubSubEvent(Model):
-    """One pub/sub event of ``subscribe``: a topic's message, or a stream event."""
+    """One event of ``subscribe`` (``type`` ``pubsub_event``; ``lagged`` when events were
+    missed): the ``broker`` and the ``event`` (publisher, topic, seq, ts_ms, data)."""
 
     type: Optional[str] = None
-    topic: Optional[str] = None
-    data: Any = None
-    from_: Optional[str] = None
+    broker: Optional[str] = None
+    event: Optional[Dict[str, Any]] = None
+
+    @property
+    def topic(self) -> Optional[str]:
+        return (self.event or {}).get("topic")
+
+    @property
+    def data(self) -> Any:
+        return (self.event or {}).get("data")
+
+    @property
+    def publisher(self) -> Optional[str]:
+        return (self.event or {}).get("publisher")
+
+    @property
+    def seq(self) -> Optional[int]:
+        return (self.event or {}).get("seq")
+
+
+#: Task states after which nothing changes.
+TASK_FINAL = ("DONE", "FAILED", "DECLINED", "EXPIRED")
 
 
 @dataclass
 class Task(Model):
-    """A task (``POST /v1/tasks`` and the other task routes): ``status`` moves from submitted
-    through accepted to done, failed, declined or expired; ``result`` is the worker's answer."""
+    """A task (``POST /v1/tasks`` and the other task routes). ``role`` is ``submitter`` or
+    ``worker``; ``state`` is ``NEW``, ``ACCEPTED``, ``DECLINED``, ``DONE``, ``FAILED`` or
+    ``EXPIRED``; ``result`` is ``{"data": text, "file": …}`` once done or failed."""
 
     id: Optional[str] = None
+    role: Optional[str] = None
     peer: Optional[str] = None
-    status: Optional[str] = None
+    submitter: Optional[str] = None
+    worker: Optional[str] = None
+    state: Optional[str] = None
     task: Any = None
-    result: Any = None
+    file: Optional[Dict[str, Any]] = None
+    deadline_ms: Optional[int] = None
+    created_ms: Optional[int] = None
+    updated_ms: Optional[int] = None
     reason: Optional[str] = None
+    result: Optional[Dict[str, Any]] = None
+    undelivered: Optional[int] = None
+    refused: Optional[str] = None
+    records: Optional[List[Dict[str, Any]]] = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the task reached a state after which nothing changes."""
+        return (self.state or "").upper() in TASK_FINAL
+
+    def result_data(self) -> Any:
+        """The result's ``data``, parsed as JSON when it is JSON text."""
+        data = (self.result or {}).get("data")
+        if isinstance(data, str):
+            try:
+                return json.loads(data)
+            except ValueError:
+                return data
+        return data

@@ -73,6 +73,7 @@ def test_send_message_with_wait_returns_the_peers_reply(pair):
     t.join(5)
     assert sent.reply is not None, sent.raw
     assert sent.reply.data == "42" and sent.reply.from_ == b.key
+    assert sent.reply.in_reply_to == sent.id
 
 
 def test_a_binary_message_round_trips(pair):
@@ -98,9 +99,10 @@ def test_send_file_arrives_in_the_peers_received_files(pair, tmp_path):
     got = wait_until(30, lambda: next((f for f in b.client.received()
                                        if (f.name or "").endswith("report.bin")), None), 0.2)
     assert got is not None, b.client.received()
-    if got.path:
-        assert hashlib.sha256(Path(got.path).read_bytes()).digest() == hashlib.sha256(data).digest()
-    assert any(contains(t.raw, "report.bin") for t in a.client.transfers())
+    assert got.from_ == a.key and got.size == len(data)
+    assert Path(got.path).read_bytes() == data
+    assert got.sha256 == hashlib.sha256(data).hexdigest()
+    assert any(t.name == "report.bin" and t.direction == "out" for t in a.client.transfers())
     b.client.clear_received()
     assert not any((f.name or "").endswith("report.bin") for f in b.client.received())
 
@@ -114,7 +116,7 @@ def test_publish_reaches_a_subscriber(pair):
             async with cb.subscribe("jobs.done") as sub:
                 async def first():
                     async for e in sub:
-                        if contains(e.raw, {"job": 7}):
+                        if e.topic == "jobs.done" and contains(e.data, {"job": 7}):
                             return e
                 task = asyncio.ensure_future(first())
                 for _ in range(50):
@@ -127,6 +129,7 @@ def test_publish_reaches_a_subscriber(pair):
 
     e = asyncio.run(go())
     assert e is not None, "no pub/sub event arrived"
+    assert e.type == "pubsub_event" and e.publisher == a.key and e.seq >= 1
 
 
 def test_a_task_is_submitted_accepted_answered_and_waited_for(pair):
@@ -134,12 +137,16 @@ def test_a_task_is_submitted_accepted_answered_and_waited_for(pair):
     needs(a, "/v1/tasks")
     t = a.client.submit_task("sdk-b", {"op": "sum", "args": [1, 2]}, deadline=60)
     assert t.id
-    got = wait_until(15, lambda: next((x for x in b.client.tasks() if x.id == t.id), None), 0.1)
-    assert got is not None and contains(got.task, {"op": "sum", "args": [1, 2]})
-    b.client.accept_task(t.id)
+    assert t.state == "NEW" and t.role == "submitter", t.raw
+    got = wait_until(15, lambda: next((x for x in b.client.tasks(submitted=False)
+                                       if x.id == t.id), None), 0.1)
+    assert got is not None and got.task == {"op": "sum", "args": [1, 2]}
+    assert got.role == "worker" and got.submitter == a.key
+    assert b.client.accept_task(t.id).state == "ACCEPTED"
     b.client.task_result(t.id, {"sum": 3})
     done = a.client.wait_task(t.id, 15)
-    assert contains(done.raw, {"sum": 3}), done.raw
+    assert done.state == "DONE" and done.final, done.raw
+    assert done.result_data() == {"sum": 3}
     assert any(x.id == t.id for x in a.client.tasks(submitted=True))
     assert a.client.task(t.id).id == t.id
 
@@ -151,7 +158,7 @@ def test_a_declined_task_says_why(pair):
     assert wait_until(15, lambda: any(x.id == t.id for x in b.client.tasks()), 0.1)
     b.client.decline_task(t.id, "cannot do that")
     done = a.client.wait_task(t.id, 15)
-    assert contains(done.raw, "cannot do that"), done.raw
+    assert done.state == "DECLINED" and done.reason == "cannot do that", done.raw
 
 
 def test_the_example_swarm_gathers_results_from_two_workers(pair, node_factory):

@@ -22,7 +22,11 @@ PAIRS = [
     (t.PingReport, "PingReport"), (t.Message, "InboxEntry"), (t.Inbox, "InboxData"),
     (t.SentMessage, "SentMessage"), (t.OutboxEntry, "OutboxEntry"),
     (t.ConnectInfo, "ConnectData"), (t.ListenInfo, "ListenData"),
+    # The services' answers, checked once their schemas are in the document.
+    (t.Transfer, "Transfer"), (t.ReceivedFile, "ReceivedFile"), (t.Task, "TaskView"),
+    (t.Published, "PublishedData"), (t.Webhook, "WebhookStatus"),
 ]
+LATER = {"Transfer", "ReceivedFile", "TaskView", "PublishedData", "WebhookStatus"}
 
 
 def properties(schema: dict) -> set:
@@ -35,6 +39,8 @@ def properties(schema: dict) -> set:
 
 @pytest.mark.parametrize("cls,name", PAIRS, ids=[n for _, n in PAIRS])
 def test_every_schema_property_is_a_field(cls, name):
+    if name not in SCHEMAS and name in LATER:
+        pytest.skip(f"{name} is not in docs/api/openapi.json yet (issue 11's services)")
     have = {f.name for f in fields(cls)}
     want = {cls._renames.get(p, p) for p in properties(SCHEMAS[name])}
     assert want - have == set(), f"{cls.__name__} lacks {sorted(want - have)} of {name}"
@@ -47,6 +53,11 @@ def test_answers_are_built_from_json_and_keep_what_they_do_not_name():
     assert isinstance(p.peers[0], t.Peer) and p.peers[0].path == "direct"
     assert t.list_of(t.Task, {"tasks": [{"id": "a"}]}, "tasks")[0].id == "a"
     assert t.list_of(t.Task, [{"id": "b"}], "tasks")[0].id == "b"
+    task = t.Task.from_dict({"id": "c", "state": "DONE", "result": {"data": '{"sum": 3}'}})
+    assert task.final and task.result_data() == {"sum": 3}
+    ev = t.PubSubEvent.from_dict({"type": "pubsub_event", "broker": "k",
+                                  "event": {"topic": "a.b", "seq": 4, "data": "x"}})
+    assert (ev.topic, ev.seq, ev.data) == ("a.b", 4, "x")
 
 
 def test_an_error_envelope_raises_its_code_message_and_hint():

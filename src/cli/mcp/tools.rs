@@ -117,7 +117,7 @@ fn service_tools() -> Vec<ToolDef> {
     vec![
         tool("publish", "Publish an event on a pub/sub topic, at this node's broker or at a trusted peer's; every subscriber of the topic receives it.", json!({
             "topic": {"type": "string", "description": "The topic, e.g. `jobs.done`."},
-            "data": {"description": "The event's payload (any JSON value)."},
+            "data": {"description": "The event's payload: a string, or any JSON value (sent as JSON text)."},
             "peer": {"type": "string", "description": "The broker's node (default: this node). "}
         }), &["topic", "data"]),
         tool("send_file", "Send a local file to a trusted peer; it lands in the peer's received files. Returns the transfer.", json!({
@@ -176,6 +176,14 @@ fn seconds(args: &Map<String, Value>, name: &str, default: f64) -> Result<Durati
         ));
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+/// A text payload (pub/sub): a string as it is, other JSON as JSON text.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A payload as the API carries it: `(data, kind)`; a string is text, other JSON is json.
@@ -269,7 +277,8 @@ fn service_call(name: &str, args: &Map<String, Value>) -> Result<Call, PilotErro
             )
         }
         "publish" => {
-            let mut body = json!({"topic": text(args, "topic")?, "data": args.get("data").cloned().unwrap_or(Value::Null)});
+            let data = text_of(args.get("data").ok_or_else(|| missing("data"))?);
+            let mut body = json!({"topic": text(args, "topic")?, "data": data});
             if let Some(p) = opt_text(args, "peer") {
                 body["peer"] = p.into();
             }
@@ -457,6 +466,15 @@ mod tests {
         assert_eq!(
             target("publish", json!({"topic": "t", "data": 1})),
             "POST /v1/pubsub/publish"
+        );
+        let c = call_for("publish", &args(json!({"topic": "t", "data": {"a": 1}}))).unwrap();
+        let Call::Route(r, _) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            r.body.unwrap()["data"],
+            "{\"a\":1}",
+            "pub/sub payloads are text"
         );
         assert_eq!(
             target("send_file", json!({"peer": "b", "path": "/tmp/f"})),
