@@ -228,9 +228,13 @@ impl Client {
                 let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
                 Ok::<_, PilotError>((status, body))
             };
-            tokio::time::timeout(timeout, exchange)
-                .await
-                .map_err(|_| no_answer())?
+            tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+                PilotError::new(
+                    ErrorCode::Timeout,
+                    format!("the daemon did not answer within {} s", timeout.as_secs()),
+                    "see $PILOT_HOME/daemon.log",
+                )
+            })?
         })?;
         parse_envelope(status.as_u16(), &body)?.into_result()
     }

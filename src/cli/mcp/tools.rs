@@ -244,22 +244,19 @@ fn inbox(args: &Map<String, Value>) -> Result<Call, PilotError> {
             "read with `from` first, then call inbox with `clear` alone (it returns every message it deletes)",
         ));
     }
-    Ok(Call::Typed(Request::Inbox { clear }))
+    let target = format!("/v1/messages/inbox?clear={clear}");
+    Ok(route("GET", target, None, Duration::ZERO))
 }
 
 fn send_message(args: &Map<String, Value>) -> Result<Call, PilotError> {
     let peer = text(args, "peer")?;
     let (data, kind) = payload(args)?;
-    if args.get("wait_seconds").is_none_or(Value::is_null) {
-        return Ok(Call::Typed(Request::SendMessage {
-            peer,
-            data,
-            kind: Some(kind),
-        }));
+    let mut body = json!({"peer": peer, "data": data, "type": kind});
+    let mut wait = Duration::ZERO;
+    if !args.get("wait_seconds").is_none_or(Value::is_null) {
+        wait = seconds(args, "wait_seconds", 0.0)?;
+        body["wait_ms"] = (wait.as_millis() as u64).into();
     }
-    let wait = seconds(args, "wait_seconds", 0.0)?;
-    let body =
-        json!({"peer": peer, "data": data, "type": kind, "wait_ms": wait.as_millis() as u64});
     Ok(route("POST", "/v1/messages".into(), Some(body), wait))
 }
 
@@ -408,27 +405,25 @@ mod tests {
 
     #[test]
     fn a_string_is_sent_as_text_and_other_json_as_json() {
-        let c = call_for("send_message", &args(json!({"peer": "b", "data": "hi"}))).unwrap();
+        let body =
+            |data: Value| match call_for("send_message", &args(json!({"peer": "b", "data": data})))
+            {
+                Ok(Call::Route(r, t)) => {
+                    assert_eq!(
+                        (r.method, r.target.as_str(), t),
+                        ("POST", "/v1/messages", CALL_TIMEOUT)
+                    );
+                    r.body.unwrap()
+                }
+                other => panic!("{other:?}"),
+            };
         assert_eq!(
-            c,
-            Call::Typed(Request::SendMessage {
-                peer: "b".into(),
-                data: "hi".into(),
-                kind: Some("text".into())
-            })
+            body(json!("hi")),
+            json!({"peer": "b", "data": "hi", "type": "text"})
         );
-        let c = call_for(
-            "send_message",
-            &args(json!({"peer": "b", "data": {"n": 1}})),
-        )
-        .unwrap();
         assert_eq!(
-            c,
-            Call::Typed(Request::SendMessage {
-                peer: "b".into(),
-                data: "{\"n\":1}".into(),
-                kind: Some("json".into())
-            })
+            body(json!({"n": 1})),
+            json!({"peer": "b", "data": "{\"n\":1}", "type": "json"})
         );
     }
 
