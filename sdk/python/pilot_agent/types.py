@@ -268,7 +268,7 @@ class Webhook(Model):
 @dataclass
 class Transfer(Model):
     """A file transfer (``POST /v1/files``, ``GET /v1/files/transfers``): ``direction`` is
-    ``out`` or ``in``; ``state`` says where it is (queued, running, done, failed, …)."""
+    ``outgoing`` or ``incoming``; ``state`` says where it is (queued, running, done, failed, …)."""
 
     id: Optional[str] = None
     direction: Optional[str] = None

@@ -102,7 +102,7 @@ def test_send_file_arrives_in_the_peers_received_files(pair, tmp_path):
     assert got.from_ == a.key and got.size == len(data)
     assert Path(got.path).read_bytes() == data
     assert got.sha256 == hashlib.sha256(data).hexdigest()
-    assert any(t.name == "report.bin" and t.direction == "out" for t in a.client.transfers())
+    assert any(t.name == "report.bin" and t.direction == "outgoing" for t in a.client.transfers())
     b.client.clear_received()
     assert not any((f.name or "").endswith("report.bin") for f in b.client.received())
 
