@@ -175,18 +175,25 @@ impl DataPlane {
         };
         let Inner { reader, writer, .. } = inner;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer))?;
+        plane.spawn("pilot-udp-rx", move |hb| io::udp_rx_loop(s, writer, hb))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader))?;
+        plane.spawn("pilot-inner-rx", move |hb| io::inner_rx_loop(s, reader, hb))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-timers", move || io::timer_loop(s))?;
+        plane.spawn("pilot-timers", move |hb| io::timer_loop(s, hb))?;
         tracing::info!(port = plane.local_port(), "data plane started");
         Ok(plane)
     }
 
-    /// Starts a supervised worker thread (see [`supervise`]).
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DataPlaneError> {
+    /// Starts a supervised worker thread (see [`supervise`]); `f` gets the heartbeat its loop
+    /// beats.
+    fn spawn(
+        &self,
+        name: &str,
+        f: impl FnOnce(crate::health::Heartbeat) + Send + 'static,
+    ) -> Result<(), DataPlaneError> {
         let slot = supervise::ThreadSlot::new(name);
+        let hb = slot.heartbeat();
+        let f = move || f(hb);
         let shared = Arc::clone(&self.shared);
         let stopping = Arc::new(move || shared.stop.load(Ordering::Relaxed));
         let body = supervise::supervised(Arc::clone(&slot), stopping, self.on_thread_death, f);
@@ -202,6 +209,16 @@ impl DataPlane {
     /// Liveness of the worker threads (`alive` is false once any died, or after shutdown).
     pub fn health(&self) -> DataPlaneHealth {
         supervise::health(&self.slots.lock())
+    }
+
+    /// Each worker thread's name and heartbeat: a thread that is stuck or dead stops beating
+    /// (the systemd watchdog watches them).
+    pub fn heartbeats(&self) -> Vec<(String, crate::health::Heartbeat)> {
+        self.slots
+            .lock()
+            .iter()
+            .map(|s| (s.name().to_string(), s.heartbeat()))
+            .collect()
     }
 
     /// The UDP port the data plane listens on.

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::health::Heartbeat;
 use serde::{Deserialize, Serialize};
 
 /// The exit status of a process whose data-plane thread died (`EX_SOFTWARE`).
@@ -50,6 +52,8 @@ pub struct ThreadHealth {
 #[derive(Debug)]
 pub(crate) struct ThreadSlot {
     name: String,
+    /// Beaten by the thread's loop once per turn (see [`crate::health`]).
+    heartbeat: Heartbeat,
     alive: AtomicBool,
     died: Mutex<Option<String>>,
 }
@@ -58,9 +62,20 @@ impl ThreadSlot {
     pub(crate) fn new(name: &str) -> Arc<ThreadSlot> {
         Arc::new(ThreadSlot {
             name: name.to_string(),
+            heartbeat: Heartbeat::new(),
             alive: AtomicBool::new(true),
             died: Mutex::new(None),
         })
+    }
+
+    /// The thread's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The heartbeat the thread's loop beats.
+    pub(crate) fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     pub(crate) fn health(&self) -> ThreadHealth {

@@ -1,0 +1,158 @@
+//! What the daemon does for its operator once it serves: tell systemd it is ready (only after
+//! its own API answers and the data plane runs), keep the watchdog fed from every thread's
+//! heartbeat, keep a readable `STATUS=` line, and re-read its configuration on SIGHUP
+//! (`systemctl reload`).
+//!
+//! A reload applies `log_level` (unless `PILOT_LOG` overrides it). Every other key needs a
+//! restart; a reload that finds one changed says which in the log and in `STATUS=`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::service::Api;
+use crate::config::Config;
+use crate::daemon::local_api::Node;
+use crate::daemon::notify;
+use crate::daemon::DaemonOptions;
+use crate::health::Heartbeats;
+
+/// How long readiness waits for the API before it gives up announcing.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the `STATUS=` line is refreshed.
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts the readiness announcement, the watchdog and the SIGHUP handler.
+pub fn spawn(node: Arc<Node>, opts: DaemonOptions) {
+    tokio::spawn(announce(Arc::clone(&node)));
+    tokio::spawn(reloads(node, opts));
+}
+
+/// The line `systemctl status` shows.
+async fn status_line(node: &Node) -> String {
+    let info = node.info().await;
+    format!(
+        "running: {} ({} mode), {} peers, API on {}",
+        info.hostname
+            .map(|h| format!("{h}.pilot"))
+            .unwrap_or(info.address),
+        info.mode,
+        info.peers,
+        node.paths.socket.display()
+    )
+}
+
+async fn announce(node: Arc<Node>) {
+    if !notify::enabled() && sd_notify::watchdog_enabled().is_none() {
+        return;
+    }
+    notify::status("starting: waiting for the local API to answer");
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if node.dataplane.health().alive
+            && notify::api_answers(&node.paths.socket, Duration::from_secs(2)).await
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            tracing::error!("the local API did not answer: not telling systemd we are ready");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    notify::ready(&status_line(&node).await);
+    let beats = Heartbeats::new();
+    for (name, hb) in node.dataplane.heartbeats() {
+        beats.add(&name, hb);
+    }
+    let api = beats.register("api+node-driver");
+    if let Some(plan) = notify::spawn_watchdog(beats) {
+        notify::spawn_api_probe(node.paths.socket.clone(), api, plan);
+    }
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        notify::status(&status_line(&node).await);
+    }
+}
+
+async fn reloads(node: Arc<Node>, opts: DaemonOptions) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        notify::reloading();
+        let outcome = reload(&node, &opts);
+        match &outcome {
+            Ok(msg) => tracing::info!("reload: {msg}"),
+            Err(e) => tracing::warn!("reload failed, nothing changed: {e}"),
+        }
+        let line = status_line(&node).await;
+        let note = match outcome {
+            Ok(msg) if msg.contains("restart") => format!("{line}; {msg}"),
+            Ok(_) => line,
+            Err(e) => format!("{line}; reload failed: {e}"),
+        };
+        notify::ready(&note);
+    }
+}
+
+/// Re-reads the config file: applies what can change while running, names what cannot.
+fn reload(node: &Node, opts: &DaemonOptions) -> Result<String, String> {
+    let new = crate::daemon::settings::effective_config(&node.paths, opts)
+        .map_err(|e| format!("{}: {}", e.message, e.hint))?;
+    let mut applied = Vec::new();
+    if std::env::var_os("PILOT_LOG").is_none() && new.log_level != node.config.log_level {
+        let filter = crate::daemon::logging::filter_for(new.log_level.as_deref());
+        crate::daemon::logging::set_filter(&filter)?;
+        applied.push(format!("log_level = {filter}"));
+    }
+    let restart = needs_restart(&node.config, &new);
+    let mut msg = if applied.is_empty() {
+        "configuration re-read, nothing to apply".to_string()
+    } else {
+        format!("applied {}", applied.join(", "))
+    };
+    if !restart.is_empty() {
+        msg.push_str(&format!(
+            "; changed but only a restart applies them: {}",
+            restart.join(", ")
+        ));
+    }
+    Ok(msg)
+}
+
+/// The top-level keys (sections) that differ between `old` and `new`, other than those a
+/// reload applies.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["(config not comparable)".into()];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| k.as_str() != "log_level")
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_names_the_sections_only_a_restart_applies() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.log_level = Some("debug".into());
+        assert!(needs_restart(&old, &new).is_empty());
+        new.tunnel.listen_port = 4242;
+        new.metrics.listen = Some("127.0.0.1:9469".parse().unwrap());
+        assert_eq!(needs_restart(&old, &new), vec!["metrics", "tunnel"]);
+    }
+}
