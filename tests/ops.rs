@@ -561,6 +561,7 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
             >= 1.0
     );
     assert_eq!(value(&after, "pilot_trust_peers{state=\"trusted\"}"), 1.0);
+    assert!(value(&after, "pilot_handshakes_completed_total") >= 1.0);
     assert!(value(&after, "process_resident_memory_bytes") > 0.0);
     assert!(value(&after, "process_cpu_seconds_total") >= 0.0);
 

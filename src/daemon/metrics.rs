@@ -145,6 +145,13 @@ fn drop_metrics(s: &mut Sheet, c: &CountersSnapshot, peers: &[PeerStatus]) {
     }
     // Not drops: control datagrams handed over, and handshake refusals shown below.
     let control = by.remove("control_received").unwrap_or(0);
+    let completed = by.remove("handshakes_completed").unwrap_or(0);
+    s.counter(
+        "pilot_handshakes_completed",
+        "WireGuard handshakes completed with trusted peers.",
+        None,
+        completed,
+    );
     for p in peers {
         for (k, v) in &p.drops {
             *by.entry(k.clone()).or_default() += v;

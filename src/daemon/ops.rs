@@ -65,8 +65,17 @@ async fn announce(node: Arc<Node>) {
         beats.add(&name, hb);
     }
     let api = beats.register("api+node-driver");
+    let netstack = match &node.overlay {
+        crate::userspace::overlay_net::OverlayNet::Userspace(stack) => {
+            Some((stack.clone(), beats.register("netstack")))
+        }
+        _ => None,
+    };
     if let Some(plan) = notify::spawn_watchdog(beats) {
         notify::spawn_api_probe(node.paths.socket.clone(), api, plan);
+        if let Some((stack, hb)) = netstack {
+            spawn_netstack_probe(stack, hb, plan);
+        }
     }
     let mut tick = tokio::time::interval(STATUS_EVERY);
     tick.tick().await;
@@ -74,6 +83,25 @@ async fn announce(node: Arc<Node>) {
         tick.tick().await;
         notify::status(&status_line(&node).await);
     }
+}
+
+/// Beats `hb` each time the userspace stack's driver answers a command (it is a task of its
+/// own: the API probe does not pass through it).
+fn spawn_netstack_probe(
+    stack: crate::netstack::Netstack,
+    hb: crate::health::Heartbeat,
+    plan: notify::WatchdogPlan,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(plan.probe_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Ok(Ok(_)) = tokio::time::timeout(plan.max_age, stack.describe()).await {
+                hb.beat();
+            }
+        }
+    });
 }
 
 async fn reloads(node: Arc<Node>, opts: DaemonOptions) {
