@@ -164,10 +164,22 @@ fn clock_ticks() -> u64 {
     u64::try_from(t).unwrap_or(100)
 }
 
+/// The boot time (unix seconds) from the wall clock and CLOCK_BOOTTIME, so it needs no
+/// /proc/stat (hidden under systemd's `ProcSubset=pid`).
 fn boot_time() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/stat").ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    now.checked_sub(u64::try_from(ts.tv_sec).ok()?)
 }
 
 /// Builds the text of one scrape.
@@ -225,6 +237,16 @@ mod tests {
         assert!(text.contains("pilot_peers{path=\"direct\"} 2"), "{text}");
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(text.contains("process_open_fds "), "{text}");
+        let start: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .and_then(|v| v.parse().ok())
+            .expect("a start time");
+        let now = crate::clock::unix_ms_now() / 1000;
+        assert!(
+            start <= now + 2 && start + 24 * 3600 > now,
+            "{start} vs {now}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

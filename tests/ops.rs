@@ -787,3 +787,57 @@ fn the_installer_puts_each_file_in_place_with_its_mode_keeps_configs_and_uninsta
     assert!(d.join("var/lib/pilot/identity.key").exists());
     assert!(!d.join("usr/local/bin/pilotctl").exists());
 }
+
+#[test]
+fn the_debian_package_metadata_names_files_that_exist_and_its_drop_ins_only_move_the_binary() {
+    let manifest: toml::Value = toml::from_str(&read(&repo().join("Cargo.toml"))).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets = deb["assets"].as_array().expect("assets");
+    let mut targets = Vec::new();
+    for a in assets {
+        let a = a.as_array().unwrap();
+        let (src, dest, mode) = (
+            a[0].as_str().unwrap(),
+            a[1].as_str().unwrap(),
+            a[2].as_str().unwrap(),
+        );
+        assert!(
+            src.starts_with("target/release/") || repo().join(src).is_file(),
+            "asset {src} is missing"
+        );
+        assert!(mode == "644" || mode == "755", "{src}: mode {mode}");
+        targets.push(dest.to_string());
+    }
+    assert!(targets.contains(&"usr/bin/".to_string()));
+    let scripts = deb["maintainer-scripts"].as_str().unwrap();
+    assert!(repo().join(scripts).join("postinst").is_file());
+    // Each drop-in's ExecStart is its unit's, with the binary in /usr/bin.
+    for (unit, drop_in) in [
+        ("pilot.service", "pilot.service.d"),
+        ("pilot-registry.service", "pilot-registry.service.d"),
+        ("pilot-user.service", "user/pilot.service.d"),
+    ] {
+        let exec = |text: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("ExecStart=") && l.len() > "ExecStart=".len())
+                .map(|l| l.split_once(" ").unwrap().1.to_string())
+                .collect::<Vec<_>>()
+        };
+        let unit_text = read(&repo().join("systemd").join(unit));
+        let drop_text = read(
+            &repo()
+                .join("systemd/deb")
+                .join(drop_in)
+                .join("package.conf"),
+        );
+        assert!(
+            drop_text.contains("\nExecStart=\n"),
+            "{drop_in} clears ExecStart"
+        );
+        assert!(
+            drop_text.contains("ExecStart=/usr/bin/pilotctl "),
+            "{drop_in}"
+        );
+        assert_eq!(exec(&unit_text), exec(&drop_text), "{unit} vs {drop_in}");
+    }
+}
