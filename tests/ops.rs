@@ -490,6 +490,7 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
     let a = Home::new("pilot-ops");
     let b = Home::new("pilot-ops");
     let a_metrics = format!("127.0.0.1:{}", free_tcp_port());
+    let b_metrics = format!("127.0.0.1:{}", free_tcp_port());
     let served = byte_server(4 << 20);
     for (h, name, extra) in [
         (
@@ -500,7 +501,9 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
         (
             &b,
             "node-b",
-            format!("[[expose]]\nport = 8080\nto = \"127.0.0.1:{served}\"\n"),
+            format!(
+                "[[expose]]\nport = 8080\nto = \"127.0.0.1:{served}\"\n[metrics]\nlisten = \"{b_metrics}\"\n"
+            ),
         ),
     ] {
         std::fs::write(
@@ -567,6 +570,17 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
 
     let m = a.ok(&["send-message", "node-b", "--data", "{\"ops\":1}"]);
     assert_eq!(m["status"], "delivered", "{m}");
+    let sent = parse_exposition(&scrape(&a_metrics));
+    assert_eq!(value(&sent, "pilot_messages_delivered_total"), 1.0);
+    assert_eq!(
+        value(&sent, "pilot_messages_queued{last_attempt=\"pending\"}"),
+        0.0
+    );
+    assert!(sent.contains_key("pilot_message_delivery_retries_total"));
+    let got = parse_exposition(&scrape(&b_metrics));
+    assert_eq!(value(&got, "pilot_messages_received_total"), 1.0);
+    assert_eq!(value(&got, "pilot_inbox_messages"), 1.0);
+    assert!(value(&got, "pilot_tunnel_bytes_total{direction=\"tx\"}") >= (4 << 20) as f64);
     let reg = parse_exposition(&scrape(&reg_metrics));
     assert!(
         value(

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::api::service::Api;
@@ -21,9 +22,11 @@ pub async fn start(node: &Arc<Node>) -> Result<Option<SocketAddr>, crate::error:
         return Ok(None);
     };
     let n = Arc::clone(node);
+    let received = count_received(node);
     let render: crate::exposition::Render = Arc::new(move || {
         let n = Arc::clone(&n);
-        Box::pin(async move { render(&n).await })
+        let received = received.load(Ordering::Relaxed);
+        Box::pin(async move { render(&n, received).await })
     });
     let addr = crate::exposition::serve(listen, render)
         .await
@@ -36,8 +39,30 @@ pub async fn start(node: &Arc<Node>) -> Result<Option<SocketAddr>, crate::error:
     Ok(Some(addr))
 }
 
-/// One scrape.
-pub async fn render(node: &Node) -> String {
+/// Counts the messages stored in our inbox from now on (a listener on the service's
+/// broadcast of new messages, the one `GET /v1/events` uses).
+fn count_received(node: &Node) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    if let Some(m) = &node.messages {
+        let mut rx = m.subscribe();
+        let c = Arc::clone(&count);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let n = match rx.recv().await {
+                    Ok(_) => 1,
+                    Err(RecvError::Lagged(n)) => n,
+                    Err(RecvError::Closed) => return,
+                };
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        });
+    }
+    count
+}
+
+/// One scrape; `received` is the count of messages received since metrics started.
+pub async fn render(node: &Node, received: u64) -> String {
     let mut s = Sheet::new();
     let peers = node.peers();
     peer_metrics(&mut s, &peers.peers);
@@ -67,6 +92,12 @@ pub async fn render(node: &Node) -> String {
         );
     }
     message_metrics(&mut s, node);
+    s.counter(
+        "pilot_messages_received",
+        "Messages stored in this node's inbox since the daemon started.",
+        None,
+        received,
+    );
     process_metrics(&mut s);
     s.encode()
 }
@@ -189,6 +220,21 @@ fn drop_metrics(s: &mut Sheet, c: &CountersSnapshot, peers: &[PeerStatus]) {
 }
 
 fn message_metrics(s: &mut Sheet, node: &Node) {
+    if let Some(m) = &node.messages {
+        let st = m.stats();
+        s.counter(
+            "pilot_messages_delivered",
+            "Messages acked by their recipient and removed from the outbox.",
+            None,
+            st.delivered,
+        );
+        s.counter(
+            "pilot_message_delivery_retries",
+            "Failed delivery attempts scheduled for a retry.",
+            None,
+            st.retried,
+        );
+    }
     if let Ok(o) = node.outbox() {
         let refused = o.outbox.iter().filter(|e| e.refused.is_some()).count();
         s.gauges(
