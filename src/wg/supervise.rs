@@ -3,6 +3,10 @@
 //! (so `info` shows the data plane is dead), and, by default, ends the process with
 //! [`EXIT_DATA_PLANE_DIED`] so a service manager (systemd) restarts it. A node whose receive
 //! thread is gone answers its local API but can never receive again: better to restart.
+//!
+//! A thread that is alive but stuck (a deadlock, a blocked write) is caught by its heartbeat
+//! instead: each worker's loop beats the [`crate::health::Heartbeat`] of its slot once per
+//! turn, and the daemon's systemd watchdog stops petting when one goes stale.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
