@@ -565,6 +565,12 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
     );
     assert_eq!(value(&after, "pilot_trust_peers{state=\"trusted\"}"), 1.0);
     assert!(value(&after, "pilot_handshakes_completed_total") >= 1.0);
+    assert_eq!(
+        value(&after, "pilot_trust_events_total{event=\"trusted\"}"),
+        1.0
+    );
+    assert!(value(&after, "pilot_peer_transitions_total{to=\"up\"}") >= 1.0);
+    assert!(value(&after, "pilot_path_changes_total{path=\"direct\"}") >= 1.0);
     assert!(value(&after, "process_resident_memory_bytes") > 0.0);
     assert!(value(&after, "process_cpu_seconds_total") >= 0.0);
 
@@ -580,6 +586,10 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
     let got = parse_exposition(&scrape(&b_metrics));
     assert_eq!(value(&got, "pilot_messages_received_total"), 1.0);
     assert_eq!(value(&got, "pilot_inbox_messages"), 1.0);
+    assert_eq!(
+        value(&got, "pilot_trust_events_total{event=\"request_received\"}"),
+        1.0
+    );
     assert!(value(&got, "pilot_tunnel_bytes_total{direction=\"tx\"}") >= (4 << 20) as f64);
     let reg = parse_exposition(&scrape(&reg_metrics));
     assert!(

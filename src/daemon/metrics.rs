@@ -23,10 +23,12 @@ pub async fn start(node: &Arc<Node>) -> Result<Option<SocketAddr>, crate::error:
     };
     let n = Arc::clone(node);
     let received = count_received(node);
+    let events = count_events(node);
     let render: crate::exposition::Render = Arc::new(move || {
         let n = Arc::clone(&n);
         let received = received.load(Ordering::Relaxed);
-        Box::pin(async move { render(&n, received).await })
+        let events = events.lock().clone();
+        Box::pin(async move { render(&n, received, &events).await })
     });
     let addr = crate::exposition::serve(listen, render)
         .await
@@ -61,8 +63,76 @@ fn count_received(node: &Node) -> Arc<AtomicU64> {
     count
 }
 
-/// One scrape; `received` is the count of messages received since metrics started.
-pub async fn render(node: &Node, received: u64) -> String {
+/// Node events counted by (metric, label value) since metrics started.
+type EventCounts = Arc<parking_lot::Mutex<BTreeMap<(&'static str, String), u64>>>;
+
+/// Counts trust outcomes, path changes and peers going up or down from the node's event
+/// stream (the one `GET /v1/events` serves): no work on the node's side.
+fn count_events(node: &Node) -> EventCounts {
+    use crate::node::views::NodeEvent;
+    let counts: EventCounts = Default::default();
+    let mut rx = node.events.subscribe();
+    let c = Arc::clone(&counts);
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let key = match rx.recv().await {
+                Ok(NodeEvent::TrustRequest { .. }) => ("trust", "request_received".to_string()),
+                Ok(NodeEvent::TrustRejected { .. }) => ("trust", "rejected".to_string()),
+                Ok(NodeEvent::PeerTrusted { .. }) => ("trust", "trusted".to_string()),
+                Ok(NodeEvent::PeerUntrusted { .. }) => ("trust", "untrusted".to_string()),
+                Ok(NodeEvent::PathChanged { path, .. }) => ("path", path),
+                Ok(NodeEvent::PeerUp { .. }) => ("peer", "up".to_string()),
+                Ok(NodeEvent::PeerDown { .. }) => ("peer", "down".to_string()),
+                #[allow(unreachable_patterns)] // events added later count nowhere yet
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => ("lagged", n.to_string()),
+                Err(RecvError::Closed) => return,
+            };
+            *c.lock().entry(key).or_default() += 1;
+        }
+    });
+    counts
+}
+
+fn event_metrics(s: &mut Sheet, counts: &BTreeMap<(&'static str, String), u64>) {
+    let of = |kind: &str, label: &str, known: &[&str]| {
+        let mut v: BTreeMap<String, u64> = known.iter().map(|k| (k.to_string(), 0)).collect();
+        for ((k, l), n) in counts {
+            if *k == kind {
+                *v.entry(l.clone()).or_default() += n;
+            }
+        }
+        v.into_iter()
+            .map(|(l, n)| (labels(&[(label, &l)]), n))
+            .collect::<Vec<(Labels, u64)>>()
+    };
+    s.counters(
+        "pilot_trust_events",
+        "Trust outcomes since start: requests received, our requests rejected, peers trusted, peers untrusted.",
+        None,
+        of("trust", "event", &["request_received", "rejected", "trusted", "untrusted"]),
+    );
+    s.counters(
+        "pilot_path_changes",
+        "Peer path changes since start, by the new path.",
+        None,
+        of("path", "path", &["direct", "relay", "none"]),
+    );
+    s.counters(
+        "pilot_peer_transitions",
+        "Peers going up (a session came up) or down (no path left) since start.",
+        None,
+        of("peer", "to", &["up", "down"]),
+    );
+}
+
+/// One scrape; `received` and `events` are what the listeners counted since metrics started.
+pub async fn render(
+    node: &Node,
+    received: u64,
+    events: &BTreeMap<(&'static str, String), u64>,
+) -> String {
     let mut s = Sheet::new();
     let peers = node.peers();
     peer_metrics(&mut s, &peers.peers);
@@ -92,6 +162,7 @@ pub async fn render(node: &Node, received: u64) -> String {
         );
     }
     message_metrics(&mut s, node);
+    event_metrics(&mut s, events);
     s.counter(
         "pilot_messages_received",
         "Messages stored in this node's inbox since the daemon started.",
