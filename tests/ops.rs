@@ -133,7 +133,8 @@ fn the_daemon_is_ready_only_once_its_api_answers_pets_the_watchdog_reloads_and_s
             .args(["daemon", "run", "--mode", "userspace"])
             .env("NOTIFY_SOCKET", &notify.path)
             .env("WATCHDOG_USEC", "2000000")
-            .env("PILOT_LOG", "info")
+            // The config's log_level rules (a reload changes it).
+            .env_remove("PILOT_LOG")
             .env_remove("WATCHDOG_PID")
             .env_remove("JOURNAL_STREAM"),
         &log,
@@ -158,7 +159,8 @@ fn the_daemon_is_ready_only_once_its_api_answers_pets_the_watchdog_reloads_and_s
     // A reload applies log_level and names what needs a restart.
     std::fs::write(
         home.path().join("config.toml"),
-        "[socks5]\nlisten = \"127.0.0.1:0\"\n[tunnel]\nlisten_port = 1\n",
+        "log_level = \"debug\"\n[socks5]\nlisten = \"127.0.0.1:0\"\n[tunnel]\nlisten_port = 1\n\
+         [trust]\nallow = [\"orchestrator\"]\n",
     )
     .unwrap();
     signal(child.id(), libc::SIGHUP);
@@ -176,7 +178,19 @@ fn the_daemon_is_ready_only_once_its_api_answers_pets_the_watchdog_reloads_and_s
         after.contains("only a restart applies them: tunnel"),
         "{after}"
     );
-    assert!(read(&log).contains("only a restart applies them: tunnel"));
+    let text = read(&log);
+    assert!(
+        text.contains("applied log_level = debug, trust.allow (1 entries)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("only a restart applies them: tunnel"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("only a restart applies them: trust"),
+        "{text}"
+    );
 
     signal(child.id(), libc::SIGTERM);
     assert!(

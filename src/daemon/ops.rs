@@ -3,8 +3,9 @@
 //! heartbeat, keep a readable `STATUS=` line, and re-read its configuration on SIGHUP
 //! (`systemctl reload`).
 //!
-//! A reload applies `log_level` (unless `PILOT_LOG` overrides it). Every other key needs a
-//! restart; a reload that finds one changed says which in the log and in `STATUS=`.
+//! A reload applies `log_level` (unless `PILOT_LOG` overrides it) and `[trust] allow`. Every
+//! other key needs a restart; a reload that finds one changed says which in the log and in
+//! `STATUS=`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,9 +110,11 @@ async fn reloads(node: Arc<Node>, opts: DaemonOptions) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
+    // What runs now: the start-up config with what reloads applied since.
+    let mut current = node.config.clone();
     while hup.recv().await.is_some() {
         notify::reloading();
-        let outcome = reload(&node, &opts);
+        let outcome = reload(&node, &opts, &mut current).await;
         match &outcome {
             Ok(msg) => tracing::info!("reload: {msg}"),
             Err(e) => tracing::warn!("reload failed, nothing changed: {e}"),
@@ -126,15 +129,27 @@ async fn reloads(node: Arc<Node>, opts: DaemonOptions) {
     }
 }
 
-/// Re-reads the config file: applies what can change while running, names what cannot.
-fn reload(node: &Node, opts: &DaemonOptions) -> Result<String, String> {
+/// Re-reads the config file: applies `log_level` and `[trust] allow`, names what only a
+/// restart applies. An invalid file changes nothing.
+async fn reload(node: &Node, opts: &DaemonOptions, current: &mut Config) -> Result<String, String> {
     let new = crate::daemon::settings::effective_config(&node.paths, opts)
         .map_err(|e| format!("{}: {}", e.message, e.hint))?;
+    let allow = crate::node::trust::AllowList::from_entries(&new.trust.allow)
+        .map_err(|e| format!("[trust] allow: {e}"))?;
     let mut applied = Vec::new();
-    if std::env::var_os("PILOT_LOG").is_none() && new.log_level != node.config.log_level {
+    if std::env::var_os("PILOT_LOG").is_none() && new.log_level != current.log_level {
         let filter = crate::daemon::logging::filter_for(new.log_level.as_deref());
         crate::daemon::logging::set_filter(&filter)?;
         applied.push(format!("log_level = {filter}"));
+        current.log_level = new.log_level.clone();
+    }
+    if new.trust.allow != current.trust.allow {
+        node.control
+            .call(|reply| crate::node::commands::NodeCommand::SetAllowList { allow, reply })
+            .await
+            .map_err(|e| e.message)?;
+        applied.push(format!("trust.allow ({} entries)", new.trust.allow.len()));
+        current.trust.allow = new.trust.allow.clone();
     }
     let restart = needs_restart(&node.config, &new);
     let mut msg = if applied.is_empty() {
@@ -151,11 +166,17 @@ fn reload(node: &Node, opts: &DaemonOptions) -> Result<String, String> {
     Ok(msg)
 }
 
-/// The top-level keys (sections) that differ between `old` and `new`, other than those a
-/// reload applies.
+/// The top-level keys (sections) that differ between `old` and `new`, leaving out what a
+/// reload applies (`log_level`, `[trust] allow`).
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let strip = |c: &Config| {
+        let mut c = c.clone();
+        c.log_level = None;
+        c.trust.allow.clear();
+        serde_json::to_value(c)
+    };
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(old), serde_json::to_value(new))
+        (strip(old), strip(new))
     else {
         return vec!["(config not comparable)".into()];
     };
@@ -163,7 +184,6 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|k| k.as_str() != "log_level")
         .filter(|k| a.get(*k) != b.get(*k))
         .cloned()
         .collect()
@@ -179,8 +199,14 @@ mod tests {
         let mut new = old.clone();
         new.log_level = Some("debug".into());
         assert!(needs_restart(&old, &new).is_empty());
+        new.trust.allow = vec!["orchestrator".into()];
+        assert!(needs_restart(&old, &new).is_empty());
         new.tunnel.listen_port = 4242;
         new.metrics.listen = Some("127.0.0.1:9469".parse().unwrap());
-        assert_eq!(needs_restart(&old, &new), vec!["metrics", "tunnel"]);
+        new.trust.max_pending = 7;
+        assert_eq!(
+            needs_restart(&old, &new),
+            vec!["metrics", "trust", "tunnel"]
+        );
     }
 }
