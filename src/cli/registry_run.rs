@@ -46,6 +46,7 @@ async fn serve(config: RegistryConfig, file: Option<PathBuf>) -> Result<(), Pilo
     }
     let beats = Heartbeats::new();
     beats.add("registry-loop", server.heartbeat());
+    beats.add("registry-store", server.store_heartbeat());
     let line = format!(
         "running: UDP {}, key {}",
         server.local_addr(),

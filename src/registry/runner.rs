@@ -146,6 +146,8 @@ pub struct RegistryServer {
     key: PublicKey,
     /// Beaten once per loop turn (the systemd watchdog watches it).
     heartbeat: crate::health::Heartbeat,
+    /// Beaten by the store's writer thread while it is not stuck in a commit.
+    store_heartbeat: crate::health::Heartbeat,
     /// Published once a second for the metrics endpoint.
     stats: super::metrics::SharedStats,
     /// Datagrams received by claimed type byte (see [`super::metrics::claimed_type`]).
@@ -164,7 +166,12 @@ impl RegistryServer {
         create_private_dir(&config.state_dir)?;
         let redb = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
         // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
-        let store = BatchingStore::spawn(Box::new(redb), WRITE_QUEUE)?;
+        let store_heartbeat = crate::health::Heartbeat::new();
+        let store = BatchingStore::spawn_with_heartbeat(
+            Box::new(redb),
+            WRITE_QUEUE,
+            store_heartbeat.clone(),
+        )?;
         let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
         let (identity, created) =
             Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;
@@ -185,6 +192,7 @@ impl RegistryServer {
             registry,
             key,
             heartbeat: crate::health::Heartbeat::new(),
+            store_heartbeat,
             stats: Default::default(),
             by_type: Box::new([0; 256]),
         })
@@ -205,6 +213,11 @@ impl RegistryServer {
     /// The heartbeat the serving loop beats at least once a second.
     pub fn heartbeat(&self) -> crate::health::Heartbeat {
         self.heartbeat.clone()
+    }
+
+    /// The heartbeat of the store's writer thread.
+    pub fn store_heartbeat(&self) -> crate::health::Heartbeat {
+        self.store_heartbeat.clone()
     }
 
     /// The statistics the serving loop publishes once a second (for `/metrics`).
