@@ -165,8 +165,12 @@ pub struct Config {
     pub exposes: Vec<ExposeConfig>,
     /// The message service's limits (port 1001).
     pub messages: MessagesConfig,
+    /// How log lines look: `text` (default) or `json` (one object per line, for shippers).
+    pub log_format: LogFormat,
     /// The MCP server (`pilotctl mcp`).
     pub mcp: McpConfig,
+    /// The Prometheus metrics endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.
@@ -176,6 +180,27 @@ pub struct McpConfig {
     /// Offer the `approve` and `reject` tools (default false: a prompt cannot make this node
     /// trust a stranger; trust decisions stay with the operator's `pilotctl approve`).
     pub allow_trust_decisions: bool,
+}
+
+/// `log_format`: how log lines look on stderr. Under systemd (`JOURNAL_STREAM` set) `text`
+/// lines carry `<N>` syslog priorities and no timestamp of ours (the journal adds its own).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's json format).
+    Json,
+}
+
+/// `[metrics]`: a Prometheus text endpoint, `GET /metrics`. Off by default; give it a
+/// loopback address (it has no authentication), e.g. `listen = "127.0.0.1:9469"`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// TCP address to serve `/metrics` on; none (the default) serves nothing.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[messages]`: what trusted peers may take of the message service (connections, inbox

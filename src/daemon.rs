@@ -9,14 +9,20 @@
 //! - [`start`]: the data plane, the node driver, the services.
 //! - [`local_api`]: the node as the local API sees it.
 //! - [`socket`]: the API socket and the stop signals.
+//! - [`notify`], [`ops`], [`metrics`], [`logging`]: systemd readiness and watchdog, reload,
+//!   the Prometheus endpoint, journald-friendly and JSON logs.
 //! - [`node_driver`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
 //!   driver and what it needs from the process.
 
 pub mod candidates;
 pub mod local_api;
+pub mod logging;
+pub mod metrics;
 pub mod mode;
 pub mod node_driver;
 pub mod node_state;
+pub mod notify;
+pub mod ops;
 pub mod peer_resolver;
 pub mod settings;
 pub mod socket;
@@ -74,7 +80,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
         mode,
         hostname,
     };
-    let result = rt.block_on(run_node(setup));
+    let result = rt.block_on(run_node(setup, opts));
     let _ = std::fs::remove_file(&paths.socket);
     drop(lock);
     tracing::info!("daemon stopped");
@@ -82,9 +88,11 @@ pub fn run(opts: DaemonOptions) -> Result<(), PilotError> {
 }
 
 /// Starts the node, serves the API until a stop, then stops the data plane.
-async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
+async fn run_node(setup: start::Setup, opts: DaemonOptions) -> Result<(), PilotError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
+    notify::status("starting: data plane, control plane, services");
     let node = Arc::new(start::start_node(setup, shutdown).await?);
+    metrics::start(&node).await?;
     let listener = socket::bind_api(&node.paths)?;
     {
         use crate::api::service::Api;
@@ -97,6 +105,7 @@ async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
             "daemon ready"
         );
     }
+    ops::spawn(node.clone(), opts);
     socket::serve(node.clone(), listener, shutdown_rx).await;
     node.dataplane.shutdown();
     Ok(())

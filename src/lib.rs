@@ -2,7 +2,7 @@
 //! encrypted, NAT-proof path to the agents it trusts.
 //!
 //! Layers, lowest first (arrows point down only; `tests/layers.rs` checks it):
-//! 1. foundation: [`error`], [`clock`], [`identity`], [`mapping`], [`config`], [`state`];
+//! 1. foundation: [`error`], [`clock`], [`health`], [`exposition`], [`identity`], [`mapping`], [`config`], [`state`];
 //! 2. [`wire`]: byte layouts of everything on the network;
 //! 3. the data plane: [`wg`] (WireGuard tunnels), [`tun`], [`netstack`];
 //! 4. protocol cores: [`node`] (trust, registry client, paths) and [`registry`] (the server);
@@ -18,6 +18,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod exposition;
+pub mod health;
 pub mod identity;
 pub mod mapping;
 pub mod netstack;

@@ -10,6 +10,7 @@
 
 pub mod echo;
 pub mod message_dedupe;
+pub mod message_stats;
 pub mod message_store;
 pub mod messages;
 pub mod streams;

@@ -175,18 +175,25 @@ impl DataPlane {
         };
         let Inner { reader, writer, .. } = inner;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-udp-rx", move || io::udp_rx_loop(s, writer))?;
+        plane.spawn("pilot-udp-rx", move |hb| io::udp_rx_loop(s, writer, hb))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-inner-rx", move || io::inner_rx_loop(s, reader))?;
+        plane.spawn("pilot-inner-rx", move |hb| io::inner_rx_loop(s, reader, hb))?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-timers", move || io::timer_loop(s))?;
+        plane.spawn("pilot-timers", move |hb| io::timer_loop(s, hb))?;
         tracing::info!(port = plane.local_port(), "data plane started");
         Ok(plane)
     }
 
-    /// Starts a supervised worker thread (see [`supervise`]).
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), DataPlaneError> {
+    /// Starts a supervised worker thread (see [`supervise`]); `f` gets the heartbeat its loop
+    /// beats.
+    fn spawn(
+        &self,
+        name: &str,
+        f: impl FnOnce(crate::health::Heartbeat) + Send + 'static,
+    ) -> Result<(), DataPlaneError> {
         let slot = supervise::ThreadSlot::new(name);
+        let hb = slot.heartbeat();
+        let f = move || f(hb);
         let shared = Arc::clone(&self.shared);
         let stopping = Arc::new(move || shared.stop.load(Ordering::Relaxed));
         let body = supervise::supervised(Arc::clone(&slot), stopping, self.on_thread_death, f);
@@ -202,6 +209,16 @@ impl DataPlane {
     /// Liveness of the worker threads (`alive` is false once any died, or after shutdown).
     pub fn health(&self) -> DataPlaneHealth {
         supervise::health(&self.slots.lock())
+    }
+
+    /// Each worker thread's name and heartbeat: a thread that is stuck or dead stops beating
+    /// (the systemd watchdog watches them).
+    pub fn heartbeats(&self) -> Vec<(String, crate::health::Heartbeat)> {
+        self.slots
+            .lock()
+            .iter()
+            .map(|s| (s.name().to_string(), s.heartbeat()))
+            .collect()
     }
 
     /// The UDP port the data plane listens on.
@@ -376,6 +393,63 @@ mod tests {
         a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
         b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
         (a, ea, b, eb)
+    }
+
+    /// The watchdog's view of the data plane: a receive thread stuck in a write to the inner
+    /// side stops its heartbeat while the other threads keep beating, and beats again once
+    /// it is released.
+    #[test]
+    fn a_stuck_thread_stops_its_heartbeat_while_the_others_keep_beating() {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl inner::InnerWriter for Stuck {
+            fn send_batch(&mut self, _: &mut [Vec<u8>]) -> std::io::Result<()> {
+                let _ = self.0.recv();
+                Ok(())
+            }
+        }
+        let ida = Identity::from_seed([5; 32]);
+        let idb = Identity::from_seed([6; 32]);
+        let (ia, _ea) = inner::channel(1420, 64);
+        let (ib, eb) = inner::channel(1420, 64);
+        let (release, stuck) = std::sync::mpsc::channel();
+        let ia = Inner {
+            writer: Box::new(Stuck(stuck)),
+            ..ia
+        };
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let beats = crate::health::Heartbeats::new();
+        for (name, hb) in a.heartbeats() {
+            beats.add(&name, hb);
+        }
+        assert_eq!(beats.len(), 3);
+        let max = Duration::from_millis(1500);
+        assert!(beats.stale_at(Instant::now(), max).is_empty());
+        // B's packet reaches A's receive thread, which blocks writing it to the inner side.
+        let net = NetworkPrefix::default();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+        eb.to_plane.send(ipv6_packet(ipb, ipa, b"jam")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stale = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let stale = beats.stale_at(Instant::now(), max);
+            if !stale.is_empty() || Instant::now() > deadline {
+                break stale;
+            }
+        };
+        let names: Vec<&str> = stale.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["pilot-udp-rx"], "only the stuck thread is stale");
+        drop(release);
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(beats.stale_at(Instant::now(), max).is_empty());
+        assert!(a.health().alive);
     }
 
     /// C1: a handshake that completes drains the packets WireGuard queued meanwhile into the

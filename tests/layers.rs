@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules, lowest layer first. A module may use modules of its own layer or lower.
 const LAYERS: &[&[&str]] = &[
-    &["error", "clock", "state"],
+    &["error", "clock", "state", "health", "exposition"],
     &["identity"],
     &["mapping"],
     &["config"],

@@ -3,24 +3,116 @@
 use super::args::RegistryArgs;
 use super::daemon_process::Stopped;
 use super::output::{paths, Output};
+use crate::daemon::notify;
 use crate::error::{ErrorCode, PilotError};
-use crate::registry::runner::{run_registry_with_config, RegistryConfig};
+use crate::health::Heartbeats;
+use crate::registry::runner::{termination, RegistryConfig, RegistryServer};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Runs the registry the flags and config file describe.
 pub fn run(args: &RegistryArgs) -> Result<Output, PilotError> {
     let config = config(args)?;
-    let filter = std::env::var("PILOT_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let filter = crate::daemon::logging::filter_for(None);
+    crate::daemon::logging::init(&filter, config.log_format);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| PilotError::internal(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_registry_with_config(config))?;
+    rt.block_on(serve(config, args.config.clone()))?;
     Output::local(&Stopped { stopped: true }, "registry stopped")
+}
+
+/// Binds, serves metrics if asked, tells systemd it is ready, feeds the watchdog from the
+/// loop's heartbeat, and serves until SIGTERM or Ctrl-C (`STOPPING=1` then).
+async fn serve(config: RegistryConfig, file: Option<PathBuf>) -> Result<(), PilotError> {
+    notify::status("starting: opening the store and binding the socket");
+    let metrics = config.metrics.listen;
+    let server = RegistryServer::bind(config.clone()).await?;
+    if let Some(listen) = metrics {
+        let stats = server.stats();
+        let render: crate::exposition::Render = Arc::new(move || {
+            let snapshot = stats.lock().clone();
+            Box::pin(async move { crate::registry::metrics::render(&snapshot) })
+        });
+        crate::exposition::serve(listen, render)
+            .await
+            .map_err(|e| {
+                PilotError::invalid(
+                    format!("cannot serve metrics on {listen}: {e}"),
+                    "set [metrics] listen to a free loopback address, e.g. 127.0.0.1:9470",
+                )
+            })?;
+    }
+    let beats = Heartbeats::new();
+    beats.add("registry-loop", server.heartbeat());
+    beats.add("registry-store", server.store_heartbeat());
+    let line = format!(
+        "running: UDP {}, key {}",
+        server.local_addr(),
+        server.public_key()
+    );
+    notify::ready(&line);
+    notify::spawn_watchdog(beats);
+    tokio::spawn(reloads(config, file));
+    server
+        .run(async {
+            termination().await;
+            notify::stopping("stopping");
+        })
+        .await?;
+    Ok(())
+}
+
+/// SIGHUP (`systemctl reload`): the registry applies nothing while running; it re-reads its
+/// file and says which changed keys only a restart applies.
+async fn reloads(running: RegistryConfig, file: Option<PathBuf>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        notify::reloading();
+        let Some(path) = &file else {
+            tracing::info!("reload: no config file to re-read");
+            notify::ready("running");
+            continue;
+        };
+        match RegistryConfig::load(path) {
+            Ok(new) => {
+                let changed = changed_keys(&running, &new);
+                if changed.is_empty() {
+                    tracing::info!("reload: configuration unchanged");
+                } else {
+                    tracing::warn!(
+                        "reload: changed but only a restart applies them: {}",
+                        changed.join(", ")
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("reload failed, nothing changed: {e}"),
+        }
+        notify::ready("running");
+    }
+}
+
+/// The keys of the registry's file that differ (`listen` and `state_dir` are left out: the
+/// command line may override them, and they always need a restart).
+fn changed_keys(old: &RegistryConfig, new: &RegistryConfig) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if old.recv_buffer_bytes != new.recv_buffer_bytes {
+        v.push("recv_buffer_bytes");
+    }
+    if old.limits != new.limits {
+        v.push("limits");
+    }
+    if old.log_format != new.log_format {
+        v.push("log_format");
+    }
+    if old.metrics != new.metrics {
+        v.push("metrics");
+    }
+    v
 }
 
 /// The registry's config: `--config FILE`, else `--listen` (and `--state`); flags win.

@@ -42,15 +42,9 @@ pub fn load_identity(paths: &StatePaths) -> Result<Identity, PilotError> {
     Ok(identity)
 }
 
-/// Logs to stderr at `PILOT_LOG`, else the config's `log_level`, else `info`.
+/// Logs to stderr at `PILOT_LOG`, else the config's `log_level`, else `info`, in the config's
+/// `log_format` (see [`crate::daemon::logging`]).
 pub fn init_logging(config: &Config) {
-    let filter = std::env::var("PILOT_LOG")
-        .ok()
-        .or_else(|| config.log_level.clone())
-        .unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let filter = crate::daemon::logging::filter_for(config.log_level.as_deref());
+    crate::daemon::logging::init(&filter, config.log_format);
 }

@@ -47,6 +47,7 @@ async fn stop_requested(mut shutdown: watch::Receiver<bool>) {
         _ = sigint.recv() => tracing::info!("SIGINT: stopping"),
         _ = shutdown.changed() => tracing::info!("stop requested over the API"),
     }
+    crate::daemon::notify::stopping("stopping: closing tunnels and the API");
 }
 
 /// Serves the local API until the daemon is told to stop.

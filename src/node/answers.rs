@@ -83,6 +83,10 @@ impl Node {
             NodeCommand::ForgetRegistryKey { registry, reply } => {
                 let _ = reply.send(self.forget_registry_key(now, registry));
             }
+            NodeCommand::SetAllowList { allow, reply } => {
+                self.plane.set_allow_list(allow);
+                let _ = reply.send(Ok(()));
+            }
         }
         self.pump(now);
     }

@@ -97,6 +97,14 @@ pub enum NodeCommand {
         /// The answer: the registry after forgetting.
         reply: Reply<RegistryKeyView>,
     },
+    /// Replace the allow-list (`[trust] allow`, re-read by a reload): requests that arrive
+    /// from now on are judged by it; decisions already made stay.
+    SetAllowList {
+        /// The new list.
+        allow: crate::node::trust::AllowList,
+        /// The answer.
+        reply: Reply<()>,
+    },
 }
 
 /// What an API call is waiting for.

@@ -209,6 +209,11 @@ impl ControlPlane {
         &self.trust
     }
 
+    /// Replaces the trust store's allow-list (a reload of `[trust] allow`).
+    pub fn set_allow_list(&mut self, allow: crate::node::trust::AllowList) {
+        self.trust.set_allow_list(allow);
+    }
+
     /// Whether `key` may have a tunnel with us.
     pub fn is_trusted(&self, key: &PublicKey) -> bool {
         self.trust.is_trusted(key)

@@ -37,6 +37,12 @@ pub struct RegistryConfig {
     /// Bounds and rates.
     #[serde(default)]
     pub limits: Limits,
+    /// How log lines look: `text` (default) or `json`.
+    #[serde(default)]
+    pub log_format: crate::config::LogFormat,
+    /// The Prometheus metrics endpoint (off unless `listen` is set).
+    #[serde(default)]
+    pub metrics: crate::config::MetricsConfig,
 }
 
 /// Default receive buffer of the registry socket: 4 MiB, about 25,000 requests.
@@ -57,6 +63,8 @@ impl RegistryConfig {
             state_dir,
             recv_buffer_bytes: DEFAULT_RECV_BUFFER,
             limits: Limits::default(),
+            log_format: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -136,6 +144,14 @@ pub struct RegistryServer {
     socket: UdpSocket,
     registry: Registry,
     key: PublicKey,
+    /// Beaten once per loop turn (the systemd watchdog watches it).
+    heartbeat: crate::health::Heartbeat,
+    /// Beaten by the store's writer thread while it is not stuck in a commit.
+    store_heartbeat: crate::health::Heartbeat,
+    /// Published once a second for the metrics endpoint.
+    stats: super::metrics::SharedStats,
+    /// Datagrams received by claimed type byte (see [`super::metrics::claimed_type`]).
+    by_type: Box<[u64; 256]>,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -150,7 +166,12 @@ impl RegistryServer {
         create_private_dir(&config.state_dir)?;
         let redb = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
         // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
-        let store = BatchingStore::spawn(Box::new(redb), WRITE_QUEUE)?;
+        let store_heartbeat = crate::health::Heartbeat::new();
+        let store = BatchingStore::spawn_with_heartbeat(
+            Box::new(redb),
+            WRITE_QUEUE,
+            store_heartbeat.clone(),
+        )?;
         let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
         let (identity, created) =
             Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;
@@ -170,6 +191,10 @@ impl RegistryServer {
             socket,
             registry,
             key,
+            heartbeat: crate::health::Heartbeat::new(),
+            store_heartbeat,
+            stats: Default::default(),
+            by_type: Box::new([0; 256]),
         })
     }
 
@@ -185,6 +210,37 @@ impl RegistryServer {
         self.key
     }
 
+    /// The heartbeat the serving loop beats at least once a second.
+    pub fn heartbeat(&self) -> crate::health::Heartbeat {
+        self.heartbeat.clone()
+    }
+
+    /// The heartbeat of the store's writer thread.
+    pub fn store_heartbeat(&self) -> crate::health::Heartbeat {
+        self.store_heartbeat.clone()
+    }
+
+    /// The statistics the serving loop publishes once a second (for `/metrics`).
+    pub fn stats(&self) -> super::metrics::SharedStats {
+        Arc::clone(&self.stats)
+    }
+
+    /// Copies the counters, table sizes and per-type counts into the shared [`Self::stats`].
+    fn publish_stats(&self) {
+        let by_type = self
+            .by_type
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (t as u8, *n))
+            .collect();
+        *self.stats.lock() = super::metrics::Stats {
+            counters: self.registry.counters().clone(),
+            gauges: self.registry.gauges(),
+            by_type,
+        };
+    }
+
     /// Serves until `shutdown` completes. Send errors are logged and do not stop the loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
         tracing::info!(listen = %self.local_addr(), key = %self.key, "registry running");
@@ -198,7 +254,9 @@ impl RegistryServer {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
+                    self.heartbeat.beat();
                     self.registry.handle_timeout(unix_ms_now());
+                    self.publish_stats();
                     if last_report.elapsed() >= Duration::from_secs(60)
                         && *self.registry.counters() != reported
                     {
@@ -222,6 +280,7 @@ impl RegistryServer {
     /// Handles up to [`RECV_BATCH`] queued datagrams without going back to the scheduler, so
     /// the socket's queue empties as fast as the core can screen it.
     async fn drain(&mut self, buf: &mut [u8]) {
+        self.heartbeat.beat();
         for _ in 0..RECV_BATCH {
             let (n, from) = match self.socket.try_recv_from(buf) {
                 Ok(r) => r,
@@ -231,6 +290,7 @@ impl RegistryServer {
                     return;
                 }
             };
+            self.by_type[usize::from(super::metrics::claimed_type(&buf[..n]))] += 1;
             let out = self.registry.handle(unix_ms_now(), from, &buf[..n]);
             for (to, bytes) in out {
                 if let Err(e) = self.socket.send_to(&bytes, to).await {
@@ -292,7 +352,7 @@ pub async fn run_registry_with_config(config: RegistryConfig) -> Result<(), Runn
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn termination() {
+pub async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

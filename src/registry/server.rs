@@ -120,6 +120,23 @@ pub struct Registry {
     counters: Counters,
 }
 
+/// Sizes of the registry's tables at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryGauges {
+    /// Nodes online (registered or heartbeat within `online_timeout_ms`).
+    pub online: usize,
+    /// Registered nodes remembered (until `registration_expiry_ms` of silence).
+    pub registered: usize,
+    /// Hostnames bound.
+    pub names: usize,
+    /// Trust messages held for offline targets.
+    pub held: usize,
+    /// Nonces in the replay cache.
+    pub nonces: usize,
+    /// Pairs allowed to relay.
+    pub relay_pairs: usize,
+}
+
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
@@ -199,6 +216,18 @@ impl Registry {
             );
         }
         Ok(r)
+    }
+
+    /// Sizes of the registry's tables now (for the metrics endpoint).
+    pub fn gauges(&self) -> RegistryGauges {
+        RegistryGauges {
+            online: self.presence.len(),
+            registered: self.seen.len(),
+            names: self.names.len(),
+            held: self.held.len(),
+            nonces: self.nonces.len(),
+            relay_pairs: self.relay_pairs.len(),
+        }
     }
 
     /// The counters so far.

@@ -43,13 +43,23 @@ impl BatchingStore {
     /// Loads `inner` (for [`Store::load`]) and starts its writer thread with a queue of
     /// `queue` batches.
     pub fn spawn(inner: Box<dyn Store>, queue: usize) -> Result<Self, StoreError> {
+        Self::spawn_with_heartbeat(inner, queue, crate::health::Heartbeat::new())
+    }
+
+    /// [`BatchingStore::spawn`] whose writer thread beats `hb` at least once a second while
+    /// it is not stuck in a commit (the registry's systemd watchdog watches it).
+    pub fn spawn_with_heartbeat(
+        inner: Box<dyn Store>,
+        queue: usize,
+        hb: crate::health::Heartbeat,
+    ) -> Result<Self, StoreError> {
         let snapshot = inner.load()?;
         let (tx, rx) = sync_channel(queue.max(1));
         let failed = Arc::new(AtomicU64::new(0));
         let f = failed.clone();
         let writer = std::thread::Builder::new()
             .name("registry-store".into())
-            .spawn(move || write_loop(inner, rx, &f))
+            .spawn(move || write_loop(inner, rx, &f, &hb))
             .map_err(|e| StoreError::Backend {
                 path: "registry store writer".into(),
                 detail: e.to_string(),
@@ -68,8 +78,23 @@ impl BatchingStore {
     }
 }
 
-fn write_loop(mut store: Box<dyn Store>, rx: Receiver<Vec<StoreOp>>, failed: &AtomicU64) {
-    while let Ok(mut ops) = rx.recv() {
+/// How long the idle writer waits before it beats again.
+const IDLE_BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn write_loop(
+    mut store: Box<dyn Store>,
+    rx: Receiver<Vec<StoreOp>>,
+    failed: &AtomicU64,
+    hb: &crate::health::Heartbeat,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        hb.beat();
+        let mut ops = match rx.recv_timeout(IDLE_BEAT) {
+            Ok(ops) => ops,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         for _ in 1..MAX_BATCHES_PER_COMMIT {
             match rx.try_recv() {
                 Ok(more) => ops.extend(more),
@@ -161,6 +186,45 @@ mod tests {
         let all: Vec<StoreOp> = commits.iter().flatten().cloned().collect();
         assert_eq!(all, (0..200).map(claim).collect::<Vec<_>>());
         assert!(commits.len() < 20, "{} commits", commits.len());
+    }
+
+    /// A store whose commit blocks until released (a hung disk).
+    struct HungStore(std::sync::mpsc::Receiver<()>);
+
+    impl Store for HungStore {
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn apply(&mut self, _: &[StoreOp]) -> Result<(), StoreError> {
+            let _ = self.0.recv();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_idle_writer_keeps_beating_and_a_hung_commit_stops_its_heartbeat() {
+        let (release, hung) = std::sync::mpsc::channel();
+        let hb = crate::health::Heartbeat::new();
+        let mut store =
+            BatchingStore::spawn_with_heartbeat(Box::new(HungStore(hung)), 4, hb.clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(1600));
+        assert!(
+            hb.age_at(Instant::now()) < Duration::from_millis(1300),
+            "idle beats"
+        );
+        store.apply(&[claim(1)]).unwrap();
+        std::thread::sleep(Duration::from_millis(1600));
+        assert!(
+            hb.age_at(Instant::now()) >= Duration::from_millis(1500),
+            "hung: no beat"
+        );
+        drop(release);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            hb.age_at(Instant::now()) < Duration::from_millis(900),
+            "beats again"
+        );
+        drop(store);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Messages {
     refusals: Mutex<HashMap<String, String>>,
     connections: ConnectionLimits,
     limits: MessagesConfig,
+    /// Delivered and retried counts (the metrics endpoint reads them).
+    stats: crate::services::message_stats::MessageStats,
 }
 
 /// What became of a message while its sender waited (`send`).
@@ -146,6 +148,7 @@ impl Messages {
                 limits.max_connections_per_peer,
             ),
             limits: limits.clone(),
+            stats: Default::default(),
         });
         let listener = m.overlay.listen(MESSAGE_PORT).await?;
         let recv = m.clone();
@@ -153,6 +156,11 @@ impl Messages {
         let deliver = m.clone();
         tokio::spawn(async move { deliver.delivery_loop().await });
         Ok(m)
+    }
+
+    /// Messages delivered and delivery attempts retried so far.
+    pub fn stats(&self) -> crate::services::message_stats::MessageStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// Queues a message durably and returns its id; waits up to `wait` for the peer's ack or
@@ -293,6 +301,7 @@ impl Messages {
                         self.refusals.lock().expect("refusals").remove(&id);
                         next_try.remove(&id);
                         let _ = self.outbox.remove(&id);
+                        self.stats.delivered();
                         self.answer_waiters(&id, Delivery::Delivered);
                     } else {
                         let refused = self.refusals.lock().expect("refusals").get(&id).cloned();
@@ -304,6 +313,7 @@ impl Messages {
                             .map(|(_, b)| (*b * 2).min(RETRY_MAX))
                             .unwrap_or(RETRY_MIN);
                         next_try.insert(id, (Instant::now() + backoff, backoff));
+                        self.stats.retried();
                     }
                 }
             }

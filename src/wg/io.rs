@@ -20,6 +20,7 @@ use quinn_udp::RecvMeta;
 use super::core::{Core, RxAction, TxAction};
 use super::inner::{InnerReader, InnerWriter, INNER_OFFSET};
 use super::udp::Udp;
+use crate::health::Heartbeat;
 
 /// How long a blocked thread sleeps before it checks for shutdown.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -66,7 +67,7 @@ impl Shared {
 /// datagram: a completed handshake encrypts the packets WireGuard queued meanwhile into it, so
 /// its size must not follow the last (maybe small) packet it held. The capacity is reserved
 /// once, so growing never allocates.
-pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>) {
+pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>, hb: Heartbeat) {
     let mut rx: Vec<Vec<u8>> = (0..UDP_RX_BATCH).map(|_| vec![0u8; MAX_UDP]).collect();
     let mut meta = [RecvMeta::default(); UDP_RX_BATCH];
     let room = shared.core.out_room();
@@ -81,6 +82,7 @@ pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>)
     let send = |dst: SocketAddr, d: &[u8]| shared.send(dst, d);
     let mut send = send;
     while !shared.stop.load(Ordering::Relaxed) {
+        hb.beat();
         let n = {
             let mut it = rx.iter_mut();
             let mut iovs: [IoSliceMut<'_>; UDP_RX_BATCH] =
@@ -161,7 +163,7 @@ impl GsoBatch {
 }
 
 /// Reads the inner side, encapsulates, sends UDP.
-pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>) {
+pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>, hb: Heartbeat) {
     let mut bufs: Vec<Vec<u8>> = (0..INNER_READ_BATCH)
         .map(|_| vec![0u8; INNER_OFFSET + shared.core.max_packet()])
         .collect();
@@ -177,6 +179,7 @@ pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader
     };
     let room = shared.core.out_room();
     while !shared.stop.load(Ordering::Relaxed) {
+        hb.beat();
         let n = match reader.recv_batch(&mut bufs, &mut sizes, POLL_INTERVAL) {
             Ok(n) => n,
             Err(e) => {
@@ -217,10 +220,11 @@ pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader
 }
 
 /// Drives WireGuard timers until shutdown.
-pub(crate) fn timer_loop(shared: Arc<Shared>) {
+pub(crate) fn timer_loop(shared: Arc<Shared>, hb: Heartbeat) {
     let mut buf = vec![0u8; shared.core.out_room()];
     let mut last_reset = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
+        hb.beat();
         std::thread::sleep(TICK);
         let reset = last_reset.elapsed() >= Duration::from_secs(1);
         if reset {

@@ -3,6 +3,10 @@
 //! (so `info` shows the data plane is dead), and, by default, ends the process with
 //! [`EXIT_DATA_PLANE_DIED`] so a service manager (systemd) restarts it. A node whose receive
 //! thread is gone answers its local API but can never receive again: better to restart.
+//!
+//! A thread that is alive but stuck (a deadlock, a blocked write) is caught by its heartbeat
+//! instead: each worker's loop beats the [`crate::health::Heartbeat`] of its slot once per
+//! turn, and the daemon's systemd watchdog stops petting when one goes stale.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::health::Heartbeat;
 use serde::{Deserialize, Serialize};
 
 /// The exit status of a process whose data-plane thread died (`EX_SOFTWARE`).
@@ -50,6 +56,8 @@ pub struct ThreadHealth {
 #[derive(Debug)]
 pub(crate) struct ThreadSlot {
     name: String,
+    /// Beaten by the thread's loop once per turn (see [`crate::health`]).
+    heartbeat: Heartbeat,
     alive: AtomicBool,
     died: Mutex<Option<String>>,
 }
@@ -58,9 +66,20 @@ impl ThreadSlot {
     pub(crate) fn new(name: &str) -> Arc<ThreadSlot> {
         Arc::new(ThreadSlot {
             name: name.to_string(),
+            heartbeat: Heartbeat::new(),
             alive: AtomicBool::new(true),
             died: Mutex::new(None),
         })
+    }
+
+    /// The thread's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The heartbeat the thread's loop beats.
+    pub(crate) fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
     }
 
     pub(crate) fn health(&self) -> ThreadHealth {

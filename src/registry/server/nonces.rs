@@ -66,7 +66,6 @@ impl Nonces {
     }
 
     /// How many are remembered.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.by_nonce.len()
     }

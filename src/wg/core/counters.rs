@@ -23,6 +23,7 @@ pub struct GlobalCounters {
     pub(super) oversize: AtomicU64,
     pub(super) not_for_us: AtomicU64,
     pub(super) handshakes_limited: AtomicU64,
+    pub(super) handshakes_completed: AtomicU64,
 }
 
 /// A snapshot of [`GlobalCounters`] for status output.
@@ -64,6 +65,10 @@ pub struct CountersSnapshot {
     /// Handshake messages dropped because their source sent more than its share this second.
     #[serde(default)]
     pub handshakes_limited: u64,
+    /// WireGuard handshakes completed with trusted peers (each reported to the node as
+    /// "handshake done"; a live session rekeys about every 2 minutes).
+    #[serde(default)]
+    pub handshakes_completed: u64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -89,6 +94,7 @@ impl GlobalCounters {
             oversize: l(&self.oversize),
             not_for_us: l(&self.not_for_us),
             handshakes_limited: l(&self.handshakes_limited),
+            handshakes_completed: l(&self.handshakes_completed),
         }
     }
 }

@@ -314,6 +314,7 @@ impl Core {
                 let roamed = self.roam(peer, &mut st, came_by);
                 drop(st);
                 if !is_data {
+                    bump(&self.counters.handshakes_completed);
                     self.emit(DataPlaneEvent::HandshakeDone(peer.public_key));
                 }
                 self.roamed(peer, roamed, came_by);

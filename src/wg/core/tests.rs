@@ -376,6 +376,12 @@ fn relayed_packets_reach_the_peer_and_replies_go_back_through_the_relay() {
         b_saw.contains(&DataPlaneEvent::HandshakeDone(ka)),
         "{b_saw:?}"
     );
+    // Each reported handshake is counted (the metrics endpoint shows the count).
+    let done = b_saw
+        .iter()
+        .filter(|e| matches!(e, DataPlaneEvent::HandshakeDone(_)))
+        .count() as u64;
+    assert_eq!(b.core.counters().handshakes_completed, done);
     let st = b.core.peer(&ka).unwrap().status();
     assert_eq!((st.path.as_str(), st.endpoint), ("relay", Some(reg)));
     // A relay delivery from an address that is not a configured registry is not taken as
