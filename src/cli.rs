@@ -8,13 +8,16 @@
 //! - `render`: one text renderer per typed answer, unit-tested;
 //! - `escape`: the one function stranger-given text passes through before the terminal;
 //! - `daemon_process`, `registry_run`, `config_check`: the commands that run here;
-//! - `stream`: the stdin/stdout pumping of `connect` and `listen`.
+//! - `stream`: the stdin/stdout pumping of `connect` and `listen`;
+//! - `messages`: payloads, times and the event stream of `send-message`, `reply`, `inbox`,
+//!   `events`.
 
 pub mod args;
 mod config_check;
 mod daemon_process;
 mod dispatch;
 mod escape;
+mod messages;
 mod output;
 mod registry_run;
 mod render;
@@ -39,9 +42,13 @@ pub fn main() -> ExitCode {
     };
     let is_stream = matches!(
         cli.command,
-        Command::Connect { .. } | Command::Listen { .. }
+        Command::Connect { .. } | Command::Listen { .. } | Command::Events { .. }
     );
-    match dispatch::run(cli.command) {
+    let run = match cli.command {
+        Command::Events { count, timeout } => messages::events(count, timeout, cli.json),
+        cmd => dispatch::run(cmd),
+    };
+    match run {
         Ok(_) if is_stream => ExitCode::SUCCESS,
         Ok(out) => {
             out.print(cli.json);

@@ -11,6 +11,7 @@
 //! - [`socket`]: the API socket and the stop signals.
 //! - [`node_driver`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
 //!   driver and what it needs from the process.
+//! - [`webhook`]: live events POSTed to the owner's URL.
 
 pub mod candidates;
 pub mod local_api;
@@ -22,6 +23,7 @@ pub mod settings;
 pub mod socket;
 pub mod start;
 pub mod tunnels;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +90,7 @@ async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
     let listener = socket::bind_api(&node.paths)?;
     {
         use crate::api::service::Api;
+        node.webhook.start(node.subscribe());
         let info = node.info().await;
         tracing::info!(
             address = %info.address,
