@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::home::Home;
 use super::net::free_udp_port;
 
-/// Starts `node-a` and `node-b`, each with the other as a static peer; `extra` is appended to
-/// each one's config (A's first, then B's). Returns both homes and their keys.
+/// Starts `node-a` and `node-b`, each with the other as a static peer; `extra` goes into each
+/// one's config after its first line (top-level keys, then any sections: A's first, then
+/// B's). Returns both homes and their keys.
 pub fn pair(prefix: &str, extra: [&str; 2]) -> (Home, Home, [String; 2]) {
     let a = Home::new(prefix);
     let b = Home::new(prefix);
@@ -24,9 +25,9 @@ pub fn pair(prefix: &str, extra: [&str; 2]) -> (Home, Home, [String; 2]) {
         std::fs::write(
             h.path().join("config.toml"),
             format!(
-                "mode = \"userspace\"\n[tunnel]\nlisten_port = {me}\n[socks5]\nenabled = false\n\
-                 [[peer]]\npublic_key = \"{other}\"\nhostname = \"{name}\"\n\
-                 endpoint = \"127.0.0.1:{port}\"\n{more}\n"
+                "mode = \"userspace\"\n{more}\n[tunnel]\nlisten_port = {me}\n[socks5]\n\
+                 enabled = false\n[[peer]]\npublic_key = \"{other}\"\nhostname = \"{name}\"\n\
+                 endpoint = \"127.0.0.1:{port}\"\n"
             ),
         )
         .unwrap();
