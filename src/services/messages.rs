@@ -538,7 +538,7 @@ impl Messages {
 }
 
 /// Refuses a message whose version, id, reply id or payload shape is wrong.
-fn check_message(m: &WireMessage) -> Result<(), MessageError> {
+pub fn check_message(m: &WireMessage) -> Result<(), MessageError> {
     if m.v != 1 || !valid_id(&m.id) {
         return Err(MessageError::Malformed("bad version or id".into()));
     }
