@@ -22,6 +22,9 @@ use crate::wg::DataPlane;
 
 /// How long one delivery attempt may take (connect + send + ack).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a delivery connection is kept open for the next delivery (below the receivers'
+/// default `idle_timeout_secs` of 60, so the sender usually closes first).
+const KEEP_IDLE: Duration = Duration::from_secs(30);
 /// Retry backoff bounds for undelivered messages.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -39,6 +42,9 @@ pub struct Messages {
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Delivery>>>>,
     refusals: Mutex<HashMap<String, String>>,
     connections: ConnectionLimits,
+    /// The connection of the last delivery to each peer and when it was last used, kept open
+    /// for the next one for at most [`KEEP_IDLE`].
+    idle: Mutex<HashMap<Ipv6Addr, (Instant, OverlayStream)>>,
 }
 
 /// The receiving side: the inbox, its limits, the listeners of new messages and the requests
@@ -227,6 +233,7 @@ impl Messages {
                 limits.max_connections,
                 limits.max_connections_per_peer,
             ),
+            idle: Mutex::new(HashMap::new()),
         });
         let listener = m.overlay.listen(MESSAGE_PORT).await?;
         let recv = m.clone();
@@ -443,6 +450,10 @@ impl Messages {
         let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
         loop {
             let now = Instant::now();
+            self.idle
+                .lock()
+                .expect("idle connections")
+                .retain(|_, (used, _)| used.elapsed() < KEEP_IDLE);
             let pending = self.outbox.pending().unwrap_or_default();
             let mut by_peer: HashMap<Ipv6Addr, Vec<OutboxEntry>> = HashMap::new();
             for e in pending {
@@ -501,39 +512,78 @@ impl Messages {
         }
     }
 
-    /// Sends `msgs` to one peer over one connection; returns the ids it acked. A refusal
-    /// (inbox full) is remembered for `outbox` and ends the attempt.
+    /// Sends `msgs` to one peer over one connection (the one kept from the last delivery to
+    /// it, if it is still open, else a new one); returns the ids it acked. A refusal (inbox
+    /// full) is remembered for `outbox` and ends the attempt. The connection is kept for the
+    /// next delivery when the attempt ends cleanly.
     async fn deliver_to(&self, ip: Ipv6Addr, msgs: &[OutboxEntry]) -> Vec<String> {
         let mut acked = Vec::new();
-        let attempt = async {
-            let mut s = self
-                .overlay
-                .connect(SocketAddrV6::new(ip, MESSAGE_PORT, 0, 0))
-                .await?;
-            for m in msgs {
-                write_frame(&mut s, &m.message).await?;
-                match read_frame::<_, WireReply>(&mut s).await? {
-                    Some(WireReply::Ack(a)) if a.ack == m.message.id => acked.push(a.ack),
-                    Some(WireReply::Refused(r)) if r.refused == m.message.id => {
-                        tracing::warn!(%ip, id = %r.refused, reason = %r.reason.escape_debug(),
-                            "message refused by its recipient; kept and retried");
-                        self.refusals
-                            .lock()
-                            .expect("refusals")
-                            .insert(r.refused, r.reason);
-                        break;
-                    }
-                    _ => break,
-                }
-            }
-            Ok::<(), MessageError>(())
-        };
+        let kept = self
+            .idle
+            .lock()
+            .expect("idle connections")
+            .remove(&ip)
+            .filter(|(used, _)| used.elapsed() < KEEP_IDLE)
+            .map(|(_, s)| s);
+        let attempt = self.exchange_all(ip, kept, msgs, &mut acked);
         match tokio::time::timeout(ATTEMPT_TIMEOUT * msgs.len().max(1) as u32, attempt).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Some(s))) => {
+                let mut idle = self.idle.lock().expect("idle connections");
+                idle.retain(|_, (used, _)| used.elapsed() < KEEP_IDLE);
+                idle.insert(ip, (Instant::now(), s));
+            }
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::debug!(%ip, error = %e, "message delivery failed; will retry"),
             Err(_) => tracing::debug!(%ip, "message delivery timed out; will retry"),
         }
         acked
+    }
+
+    /// Sends each message and reads its answer, pushing acked ids to `acked`; a kept
+    /// connection that fails before its first answer (the peer closed it while idle) is
+    /// replaced by a new one once. Returns the connection if it may be kept.
+    async fn exchange_all(
+        &self,
+        ip: Ipv6Addr,
+        kept: Option<OverlayStream>,
+        msgs: &[OutboxEntry],
+        acked: &mut Vec<String>,
+    ) -> Result<Option<OverlayStream>, MessageError> {
+        let dst = SocketAddrV6::new(ip, MESSAGE_PORT, 0, 0);
+        let (mut s, mut reused) = match kept {
+            Some(s) => (s, true),
+            None => (self.overlay.connect(dst).await?, false),
+        };
+        let mut i = 0;
+        while let Some(m) = msgs.get(i) {
+            let answer = async {
+                write_frame(&mut s, &m.message).await?;
+                read_frame::<_, WireReply>(&mut s).await
+            }
+            .await;
+            match answer {
+                Ok(Some(WireReply::Ack(a))) if a.ack == m.message.id => acked.push(a.ack),
+                Ok(Some(WireReply::Refused(r))) if r.refused == m.message.id => {
+                    tracing::warn!(%ip, id = %r.refused, reason = %r.reason.escape_debug(),
+                        "message refused by its recipient; kept and retried");
+                    self.refusals
+                        .lock()
+                        .expect("refusals")
+                        .insert(r.refused, r.reason);
+                    return Ok(Some(s));
+                }
+                Err(_) | Ok(None) if reused => {
+                    s = self.overlay.connect(dst).await?;
+                    reused = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                _ => return Ok(None),
+            }
+            reused = false;
+            i += 1;
+        }
+        Ok(Some(s))
     }
 }
 
