@@ -32,6 +32,13 @@ pub fn payload(
             )
         })?,
         (None, None) => {
+            // SAFETY: isatty only inspects file descriptor 0.
+            if unsafe { libc::isatty(0) } == 1 {
+                return Err(PilotError::invalid(
+                    "no payload: give --data, --file, or pipe it to stdin",
+                    "e.g. pilotctl send-message worker-node --data hello",
+                ));
+            }
             let mut b = Vec::new();
             std::io::stdin().read_to_end(&mut b).map_err(|e| {
                 PilotError::invalid(format!("cannot read stdin: {e}"), "give --data or --file")
