@@ -7,6 +7,7 @@
 #
 #   bench/reqreply.sh                 # N=1000, state directories under /tmp (disk: fsyncs count)
 #   STATE_ROOT=/dev/shm bench/reqreply.sh   # the same with the state on tmpfs
+#   BIN_DIR=/tmp/old bench/reqreply.sh      # an older build's pilotctl and reqreply, no build
 #
 # Only loopback traffic. Needs python3.
 set -euo pipefail
@@ -14,12 +15,17 @@ cd "$(dirname "$0")/.."
 N=${N:-1000}
 STATE_ROOT=${STATE_ROOT:-/tmp}
 PROFILE=${PROFILE:-release}   # PROFILE=debug to try the script quickly (figures meaningless)
-if [[ $PROFILE == release ]]; then
-    cargo build --release --quiet --bin pilotctl --example reqreply
+# BIN_DIR=DIR: use DIR/pilotctl and DIR/reqreply as they are (e.g. an older build), no build.
+if [[ -n ${BIN_DIR:-} ]]; then
+    BIN=$BIN_DIR/pilotctl; EXAMPLE=$BIN_DIR/reqreply
 else
-    cargo build --quiet --bin pilotctl --example reqreply
+    if [[ $PROFILE == release ]]; then
+        cargo build --release --quiet --bin pilotctl --example reqreply
+    else
+        cargo build --quiet --bin pilotctl --example reqreply
+    fi
+    BIN=$PWD/target/$PROFILE/pilotctl; EXAMPLE=$PWD/target/$PROFILE/examples/reqreply
 fi
-BIN=$PWD/target/$PROFILE/pilotctl
 T=$(mktemp -d "$STATE_ROOT/pilot-rr-bench.XXXXXX")
 cleanup() {
     for h in "$T/a" "$T/b"; do PILOT_HOME=$h "$BIN" daemon stop --timeout 3 >/dev/null 2>&1 || true; done
@@ -50,8 +56,8 @@ cfg "$PB" "$(cat "$T/a.key")" node-a "$PA" > "$T/b/config.toml"
 PILOT_HOME=$T/a "$BIN" daemon start >/dev/null
 PILOT_HOME=$T/b "$BIN" daemon start >/dev/null
 
-echo "request/reply over a direct path ($PROFILE build) (userspace mode, loopback), state in $STATE_ROOT, $(nproc) CPUs"
+echo "request/reply over a direct path ($BIN) (userspace mode, loopback), state in $STATE_ROOT, $(nproc) CPUs"
 echo "(measured on a machine shared with other builds: figures are noisy; compare the ratios)"
-"./target/$PROFILE/examples/reqreply" "$T/a/pilot.sock" "$T/b/pilot.sock" node-b "$N"
+"$EXAMPLE" "$T/a/pilot.sock" "$T/b/pilot.sock" node-b "$N"
 PILOT_HOME=$T/a "$BIN" --json peers | python3 -c \
     'import json,sys; p=json.load(sys.stdin)["data"]["peers"][0]; print("path:", p["path"], p["endpoint"])'
