@@ -10,6 +10,8 @@
 //! - `daemon_process`, `registry_run`, `config_check`: the commands that run here;
 //! - `stream`: the stdin/stdout pumping of `connect` and `listen`;
 //! - `mcp`: `pilotctl mcp`, the daemon's API as Model Context Protocol tools over stdio.
+//! - `messages`: payloads, times and the event stream of `send-message`, `reply`, `inbox`,
+//!   `events`.
 
 pub mod args;
 mod config_check;
@@ -17,6 +19,7 @@ mod daemon_process;
 mod dispatch;
 mod escape;
 mod mcp;
+mod messages;
 mod output;
 mod registry_run;
 mod render;
@@ -41,9 +44,13 @@ pub fn main() -> ExitCode {
     };
     let is_stream = matches!(
         cli.command,
-        Command::Connect { .. } | Command::Listen { .. } | Command::Mcp(_)
+        Command::Connect { .. } | Command::Listen { .. } | Command::Mcp(_) | Command::Events { .. }
     );
-    match dispatch::run(cli.command) {
+    let run = match cli.command {
+        Command::Events { count, timeout } => messages::events(count, timeout, cli.json),
+        cmd => dispatch::run(cmd),
+    };
+    match run {
         Ok(_) if is_stream => ExitCode::SUCCESS,
         Ok(out) => {
             out.print(cli.json);

@@ -171,6 +171,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// The Prometheus metrics endpoint (off unless `listen` is set).
     pub metrics: MetricsConfig,
+    /// How events are POSTed to the webhook (`pilotctl set-webhook`).
+    pub webhook: WebhookConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.
@@ -201,6 +203,32 @@ pub enum LogFormat {
 pub struct MetricsConfig {
     /// TCP address to serve `/metrics` on; none (the default) serves nothing.
     pub listen: Option<SocketAddr>,
+}
+
+/// `[webhook]`: the queue, timeout and retries of event delivery to the webhook URL set with
+/// `pilotctl set-webhook` (the URL itself lives in the state directory).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Events waiting for the webhook; when it is full, new events are dropped and counted.
+    pub queue: usize,
+    /// Milliseconds one POST may take (connect, send, answer) before it counts as failed.
+    pub timeout_ms: u64,
+    /// Attempts per event (the first and its retries) before it is given up and counted.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry; doubled at each retry, at most 10 s.
+    pub backoff_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            queue: 1024,
+            timeout_ms: 5000,
+            max_attempts: 4,
+            backoff_ms: 250,
+        }
+    }
 }
 
 /// `[messages]`: what trusted peers may take of the message service (connections, inbox
@@ -580,6 +608,13 @@ impl Config {
             }
         }
         self.messages.validate().map_err(invalid)?;
+        if self.webhook.queue == 0 || self.webhook.timeout_ms == 0 || self.webhook.max_attempts == 0
+        {
+            return Err(invalid(
+                "webhook.queue, webhook.timeout_ms and webhook.max_attempts must be at least 1"
+                    .into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

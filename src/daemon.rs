@@ -13,6 +13,7 @@
 //!   the Prometheus endpoint, journald-friendly and JSON logs.
 //! - [`node_driver`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
 //!   driver and what it needs from the process.
+//! - [`webhook`]: live events POSTed to the owner's URL.
 
 pub mod candidates;
 pub mod local_api;
@@ -28,6 +29,7 @@ pub mod settings;
 pub mod socket;
 pub mod start;
 pub mod tunnels;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,6 +98,7 @@ async fn run_node(setup: start::Setup, opts: DaemonOptions) -> Result<(), PilotE
     let listener = socket::bind_api(&node.paths)?;
     {
         use crate::api::service::Api;
+        node.webhook.start(node.subscribe());
         let info = node.info().await;
         tracing::info!(
             address = %info.address,

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Anything else: a bug or an unexpected system failure.
     Internal,
+    /// No message with that id was received (a reply to it, or `inbox read`, is refused).
+    UnknownMessage,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Internal => "internal",
+            ErrorCode::UnknownMessage => "unknown_message",
         }
     }
 }

@@ -125,6 +125,8 @@ fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
     let m = a.ok(&[
         "send-message",
         "node-b",
+        "--type",
+        "json",
         "--data",
         "{\"status\":\"operational\"}",
     ]);

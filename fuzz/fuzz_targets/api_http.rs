@@ -72,8 +72,30 @@ impl Api for Stub {
     async fn send_message(&self, req: SendMessageRequest) -> ApiResult<SentMessage> {
         no(req)
     }
-    fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
-        no(clear)
+    fn inbox(&self, q: InboxQuery) -> ApiResult<InboxData> {
+        no(q)
+    }
+    fn inbox_read(&self, id: String) -> ApiResult<InboxEntry> {
+        no(id)
+    }
+    async fn reply(&self, id: String, req: ReplyRequest) -> ApiResult<SentMessage> {
+        no((id, req))
+    }
+    fn webhook(&self) -> WebhookStatus {
+        WebhookStatus {
+            url: None,
+            delivered: 0,
+            failed: 0,
+            dropped: 0,
+            queued: 0,
+            queue_capacity: 0,
+        }
+    }
+    fn set_webhook(&self, req: WebhookRequest) -> ApiResult<WebhookStatus> {
+        no(req)
+    }
+    fn clear_webhook(&self) -> ApiResult<WebhookStatus> {
+        no("clear-webhook")
     }
     async fn forget_registry_key(
         &self,

@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use pilot::api::types::{
     ConnectQuery, ExposeRequest, HandshakeRequest, InboxQuery, ListenQuery, PeerRequest,
-    PingRequest, RejectRequest, SendMessageRequest, SetHostnameRequest,
+    PingRequest, RejectRequest, ReplyRequest, SendMessageRequest, SetHostnameRequest,
+    WebhookRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 9 {
+    match which % 12 {
         0 => body::<SetHostnameRequest>(rest),
         1 => body::<HandshakeRequest>(rest),
         2 => body::<PeerRequest>(rest),
@@ -51,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
         6 => body::<ExposeRequest>(rest),
         7 => query::<InboxQuery>(rest),
         8 => query::<ConnectQuery>(rest),
+        9 => body::<ReplyRequest>(rest),
+        10 => body::<WebhookRequest>(rest),
         _ => query::<ListenQuery>(rest),
     }
 });

@@ -1,14 +1,15 @@
 //! Message-service frames as the receiver reads them from a trusted peer's connection: a
 //! stream of length-prefixed JSON `WireMessage` frames (and the sender's side: `WireAck`
-//! frames), read until the stream ends or a frame is refused, each checked the way the
-//! service checks it. Every frame read is written again and must read back equal.
+//! frames), read until the stream ends or a frame is refused, each checked by the service's
+//! own `check_message`. Every frame read is written again and must read back equal.
 #![no_main]
 
 use futures_util::FutureExt;
 use libfuzzer_sys::fuzz_target;
 use pilot::services::message_store::{
-    read_frame, valid_id, write_frame, MessageType, WireAck, WireMessage, MAX_FRAME,
+    read_frame, valid_id, write_frame, WireAck, WireMessage, MAX_FRAME,
 };
+use pilot::services::messages::check_message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -44,9 +45,9 @@ fn read_all<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(
 
 fuzz_target!(|data: &[u8]| {
     read_all::<WireMessage>(data, |m| {
-        // The service's checks, as in `Messages::receive`.
-        let _ok =
-            m.v == 1 && valid_id(&m.id) && (m.kind != MessageType::Text || m.data.is_string());
+        // The service's own checks (version, ids, payload against its type: base64 for
+        // binary), as `serve_connection` runs them.
+        let _ok = check_message(m).is_ok();
     });
     read_all::<WireAck>(data, |a| {
         let _ = valid_id(&a.ack);

@@ -54,10 +54,10 @@ fn lost(e: impl std::fmt::Display) -> PilotError {
     )
 }
 
-fn no_answer() -> PilotError {
+fn no_answer(timeout: Duration) -> PilotError {
     PilotError::new(
         ErrorCode::Timeout,
-        format!("the daemon did not answer within {} s", CALL_TIMEOUT.as_secs()),
+        format!("the daemon did not answer within {} s", timeout.as_secs()),
         "see $PILOT_HOME/daemon.log; restart it with `pilotctl daemon stop && pilotctl daemon start`",
     )
 }
@@ -176,6 +176,16 @@ impl Client {
 
     /// Sends a request and waits for its reply's `data`.
     pub fn call(&mut self, req: &Request) -> Result<serde_json::Value, PilotError> {
+        self.call_within(req, CALL_TIMEOUT)
+    }
+
+    /// Sends a request and waits up to `timeout` for its reply's `data` (a request that waits
+    /// for a peer, such as `send-message --wait`, needs longer than [`CALL_TIMEOUT`]).
+    pub fn call_within(
+        &mut self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PilotError> {
         if req.is_stream() {
             return Err(PilotError::internal(
                 "a stream request needs Client::open_stream",
@@ -192,9 +202,9 @@ impl Client {
                 let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
                 Ok::<_, PilotError>((status, body))
             };
-            tokio::time::timeout(CALL_TIMEOUT, exchange)
+            tokio::time::timeout(timeout, exchange)
                 .await
-                .map_err(|_| no_answer())?
+                .map_err(|_| no_answer(timeout))?
         })?;
         parse_envelope(status.as_u16(), &body)?.into_result()
     }

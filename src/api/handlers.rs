@@ -133,9 +133,11 @@ pub async fn ping<A: Api>(
     Reply(api.ping(req).await)
 }
 
-/// Queue a message for a peer's inbox; delivered with retries until the peer acks.
+/// Queue a message for a peer's inbox; delivered with retries until the peer acks. With
+/// `wait_ms`, also wait that long for the peer's reply (`reply` in the answer).
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendMessageRequest,
     responses((status = 200, description = "the ok envelope", body = OkBody<SentMessage>),
+        (status = 400, body = ErrorBody, description = "bad type, invalid JSON or base64, too large"),
         (status = 403, body = ErrorBody, description = "the peer is not trusted")))]
 pub async fn send_message<A: Api>(
     State(api): ApiState<A>,
@@ -151,7 +153,60 @@ pub async fn inbox<A: Api>(
     State(api): ApiState<A>,
     QueryArgs(q): QueryArgs<InboxQuery>,
 ) -> Reply<InboxData> {
-    Reply(api.inbox(q.clear))
+    Reply(api.inbox(q))
+}
+
+/// One message of our inbox, by id.
+#[utoipa::path(get, path = "/v1/messages/inbox/{id}", tag = "messages",
+    params(("id" = String, Path, description = "the message id (32 hex digits)")),
+    responses((status = 200, description = "the ok envelope", body = OkBody<InboxEntry>),
+        (status = 404, body = ErrorBody, description = "`unknown_message`: the inbox holds no such message")))]
+pub async fn inbox_read<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(id): PathArg<String>,
+) -> Reply<InboxEntry> {
+    Reply(api.inbox_read(id))
+}
+
+/// Answer a message we received: the reply is a message to its sender carrying
+/// `in_reply_to`, delivered like any message (kept and retried until acked).
+#[utoipa::path(post, path = "/v1/messages/{id}/reply", tag = "messages",
+    params(("id" = String, Path, description = "the id of the received message")),
+    request_body = ReplyRequest,
+    responses((status = 200, description = "the ok envelope", body = OkBody<SentMessage>),
+        (status = 404, body = ErrorBody, description = "`unknown_message`: no message with that id was received"),
+        (status = 403, body = ErrorBody, description = "its sender is no longer trusted")))]
+pub async fn reply<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(id): PathArg<String>,
+    JsonBody(req): JsonBody<ReplyRequest>,
+) -> Reply<SentMessage> {
+    Reply(api.reply(id, req).await)
+}
+
+/// Where events are POSTed, and the webhook's counters.
+#[utoipa::path(get, path = "/v1/webhook", tag = "events",
+    responses((status = 200, description = "the ok envelope", body = OkBody<WebhookStatus>)))]
+pub async fn webhook<A: Api>(State(api): ApiState<A>) -> Reply<WebhookStatus> {
+    Reply(Ok(api.webhook()))
+}
+
+/// POST every live event to `url` as JSON (kept in the state directory across restarts).
+#[utoipa::path(put, path = "/v1/webhook", tag = "events", request_body = WebhookRequest,
+    responses((status = 200, description = "the ok envelope", body = OkBody<WebhookStatus>),
+        (status = 400, body = ErrorBody, description = "not an http:// URL")))]
+pub async fn set_webhook<A: Api>(
+    State(api): ApiState<A>,
+    JsonBody(req): JsonBody<WebhookRequest>,
+) -> Reply<WebhookStatus> {
+    Reply(api.set_webhook(req))
+}
+
+/// Stop POSTing events; events still queued are dropped.
+#[utoipa::path(delete, path = "/v1/webhook", tag = "events",
+    responses((status = 200, description = "the ok envelope", body = OkBody<WebhookStatus>)))]
+pub async fn clear_webhook<A: Api>(State(api): ApiState<A>) -> Reply<WebhookStatus> {
+    Reply(api.clear_webhook())
 }
 
 /// Messages not yet acked by their recipients.

@@ -46,6 +46,14 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/messages", post(h::send_message::<A>))
         .route("/v1/messages/inbox", get(h::inbox::<A>))
         .route("/v1/messages/outbox", get(h::outbox::<A>))
+        .route("/v1/messages/inbox/{id}", get(h::inbox_read::<A>))
+        .route("/v1/messages/{id}/reply", post(h::reply::<A>))
+        .route(
+            "/v1/webhook",
+            get(h::webhook::<A>)
+                .put(h::set_webhook::<A>)
+                .delete(h::clear_webhook::<A>),
+        )
         .route("/v1/expose", post(h::expose::<A>).get(h::expose_list::<A>))
         .route("/v1/expose/{port}", delete(h::expose_remove::<A>))
         .route("/v1/connect", post(h::connect::<A>))

@@ -55,7 +55,21 @@ pub trait Api: Send + Sync + 'static {
         req: SendMessageRequest,
     ) -> impl Future<Output = ApiResult<SentMessage>> + Send;
     /// `GET /v1/messages/inbox`.
-    fn inbox(&self, clear: bool) -> ApiResult<InboxData>;
+    fn inbox(&self, q: InboxQuery) -> ApiResult<InboxData>;
+    /// `GET /v1/messages/inbox/{id}`.
+    fn inbox_read(&self, id: String) -> ApiResult<InboxEntry>;
+    /// `POST /v1/messages/{id}/reply`.
+    fn reply(
+        &self,
+        id: String,
+        req: ReplyRequest,
+    ) -> impl Future<Output = ApiResult<SentMessage>> + Send;
+    /// `GET /v1/webhook`.
+    fn webhook(&self) -> WebhookStatus;
+    /// `PUT /v1/webhook`.
+    fn set_webhook(&self, req: WebhookRequest) -> ApiResult<WebhookStatus>;
+    /// `DELETE /v1/webhook`.
+    fn clear_webhook(&self) -> ApiResult<WebhookStatus>;
     /// `GET /v1/messages/outbox`.
     fn outbox(&self) -> ApiResult<OutboxData>;
     /// `POST /v1/registry/forget-key`.

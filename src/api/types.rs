@@ -164,6 +164,7 @@ pub fn http_status(code: ErrorCode) -> u16 {
         ErrorCode::InvalidArgument => 400,
         ErrorCode::Unauthorized => 403,
         ErrorCode::NotFound => 404,
+        ErrorCode::UnknownMessage => 404,
         ErrorCode::AlreadyExists => 409,
         ErrorCode::Internal => 500,
         ErrorCode::ConnectionFailed => 502,
@@ -229,11 +230,36 @@ pub struct PingRequest {
 pub struct SendMessageRequest {
     /// Hostname, address, overlay IPv6 or public key.
     pub peer: String,
-    /// The payload (for `json`, JSON text).
+    /// The payload: text, JSON text (`json`), or base64 (`binary`).
     pub data: String,
-    /// `json` (default) or `text`.
-    #[serde(default, rename = "type")]
+    /// `text` (default), `json` (validated) or `binary` (`data` is base64); `kind` is
+    /// accepted as another name of this field.
+    #[serde(default, rename = "type", alias = "kind")]
     pub kind: Option<String>,
+    /// Wait up to this many ms for the peer's reply (a message whose `in_reply_to` is this
+    /// message's id); the answer then carries `reply` (null if none came in time; a later
+    /// reply lands in the inbox). At most 600 000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/messages/{id}/reply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyRequest {
+    /// The payload, as in `POST /v1/messages`.
+    pub data: String,
+    /// `text` (default), `json` or `binary`; `kind` is accepted as another name.
+    #[serde(default, rename = "type", alias = "kind")]
+    pub kind: Option<String>,
+}
+
+/// `PUT /v1/webhook`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// Where each event is POSTed as JSON: `http://HOST[:PORT][/PATH]`.
+    pub url: String,
 }
 
 /// `POST /v1/registry/forget-key`.
@@ -249,9 +275,18 @@ pub struct ForgetRegistryKeyRequest {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InboxQuery {
-    /// Delete the messages after listing them.
+    /// Delete the messages after listing them (only those listed).
     #[serde(default)]
     pub clear: bool,
+    /// Only from this sender: hostname, address, overlay IPv6 or public key.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Only those received at or after this time (unix ms).
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// At most this many, the oldest first.
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 /// `POST /v1/expose`.
@@ -383,6 +418,31 @@ pub struct SentMessage {
     /// showing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// For a reply: the id of the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// With `wait_ms`: the peer's reply, or `null` when none came in time (a later one lands
+    /// in the inbox). Absent without `wait_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Option<InboxEntry>>,
+}
+
+/// `GET /v1/webhook` (and the answer to `PUT` and `DELETE`): where events go and how that
+/// went since the daemon started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookStatus {
+    /// The URL events are POSTed to, if one is set.
+    pub url: Option<String>,
+    /// Events the webhook answered with a 2xx status.
+    pub delivered: u64,
+    /// Events given up on after every attempt failed.
+    pub failed: u64,
+    /// Events dropped because the queue was full (a slow or dead webhook).
+    pub dropped: u64,
+    /// Events waiting in the queue now.
+    pub queued: usize,
+    /// The queue's capacity (`[webhook] queue`).
+    pub queue_capacity: usize,
 }
 
 /// `GET /v1/messages/inbox`.
@@ -547,16 +607,47 @@ pub enum Request {
     SendMessage {
         /// Hostname, address, overlay IPv6 or public key.
         peer: String,
-        /// The payload (for `json`, JSON text).
+        /// The payload (for `json`, JSON text; for `binary`, base64).
         data: String,
-        /// `json` (default) or `text`.
+        /// `text` (default), `json` or `binary`.
+        kind: Option<String>,
+        /// Wait this many ms for the peer's reply.
+        wait_ms: Option<u64>,
+    },
+    /// Answer a message we received.
+    Reply {
+        /// The id of the message answered.
+        id: String,
+        /// The payload.
+        data: String,
+        /// `text` (default), `json` or `binary`.
         kind: Option<String>,
     },
     /// The messages in our inbox.
     Inbox {
         /// Delete them after listing.
         clear: bool,
+        /// Only from this peer.
+        from: Option<String>,
+        /// Only those received at or after this time (unix ms).
+        since: Option<u64>,
+        /// At most this many.
+        limit: Option<usize>,
     },
+    /// One message of our inbox.
+    InboxRead {
+        /// Its id.
+        id: String,
+    },
+    /// POST every event to this URL.
+    SetWebhook {
+        /// `http://HOST[:PORT][/PATH]`.
+        url: String,
+    },
+    /// Stop POSTing events.
+    ClearWebhook {},
+    /// The webhook and its counters.
+    Webhook {},
     /// Messages not yet acked by their recipients.
     Outbox {},
     /// Look up an exact hostname at the registries.
@@ -641,6 +732,50 @@ fn with_body<T: Serialize>(method: &'static str, target: &str, body: T) -> Route
     }
 }
 
+/// `POST /v1/messages` for [`Request::SendMessage`].
+fn send_message_route(r: &Request) -> Route {
+    let Request::SendMessage {
+        peer,
+        data,
+        kind,
+        wait_ms,
+    } = r.clone()
+    else {
+        return bare("POST", "/v1/messages");
+    };
+    let body = SendMessageRequest {
+        peer,
+        data,
+        kind,
+        wait_ms,
+    };
+    with_body("POST", "/v1/messages", body)
+}
+
+/// `GET /v1/messages/inbox` with [`Request::Inbox`]'s filters as query parameters.
+fn inbox_target(r: &Request) -> String {
+    let Request::Inbox {
+        clear,
+        from,
+        since,
+        limit,
+    } = r.clone()
+    else {
+        return "/v1/messages/inbox".into();
+    };
+    let mut t = format!("/v1/messages/inbox?clear={clear}");
+    if let Some(f) = from {
+        t.push_str(&format!("&from={}", percent_encode(&f)));
+    }
+    if let Some(s) = since {
+        t.push_str(&format!("&since={s}"));
+    }
+    if let Some(n) = limit {
+        t.push_str(&format!("&limit={n}"));
+    }
+    t
+}
+
 impl Request {
     /// The method, path and body of this command's HTTP request.
     pub fn route(&self) -> Route {
@@ -672,12 +807,19 @@ impl Request {
             R::Trust {} => bare("GET", "/v1/trust"),
             R::Find { hostname } => bare("GET", format!("/v1/find/{}", percent_encode(&hostname))),
             R::Ping { peer, count } => with_body("POST", "/v1/ping", PingRequest { peer, count }),
-            R::SendMessage { peer, data, kind } => with_body(
+            R::SendMessage { .. } => send_message_route(self),
+            R::Reply { id, data, kind } => with_body(
                 "POST",
-                "/v1/messages",
-                SendMessageRequest { peer, data, kind },
+                &format!("/v1/messages/{}/reply", percent_encode(&id)),
+                ReplyRequest { data, kind },
             ),
-            R::Inbox { clear } => bare("GET", format!("/v1/messages/inbox?clear={clear}")),
+            R::Inbox { .. } => bare("GET", inbox_target(self)),
+            R::InboxRead { id } => {
+                bare("GET", format!("/v1/messages/inbox/{}", percent_encode(&id)))
+            }
+            R::SetWebhook { url } => with_body("PUT", "/v1/webhook", WebhookRequest { url }),
+            R::ClearWebhook {} => bare("DELETE", "/v1/webhook"),
+            R::Webhook {} => bare("GET", "/v1/webhook"),
             R::Outbox {} => bare("GET", "/v1/messages/outbox"),
             R::Expose {
                 port,
@@ -773,6 +915,50 @@ mod tests {
         assert_eq!(
             r.body,
             Some(serde_json::json!({"peer": "p", "reason": null}))
+        );
+    }
+
+    #[test]
+    fn message_commands_route_with_their_filters_and_ids_encoded() {
+        let r = Request::Inbox {
+            clear: false,
+            from: Some("node a".into()),
+            since: Some(5),
+            limit: Some(2),
+        }
+        .route();
+        assert_eq!(
+            r.target,
+            "/v1/messages/inbox?clear=false&from=node%20a&since=5&limit=2"
+        );
+        let r = Request::Reply {
+            id: "a/b".into(),
+            data: "x".into(),
+            kind: None,
+        }
+        .route();
+        assert_eq!(
+            (r.method, r.target.as_str()),
+            ("POST", "/v1/messages/a%2Fb/reply")
+        );
+        let r = Request::SendMessage {
+            peer: "p".into(),
+            data: "d".into(),
+            kind: Some("text".into()),
+            wait_ms: Some(7),
+        }
+        .route();
+        assert_eq!(
+            r.body,
+            Some(serde_json::json!({"peer": "p", "data": "d", "type": "text", "wait_ms": 7}))
+        );
+        let body: SendMessageRequest =
+            serde_json::from_value(serde_json::json!({"peer": "p", "data": "d", "kind": "json"}))
+                .unwrap();
+        assert_eq!(
+            body.kind.as_deref(),
+            Some("json"),
+            "`kind` names the type too"
         );
     }
 

@@ -94,22 +94,39 @@ pub enum Command {
         port: u16,
     },
     /// Send a message to a peer's inbox; it is stored first and retried until the peer acks.
-    SendMessage {
-        /// The peer (hostname, address, IPv6 or public key).
-        peer: String,
-        /// The payload.
+    /// With --wait, also wait for the peer's reply (`pilotctl reply`) and print it, e.g.
+    /// `pilotctl send-message worker-node --data '{"task":"x"}' --type json --wait 10`.
+    SendMessage(SendMessageArgs),
+    /// Answer a message of our inbox: the reply goes to its sender, which may be waiting for
+    /// it (`send-message --wait`), and is retried until acked, e.g.
+    /// `pilotctl reply 0f3a...e1 --data done`.
+    Reply(ReplyArgs),
+    /// List the messages in our inbox, oldest first, or read one (`inbox read ID`), e.g.
+    /// `pilotctl inbox --from worker-node --since 10m --limit 5`.
+    Inbox(InboxArgs),
+    /// Print live events (trust requests and decisions, peers up and down, path changes,
+    /// messages) as they happen, one per line (NDJSON with --json), until interrupted, e.g.
+    /// `pilotctl events --json --count 1 --timeout 30`.
+    Events {
+        /// Stop after this many events.
         #[arg(long)]
-        data: String,
-        /// json (default: --data must be valid JSON) or text.
-        #[arg(long = "type", default_value = "json")]
-        kind: String,
+        count: Option<usize>,
+        /// Stop after this many seconds (exit 0).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
     },
-    /// List the messages in our inbox.
-    Inbox {
-        /// Delete them after listing.
-        #[arg(long)]
-        clear: bool,
+    /// POST every live event as JSON to an http:// URL (kept across restarts; a slow or dead
+    /// webhook never slows the daemon: see `pilotctl webhook` for its counters), e.g.
+    /// `pilotctl set-webhook http://127.0.0.1:8080/events`.
+    SetWebhook {
+        /// http://HOST[:PORT][/PATH].
+        url: String,
     },
+    /// Stop POSTing events to the webhook, e.g. `pilotctl clear-webhook`.
+    ClearWebhook,
+    /// Show the webhook URL and its counters (delivered, failed, dropped, queued), e.g.
+    /// `pilotctl webhook --json`.
+    Webhook,
     /// List sent messages not yet acked by their recipients.
     Outbox,
     /// Configuration files.
@@ -134,6 +151,74 @@ pub struct McpArgs {
     /// Config file holding `[mcp]` (default: $PILOT_HOME/config.toml if it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// Options of `send-message`.
+#[derive(Debug, Clone, Args)]
+pub struct SendMessageArgs {
+    /// The peer (hostname, address, IPv6 or public key).
+    pub peer: String,
+    /// The payload (binary: without --data and --file, read from stdin).
+    #[arg(long, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// text (default), json (--data must be valid JSON) or binary (from --file or stdin).
+    #[arg(long = "type", default_value = "text")]
+    pub kind: String,
+    /// Read the payload from this file (any type; binary for arbitrary bytes).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Wait for the peer's reply, up to SECONDS (30 without a value); a later reply lands in
+    /// the inbox.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+    pub wait: Option<f64>,
+}
+
+/// Options of `reply`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplyArgs {
+    /// The id of the received message (`pilotctl inbox`).
+    pub id: String,
+    /// The payload (binary: without --data and --file, read from stdin).
+    #[arg(long, conflicts_with = "file")]
+    pub data: Option<String>,
+    /// text (default), json or binary.
+    #[arg(long = "type", default_value = "text")]
+    pub kind: String,
+    /// Read the payload from this file.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+/// Options of `inbox`.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InboxArgs {
+    /// Only messages from this peer (hostname, address, IPv6 or public key).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only messages received since TIME (RFC 3339, e.g. 2026-12-05T12:00:00Z, or unix
+    /// seconds) or for DURATION (e.g. 90s, 10m, 2h, 1d).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub since: Option<String>,
+    /// At most N messages, the oldest first.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Delete the listed messages after listing them.
+    #[arg(long)]
+    pub clear: bool,
+    /// `read ID`: one message.
+    #[command(subcommand)]
+    pub cmd: Option<InboxCmd>,
+}
+
+/// `pilotctl inbox …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InboxCmd {
+    /// Show one message of the inbox in full, e.g. `pilotctl inbox read 0f3a...e1`.
+    Read {
+        /// The message id.
+        id: String,
+    },
 }
 
 /// Options of `expose`.

@@ -5,7 +5,7 @@ use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
 use super::{config_check, daemon_process, mcp, registry_run, render, stream};
 use crate::api::{
-    ExposeList, InboxData, InfoData, OutboxData, PeersData, RegistryKeyView, Request, SentMessage,
+    ExposeList, InfoData, OutboxData, PeersData, RegistryKeyView, Request, WebhookStatus,
 };
 use crate::error::{ErrorCode, PilotError};
 use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
@@ -59,10 +59,13 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Trust => {
             Ok(ask::<TrustList>("trust", &Request::Trust {})?.render(render::trust_list))
         }
-        Command::SendMessage { peer, data, kind } => send_message(peer, data, kind),
-        Command::Inbox { clear } => {
-            Ok(ask::<InboxData>("inbox", &Request::Inbox { clear })?.render(render::inbox))
-        }
+        Command::SendMessage(args) => super::messages::send_message(args),
+        Command::Reply(args) => super::messages::reply(args),
+        Command::Inbox(args) => super::messages::inbox(args),
+        Command::Events { count, timeout } => super::messages::events(count, timeout, false),
+        Command::SetWebhook { url } => webhook("set-webhook", Request::SetWebhook { url }),
+        Command::ClearWebhook => webhook("clear-webhook", Request::ClearWebhook {}),
+        Command::Webhook => webhook("webhook", Request::Webhook {}),
         Command::Outbox => {
             Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
         }
@@ -95,14 +98,9 @@ fn trust_op(
     Ok(ask::<Option<TrustView>>(command, &req)?.render(|v| render(v.as_ref())))
 }
 
-/// `send-message PEER --data D --type T`.
-fn send_message(peer: String, data: String, kind: String) -> Result<Output, PilotError> {
-    let req = Request::SendMessage {
-        peer,
-        data,
-        kind: Some(kind),
-    };
-    Ok(ask::<SentMessage>("send-message", &req)?.render(render::sent_message))
+/// `set-webhook URL`, `clear-webhook`, `webhook`: the webhook's state after the change.
+fn webhook(command: &str, req: Request) -> Result<Output, PilotError> {
+    Ok(ask::<WebhookStatus>(command, &req)?.render(render::webhook_status))
 }
 
 /// `ping`: a report with no reply at all is a `timeout` error.

@@ -2,13 +2,15 @@
 //! the typed struct (and, where time matters, the current time), unit-tested below each. Text
 //! from strangers goes through [`untrusted`] on its way in.
 
+mod events;
 mod expose;
 mod messages;
 mod node;
 mod trust;
 
+pub use events::event;
 pub use expose::{expose_added, expose_list, expose_removed};
-pub use messages::{inbox, outbox, sent_message};
+pub use messages::{delivery_word, inbox, inbox_entry, outbox, sent_message, webhook_status};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
 };
@@ -137,6 +139,7 @@ mod tests {
                 kind: MessageType::Text,
                 data: HOSTILE.into(),
                 sent_ms: 1,
+                in_reply_to: None,
                 received_ms: 2,
             }],
             cleared: false,

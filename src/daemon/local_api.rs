@@ -18,7 +18,8 @@ use crate::daemon::peer_resolver::PeerResolver;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
-use crate::services::message_store::{MessageType, MAX_DATA};
+use crate::services::message_store::{InboxFilter, MessageType, MAX_DATA};
+use crate::services::messages::Outgoing;
 use crate::services::{streams, Delivery, Messages};
 use crate::state::paths::StatePaths;
 use crate::userspace::expose::Exposer;
@@ -56,6 +57,8 @@ pub struct Node {
     pub messages: Option<Arc<Messages>>,
     /// Live node events, for the API's event stream.
     pub events: broadcast::Sender<NodeEvent>,
+    /// Where events are POSTed (`set-webhook`).
+    pub webhook: Arc<crate::daemon::webhook::Webhook>,
 }
 
 fn no_messages() -> PilotError {
@@ -118,16 +121,12 @@ impl Node {
         data: String,
         kind: Option<&str>,
     ) -> Result<(MessageType, serde_json::Value), PilotError> {
-        let kind = match kind.unwrap_or("json") {
-            "json" => MessageType::Json,
-            "text" => MessageType::Text,
-            other => {
-                return Err(PilotError::invalid(
-                    format!("unknown message type `{other}`"),
-                    "use --type json or --type text",
-                ))
-            }
-        };
+        let kind = MessageType::parse(kind.unwrap_or("text")).ok_or_else(|| {
+            PilotError::invalid(
+                format!("unknown message type `{}`", kind.unwrap_or_default()),
+                "use --type text (the default), json or binary",
+            )
+        })?;
         if data.len() > MAX_DATA {
             return Err(PilotError::invalid(
                 format!(
@@ -145,10 +144,56 @@ impl Node {
                 )
             })?,
             MessageType::Text => serde_json::Value::String(data),
+            MessageType::Binary => {
+                let value = serde_json::Value::String(data);
+                if !kind.fits(&value) {
+                    return Err(PilotError::invalid(
+                        "binary data is not valid base64",
+                        "give binary payloads as standard base64 (pilotctl encodes --file and stdin itself)",
+                    ));
+                }
+                value
+            }
         };
         Ok((kind, value))
     }
+
+    /// The message service, or the error that says it is not running.
+    fn messages(&self) -> Result<&Arc<Messages>, PilotError> {
+        self.messages.as_ref().ok_or_else(no_messages)
+    }
 }
+
+/// The error for a message id nobody sent us.
+fn unknown_message(id: &str) -> PilotError {
+    PilotError::new(
+        ErrorCode::UnknownMessage,
+        format!("no message with id `{}` was received", id.escape_debug()),
+        "reply to an id from `pilotctl inbox` (ids are 32 hex digits); ids are remembered for \
+         [messages] dedupe_days after the message was cleared",
+    )
+}
+
+/// The API's answer for a queued message.
+fn sent_message(id: String, to: PublicKey, ip: Ipv6Addr, outcome: Delivery) -> SentMessage {
+    let (status, refused) = match outcome {
+        Delivery::Delivered => (DeliveryStatus::Delivered, None),
+        Delivery::Queued => (DeliveryStatus::Queued, None),
+        Delivery::Refused(why) => (DeliveryStatus::Refused, Some(why)),
+    };
+    SentMessage {
+        id,
+        to,
+        to_ipv6: ip,
+        status,
+        refused,
+        in_reply_to: None,
+        reply: None,
+    }
+}
+
+/// The longest `wait_ms` taken (10 minutes).
+const MAX_WAIT_MS: u64 = 600_000;
 
 impl Api for Node {
     type Stream = OverlayStream;
@@ -304,33 +349,88 @@ impl Api for Node {
     }
 
     async fn send_message(&self, req: SendMessageRequest) -> ApiResult<SentMessage> {
-        let (kind, value) = Self::message_payload(req.data, req.kind.as_deref())?;
+        let (kind, data) = Self::message_payload(req.data, req.kind.as_deref())?;
+        if req.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
+            return Err(PilotError::invalid(
+                format!("wait_ms may be at most {MAX_WAIT_MS}"),
+                "wait at most 600 s; a later reply lands in the inbox",
+            ));
+        }
         let (key, ip) = self.resolve_peer(&req.peer).await?;
-        let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let (id, outcome) = m
-            .send(key.to_string(), ip, kind, value, Duration::from_secs(3))
-            .await?;
-        let (status, refused) = match outcome {
-            Delivery::Delivered => (DeliveryStatus::Delivered, None),
-            Delivery::Queued => (DeliveryStatus::Queued, None),
-            Delivery::Refused(why) => (DeliveryStatus::Refused, Some(why)),
-        };
-        Ok(SentMessage {
-            id,
-            to: key,
+        let m = self.messages()?;
+        let out = Outgoing {
+            to_key: key.to_string(),
             to_ipv6: ip,
-            status,
-            refused,
+            kind,
+            data,
+            in_reply_to: None,
+        };
+        let Some(wait_ms) = req.wait_ms else {
+            let (id, outcome) = m.send_outgoing(out, Duration::from_secs(3)).await?;
+            return Ok(sent_message(id, key, ip, outcome));
+        };
+        let a = m.request(out, Duration::from_millis(wait_ms)).await?;
+        let mut sent = sent_message(a.id, key, ip, a.delivery);
+        sent.reply = Some(a.reply);
+        Ok(sent)
+    }
+
+    async fn reply(&self, id: String, req: ReplyRequest) -> ApiResult<SentMessage> {
+        let (kind, data) = Self::message_payload(req.data, req.kind.as_deref())?;
+        let m = self.messages()?;
+        let from = m.sender_of(&id).ok_or_else(|| unknown_message(&id))?;
+        let (key, ip) = self.resolve_peer(&from).await?;
+        let out = Outgoing {
+            to_key: key.to_string(),
+            to_ipv6: ip,
+            kind,
+            data,
+            in_reply_to: Some(id.clone()),
+        };
+        let (reply_id, outcome) = m.send_outgoing(out, Duration::from_secs(3)).await?;
+        let mut sent = sent_message(reply_id, key, ip, outcome);
+        sent.in_reply_to = Some(id);
+        Ok(sent)
+    }
+
+    fn inbox(&self, q: InboxQuery) -> ApiResult<InboxData> {
+        let m = self.messages()?;
+        let from = match q.from.as_deref() {
+            None => None,
+            Some(text) => Some(match self.peer_ref(text)? {
+                PeerRef::Addr48(a) => a.to_string(),
+                PeerRef::PublicKey(k) => k.to_string(),
+                PeerRef::Hostname(h) => h.to_string(),
+            }),
+        };
+        let filter = InboxFilter {
+            from,
+            since_ms: q.since,
+            limit: q.limit,
+        };
+        let messages = m.inbox_select(&filter, q.clear)?;
+        Ok(InboxData {
+            messages,
+            cleared: q.clear,
         })
     }
 
-    fn inbox(&self, clear: bool) -> ApiResult<InboxData> {
-        let m = self.messages.as_ref().ok_or_else(no_messages)?;
-        let messages = m.inbox(clear)?;
-        Ok(InboxData {
-            messages,
-            cleared: clear,
-        })
+    fn inbox_read(&self, id: String) -> ApiResult<InboxEntry> {
+        self.messages()?
+            .inbox_get(&id)?
+            .ok_or_else(|| unknown_message(&id))
+    }
+
+    fn webhook(&self) -> WebhookStatus {
+        self.webhook.status()
+    }
+
+    fn set_webhook(&self, req: WebhookRequest) -> ApiResult<WebhookStatus> {
+        self.webhook.set(&req.url)
+    }
+
+    fn clear_webhook(&self) -> ApiResult<WebhookStatus> {
+        self.webhook.clear()
     }
 
     fn outbox(&self) -> ApiResult<OutboxData> {

@@ -321,7 +321,7 @@ fn message_metrics(s: &mut Sheet, node: &Node) {
             ],
         );
     }
-    if let Ok(i) = node.inbox(false) {
+    if let Ok(i) = node.inbox(crate::api::types::InboxQuery::default()) {
         s.gauge(
             "pilot_inbox_messages",
             "Messages delivered to this node and held in its inbox.",

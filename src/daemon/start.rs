@@ -81,6 +81,10 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
     };
+    let webhook = Arc::new(crate::daemon::webhook::Webhook::open(
+        &s.paths.dir,
+        &s.config.webhook,
+    ));
     Ok(Node {
         identity: s.identity,
         config: s.config,
@@ -96,6 +100,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         overlay,
         messages,
         events,
+        webhook,
     })
 }
 

@@ -9,7 +9,7 @@
 //! [`DedupeLimits::capacity`] newer ids are remembered; the file is rewritten (atomically)
 //! when it holds twice as many lines as are remembered. Time comes in as a parameter.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,8 @@ pub struct SeenIds {
     file: File,
     order: VecDeque<(u64, String, String)>,
     set: HashSet<(String, String)>,
+    /// The sender of each remembered id (the latest, should two senders use one id).
+    senders: HashMap<String, String>,
     lines: usize,
     limits: DedupeLimits,
 }
@@ -74,6 +76,7 @@ impl SeenIds {
             file,
             order: VecDeque::new(),
             set: HashSet::new(),
+            senders: HashMap::new(),
             lines: 0,
             limits,
         };
@@ -90,6 +93,12 @@ impl SeenIds {
         self.set.contains(&(from.to_string(), id.to_string()))
     }
 
+    /// Who sent the message `id`, if it is remembered (the latest sender, should two have
+    /// used the same id).
+    pub fn sender_of(&self, id: &str) -> Option<&str> {
+        self.senders.get(id).map(String::as_str)
+    }
+
     /// How many ids are remembered.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -103,6 +112,7 @@ impl SeenIds {
     /// Remembers `(from, id)` in memory only (ids found in inbox files at start).
     pub fn remember(&mut self, ms: u64, from: String, id: String) {
         if self.set.insert((from.clone(), id.clone())) {
+            self.senders.insert(id.clone(), from.clone());
             self.order.push_back((ms, from, id));
         }
     }
@@ -135,6 +145,9 @@ impl SeenIds {
                 break;
             }
             if let Some((_, from, id)) = self.order.pop_front() {
+                if self.senders.get(&id) == Some(&from) {
+                    self.senders.remove(&id);
+                }
                 self.set.remove(&(from, id));
             }
         }
@@ -177,8 +190,15 @@ mod tests {
         assert!(s.contains("k1", &id) && !s.contains("k2", &id));
         let again = SeenIds::open(path.clone(), limits(10), 2000).unwrap();
         assert!(again.contains("k1", &id), "forgotten on reopen");
+        assert_eq!(again.sender_of(&id), Some("k1"));
+        assert_eq!(again.sender_of(&new_id()), None);
         let later = SeenIds::open(path, limits(10), 1000 + DAY).unwrap();
         assert!(!later.contains("k1", &id), "kept past its expiry");
+        assert_eq!(
+            later.sender_of(&id),
+            None,
+            "its sender kept past its expiry"
+        );
     }
 
     #[test]

@@ -70,6 +70,33 @@ pub enum MessageType {
     Json,
     /// `data` is a string.
     Text,
+    /// `data` is a string: the payload's bytes in standard base64 (with padding).
+    Binary,
+}
+
+impl MessageType {
+    /// The type named `text`, `json` or `binary`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "text" => Some(MessageType::Text),
+            "json" => Some(MessageType::Json),
+            "binary" => Some(MessageType::Binary),
+            _ => None,
+        }
+    }
+
+    /// Whether `data` has the shape this type requires: a string for `text`, a base64 string
+    /// for `binary`, anything for `json`.
+    pub fn fits(self, data: &serde_json::Value) -> bool {
+        use base64::Engine;
+        match self {
+            MessageType::Json => true,
+            MessageType::Text => data.is_string(),
+            MessageType::Binary => data
+                .as_str()
+                .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok()),
+        }
+    }
 }
 
 /// A message on the wire.
@@ -87,6 +114,10 @@ pub struct WireMessage {
     pub data: serde_json::Value,
     /// Sender's clock when the message was queued (unix ms), for display.
     pub sent_ms: u64,
+    /// For a reply: the id of the message it answers (one the recipient sent us). Absent on
+    /// other messages, so that they stay byte for byte what v1 receivers know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
 }
 
 /// The receiver's answer: the message is stored (or was already).
@@ -216,6 +247,9 @@ pub struct InboxEntry {
     pub sent_ms: u64,
     /// Our clock when stored (unix ms).
     pub received_ms: u64,
+    /// For a reply: the id of our message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
 }
 
 /// Why the inbox refuses to store a message: a quota of `[messages]` is reached.
@@ -419,9 +453,29 @@ impl Inbox {
     /// Every stored message, oldest first, each deleted as it is listed: exactly the messages
     /// returned are removed (their ids stay in the dedupe record).
     pub fn take(&mut self) -> Result<Vec<InboxEntry>, MessageError> {
+        self.select(&InboxFilter::default(), true)
+    }
+
+    /// The stored messages `filter` selects, oldest first; with `clear`, exactly those are
+    /// deleted (their ids stay in the dedupe record).
+    pub fn select(
+        &mut self,
+        filter: &InboxFilter,
+        clear: bool,
+    ) -> Result<Vec<InboxEntry>, MessageError> {
         let mut taken = Vec::new();
         for s in Self::read_all(&self.dir)? {
             let Some(e) = s.entry else { continue };
+            if filter.limit.is_some_and(|n| taken.len() >= n) {
+                break;
+            }
+            if !filter.matches(&e) {
+                continue;
+            }
+            if !clear {
+                taken.push(e);
+                continue;
+            }
             std::fs::remove_file(&s.path)?;
             self.total.sub(s.bytes);
             if let Some(u) = self.per_sender.get_mut(&e.from) {
@@ -433,6 +487,66 @@ impl Inbox {
             taken.push(e);
         }
         Ok(taken)
+    }
+}
+
+impl Inbox {
+    /// The stored message `id`, if the inbox holds it.
+    pub fn get(&self, id: &str) -> Result<Option<InboxEntry>, MessageError> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        let suffix = format!("-{id}.json");
+        for e in std::fs::read_dir(&self.dir)? {
+            let path = e?.path();
+            let hit = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(&suffix));
+            if hit {
+                let bytes = std::fs::read(&path)?;
+                return Ok(serde_json::from_slice(&bytes).ok());
+            }
+        }
+        Ok(None)
+    }
+
+    /// The key of whoever sent us message `id`, while its id is remembered (in the inbox or
+    /// cleared from it within `[messages] dedupe_days`).
+    pub fn sender_of(&self, id: &str) -> Option<String> {
+        self.seen.sender_of(id).map(String::from)
+    }
+
+    /// Whether `(from, id)` was received before.
+    pub fn seen(&self, from: &str, id: &str) -> bool {
+        self.seen.contains(from, id)
+    }
+
+    /// Records `(from, id)` as received without storing the message (a reply handed straight
+    /// to the request that waits for it), so that a retry is acked and not stored.
+    pub fn record_seen(&mut self, from: &str, id: &str, now_ms: u64) -> Result<(), MessageError> {
+        Ok(self.seen.record(from, id, now_ms)?)
+    }
+}
+
+/// Which inbox messages a listing selects (`pilotctl inbox --from --since --limit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxFilter {
+    /// Only from this sender: its key (base64), address (addr48 text) or hostname.
+    pub from: Option<String>,
+    /// Only those stored at or after this time (unix ms).
+    pub since_ms: Option<u64>,
+    /// At most this many (the oldest first).
+    pub limit: Option<usize>,
+}
+
+impl InboxFilter {
+    /// Whether `e` passes the sender and time filters.
+    pub fn matches(&self, e: &InboxEntry) -> bool {
+        let from = self.from.as_deref().is_none_or(|f| {
+            e.from == f || e.from_address == f || e.from_hostname.as_deref() == Some(f)
+        });
+        from && self.since_ms.is_none_or(|t| e.received_ms >= t)
     }
 }
 
@@ -511,6 +625,7 @@ mod tests {
             kind: MessageType::Json,
             data: serde_json::json!({"status": "operational"}),
             sent_ms: ms,
+            in_reply_to: None,
             received_ms: ms,
         }
     }
@@ -697,6 +812,7 @@ mod tests {
                 kind: MessageType::Text,
                 data: "hi".into(),
                 sent_ms: 5,
+                in_reply_to: None,
             },
             refused: None,
         };
@@ -716,6 +832,7 @@ mod tests {
             kind: MessageType::Json,
             data: serde_json::json!({"task": "vector_search"}),
             sent_ms: 7,
+            in_reply_to: None,
         };
         write_frame(&mut a, &m).await.unwrap();
         let got: WireMessage = read_frame(&mut b).await.unwrap().unwrap();

@@ -13,14 +13,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::clock::unix_ms_now;
 use crate::config::MessagesConfig;
 use crate::services::message_store::{
-    read_frame, read_frame_within, write_frame, Inbox, InboxEntry, MessageError, MessageType,
-    Outbox, OutboxEntry, StoreOutcome, WireAck, WireMessage, WireRefusal, WireReply, MESSAGE_PORT,
+    new_id, read_frame, read_frame_within, valid_id, write_frame, Inbox, InboxEntry, InboxFilter,
+    MessageError, MessageType, Outbox, OutboxEntry, StoreOutcome, WireAck, WireMessage,
+    WireRefusal, WireReply, MESSAGE_PORT,
 };
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 use crate::wg::DataPlane;
 
 /// How long one delivery attempt may take (connect + send + ack).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a delivery connection is kept open for the next delivery (below the receivers'
+/// default `idle_timeout_secs` of 60, so the sender usually closes first).
+const KEEP_IDLE: Duration = Duration::from_secs(30);
 /// Retry backoff bounds for undelivered messages.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -30,18 +34,103 @@ const RECEIVED_QUEUE: usize = 256;
 
 /// The message service: inbox, outbox, receiver and delivery task.
 pub struct Messages {
-    inbox: Mutex<Inbox>,
+    receiver: Receiver,
     outbox: Outbox,
     overlay: OverlayNet,
     plane: Arc<DataPlane>,
     wake: Notify,
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Delivery>>>>,
-    received: broadcast::Sender<InboxEntry>,
     refusals: Mutex<HashMap<String, String>>,
     connections: ConnectionLimits,
-    limits: MessagesConfig,
     /// Delivered and retried counts (the metrics endpoint reads them).
     stats: crate::services::message_stats::MessageStats,
+    /// The connection of the last delivery to each peer and when it was last used, kept open
+    /// for the next one for at most [`KEEP_IDLE`].
+    idle: Mutex<HashMap<Ipv6Addr, (Instant, OverlayStream)>>,
+}
+
+/// The receiving side: the inbox, its limits, the listeners of new messages and the requests
+/// that wait for a reply.
+pub struct Receiver {
+    /// The persistent inbox.
+    pub inbox: Mutex<Inbox>,
+    /// `[messages]` limits.
+    pub limits: MessagesConfig,
+    /// Each message newly received (stored, or handed to the request that waited for it).
+    pub received: broadcast::Sender<InboxEntry>,
+    /// Requests waiting for their reply, by request id: the key of the peer asked, and where
+    /// its reply goes.
+    pub replies: Mutex<HashMap<String, (String, oneshot::Sender<InboxEntry>)>>,
+}
+
+impl Receiver {
+    /// A receiver over `inbox` with no listener and no request waiting.
+    pub fn new(inbox: Inbox, limits: &MessagesConfig) -> Self {
+        Receiver {
+            inbox: Mutex::new(inbox),
+            limits: limits.clone(),
+            received: broadcast::channel(RECEIVED_QUEUE).0,
+            replies: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The waiter of the request `entry` answers, if `entry` is a reply, a request waits for
+    /// it, and `entry` comes from the peer that request went to (anyone else's "reply" is an
+    /// ordinary message).
+    fn reply_waiter(&self, entry: &InboxEntry) -> Option<oneshot::Sender<InboxEntry>> {
+        let rid = entry.in_reply_to.as_ref()?;
+        let mut replies = self.replies.lock().expect("replies");
+        match replies.get(rid) {
+            Some((peer, _)) if *peer == entry.from => replies.remove(rid).map(|(_, tx)| tx),
+            _ => None,
+        }
+    }
+
+    /// Stores `entry`, or hands it to the request waiting for it (then only its id is
+    /// recorded, for dedupe): either way durable before the caller acks.
+    fn accept(&self, entry: InboxEntry) -> Result<StoreOutcome, MessageError> {
+        if let Some(tx) = self.reply_waiter(&entry) {
+            let mut inbox = self.inbox.lock().expect("inbox");
+            if inbox.seen(&entry.from, &entry.id) {
+                return Ok(StoreOutcome::Duplicate);
+            }
+            match tx.send(entry.clone()) {
+                Ok(()) => {
+                    inbox.record_seen(&entry.from, &entry.id, entry.received_ms)?;
+                    return Ok(StoreOutcome::New);
+                }
+                // The request gave up just now: the reply goes to the inbox.
+                Err(_) => return inbox.store(&entry),
+            }
+        }
+        self.inbox.lock().expect("inbox").store(&entry)
+    }
+}
+
+/// What a request got: its delivery and, if it came in time, its reply.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    /// The request's id.
+    pub id: String,
+    /// What became of the request.
+    pub delivery: Delivery,
+    /// The reply, if it came within the wait.
+    pub reply: Option<InboxEntry>,
+}
+
+/// A message to queue: recipient, payload, and the message it answers, if any.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The recipient's key (base64).
+    pub to_key: String,
+    /// The recipient's overlay IPv6.
+    pub to_ipv6: Ipv6Addr,
+    /// The payload's type.
+    pub kind: MessageType,
+    /// The payload (checked against `kind` by the caller).
+    pub data: serde_json::Value,
+    /// For a reply: the id of the message it answers.
+    pub in_reply_to: Option<String>,
 }
 
 /// What became of a message while its sender waited (`send`).
@@ -135,20 +224,19 @@ impl Messages {
             unix_ms_now(),
         )?;
         let m = Arc::new(Messages {
-            inbox: Mutex::new(inbox),
+            receiver: Receiver::new(inbox, limits),
             outbox: Outbox::open(state_dir.join("outbox"))?,
             overlay,
             plane,
             wake: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
-            received: broadcast::channel(RECEIVED_QUEUE).0,
             refusals: Mutex::new(HashMap::new()),
             connections: ConnectionLimits::new(
                 limits.max_connections,
                 limits.max_connections_per_peer,
             ),
-            limits: limits.clone(),
             stats: Default::default(),
+            idle: Mutex::new(HashMap::new()),
         });
         let listener = m.overlay.listen(MESSAGE_PORT).await?;
         let recv = m.clone();
@@ -173,20 +261,36 @@ impl Messages {
         data: serde_json::Value,
         wait: Duration,
     ) -> Result<(String, Delivery), MessageError> {
-        let id = crate::services::message_store::new_id();
-        let entry = OutboxEntry {
-            to: to_key,
+        let out = Outgoing {
+            to_key,
             to_ipv6,
+            kind,
+            data,
+            in_reply_to: None,
+        };
+        let (id, rx) = self.queue(out, new_id())?;
+        Ok((id, Self::delivery_within(rx, wait).await))
+    }
+
+    /// Queues `out` durably under `id` and returns the receiver of its delivery outcome.
+    fn queue(
+        &self,
+        out: Outgoing,
+        id: String,
+    ) -> Result<(String, oneshot::Receiver<Delivery>), MessageError> {
+        let entry = OutboxEntry {
+            to: out.to_key,
+            to_ipv6: out.to_ipv6,
             message: WireMessage {
                 v: 1,
                 id: id.clone(),
-                kind,
-                data,
+                kind: out.kind,
+                data: out.data,
                 sent_ms: unix_ms_now(),
+                in_reply_to: out.in_reply_to,
             },
             refused: None,
         };
-        self.outbox.put(&entry)?;
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
@@ -194,29 +298,105 @@ impl Messages {
             .entry(id.clone())
             .or_default()
             .push(tx);
+        if let Err(e) = self.outbox.put(&entry) {
+            self.waiters.lock().expect("waiters").remove(&id);
+            return Err(e);
+        }
         self.wake.notify_one();
-        let outcome = match tokio::time::timeout(wait, rx).await {
+        Ok((id, rx))
+    }
+
+    /// The delivery outcome if it comes within `wait`, else [`Delivery::Queued`].
+    async fn delivery_within(rx: oneshot::Receiver<Delivery>, wait: Duration) -> Delivery {
+        match tokio::time::timeout(wait, rx).await {
             Ok(Ok(d)) => d,
             _ => Delivery::Queued,
+        }
+    }
+
+    /// Queues `out` (a reply or not) and waits up to `ack_wait` for its ack, as [`Self::send`].
+    pub async fn send_outgoing(
+        &self,
+        out: Outgoing,
+        ack_wait: Duration,
+    ) -> Result<(String, Delivery), MessageError> {
+        let (id, rx) = self.queue(out, new_id())?;
+        Ok((id, Self::delivery_within(rx, ack_wait).await))
+    }
+
+    /// Sends a request and waits up to `wait` for the reply from its recipient (a message
+    /// whose `in_reply_to` is the request's id). A reply that comes later lands in the inbox.
+    pub async fn request(&self, out: Outgoing, wait: Duration) -> Result<Answered, MessageError> {
+        let id = new_id();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.receiver
+            .replies
+            .lock()
+            .expect("replies")
+            .insert(id.clone(), (out.to_key.clone(), reply_tx));
+        let (id, mut delivered) = match self.queue(out, id.clone()) {
+            Ok(q) => q,
+            Err(e) => {
+                self.receiver.replies.lock().expect("replies").remove(&id);
+                return Err(e);
+            }
         };
-        Ok((id, outcome))
+        let reply = tokio::time::timeout(wait, reply_rx)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        // From now on a reply goes to the inbox.
+        self.receiver.replies.lock().expect("replies").remove(&id);
+        let delivery = match (&reply, delivered.try_recv()) {
+            (Some(_), _) => Delivery::Delivered,
+            (None, Ok(d)) => d,
+            (None, Err(_)) => Delivery::Queued,
+        };
+        Ok(Answered {
+            id,
+            delivery,
+            reply,
+        })
+    }
+
+    /// The key of the peer that sent us message `id`, while we remember it.
+    pub fn sender_of(&self, id: &str) -> Option<String> {
+        if !valid_id(id) {
+            return None;
+        }
+        self.receiver.inbox.lock().expect("inbox").sender_of(id)
     }
 
     /// Messages in the inbox, oldest first; with `clear`, exactly those are deleted, in the
     /// same step (a message that arrives meanwhile waits for the next listing).
     pub fn inbox(&self, clear: bool) -> Result<Vec<InboxEntry>, MessageError> {
-        let mut inbox = self.inbox.lock().expect("inbox");
-        if clear {
-            inbox.take()
+        self.inbox_select(&InboxFilter::default(), clear)
+    }
+
+    /// The inbox messages `filter` selects, oldest first; with `clear`, exactly those are
+    /// deleted.
+    pub fn inbox_select(
+        &self,
+        filter: &InboxFilter,
+        clear: bool,
+    ) -> Result<Vec<InboxEntry>, MessageError> {
+        let mut inbox = self.receiver.inbox.lock().expect("inbox");
+        if clear || filter != &InboxFilter::default() {
+            inbox.select(filter, clear)
         } else {
             inbox.list()
         }
     }
 
-    /// Each message newly stored in the inbox from now on (a slow receiver misses some and
-    /// is told how many).
+    /// The inbox message `id`, if the inbox holds it.
+    pub fn inbox_get(&self, id: &str) -> Result<Option<InboxEntry>, MessageError> {
+        self.receiver.inbox.lock().expect("inbox").get(id)
+    }
+
+    /// Each message newly received from now on (a slow receiver misses some and is told how
+    /// many).
     pub fn subscribe(&self) -> broadcast::Receiver<InboxEntry> {
-        self.received.subscribe()
+        self.receiver.received.subscribe()
     }
 
     /// Messages not yet acked by their recipients, each with the recipient's last refusal.
@@ -271,13 +451,17 @@ impl Messages {
             address: peer.addr48.to_string(),
             hostname: peer.hostname.clone(),
         };
-        serve_connection(&self.inbox, &sender, s, &self.limits, &self.received).await
+        serve_connection(&self.receiver, &sender, s).await
     }
 
     async fn delivery_loop(self: Arc<Self>) {
         let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
         loop {
             let now = Instant::now();
+            self.idle
+                .lock()
+                .expect("idle connections")
+                .retain(|_, (used, _)| used.elapsed() < KEEP_IDLE);
             let pending = self.outbox.pending().unwrap_or_default();
             let mut by_peer: HashMap<Ipv6Addr, Vec<OutboxEntry>> = HashMap::new();
             for e in pending {
@@ -338,64 +522,111 @@ impl Messages {
         }
     }
 
-    /// Sends `msgs` to one peer over one connection; returns the ids it acked. A refusal
-    /// (inbox full) is remembered for `outbox` and ends the attempt.
+    /// Sends `msgs` to one peer over one connection (the one kept from the last delivery to
+    /// it, if it is still open, else a new one); returns the ids it acked. A refusal (inbox
+    /// full) is remembered for `outbox` and ends the attempt. The connection is kept for the
+    /// next delivery when the attempt ends cleanly.
     async fn deliver_to(&self, ip: Ipv6Addr, msgs: &[OutboxEntry]) -> Vec<String> {
         let mut acked = Vec::new();
-        let attempt = async {
-            let mut s = self
-                .overlay
-                .connect(SocketAddrV6::new(ip, MESSAGE_PORT, 0, 0))
-                .await?;
-            for m in msgs {
-                write_frame(&mut s, &m.message).await?;
-                match read_frame::<_, WireReply>(&mut s).await? {
-                    Some(WireReply::Ack(a)) if a.ack == m.message.id => acked.push(a.ack),
-                    Some(WireReply::Refused(r)) if r.refused == m.message.id => {
-                        tracing::warn!(%ip, id = %r.refused, reason = %r.reason.escape_debug(),
-                            "message refused by its recipient; kept and retried");
-                        self.refusals
-                            .lock()
-                            .expect("refusals")
-                            .insert(r.refused, r.reason);
-                        break;
-                    }
-                    _ => break,
-                }
-            }
-            Ok::<(), MessageError>(())
-        };
+        let kept = self
+            .idle
+            .lock()
+            .expect("idle connections")
+            .remove(&ip)
+            .filter(|(used, _)| used.elapsed() < KEEP_IDLE)
+            .map(|(_, s)| s);
+        let attempt = self.exchange_all(ip, kept, msgs, &mut acked);
         match tokio::time::timeout(ATTEMPT_TIMEOUT * msgs.len().max(1) as u32, attempt).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(Some(s))) => {
+                let mut idle = self.idle.lock().expect("idle connections");
+                idle.retain(|_, (used, _)| used.elapsed() < KEEP_IDLE);
+                idle.insert(ip, (Instant::now(), s));
+            }
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::debug!(%ip, error = %e, "message delivery failed; will retry"),
             Err(_) => tracing::debug!(%ip, "message delivery timed out; will retry"),
         }
         acked
     }
+
+    /// Sends each message and reads its answer, pushing acked ids to `acked`; a kept
+    /// connection that fails before its first answer (the peer closed it while idle) is
+    /// replaced by a new one once. Returns the connection if it may be kept.
+    async fn exchange_all(
+        &self,
+        ip: Ipv6Addr,
+        kept: Option<OverlayStream>,
+        msgs: &[OutboxEntry],
+        acked: &mut Vec<String>,
+    ) -> Result<Option<OverlayStream>, MessageError> {
+        let dst = SocketAddrV6::new(ip, MESSAGE_PORT, 0, 0);
+        let (mut s, mut reused) = match kept {
+            Some(s) => (s, true),
+            None => (self.overlay.connect(dst).await?, false),
+        };
+        let mut i = 0;
+        while let Some(m) = msgs.get(i) {
+            let answer = async {
+                write_frame(&mut s, &m.message).await?;
+                read_frame::<_, WireReply>(&mut s).await
+            }
+            .await;
+            match answer {
+                Ok(Some(WireReply::Ack(a))) if a.ack == m.message.id => acked.push(a.ack),
+                Ok(Some(WireReply::Refused(r))) if r.refused == m.message.id => {
+                    tracing::warn!(%ip, id = %r.refused, reason = %r.reason.escape_debug(),
+                        "message refused by its recipient; kept and retried");
+                    self.refusals
+                        .lock()
+                        .expect("refusals")
+                        .insert(r.refused, r.reason);
+                    return Ok(Some(s));
+                }
+                Err(_) | Ok(None) if reused => {
+                    s = self.overlay.connect(dst).await?;
+                    reused = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                _ => return Ok(None),
+            }
+            reused = false;
+            i += 1;
+        }
+        Ok(Some(s))
+    }
+}
+
+/// Refuses a message whose version, id, reply id or payload shape is wrong.
+pub fn check_message(m: &WireMessage) -> Result<(), MessageError> {
+    if m.v != 1 || !valid_id(&m.id) {
+        return Err(MessageError::Malformed("bad version or id".into()));
+    }
+    if m.in_reply_to.as_deref().is_some_and(|r| !valid_id(r)) {
+        return Err(MessageError::Malformed("bad in_reply_to".into()));
+    }
+    if !m.kind.fits(&m.data) {
+        return Err(MessageError::Malformed(
+            "payload does not fit its type (text: a string; binary: base64)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Serves one admitted connection from `sender`: each message is stored (or found stored
-/// before) and then acked, or refused when a quota is reached; the connection closes when
-/// the peer is idle longer than `limits.idle_timeout_secs`, or takes longer than
-/// `limits.read_timeout_secs` to send a message or take its answer.
+/// before, or handed to the request waiting for it) and then acked, or refused when a quota
+/// is reached; the connection closes when the peer is idle longer than
+/// `limits.idle_timeout_secs`, or takes longer than `limits.read_timeout_secs` to send a
+/// message or take its answer.
 pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
-    inbox: &Mutex<Inbox>,
+    rx: &Receiver,
     sender: &Sender,
     mut s: S,
-    limits: &MessagesConfig,
-    received: &broadcast::Sender<InboxEntry>,
 ) -> Result<(), MessageError> {
-    let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let read = Duration::from_secs(limits.read_timeout_secs);
+    let idle = Duration::from_secs(rx.limits.idle_timeout_secs);
+    let read = Duration::from_secs(rx.limits.read_timeout_secs);
     while let Some(m) = read_frame_within::<_, WireMessage>(&mut s, idle, read).await? {
-        if m.v != 1 || !crate::services::message_store::valid_id(&m.id) {
-            return Err(MessageError::Malformed("bad version or id".into()));
-        }
-        if m.kind == MessageType::Text && !m.data.is_string() {
-            return Err(MessageError::Malformed(
-                "text message without a string".into(),
-            ));
-        }
+        check_message(&m)?;
         let entry = InboxEntry {
             from: sender.key.clone(),
             from_address: sender.address.clone(),
@@ -405,12 +636,13 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             data: m.data,
             sent_ms: m.sent_ms,
             received_ms: unix_ms_now(),
+            in_reply_to: m.in_reply_to,
         };
-        let outcome = inbox.lock().expect("inbox").store(&entry)?;
+        let outcome = rx.accept(entry.clone())?;
         let reply = match outcome {
             StoreOutcome::New => {
                 tracing::info!(from = %entry.from_address, id = %entry.id, "message received");
-                let _ = received.send(entry);
+                let _ = rx.received.send(entry);
                 WireReply::Ack(WireAck { v: 1, ack: m.id })
             }
             StoreOutcome::Duplicate => WireReply::Ack(WireAck { v: 1, ack: m.id }),
@@ -469,12 +701,13 @@ mod tests {
             kind: MessageType::Text,
             data: "hello".into(),
             sent_ms: 1,
+            in_reply_to: None,
         }
     }
 
-    fn inbox(dir: &std::path::Path, cfg: &MessagesConfig) -> Mutex<Inbox> {
+    fn receiver(dir: &std::path::Path, cfg: &MessagesConfig) -> Receiver {
         let inbox = Inbox::open(dir.join("inbox"), dir.join("seen"), cfg, unix_ms_now());
-        Mutex::new(inbox.unwrap())
+        Receiver::new(inbox.unwrap(), cfg)
     }
 
     #[tokio::test]
@@ -484,8 +717,7 @@ mod tests {
             inbox_max_messages_per_sender: 1,
             ..MessagesConfig::default()
         };
-        let inbox = inbox(dir.path(), &cfg);
-        let (tx, _) = broadcast::channel(8);
+        let rx = receiver(dir.path(), &cfg);
         let (mut peer, ours) = tokio::io::duplex(1 << 16);
         let (a, b) = (new_id(), new_id());
         let sent = async {
@@ -497,7 +729,7 @@ mod tests {
             (r1, r2)
         };
         let k1 = sender("k1");
-        let (served, (r1, r2)) = tokio::join!(serve_connection(&inbox, &k1, ours, &cfg, &tx), sent);
+        let (served, (r1, r2)) = tokio::join!(serve_connection(&rx, &k1, ours), sent);
         served.unwrap();
         assert_eq!(r1, WireReply::Ack(WireAck { v: 1, ack: a }));
         match r2 {
@@ -507,7 +739,104 @@ mod tests {
             }
             other => panic!("not refused: {other:?}"),
         }
-        assert_eq!(inbox.lock().unwrap().list().unwrap().len(), 1);
+        assert_eq!(rx.inbox.lock().unwrap().list().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_goes_to_the_request_waiting_for_it_only_from_the_peer_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MessagesConfig::default();
+        let rx = receiver(dir.path(), &cfg);
+        let request = new_id();
+        let (tx, waiting) = oneshot::channel();
+        rx.replies
+            .lock()
+            .unwrap()
+            .insert(request.clone(), ("k1".into(), tx));
+        let reply = |id: &str| WireMessage {
+            in_reply_to: Some(request.clone()),
+            ..message(id)
+        };
+        let (forged, real, late) = (new_id(), new_id(), new_id());
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let k2 = sender("k2");
+        let sent = async {
+            write_frame(&mut peer, &reply(&forged)).await.unwrap();
+            let _: WireReply = read_frame(&mut peer).await.unwrap().unwrap();
+            drop(peer);
+        };
+        let (served, ()) = tokio::join!(serve_connection(&rx, &k2, ours), sent);
+        served.unwrap();
+        // Another peer's "reply" is an ordinary message: stored, the request still waits.
+        assert_eq!(rx.inbox.lock().unwrap().list().unwrap().len(), 1);
+        assert!(rx.replies.lock().unwrap().contains_key(&request));
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let k1 = sender("k1");
+        let sent = async {
+            for id in [&real, &real, &late] {
+                write_frame(&mut peer, &reply(id)).await.unwrap();
+                let r: WireReply = read_frame(&mut peer).await.unwrap().unwrap();
+                assert_eq!(
+                    r,
+                    WireReply::Ack(WireAck {
+                        v: 1,
+                        ack: id.clone()
+                    })
+                );
+            }
+            drop(peer);
+        };
+        let (served, ()) = tokio::join!(serve_connection(&rx, &k1, ours), sent);
+        served.unwrap();
+        let got = waiting.await.unwrap();
+        assert_eq!((got.id.as_str(), got.from.as_str()), (real.as_str(), "k1"));
+        // The retry of the handed-over reply is acked, not stored; a second reply once
+        // nobody waits lands in the inbox.
+        let ids: Vec<String> = rx
+            .inbox
+            .lock()
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![forged, late]);
+        assert_eq!(
+            rx.inbox.lock().unwrap().sender_of(&real).as_deref(),
+            Some("k1")
+        );
+    }
+
+    #[tokio::test]
+    async fn payloads_that_do_not_fit_their_type_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rx = receiver(dir.path(), &MessagesConfig::default());
+        for bad in [
+            WireMessage {
+                kind: MessageType::Binary,
+                data: "not base64!".into(),
+                ..message(&new_id())
+            },
+            WireMessage {
+                kind: MessageType::Text,
+                data: serde_json::json!(1),
+                ..message(&new_id())
+            },
+            WireMessage {
+                in_reply_to: Some("../x".into()),
+                ..message(&new_id())
+            },
+        ] {
+            let (mut peer, ours) = tokio::io::duplex(1 << 16);
+            write_frame(&mut peer, &bad).await.unwrap();
+            let served = serve_connection(&rx, &sender("k1"), ours).await;
+            assert!(
+                matches!(served, Err(MessageError::Malformed(_))),
+                "{bad:?}: {served:?}"
+            );
+        }
+        assert!(rx.inbox.lock().unwrap().list().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -517,12 +846,11 @@ mod tests {
             idle_timeout_secs: 1,
             ..MessagesConfig::default()
         };
-        let inbox = inbox(dir.path(), &cfg);
-        let (tx, _) = broadcast::channel(8);
+        let rx = receiver(dir.path(), &cfg);
         let (_peer, ours) = tokio::io::duplex(1 << 16);
         let served = tokio::time::timeout(
             Duration::from_secs(5),
-            serve_connection(&inbox, &sender("k1"), ours, &cfg, &tx),
+            serve_connection(&rx, &sender("k1"), ours),
         )
         .await
         .expect("the idle connection was kept open");
@@ -539,15 +867,14 @@ mod tests {
             read_timeout_secs: 1,
             ..MessagesConfig::default()
         };
-        let inbox = inbox(dir.path(), &cfg);
-        let (tx, _) = broadcast::channel(8);
+        let rx = receiver(dir.path(), &cfg);
         let (mut peer, ours) = tokio::io::duplex(1 << 16);
         // A frame that announces 1000 bytes and never sends them.
         peer.write_all(&1000u32.to_be_bytes()).await.unwrap();
         peer.write_all(b"{").await.unwrap();
         let served = tokio::time::timeout(
             Duration::from_secs(5),
-            serve_connection(&inbox, &sender("k1"), ours, &cfg, &tx),
+            serve_connection(&rx, &sender("k1"), ours),
         )
         .await
         .expect("the slow message was waited for past the read timeout");

@@ -247,7 +247,15 @@ fn send_numbered(
     let data = format!("{{\"n\":{n}}}");
     let child = sender
         .command()
-        .args(["--json", "send-message", to, "--data", &data])
+        .args([
+            "--json",
+            "send-message",
+            to,
+            "--type",
+            "json",
+            "--data",
+            &data,
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -126,7 +126,14 @@ fn connect_send_message_inbox_and_echo_between_trusted_agents() {
     assert_eq!(first["from"], orch.key.to_string());
     assert_eq!(first["from_hostname"], "orchestrator-node");
     assert_eq!(first["id"], m["id"]);
-    let (code, v) = orch.json(&["send-message", "worker-node", "--data", "not json"]);
+    let (code, v) = orch.json(&[
+        "send-message",
+        "worker-node",
+        "--type",
+        "json",
+        "--data",
+        "not json",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(v["code"], "invalid_argument", "{v}");
 

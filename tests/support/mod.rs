@@ -12,6 +12,7 @@
 pub mod home;
 pub mod net;
 pub mod netns;
+pub mod pair;
 pub mod process;
 pub mod registry;
 

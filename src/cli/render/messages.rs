@@ -1,10 +1,84 @@
-//! Messages: `send-message`, `inbox`, `outbox`.
+//! Messages: `send-message`, `reply`, `inbox`, `inbox read`, `outbox`.
 
 use super::{name_or_dash, untrusted};
-use crate::api::{DeliveryStatus, InboxData, OutboxData, SentMessage};
+use crate::api::{DeliveryStatus, InboxData, InboxEntry, MessageType, OutboxData, SentMessage};
 
-/// `send-message`: delivered, or queued for retries.
+/// `delivered`, `queued` or `refused (and queued)`.
+pub fn delivery_word(s: DeliveryStatus) -> &'static str {
+    match s {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Queued => "queued",
+        DeliveryStatus::Refused => "refused by the peer (and queued)",
+    }
+}
+
+/// A payload for one line: text as text, JSON as JSON, binary as its size (escaped).
+fn payload_text(kind: MessageType, data: &serde_json::Value) -> String {
+    let text = match (kind, data) {
+        (MessageType::Binary, serde_json::Value::String(b64)) => {
+            use base64::Engine;
+            let n = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_or(0, |b| b.len());
+            format!("<binary, {n} bytes; base64 with --json>")
+        }
+        (_, serde_json::Value::String(s)) => s.clone(),
+        (_, other) => other.to_string(),
+    };
+    untrusted(&text).into_owned()
+}
+
+/// `send-message`: delivered, or queued for retries; with `--wait`, the reply.
 pub fn sent_message(m: &SentMessage) -> String {
+    let mut text = sent_status(m);
+    if let Some(r) = &m.in_reply_to {
+        text.push_str(&format!(" (a reply to {})", untrusted(r)));
+    }
+    if let Some(Some(reply)) = &m.reply {
+        text.push_str(&format!(
+            "
+reply {} from {}: {}",
+            untrusted(&reply.id),
+            name_or_dash(reply.from_hostname.as_deref()),
+            payload_text(reply.kind, &reply.data)
+        ));
+    }
+    text
+}
+
+/// `inbox read ID`: one message in full.
+pub fn inbox_entry(m: &InboxEntry) -> String {
+    let mut text = format!(
+        "id:        {}
+from:      {} ({})
+key:       {}
+type:      {}
+sent:      {} ms
+received:  {} ms
+",
+        untrusted(&m.id),
+        name_or_dash(m.from_hostname.as_deref()),
+        untrusted(&m.from_address),
+        untrusted(&m.from),
+        serde_json::to_value(m.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        m.sent_ms,
+        m.received_ms,
+    );
+    if let Some(r) = &m.in_reply_to {
+        text.push_str(&format!(
+            "reply to:  {}
+",
+            untrusted(r)
+        ));
+    }
+    text.push_str(&format!("data:      {}", payload_text(m.kind, &m.data)));
+    text
+}
+
+fn sent_status(m: &SentMessage) -> String {
     let id = untrusted(&m.id);
     match m.status {
         DeliveryStatus::Delivered => format!("message {id} delivered"),
@@ -26,19 +100,35 @@ pub fn inbox(d: &InboxData) -> String {
     d.messages
         .iter()
         .map(|m| {
-            let data = match &m.data {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
+            let reply = m
+                .in_reply_to
+                .as_deref()
+                .map(|r| format!(" (reply to {})", untrusted(r)))
+                .unwrap_or_default();
             format!(
-                "{} from {} ({}): {}\n",
+                "{} from {} ({}){reply}: {}\n",
                 untrusted(&m.id),
                 name_or_dash(m.from_hostname.as_deref()),
                 untrusted(&m.from_address),
-                untrusted(&data)
+                payload_text(m.kind, &m.data)
             )
         })
         .collect()
+}
+
+/// `set-webhook`, `clear-webhook`, `webhook`: the URL and the counters.
+pub fn webhook_status(w: &crate::api::WebhookStatus) -> String {
+    format!(
+        "webhook: {}\ndelivered {}, failed {}, dropped {}, queued {}/{}",
+        w.url
+            .as_deref()
+            .map_or_else(|| "none".into(), |u| untrusted(u).into_owned()),
+        w.delivered,
+        w.failed,
+        w.dropped,
+        w.queued,
+        w.queue_capacity
+    )
 }
 
 /// `outbox`: how many messages wait for an ack, then each one the recipient refused, with
@@ -77,6 +167,7 @@ mod tests {
             },
             data,
             sent_ms: 1,
+            in_reply_to: None,
             received_ms: 2,
         }
     }
@@ -90,6 +181,8 @@ mod tests {
             to_ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
             status: DeliveryStatus::Delivered,
             refused: None,
+            in_reply_to: None,
+            reply: None,
         };
         assert_eq!(sent_message(&m), "message ab12 delivered");
         m.status = DeliveryStatus::Queued;
@@ -156,6 +249,7 @@ mod tests {
                 kind: MessageType::Text,
                 data: serde_json::json!("x"),
                 sent_ms: 0,
+                in_reply_to: None,
             },
             refused: None,
         };
