@@ -3,11 +3,13 @@
 //! from strangers goes through [`untrusted`] on its way in.
 
 mod expose;
+mod files;
 mod messages;
 mod node;
 mod trust;
 
 pub use expose::{expose_added, expose_list, expose_removed};
+pub use files::{received, sent_file, transfers};
 pub use messages::{inbox, outbox, sent_message};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
