@@ -421,3 +421,129 @@ impl Stream<'_> {
         Ok(Some(file))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::files::wire::{encode_control, header, CHUNK};
+
+    fn sender() -> Sender {
+        Sender {
+            key: "KEY".into(),
+            address: "0a1b.2c3d.4e5f".into(),
+            hostname: Some("node-a".into()),
+        }
+    }
+
+    fn incoming(dir: &std::path::Path) -> Incoming {
+        let limits = FilesConfig {
+            min_free_disk: 0,
+            sync_every_mib: 1,
+            ..FilesConfig::default()
+        };
+        Incoming::new(Store::open(dir).unwrap(), limits)
+    }
+
+    fn offer(data: &[u8], sha: Option<String>) -> Offer {
+        Offer {
+            v: 1,
+            id: "00112233445566778899aabbccddeeff".into(),
+            name: "data.bin".into(),
+            size: data.len() as u64,
+            sha256: sha.unwrap_or_else(|| hex(&Sha256::digest(data))),
+        }
+    }
+
+    /// A sender over an in-memory pipe: offers, sends `data[from..upto]` from the accepted
+    /// offset, then (if it sent everything) reads the verdict. Returns the accepted offset
+    /// and the verdict.
+    async fn client(
+        inc: &Incoming,
+        o: &Offer,
+        data: &[u8],
+        upto: usize,
+    ) -> (u64, Option<Frame<'static>>) {
+        let (mut peer, ours) = tokio::io::duplex(4 << 20);
+        let me = sender();
+        let serving = inc.serve(&me, ours);
+        let talk = async move {
+            use tokio::io::AsyncWriteExt;
+            let mut r = FrameReader::default();
+            peer.write_all(&encode_control(FrameKind::Offer, o).unwrap())
+                .await
+                .unwrap();
+            let a = match r.next(&mut peer).await.unwrap() {
+                Some(Frame::Accept(a)) => a,
+                Some(Frame::Done(d)) => return (0, Some(Frame::Done(d))),
+                other => panic!("not accepted: {other:?}"),
+            };
+            for c in data[a.offset as usize..upto].chunks(CHUNK) {
+                peer.write_all(&header(FrameKind::Data, c.len()))
+                    .await
+                    .unwrap();
+                peer.write_all(c).await.unwrap();
+            }
+            if upto < data.len() {
+                return (a.offset, None);
+            }
+            loop {
+                match r.next(&mut peer).await.unwrap() {
+                    Some(Frame::Progress(_)) => continue,
+                    Some(Frame::Done(d)) => return (a.offset, Some(Frame::Done(d))),
+                    Some(Frame::Refuse(x)) => return (a.offset, Some(Frame::Refuse(x))),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let (_, got) = tokio::join!(serving, talk);
+        got
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_transfer_resumes_from_a_durable_offset_and_verifies_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = incoming(dir.path());
+        let d = data(5 << 20);
+        let o = offer(&d, None);
+        let (first, none) = client(&inc, &o, &d, 3 << 20).await;
+        assert_eq!((first, none), (0, None));
+        // Give the background checkpoint a moment to land, as a real restart would.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (resumed, verdict) = client(&inc, &o, &d, d.len()).await;
+        assert!(
+            resumed >= 1 << 20 && resumed <= 3 << 20,
+            "resumed at {resumed}"
+        );
+        assert!(matches!(verdict, Some(Frame::Done(ref x)) if x.stored_as == "data.bin"));
+        let stored = std::fs::read(dir.path().join("received").join("data.bin")).unwrap();
+        assert_eq!(stored, d);
+        // A retry of a stored transfer is answered done again, not stored twice.
+        let (_, again) = client(&inc, &o, &d, d.len()).await;
+        assert!(matches!(again, Some(Frame::Done(_))), "{again:?}");
+        assert_eq!(inc.store.received(false).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn bytes_that_do_not_hash_to_the_offer_are_refused_and_never_reach_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = incoming(dir.path());
+        let d = data(100_000);
+        let o = offer(&d, Some("ab".repeat(32)));
+        let (_, verdict) = client(&inc, &o, &d, d.len()).await;
+        let Some(Frame::Refuse(r)) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(r.code, RefuseCode::HashMismatch);
+        assert!(inc.store.partials().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("received"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
