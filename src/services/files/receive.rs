@@ -515,7 +515,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (resumed, verdict) = client(&inc, &o, &d, d.len()).await;
         assert!(
-            resumed >= 1 << 20 && resumed <= 3 << 20,
+            (1 << 20..=3 << 20).contains(&resumed),
             "resumed at {resumed}"
         );
         assert!(matches!(verdict, Some(Frame::Done(ref x)) if x.stored_as == "data.bin"));
