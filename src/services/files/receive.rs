@@ -365,7 +365,9 @@ impl Stream<'_> {
     }
 
     /// A write failed (a full disk): the durable offset stays, the sender is told the code.
-    async fn write_failed<S: AsyncWrite + Unpin>(
+    /// The connection is then drained briefly before it closes, so data the sender still
+    /// had in flight does not turn the close into a reset that could discard the refusal.
+    async fn write_failed<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         s: &mut S,
         e: std::io::Error,
@@ -378,6 +380,13 @@ impl Stream<'_> {
         tracing::warn!(error = %e, code = code.as_str(), "writing a received file failed");
         let msg = format!("the receiver cannot write the file: {e}");
         refuse(s, &self.meta.id, code, msg).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = s.shutdown().await;
+            let mut sink = [0u8; 64 * 1024];
+            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
         Err(e.into())
     }
 

@@ -297,9 +297,13 @@ impl Files {
             tokio::select! {
                 c = chunks.recv() => {
                     let c = c.ok_or_else(|| FileError::Malformed("the file reader stopped".into()))??;
-                    tokio::time::timeout(self.stall(), wr.write_all(&c))
+                    let wrote = tokio::time::timeout(self.stall(), wr.write_all(&c))
                         .await
-                        .map_err(|_| FileError::TimedOut("sending file data"))??;
+                        .map_err(|_| FileError::TimedOut("sending file data"))
+                        .and_then(|r| r.map_err(FileError::from));
+                    if let Err(e) = wrote {
+                        return Err(refusal_after(replies, e).await);
+                    }
                     let n = (c.len() - HEADER) as u64;
                     sent += n;
                     self.progress(id, n, None);
@@ -324,6 +328,26 @@ impl Files {
 }
 
 type Replies = mpsc::Receiver<Result<Reply, FileError>>;
+
+/// The receiver's refusal if one arrives shortly after a failed write (a full disk closes
+/// the connection right after its refusal), else `err`.
+async fn refusal_after(replies: &mut Replies, err: FileError) -> FileError {
+    let wait = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(r) = replies.recv().await {
+            if let Ok(Reply::Refuse(r)) = r {
+                return Some(r);
+            }
+        }
+        None
+    });
+    match wait.await {
+        Ok(Some(r)) => FileError::Refused {
+            code: r.code,
+            message: r.message,
+        },
+        _ => err,
+    }
+}
 
 /// Reads the receiver's frames in a task of its own (so a half-read frame is never dropped
 /// by a `select!`); the task ends with the connection or when the receiver goes away.
