@@ -76,8 +76,8 @@ fn settle(a: &Home, id: &str, within: Duration) -> Value {
 }
 
 #[test]
-fn a_file_arrives_intact_in_received_and_a_too_large_one_is_refused_with_its_code() {
-    let (a, b) = pair("", "max_file_size = 8000000\nmin_free_disk = 0\n");
+fn a_file_arrives_intact_and_too_large_and_disk_full_refusals_reach_the_sender_with_their_codes() {
+    let (a, mut b) = pair("", "max_file_size = 8000000\nmin_free_disk = 0\n");
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "results.bin", 3 << 20);
     let sent = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
@@ -127,6 +127,25 @@ fn a_file_arrives_intact_in_received_and_a_too_large_one_is_refused_with_its_cod
     let cleared = b.ok(&["received", "--clear"]);
     assert_eq!(cleared["files"].as_array().unwrap().len(), 2, "{cleared}");
     assert_eq!(b.ok(&["received"])["files"], serde_json::json!([]));
+
+    // A receiver whose disk would fall below its free-space floor refuses with disk_full; the
+    // sender shows it and keeps retrying (the space may come back).
+    b.stop_daemon();
+    let cfg = b.path().join("config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("min_free_disk = 0", "min_free_disk = 1152921504606846976");
+    std::fs::write(&cfg, text).unwrap();
+    b.ok(&["daemon", "start"]);
+    let full = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    let id = full["id"].as_str().unwrap().to_string();
+    let mut t = Value::Null;
+    let refused = wait_until(Duration::from_secs(30), || {
+        t = outgoing(&a, &id);
+        t["state"] == "refused"
+    });
+    assert!(refused, "{t}");
+    assert_eq!(t["error"]["code"], "disk_full", "{t}");
 }
 
 #[test]
