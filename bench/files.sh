@@ -14,7 +14,8 @@
 #   pilot  B runs `send-file node-a FILE`; timed until A's `received` lists it. This includes
 #          what curl does not do: the sender's SHA-256 pass over the file before its offer,
 #          the receiver's SHA-256 and fsyncs, and the rename into received/.
-# Prints MB/s of each (best of REPS) and the same-run ratio pilot/curl per mode.
+# Prints MB/s of each (best of REPS) and the same-run ratio pilot/curl per mode; also curl
+# followed by `sync FILE` (curl's bytes made durable, as send-file's are before it says done).
 # Knobs: MB, REPS, MODES, NS_A, NS_B, KEEP=1 (keep $T), PILOTCTL=path (no build).
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -104,7 +105,7 @@ start() { # NODE NS
 now() { date +%s.%N; }
 mbps() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
 
-declare -A CURL PILOT
+declare -A CURL CURL_SYNC PILOT
 for mode in $MODES; do
   config a "$mode" b "$VETH_B" node-b
   config b "$mode" a "$VETH_A" node-a
@@ -117,12 +118,16 @@ for mode in $MODES; do
     ip netns exec "$NS_A" curl -s --max-time 2 "${socks[@]}" -r 0-0 "$url" -o /dev/null && break
     sleep 0.1
   done
-  best_c=0; best_p=0
+  best_c=0; best_cs=0; best_p=0
   for r in $(seq 1 "$REPS"); do
     rm -f "$T/a/curl.bin"
+    t0=$(now)
     secs=$(ip netns exec "$NS_A" curl -sS --max-time 300 "${socks[@]}" "$url" -o "$T/a/curl.bin" -w '%{time_total}')
-    c=$(mbps "$secs"); log "$mode curl: $c MB/s"
+    sync "$T/a/curl.bin"
+    c=$(mbps "$secs"); cs=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
+    log "$mode curl: $c MB/s ($cs MB/s with its fsync)"
     (( c > best_c )) && best_c=$c
+    (( cs > best_cs )) && best_cs=$cs
     PILOT_HOME=$T/a "$BIN" received --clear >/dev/null
     t0=$(now)
     PILOT_HOME=$T/b "$BIN" send-file node-a "$T/www/blob.bin" >/dev/null
@@ -133,13 +138,14 @@ for mode in $MODES; do
     p=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')"); log "$mode send-file: $p MB/s"
     (( p > best_p )) && best_p=$p
   done
-  CURL[$mode]=$best_c; PILOT[$mode]=$best_p
+  CURL[$mode]=$best_c; CURL_SYNC[$mode]=$best_cs; PILOT[$mode]=$best_p
   stop_pids
 done
 
 printf '\n%s MB file, best of %s (MB/s = MiB/s)\n' "$MB" "$REPS"
-printf '%-10s %10s %10s %8s\n' mode curl send-file ratio
+printf '%-10s %8s %12s %10s %8s %16s\n' mode curl curl+fsync send-file ratio "ratio vs +fsync"
 for mode in $MODES; do
-  printf '%-10s %10s %10s %8s\n' "$mode" "${CURL[$mode]}" "${PILOT[$mode]}" \
-    "$(awk -v p="${PILOT[$mode]}" -v c="${CURL[$mode]}" 'BEGIN { printf "%.2fx", p / c }')"
+  printf '%-10s %8s %12s %10s %8s %16s\n' "$mode" "${CURL[$mode]}" "${CURL_SYNC[$mode]}" "${PILOT[$mode]}" \
+    "$(awk -v p="${PILOT[$mode]}" -v c="${CURL[$mode]}" 'BEGIN { printf "%.2fx", p / c }')" \
+    "$(awk -v p="${PILOT[$mode]}" -v c="${CURL_SYNC[$mode]}" 'BEGIN { printf "%.2fx", p / c }')"
 done
