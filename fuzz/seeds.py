@@ -137,6 +137,18 @@ def record(op, source, signer, stamp, data):
 MSG = {"v": 1, "id": "0123456789abcdef0123456789abcdef", "type": "json",
        "data": {"task": "summarise", "n": 3, "ok": True, "x": [1.5, None]}, "sent_ms": NOW}
 
+FILE_OFFER = {"v": 1, "id": "0123456789abcdef0123456789abcdef", "name": "a.txt", "size": 5,
+              "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"}
+
+
+def file_frame(kind, payload):
+    """A file-service frame (port 1004): kind, 4-byte big-endian length, payload (JSON for
+    control frames)."""
+    if isinstance(payload, dict):
+        payload = json.dumps(payload, separators=(",", ":")).encode()
+    return bytes([kind]) + struct.pack(">I", len(payload)) + payload
+
+
 SEEDS = {
     "classify": {
         "wg_init": WG_INIT, "wg_data": WG_DATA, "probe": PROBE, "control": REQUESTS["heartbeat"],
@@ -195,6 +207,13 @@ SEEDS = {
         "one": frame(MSG),
         "two": frame(MSG) + frame(dict(MSG, type="text", data="hello")),
         "ack": frame({"v": 1, "ack": MSG["id"]}),
+    },
+    "files": {
+        "offer_data": file_frame(1, FILE_OFFER) + file_frame(4, b"hello") + file_frame(4, b""),
+        "replies": file_frame(2, {"v": 1, "id": FILE_OFFER["id"], "offset": 5})
+        + file_frame(6, {"v": 1, "id": FILE_OFFER["id"], "offset": 5})
+        + file_frame(5, {"v": 1, "id": FILE_OFFER["id"], "stored_as": "a.txt", "sha256": "0" * 64}),
+        "refuse": file_frame(3, {"v": 1, "id": FILE_OFFER["id"], "code": "too_large", "message": "no"}),
     },
     "config": {
         "empty": b"",

@@ -173,6 +173,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// How events are POSTed to the webhook (`pilotctl set-webhook`).
     pub webhook: WebhookConfig,
+    /// The file service's limits (port 1004).
+    pub files: FilesConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.
@@ -227,6 +229,65 @@ impl Default for WebhookConfig {
             timeout_ms: 5000,
             max_attempts: 4,
             backoff_ms: 250,
+        }
+    }
+}
+
+/// `[files]`: what trusted peers may store through the file service (port 1004), and how
+/// transfers are paced. Sizes in bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file accepted (refused with `too_large`).
+    pub max_file_size: u64,
+    /// Bytes `received/` and the partial files (counted at their full size) may hold together
+    /// (refused with `quota`).
+    pub quota: u64,
+    /// Free space the disk keeps after a transfer completes (refused with `disk_full`).
+    pub min_free_disk: u64,
+    /// Connections open to port 1004 at once, from all peers together.
+    pub max_connections: usize,
+    /// Connections open to port 1004 at once from one peer.
+    pub max_connections_per_peer: usize,
+    /// Seconds either side waits for the other's next frame (or for a write to move)
+    /// before it drops the connection; the sender then retries and resumes.
+    pub stall_timeout_secs: u64,
+    /// The receiver fsyncs and records its verified offset every this many MiB.
+    pub sync_every_mib: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            max_file_size: 64 << 30,
+            quota: 128 << 30,
+            min_free_disk: 1 << 30,
+            max_connections: 16,
+            max_connections_per_peer: 4,
+            stall_timeout_secs: 15,
+            sync_every_mib: 64,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// Refuses limits of zero (except `min_free_disk`), which would refuse everything.
+    fn validate(&self) -> Result<(), String> {
+        let f = self;
+        let fields = [
+            ("max_file_size", f.max_file_size),
+            ("quota", f.quota),
+            ("max_connections", f.max_connections as u64),
+            (
+                "max_connections_per_peer",
+                f.max_connections_per_peer as u64,
+            ),
+            ("stall_timeout_secs", f.stall_timeout_secs),
+            ("sync_every_mib", f.sync_every_mib),
+        ];
+        match fields.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!("files.{name} must be at least 1")),
+            None => Ok(()),
         }
     }
 }
@@ -615,6 +676,7 @@ impl Config {
                     .into(),
             ));
         }
+        self.files.validate().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

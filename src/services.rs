@@ -7,8 +7,10 @@
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
+//! - [`files`]: resumable, verified file transfer on port 1004.
 
 pub mod echo;
+pub mod files;
 pub mod message_dedupe;
 pub mod message_stats;
 pub mod message_store;
@@ -16,6 +18,7 @@ pub mod messages;
 pub mod streams;
 
 pub use echo::{start_echo, ECHO_PORT};
+pub use files::Files;
 pub use messages::{Delivery, Messages};
 
 /// The conventional port of stdio streams (`pilotctl connect PEER 1000`).

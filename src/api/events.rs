@@ -10,7 +10,9 @@ use axum::response::sse::Event;
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::api::types::{ApiEvent, InboxEntry, MessageReceived, NodeEvent, StreamEvent};
+use crate::api::types::{
+    ApiEvent, FileReceived, InboxEntry, MessageReceived, NodeEvent, ReceivedFile, StreamEvent,
+};
 
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -21,6 +23,17 @@ pub struct Subscription {
     pub node: broadcast::Receiver<NodeEvent>,
     /// Messages stored in the inbox, from the message service (if it runs).
     pub messages: Option<broadcast::Receiver<InboxEntry>>,
+    /// Files stored in `received/`, from the file service (if it runs).
+    pub files: Option<broadcast::Receiver<ReceivedFile>>,
+}
+
+async fn next_file(
+    rx: &mut Option<broadcast::Receiver<ReceivedFile>>,
+) -> Result<ReceivedFile, RecvError> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_message(
@@ -46,6 +59,14 @@ impl Subscription {
                     Ok(message) => Ok(ApiEvent::Api(StreamEvent::MessageReceived(MessageReceived { message }))),
                     Err(RecvError::Lagged(missed)) => Err(Some(missed)),
                     Err(RecvError::Closed) => Err(None),
+                },
+                f = next_file(&mut self.files) => match f {
+                    Ok(file) => Ok(ApiEvent::Api(StreamEvent::FileReceived(FileReceived { file }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => {
+                        self.files = None;
+                        continue;
+                    }
                 },
             };
             match got {
@@ -81,6 +102,7 @@ mod tests {
         let mut sub = Subscription {
             node: rx,
             messages: Some(mrx),
+            files: None,
         };
         let key: crate::identity::PublicKey = crate::identity::Identity::generate().public_key();
         for _ in 0..5 {

@@ -216,6 +216,40 @@ pub async fn outbox<A: Api>(State(api): ApiState<A>) -> Reply<OutboxData> {
     Reply(api.outbox())
 }
 
+/// Queue a file for a peer's `received/`; sent with retries and resumed until the peer has
+/// verified its SHA-256.
+#[utoipa::path(post, path = "/v1/files", tag = "files", request_body = SendFileRequest,
+    responses((status = 200, description = "the ok envelope", body = OkBody<Transfer>),
+        (status = 400, body = ErrorBody, description = "not a readable regular file, or a bad name"),
+        (status = 403, body = ErrorBody, description = "the peer is not trusted")))]
+pub async fn send_file<A: Api>(
+    State(api): ApiState<A>,
+    JsonBody(req): JsonBody<SendFileRequest>,
+) -> Reply<Transfer> {
+    Reply(api.send_file(req).await)
+}
+
+/// Outgoing and incoming file transfers with their progress.
+#[utoipa::path(get, path = "/v1/files/transfers", tag = "files",
+    responses((status = 200, description = "the ok envelope", body = OkBody<TransfersData>)))]
+pub async fn transfers<A: Api>(State(api): ApiState<A>) -> Reply<TransfersData> {
+    Reply(api.transfers())
+}
+
+/// The complete, verified files in `received/`, oldest first.
+#[utoipa::path(get, path = "/v1/files/received", tag = "files",
+    responses((status = 200, description = "the ok envelope", body = OkBody<ReceivedData>)))]
+pub async fn received<A: Api>(State(api): ApiState<A>) -> Reply<ReceivedData> {
+    Reply(api.received(false))
+}
+
+/// Lists the files in `received/` and deletes exactly those.
+#[utoipa::path(delete, path = "/v1/files/received", tag = "files",
+    responses((status = 200, description = "the ok envelope", body = OkBody<ReceivedData>)))]
+pub async fn clear_received<A: Api>(State(api): ApiState<A>) -> Reply<ReceivedData> {
+    Reply(api.received(true))
+}
+
 /// Forward an overlay TCP port to a local `HOST:PORT`.
 #[utoipa::path(post, path = "/v1/expose", tag = "expose", request_body = ExposeRequest,
     responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),

@@ -54,6 +54,10 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::listen,
         handlers::events,
         handlers::forget_registry_key,
+        handlers::send_file,
+        handlers::transfers,
+        handlers::received,
+        handlers::clear_received,
         serve,
     ),
     components(schemas(
@@ -69,11 +73,17 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         TrustStanding,
         DeliveryStatus,
         RegistryKeySource,
+        FileReceived,
+        Direction,
+        TransferState,
+        TransferError,
+        RefuseCode,
     )),
     tags(
         (name = "node", description = "this node: identity, peers, hostname, ping, shutdown"),
         (name = "trust", description = "trust requests and decisions, registry look-ups"),
         (name = "messages", description = "the message service (overlay port 1001)"),
+        (name = "files", description = "the file service (overlay port 1004)"),
         (name = "expose", description = "overlay ports forwarded to local addresses"),
         (name = "streams", description = "byte streams to peers over HTTP Upgrade"),
         (name = "events", description = "live events (server-sent events)"),
@@ -171,6 +181,14 @@ mod tests {
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
             Request::ForgetRegistryKey { registry: s() },
+            Request::SendFile {
+                peer: s(),
+                path: s(),
+                name: None,
+            },
+            Request::Transfers {},
+            Request::Received { clear: false },
+            Request::Received { clear: true },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

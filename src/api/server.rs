@@ -59,6 +59,12 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/connect", post(h::connect::<A>))
         .route("/v1/listen", post(h::listen::<A>))
         .route("/v1/registry/forget-key", post(h::forget_registry_key::<A>))
+        .route("/v1/files", post(h::send_file::<A>))
+        .route("/v1/files/transfers", get(h::transfers::<A>))
+        .route(
+            "/v1/files/received",
+            get(h::received::<A>).delete(h::clear_received::<A>),
+        )
         .route("/v1/events", get(h::events::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)

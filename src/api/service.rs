@@ -93,6 +93,12 @@ pub trait Api: Send + Sync + 'static {
         &self,
         port: u16,
     ) -> impl Future<Output = ApiResult<(ListenData, Self::Stream)>> + Send;
+    /// `POST /v1/files`.
+    fn send_file(&self, req: SendFileRequest) -> impl Future<Output = ApiResult<Transfer>> + Send;
+    /// `GET /v1/files/transfers`.
+    fn transfers(&self) -> ApiResult<TransfersData>;
+    /// `GET /v1/files/received`; with `clear` (`DELETE`), the listed files are deleted.
+    fn received(&self, clear: bool) -> ApiResult<ReceivedData>;
     /// `GET /v1/events`: a new subscription to the live events.
     fn subscribe(&self) -> Subscription;
 }

@@ -20,6 +20,9 @@ pub use crate::node::views::{
     HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, RegistryKeySource,
     RegistryKeyView, TrustList, TrustStanding, TrustView,
 };
+pub use crate::services::files::{
+    Direction, ReceivedFile, RefuseCode, Transfer, TransferError, TransferState,
+};
 pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
 pub use crate::userspace::expose::Exposed;
 pub use crate::wg::{CountersSnapshot, PeerStatus};
@@ -262,6 +265,20 @@ pub struct WebhookRequest {
     pub url: String,
 }
 
+/// `POST /v1/files`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendFileRequest {
+    /// Hostname, address, overlay IPv6 or public key.
+    pub peer: String,
+    /// Absolute path of the file on the daemon's host (read when it is sent; it must not
+    /// change until it is delivered).
+    pub path: String,
+    /// The name to offer (default: the file's own name).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 /// `POST /v1/registry/forget-key`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +478,23 @@ pub struct OutboxData {
     pub outbox: Vec<OutboxEntry>,
 }
 
+/// `GET /v1/files/transfers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TransfersData {
+    /// Outgoing transfers (queued, running and finished, oldest first), then incoming ones
+    /// (partial files, arriving or waiting for their sender).
+    pub transfers: Vec<Transfer>,
+}
+
+/// `GET /v1/files/received` and `DELETE /v1/files/received`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReceivedData {
+    /// Complete, verified files in `received/`, oldest first.
+    pub files: Vec<ReceivedFile>,
+    /// Whether they were deleted after listing.
+    pub cleared: bool,
+}
+
 /// `GET /v1/expose`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ExposeList {
@@ -504,6 +538,13 @@ pub struct MessageReceived {
     pub message: InboxEntry,
 }
 
+/// A file arrived complete and verified in `received/` (an event of `GET /v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileReceived {
+    /// The file, as `GET /v1/files/received` lists it.
+    pub file: ReceivedFile,
+}
+
 /// One item of the live event stream `GET /v1/events`. On the wire each is a server-sent
 /// event whose `event:` is the `type` and whose `data:` is this object as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -522,6 +563,8 @@ pub enum ApiEvent {
 pub enum StreamEvent {
     /// A message arrived in our inbox.
     MessageReceived(MessageReceived),
+    /// A file arrived complete and verified in `received/`.
+    FileReceived(FileReceived),
     /// This client read too slowly and missed `missed` events (they are not replayed).
     Lagged {
         /// How many events were dropped for this client.
@@ -541,6 +584,7 @@ impl ApiEvent {
             ApiEvent::Node(NodeEvent::PeerUp { .. }) => "peer_up",
             ApiEvent::Node(NodeEvent::PeerDown { .. }) => "peer_down",
             ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
+            ApiEvent::Api(StreamEvent::FileReceived(_)) => "file_received",
             ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
         }
     }
@@ -682,6 +726,22 @@ pub enum Request {
     ExposeRemove {
         /// The overlay port.
         port: u16,
+    },
+    /// Queue a file for a peer's `received/` (sent with retries and resumed until verified).
+    SendFile {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+        /// Absolute path of the file.
+        path: String,
+        /// The name to offer.
+        name: Option<String>,
+    },
+    /// Outgoing and incoming file transfers.
+    Transfers {},
+    /// The files in our `received/`.
+    Received {
+        /// Delete them after listing.
+        clear: bool,
     },
 }
 
@@ -846,6 +906,12 @@ impl Request {
                 format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
             ),
             R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
+            R::SendFile { peer, path, name } => {
+                with_body("POST", "/v1/files", SendFileRequest { peer, path, name })
+            }
+            R::Transfers {} => bare("GET", "/v1/files/transfers"),
+            R::Received { clear: false } => bare("GET", "/v1/files/received"),
+            R::Received { clear: true } => bare("DELETE", "/v1/files/received"),
         }
     }
 

@@ -129,6 +129,30 @@ pub enum Command {
     Webhook,
     /// List sent messages not yet acked by their recipients.
     Outbox,
+    /// Send a file to a peer's received/ directory: queued at once, then streamed, resumed
+    /// after a dropped connection or a restart of either side, and verified by SHA-256.
+    #[command(
+        after_help = "Example: pilotctl send-file worker-node ./results.csv --name results-1.csv"
+    )]
+    SendFile {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// The file (it must not change until it is delivered).
+        path: PathBuf,
+        /// The name to offer (default: the file's own name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the files that arrived complete and verified: name, size, sender, SHA-256, time.
+    #[command(after_help = "Example: pilotctl received --clear")]
+    Received {
+        /// Delete the listed files after listing them.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// List outgoing and incoming file transfers with their progress and any refusal code.
+    #[command(after_help = "Example: pilotctl transfers --json")]
+    Transfers,
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),

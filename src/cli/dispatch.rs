@@ -5,7 +5,8 @@ use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
 use super::{config_check, daemon_process, mcp, registry_run, render, stream};
 use crate::api::{
-    ExposeList, InfoData, OutboxData, PeersData, RegistryKeyView, Request, WebhookStatus,
+    ExposeList, InfoData, OutboxData, PeersData, ReceivedData, RegistryKeyView, Request, Transfer,
+    TransfersData, WebhookStatus,
 };
 use crate::error::{ErrorCode, PilotError};
 use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
@@ -71,7 +72,40 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         }
         Command::Expose(args) => expose(args),
         Command::Mcp(args) => mcp::run(&args),
+        Command::SendFile { peer, path, name } => send_file(peer, &path, name),
+        Command::Received { clear } => Ok(ask::<ReceivedData>(
+            "received",
+            &Request::Received { clear },
+        )?
+        .render(|d| render::received(d, crate::clock::unix_ms_now()))),
+        Command::Transfers => {
+            use std::io::IsTerminal;
+            let bar = std::io::stdout().is_terminal();
+            Ok(ask::<TransfersData>("transfers", &Request::Transfers {})?
+                .render(|d| render::transfers(d, bar)))
+        }
     }
+}
+
+/// `send-file PEER PATH [--name NAME]`: the path is made absolute here (the daemon runs
+/// elsewhere).
+fn send_file(
+    peer: String,
+    path: &std::path::Path,
+    name: Option<String>,
+) -> Result<Output, PilotError> {
+    let abs = std::fs::canonicalize(path).map_err(|e| {
+        PilotError::invalid(
+            format!("cannot read {}: {e}", path.display()),
+            "give the path of a file, e.g. pilotctl send-file worker-node ./results.csv",
+        )
+    })?;
+    let req = Request::SendFile {
+        peer,
+        path: abs.display().to_string(),
+        name,
+    };
+    Ok(ask::<Transfer>("send-file", &req)?.render(render::sent_file))
 }
 
 /// `set-hostname NAME`, checked here before it reaches the daemon.

@@ -20,7 +20,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
 use crate::services::message_store::{InboxFilter, MessageType, MAX_DATA};
 use crate::services::messages::Outgoing;
-use crate::services::{streams, Delivery, Messages};
+use crate::services::{streams, Delivery, Files, Messages};
 use crate::state::paths::StatePaths;
 use crate::userspace::expose::Exposer;
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
@@ -59,6 +59,12 @@ pub struct Node {
     pub events: broadcast::Sender<NodeEvent>,
     /// Where events are POSTed (`set-webhook`).
     pub webhook: Arc<crate::daemon::webhook::Webhook>,
+    /// The file service (port 1004), if it started.
+    pub files: Option<Arc<Files>>,
+}
+
+fn no_files() -> PilotError {
+    PilotError::internal("the file service is not running (see the daemon log)")
 }
 
 fn no_messages() -> PilotError {
@@ -482,10 +488,37 @@ impl Api for Node {
         Ok((data, s))
     }
 
+    async fn send_file(&self, req: SendFileRequest) -> ApiResult<Transfer> {
+        let (key, ip) = self.resolve_peer(&req.peer).await?;
+        let f = self.files.as_ref().ok_or_else(no_files)?;
+        Ok(f.send(
+            key.to_string(),
+            ip,
+            std::path::Path::new(&req.path),
+            req.name,
+        )?)
+    }
+
+    fn transfers(&self) -> ApiResult<TransfersData> {
+        let f = self.files.as_ref().ok_or_else(no_files)?;
+        Ok(TransfersData {
+            transfers: f.transfers()?,
+        })
+    }
+
+    fn received(&self, clear: bool) -> ApiResult<ReceivedData> {
+        let f = self.files.as_ref().ok_or_else(no_files)?;
+        Ok(ReceivedData {
+            files: f.received(clear)?,
+            cleared: clear,
+        })
+    }
+
     fn subscribe(&self) -> Subscription {
         Subscription {
             node: self.events.subscribe(),
             messages: self.messages.as_ref().map(|m| m.subscribe()),
+            files: self.files.as_ref().map(|f| f.subscribe()),
         }
     }
 }

@@ -77,6 +77,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
     };
     let exposer = Exposer::new(overlay.clone());
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
+    let files = start_files(&s, &overlay, &plane).await;
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -101,7 +102,30 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         messages,
         events,
         webhook,
+        files,
     })
+}
+
+/// The file service (port 1004); the daemon runs on without it if it cannot start.
+async fn start_files(
+    s: &Setup,
+    overlay: &OverlayNet,
+    plane: &Arc<DataPlane>,
+) -> Option<Arc<crate::services::Files>> {
+    let started = crate::services::Files::start(
+        &s.paths.dir,
+        overlay.clone(),
+        plane.clone(),
+        &s.config.files,
+    )
+    .await;
+    match started {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(error = %e, "file service not started (port 1004)");
+            None
+        }
+    }
 }
 
 /// Echo (port 7), messages (port 1001) and the config's exposed ports.

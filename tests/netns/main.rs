@@ -4,6 +4,7 @@
 
 mod demo;
 mod faults;
+mod files;
 mod nat;
 mod services;
 #[path = "../support/mod.rs"]

@@ -1,0 +1,231 @@
+//! The file service between two real userspace daemons on loopback (no TUN, no root): a file
+//! of a few MB arrives intact, a refusal reaches the sender with its code, and a transfer
+//! resumes from the receiver's verified offset after the receiving daemon is killed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use support::home::Home;
+use support::net::free_udp_port;
+use support::process::wait_until;
+
+/// Two userspace daemons that pin each other as static peers (A = `node-a`, B = `node-b`);
+/// `a_files` and `b_files` are their `[files]` sections.
+fn pair(a_files: &str, b_files: &str) -> (Home, Home) {
+    let a = Home::new("pilot-files");
+    let b = Home::new("pilot-files");
+    let keys = [a.identity_key(), b.identity_key()];
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    for (home, port, peer, name, peer_port, files) in [
+        (&a, pa, &keys[1], "node-b", pb, a_files),
+        (&b, pb, &keys[0], "node-a", pa, b_files),
+    ] {
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!(
+                "mode = \"userspace\"\n[tunnel]\nlisten_port = {port}\n[socks5]\nenabled = false\n\
+                 [files]\n{files}\n\
+                 [[peer]]\npublic_key = \"{peer}\"\nhostname = \"{name}\"\nendpoint = \"127.0.0.1:{peer_port}\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    a.ok(&["daemon", "start"]);
+    b.ok(&["daemon", "start"]);
+    (a, b)
+}
+
+/// A file of `len` bytes of a pattern that differs at every offset, and its SHA-256.
+fn make_file(dir: &Path, name: &str, len: usize) -> (PathBuf, String) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, hex(&Sha256::digest(&data)))
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The outgoing transfer `id` as A's `transfers` lists it.
+fn outgoing(a: &Home, id: &str) -> Value {
+    let all = a.ok(&["transfers"]);
+    all["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until transfer `id` is done or failed; its last view.
+fn settle(a: &Home, id: &str, within: Duration) -> Value {
+    let mut last = Value::Null;
+    wait_until(within, || {
+        last = outgoing(a, id);
+        last["state"] == "done" || last["state"] == "failed"
+    });
+    last
+}
+
+#[test]
+fn a_file_arrives_intact_and_too_large_and_disk_full_refusals_reach_the_sender_with_their_codes() {
+    let (a, mut b) = pair("", "max_file_size = 8000000\nmin_free_disk = 0\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "results.bin", 3 << 20);
+    let sent = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    assert_eq!(sent["state"], "queued", "{sent}");
+    let id = sent["id"].as_str().unwrap().to_string();
+    let t = settle(&a, &id, Duration::from_secs(60));
+    assert_eq!(t["state"], "done", "{t}\n{}\n{}", a.logs(), b.logs());
+    assert_eq!(t["sha256"], sha.as_str());
+    assert_eq!(t["stored_as"], "results.bin");
+
+    let got = b.ok(&["received"]);
+    let f = &got["files"][0];
+    assert_eq!(f["name"], "results.bin", "{got}");
+    assert_eq!(f["size"], 3 << 20);
+    assert_eq!(f["sha256"], sha.as_str());
+    assert_eq!(f["from_hostname"], "node-a");
+    let stored = std::fs::read(b.path().join("received").join("results.bin")).unwrap();
+    assert_eq!(hex(&Sha256::digest(&stored)), sha);
+    // Nothing is left in the partial area once the file is in received/.
+    let partial = std::fs::read_dir(b.path().join("files").join("partial")).unwrap();
+    assert_eq!(partial.count(), 0);
+
+    // The same file again, under a name given: a new file, nothing overwritten.
+    let again = a.ok(&[
+        "send-file",
+        "node-b",
+        path.to_str().unwrap(),
+        "--name",
+        "results.bin",
+    ]);
+    let t = settle(&a, again["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(t["stored_as"], "results-1.bin", "{t}");
+
+    // Over B's max_file_size: refused with a code the sender shows, and never retried.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(9_000_000)
+        .unwrap();
+    let refused = a.ok(&["send-file", "node-b", big.to_str().unwrap()]);
+    let t = settle(&a, refused["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "too_large", "{t}");
+    let text = String::from_utf8_lossy(&a.pilotctl(&["transfers"]).stdout).into_owned();
+    assert!(text.contains("too_large"), "{text}");
+
+    let cleared = b.ok(&["received", "--clear"]);
+    assert_eq!(cleared["files"].as_array().unwrap().len(), 2, "{cleared}");
+    assert_eq!(b.ok(&["received"])["files"], serde_json::json!([]));
+
+    // A receiver whose disk would fall below its free-space floor refuses with disk_full; the
+    // sender shows it and keeps retrying (the space may come back).
+    b.stop_daemon();
+    let cfg = b.path().join("config.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("min_free_disk = 0", "min_free_disk = 1152921504606846976");
+    std::fs::write(&cfg, text).unwrap();
+    b.ok(&["daemon", "start"]);
+    let full = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    let id = full["id"].as_str().unwrap().to_string();
+    let mut t = Value::Null;
+    let refused = wait_until(Duration::from_secs(30), || {
+        t = outgoing(&a, &id);
+        t["state"] == "refused"
+    });
+    assert!(refused, "{t}");
+    assert_eq!(t["error"]["code"], "disk_full", "{t}");
+}
+
+#[test]
+fn a_transfer_resumes_from_the_verified_offset_after_the_receiving_daemon_is_killed() {
+    // Checkpoints every MiB, so the receiver holds a verified prefix when it dies.
+    let (a, mut b) = pair(
+        "stall_timeout_secs = 3\n",
+        "sync_every_mib = 1\nmin_free_disk = 0\nstall_timeout_secs = 3\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let len = 16 << 20;
+    let (path, sha) = make_file(dir.path(), "model.bin", len);
+    let started = std::time::Instant::now();
+    let sent = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    let id = sent["id"].as_str().unwrap().to_string();
+
+    // Kill B once it holds a verified prefix of at least a fifth of the file.
+    let partial = b.path().join("files").join("partial");
+    let verified = || -> u64 {
+        std::fs::read_dir(&partial)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+            .filter_map(|m| m["offset"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || verified() >= (len / 5) as u64),
+        "no verified prefix: {}\n{}",
+        outgoing(&a, &id),
+        b.logs()
+    );
+    eprintln!("killing B after {:?}", started.elapsed());
+    b.kill_daemon();
+    let held = verified();
+    assert!(held < len as u64, "the transfer finished before the kill");
+    b.ok(&["daemon", "start"]);
+
+    let t = settle(&a, &id, Duration::from_secs(90));
+    eprintln!("done after {:?}", started.elapsed());
+    assert_eq!(t["state"], "done", "{t}\n{}\n{}", a.logs(), b.logs());
+    let got = b.ok(&["received"]);
+    assert_eq!(got["files"][0]["sha256"], sha.as_str(), "{got}");
+    let stored = std::fs::read(b.path().join("received").join("model.bin")).unwrap();
+    assert_eq!(hex(&Sha256::digest(&stored)), sha);
+    // It resumed: what was resent is at most what the dead daemon had not yet made durable.
+    let bytes_sent = t["bytes_sent"].as_u64().unwrap();
+    assert!(
+        bytes_sent < (2 * len) as u64 - held,
+        "{bytes_sent} bytes sent for a {len}-byte file with {held} held"
+    );
+}
+
+#[test]
+fn a_file_queued_while_the_peer_is_down_survives_a_restart_of_the_sender_and_arrives() {
+    let (mut a, mut b) = pair("stall_timeout_secs = 2\n", "min_free_disk = 0\n");
+    b.stop_daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "notes.txt", 1 << 20);
+    let sent = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    let id = sent["id"].as_str().unwrap().to_string();
+    assert!(
+        wait_until(Duration::from_secs(20), || outgoing(&a, &id)["error"]
+            ["code"]
+            == "unreachable"),
+        "{}",
+        outgoing(&a, &id)
+    );
+    a.stop_daemon();
+    a.ok(&["daemon", "start"]);
+    assert_eq!(
+        outgoing(&a, &id)["state"],
+        "queued",
+        "the queue survives a restart"
+    );
+    b.ok(&["daemon", "start"]);
+    let t = settle(&a, &id, Duration::from_secs(60));
+    assert_eq!(t["state"], "done", "{t}\n{}\n{}", a.logs(), b.logs());
+    assert_eq!(b.ok(&["received"])["files"][0]["sha256"], sha.as_str());
+}
