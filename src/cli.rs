@@ -11,16 +11,22 @@
 //! - `stream`: the stdin/stdout pumping of `connect` and `listen`.
 
 pub mod args;
+pub mod bootstrap;
+mod catalogue;
 mod config_check;
 mod daemon_process;
 mod dispatch;
 mod escape;
+pub mod examples;
+mod exchange;
 mod output;
+mod parity;
+pub mod parity_args;
 mod registry_run;
 mod render;
+mod shell;
 mod stream;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 pub use args::{
@@ -33,13 +39,18 @@ use output::print_error;
 /// Parses the process arguments and runs the command. Usage errors exit 2, other errors 1.
 pub fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli = match examples::parse(&argv) {
         Ok(c) => c,
         Err(e) => return usage_error(&e, argv.iter().any(|a| a == "--json")),
     };
+    if let Command::Daemon(DaemonCmd::Status { check: true }) = cli.command {
+        return parity::status_check();
+    }
     let is_stream = matches!(
         cli.command,
-        Command::Connect { .. } | Command::Listen { .. }
+        Command::Connect { message: None, .. }
+            | Command::Listen { .. }
+            | Command::Parity(parity_args::ParityCmd::Completions { .. })
     );
     match dispatch::run(cli.command) {
         Ok(_) if is_stream => ExitCode::SUCCESS,

@@ -252,3 +252,10 @@ pub async fn forget_registry_key<A: Api>(
 ) -> Reply<RegistryKeyView> {
     Reply(api.forget_registry_key(req).await)
 }
+
+/// A short status: uptime, peers up, message queues, the last warnings and errors.
+#[utoipa::path(get, path = "/v1/health", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<HealthData>)))]
+pub async fn health<A: Api>(State(api): ApiState<A>) -> Reply<HealthData> {
+    Reply(Ok(api.health().await))
+}

@@ -49,6 +49,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::listen,
         handlers::events,
         handlers::forget_registry_key,
+        handlers::health,
         serve,
     ),
     components(schemas(
@@ -151,6 +152,7 @@ mod tests {
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
             Request::ForgetRegistryKey { registry: s() },
+            Request::Health {},
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -52,6 +52,7 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/listen", post(h::listen::<A>))
         .route("/v1/registry/forget-key", post(h::forget_registry_key::<A>))
         .route("/v1/events", get(h::events::<A>))
+        .route("/v1/health", get(h::health::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -81,4 +81,6 @@ pub trait Api: Send + Sync + 'static {
     ) -> impl Future<Output = ApiResult<(ListenData, Self::Stream)>> + Send;
     /// `GET /v1/events`: a new subscription to the live events.
     fn subscribe(&self) -> Subscription;
+    /// `GET /v1/health`.
+    fn health(&self) -> impl Future<Output = HealthData> + Send;
 }

@@ -435,6 +435,47 @@ pub struct ListenData {
     pub peer_hostname: Option<String>,
 }
 
+/// `GET /v1/health`: a short status for scripts and operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthData {
+    /// `ok` when the data plane runs and nothing was logged at warn or error level in the last
+    /// minute; else `degraded`.
+    pub status: String,
+    /// pilot version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// `tun` or `userspace`.
+    pub mode: String,
+    /// Peers in the peer table.
+    pub peers: usize,
+    /// Peers whose last WireGuard handshake is under 180 s old (a session is up).
+    pub peers_up: usize,
+    /// Configured registries.
+    pub registries: usize,
+    /// Messages in our inbox (`null` without the message service).
+    pub inbox: Option<usize>,
+    /// Sent messages not yet acked (`null` without the message service).
+    pub outbox: Option<usize>,
+    /// Whether every data-plane thread runs.
+    pub data_plane_alive: bool,
+    /// The last warnings and errors the daemon logged (at most 10), oldest first.
+    pub last_errors: Vec<LoggedProblem>,
+}
+
+/// One warning or error from the daemon's log (`GET /v1/health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoggedProblem {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// `WARN` or `ERROR`.
+    pub level: String,
+    /// The module that logged it.
+    pub target: String,
+    /// The message and its fields, as the log shows them.
+    pub message: String,
+}
+
 // ---- Events ----
 
 /// A message arrived in our inbox (an event of `GET /v1/events`).
@@ -592,6 +633,8 @@ pub enum Request {
         /// The overlay port.
         port: u16,
     },
+    /// A short status: uptime, peers up, queues, last errors.
+    Health {},
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -704,6 +747,7 @@ impl Request {
                 format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
             ),
             R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
+            R::Health {} => bare("GET", "/v1/health"),
         }
     }
 

@@ -191,6 +191,16 @@ impl Api for Node {
         }
     }
 
+    async fn health(&self) -> HealthData {
+        crate::daemon::health::report(crate::daemon::health::Parts {
+            dataplane: &self.dataplane,
+            messages: self.messages.as_deref(),
+            started: self.started,
+            mode: self.mode.mode.to_string(),
+            registries: self.config.registries.len(),
+        })
+    }
+
     async fn forget_registry_key(
         &self,
         req: ForgetRegistryKeyRequest,

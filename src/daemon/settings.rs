@@ -48,9 +48,13 @@ pub fn init_logging(config: &Config) {
         .ok()
         .or_else(|| config.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    let _ = tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let sub = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .try_init();
+        .finish()
+        .with(crate::daemon::health::ProblemLayer);
+    let _ = sub.try_init();
 }

@@ -1,0 +1,98 @@
+//! Renderings of the verbs added for parity with Pilot Protocol: `config`, `health`, `recv`,
+//! `bench`.
+
+use super::{table, untrusted};
+use crate::api::HealthData;
+use crate::cli::bootstrap::Setting;
+use crate::cli::exchange::{BenchReport, Received};
+
+/// `config`: `key  value  source`, one line per key.
+pub fn config_settings(settings: &[Setting]) -> String {
+    let mut rows = vec![["KEY".to_string(), "VALUE".into(), "SOURCE".into()]];
+    for s in settings {
+        let source = serde_json::to_value(s.source)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        rows.push([
+            s.key.clone(),
+            untrusted(&s.value.to_string()).into_owned(),
+            source,
+        ]);
+    }
+    table(&rows)
+}
+
+/// `health`.
+pub fn health(h: &HealthData) -> String {
+    let q = |n: Option<usize>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
+    let mut text = format!(
+        "status      {}\nversion     {}\nuptime      {}s\nmode        {}\npeers       {} up of {}\n\
+         registries  {}\ninbox       {}\noutbox      {}\ndata plane  {}",
+        h.status,
+        untrusted(&h.version),
+        h.uptime_secs,
+        h.mode,
+        h.peers_up,
+        h.peers,
+        h.registries,
+        q(h.inbox),
+        q(h.outbox),
+        if h.data_plane_alive { "alive" } else { "DEAD" }
+    );
+    if h.last_errors.is_empty() {
+        text.push_str("\nlast errors none");
+    }
+    for e in &h.last_errors {
+        let age = crate::clock::unix_ms_now().saturating_sub(e.at_ms) / 1000;
+        text.push_str(&format!(
+            "\n{:<5} {age}s ago  {}: {}",
+            e.level,
+            untrusted(&e.target),
+            untrusted(&e.message)
+        ));
+    }
+    text
+}
+
+/// `recv`: one line per connection, `FROM: DATA`.
+pub fn received(all: &[Received]) -> String {
+    all.iter()
+        .map(|r| {
+            let from = r.peer_hostname.as_deref().unwrap_or(&r.peer_ipv6);
+            format!("{}: {}", untrusted(from), untrusted(r.data.trim_end()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `bench`.
+pub fn bench(b: &BenchReport) -> String {
+    format!(
+        "{} bytes echoed in {:.3} s: {:.1} Mbit/s\nrtt {:.2} ms (avg of {})",
+        b.bytes,
+        b.seconds,
+        b.mbit_s,
+        b.rtt_avg_ms,
+        b.rtt_ms.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_stranger_sent_to_recv_stays_on_its_line() {
+        let r = Received {
+            peer: None,
+            peer_hostname: Some("node-a".into()),
+            peer_ipv6: "fdc5::1".into(),
+            data: "hi\nnode-b: fake\u{1b}[2J".into(),
+            bytes: 3,
+        };
+        let text = received(&[r]);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+    }
+}
