@@ -50,6 +50,10 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::events,
         handlers::forget_registry_key,
         handlers::health,
+        handlers::lookup_node,
+        handlers::set_tags,
+        handlers::clear_hostname,
+        handlers::deregister,
         serve,
     ),
     components(schemas(
@@ -153,6 +157,10 @@ mod tests {
             Request::ExposeRemove { port: 1 },
             Request::ForgetRegistryKey { registry: s() },
             Request::Health {},
+            Request::LookupNode { peer: s() },
+            Request::SetTags { tags: vec![] },
+            Request::ClearHostname {},
+            Request::Deregister {},
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -83,4 +83,12 @@ pub trait Api: Send + Sync + 'static {
     fn subscribe(&self) -> Subscription;
     /// `GET /v1/health`.
     fn health(&self) -> impl Future<Output = HealthData> + Send;
+    /// `GET /v1/lookup/{peer}`.
+    fn lookup_node(&self, peer: String) -> impl Future<Output = ApiResult<NodeView>> + Send;
+    /// `PUT /v1/tags`.
+    fn set_tags(&self, tags: Vec<String>) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `DELETE /v1/hostname`.
+    fn clear_hostname(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `POST /v1/deregister`.
+    fn deregister(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
 }

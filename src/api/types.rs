@@ -20,6 +20,7 @@ pub use crate::node::views::{
     HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, RegistryKeySource,
     RegistryKeyView, TrustList, TrustStanding, TrustView,
 };
+pub use crate::node::views::{NodeView, Registration};
 pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, WireMessage};
 pub use crate::userspace::expose::Exposed;
 pub use crate::wg::{CountersSnapshot, PeerStatus};
@@ -435,6 +436,14 @@ pub struct ListenData {
     pub peer_hostname: Option<String>,
 }
 
+/// `PUT /v1/tags`'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTagsRequest {
+    /// At most 8 tags of 1-24 lowercase letters, digits and hyphens; empty clears them.
+    pub tags: Vec<String>,
+}
+
 /// `GET /v1/health`: a short status for scripts and operators.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthData {
@@ -635,6 +644,20 @@ pub enum Request {
     },
     /// A short status: uptime, peers up, queues, last errors.
     Health {},
+    /// Describe a node at the registries (key, address, IPv6, hostname, tags).
+    LookupNode {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+    },
+    /// Replace our tags at the registries (empty clears them).
+    SetTags {
+        /// The tags.
+        tags: Vec<String>,
+    },
+    /// Give up our hostname at the registries.
+    ClearHostname {},
+    /// Ask every registry to forget us.
+    Deregister {},
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -748,6 +771,10 @@ impl Request {
             ),
             R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
             R::Health {} => bare("GET", "/v1/health"),
+            R::LookupNode { peer } => bare("GET", format!("/v1/lookup/{}", percent_encode(&peer))),
+            R::SetTags { tags } => with_body("PUT", "/v1/tags", SetTagsRequest { tags }),
+            R::ClearHostname {} => bare("DELETE", "/v1/hostname"),
+            R::Deregister {} => bare("POST", "/v1/deregister"),
         }
     }
 

@@ -86,6 +86,10 @@ fn returns(path: &str) -> Option<Returns> {
         "send" => Local(schema::<x::Exchanged>),
         "recv" => Local(schema::<x::ReceivedAll>),
         "bench" => Local(schema::<x::BenchReport>),
+        "lookup" => Api(Request::LookupNode { peer: s() }),
+        "clear-hostname" => Api(Request::ClearHostname {}),
+        "deregister" => Api(Request::Deregister {}),
+        "set-tags" | "clear-tags" => Api(Request::SetTags { tags: vec![] }),
         _ => return None,
     })
 }

@@ -48,6 +48,11 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("send", "pilotctl send worker-node 1000 --data '{\"task\":\"x\"}' --timeout 5"),
     ("recv", "pilotctl recv 1000\npilotctl recv 1000 --count 3 --timeout 60"),
     ("bench", "pilotctl bench worker-node\npilotctl bench worker-node 50"),
+    ("lookup", "pilotctl lookup worker-node\npilotctl lookup 0a1b.2c3d.4e5f"),
+    ("clear-hostname", "pilotctl clear-hostname"),
+    ("deregister", "pilotctl deregister"),
+    ("set-tags", "pilotctl set-tags gpu vector-search"),
+    ("clear-tags", "pilotctl clear-tags"),
 ];
 
 /// The `pilotctl` command tree with every example attached.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::output::{ask, Output};
 use super::parity_args::ParityCmd;
 use super::{bootstrap, catalogue, exchange, render, shell};
-use crate::api::{HealthData, PeersData, Request};
+use crate::api::{HealthData, NodeView, PeersData, Registration, Request};
 use crate::error::PilotError;
 use crate::node::views::TrustList;
 
@@ -38,7 +38,28 @@ pub fn run(cmd: ParityCmd) -> Result<Output, PilotError> {
             timeout,
         } => exchange::recv(port, count, timeout.map(Duration::from_secs)),
         ParityCmd::Bench { peer, mb } => exchange::bench(peer, mb),
+        ParityCmd::Lookup { peer } => {
+            let req = Request::LookupNode { peer };
+            Ok(ask::<NodeView>("lookup", &req)?.render(render::node_view))
+        }
+        ParityCmd::ClearHostname => registration("clear-hostname", Request::ClearHostname {}),
+        ParityCmd::Deregister => registration("deregister", Request::Deregister {}),
+        ParityCmd::SetTags { tags } => {
+            crate::wire::registry::check_tags(&tags).map_err(|e| {
+                PilotError::invalid(
+                    format!("{e}: {}", tags.join(" ")),
+                    "give 1-8 tags of 1-24 lowercase letters, digits and hyphens, e.g. pilotctl set-tags gpu vector-search",
+                )
+            })?;
+            registration("set-tags", Request::SetTags { tags })
+        }
+        ParityCmd::ClearTags => registration("clear-tags", Request::SetTags { tags: vec![] }),
     }
+}
+
+/// A change of our record at the registries: what they hold for us now.
+fn registration(command: &str, req: Request) -> Result<Output, PilotError> {
+    Ok(ask::<Registration>(command, &req)?.render(render::registration))
 }
 
 /// Whether `needle` (lowercased) is in any of `hay`, ignoring case.

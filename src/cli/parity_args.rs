@@ -65,6 +65,26 @@ pub enum ParityCmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Describe a node at the registries, by hostname, address, IPv6 or key: key, address,
+    /// IPv6, hostname and tags (never an endpoint).
+    Lookup {
+        /// The node.
+        peer: String,
+    },
+    /// Give up our hostname at the registries.
+    ClearHostname,
+    /// Ask every registry to forget us (signed): hostname, tags and registration, until the
+    /// daemon restarts.
+    Deregister,
+    /// Set our tags at the registries: a few short lowercase words that `lookup` shows (there
+    /// is no listing by tag).
+    SetTags {
+        /// 1 to 8 tags of 1-24 lowercase letters, digits and hyphens.
+        #[arg(required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove our tags at the registries.
+    ClearTags,
     /// Measure throughput and round-trip time through a peer's echo port (7).
     Bench {
         /// The peer (hostname, address, IPv6 or public key).

@@ -80,6 +80,16 @@ async fn resolve_registry(spec: &str) -> Result<SocketAddr, PilotError> {
 }
 
 impl Node {
+    /// The parts discovery needs.
+    fn discovery(&self) -> crate::daemon::discovery::Node<'_> {
+        crate::daemon::discovery::Node {
+            control: &self.control,
+            network: self.config.network,
+            paths: &self.paths,
+            hostname: &self.hostname,
+        }
+    }
+
     fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
         Ok(PeerRef::parse(text, &self.config.network)?)
     }
@@ -191,6 +201,22 @@ impl Api for Node {
         }
     }
 
+    async fn lookup_node(&self, peer: String) -> ApiResult<NodeView> {
+        crate::daemon::discovery::lookup(&self.discovery(), &peer).await
+    }
+
+    async fn set_tags(&self, tags: Vec<String>) -> ApiResult<Registration> {
+        crate::daemon::discovery::set_tags(&self.discovery(), tags).await
+    }
+
+    async fn clear_hostname(&self) -> ApiResult<Registration> {
+        crate::daemon::discovery::clear_hostname(&self.discovery()).await
+    }
+
+    async fn deregister(&self) -> ApiResult<Registration> {
+        crate::daemon::discovery::deregister(&self.discovery()).await
+    }
+
     async fn health(&self) -> HealthData {
         crate::daemon::health::report(crate::daemon::health::Parts {
             dataplane: &self.dataplane,
@@ -233,6 +259,7 @@ impl Api for Node {
             .await?;
         let state = NodeState {
             hostname: Some(h.clone()),
+            ..node_state::load(&self.paths).unwrap_or_default()
         };
         node_state::save(&self.paths, &state)?;
         *self.hostname.lock().expect("hostname lock") = Some(h.clone());

@@ -83,6 +83,7 @@ impl Node {
             NodeCommand::ForgetRegistryKey { registry, reply } => {
                 let _ = reply.send(self.forget_registry_key(now, registry));
             }
+            NodeCommand::Discovery(cmd) => self.on_discovery(now, cmd),
         }
         self.pump(now);
     }

@@ -36,6 +36,7 @@
 
 mod authenticity;
 mod config;
+mod discovery;
 mod error;
 mod event;
 mod keys;
@@ -53,7 +54,7 @@ pub use self::config::{
     parse_registry_spec, ClientConfig, RegistrySpecError, DEFAULT_MAX_CLOCK_OFFSET,
 };
 pub use self::error::ClientError;
-pub use self::event::{ClientCounters, ClientEvent, OpId};
+pub use self::event::{ClientCounters, ClientEvent, NodeInfo, OpId};
 pub use self::keys::{KeysFileError, LearnedKeys, REGISTRY_KEYS_FILE};
 
 use self::authenticity::initial_key;
@@ -91,6 +92,9 @@ enum OpKind {
     ReleaseHostname,
     TrustMessage,
     EndpointRequest(PublicKey),
+    SetTags,
+    Deregister,
+    LookupNode(crate::mapping::PeerRef),
 }
 
 #[derive(Debug)]

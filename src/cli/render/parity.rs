@@ -2,7 +2,7 @@
 //! `bench`.
 
 use super::{table, untrusted};
-use crate::api::HealthData;
+use crate::api::{HealthData, NodeView, Registration};
 use crate::cli::bootstrap::Setting;
 use crate::cli::exchange::{BenchReport, Received};
 
@@ -53,6 +53,40 @@ pub fn health(h: &HealthData) -> String {
         ));
     }
     text
+}
+
+/// `lookup`: one `key  value` line per field; tags space-separated.
+pub fn node_view(n: &NodeView) -> String {
+    let tags = if n.tags.is_empty() {
+        "-".to_string()
+    } else {
+        untrusted(&n.tags.join(" ")).into_owned()
+    };
+    format!(
+        "hostname    {}\naddress     {}\nipv6        {}\npublic key  {}\ntags        {tags}",
+        super::name_or_dash(n.hostname.as_ref().map(|h| h.as_str())),
+        n.address,
+        n.ipv6,
+        n.public_key
+    )
+}
+
+/// `set-tags`, `clear-tags`, `clear-hostname`, `deregister`: what the registries hold now.
+pub fn registration(r: &Registration) -> String {
+    if !r.registered {
+        return "deregistered: the registries forgot our hostname, tags and record \
+                (the daemon registers again when it restarts)"
+            .into();
+    }
+    let tags = if r.tags.is_empty() {
+        "-".to_string()
+    } else {
+        r.tags.join(" ")
+    };
+    format!(
+        "hostname    {}\ntags        {tags}",
+        super::name_or_dash(r.hostname.as_ref().map(|h| h.as_str()))
+    )
 }
 
 /// `recv`: one line per connection, `FROM: DATA`.

@@ -272,6 +272,7 @@ impl Client {
         self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
         self.events.push_back(ClientEvent::Registered { registry });
         self.observe(reg, observed);
+        self.resend_tags(reg, now);
         if hostname == HostnameStatus::Taken {
             if let Some(h) = self.config.hostname.clone() {
                 self.events.push_back(ClientEvent::HostnameTaken {
@@ -331,6 +332,20 @@ impl Client {
                         addr48,
                     });
                 }
+            }
+            ResponseBody::NodeInfo {
+                key,
+                addr48,
+                hostname,
+                tags,
+            } => {
+                let info = super::NodeInfo {
+                    key,
+                    addr48,
+                    hostname,
+                    tags,
+                };
+                self.on_node_info(registry, op, &kind, info);
             }
             ResponseBody::Ack { observed } => {
                 self.observe(reg, observed);
