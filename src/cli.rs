@@ -15,6 +15,7 @@ pub mod bootstrap;
 mod catalogue;
 mod config_check;
 mod daemon_process;
+mod diagnostics;
 mod dispatch;
 mod escape;
 pub mod examples;

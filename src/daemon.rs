@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod health;
 pub mod local_api;
 pub mod mode;
+pub mod netcheck;
 pub mod node_driver;
 pub mod node_state;
 pub mod peer_resolver;

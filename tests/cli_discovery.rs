@@ -108,8 +108,35 @@ fn lookup_tags_clear_hostname_and_deregister_at_a_registry() {
     assert_eq!(code(&a, &["lookup", "node-b"]), "not_found");
     assert!(b.ok(&["info"])["hostname"].is_null());
 
+    // netcheck: the registry is reachable, sees us on loopback (no NAT), with an RTT.
+    let n = a.ok(&["netcheck"]);
+    let r = &n["registries"][0];
+    assert_eq!(r["registry"], reg.addr.as_str(), "{n}");
+    assert_eq!(r["registered"], true, "{n}");
+    let port = a.ok(&["info"])["listen_port"].as_u64().unwrap();
+    assert_eq!(r["reflexive"], format!("127.0.0.1:{port}"), "{n}");
+    assert!(r["rtt_ms"].as_f64().is_some_and(|v| v >= 0.0), "{n}");
+    assert_eq!(n["nat"], "no-nat", "{n}");
+    assert_eq!(n["reflexive"].as_array().unwrap().len(), 1);
+    assert!(n["tun_available"].is_boolean());
+    assert_eq!(
+        n["tun_available"] == false,
+        n["tun_unavailable_reason"].is_string(),
+        "{n}"
+    );
+    let human = String::from_utf8_lossy(&a.pilotctl(&["netcheck"]).stdout).into_owned();
+    assert!(
+        human.contains("reachable") && human.contains("nat         no-nat"),
+        "{human}"
+    );
+
     // Without a registry, lookup says so.
     let lone = Home::new("pilot-disc");
     lone.start(&["--mode", "userspace"]);
     assert_eq!(code(&lone, &["lookup", "node-a"]), "connection_failed");
+    let n = lone.ok(&["netcheck"]);
+    assert_eq!(n["nat"], "unknown");
+    assert!(n["registries"].as_array().unwrap().is_empty());
+    let stopped = Home::new("pilot-disc");
+    assert_eq!(code(&stopped, &["netcheck"]), "not_running");
 }

@@ -292,6 +292,14 @@ fn shared_verbs_and_streams_work_between_two_userspace_daemons() {
     assert_eq!(bench["rtt_ms"].as_array().unwrap().len(), 5);
     assert_eq!(code_of(&a, &["bench", "node-b", "0"]).1, "invalid_argument");
 
+    // traceroute over a direct path: one leg, measured.
+    let t = a.ok(&["traceroute", &keys[1], "--count", "2"]);
+    assert_eq!(t["path"], "direct", "{t}");
+    assert_eq!(t["hops"].as_array().unwrap().len(), 1, "{t}");
+    assert!(t["hops"][0]["rtt_ms"].as_f64().is_some(), "{t}");
+    assert_eq!(t["hops"][0]["estimated"], false);
+    assert_eq!(code_of(&a, &["traceroute", "nobody-here"]).1, "not_found");
+
     // Search filters.
     let found = a.ok(&["peers", "--search", "NODE-B"]);
     assert_eq!(found["peers"].as_array().unwrap().len(), 1, "{found}");

@@ -301,3 +301,11 @@ pub async fn clear_hostname<A: Api>(State(api): ApiState<A>) -> Reply<Registrati
 pub async fn deregister<A: Api>(State(api): ApiState<A>) -> Reply<Registration> {
     Reply(api.deregister().await)
 }
+
+/// What the network lets this node do: each registry's reachability, our reflexive
+/// addresses, whether our NAT maps endpoint-independently, clock skew, TUN availability.
+#[utoipa::path(get, path = "/v1/netcheck", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<NetcheckData>)))]
+pub async fn netcheck<A: Api>(State(api): ApiState<A>) -> Reply<NetcheckData> {
+    Reply(api.netcheck().await)
+}

@@ -54,6 +54,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::set_tags,
         handlers::clear_hostname,
         handlers::deregister,
+        handlers::netcheck,
         serve,
     ),
     components(schemas(
@@ -161,6 +162,7 @@ mod tests {
             Request::SetTags { tags: vec![] },
             Request::ClearHostname {},
             Request::Deregister {},
+            Request::Netcheck {},
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -59,6 +59,7 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/lookup/{peer}", get(h::lookup_node::<A>))
         .route("/v1/tags", put(h::set_tags::<A>))
         .route("/v1/deregister", post(h::deregister::<A>))
+        .route("/v1/netcheck", get(h::netcheck::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

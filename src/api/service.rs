@@ -91,4 +91,6 @@ pub trait Api: Send + Sync + 'static {
     fn clear_hostname(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
     /// `POST /v1/deregister`.
     fn deregister(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `GET /v1/netcheck`.
+    fn netcheck(&self) -> impl Future<Output = ApiResult<NetcheckData>> + Send;
 }

@@ -5,7 +5,7 @@
 //! message store's entries, exposed ports) are re-exported here rather than copied.
 
 use std::borrow::Cow;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -436,6 +436,32 @@ pub struct ListenData {
     pub peer_hostname: Option<String>,
 }
 
+/// `GET /v1/netcheck`: what the network lets this node do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NetcheckData {
+    /// The mode that runs (`tun` or `userspace`).
+    pub mode: String,
+    /// Whether a TUN device could be made here now.
+    pub tun_available: bool,
+    /// Why not, when it could not.
+    pub tun_unavailable_reason: Option<String>,
+    /// The UDP port of our tunnel socket.
+    pub local_port: u16,
+    /// Each configured registry.
+    pub registries: Vec<crate::node::registry_client::RegistryStatus>,
+    /// Our reflexive addresses, as the registries see us (distinct).
+    #[schema(value_type = Vec<String>)]
+    pub reflexive: Vec<SocketAddr>,
+    /// `endpoint-independent` (every registry sees the same public address and port: hole
+    /// punching works), `endpoint-dependent` (the port differs per destination: direct paths
+    /// may need the relay), `no-nat` (the reflexive address is our own port on a local
+    /// address), or `unknown` (fewer than two registries answered).
+    pub nat: String,
+    /// The largest clock correction a registry reported, ms (registries refuse requests
+    /// skewed by more than their window).
+    pub clock_skew_ms: i64,
+}
+
 /// `PUT /v1/tags`'s body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -658,6 +684,8 @@ pub enum Request {
     ClearHostname {},
     /// Ask every registry to forget us.
     Deregister {},
+    /// What the network lets this node do.
+    Netcheck {},
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -775,6 +803,7 @@ impl Request {
             R::SetTags { tags } => with_body("PUT", "/v1/tags", SetTagsRequest { tags }),
             R::ClearHostname {} => bare("DELETE", "/v1/hostname"),
             R::Deregister {} => bare("POST", "/v1/deregister"),
+            R::Netcheck {} => bare("GET", "/v1/netcheck"),
         }
     }
 

@@ -86,6 +86,8 @@ fn returns(path: &str) -> Option<Returns> {
         "send" => Local(schema::<x::Exchanged>),
         "recv" => Local(schema::<x::ReceivedAll>),
         "bench" => Local(schema::<x::BenchReport>),
+        "netcheck" => Api(Request::Netcheck {}),
+        "traceroute" => Local(schema::<super::diagnostics::Trace>),
         "lookup" => Api(Request::LookupNode { peer: s() }),
         "clear-hostname" => Api(Request::ClearHostname {}),
         "deregister" => Api(Request::Deregister {}),

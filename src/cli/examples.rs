@@ -53,6 +53,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("deregister", "pilotctl deregister"),
     ("set-tags", "pilotctl set-tags gpu vector-search"),
     ("clear-tags", "pilotctl clear-tags"),
+    ("netcheck", "pilotctl netcheck\npilotctl --json netcheck | jq .data.nat"),
+    ("traceroute", "pilotctl traceroute worker-node"),
 ];
 
 /// The `pilotctl` command tree with every example attached.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::output::{ask, Output};
 use super::parity_args::ParityCmd;
-use super::{bootstrap, catalogue, exchange, render, shell};
+use super::{bootstrap, catalogue, diagnostics, exchange, render, shell};
 use crate::api::{HealthData, NodeView, PeersData, Registration, Request};
 use crate::error::PilotError;
 use crate::node::views::TrustList;
@@ -38,6 +38,8 @@ pub fn run(cmd: ParityCmd) -> Result<Output, PilotError> {
             timeout,
         } => exchange::recv(port, count, timeout.map(Duration::from_secs)),
         ParityCmd::Bench { peer, mb } => exchange::bench(peer, mb),
+        ParityCmd::Netcheck => diagnostics::netcheck(),
+        ParityCmd::Traceroute { peer, count } => diagnostics::traceroute(peer, count),
         ParityCmd::Lookup { peer } => {
             let req = Request::LookupNode { peer };
             Ok(ask::<NodeView>("lookup", &req)?.render(render::node_view))

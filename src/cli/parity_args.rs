@@ -85,6 +85,17 @@ pub enum ParityCmd {
     },
     /// Remove our tags at the registries.
     ClearTags,
+    /// What the network lets this node do: each registry's reachability and RTT, our
+    /// reflexive addresses, whether our NAT maps endpoint-independently, clock skew, TUN.
+    Netcheck,
+    /// The path to a trusted peer: direct, or through which relay, with each leg's RTT.
+    Traceroute {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// Probes to send (250 ms apart).
+        #[arg(long, short = 'c', default_value_t = 3)]
+        count: u32,
+    },
     /// Measure throughput and round-trip time through a peer's echo port (7).
     Bench {
         /// The peer (hostname, address, IPv6 or public key).

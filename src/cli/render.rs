@@ -13,7 +13,9 @@ pub use messages::{inbox, outbox, sent_message};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
 };
-pub use parity::{bench, config_settings, health, node_view, received, registration};
+pub use parity::{
+    bench, config_settings, health, netcheck, node_view, received, registration, trace,
+};
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 
 use super::escape::untrusted;

@@ -217,6 +217,12 @@ impl Api for Node {
         crate::daemon::discovery::deregister(&self.discovery()).await
     }
 
+    async fn netcheck(&self) -> ApiResult<NetcheckData> {
+        let mode = self.mode.mode.to_string();
+        let port = self.dataplane.local_port();
+        crate::daemon::netcheck::report(&self.control, mode, port).await
+    }
+
     async fn health(&self) -> HealthData {
         crate::daemon::health::report(crate::daemon::health::Parts {
             dataplane: &self.dataplane,

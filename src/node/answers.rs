@@ -84,6 +84,9 @@ impl Node {
                 let _ = reply.send(self.forget_registry_key(now, registry));
             }
             NodeCommand::Discovery(cmd) => self.on_discovery(now, cmd),
+            NodeCommand::RegistryStatus { reply } => {
+                let _ = reply.send(Ok(self.plane.client().registry_status()));
+            }
         }
         self.pump(now);
     }

@@ -100,6 +100,11 @@ pub enum NodeCommand {
     },
     /// Discovery at the registries (lookup, tags, clear-hostname, deregister).
     Discovery(DiscoveryCommand),
+    /// Each registry's reachability, our reflexive address there, clock offset and RTT.
+    RegistryStatus {
+        /// The answer.
+        reply: Reply<Vec<crate::node::registry_client::RegistryStatus>>,
+    },
 }
 
 /// What an API call is waiting for.

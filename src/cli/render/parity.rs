@@ -2,8 +2,9 @@
 //! `bench`.
 
 use super::{table, untrusted};
-use crate::api::{HealthData, NodeView, Registration};
+use crate::api::{HealthData, NetcheckData, NodeView, Registration};
 use crate::cli::bootstrap::Setting;
+use crate::cli::diagnostics::Trace;
 use crate::cli::exchange::{BenchReport, Received};
 
 /// `config`: `key  value  source`, one line per key.
@@ -87,6 +88,51 @@ pub fn registration(r: &Registration) -> String {
         "hostname    {}\ntags        {tags}",
         super::name_or_dash(r.hostname.as_ref().map(|h| h.as_str()))
     )
+}
+
+/// `netcheck`.
+pub fn netcheck(n: &NetcheckData) -> String {
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"));
+    let mut text = format!("mode        {}\ntun         ", n.mode);
+    match &n.tun_unavailable_reason {
+        None => text.push_str("available"),
+        Some(why) => text.push_str(&format!("unavailable: {}", untrusted(why))),
+    }
+    text.push_str(&format!(
+        "\nudp port    {}\nnat         {}\nclock skew  {} ms",
+        n.local_port, n.nat, n.clock_skew_ms
+    ));
+    if n.registries.is_empty() {
+        text.push_str("\nregistries  none configured");
+    }
+    for r in &n.registries {
+        let seen = r
+            .reflexive
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let state = if r.registered {
+            "reachable"
+        } else {
+            "NOT reachable"
+        };
+        text.push_str(&format!(
+            "\nregistry    {}  {state}  rtt {}  sees us at {seen}  clock {:+} ms",
+            r.registry,
+            ms(r.rtt_ms),
+            r.clock_offset_ms
+        ));
+    }
+    text
+}
+
+/// `traceroute`: one line per leg.
+pub fn trace(t: &Trace) -> String {
+    let ms = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2} ms"));
+    let mut lines = vec![format!("path {} to {}", t.path, t.peer)];
+    for (i, h) in t.hops.iter().enumerate() {
+        let est = if h.estimated { " (estimated)" } else { "" };
+        lines.push(format!("{}  {}  {}{est}", i + 1, h.to, ms(h.rtt_ms)));
+    }
+    lines.join("\n")
 }
 
 /// `recv`: one line per connection, `FROM: DATA`.

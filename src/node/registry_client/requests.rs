@@ -108,6 +108,7 @@ impl Client {
                 attempts: 0,
                 rto: self.config.initial_rto,
                 retry_at: now,
+                sent_at: now,
             },
         );
         self.transmit(id, now);
@@ -135,6 +136,7 @@ impl Client {
         f.attempts += 1;
         f.nonces.push(nonce);
         f.retry_at = now + f.rto;
+        f.sent_at = now;
         f.rto = (f.rto * 2).min(cap);
         self.by_nonce.insert(nonce, id);
         let addr = self.registries[reg].addr;
@@ -187,6 +189,11 @@ impl Client {
             return;
         }
         let f = self.finish(id).expect("present");
+        // Measured only on an answer to the latest copy (each copy has its own nonce).
+        let latest = f.nonces.last() == Some(&nonce);
+        if latest && matches!(f.purpose, Purpose::Register | Purpose::Heartbeat) {
+            self.registries[reg].rtt = Some(now.saturating_duration_since(f.sent_at));
+        }
         match (f.purpose, body) {
             (
                 Purpose::Register,
