@@ -88,3 +88,99 @@ impl Registry {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{memory_registry, register, TestNode, T0};
+    use super::super::Limits;
+    use crate::mapping::{Hostname, PeerRef};
+    use crate::wire::registry::{RequestBody, Response, ResponseBody, Status};
+
+    fn ask(r: &mut super::Registry, n: &mut TestNode, now: u64, body: RequestBody) -> ResponseBody {
+        let bytes = n.signed(now, body);
+        let out = r.handle(now, n.addr, &bytes);
+        assert_eq!(out.len(), 1, "one answer");
+        Response::decode(&out[0].1).unwrap().body
+    }
+
+    fn lookup(r: &mut super::Registry, n: &mut TestNode, now: u64, peer: PeerRef) -> ResponseBody {
+        ask(r, n, now, RequestBody::LookupNode { peer })
+    }
+
+    fn status(b: &ResponseBody) -> Option<Status> {
+        match b {
+            ResponseBody::Error { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn tags_show_in_lookups_by_key_address_and_name_and_deregistration_forgets_all() {
+        let mut r = memory_registry(Limits::default(), T0);
+        let mut a = TestNode::new(1, 1000);
+        let mut b = TestNode::new(2, 1000);
+        register(&mut r, &mut a, T0, None);
+        register(&mut r, &mut b, T0, Some("worker-node"));
+        let tags = vec!["gpu".to_string(), "vector-search".to_string()];
+        let set = RequestBody::SetTags { tags: tags.clone() };
+        assert!(matches!(
+            ask(&mut r, &mut b, T0, set),
+            ResponseBody::Ack { .. }
+        ));
+        let name = Hostname::new("worker-node").unwrap();
+        for peer in [
+            PeerRef::PublicKey(b.key()),
+            PeerRef::Addr48(b.key().addr48()),
+            PeerRef::Hostname(name.clone()),
+        ] {
+            match lookup(&mut r, &mut a, T0, peer.clone()) {
+                ResponseBody::NodeInfo {
+                    key,
+                    hostname,
+                    tags: t,
+                    ..
+                } => {
+                    assert_eq!(key, b.key(), "{peer}");
+                    assert_eq!(hostname.as_ref(), Some(&name));
+                    assert_eq!(t, tags);
+                }
+                other => panic!("{peer}: {other:?}"),
+            }
+        }
+        let clear = RequestBody::SetTags { tags: vec![] };
+        ask(&mut r, &mut b, T0, clear);
+        let ResponseBody::NodeInfo { tags: t, .. } =
+            lookup(&mut r, &mut a, T0, PeerRef::Hostname(name.clone()))
+        else {
+            panic!("no node");
+        };
+        assert!(t.is_empty());
+
+        assert!(matches!(
+            ask(&mut r, &mut b, T0, RequestBody::Deregister),
+            ResponseBody::Ack { .. }
+        ));
+        for peer in [PeerRef::PublicKey(b.key()), PeerRef::Hostname(name.clone())] {
+            assert_eq!(
+                status(&lookup(&mut r, &mut a, T0, peer)),
+                Some(Status::NotFound)
+            );
+        }
+        // The name is free for another key; tags need a registration.
+        let mut c = TestNode::new(3, 1000);
+        register(&mut r, &mut c, T0, Some("worker-node"));
+        let ResponseBody::NodeInfo { key, .. } =
+            lookup(&mut r, &mut a, T0, PeerRef::Hostname(name))
+        else {
+            panic!("no node");
+        };
+        assert_eq!(key, c.key());
+        let set = RequestBody::SetTags {
+            tags: vec!["x".into()],
+        };
+        assert_eq!(
+            status(&ask(&mut r, &mut b, T0, set)),
+            Some(Status::UnknownNode)
+        );
+    }
+}
