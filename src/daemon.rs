@@ -13,6 +13,7 @@
 //!   driver and what it needs from the process.
 
 pub mod candidates;
+pub mod connections;
 pub mod discovery;
 pub mod health;
 pub mod local_api;

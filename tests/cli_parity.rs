@@ -292,6 +292,54 @@ fn shared_verbs_and_streams_work_between_two_userspace_daemons() {
     assert_eq!(bench["rtt_ms"].as_array().unwrap().len(), 5);
     assert_eq!(code_of(&a, &["bench", "node-b", "0"]).1, "invalid_argument");
 
+    // connections lists an open stream with its bytes; disconnect aborts it.
+    let mut open = a
+        .command()
+        .args(["connect", "node-b", "7"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        open.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+    }
+    let mut listed = Value::Null;
+    let seen = support::process::wait_until(Duration::from_secs(10), || {
+        listed = a.ok(&["connections"]);
+        listed["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["port"] == 7 && c["tx_bytes"] == 5)
+    });
+    assert!(seen, "{listed}");
+    let c = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["port"] == 7)
+        .unwrap()
+        .clone();
+    assert_eq!(c["service"], "connect");
+    assert_eq!(c["rx_bytes"], 5, "the echo came back: {c}");
+    let id = c["id"].as_u64().unwrap().to_string();
+    assert_eq!(a.ok(&["disconnect", &id])["id"], c["id"]);
+    let gone = support::process::wait_until(Duration::from_secs(10), || {
+        a.ok(&["connections"])["connections"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    assert!(gone, "the aborted stream's pump ended");
+    // The client saw its stream end; it exits once its stdin does.
+    drop(open.stdin.take());
+    let ended = support::process::wait_until(Duration::from_secs(10), || {
+        open.try_wait().unwrap().is_some()
+    });
+    assert!(ended, "the connect process ends");
+    assert_eq!(code_of(&a, &["disconnect", &id]).1, "not_found");
+
     // traceroute over a direct path: one leg, measured.
     let t = a.ok(&["traceroute", &keys[1], "--count", "2"]);
     assert_eq!(t["path"], "direct", "{t}");

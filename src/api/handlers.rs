@@ -309,3 +309,23 @@ pub async fn deregister<A: Api>(State(api): ApiState<A>) -> Reply<Registration> 
 pub async fn netcheck<A: Api>(State(api): ApiState<A>) -> Reply<NetcheckData> {
     Reply(api.netcheck().await)
 }
+
+/// The streams the daemon holds for API clients (`connect`, `listen`): id, service, peer,
+/// port, bytes each way, age.
+#[utoipa::path(get, path = "/v1/connections", tag = "streams",
+    responses((status = 200, description = "the ok envelope", body = OkBody<ConnectionList>)))]
+pub async fn connections<A: Api>(State(api): ApiState<A>) -> Reply<ConnectionList> {
+    Reply(Ok(api.connections()))
+}
+
+/// Abort a stream: both its overlay connection and its API connection close.
+#[utoipa::path(delete, path = "/v1/connections/{id}", tag = "streams",
+    params(("id" = u64, Path, description = "the connection's id")),
+    responses((status = 200, description = "the ok envelope: the connection as it was", body = OkBody<ConnectionView>),
+        (status = 404, body = ErrorBody, description = "no such connection")))]
+pub async fn disconnect<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(id): PathArg<u64>,
+) -> Reply<ConnectionView> {
+    Reply(api.disconnect(id))
+}

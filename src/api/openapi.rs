@@ -55,6 +55,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::clear_hostname,
         handlers::deregister,
         handlers::netcheck,
+        handlers::connections,
+        handlers::disconnect,
         serve,
     ),
     components(schemas(
@@ -163,6 +165,8 @@ mod tests {
             Request::ClearHostname {},
             Request::Deregister {},
             Request::Netcheck {},
+            Request::Connections {},
+            Request::Disconnect { id: 1 },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

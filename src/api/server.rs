@@ -60,6 +60,8 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/tags", put(h::set_tags::<A>))
         .route("/v1/deregister", post(h::deregister::<A>))
         .route("/v1/netcheck", get(h::netcheck::<A>))
+        .route("/v1/connections", get(h::connections::<A>))
+        .route("/v1/connections/{id}", delete(h::disconnect::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -93,4 +93,8 @@ pub trait Api: Send + Sync + 'static {
     fn deregister(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
     /// `GET /v1/netcheck`.
     fn netcheck(&self) -> impl Future<Output = ApiResult<NetcheckData>> + Send;
+    /// `GET /v1/connections`.
+    fn connections(&self) -> ConnectionList;
+    /// `DELETE /v1/connections/{id}`.
+    fn disconnect(&self, id: u64) -> ApiResult<ConnectionView>;
 }

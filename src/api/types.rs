@@ -436,6 +436,33 @@ pub struct ListenData {
     pub peer_hostname: Option<String>,
 }
 
+/// A stream the daemon holds for an API client (`GET /v1/connections`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    /// Its id (for `DELETE /v1/connections/{id}`).
+    pub id: u64,
+    /// `connect` or `listen`.
+    pub service: String,
+    /// The peer's overlay IPv6.
+    #[schema(value_type = String)]
+    pub peer_ipv6: Ipv6Addr,
+    /// The overlay port (the peer's for `connect`, ours for `listen`).
+    pub port: u16,
+    /// Bytes from the peer.
+    pub rx_bytes: u64,
+    /// Bytes to the peer.
+    pub tx_bytes: u64,
+    /// Seconds since it opened.
+    pub age_secs: u64,
+}
+
+/// `GET /v1/connections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionList {
+    /// The streams held, by id.
+    pub connections: Vec<ConnectionView>,
+}
+
 /// `GET /v1/netcheck`: what the network lets this node do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NetcheckData {
@@ -686,6 +713,13 @@ pub enum Request {
     Deregister {},
     /// What the network lets this node do.
     Netcheck {},
+    /// The streams the daemon holds for API clients.
+    Connections {},
+    /// Abort one of them.
+    Disconnect {
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -804,6 +838,8 @@ impl Request {
             R::ClearHostname {} => bare("DELETE", "/v1/hostname"),
             R::Deregister {} => bare("POST", "/v1/deregister"),
             R::Netcheck {} => bare("GET", "/v1/netcheck"),
+            R::Connections {} => bare("GET", "/v1/connections"),
+            R::Disconnect { id } => bare("DELETE", format!("/v1/connections/{id}")),
         }
     }
 

@@ -87,6 +87,8 @@ fn returns(path: &str) -> Option<Returns> {
         "recv" => Local(schema::<x::ReceivedAll>),
         "bench" => Local(schema::<x::BenchReport>),
         "netcheck" => Api(Request::Netcheck {}),
+        "connections" => Api(Request::Connections {}),
+        "disconnect" => Api(Request::Disconnect { id: 1 }),
         "traceroute" => Local(schema::<super::diagnostics::Trace>),
         "lookup" => Api(Request::LookupNode { peer: s() }),
         "clear-hostname" => Api(Request::ClearHostname {}),

@@ -55,6 +55,8 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("clear-tags", "pilotctl clear-tags"),
     ("netcheck", "pilotctl netcheck\npilotctl --json netcheck | jq .data.nat"),
     ("traceroute", "pilotctl traceroute worker-node"),
+    ("connections", "pilotctl connections\npilotctl --json connections"),
+    ("disconnect", "pilotctl disconnect 3"),
 ];
 
 /// The `pilotctl` command tree with every example attached.

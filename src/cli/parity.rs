@@ -39,6 +39,21 @@ pub fn run(cmd: ParityCmd) -> Result<Output, PilotError> {
         } => exchange::recv(port, count, timeout.map(Duration::from_secs)),
         ParityCmd::Bench { peer, mb } => exchange::bench(peer, mb),
         ParityCmd::Netcheck => diagnostics::netcheck(),
+        ParityCmd::Connections => Ok(ask::<crate::api::ConnectionList>(
+            "connections",
+            &Request::Connections {},
+        )?
+        .render(render::connections)),
+        ParityCmd::Disconnect { id } => Ok(ask::<crate::api::ConnectionView>(
+            "disconnect",
+            &Request::Disconnect { id },
+        )?
+        .render(|c| {
+            format!(
+                "disconnected {} ({} to {} port {})",
+                c.id, c.service, c.peer_ipv6, c.port
+            )
+        })),
         ParityCmd::Traceroute { peer, count } => diagnostics::traceroute(peer, count),
         ParityCmd::Lookup { peer } => {
             let req = Request::LookupNode { peer };

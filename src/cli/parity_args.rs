@@ -96,6 +96,14 @@ pub enum ParityCmd {
         #[arg(long, short = 'c', default_value_t = 3)]
         count: u32,
     },
+    /// List the streams the daemon holds for API clients (connect, listen, send, recv,
+    /// bench): id, service, peer, port, bytes, age.
+    Connections,
+    /// Abort one of those streams.
+    Disconnect {
+        /// Its id (`pilotctl connections`).
+        id: u64,
+    },
     /// Measure throughput and round-trip time through a peer's echo port (7).
     Bench {
         /// The peer (hostname, address, IPv6 or public key).

@@ -14,7 +14,7 @@ pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
 };
 pub use parity::{
-    bench, config_settings, health, netcheck, node_view, received, registration, trace,
+    bench, config_settings, connections, health, netcheck, node_view, received, registration, trace,
 };
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 

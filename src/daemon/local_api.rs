@@ -161,7 +161,7 @@ impl Node {
 }
 
 impl Api for Node {
-    type Stream = OverlayStream;
+    type Stream = crate::daemon::connections::Tracked<OverlayStream>;
 
     async fn info(&self) -> InfoData {
         let registries = self
@@ -221,6 +221,16 @@ impl Api for Node {
         let mode = self.mode.mode.to_string();
         let port = self.dataplane.local_port();
         crate::daemon::netcheck::report(&self.control, mode, port).await
+    }
+
+    fn connections(&self) -> ConnectionList {
+        ConnectionList {
+            connections: crate::daemon::connections::list(),
+        }
+    }
+
+    fn disconnect(&self, id: u64) -> ApiResult<ConnectionView> {
+        crate::daemon::connections::disconnect(id)
     }
 
     async fn health(&self) -> HealthData {
@@ -402,9 +412,10 @@ impl Api for Node {
         Ok(self.exposer.remove(port)?)
     }
 
-    async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, OverlayStream)> {
+    async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, Self::Stream)> {
         let (key, ip) = self.resolve_peer(&q.peer).await?;
         let s = streams::connect(&self.overlay, ip, q.port).await?;
+        let s = crate::daemon::connections::Tracked::new(s, "connect", ip, q.port);
         let data = ConnectData {
             peer: key,
             ipv6: ip,
@@ -413,7 +424,7 @@ impl Api for Node {
         Ok((data, s))
     }
 
-    async fn listen(&self, port: u16) -> ApiResult<(ListenData, OverlayStream)> {
+    async fn listen(&self, port: u16) -> ApiResult<(ListenData, Self::Stream)> {
         let (s, remote) = streams::accept_one(&self.overlay, port).await?;
         let from = self.dataplane.peer_by_ip(&remote);
         let data = ListenData {
@@ -422,6 +433,7 @@ impl Api for Node {
             peer: from.as_ref().map(|p| p.public_key),
             peer_hostname: from.and_then(|p| p.hostname),
         };
+        let s = crate::daemon::connections::Tracked::new(s, "listen", remote, port);
         Ok((data, s))
     }
 

@@ -124,6 +124,26 @@ pub fn netcheck(n: &NetcheckData) -> String {
     text
 }
 
+/// `connections`: a table.
+pub fn connections(l: &crate::api::ConnectionList) -> String {
+    if l.connections.is_empty() {
+        return "no connections".into();
+    }
+    let mut rows = vec![["ID", "SERVICE", "PEER", "PORT", "RX", "TX", "AGE"].map(String::from)];
+    for c in &l.connections {
+        rows.push([
+            c.id.to_string(),
+            c.service.clone(),
+            c.peer_ipv6.to_string(),
+            c.port.to_string(),
+            super::human_bytes(c.rx_bytes),
+            super::human_bytes(c.tx_bytes),
+            format!("{}s", c.age_secs),
+        ]);
+    }
+    table(&rows)
+}
+
 /// `traceroute`: one line per leg.
 pub fn trace(t: &Trace) -> String {
     let ms = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.2} ms"));
