@@ -49,9 +49,7 @@ pub fn main() -> ExitCode {
     }
     let is_stream = matches!(
         cli.command,
-        Command::Connect { message: None, .. }
-            | Command::Listen { .. }
-            | Command::Parity(parity_args::ParityCmd::Completions { .. })
+        Command::Connect { message: None, .. } | Command::Listen { .. }
     );
     match dispatch::run(cli.command) {
         Ok(_) if is_stream => ExitCode::SUCCESS,

@@ -172,6 +172,12 @@ fn context_lists_every_command_and_completions_and_man_pages_come_from_the_same_
         home.pilotctl(&["completions", "tcsh"]).status.code(),
         Some(2)
     );
+    let json = home.ok(&["completions", "bash"]);
+    assert_eq!(json["shell"], "bash");
+    assert_eq!(
+        json["script"].as_str().unwrap().trim_end(),
+        String::from_utf8_lossy(&script.stdout).trim_end()
+    );
 
     let dir = home.path().join("man");
     let v = home.ok(&["man", dir.to_str().unwrap()]);

@@ -33,16 +33,27 @@ pub fn completion_script(shell: CompletionShell) -> Vec<u8> {
     out
 }
 
-/// `completions SHELL`: the script goes to stdout as it is (not through the text renderer).
+/// `completions`' data (`--json`); without it the script alone is printed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompletionScript {
+    /// `bash`, `zsh` or `fish`.
+    pub shell: String,
+    /// The script.
+    pub script: String,
+}
+
+/// `completions SHELL`.
 pub fn completions(shell: CompletionShell) -> Result<Output, PilotError> {
-    use std::io::Write;
-    let script = completion_script(shell);
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&script)
-        .and_then(|_| stdout.flush())
-        .map_err(|e| PilotError::internal(format!("cannot write the script: {e}")))?;
-    Ok(Output::nothing())
+    let script = String::from_utf8(completion_script(shell))
+        .map_err(|e| PilotError::internal(format!("the script is not UTF-8: {e}")))?;
+    let name = format!("{shell:?}").to_lowercase();
+    Output::local(
+        &CompletionScript {
+            shell: name,
+            script: script.clone(),
+        },
+        script,
+    )
 }
 
 /// Every man page as `(file name, roff text)`: the root, then each command depth first.
