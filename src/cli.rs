@@ -14,18 +14,25 @@
 //!   `events`.
 
 pub mod args;
+pub mod bootstrap;
+mod catalogue;
 mod config_check;
 mod daemon_process;
+mod diagnostics;
 mod dispatch;
 mod escape;
+pub mod examples;
+mod exchange;
 mod mcp;
 mod messages;
 mod output;
+mod parity;
+pub mod parity_args;
 mod registry_run;
 mod render;
+mod shell;
 mod stream;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 pub use args::{
@@ -38,13 +45,19 @@ use output::print_error;
 /// Parses the process arguments and runs the command. Usage errors exit 2, other errors 1.
 pub fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli = match examples::parse(&argv) {
         Ok(c) => c,
         Err(e) => return usage_error(&e, argv.iter().any(|a| a == "--json")),
     };
+    if let Command::Daemon(DaemonCmd::Status { check: true }) = cli.command {
+        return parity::status_check();
+    }
     let is_stream = matches!(
         cli.command,
-        Command::Connect { .. } | Command::Listen { .. } | Command::Mcp(_) | Command::Events { .. }
+        Command::Connect { message: None, .. }
+            | Command::Listen { .. }
+            | Command::Mcp(_)
+            | Command::Events { .. }
     );
     let run = match cli.command {
         Command::Events { count, timeout } => messages::events(count, timeout, cli.json),

@@ -16,10 +16,14 @@
 //! - [`webhook`]: live events POSTed to the owner's URL.
 
 pub mod candidates;
+pub mod connections;
+pub mod discovery;
+pub mod health;
 pub mod local_api;
 pub mod logging;
 pub mod metrics;
 pub mod mode;
+pub mod netcheck;
 pub mod node_driver;
 pub mod node_state;
 pub mod notify;

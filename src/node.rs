@@ -20,6 +20,7 @@ pub mod answers;
 pub mod commands;
 pub mod control;
 pub mod core;
+pub mod discovery;
 pub mod paths;
 pub mod pings;
 pub mod probes;

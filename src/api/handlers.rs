@@ -341,3 +341,80 @@ pub async fn forget_registry_key<A: Api>(
 ) -> Reply<RegistryKeyView> {
     Reply(api.forget_registry_key(req).await)
 }
+
+/// A short status: uptime, peers up, message queues, the last warnings and errors.
+#[utoipa::path(get, path = "/v1/health", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<HealthData>)))]
+pub async fn health<A: Api>(State(api): ApiState<A>) -> Reply<HealthData> {
+    Reply(Ok(api.health().await))
+}
+
+/// Describe a node at the registries by hostname, address, IPv6 or key: key, address, IPv6,
+/// hostname and tags (never an endpoint). An address finds only a node online at a registry.
+#[utoipa::path(get, path = "/v1/lookup/{peer}", tag = "trust",
+    params(("peer" = String, Path, description = "hostname, address, overlay IPv6 or public key (percent-encoded)")),
+    responses((status = 200, description = "the ok envelope", body = OkBody<NodeView>),
+        (status = 400, body = ErrorBody, description = "not a peer reference"),
+        (status = 404, body = ErrorBody, description = "no registry knows the node"),
+        (status = 502, body = ErrorBody, description = "no registry is configured")))]
+pub async fn lookup_node<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(peer): PathArg<String>,
+) -> Reply<NodeView> {
+    Reply(api.lookup_node(peer).await)
+}
+
+/// Replace our tags at every registry (an empty list clears them); they are kept for later
+/// registrations.
+#[utoipa::path(put, path = "/v1/tags", tag = "node", request_body = SetTagsRequest,
+    responses((status = 200, description = "the ok envelope", body = OkBody<Registration>),
+        (status = 400, body = ErrorBody, description = "a tag is not 1-24 lowercase letters, digits and hyphens, or more than 8")))]
+pub async fn set_tags<A: Api>(
+    State(api): ApiState<A>,
+    JsonBody(req): JsonBody<SetTagsRequest>,
+) -> Reply<Registration> {
+    Reply(api.set_tags(req.tags).await)
+}
+
+/// Give up our hostname at every registry.
+#[utoipa::path(delete, path = "/v1/hostname", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<Registration>)))]
+pub async fn clear_hostname<A: Api>(State(api): ApiState<A>) -> Reply<Registration> {
+    Reply(api.clear_hostname().await)
+}
+
+/// Ask every registry to forget us (signed): hostname, tags and registration. The daemon stops
+/// registering until it restarts.
+#[utoipa::path(post, path = "/v1/deregister", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<Registration>)))]
+pub async fn deregister<A: Api>(State(api): ApiState<A>) -> Reply<Registration> {
+    Reply(api.deregister().await)
+}
+
+/// What the network lets this node do: each registry's reachability, our reflexive
+/// addresses, whether our NAT maps endpoint-independently, clock skew, TUN availability.
+#[utoipa::path(get, path = "/v1/netcheck", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<NetcheckData>)))]
+pub async fn netcheck<A: Api>(State(api): ApiState<A>) -> Reply<NetcheckData> {
+    Reply(api.netcheck().await)
+}
+
+/// The streams the daemon holds for API clients (`connect`, `listen`): id, service, peer,
+/// port, bytes each way, age.
+#[utoipa::path(get, path = "/v1/connections", tag = "streams",
+    responses((status = 200, description = "the ok envelope", body = OkBody<ConnectionList>)))]
+pub async fn connections<A: Api>(State(api): ApiState<A>) -> Reply<ConnectionList> {
+    Reply(Ok(api.connections()))
+}
+
+/// Abort a stream: both its overlay connection and its API connection close.
+#[utoipa::path(delete, path = "/v1/connections/{id}", tag = "streams",
+    params(("id" = u64, Path, description = "the connection's id")),
+    responses((status = 200, description = "the ok envelope: the connection as it was", body = OkBody<ConnectionView>),
+        (status = 404, body = ErrorBody, description = "no such connection")))]
+pub async fn disconnect<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(id): PathArg<u64>,
+) -> Reply<ConnectionView> {
+    Reply(api.disconnect(id))
+}

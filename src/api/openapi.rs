@@ -58,6 +58,14 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::transfers,
         handlers::received,
         handlers::clear_received,
+        handlers::health,
+        handlers::lookup_node,
+        handlers::set_tags,
+        handlers::clear_hostname,
+        handlers::deregister,
+        handlers::netcheck,
+        handlers::connections,
+        handlers::disconnect,
         serve,
     ),
     components(schemas(
@@ -189,6 +197,14 @@ mod tests {
             Request::Transfers {},
             Request::Received { clear: false },
             Request::Received { clear: true },
+            Request::Health {},
+            Request::LookupNode { peer: s() },
+            Request::SetTags { tags: vec![] },
+            Request::ClearHostname {},
+            Request::Deregister {},
+            Request::Netcheck {},
+            Request::Connections {},
+            Request::Disconnect { id: 1 },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -33,7 +33,10 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
     Router::new()
         .route("/v1/info", get(h::info::<A>))
         .route("/v1/peers", get(h::peers::<A>))
-        .route("/v1/hostname", put(h::set_hostname::<A>))
+        .route(
+            "/v1/hostname",
+            put(h::set_hostname::<A>).delete(h::clear_hostname::<A>),
+        )
         .route("/v1/shutdown", post(h::shutdown::<A>))
         .route("/v1/trust", get(h::trust::<A>))
         .route("/v1/trust/handshake", post(h::handshake::<A>))
@@ -66,6 +69,13 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
             get(h::received::<A>).delete(h::clear_received::<A>),
         )
         .route("/v1/events", get(h::events::<A>))
+        .route("/v1/health", get(h::health::<A>))
+        .route("/v1/lookup/{peer}", get(h::lookup_node::<A>))
+        .route("/v1/tags", put(h::set_tags::<A>))
+        .route("/v1/deregister", post(h::deregister::<A>))
+        .route("/v1/netcheck", get(h::netcheck::<A>))
+        .route("/v1/connections", get(h::connections::<A>))
+        .route("/v1/connections/{id}", delete(h::disconnect::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

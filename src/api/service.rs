@@ -101,4 +101,20 @@ pub trait Api: Send + Sync + 'static {
     fn received(&self, clear: bool) -> ApiResult<ReceivedData>;
     /// `GET /v1/events`: a new subscription to the live events.
     fn subscribe(&self) -> Subscription;
+    /// `GET /v1/health`.
+    fn health(&self) -> impl Future<Output = HealthData> + Send;
+    /// `GET /v1/lookup/{peer}`.
+    fn lookup_node(&self, peer: String) -> impl Future<Output = ApiResult<NodeView>> + Send;
+    /// `PUT /v1/tags`.
+    fn set_tags(&self, tags: Vec<String>) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `DELETE /v1/hostname`.
+    fn clear_hostname(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `POST /v1/deregister`.
+    fn deregister(&self) -> impl Future<Output = ApiResult<Registration>> + Send;
+    /// `GET /v1/netcheck`.
+    fn netcheck(&self) -> impl Future<Output = ApiResult<NetcheckData>> + Send;
+    /// `GET /v1/connections`.
+    fn connections(&self) -> ConnectionList;
+    /// `DELETE /v1/connections/{id}`.
+    fn disconnect(&self, id: u64) -> ApiResult<ConnectionView>;
 }

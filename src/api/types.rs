@@ -5,7 +5,7 @@
 //! message store's entries, exposed ports) are re-exported here rather than copied.
 
 use std::borrow::Cow;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -20,6 +20,7 @@ pub use crate::node::views::{
     HostnameClaim, Lookup, NodeEvent, PendingList, PendingView, PingReport, RegistryKeySource,
     RegistryKeyView, TrustList, TrustStanding, TrustView,
 };
+pub use crate::node::views::{NodeView, Registration};
 pub use crate::services::files::{
     Direction, ReceivedFile, RefuseCode, Transfer, TransferError, TransferState,
 };
@@ -529,6 +530,108 @@ pub struct ListenData {
     pub peer_hostname: Option<String>,
 }
 
+/// A stream the daemon holds for an API client (`GET /v1/connections`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    /// Its id (for `DELETE /v1/connections/{id}`).
+    pub id: u64,
+    /// `connect` or `listen`.
+    pub service: String,
+    /// The peer's overlay IPv6.
+    #[schema(value_type = String)]
+    pub peer_ipv6: Ipv6Addr,
+    /// The overlay port (the peer's for `connect`, ours for `listen`).
+    pub port: u16,
+    /// Bytes from the peer.
+    pub rx_bytes: u64,
+    /// Bytes to the peer.
+    pub tx_bytes: u64,
+    /// Seconds since it opened.
+    pub age_secs: u64,
+}
+
+/// `GET /v1/connections`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionList {
+    /// The streams held, by id.
+    pub connections: Vec<ConnectionView>,
+}
+
+/// `GET /v1/netcheck`: what the network lets this node do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NetcheckData {
+    /// The mode that runs (`tun` or `userspace`).
+    pub mode: String,
+    /// Whether a TUN device could be made here now.
+    pub tun_available: bool,
+    /// Why not, when it could not.
+    pub tun_unavailable_reason: Option<String>,
+    /// The UDP port of our tunnel socket.
+    pub local_port: u16,
+    /// Each configured registry.
+    pub registries: Vec<crate::node::registry_client::RegistryStatus>,
+    /// Our reflexive addresses, as the registries see us (distinct).
+    #[schema(value_type = Vec<String>)]
+    pub reflexive: Vec<SocketAddr>,
+    /// `endpoint-independent` (every registry sees the same public address and port: hole
+    /// punching works), `endpoint-dependent` (the port differs per destination: direct paths
+    /// may need the relay), `no-nat` (the reflexive address is our own port on a local
+    /// address), or `unknown` (fewer than two registries answered).
+    pub nat: String,
+    /// The largest clock correction a registry reported, ms (registries refuse requests
+    /// skewed by more than their window).
+    pub clock_skew_ms: i64,
+}
+
+/// `PUT /v1/tags`'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTagsRequest {
+    /// At most 8 tags of 1-24 lowercase letters, digits and hyphens; empty clears them.
+    pub tags: Vec<String>,
+}
+
+/// `GET /v1/health`: a short status for scripts and operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthData {
+    /// `ok` when the data plane runs and nothing was logged at warn or error level in the last
+    /// minute; else `degraded`.
+    pub status: String,
+    /// pilot version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// `tun` or `userspace`.
+    pub mode: String,
+    /// Peers in the peer table.
+    pub peers: usize,
+    /// Peers whose last WireGuard handshake is under 180 s old (a session is up).
+    pub peers_up: usize,
+    /// Configured registries.
+    pub registries: usize,
+    /// Messages in our inbox (`null` without the message service).
+    pub inbox: Option<usize>,
+    /// Sent messages not yet acked (`null` without the message service).
+    pub outbox: Option<usize>,
+    /// Whether every data-plane thread runs.
+    pub data_plane_alive: bool,
+    /// The last warnings and errors the daemon logged (at most 10), oldest first.
+    pub last_errors: Vec<LoggedProblem>,
+}
+
+/// One warning or error from the daemon's log (`GET /v1/health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LoggedProblem {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// `WARN` or `ERROR`.
+    pub level: String,
+    /// The module that logged it.
+    pub target: String,
+    /// The message and its fields, as the log shows them.
+    pub message: String,
+}
+
 // ---- Events ----
 
 /// A message arrived in our inbox (an event of `GET /v1/events`).
@@ -743,6 +846,31 @@ pub enum Request {
         /// Delete them after listing.
         clear: bool,
     },
+    /// A short status: uptime, peers up, queues, last errors.
+    Health {},
+    /// Describe a node at the registries (key, address, IPv6, hostname, tags).
+    LookupNode {
+        /// Hostname, address, overlay IPv6 or public key.
+        peer: String,
+    },
+    /// Replace our tags at the registries (empty clears them).
+    SetTags {
+        /// The tags.
+        tags: Vec<String>,
+    },
+    /// Give up our hostname at the registries.
+    ClearHostname {},
+    /// Ask every registry to forget us.
+    Deregister {},
+    /// What the network lets this node do.
+    Netcheck {},
+    /// The streams the daemon holds for API clients.
+    Connections {},
+    /// Abort one of them.
+    Disconnect {
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -912,6 +1040,14 @@ impl Request {
             R::Transfers {} => bare("GET", "/v1/files/transfers"),
             R::Received { clear: false } => bare("GET", "/v1/files/received"),
             R::Received { clear: true } => bare("DELETE", "/v1/files/received"),
+            R::Health {} => bare("GET", "/v1/health"),
+            R::LookupNode { peer } => bare("GET", format!("/v1/lookup/{}", percent_encode(&peer))),
+            R::SetTags { tags } => with_body("PUT", "/v1/tags", SetTagsRequest { tags }),
+            R::ClearHostname {} => bare("DELETE", "/v1/hostname"),
+            R::Deregister {} => bare("POST", "/v1/deregister"),
+            R::Netcheck {} => bare("GET", "/v1/netcheck"),
+            R::Connections {} => bare("GET", "/v1/connections"),
+            R::Disconnect { id } => bare("DELETE", format!("/v1/connections/{id}")),
         }
     }
 

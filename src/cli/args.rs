@@ -28,7 +28,11 @@ pub enum Command {
     /// Show this node's address, IPv6, hostname, public key, mode, uptime and peer count.
     Info,
     /// List peers: address, hostname, endpoint, last handshake, traffic and drops.
-    Peers,
+    Peers {
+        /// Only peers whose hostname, address, IPv6 or key contains this text.
+        #[arg(long)]
+        search: Option<String>,
+    },
     /// Change the hostname this node claims (NAME.pilot).
     SetHostname {
         /// 1-63 lowercase letters, digits and hyphens.
@@ -62,7 +66,11 @@ pub enum Command {
         peer: String,
     },
     /// List every trust relation (trusted, pending, requested, rejected, static).
-    Trust,
+    Trust {
+        /// Only relations whose hostname, address, IPv6 or key contains this text.
+        #[arg(long)]
+        search: Option<String>,
+    },
     /// Look up an exact hostname at the registries: key, address and IPv6.
     Find {
         /// The hostname (`worker-node` or `worker-node.pilot`).
@@ -85,7 +93,14 @@ pub enum Command {
         /// The peer (hostname, address, IPv6 or public key).
         peer: String,
         /// The peer's overlay TCP port.
+        #[arg(default_value_t = 1000)]
         port: u16,
+        /// Send this text instead of stdin, print the reply and exit.
+        #[arg(long)]
+        message: Option<String>,
+        /// With --message: seconds to wait for the reply (default 10).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Wait for one trusted peer to connect to our overlay port; its bytes go to stdout, stdin
     /// goes back to it.
@@ -153,9 +168,9 @@ pub enum Command {
     /// List outgoing and incoming file transfers with their progress and any refusal code.
     #[command(after_help = "Example: pilotctl transfers --json")]
     Transfers,
-    /// Configuration files.
-    #[command(subcommand)]
-    Config(ConfigCmd),
+    /// Show the effective configuration and where each value comes from; `--set KEY=VALUE`
+    /// edits $PILOT_HOME/config.toml; `config check FILE` validates a file.
+    Config(crate::cli::bootstrap::ConfigArgs),
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
@@ -167,6 +182,9 @@ pub enum Command {
         after_help = "Example: an MCP client starts it as {\"command\": \"pilotctl\", \"args\": [\"mcp\"], \"env\": {\"PILOT_HOME\": \"/home/me/.pilot\"}}"
     )]
     Mcp(McpArgs),
+    /// Commands added for parity with Pilot Protocol's pilotctl (init, health, context, ...).
+    #[command(flatten)]
+    Parity(crate::cli::parity_args::ParityCmd),
 }
 
 /// Options of `mcp`.
@@ -308,7 +326,11 @@ pub enum DaemonCmd {
         timeout: u64,
     },
     /// Say whether a daemon runs for this state directory, and its pid and address.
-    Status,
+    Status {
+        /// Print nothing; exit 0 when the daemon answers, 1 otherwise.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// Options shared by `daemon start` and `daemon run`.

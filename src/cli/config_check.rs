@@ -8,10 +8,11 @@ use crate::config::{Config, ConfigError};
 use crate::error::PilotError;
 
 /// `config check`'s data.
-#[derive(Debug, Serialize)]
-struct Checked<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Checked<'a> {
     file: String,
     valid: bool,
+    #[schema(value_type = Object)]
     config: &'a Config,
 }
 

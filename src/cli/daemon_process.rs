@@ -21,15 +21,15 @@ use crate::state::paths::StatePaths;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `daemon run` and `registry run`'s data once they stop.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stopped {
     /// Always true.
     pub stopped: bool,
 }
 
 /// `daemon stop`'s data.
-#[derive(Debug, Serialize)]
-struct StopData {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StopData {
     stopped: bool,
     pid: u32,
     /// Whether SIGKILL was needed.
@@ -37,8 +37,8 @@ struct StopData {
 }
 
 /// `daemon status`'s data.
-#[derive(Debug, Serialize)]
-struct StatusData {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct StatusData {
     running: bool,
     pid: u32,
     socket: String,

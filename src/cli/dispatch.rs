@@ -1,15 +1,15 @@
 //! From a parsed command to its output: each daemon command asks the daemon, decodes the
 //! answer into its type and hands it to its renderer; the rest run here.
 
-use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
+use super::args::{Command, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
-use super::{config_check, daemon_process, mcp, registry_run, render, stream};
+use super::{daemon_process, mcp, registry_run, render, stream};
 use crate::api::{
-    ExposeList, InfoData, OutboxData, PeersData, ReceivedData, RegistryKeyView, Request, Transfer,
+    ExposeList, InfoData, OutboxData, ReceivedData, RegistryKeyView, Request, Transfer,
     TransfersData, WebhookStatus,
 };
 use crate::error::{ErrorCode, PilotError};
-use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustList, TrustView};
+use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustView};
 use crate::userspace::expose::Exposed;
 
 /// Runs one command.
@@ -18,19 +18,24 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Daemon(DaemonCmd::Run(args)) => daemon_process::run(&args),
         Command::Daemon(DaemonCmd::Start(args)) => daemon_process::start(&args),
         Command::Daemon(DaemonCmd::Stop { timeout }) => daemon_process::stop(timeout),
-        Command::Daemon(DaemonCmd::Status) => daemon_process::status(),
-        Command::Config(ConfigCmd::Check { file }) => config_check::check(&file),
+        Command::Daemon(DaemonCmd::Status { .. }) => daemon_process::status(),
+        Command::Config(args) => super::bootstrap::config(args),
         Command::Registry(RegistryCmd::Run(args)) => registry_run::run(&args),
         Command::Registry(RegistryCmd::ForgetKey { registry }) => {
             let req = Request::ForgetRegistryKey { registry };
             Ok(ask::<RegistryKeyView>("registry forget-key", &req)?
                 .render(render::registry_key_forgotten))
         }
-        Command::Connect { peer, port } => stream::run(&Request::Connect { peer, port }),
+        Command::Connect {
+            peer,
+            port,
+            message: Some(m),
+            timeout,
+        } => super::exchange::send(peer, port, &m, timeout_or_default(timeout)),
+        Command::Connect { peer, port, .. } => stream::run(&Request::Connect { peer, port }),
         Command::Listen { port } => stream::run(&Request::Listen { port }),
         Command::Info => Ok(ask::<InfoData>("info", &Request::Info {})?.render(render::info)),
-        Command::Peers => Ok(ask::<PeersData>("peers", &Request::Peers {})?
-            .render(|d| render::peers(d, crate::clock::unix_ms_now() / 1000))),
+        Command::Peers { search } => super::parity::peers(search),
         Command::SetHostname { name } => set_hostname(&name),
         Command::Find { name } => find(name),
         Command::Ping { peer, count } => ping(peer, count),
@@ -57,9 +62,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Pending => {
             Ok(ask::<PendingList>("pending", &Request::Pending {})?.render(render::pending))
         }
-        Command::Trust => {
-            Ok(ask::<TrustList>("trust", &Request::Trust {})?.render(render::trust_list))
-        }
+        Command::Trust { search } => super::parity::trust(search),
         Command::SendMessage(args) => super::messages::send_message(args),
         Command::Reply(args) => super::messages::reply(args),
         Command::Inbox(args) => super::messages::inbox(args),
@@ -72,6 +75,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         }
         Command::Expose(args) => expose(args),
         Command::Mcp(args) => mcp::run(&args),
+        Command::Parity(cmd) => super::parity::run(cmd),
         Command::SendFile { peer, path, name } => send_file(peer, &path, name),
         Command::Received { clear } => Ok(ask::<ReceivedData>(
             "received",
@@ -106,6 +110,11 @@ fn send_file(
         name,
     };
     Ok(ask::<Transfer>("send-file", &req)?.render(render::sent_file))
+}
+
+/// `connect --message`'s timeout: `--timeout S`, else 10 s.
+fn timeout_or_default(secs: Option<u64>) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.unwrap_or(10))
 }
 
 /// `set-hostname NAME`, checked here before it reaches the daemon.

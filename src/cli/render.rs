@@ -7,6 +7,7 @@ mod expose;
 mod files;
 mod messages;
 mod node;
+mod parity;
 mod trust;
 
 pub use events::event;
@@ -15,6 +16,10 @@ pub use files::{received, sent_file, transfers};
 pub use messages::{delivery_word, inbox, inbox_entry, outbox, sent_message, webhook_status};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
+};
+pub use parity::{
+    bench, config_settings, connections, health, netcheck, node_view, recv_report, registration,
+    trace,
 };
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 

@@ -89,6 +89,16 @@ async fn resolve_registry(spec: &str) -> Result<SocketAddr, PilotError> {
 }
 
 impl Node {
+    /// The parts discovery needs.
+    fn discovery(&self) -> crate::daemon::discovery::Node<'_> {
+        crate::daemon::discovery::Node {
+            control: &self.control,
+            network: self.config.network,
+            paths: &self.paths,
+            hostname: &self.hostname,
+        }
+    }
+
     fn peer_ref(&self, text: &str) -> Result<PeerRef, PilotError> {
         Ok(PeerRef::parse(text, &self.config.network)?)
     }
@@ -202,7 +212,7 @@ fn sent_message(id: String, to: PublicKey, ip: Ipv6Addr, outcome: Delivery) -> S
 const MAX_WAIT_MS: u64 = 600_000;
 
 impl Api for Node {
-    type Stream = OverlayStream;
+    type Stream = crate::daemon::connections::Tracked<OverlayStream>;
 
     async fn info(&self) -> InfoData {
         let registries = self
@@ -242,6 +252,48 @@ impl Api for Node {
         }
     }
 
+    async fn lookup_node(&self, peer: String) -> ApiResult<NodeView> {
+        crate::daemon::discovery::lookup(&self.discovery(), &peer).await
+    }
+
+    async fn set_tags(&self, tags: Vec<String>) -> ApiResult<Registration> {
+        crate::daemon::discovery::set_tags(&self.discovery(), tags).await
+    }
+
+    async fn clear_hostname(&self) -> ApiResult<Registration> {
+        crate::daemon::discovery::clear_hostname(&self.discovery()).await
+    }
+
+    async fn deregister(&self) -> ApiResult<Registration> {
+        crate::daemon::discovery::deregister(&self.discovery()).await
+    }
+
+    async fn netcheck(&self) -> ApiResult<NetcheckData> {
+        let mode = self.mode.mode.to_string();
+        let port = self.dataplane.local_port();
+        crate::daemon::netcheck::report(&self.control, mode, port).await
+    }
+
+    fn connections(&self) -> ConnectionList {
+        ConnectionList {
+            connections: crate::daemon::connections::list(),
+        }
+    }
+
+    fn disconnect(&self, id: u64) -> ApiResult<ConnectionView> {
+        crate::daemon::connections::disconnect(id)
+    }
+
+    async fn health(&self) -> HealthData {
+        crate::daemon::health::report(crate::daemon::health::Parts {
+            dataplane: &self.dataplane,
+            messages: self.messages.as_deref(),
+            started: self.started,
+            mode: self.mode.mode.to_string(),
+            registries: self.config.registries.len(),
+        })
+    }
+
     async fn forget_registry_key(
         &self,
         req: ForgetRegistryKeyRequest,
@@ -274,6 +326,7 @@ impl Api for Node {
             .await?;
         let state = NodeState {
             hostname: Some(h.clone()),
+            ..node_state::load(&self.paths).unwrap_or_default()
         };
         node_state::save(&self.paths, &state)?;
         *self.hostname.lock().expect("hostname lock") = Some(h.clone());
@@ -465,9 +518,10 @@ impl Api for Node {
         Ok(self.exposer.remove(port)?)
     }
 
-    async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, OverlayStream)> {
+    async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, Self::Stream)> {
         let (key, ip) = self.resolve_peer(&q.peer).await?;
         let s = streams::connect(&self.overlay, ip, q.port).await?;
+        let s = crate::daemon::connections::Tracked::new(s, "connect", ip, q.port);
         let data = ConnectData {
             peer: key,
             ipv6: ip,
@@ -476,7 +530,7 @@ impl Api for Node {
         Ok((data, s))
     }
 
-    async fn listen(&self, port: u16) -> ApiResult<(ListenData, OverlayStream)> {
+    async fn listen(&self, port: u16) -> ApiResult<(ListenData, Self::Stream)> {
         let (s, remote) = streams::accept_one(&self.overlay, port).await?;
         let from = self.dataplane.peer_by_ip(&remote);
         let data = ListenData {
@@ -485,6 +539,7 @@ impl Api for Node {
             peer: from.as_ref().map(|p| p.public_key),
             peer_hostname: from.and_then(|p| p.hostname),
         };
+        let s = crate::daemon::connections::Tracked::new(s, "listen", remote, port);
         Ok((data, s))
     }
 

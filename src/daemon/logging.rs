@@ -75,6 +75,7 @@ pub fn init(filter: &str, format: LogFormat) {
     if tracing_subscriber::registry()
         .with(layer)
         .with(filter)
+        .with(crate::daemon::health::ProblemLayer)
         .try_init()
         .is_ok()
     {

@@ -12,6 +12,9 @@ use crate::state::paths::StatePaths;
 pub struct NodeState {
     /// The hostname last set with `--hostname` or `set-hostname`.
     pub hostname: Option<Hostname>,
+    /// The tags last set with `set-tags` (sent to the registries after each registration).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Reads `node.json` without following a symbolic link; a missing file is the default state,
@@ -64,6 +67,7 @@ pub fn initial_hostname(
             paths,
             &NodeState {
                 hostname: Some(h.clone()),
+                ..load(paths)?
             },
         )?;
         return Ok(Some(h));

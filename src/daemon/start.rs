@@ -220,6 +220,9 @@ async fn start_control(
     cc.learned_keys = LearnedKeys::open(&s.paths.dir.join(REGISTRY_KEYS_FILE))?;
     cc.max_clock_offset = Duration::from_secs(s.config.registry.max_clock_offset_secs);
     cc.hostname = s.hostname.clone();
+    cc.tags = crate::daemon::node_state::load(&s.paths)
+        .map(|n| n.tags)
+        .unwrap_or_default();
     cc.candidates =
         crate::daemon::candidates::local_candidates(plane.local_port(), &s.config.tun.name);
     let core = ControlPlane::new(

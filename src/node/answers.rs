@@ -87,6 +87,10 @@ impl Node {
                 self.plane.set_allow_list(allow);
                 let _ = reply.send(Ok(()));
             }
+            NodeCommand::Discovery(cmd) => self.on_discovery(now, cmd),
+            NodeCommand::RegistryStatus { reply } => {
+                let _ = reply.send(Ok(self.plane.client().registry_status()));
+            }
         }
         self.pump(now);
     }

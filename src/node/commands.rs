@@ -10,7 +10,8 @@ use crate::error::PilotError;
 use crate::identity::PublicKey;
 use crate::mapping::{Hostname, PeerRef};
 use crate::node::views::{
-    HostnameClaim, Lookup, PendingList, PingReport, RegistryKeyView, TrustList, TrustView,
+    HostnameClaim, Lookup, NodeView, PendingList, PingReport, Registration, RegistryKeyView,
+    TrustList, TrustView,
 };
 
 /// Where a command's answer goes.
@@ -105,6 +106,13 @@ pub enum NodeCommand {
         /// The answer.
         reply: Reply<()>,
     },
+    /// Discovery at the registries (lookup, tags, clear-hostname, deregister).
+    Discovery(DiscoveryCommand),
+    /// Each registry's reachability, our reflexive address there, clock offset and RTT.
+    RegistryStatus {
+        /// The answer.
+        reply: Reply<Vec<crate::node::registry_client::RegistryStatus>>,
+    },
 }
 
 /// What an API call is waiting for.
@@ -118,4 +126,43 @@ pub(super) enum Waiting {
     },
     /// A hostname claim.
     Hostname(Hostname, Reply<HostnameClaim>),
+    /// A discovery call.
+    Discovery(DiscoveryWait),
+}
+
+/// A discovery request from the local API.
+#[derive(Debug)]
+pub enum DiscoveryCommand {
+    /// Describe a node at the registries.
+    Lookup {
+        /// Whom.
+        peer: PeerRef,
+        /// The answer.
+        reply: Reply<NodeView>,
+    },
+    /// Replace our tags (empty clears them).
+    SetTags {
+        /// The tags, already checked.
+        tags: Vec<String>,
+        /// The answer.
+        reply: Reply<Registration>,
+    },
+    /// Give up our hostname.
+    ClearHostname {
+        /// The answer.
+        reply: Reply<Registration>,
+    },
+    /// Ask every registry to forget us.
+    Deregister {
+        /// The answer.
+        reply: Reply<Registration>,
+    },
+}
+
+/// What a discovery call waits for.
+pub(crate) enum DiscoveryWait {
+    /// A node lookup.
+    Lookup(Reply<NodeView>),
+    /// A change; the registration it leads to.
+    Change(Registration, Reply<Registration>),
 }

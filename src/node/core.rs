@@ -333,6 +333,7 @@ impl Node {
             Waiting::Hostname(hostname, reply) => {
                 let _ = reply.send(result.map(|_| HostnameClaim { hostname }));
             }
+            Waiting::Discovery(wait) => self.discovery_done(wait, result),
             Waiting::Op { peer, reply } => {
                 let key = match &peer {
                     Ok(k) => Some(*k),
@@ -594,6 +595,7 @@ impl Node {
                 registry,
                 ..
             } => self.on_candidates(now, peer, &candidates, registry),
+            ClientEvent::NodeInfo { op, info } => self.on_node_info(op, info),
             ClientEvent::Done { op } => self.reply_op(op, Ok(())),
             ClientEvent::Failed { op, error } => self.reply_op(op, Err(error.into())),
             ClientEvent::TrustRequestReceived { .. }

@@ -36,11 +36,13 @@
 
 mod authenticity;
 mod config;
+mod discovery;
 mod error;
 mod event;
 mod keys;
 mod pushes;
 mod requests;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -53,8 +55,9 @@ pub use self::config::{
     parse_registry_spec, ClientConfig, RegistrySpecError, DEFAULT_MAX_CLOCK_OFFSET,
 };
 pub use self::error::ClientError;
-pub use self::event::{ClientCounters, ClientEvent, OpId};
+pub use self::event::{ClientCounters, ClientEvent, NodeInfo, OpId};
 pub use self::keys::{KeysFileError, LearnedKeys, REGISTRY_KEYS_FILE};
+pub use self::status::RegistryStatus;
 
 use self::authenticity::initial_key;
 use crate::identity::{Identity, PublicKey};
@@ -82,6 +85,8 @@ struct InFlight {
     attempts: u32,
     rto: Duration,
     retry_at: Instant,
+    /// When the last copy went out (a round trip is measured on answers to a first copy).
+    sent_at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,9 @@ enum OpKind {
     ReleaseHostname,
     TrustMessage,
     EndpointRequest(PublicKey),
+    SetTags,
+    Deregister,
+    LookupNode(crate::mapping::PeerRef),
 }
 
 #[derive(Debug)]
@@ -126,6 +134,8 @@ struct RegistryState {
     warned_other_key: bool,
     /// The registry's latest return-routability cookie for our address, echoed in Register.
     cookie: Option<crate::wire::registry::Cookie>,
+    /// The last round trip of a registration or heartbeat answered at its first copy.
+    rtt: Option<Duration>,
 }
 
 /// Where a registry's key came from.
@@ -209,6 +219,7 @@ impl Client {
                     source,
                     warned_other_key: false,
                     cookie: None,
+                    rtt: None,
                 }
             })
             .collect();

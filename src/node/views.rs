@@ -193,3 +193,31 @@ pub enum NodeEvent {
         peer: PublicKey,
     },
 }
+
+/// A node as the registries describe it (`lookup`): never an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeView {
+    /// Its key.
+    pub public_key: PublicKey,
+    /// Its overlay address.
+    pub address: Addr48,
+    /// Its overlay IPv6.
+    #[schema(value_type = String)]
+    pub ipv6: Ipv6Addr,
+    /// The hostname it holds, if any.
+    pub hostname: Option<Hostname>,
+    /// Its tags (short lowercase words it chose to be known by).
+    pub tags: Vec<String>,
+}
+
+/// What the registries hold for us after a change (`set-tags`, `clear-tags`,
+/// `clear-hostname`, `deregister`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registration {
+    /// False after `deregister` (until the daemon restarts).
+    pub registered: bool,
+    /// Our hostname there, if any.
+    pub hostname: Option<Hostname>,
+    /// Our tags there.
+    pub tags: Vec<String>,
+}

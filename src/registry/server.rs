@@ -35,6 +35,7 @@
 //! messages), `endpoints` (endpoint exchange, relay), `proof` (return routability); this file
 //! admits and dispatches requests.
 
+mod discovery;
 mod endpoints;
 mod held;
 mod limits;
@@ -118,6 +119,8 @@ pub struct Registry {
     relay_pairs: HashMap<Pair, u64>,
     relay_budgets: HashMap<PublicKey, RelayBudget>,
     counters: Counters,
+    /// Registered keys → their tags (soft state, see `discovery`).
+    tags: HashMap<PublicKey, Vec<String>>,
 }
 
 /// Sizes of the registry's tables at one moment.
@@ -192,6 +195,7 @@ impl Registry {
             relay_pairs: HashMap::new(),
             relay_budgets: HashMap::new(),
             counters: Counters::default(),
+            tags: HashMap::new(),
         };
         for (key, ms) in seen {
             r.seen.insert(key, ms);
@@ -488,6 +492,9 @@ impl Registry {
                 ..
             } => self.on_endpoint_response(cx, bytes, target, in_reply_to),
             RequestBody::Delivered { nonces } => self.on_delivered(cx, nonces),
+            RequestBody::SetTags { tags } => self.on_set_tags(cx, tags),
+            RequestBody::Deregister => self.on_deregister(cx),
+            RequestBody::LookupNode { peer } => self.on_lookup_node(cx, peer),
         }
     }
 

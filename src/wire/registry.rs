@@ -17,11 +17,13 @@
 //! reference is in `docs/PROTOCOL.md`, "Registry messages (v1)".
 
 mod codec;
+mod discovery;
 mod request;
 mod response;
 #[cfg(test)]
 mod tests;
 
+pub use self::discovery::{check_tags, valid_tag, MAX_TAGS, MAX_TAG_LEN};
 pub use self::request::{Header, Peek, Request, RequestBody, TrustDecision};
 pub use self::response::{HostnameStatus, Response, ResponseBody, Status, CHALLENGE_LEN};
 

@@ -16,6 +16,8 @@ pub struct ClientConfig {
     pub registries: Vec<SocketAddr>,
     /// The hostname to claim, if any.
     pub hostname: Option<Hostname>,
+    /// Our tags (v1.3), sent again after every registration.
+    pub tags: Vec<String>,
     /// Our local (LAN) endpoints, offered to trusted peers.
     pub candidates: Vec<SocketAddr>,
     /// Time between heartbeats (at most 25 s).
@@ -49,6 +51,7 @@ impl ClientConfig {
         ClientConfig {
             registries,
             hostname: None,
+            tags: Vec::new(),
             candidates: Vec::new(),
             heartbeat_interval: Duration::from_secs(20),
             initial_rto: Duration::from_secs(1),

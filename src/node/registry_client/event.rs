@@ -11,9 +11,29 @@ use crate::wire::registry::{Nonce, TrustDecision};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub u64);
 
+/// A node as a registry describes it (v1.3 `NodeInfo`): never an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its key.
+    pub key: PublicKey,
+    /// Its address (checked against the key).
+    pub addr48: Addr48,
+    /// The hostname it holds at that registry.
+    pub hostname: Option<Hostname>,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
 /// What the client reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// A node lookup succeeded (`LookupNode`).
+    NodeInfo {
+        /// The lookup.
+        op: OpId,
+        /// What the registry said.
+        info: NodeInfo,
+    },
     /// A registry accepted our registration.
     Registered {
         /// Which registry.

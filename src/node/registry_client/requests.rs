@@ -108,6 +108,7 @@ impl Client {
                 attempts: 0,
                 rto: self.config.initial_rto,
                 retry_at: now,
+                sent_at: now,
             },
         );
         self.transmit(id, now);
@@ -135,6 +136,7 @@ impl Client {
         f.attempts += 1;
         f.nonces.push(nonce);
         f.retry_at = now + f.rto;
+        f.sent_at = now;
         f.rto = (f.rto * 2).min(cap);
         self.by_nonce.insert(nonce, id);
         let addr = self.registries[reg].addr;
@@ -187,6 +189,11 @@ impl Client {
             return;
         }
         let f = self.finish(id).expect("present");
+        // Measured only on an answer to the latest copy (each copy has its own nonce).
+        let latest = f.nonces.last() == Some(&nonce);
+        if latest && matches!(f.purpose, Purpose::Register | Purpose::Heartbeat) {
+            self.registries[reg].rtt = Some(now.saturating_duration_since(f.sent_at));
+        }
         match (f.purpose, body) {
             (
                 Purpose::Register,
@@ -272,6 +279,7 @@ impl Client {
         self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
         self.events.push_back(ClientEvent::Registered { registry });
         self.observe(reg, observed);
+        self.resend_tags(reg, now);
         if hostname == HostnameStatus::Taken {
             if let Some(h) = self.config.hostname.clone() {
                 self.events.push_back(ClientEvent::HostnameTaken {
@@ -331,6 +339,20 @@ impl Client {
                         addr48,
                     });
                 }
+            }
+            ResponseBody::NodeInfo {
+                key,
+                addr48,
+                hostname,
+                tags,
+            } => {
+                let info = super::NodeInfo {
+                    key,
+                    addr48,
+                    hostname,
+                    tags,
+                };
+                self.on_node_info(registry, op, &kind, info);
             }
             ResponseBody::Ack { observed } => {
                 self.observe(reg, observed);

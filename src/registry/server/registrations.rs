@@ -66,6 +66,7 @@ impl Registry {
         for key in gone {
             self.seen.remove(&key);
             self.seen_persisted.remove(&key);
+            self.tags.remove(&key);
             if let Some(name) = self.owner.remove(&key) {
                 self.names.remove(&name);
                 self.counters.names_expired += 1;

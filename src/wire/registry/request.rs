@@ -3,12 +3,13 @@
 use std::net::SocketAddr;
 
 use super::codec::{put_addrs, put_hostname, put_text, Reader};
+use super::discovery::{put_peer_ref, put_tags, read_peer_ref, read_tags};
 use super::{
     check_preamble, signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
     MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_LEN, VERSION,
 };
 use crate::identity::{Identity, PublicKey};
-use crate::mapping::Hostname;
+use crate::mapping::{Hostname, PeerRef};
 
 /// A trust decision carried by a trust response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,6 +118,19 @@ pub enum RequestBody {
         /// The nonces of the pushed originals received.
         nonces: Vec<Nonce>,
     },
+    /// (v1.3) Replace the sender's tags (an empty list clears them); see `discovery`.
+    SetTags {
+        /// At most [`super::MAX_TAGS`] tags, each valid by [`super::valid_tag`].
+        tags: Vec<String>,
+    },
+    /// (v1.3) Forget the sender: its hostname, tags, registration and presence.
+    Deregister,
+    /// (v1.3) Describe a node by key, address (online nodes only) or hostname: key, address,
+    /// hostname and tags, never an endpoint.
+    LookupNode {
+        /// Whom.
+        peer: PeerRef,
+    },
 }
 
 impl RequestBody {
@@ -132,6 +146,9 @@ impl RequestBody {
             RequestBody::EndpointRequest { .. } => 0x08,
             RequestBody::EndpointResponse { .. } => 0x09,
             RequestBody::Delivered { .. } => 0x0a,
+            RequestBody::SetTags { .. } => 0x0b,
+            RequestBody::Deregister => 0x0c,
+            RequestBody::LookupNode { .. } => 0x0d,
         }
     }
 
@@ -148,6 +165,9 @@ impl RequestBody {
             RequestBody::EndpointRequest { .. } => "endpoint_request",
             RequestBody::EndpointResponse { .. } => "endpoint_response",
             RequestBody::Delivered { .. } => "delivered",
+            RequestBody::SetTags { .. } => "set_tags",
+            RequestBody::Deregister => "deregister",
+            RequestBody::LookupNode { .. } => "lookup_node",
         }
     }
 }
@@ -204,7 +224,9 @@ impl Request {
                     w.extend_from_slice(c);
                 }
             }
-            RequestBody::Heartbeat | RequestBody::ReleaseHostname => {}
+            RequestBody::Heartbeat | RequestBody::ReleaseHostname | RequestBody::Deregister => {}
+            RequestBody::SetTags { tags } => put_tags(&mut w, tags)?,
+            RequestBody::LookupNode { peer } => put_peer_ref(&mut w, peer),
             RequestBody::SetHostname { hostname } | RequestBody::Lookup { hostname } => {
                 put_hostname(&mut w, Some(hostname))
             }
@@ -359,6 +381,13 @@ impl Request {
                 }
                 RequestBody::Delivered { nonces }
             }
+            0x0b => RequestBody::SetTags {
+                tags: read_tags(&mut r)?,
+            },
+            0x0c => RequestBody::Deregister,
+            0x0d => RequestBody::LookupNode {
+                peer: read_peer_ref(&mut r)?,
+            },
             other => return Err(WireError::UnknownType(other)),
         };
         r.finish()?;

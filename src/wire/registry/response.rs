@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::codec::{put_addr, put_blob, put_hostname, put_text, truncate_utf8, Reader};
+use super::discovery::{put_tags, read_tags};
 use super::{
     check_preamble, response_signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM,
     MAX_ERROR_MESSAGE, SIGNATURE_LEN, VERSION,
@@ -161,6 +162,17 @@ pub enum ResponseBody {
         /// The cookie to echo in `Register`.
         cookie: Cookie,
     },
+    /// (v1.3) Answer to `LookupNode`: key, address, hostname and tags; never an endpoint.
+    NodeInfo {
+        /// The node's key.
+        key: PublicKey,
+        /// Its address (derivable from the key; checked by the receiver).
+        addr48: Addr48,
+        /// The hostname it holds here, if any.
+        hostname: Option<Hostname>,
+        /// Its tags.
+        tags: Vec<String>,
+    },
 }
 
 impl ResponseBody {
@@ -175,6 +187,7 @@ impl ResponseBody {
             ResponseBody::PushEndpointRequest { .. } => 0x86,
             ResponseBody::EndpointInfo { .. } => 0x87,
             ResponseBody::Challenge { .. } => 0x88,
+            ResponseBody::NodeInfo { .. } => 0x89,
         }
     }
 }
@@ -256,6 +269,17 @@ impl Response {
                 put_blob(&mut w, original)?;
             }
             ResponseBody::Challenge { .. } => unreachable!("encoded unsigned above"),
+            ResponseBody::NodeInfo {
+                key,
+                addr48,
+                hostname,
+                tags,
+            } => {
+                w.extend_from_slice(key.as_bytes());
+                w.extend_from_slice(&addr48.to_bytes());
+                put_hostname(&mut w, hostname.as_ref());
+                put_tags(&mut w, tags)?;
+            }
         }
         if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
@@ -308,7 +332,14 @@ impl Response {
         }
         let mut r = Reader::new(&bytes[3..bytes.len() - SIGNATURE_LEN]);
         let in_reply_to = r.array()?;
-        let body = match ty {
+        let body = Self::decode_body(ty, &mut r)?;
+        r.finish()?;
+        Ok(Response { in_reply_to, body })
+    }
+
+    /// The body of a signed response of type `ty`.
+    fn decode_body(ty: u8, r: &mut Reader<'_>) -> Result<ResponseBody, WireError> {
+        Ok(match ty {
             0x80 => ResponseBody::Registered {
                 observed: r.addr()?,
                 hostname: match r.u8()? {
@@ -353,9 +384,13 @@ impl Response {
                 observed: r.addr()?,
                 original: r.blob()?,
             },
+            0x89 => ResponseBody::NodeInfo {
+                key: r.key()?,
+                addr48: Addr48::from_bytes(r.array()?),
+                hostname: r.hostname()?,
+                tags: read_tags(r)?,
+            },
             other => return Err(WireError::UnknownType(other)),
-        };
-        r.finish()?;
-        Ok(Response { in_reply_to, body })
+        })
     }
 }

@@ -65,6 +65,20 @@ fn all_bodies() -> Vec<RequestBody> {
         RequestBody::Delivered {
             nonces: vec![[3; 16]; MAX_DELIVERED],
         },
+        RequestBody::SetTags {
+            tags: (0..super::MAX_TAGS).map(|i| format!("tag-{i}")).collect(),
+        },
+        RequestBody::SetTags { tags: vec![] },
+        RequestBody::Deregister,
+        RequestBody::LookupNode {
+            peer: crate::mapping::PeerRef::PublicKey(id(2).public_key()),
+        },
+        RequestBody::LookupNode {
+            peer: crate::mapping::PeerRef::Addr48(id(2).addr48()),
+        },
+        RequestBody::LookupNode {
+            peer: crate::mapping::PeerRef::Hostname(Hostname::new("worker-node").unwrap()),
+        },
     ]
 }
 
@@ -152,6 +166,18 @@ fn every_response_round_trips() {
         ResponseBody::EndpointInfo {
             observed: a,
             original: vec![4],
+        },
+        ResponseBody::NodeInfo {
+            key: id(3).public_key(),
+            addr48: id(3).addr48(),
+            hostname: Some(Hostname::new("worker-node").unwrap()),
+            tags: vec!["gpu".into(), "vector-search".into()],
+        },
+        ResponseBody::NodeInfo {
+            key: id(3).public_key(),
+            addr48: id(3).addr48(),
+            hostname: None,
+            tags: vec![],
         },
     ];
     for body in bodies {
@@ -306,4 +332,32 @@ fn a_challenge_is_smaller_than_the_smallest_request() {
         .encode_signed(&id(1))
         .unwrap();
     assert!(c.len() < hb.len(), "{} < {}", c.len(), hb.len());
+}
+
+#[test]
+fn tags_that_break_the_rules_are_refused_on_both_sides() {
+    let me = id(1);
+    for tags in [
+        vec!["GPU".to_string()],
+        vec!["a".into(), "a".into()],
+        vec![String::new()],
+    ] {
+        let body = RequestBody::SetTags { tags: tags.clone() };
+        assert!(req(&me, body).encode_signed(&me).is_err(), "{tags:?}");
+    }
+    // Hand-made: a valid SetTags whose one tag is then made uppercase still verifies as a
+    // signature but is refused as a field.
+    let good = req(
+        &me,
+        RequestBody::SetTags {
+            tags: vec!["gpu".into()],
+        },
+    );
+    let mut bytes = good.encode_signed(&me).unwrap();
+    let at = bytes.len() - 64 - 3;
+    bytes[at] = b'G';
+    assert!(matches!(
+        Request::decode_unverified(&bytes),
+        Err(super::WireError::Invalid(_))
+    ));
 }
