@@ -17,6 +17,7 @@ mod dispatch;
 mod escape;
 mod output;
 mod registry_run;
+mod registry_status;
 mod render;
 mod stream;
 

@@ -10,6 +10,7 @@
 //! The message encoding is [`crate::wire::registry`]; the node's side of the protocol is
 //! [`crate::node::registry_client`].
 
+pub mod pg;
 pub mod runner;
 pub mod server;
 pub mod store;

@@ -3,7 +3,7 @@
 
 use super::args::{Command, ConfigCmd, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
-use super::{config_check, daemon_process, registry_run, render, stream};
+use super::{config_check, daemon_process, registry_run, registry_status, render, stream};
 use crate::api::{
     ExposeList, InboxData, InfoData, OutboxData, PeersData, RegistryKeyView, Request, SentMessage,
 };
@@ -20,6 +20,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Daemon(DaemonCmd::Status) => daemon_process::status(),
         Command::Config(ConfigCmd::Check { file }) => config_check::check(&file),
         Command::Registry(RegistryCmd::Run(args)) => registry_run::run(&args),
+        Command::Registry(RegistryCmd::Status(args)) => registry_status::run(&args),
         Command::Registry(RegistryCmd::ForgetKey { registry }) => {
             let req = Request::ForgetRegistryKey { registry };
             Ok(ask::<RegistryKeyView>("registry forget-key", &req)?

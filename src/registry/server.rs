@@ -35,6 +35,7 @@
 //! messages), `endpoints` (endpoint exchange, relay), `proof` (return routability); this file
 //! admits and dispatches requests.
 
+mod cluster;
 mod endpoints;
 mod held;
 mod limits;
@@ -49,6 +50,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+pub use self::cluster::Sizes;
 pub use self::limits::{Counters, Limits};
 
 use self::endpoints::{Pair, PendingEndpoint, RelayBudget};
@@ -68,6 +70,8 @@ use crate::wire::relay;
 struct Presence {
     addr: SocketAddr,
     last_seen_ms: u64,
+    /// When it was last written to a shared store (clusters only).
+    shared_ms: Option<u64>,
 }
 
 /// Datagrams to send: (destination, bytes).
@@ -118,6 +122,10 @@ pub struct Registry {
     relay_pairs: HashMap<Pair, u64>,
     relay_budgets: HashMap<PublicKey, RelayBudget>,
     counters: Counters,
+    /// Whether other instances share the store (see `cluster`).
+    cluster: bool,
+    /// Nodes attached to other instances → when last heard there (unix ms).
+    elsewhere: HashMap<PublicKey, u64>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -149,7 +157,13 @@ impl Registry {
         limits: Limits,
         now_ms: u64,
     ) -> Result<Self, StoreError> {
-        let Snapshot { names, held, seen } = store.load()?;
+        let Snapshot {
+            names,
+            held,
+            seen,
+            elsewhere,
+        } = store.load()?;
+        let cluster = store.shared();
         let mut r = Registry {
             global_bucket: Bucket::full(limits.global_burst, now_ms),
             challenge_bucket: Bucket::full(limits.challenge_burst, now_ms),
@@ -175,6 +189,8 @@ impl Registry {
             relay_pairs: HashMap::new(),
             relay_budgets: HashMap::new(),
             counters: Counters::default(),
+            cluster,
+            elsewhere: elsewhere.into_iter().collect(),
         };
         for (key, ms) in seen {
             r.seen.insert(key, ms);
@@ -354,6 +370,7 @@ impl Registry {
         let online = self.limits.online_timeout_ms;
         self.presence
             .retain(|_, p| p.last_seen_ms + online >= now_ms);
+        self.elsewhere.retain(|_, t| *t + online >= now_ms);
         let presence = &self.presence;
         self.by_addr
             .retain(|a, k| presence.get(k).is_some_and(|p| p.addr == *a));
@@ -530,15 +547,24 @@ impl Registry {
             Presence {
                 addr,
                 last_seen_ms: now_ms,
+                shared_ms: None,
             },
         );
+        let mut shared_ms = None;
         if let Some(old) = old {
             if old.addr != addr && self.by_addr.get(&old.addr) == Some(&key) {
                 self.by_addr.remove(&old.addr);
             }
+            shared_ms = old.shared_ms.filter(|_| old.addr == addr);
         }
         self.by_addr.insert(addr, key);
         self.by_addr48.insert(key.addr48(), key);
+        if self.cluster {
+            let written = self.share_presence(key, addr, now_ms, shared_ms);
+            if let Some(p) = self.presence.get_mut(&key) {
+                p.shared_ms = written;
+            }
+        }
     }
 
     fn online_addr(&self, key: &PublicKey, now_ms: u64) -> Option<SocketAddr> {

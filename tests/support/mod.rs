@@ -12,6 +12,7 @@
 pub mod home;
 pub mod net;
 pub mod netns;
+pub mod pg;
 pub mod process;
 pub mod registry;
 
