@@ -369,3 +369,75 @@ async fn two_instances_over_one_database_pass_lookups_trust_and_endpoints_betwee
     .await;
     assert!(b.has(|e| matches!(e, ClientEvent::EndpointRequested { .. })));
 }
+
+fn pilotctl_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(support::home::BIN)
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    let text = if code == 0 { &out.stdout } else { &out.stderr };
+    let v = serde_json::from_slice(text).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(text));
+    });
+    (code, v)
+}
+
+#[test]
+fn registry_run_with_a_postgres_store_and_registry_status_show_both_instances() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("registry.key");
+    let (url, key) = (db.url(), key.to_str().unwrap().to_string());
+    let start = |name: &str| {
+        support::registry::Registry::start_with_args(
+            std::path::Path::new(support::home::BIN),
+            Vec::new(),
+            "127.0.0.1:0",
+            &["--store", &url, "--instance", name, "--key-file", &key],
+        )
+    };
+    let r1 = start("one");
+    let r2 = start("two");
+    let both = support::process::wait_until(Duration::from_secs(10), || {
+        let (code, v) = pilotctl_json(&["registry", "status", "--store", &url]);
+        code == 0
+            && v["data"]["cluster"]
+                .as_array()
+                .is_some_and(|c| c.len() == 2)
+    });
+    assert!(both, "{}\n{}", r1.log(), r2.log());
+    let (_, v) = pilotctl_json(&["registry", "status", "--store", &url]);
+    let cluster = v["data"]["cluster"].as_array().unwrap();
+    assert_eq!(cluster[0]["instance"], "one");
+    assert_eq!(cluster[1]["instance"], "two");
+    // One key for the whole cluster.
+    assert_eq!(cluster[0]["status"]["key"], cluster[1]["status"]["key"]);
+    assert!(cluster[0]["status"]["store"]
+        .as_str()
+        .unwrap()
+        .contains(&db.name));
+    // The local view, from the instance's state directory.
+    let state = r1.state();
+    let (code, v) = pilotctl_json(&["registry", "status", "--state", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["local"]["instance"], "one");
+    // A store that is neither redb nor PostgreSQL is refused at start.
+    let out = std::process::Command::new(support::home::BIN)
+        .args([
+            "--json",
+            "registry",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "mysql",
+        ])
+        .arg("--state")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown store"));
+}
