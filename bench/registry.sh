@@ -66,7 +66,7 @@ unproven_burst = 4000000
 unproven_per_sec = 4000000
 LIMITS
   } >"$WORK/$name.toml"
-  PILOT_LOG=warn,pilot::registry=info "$BIN" registry run --config "$WORK/$name.toml" 2>"$WORK/$name.log" &
+  PILOT_LOG=warn,pilot::registry=info "$BIN" registry run --config "$WORK/$name.toml" >/dev/null 2>"$WORK/$name.log" &
   REG_PID=$!
   PIDS+=("$REG_PID")
   for _ in $(seq 100); do

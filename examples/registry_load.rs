@@ -30,6 +30,9 @@ use rand_core::{OsRng, RngCore};
 /// Sockets the simulated nodes share (nodes are spread over them).
 const SOCKETS: usize = 64;
 
+/// Nodes of a flood that claim a hostname (`flood-0` ...), for the lookups.
+const NAMED: usize = 100;
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -179,8 +182,12 @@ impl Swarm {
         names: Option<&str>,
     ) -> usize {
         let sock = &self.socks[k];
+        // Only the first NAMED nodes claim a hostname (the lookups' targets): a claim is a
+        // synchronous commit on a shared store, and real nodes claim once, not at every start.
         let body = |i: usize, cookie| RequestBody::Register {
-            hostname: names.map(|p| Hostname::new(&format!("{p}{i}")).unwrap()),
+            hostname: names
+                .filter(|_| i < NAMED)
+                .map(|p| Hostname::new(&format!("{p}{i}")).unwrap()),
             candidates: vec![],
             cookie,
         };
@@ -300,7 +307,8 @@ fn flood(args: &[String]) {
                         },
                         (_, 0) => RequestBody::Heartbeat,
                         _ => RequestBody::Lookup {
-                            hostname: Hostname::new(&format!("flood-{}", (i * 7) % n)).unwrap(),
+                            hostname: Hostname::new(&format!("flood-{}", (i * 7) % NAMED.min(n)))
+                                .unwrap(),
                         },
                     };
                     sign(&sw.ids[i], body)

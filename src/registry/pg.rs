@@ -247,10 +247,14 @@ impl Store for PgStore {
         let r = self.block(async move {
             let mut client = pool.get().await.map_err(|e| e.to_string())?;
             let tx = client.transaction().await.map_err(|e| e.to_string())?;
-            let mut n = 0;
-            for op in ops {
-                n += apply_one(&tx, &instance, op).await?;
-            }
+            // Pipelined on the connection (sent in order, executed in order by the server):
+            // one round trip for the batch, not one per change. Changes with several
+            // dependent statements (a claim) are committed alone (`must_commit_first`).
+            let done = futures_util::future::try_join_all(
+                ops.iter().map(|op| apply_one(&tx, &instance, op)),
+            )
+            .await?;
+            let mut n: u64 = done.iter().sum();
             let now = crate::clock::unix_ms_now();
             for p in notes::payloads(&instance, now, ops) {
                 let stmt = tx
