@@ -243,35 +243,25 @@ impl Store for PgStore {
 
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let (pool, instance) = (self.pool.clone(), self.instance.clone());
-        let statements = self.statements.clone();
         let r = self.block(async move {
-            let mut client = pool.get().await.map_err(|e| e.to_string())?;
-            let tx = client.transaction().await.map_err(|e| e.to_string())?;
-            // Pipelined on the connection (sent in order, executed in order by the server):
-            // one round trip for the batch, not one per change. Changes with several
-            // dependent statements (a claim) are committed alone (`must_commit_first`).
-            let done = futures_util::future::try_join_all(
-                ops.iter().map(|op| apply_one(&tx, &instance, op)),
-            )
-            .await?;
-            let mut n: u64 = done.iter().sum();
-            let now = crate::clock::unix_ms_now();
-            for p in notes::payloads(&instance, now, ops) {
-                let stmt = tx
-                    .prepare_cached("SELECT pg_notify('pilot_registry', $1)")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tx.execute(&stmt, &[&p]).await.map_err(|e| e.to_string())?;
-                n += 1;
+            // Instances upsert the same rows (a node attached to several) in different orders:
+            // PostgreSQL may pick one transaction as a deadlock victim. It is retried.
+            let mut attempt = 0;
+            loop {
+                match apply_batch(&pool, &instance, ops).await {
+                    Err(ApplyError::Retry(_)) if attempt < 3 => attempt += 1,
+                    r => return r,
+                }
             }
-            tx.commit().await.map_err(|e| e.to_string())?;
-            statements.fetch_add(n + 2, Ordering::Relaxed);
-            Ok::<(), ApplyError>(())
         });
-        r.map_err(|e| match e {
-            ApplyError::Conflict(detail) => StoreError::Conflict { detail },
-            ApplyError::Other(d) => self.backend(d),
-        })
+        match r {
+            Ok(n) => {
+                self.statements.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(ApplyError::Conflict(detail)) => Err(StoreError::Conflict { detail }),
+            Err(ApplyError::Other(d) | ApplyError::Retry(d)) => Err(self.backend(d)),
+        }
     }
 
     fn shared(&self) -> bool {
@@ -279,8 +269,53 @@ impl Store for PgStore {
     }
 }
 
+/// One transaction: the changes, pipelined on the connection (sent in order, executed in order
+/// by the server: one round trip for the batch, not one per change; changes with several
+/// dependent statements, a claim, are committed alone, see `must_commit_first`), then the
+/// notifications. Returns the statements run.
+async fn apply_batch(pool: &Pool, instance: &str, ops: &[StoreOp]) -> Result<u64, ApplyError> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let done =
+        futures_util::future::try_join_all(ops.iter().map(|op| apply_one(&tx, instance, op)))
+            .await?;
+    let mut n: u64 = done.iter().sum();
+    let now = crate::clock::unix_ms_now();
+    for p in notes::payloads(instance, now, ops) {
+        let stmt = tx
+            .prepare_cached("SELECT pg_notify('pilot_registry', $1)")
+            .await
+            .map_err(pg_err)?;
+        tx.execute(&stmt, &[&p]).await.map_err(pg_err)?;
+        n += 1;
+    }
+    tx.commit().await.map_err(pg_err)?;
+    Ok(n + 2)
+}
+
+/// A driver error, with the server's message; a deadlock or serialization failure may be
+/// retried.
+fn pg_err(e: tokio_postgres::Error) -> ApplyError {
+    use tokio_postgres::error::SqlState;
+    let text = match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    };
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+        {
+            ApplyError::Retry(text)
+        }
+        _ => ApplyError::Other(text),
+    }
+}
+
 /// Why a batch was not applied.
 enum ApplyError {
+    /// A deadlock or serialization failure: the whole batch may be tried again.
+    Retry(String),
     Conflict(String),
     Other(String),
 }
@@ -297,9 +332,8 @@ fn ms(v: u64) -> i64 {
 
 /// Applies one change inside `tx`; returns the statements it ran. One arm per [`StoreOp`].
 async fn apply_one(tx: &Transaction<'_>, instance: &str, op: &StoreOp) -> Result<u64, ApplyError> {
-    let run =
-        |sql: &'static str| async move { tx.prepare_cached(sql).await.map_err(|e| e.to_string()) };
-    let e = |e: tokio_postgres::Error| ApplyError::Other(e.to_string());
+    let run = |sql: &'static str| async move { tx.prepare_cached(sql).await.map_err(pg_err) };
+    let e = pg_err;
     match op {
         StoreOp::SetName { name, key } => claim_name(tx, name, key).await,
         StoreOp::RemoveName { name } => {
@@ -367,7 +401,7 @@ async fn claim_name(
     name: &Hostname,
     key: &PublicKey,
 ) -> Result<u64, ApplyError> {
-    let e = |e: tokio_postgres::Error| ApplyError::Other(e.to_string());
+    let e = pg_err;
     let key = key.as_bytes().as_slice();
     let s = tx
         .prepare_cached("DELETE FROM pilot_names WHERE key = $2 AND name <> $1")
@@ -405,7 +439,7 @@ async fn put_held(tx: &Transaction<'_>, m: &HeldMessage) -> Result<u64, ApplyErr
              ON CONFLICT (target, sender, kind) DO UPDATE SET received_ms = EXCLUDED.received_ms, original = EXCLUDED.original",
         )
         .await
-        .map_err(|e| ApplyError::Other(e.to_string()))?;
+        .map_err(pg_err)?;
     let kind = i16::from(m.kind.to_byte());
     let args: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
         &m.target.as_bytes().as_slice(),
@@ -414,9 +448,7 @@ async fn put_held(tx: &Transaction<'_>, m: &HeldMessage) -> Result<u64, ApplyErr
         &ms(m.received_ms),
         &m.original,
     ];
-    tx.execute(&s, &args)
-        .await
-        .map_err(|e| ApplyError::Other(e.to_string()))?;
+    tx.execute(&s, &args).await.map_err(pg_err)?;
     Ok(1)
 }
 
