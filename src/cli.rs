@@ -29,6 +29,7 @@ mod output;
 mod parity;
 pub mod parity_args;
 mod registry_run;
+mod registry_status;
 mod render;
 mod shell;
 mod stream;

@@ -12,6 +12,7 @@
 //! [`crate::node::registry_client`].
 
 pub mod metrics;
+pub mod pg;
 pub mod runner;
 pub mod server;
 pub mod store;

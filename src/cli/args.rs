@@ -296,6 +296,25 @@ pub enum RegistryCmd {
         /// The registry, HOST:PORT as configured (`pilotctl info` lists them).
         registry: String,
     },
+    /// Show a registry's status: instance, store, counts and lag (from the status file in its
+    /// state directory; with a PostgreSQL store, every instance of the cluster).
+    ///
+    /// Example: `pilotctl registry status --store postgres://pilot@db/pilot --json`
+    Status(RegistryStatusArgs),
+}
+
+/// Options of `registry status`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryStatusArgs {
+    /// State directory of the registry (default $PILOT_HOME/registry).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Registry config file: its `state_dir` and `store` are used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A PostgreSQL connection string: list every instance of the cluster.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 /// Options of `registry run`.
@@ -310,6 +329,17 @@ pub struct RegistryArgs {
     /// Registry config file (config/registry.toml is a commented example).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Store: `redb` (default) or a PostgreSQL connection string shared by the instances of a
+    /// cluster, e.g. postgres://pilot@db.example/pilot (overrides `store`).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// This instance's name in a cluster (default: the listen address; overrides `instance`).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// The registry key file, the same for every instance of a cluster (default:
+    /// registry.key in the state directory; overrides `key_file`).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `pilotctl daemon …`.

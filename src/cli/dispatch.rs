@@ -3,7 +3,7 @@
 
 use super::args::{Command, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
-use super::{daemon_process, mcp, registry_run, render, stream};
+use super::{daemon_process, mcp, registry_run, registry_status, render, stream};
 use crate::api::{
     ExposeList, InfoData, OutboxData, ReceivedData, RegistryKeyView, Request, Transfer,
     TransfersData, WebhookStatus,
@@ -21,6 +21,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Daemon(DaemonCmd::Status { .. }) => daemon_process::status(),
         Command::Config(args) => super::bootstrap::config(args),
         Command::Registry(RegistryCmd::Run(args)) => registry_run::run(&args),
+        Command::Registry(RegistryCmd::Status(args)) => registry_status::run(&args),
         Command::Registry(RegistryCmd::ForgetKey { registry }) => {
             let req = Request::ForgetRegistryKey { registry };
             Ok(ask::<RegistryKeyView>("registry forget-key", &req)?

@@ -116,7 +116,7 @@ fn changed_keys(old: &RegistryConfig, new: &RegistryConfig) -> Vec<&'static str>
 }
 
 /// The registry's config: `--config FILE`, else `--listen` (and `--state`); flags win.
-fn config(args: &RegistryArgs) -> Result<RegistryConfig, PilotError> {
+pub(super) fn config(args: &RegistryArgs) -> Result<RegistryConfig, PilotError> {
     let mut config = match &args.config {
         Some(path) => {
             if !path.exists() {
@@ -148,6 +148,15 @@ fn config(args: &RegistryArgs) -> Result<RegistryConfig, PilotError> {
     if let Some(s) = &args.state {
         config.state_dir = s.clone();
     }
+    if let Some(s) = &args.store {
+        config.store = Some(s.clone());
+    }
+    if let Some(i) = &args.instance {
+        config.instance = Some(i.clone());
+    }
+    if let Some(k) = &args.key_file {
+        config.key_file = Some(k.clone());
+    }
     Ok(config)
 }
 
@@ -161,6 +170,9 @@ mod tests {
             listen: None,
             state: None,
             config,
+            store: None,
+            instance: None,
+            key_file: None,
         }
     }
 

@@ -2,8 +2,16 @@
 //! store. All protocol decisions live in the core; this file only moves datagrams, reads the
 //! clock, ticks timers, logs, and stops gracefully on SIGTERM or Ctrl-C.
 //!
-//! `pilotctl registry run --listen ADDR:PORT --state DIR [--config FILE]` calls
+//! `pilotctl registry run --listen ADDR:PORT --state DIR [--config FILE] [--store URL]` calls
 //! [`run_registry_with_config`].
+//!
+//! With a PostgreSQL store (a cluster), the runner also does the cluster's I/O: it applies the
+//! other instances' changes to the core as they arrive (`Registry::apply_remote`) and sends
+//! what they mean for nodes attached here from its own socket. Every few seconds it writes
+//! its status (`status.json` in the state directory, and `pilot_instances` in the database),
+//! which `pilotctl registry status` shows.
+
+mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +21,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 
+use super::pg::{Notifications, PgHandle, PgStore, RemoteChange};
 use super::server::{Limits, Registry};
-use super::store::{RedbStore, StoreError};
+use super::store::{RedbStore, Store, StoreError};
 use super::writer::{BatchingStore, WRITE_QUEUE};
+
+pub use self::status::{InstanceStatus, STATUS_FILE};
 use crate::clock::unix_ms_now;
 use crate::identity::{Identity, PublicKey};
 use std::sync::Arc;
@@ -34,6 +45,18 @@ pub struct RegistryConfig {
     /// Receive buffer of the UDP socket (bytes): room for bursts while the loop is busy.
     #[serde(default = "default_recv_buffer")]
     pub recv_buffer_bytes: usize,
+    /// Where the registry keeps its state: `redb` (default: `registry.redb` in the state
+    /// directory) or a PostgreSQL connection string (`postgres://...`) shared by the instances
+    /// of a cluster.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// This instance's name, unique in a cluster (default: the listen address).
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// The registry's key file (default: `registry.key` in the state directory). Every
+    /// instance of a cluster loads the same key (copy the file); it is never in the database.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// Bounds and rates.
     #[serde(default)]
     pub limits: Limits,
@@ -62,10 +85,27 @@ impl RegistryConfig {
             listen,
             state_dir,
             recv_buffer_bytes: DEFAULT_RECV_BUFFER,
+            store: None,
+            instance: None,
+            key_file: None,
             limits: Limits::default(),
             log_format: Default::default(),
             metrics: Default::default(),
         }
+    }
+
+    /// This instance's name in a cluster.
+    pub fn instance_name(&self) -> String {
+        self.instance
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+
+    /// The key file in force.
+    pub fn key_path(&self) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join(REGISTRY_KEY_FILE))
     }
 
     /// Reads a TOML configuration file.
@@ -98,6 +138,10 @@ pub enum RunnerError {
     /// The registry's identity key could not be loaded or created.
     #[error(transparent)]
     Identity(crate::identity::IdentityError),
+    /// The connection that tells this instance what the others do was lost: it stops rather
+    /// than answer from a stale cache.
+    #[error("the cluster listener lost its PostgreSQL connection")]
+    ClusterLost,
     /// The configuration file is invalid.
     #[error("registry config {path}: {reason}")]
     Config {
@@ -115,8 +159,11 @@ impl RunnerError {
             RunnerError::Io { .. } => {
                 "check the listen address (free port, local interface) and that the state directory is writable"
             }
-            RunnerError::Store(_) => crate::registry::store::STORE_HINT,
+            RunnerError::Store(e) => e.hint(),
             RunnerError::Config { .. } => "compare the file with config/registry.toml",
+            RunnerError::ClusterLost => {
+                "check the PostgreSQL server; restart this instance (its nodes move to the other instances meanwhile)"
+            }
             RunnerError::Identity(_) => {
                 "the registry key file (registry.key in the state directory) must be mode 0600 and intact; restore it from a backup (a new key makes nodes that pinned the old one refuse this registry)"
             }
@@ -132,7 +179,7 @@ impl From<RunnerError> for crate::error::PilotError {
                 ErrorCode::AlreadyExists
             }
             RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
-            RunnerError::Store(_) => ErrorCode::Internal,
+            RunnerError::Store(_) | RunnerError::ClusterLost => ErrorCode::Internal,
             RunnerError::Identity(_) => ErrorCode::Unauthorized,
         };
         PilotError::new(code, e.to_string(), e.hint())
@@ -152,6 +199,9 @@ pub struct RegistryServer {
     stats: super::metrics::SharedStats,
     /// Datagrams received by claimed type byte (see [`super::metrics::claimed_type`]).
     by_type: Box<[u64; 256]>,
+    /// The other instances' changes (clusters only).
+    remote: Option<Notifications>,
+    status: status::StatusWriter,
 }
 
 impl std::fmt::Debug for RegistryServer {
@@ -161,18 +211,17 @@ impl std::fmt::Debug for RegistryServer {
 }
 
 impl RegistryServer {
-    /// Opens the store in `config.state_dir` (created 0700 if missing) and binds the socket.
+    /// Opens the store (redb in `config.state_dir`, created 0700 if missing, or PostgreSQL),
+    /// loads the key and binds the socket.
     pub async fn bind(config: RegistryConfig) -> Result<Self, RunnerError> {
         create_private_dir(&config.state_dir)?;
-        let redb = RedbStore::open(&config.state_dir.join(RedbStore::FILE_NAME))?;
+        let opened = open_store(&config)?;
         // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
         let store_heartbeat = crate::health::Heartbeat::new();
-        let store = BatchingStore::spawn_with_heartbeat(
-            Box::new(redb),
-            WRITE_QUEUE,
-            store_heartbeat.clone(),
-        )?;
-        let key_path = config.state_dir.join(REGISTRY_KEY_FILE);
+        let store =
+            BatchingStore::spawn_with_heartbeat(opened.store, WRITE_QUEUE, store_heartbeat.clone())?;
+        let gauges = store.gauges();
+        let key_path = config.key_path();
         let (identity, created) =
             Identity::load_or_create(&key_path).map_err(RunnerError::Identity)?;
         if created {
@@ -180,13 +229,26 @@ impl RegistryServer {
         }
         let identity = Arc::new(identity);
         let key = identity.public_key();
-        let registry = Registry::new(identity, Box::new(store), config.limits, unix_ms_now())?;
+        let registry = Registry::new(
+            identity,
+            Box::new(store),
+            config.limits.clone(),
+            unix_ms_now(),
+        )?;
         let socket = bind_socket(config.listen, config.recv_buffer_bytes).map_err(|source| {
             RunnerError::Io {
                 what: format!("listen on UDP {}", config.listen),
                 source,
             }
         })?;
+        let status = status::StatusWriter::new(
+            &config,
+            opened.label,
+            key,
+            gauges,
+            opened.pg,
+            socket.local_addr().ok(),
+        );
         Ok(RegistryServer {
             socket,
             registry,
@@ -195,6 +257,8 @@ impl RegistryServer {
             store_heartbeat,
             stats: Default::default(),
             by_type: Box::new([0; 256]),
+            remote: opened.remote,
+            status,
         })
     }
 
@@ -257,6 +321,7 @@ impl RegistryServer {
                     self.heartbeat.beat();
                     self.registry.handle_timeout(unix_ms_now());
                     self.publish_stats();
+                    self.status.tick(&self.registry, unix_ms_now());
                     if last_report.elapsed() >= Duration::from_secs(60)
                         && *self.registry.counters() != reported
                     {
@@ -269,10 +334,74 @@ impl RegistryServer {
                     Ok(()) => self.drain(&mut buf).await,
                     Err(e) => tracing::debug!("receive failed: {e}"),
                 },
+                change = next_remote(&mut self.remote) => match change {
+                    Some(c) => self.on_remote(c).await,
+                    None => {
+                        tracing::error!("lost the cluster listener: stopping");
+                        return Err(RunnerError::ClusterLost);
+                    }
+                },
             }
         }
+        self.status.tick(&self.registry, unix_ms_now());
         tracing::info!(counters = ?self.registry.counters(), "registry stopped");
         Ok(())
+    }
+
+    /// Applies a change another instance made and sends what it means for our nodes.
+    async fn on_remote(&mut self, change: RemoteChange) {
+        let now = unix_ms_now();
+        self.status.note_lag(now.saturating_sub(change.sent_ms));
+        for (to, bytes) in self.registry.apply_remote(now, change.op) {
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                tracing::debug!(%to, "send failed: {e}");
+            }
+        }
+    }
+}
+
+/// The next change from the other instances; never completes without a cluster.
+async fn next_remote(remote: &mut Option<Notifications>) -> Option<RemoteChange> {
+    match remote {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The store a configuration names, opened.
+struct OpenedStore {
+    store: Box<dyn Store>,
+    label: String,
+    remote: Option<Notifications>,
+    pg: Option<PgHandle>,
+}
+
+fn open_store(config: &RegistryConfig) -> Result<OpenedStore, RunnerError> {
+    match config.store.as_deref() {
+        None | Some("redb") => {
+            let path = config.state_dir.join(RedbStore::FILE_NAME);
+            Ok(OpenedStore {
+                store: Box::new(RedbStore::open(&path)?),
+                label: format!("redb {}", path.display()),
+                remote: None,
+                pg: None,
+            })
+        }
+        Some(url) if super::pg::is_postgres(url) => {
+            let (pg, remote) = PgStore::connect(url, &config.instance_name())?;
+            Ok(OpenedStore {
+                label: super::pg::label(url),
+                pg: Some(pg.handle()),
+                store: Box::new(pg),
+                remote: Some(remote),
+            })
+        }
+        Some(other) => Err(RunnerError::Config {
+            path: "store".into(),
+            reason: format!(
+                "unknown store {other:?}: give \"redb\" or a PostgreSQL connection string (postgres://...)"
+            ),
+        }),
     }
 }
 

@@ -36,6 +36,7 @@
 //! admits and dispatches requests.
 
 mod discovery;
+mod cluster;
 mod endpoints;
 mod held;
 mod limits;
@@ -50,6 +51,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+pub use self::cluster::Sizes;
 pub use self::limits::{Counters, Limits};
 
 use self::endpoints::{Pair, PendingEndpoint, RelayBudget};
@@ -69,6 +71,8 @@ use crate::wire::relay;
 struct Presence {
     addr: SocketAddr,
     last_seen_ms: u64,
+    /// When it was last written to a shared store (clusters only).
+    shared_ms: Option<u64>,
 }
 
 /// Datagrams to send: (destination, bytes).
@@ -121,6 +125,10 @@ pub struct Registry {
     counters: Counters,
     /// Registered keys → their tags (soft state, see `discovery`).
     tags: HashMap<PublicKey, Vec<String>>,
+    /// Whether other instances share the store (see `cluster`).
+    cluster: bool,
+    /// Nodes attached to other instances → when last heard there (unix ms).
+    elsewhere: HashMap<PublicKey, u64>,
 }
 
 /// Sizes of the registry's tables at one moment.
@@ -169,7 +177,13 @@ impl Registry {
         limits: Limits,
         now_ms: u64,
     ) -> Result<Self, StoreError> {
-        let Snapshot { names, held, seen } = store.load()?;
+        let Snapshot {
+            names,
+            held,
+            seen,
+            elsewhere,
+        } = store.load()?;
+        let cluster = store.shared();
         let mut r = Registry {
             global_bucket: Bucket::full(limits.global_burst, now_ms),
             challenge_bucket: Bucket::full(limits.challenge_burst, now_ms),
@@ -196,6 +210,8 @@ impl Registry {
             relay_budgets: HashMap::new(),
             counters: Counters::default(),
             tags: HashMap::new(),
+            cluster,
+            elsewhere: elsewhere.into_iter().collect(),
         };
         for (key, ms) in seen {
             r.seen.insert(key, ms);
@@ -387,6 +403,7 @@ impl Registry {
         let online = self.limits.online_timeout_ms;
         self.presence
             .retain(|_, p| p.last_seen_ms + online >= now_ms);
+        self.elsewhere.retain(|_, t| *t + online >= now_ms);
         let presence = &self.presence;
         self.by_addr
             .retain(|a, k| presence.get(k).is_some_and(|p| p.addr == *a));
@@ -566,15 +583,24 @@ impl Registry {
             Presence {
                 addr,
                 last_seen_ms: now_ms,
+                shared_ms: None,
             },
         );
+        let mut shared_ms = None;
         if let Some(old) = old {
             if old.addr != addr && self.by_addr.get(&old.addr) == Some(&key) {
                 self.by_addr.remove(&old.addr);
             }
+            shared_ms = old.shared_ms.filter(|_| old.addr == addr);
         }
         self.by_addr.insert(addr, key);
         self.by_addr48.insert(key.addr48(), key);
+        if self.cluster {
+            let written = self.share_presence(key, addr, now_ms, shared_ms);
+            if let Some(p) = self.presence.get_mut(&key) {
+                p.shared_ms = written;
+            }
+        }
     }
 
     fn online_addr(&self, key: &PublicKey, now_ms: u64) -> Option<SocketAddr> {

@@ -8,8 +8,16 @@
 //!
 //! [`Store::apply`] takes a batch of changes and applies them atomically (one redb write
 //! transaction), so renaming a key (release the old name, bind the new) is never half done.
+//!
+//! A *shared* store ([`Store::shared`]: PostgreSQL, see [`super::pg`]) is used by several
+//! registry instances at once: it also keeps presence (which instance a node is attached to),
+//! carries [`StoreOp::Forward`] to the other instances, and tells each instance about every
+//! change the others make, which the core applies with `Registry::apply_remote`. A new kind of
+//! change is one new [`StoreOp`] variant and one match arm in each backend and in
+//! `apply_remote`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -100,6 +108,47 @@ pub enum StoreOp {
         /// Its kind.
         kind: HeldKind,
     },
+    /// `key` is attached to this instance at `addr` (its reflexive endpoint), heard at
+    /// `unix_ms`. Emitted only for a shared store (single-instance presence is not persisted).
+    Presence {
+        /// The node.
+        key: PublicKey,
+        /// Its reflexive address, as this instance sees it.
+        addr: SocketAddr,
+        /// When (unix ms).
+        unix_ms: u64,
+    },
+    /// A datagram for `target`, which is attached to another instance: that instance sends it
+    /// from its own socket (the target's NAT only knows that one). Not stored; emitted only for
+    /// a shared store.
+    Forward {
+        /// The node it is for.
+        target: PublicKey,
+        /// The signed push, ready to send.
+        datagram: Vec<u8>,
+        /// For a forwarded endpoint request: what the delivering instance must remember so it
+        /// accepts the target's answer.
+        endpoint: Option<ForwardedEndpoint>,
+    },
+}
+
+/// An endpoint request forwarded to another instance: the request's nonce and who asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedEndpoint {
+    /// The request's nonce (the answer's `in_reply_to`).
+    pub nonce: [u8; 16],
+    /// Who asked.
+    pub asker: PublicKey,
+}
+
+impl StoreOp {
+    /// Whether the answer to the request that made this change must wait for its commit on a
+    /// shared store: a hostname claim (another instance may claim the same name at the same
+    /// moment; the store decides) and a held message (an instance killed right after its `Ack`
+    /// must not lose it).
+    pub fn must_commit_first(&self) -> bool {
+        matches!(self, StoreOp::SetName { .. } | StoreOp::PutHeld(_))
+    }
 }
 
 /// Everything persisted, as loaded at start.
@@ -111,6 +160,8 @@ pub struct Snapshot {
     pub held: Vec<HeldMessage>,
     /// Registered nodes and when each last registered or heartbeat (unix ms).
     pub seen: Vec<(PublicKey, u64)>,
+    /// Nodes attached to other instances of a shared store, and when each was last heard there.
+    pub elsewhere: Vec<(PublicKey, u64)>,
 }
 
 /// A storage failure.
@@ -132,11 +183,41 @@ pub enum StoreError {
         /// Which record and why.
         detail: String,
     },
+    /// Another instance changed the same record first (a hostname claimed at the same moment):
+    /// nothing of the batch was applied.
+    #[error("registry store: {detail}")]
+    Conflict {
+        /// What conflicted.
+        detail: String,
+    },
+    /// The database's schema is newer than this binary knows.
+    #[error("registry store {path}: the database schema is version {found}, this pilotctl knows up to {known}")]
+    SchemaTooNew {
+        /// The database.
+        path: PathBuf,
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this binary has.
+        known: i64,
+    },
 }
 
 impl From<StoreError> for crate::error::PilotError {
     fn from(e: StoreError) -> Self {
-        crate::error::PilotError::new(crate::error::ErrorCode::Internal, e.to_string(), STORE_HINT)
+        let hint = e.hint();
+        crate::error::PilotError::new(crate::error::ErrorCode::Internal, e.to_string(), hint)
+    }
+}
+
+impl StoreError {
+    /// What the operator can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            StoreError::SchemaTooNew { .. } => {
+                "a newer pilotctl migrated this database: run that version (every instance of a cluster must run the same or a newer pilotctl)"
+            }
+            _ => STORE_HINT,
+        }
     }
 }
 
@@ -149,6 +230,11 @@ pub trait Store: Send {
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// Applies a batch of changes atomically.
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Whether other registry instances share this store (a cluster): hostname claims are then
+    /// decided by the store, and presence and forwards go through it.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 type HeldKey = ([u8; 32], [u8; 32], u8);
@@ -176,6 +262,7 @@ impl Store for MemoryStore {
             names: self.names.iter().map(|(n, k)| (n.clone(), *k)).collect(),
             held: self.held.values().cloned().collect(),
             seen: self.seen.values().copied().collect(),
+            elsewhere: Vec::new(),
         })
     }
 
@@ -208,6 +295,7 @@ impl Store for MemoryStore {
                 StoreOp::Forget { key } => {
                     self.seen.remove(key.as_bytes());
                 }
+                StoreOp::Presence { .. } | StoreOp::Forward { .. } => {}
             }
         }
         Ok(())
@@ -358,6 +446,8 @@ impl Store for RedbStore {
                         seen.remove(key.as_bytes().as_slice())
                             .map_err(|e| self.backend(e))?;
                     }
+                    // A single instance rebuilds presence within a heartbeat; nothing to forward.
+                    StoreOp::Presence { .. } | StoreOp::Forward { .. } => {}
                 }
             }
         }

@@ -8,7 +8,13 @@
 //! changes nothing, as for any storage failure) instead of blocking the loop. A commit that
 //! fails is logged and counted ([`BatchingStore::failed_commits`]). Dropping the store flushes
 //! the queue and waits for the writer.
+//!
+//! Over a shared store (a cluster), a batch holding a change that must be committed before the
+//! answer ([`StoreOp::must_commit_first`]: a hostname claim, a held message) is committed alone
+//! and `apply` waits for its result, so a claim that lost to another instance is refused
+//! (`already_exists`) and an acknowledged message is never only in memory.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -21,12 +27,20 @@ pub const WRITE_QUEUE: usize = 16_384;
 /// Most batches committed in one transaction.
 pub const MAX_BATCHES_PER_COMMIT: usize = 1024;
 
+/// A batch for the writer, with where to send the result when the caller waits for it.
+struct Batch {
+    ops: Vec<StoreOp>,
+    reply: Option<SyncSender<Result<(), StoreError>>>,
+}
+
 /// A [`Store`] whose writes happen on a thread of their own, batched.
 pub struct BatchingStore {
-    tx: Option<SyncSender<Vec<StoreOp>>>,
+    tx: Option<SyncSender<Batch>>,
     writer: Option<JoinHandle<()>>,
     snapshot: Snapshot,
     failed: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
+    shared: bool,
 }
 
 impl std::fmt::Debug for BatchingStore {
@@ -54,12 +68,14 @@ impl BatchingStore {
         hb: crate::health::Heartbeat,
     ) -> Result<Self, StoreError> {
         let snapshot = inner.load()?;
+        let shared = inner.shared();
         let (tx, rx) = sync_channel(queue.max(1));
         let failed = Arc::new(AtomicU64::new(0));
-        let f = failed.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (f, q) = (failed.clone(), queued.clone());
         let writer = std::thread::Builder::new()
             .name("registry-store".into())
-            .spawn(move || write_loop(inner, rx, &f, &hb))
+            .spawn(move || write_loop(inner, rx, &f, &q, &hb))
             .map_err(|e| StoreError::Backend {
                 path: "registry store writer".into(),
                 detail: e.to_string(),
@@ -69,6 +85,8 @@ impl BatchingStore {
             writer: Some(writer),
             snapshot,
             failed,
+            queued,
+            shared,
         })
     }
 
@@ -76,28 +94,79 @@ impl BatchingStore {
     pub fn failed_commits(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
+
+    /// Batches waiting for the writer now (the store's lag).
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Live views of the queue length and the failed commits, for status reports.
+    pub fn gauges(&self) -> WriterGauges {
+        WriterGauges {
+            queued: self.queued.clone(),
+            failed: self.failed.clone(),
+        }
+    }
 }
 
 /// How long the idle writer waits before it beats again.
 const IDLE_BEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Live views of a [`BatchingStore`]'s queue and failures.
+#[derive(Debug, Clone)]
+pub struct WriterGauges {
+    queued: Arc<AtomicUsize>,
+    failed: Arc<AtomicU64>,
+}
+
+impl WriterGauges {
+    /// Batches waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Commits that failed so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 fn write_loop(
     mut store: Box<dyn Store>,
-    rx: Receiver<Vec<StoreOp>>,
+    rx: Receiver<Batch>,
     failed: &AtomicU64,
+    queued: &AtomicUsize,
     hb: &crate::health::Heartbeat,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
+    let mut next: Option<Batch> = None;
     loop {
         hb.beat();
-        let mut ops = match rx.recv_timeout(IDLE_BEAT) {
-            Ok(ops) => ops,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        let first = match next.take() {
+            Some(b) => b,
+            None => match rx.recv_timeout(IDLE_BEAT) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
         };
+        queued.fetch_sub(1, Ordering::Relaxed);
+        if let Some(reply) = first.reply {
+            // Committed alone: a conflict refuses this batch only.
+            let _ = reply.send(store.apply(&first.ops));
+            continue;
+        }
+        let mut ops = first.ops;
         for _ in 1..MAX_BATCHES_PER_COMMIT {
             match rx.try_recv() {
-                Ok(more) => ops.extend(more),
+                Ok(b) if b.reply.is_none() => {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    ops.extend(b.ops);
+                }
+                Ok(b) => {
+                    next = Some(b);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -117,10 +186,35 @@ impl Store for BatchingStore {
         let Some(tx) = &self.tx else {
             return Err(closed("the writer stopped"));
         };
-        tx.try_send(ops.to_vec()).map_err(|e| match e {
-            TrySendError::Full(_) => closed("the write queue is full"),
-            TrySendError::Disconnected(_) => closed("the writer stopped"),
-        })
+        let wait = self.shared && ops.iter().any(StoreOp::must_commit_first);
+        let (reply, result) = if wait {
+            let (t, r) = sync_channel(1);
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let batch = Batch {
+            ops: ops.to_vec(),
+            reply,
+        };
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = tx.try_send(batch) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => closed("the write queue is full"),
+                TrySendError::Disconnected(_) => closed("the writer stopped"),
+            });
+        }
+        match result {
+            Some(r) => r
+                .recv()
+                .unwrap_or_else(|_| Err(closed("the writer stopped"))),
+            None => Ok(()),
+        }
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
     }
 }
 
@@ -225,6 +319,48 @@ mod tests {
             "beats again"
         );
         drop(store);
+    }
+
+    /// A shared store (a cluster's) on which every hostname claim loses to another instance.
+    struct LosingClaims(Arc<Mutex<Vec<Vec<StoreOp>>>>);
+
+    impl Store for LosingClaims {
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(5));
+            if ops.iter().any(|o| matches!(o, StoreOp::SetName { .. })) {
+                return Err(StoreError::Conflict {
+                    detail: "taken".into(),
+                });
+            }
+            self.0.lock().push(ops.to_vec());
+            Ok(())
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn on_a_shared_store_a_claim_waits_for_its_commit_and_a_lost_claim_spoils_no_other_change() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(LosingClaims(commits.clone())), 100).unwrap();
+        assert!(store.shared());
+        for i in 0..10 {
+            store.apply(&[claim(i)]).unwrap();
+        }
+        let set = StoreOp::SetName {
+            name: Hostname::new("contested").unwrap(),
+            key: crate::identity::Identity::from_seed([1; 32]).public_key(),
+        };
+        assert!(set.must_commit_first());
+        let e = store.apply(&[set]).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+        drop(store);
+        let all: Vec<StoreOp> = commits.lock().iter().flatten().cloned().collect();
+        assert_eq!(all, (0..10).map(claim).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod demo;
 mod faults;
 mod files;
 mod nat;
+mod registry_cluster;
 mod services;
 #[path = "../support/mod.rs"]
 mod support;

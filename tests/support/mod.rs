@@ -13,6 +13,7 @@ pub mod home;
 pub mod net;
 pub mod netns;
 pub mod pair;
+pub mod pg;
 pub mod process;
 pub mod registry;
 

@@ -307,6 +307,12 @@ impl Registry {
     pub fn start(host: &Host, port: u16) -> Registry {
         Registry::start_with(&pilotctl(), in_ns(&host.ns), &format!("{}:{port}", host.ip))
     }
+
+    /// As [`Registry::start`], with more arguments for `registry run`.
+    pub fn start_args(host: &Host, port: u16, extra: &[&str]) -> Registry {
+        let listen = format!("{}:{port}", host.ip);
+        Registry::start_with_args(&pilotctl(), in_ns(&host.ns), &listen, extra)
+    }
 }
 
 /// A peer entry for a host's config.

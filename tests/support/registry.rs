@@ -17,6 +17,8 @@ pub struct Registry {
     bin: PathBuf,
     launcher: Vec<String>,
     child: Option<Child>,
+    /// More arguments for `registry run` (a cluster's `--store`, `--instance`, `--key-file`).
+    extra: Vec<String>,
 }
 
 impl Registry {
@@ -28,6 +30,16 @@ impl Registry {
     /// Starts `bin registry run --listen LISTEN` under `launcher` and waits until it logs the
     /// address it runs on.
     pub fn start_with(bin: &Path, launcher: Vec<String>, listen: &str) -> Registry {
+        Registry::start_with_args(bin, launcher, listen, &[])
+    }
+
+    /// As [`Registry::start_with`], with more arguments for `registry run`.
+    pub fn start_with_args(
+        bin: &Path,
+        launcher: Vec<String>,
+        listen: &str,
+        extra: &[&str],
+    ) -> Registry {
         let mut r = Registry {
             addr: listen.to_string(),
             dir: tempfile::Builder::new()
@@ -37,6 +49,7 @@ impl Registry {
             bin: bin.to_path_buf(),
             launcher,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         r.restart();
         r
@@ -69,6 +82,7 @@ impl Registry {
         let child = c
             .args(["registry", "run", "--listen", &self.addr, "--state"])
             .arg(self.state())
+            .args(&self.extra)
             .env("PILOT_HOME", self.dir.path())
             .env("PILOT_LOG", "info")
             .stdin(Stdio::null())
@@ -96,6 +110,14 @@ impl Registry {
     /// exited on SIGTERM (`None` if it had to be killed or was not running).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         terminate(&mut self.child.take()?, STOP_GRACE)
+    }
+
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Its stderr so far.

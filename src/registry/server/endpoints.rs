@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 
 use super::{encode, Bucket, Ctx, Registry, Transmits};
 use crate::identity::PublicKey;
+use crate::registry::store::ForwardedEndpoint;
 use crate::wire::registry::{Nonce, Response, ResponseBody, Status};
 use crate::wire::relay;
 
 /// An endpoint request forwarded and not yet answered.
 #[derive(Debug, Clone)]
 pub(super) struct PendingEndpoint {
-    asker: PublicKey,
-    target: PublicKey,
+    pub(super) asker: PublicKey,
+    pub(super) target: PublicKey,
     pub(super) expires_ms: u64,
 }
 
@@ -58,7 +59,22 @@ impl Registry {
             return self.fail(cx, Status::RateLimited, "too many endpoint requests".into());
         }
         let mut out = self.ack(cx);
+        let push = Response {
+            in_reply_to: cx.nonce,
+            body: ResponseBody::PushEndpointRequest {
+                observed: cx.from,
+                original: bytes.to_vec(),
+            },
+        };
         let Some(to) = self.online_addr(target, cx.now_ms) else {
+            // Attached to another instance of the cluster? That one delivers it and accepts
+            // the answer.
+            let endpoint = Some(ForwardedEndpoint {
+                nonce: cx.nonce,
+                asker: cx.sender,
+            });
+            let push = encode(&self.identity, &push);
+            self.forward(cx.now_ms, *target, push, endpoint);
             return out;
         };
         self.endpoint_requests.insert(
@@ -69,13 +85,6 @@ impl Registry {
                 expires_ms: cx.now_ms + self.limits.endpoint_answer_timeout_ms,
             },
         );
-        let push = Response {
-            in_reply_to: cx.nonce,
-            body: ResponseBody::PushEndpointRequest {
-                observed: cx.from,
-                original: bytes.to_vec(),
-            },
-        };
         out.push((to, encode(&self.identity, &push)));
         out
     }
@@ -102,7 +111,19 @@ impl Registry {
             );
         }
         self.endpoint_requests.remove(in_reply_to);
+        let info = Response {
+            in_reply_to: *in_reply_to,
+            body: ResponseBody::EndpointInfo {
+                observed: cx.from,
+                original: bytes.to_vec(),
+            },
+        };
         let Some(to) = self.online_addr(target, cx.now_ms) else {
+            // The asker may be attached to another instance of the cluster.
+            let info = encode(&self.identity, &info);
+            if self.forward(cx.now_ms, *target, info, None) {
+                return self.ack(cx);
+            }
             return self.fail(cx, Status::NotFound, format!("{target} is not online"));
         };
         // The target answered, so it trusts the asker, who asked, so it trusts the
@@ -113,13 +134,6 @@ impl Registry {
             self.relay_pairs
                 .insert(p, cx.now_ms + self.limits.relay_pair_ttl_ms);
         }
-        let info = Response {
-            in_reply_to: *in_reply_to,
-            body: ResponseBody::EndpointInfo {
-                observed: cx.from,
-                original: bytes.to_vec(),
-            },
-        };
         let mut out = self.ack(cx);
         out.push((to, encode(&self.identity, &info)));
         out

@@ -181,7 +181,13 @@ impl Registry {
     }
 }
 
-fn push(kind: HeldKind, hostname: Option<Hostname>, nonce: Nonce, original: Vec<u8>) -> Response {
+/// The push of a held message.
+pub(super) fn push(
+    kind: HeldKind,
+    hostname: Option<Hostname>,
+    nonce: Nonce,
+    original: Vec<u8>,
+) -> Response {
     Response {
         in_reply_to: nonce,
         body: match kind {

@@ -119,7 +119,8 @@ impl Default for Limits {
 }
 
 /// What the registry did with the datagrams it got. Exposed for logs and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Requests processed (whatever the answer).
     pub accepted: u64,
@@ -160,6 +161,12 @@ pub struct Counters {
     pub unknown_target: u64,
     /// Answers dropped because they would send an unproven address more bytes than it sent.
     pub amplification_dropped: u64,
+    /// Changes made by other instances of a shared store, applied here.
+    pub cluster_applied: u64,
+    /// Datagrams handed to the other instances for nodes attached there.
+    pub cluster_forwarded: u64,
+    /// Datagrams other instances handed us that we sent to a node attached here.
+    pub cluster_delivered: u64,
 }
 
 /// A token bucket in milli-tokens, refilled from the time passed in.

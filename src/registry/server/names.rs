@@ -3,7 +3,7 @@
 use super::{Bucket, Ctx, Registry, Transmits};
 use crate::identity::PublicKey;
 use crate::mapping::Hostname;
-use crate::registry::store::StoreOp;
+use crate::registry::store::{StoreError, StoreOp};
 use crate::wire::registry::{ResponseBody, Status};
 
 impl Registry {
@@ -87,9 +87,14 @@ impl Registry {
             name: name.clone(),
             key,
         });
-        if let Err(e) = self.store.apply(&ops) {
-            tracing::warn!("cannot store hostname {name}: {e}");
-            return Err(Status::Internal);
+        match self.store.apply(&ops) {
+            Ok(()) => {}
+            // Another instance of the cluster claimed it first.
+            Err(StoreError::Conflict { .. }) => return Err(Status::AlreadyExists),
+            Err(e) => {
+                tracing::warn!("cannot store hostname {name}: {e}");
+                return Err(Status::Internal);
+            }
         }
         if let Some(old) = old {
             self.names.remove(&old);

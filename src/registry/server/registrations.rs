@@ -46,7 +46,11 @@ impl Registry {
         let gone: Vec<PublicKey> = self
             .seen
             .iter()
-            .filter(|(k, t)| t.saturating_add(expiry) < now_ms && !self.presence.contains_key(*k))
+            .filter(|(k, t)| {
+                t.saturating_add(expiry) < now_ms
+                    && !self.presence.contains_key(*k)
+                    && !self.elsewhere.contains_key(*k)
+            })
             .map(|(k, _)| *k)
             .collect();
         if gone.is_empty() {

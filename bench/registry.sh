@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Registry capacity (issue 15): real registries (`pilotctl registry run`) on loopback, driven by
+# the load generator examples/registry_load.rs (simulated nodes, real Ed25519 signatures, real
+# UDP). Prints, from one run:
+#   1. signature verification alone (one core): the floor of a request's cost;
+#   2. signed requests answered per second of registry CPU, redb and PostgreSQL, for a
+#      heartbeat+lookup mix and for trust requests (each one a stored, held message);
+#   3. NODES simulated nodes (default 100,000) heartbeating at the default 20 s interval on one
+#      instance: CPU share, RSS per registered node, p50/p99 answer latency;
+#   4. two instances on one PostgreSQL: each one's throughput, SQL statements per request,
+#      cross-instance push latency p50/p99.
+# Needs PostgreSQL for 2 and 4 (as .ci/run sets it up: root may create databases over the Unix
+# socket); without it those parts are skipped, loudly. Figures on a shared machine are noisy.
+#
+# Usage: bench/registry.sh            (NODES=20000 SECS=20 bench/registry.sh for a short run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NODES="${NODES:-100000}"
+SECS="${SECS:-40}"
+FLOOD_SECS="${FLOOD_SECS:-8}"
+PGHOST_DIR="${PILOT_TEST_PG_HOST:-/var/run/postgresql}"
+cargo build --release --bin pilotctl --example registry_load >/dev/null 2>&1 ||
+  cargo build --release --bin pilotctl --example registry_load
+BIN="$PWD/target/release/pilotctl"
+LOAD="$PWD/target/release/examples/registry_load"
+WORK="$(mktemp -d)"
+PIDS=()
+DB=""
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "$DB" ]; then
+    psql "host=$PGHOST_DIR dbname=postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start NAME PORT [STORE]: a registry with limits far above the defaults (all load comes from
+# 127.0.0.1); sets REG_PID.
+start() {
+  local name=$1 port=$2 store=${3:-}
+  mkdir -p "$WORK/$name"
+  {
+    echo "listen = \"127.0.0.1:$port\""
+    echo "state_dir = \"$WORK/$name\""
+    echo "recv_buffer_bytes = 33554432"
+    echo "instance = \"$name\""
+    echo "key_file = \"$WORK/registry.key\""
+    [ -n "$store" ] && echo "store = \"$store\""
+    cat <<'LIMITS'
+[limits]
+max_nodes = 400000
+max_registered = 1000000
+ip_burst = 4000000
+ip_per_sec = 4000000
+global_burst = 4000000
+global_per_sec = 4000000
+key_burst = 1000000
+key_per_sec = 1000000
+query_burst = 1000000
+query_per_sec = 1000000
+challenge_burst = 4000000
+challenge_per_sec = 4000000
+unproven_burst = 4000000
+unproven_per_sec = 4000000
+LIMITS
+  } >"$WORK/$name.toml"
+  PILOT_LOG=warn,pilot::registry=info "$BIN" registry run --config "$WORK/$name.toml" >/dev/null 2>"$WORK/$name.log" &
+  REG_PID=$!
+  PIDS+=("$REG_PID")
+  for _ in $(seq 100); do
+    grep -q "registry running" "$WORK/$name.log" && return 0
+    sleep 0.1
+  done
+  echo "registry $name did not start:" >&2
+  cat "$WORK/$name.log" >&2
+  exit 1
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+field() { grep "^$1=" | cut -d= -f2; }
+
+status_field() { # status_field NAME key -> value from the instance's status.json
+  python3 -c "import json,sys; s=json.load(open('$WORK/$1/status.json')); print(eval('s' + sys.argv[1]))" "$2"
+}
+
+echo "== registry capacity, $(date -u +%FT%TZ), $(nproc) cores (shared: figures are noisy)"
+echo "-- 1. signature verification alone (one core)"
+"$LOAD" verify --count 30000 | sed 's/^/   /'
+
+echo "-- 2. signed requests per second of registry CPU (one instance; ${FLOOD_SECS}s each)"
+start redb 17901
+for mix in hb trust; do
+  echo "   redb, mix=$mix:"
+  "$LOAD" flood --registry 127.0.0.1:17901 --pid "$REG_PID" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | sed 's/^/     /'
+done
+stop "$REG_PID"
+
+HAVE_PG=0
+if psql "host=$PGHOST_DIR dbname=postgres" -qAtc "SELECT 1" >/dev/null 2>&1; then
+  HAVE_PG=1
+  DB="pilot_bench_$$"
+  psql "host=$PGHOST_DIR dbname=postgres" -qc "CREATE DATABASE $DB" >/dev/null
+  URL="postgresql://${PGHOST_DIR//\//%2F}/$DB"
+else
+  echo "!!! SKIPPED the PostgreSQL parts: no server at $PGHOST_DIR (apt-get install postgresql; pg_ctlcluster VERSION main start; su postgres -c 'createuser -s root')"
+fi
+
+if [ "$HAVE_PG" = 1 ]; then
+  start one 17911 "$URL"
+  ONE=$REG_PID
+  for mix in hb trust; do
+    echo "   postgres, mix=$mix:"
+    s0=$(status_field one "['statements']"); a0=$(status_field one "['counters']['accepted']")
+    "$LOAD" flood --registry 127.0.0.1:17911 --pid "$ONE" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | sed 's/^/     /'
+    sleep 2.5
+    s1=$(status_field one "['statements']"); a1=$(status_field one "['counters']['accepted']")
+    echo "     statements_per_request=$(python3 -c "print(round(($s1-$s0)/max(1,$a1-$a0),3))")"
+  done
+  echo "-- 4. two instances on one PostgreSQL"
+  start two 17912 "$URL"
+  TWO=$REG_PID
+  "$LOAD" push --registry 127.0.0.1:17911 --other 127.0.0.1:17912 --pairs 300 | sed 's/^/   /'
+  echo "   both instances flooded at once (mix=hb):"
+  "$LOAD" flood --registry 127.0.0.1:17911 --pid "$ONE" --nodes 1000 --secs "$FLOOD_SECS" >"$WORK/f1" &
+  f1=$!
+  "$LOAD" flood --registry 127.0.0.1:17912 --pid "$TWO" --nodes 1000 --secs "$FLOOD_SECS" >"$WORK/f2" &
+  f2=$!
+  wait "$f1" "$f2"
+  echo "     one: answered_per_sec=$(field answered_per_sec <"$WORK/f1") per_core_per_sec=$(field per_core_per_sec <"$WORK/f1")"
+  echo "     two: answered_per_sec=$(field answered_per_sec <"$WORK/f2") per_core_per_sec=$(field per_core_per_sec <"$WORK/f2")"
+  "$BIN" registry status --store "$URL" | sed 's/^/   /'
+  stop "$ONE"
+  stop "$TWO"
+fi
+
+echo "-- 3. $NODES nodes heartbeating every 20 s on one instance (redb), ${SECS}s"
+start steady 17921
+"$LOAD" steady --registry 127.0.0.1:17921 --pid "$REG_PID" --nodes "$NODES" --secs "$SECS" | sed 's/^/   /'
+stop "$REG_PID"

@@ -1,0 +1,105 @@
+//! `registry status`: what a registry instance last reported (its `status.json`) and, with a
+//! PostgreSQL store, what every instance of the cluster reported (`pilot_instances`).
+
+use serde::Serialize;
+
+use super::args::RegistryStatusArgs;
+use super::output::{paths, Output};
+use crate::error::{ErrorCode, PilotError};
+use crate::registry::pg::{is_postgres, read_instances, InstanceRow};
+use crate::registry::runner::{InstanceStatus, RegistryConfig, STATUS_FILE};
+
+/// A status older than this (ms) is shown as stale: the instance is probably down.
+const STALE_MS: u64 = 10_000;
+
+/// The answer of `registry status`.
+#[derive(Debug, Serialize)]
+pub struct RegistryStatus {
+    /// When this was read (unix ms).
+    pub now_ms: u64,
+    /// The local instance's status file, if there is one.
+    pub local: Option<InstanceStatus>,
+    /// Every instance of the cluster (PostgreSQL store only).
+    pub cluster: Vec<InstanceRow>,
+}
+
+/// Reads and shows the status.
+pub fn run(args: &RegistryStatusArgs) -> Result<Output, PilotError> {
+    let file_config = match &args.config {
+        Some(p) => Some(RegistryConfig::load(p)?),
+        None => None,
+    };
+    let state = match (&args.state, &file_config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => c.state_dir.clone(),
+        (None, None) => paths()?.dir.join("registry"),
+    };
+    let store = args
+        .store
+        .clone()
+        .or_else(|| file_config.and_then(|c| c.store));
+    let local = std::fs::read(state.join(STATUS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<InstanceStatus>(&b).ok());
+    let cluster = match store.as_deref() {
+        Some(url) if is_postgres(url) => read_instances(url)?,
+        _ => Vec::new(),
+    };
+    if local.is_none() && cluster.is_empty() {
+        return Err(PilotError::new(
+            ErrorCode::NotFound,
+            format!("no registry status in {}", state.display()),
+            "give the registry's --state (or --config), or --store postgres://... for a cluster; a running registry writes its status every 2 s",
+        ));
+    }
+    let status = RegistryStatus {
+        now_ms: crate::clock::unix_ms_now(),
+        local,
+        cluster,
+    };
+    let text = render(&status);
+    Output::local(&status, text)
+}
+
+fn line(s: &InstanceStatus, now_ms: u64) -> String {
+    let age = now_ms.saturating_sub(s.updated_ms);
+    let state = if age > STALE_MS {
+        format!("STALE ({} s old: down?)", age / 1000)
+    } else {
+        "up".to_string()
+    };
+    format!(
+        "instance {} ({state}) listen {} store {}\n  online {} (elsewhere {}), registered {}, names {}, held {}\n  store queue {} (failed commits {}), remote changes {} (max lag {} ms), statements {}, requests {}",
+        s.instance,
+        s.listen,
+        s.store,
+        s.sizes.online,
+        s.sizes.online_elsewhere,
+        s.sizes.registered,
+        s.sizes.names,
+        s.sizes.held,
+        s.store_queue,
+        s.failed_commits,
+        s.remote_changes,
+        s.remote_lag_max_ms,
+        s.statements,
+        s.counters.accepted,
+    )
+}
+
+fn render(st: &RegistryStatus) -> String {
+    let mut out = Vec::new();
+    if let Some(s) = &st.local {
+        out.push(line(s, st.now_ms));
+    }
+    if !st.cluster.is_empty() {
+        out.push(format!("cluster: {} instance(s)", st.cluster.len()));
+        for row in &st.cluster {
+            match serde_json::from_value::<InstanceStatus>(row.status.clone()) {
+                Ok(s) => out.push(line(&s, st.now_ms)),
+                Err(_) => out.push(format!("instance {} (unreadable status)", row.instance)),
+            }
+        }
+    }
+    out.join("\n")
+}
