@@ -8,12 +8,14 @@
 //! - `render`: one text renderer per typed answer, unit-tested;
 //! - `escape`: the one function stranger-given text passes through before the terminal;
 //! - `daemon_process`, `registry_run`, `config_check`: the commands that run here;
-//! - `stream`: the stdin/stdout pumping of `connect` and `listen`.
+//! - `stream`: the stdin/stdout pumping of `connect` and `listen`;
+//! - `dns`: `dns status` and `dns setup`.
 
 pub mod args;
 mod config_check;
 mod daemon_process;
 mod dispatch;
+mod dns;
 mod escape;
 mod output;
 mod registry_run;

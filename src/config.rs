@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::identity::PublicKey;
+mod names_udp;
 use crate::mapping::{Hostname, NetworkPrefix};
+pub use names_udp::{DnsConfig, UdpConfig, DEFAULT_DNS_TTL_SECS, MAX_DNS_TTL_SECS};
 
 /// The lowest MTU we accept: IPv6's minimum.
 pub const MIN_MTU: u16 = 1280;
@@ -165,6 +167,10 @@ pub struct Config {
     pub exposes: Vec<ExposeConfig>,
     /// The message service's limits (port 1001).
     pub messages: MessagesConfig,
+    /// The resolver for `NAME.pilot` (TUN mode, and optionally on loopback).
+    pub dns: DnsConfig,
+    /// UDP in userspace mode: SOCKS5 UDP ASSOCIATE and exposed UDP ports.
+    pub udp: UdpConfig,
 }
 
 /// `[messages]`: what trusted peers may take of the message service (connections, inbox
@@ -544,6 +550,8 @@ impl Config {
             }
         }
         self.messages.validate().map_err(invalid)?;
+        self.dns.validate().map_err(invalid)?;
+        self.udp.validate().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

@@ -7,12 +7,14 @@
 //! - [`settings`]: config, identity, logging.
 //! - [`node_state`]: the `node.json` file.
 //! - [`start`]: the data plane, the node driver, the services.
+//! - [`dns`]: the resolver for `NAME.pilot` and its systemd-resolved wiring.
 //! - [`local_api`]: the node as the local API sees it.
 //! - [`socket`]: the API socket and the stop signals.
 //! - [`node_driver`], [`peer_resolver`], [`candidates`], [`tunnels`]: the control plane's
 //!   driver and what it needs from the process.
 
 pub mod candidates;
+pub mod dns;
 pub mod local_api;
 pub mod mode;
 pub mod node_driver;
@@ -98,6 +100,9 @@ async fn run_node(setup: start::Setup) -> Result<(), PilotError> {
         );
     }
     socket::serve(node.clone(), listener, shutdown_rx).await;
+    if let Some(dns) = &node.dns {
+        dns.revert();
+    }
     node.dataplane.shutdown();
     Ok(())
 }

@@ -2,12 +2,14 @@
 //! [`crate::userspace::overlay_net::OverlayNet`]): echo on 7, byte streams on any port through
 //! the local API (`connect`, `listen`; 1000 by convention), and messages on 1001.
 //!
+//! - [`dns`]: the resolver for `NAME.pilot` (not an overlay port: this host's programs ask it).
 //! - [`echo`]: port 7.
 //! - [`streams`]: byte streams on any port, for the API's `connect` and `listen`.
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
 
+pub mod dns;
 pub mod echo;
 pub mod message_dedupe;
 pub mod message_store;

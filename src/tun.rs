@@ -38,6 +38,8 @@ pub struct TunConfig {
     pub prefix_len: u8,
     /// Ask for TCP/UDP segmentation offload (falls back to none if the kernel refuses).
     pub offload: bool,
+    /// More addresses of ours on the device, each as a /128 (the resolver's `<prefix>::53`).
+    pub extra_addresses: Vec<Ipv6Addr>,
 }
 
 impl TunConfig {
@@ -49,6 +51,7 @@ impl TunConfig {
             address,
             prefix_len: 80,
             offload: true,
+            extra_addresses: Vec::new(),
         }
     }
 }
@@ -121,6 +124,11 @@ impl TunDevice {
             Err(e) => return Err(err(e)),
         };
         dev.set_nonblocking(true).map_err(err)?;
+        for a in &config.extra_addresses {
+            if let Err(e) = dev.add_address_v6(*a, 128u8) {
+                tracing::warn!(address = %a, error = %e, "cannot add an address to the TUN device");
+            }
+        }
         let _ = dev.set_tx_queue_len(1000);
         let name = dev.name().unwrap_or_else(|_| config.name.clone());
         tracing::info!(%name, mtu = config.mtu, offload, "TUN device up");

@@ -179,6 +179,13 @@ pub async fn expose_list<A: Api>(State(api): ApiState<A>) -> Reply<ExposeList> {
     Reply(Ok(api.expose_list()))
 }
 
+/// The resolver for `NAME.pilot`: where it listens, its systemd-resolved wiring, counters.
+#[utoipa::path(get, path = "/v1/dns", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<DnsStatus>)))]
+pub async fn dns_status<A: Api>(State(api): ApiState<A>) -> Reply<DnsStatus> {
+    Reply(api.dns_status())
+}
+
 /// Stop forwarding an overlay port; `data` is the removed entry.
 #[utoipa::path(delete, path = "/v1/expose/{port}", tag = "expose",
     params(("port" = u16, Path, description = "the overlay port")),

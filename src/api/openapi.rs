@@ -45,6 +45,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::expose,
         handlers::expose_list,
         handlers::expose_remove,
+        handlers::dns_status,
         handlers::connect,
         handlers::listen,
         handlers::events,
@@ -151,6 +152,7 @@ mod tests {
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
             Request::ForgetRegistryKey { registry: s() },
+            Request::DnsStatus {},
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -69,6 +69,10 @@ pub trait Api: Send + Sync + 'static {
     fn expose_list(&self) -> ExposeList;
     /// `DELETE /v1/expose/{port}`.
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed>;
+    /// `GET /v1/dns`.
+    fn dns_status(&self) -> ApiResult<DnsStatus> {
+        Err(PilotError::internal("this node has no resolver"))
+    }
     /// `POST /v1/connect`: opens the overlay side of a stream.
     fn connect(
         &self,

@@ -118,6 +118,29 @@ pub enum Command {
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
+    /// Names in TUN mode: the daemon's resolver for NAME.pilot and the system's wiring to it.
+    #[command(subcommand)]
+    Dns(DnsCmd),
+}
+
+/// `pilotctl dns …`.
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Where the resolver listens, its TTL, the systemd-resolved wiring of the TUN link and
+    /// its counters.
+    ///
+    /// Example: pilotctl dns status --json
+    Status,
+    /// Print how the system's resolver reaches the daemon for .pilot names; with --apply, set
+    /// systemd-resolved's per-link DNS and `~pilot` routing domain now (runtime state only;
+    /// no file is written).
+    ///
+    /// Example: sudo pilotctl dns setup --apply
+    Setup {
+        /// Apply the change (systemd-resolved only) instead of printing it.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 /// Options of `expose`.

@@ -67,6 +67,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
         }
         Command::Expose(args) => expose(args),
+        Command::Dns(cmd) => super::dns::run(cmd),
     }
 }
 

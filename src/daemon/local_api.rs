@@ -36,8 +36,8 @@ pub struct Node {
     pub paths: StatePaths,
     /// The mode that runs.
     pub mode: ModeChoice,
-    /// The hostname we claim.
-    pub hostname: Mutex<Option<Hostname>>,
+    /// The hostname we claim (shared with the resolver).
+    pub hostname: Arc<Mutex<Option<Hostname>>>,
     /// When the daemon started.
     pub started: Instant,
     /// Set to stop the daemon.
@@ -56,6 +56,8 @@ pub struct Node {
     pub messages: Option<Arc<Messages>>,
     /// Live node events, for the API's event stream.
     pub events: broadcast::Sender<NodeEvent>,
+    /// The resolver for `NAME.pilot`, if it runs.
+    pub dns: Option<crate::daemon::dns::DnsRuntime>,
 }
 
 fn no_messages() -> PilotError {
@@ -188,6 +190,7 @@ impl Api for Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_plane: Some(self.dataplane.health()),
             registries,
+            dns: self.dns.as_ref().and_then(|d| d.answers_at()),
         }
     }
 
@@ -357,6 +360,14 @@ impl Api for Node {
 
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed> {
         Ok(self.exposer.remove(port)?)
+    }
+
+    fn dns_status(&self) -> ApiResult<DnsStatus> {
+        Ok(crate::daemon::dns::status(
+            self.dns.as_ref(),
+            &self.config,
+            self.mode.mode,
+        ))
     }
 
     async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, OverlayStream)> {

@@ -77,6 +77,14 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
     };
     let exposer = Exposer::new(overlay.clone());
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
+    let hostname = Arc::new(Mutex::new(s.hostname.clone()));
+    let dns = crate::daemon::dns::start(
+        &s.config,
+        s.mode.mode,
+        s.identity.addr48(),
+        hostname.clone(),
+        plane.clone(),
+    );
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -86,7 +94,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         config: s.config,
         paths: s.paths,
         mode: s.mode,
-        hostname: Mutex::new(s.hostname),
+        hostname,
         started: Instant::now(),
         shutdown,
         dataplane: plane,
@@ -96,6 +104,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         overlay,
         messages,
         events,
+        dns,
     })
 }
 
@@ -217,6 +226,10 @@ fn create_tun(identity: &Identity, config: &Config) -> Result<Inner, PilotError>
     let mut tc = TunConfig::new(config.network.ipv6(identity.addr48()));
     tc.name = config.tun.name.clone();
     tc.mtu = config.tun.mtu;
+    if config.dns.enabled {
+        tc.extra_addresses
+            .push(crate::services::dns::dns_address(&config.network));
+    }
     Ok(TunDevice::create(&tc)?.into_inner())
 }
 
