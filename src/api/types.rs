@@ -265,6 +265,9 @@ pub struct ExposeRequest {
     /// Allow a link-local or cloud-metadata target (refused with `unauthorized` otherwise).
     #[serde(default)]
     pub allow_link_local: bool,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: crate::userspace::expose::ExposeProtocol,
 }
 
 /// `POST /v1/connect`'s query (an HTTP Upgrade).
@@ -624,6 +627,20 @@ pub enum Request {
     ExposeList {},
     /// The resolver for `NAME.pilot`: where it listens, its wiring and counters.
     DnsStatus {},
+    /// Forward an overlay UDP port to a local `HOST:PORT`.
+    ExposeUdp {
+        /// The overlay port.
+        port: u16,
+        /// The local target.
+        to: String,
+        /// Allow a link-local or cloud-metadata target.
+        allow_link_local: bool,
+    },
+    /// Stop forwarding an overlay UDP port.
+    ExposeRemoveUdp {
+        /// The overlay port.
+        port: u16,
+    },
     /// Stop forwarding an overlay port.
     ExposeRemove {
         /// The overlay port.
@@ -727,6 +744,7 @@ impl Request {
                     port,
                     to,
                     allow_link_local,
+                    protocol: Default::default(),
                 },
             ),
             R::ForgetRegistryKey { registry } => with_body(
@@ -736,6 +754,21 @@ impl Request {
             ),
             R::ExposeList {} => bare("GET", "/v1/expose"),
             R::DnsStatus {} => bare("GET", "/v1/dns"),
+            R::ExposeUdp {
+                port,
+                to,
+                allow_link_local,
+            } => with_body(
+                "POST",
+                "/v1/expose",
+                ExposeRequest {
+                    port,
+                    to,
+                    allow_link_local,
+                    protocol: crate::userspace::expose::ExposeProtocol::Udp,
+                },
+            ),
+            R::ExposeRemoveUdp { port } => bare("DELETE", format!("/v1/expose/udp/{port}")),
             R::ExposeRemove { port } => bare("DELETE", format!("/v1/expose/{port}")),
             R::Connect { peer, port } => bare(
                 "POST",

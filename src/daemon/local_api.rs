@@ -21,7 +21,7 @@ use crate::mapping::{Hostname, PeerRef};
 use crate::services::message_store::{MessageType, MAX_DATA};
 use crate::services::{streams, Delivery, Messages};
 use crate::state::paths::StatePaths;
-use crate::userspace::expose::Exposer;
+use crate::userspace::expose::{ExposeProtocol, Exposer};
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 use crate::userspace::socks5::Resolver;
 use crate::wg::DataPlane;
@@ -343,12 +343,19 @@ impl Api for Node {
     }
 
     async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
-        self.exposer
-            .add_with(req.port, &req.to, req.allow_link_local)
-            .await?;
+        if req.protocol == ExposeProtocol::Udp {
+            self.exposer
+                .add_udp(req.port, &req.to, req.allow_link_local)
+                .await?;
+        } else {
+            self.exposer
+                .add_with(req.port, &req.to, req.allow_link_local)
+                .await?;
+        }
         Ok(Exposed {
             port: req.port,
             to: req.to,
+            protocol: req.protocol,
         })
     }
 
@@ -360,6 +367,10 @@ impl Api for Node {
 
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed> {
         Ok(self.exposer.remove(port)?)
+    }
+
+    fn expose_remove_udp(&self, port: u16) -> ApiResult<Exposed> {
+        Ok(self.exposer.remove_udp(port)?)
     }
 
     fn dns_status(&self) -> ApiResult<DnsStatus> {

@@ -75,7 +75,14 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
             device: Some(s.config.tun.name.clone()),
         },
     };
-    let exposer = Exposer::new(overlay.clone());
+    let exposer = Exposer::with_udp_limits(
+        overlay.clone(),
+        crate::userspace::expose::UdpExposeLimits {
+            max_peers: s.config.udp.expose_max_peers,
+            idle: Duration::from_secs(s.config.udp.expose_idle_secs),
+            queue: s.config.udp.queue_datagrams,
+        },
+    );
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
     let hostname = Arc::new(Mutex::new(s.hostname.clone()));
     let dns = crate::daemon::dns::start(
