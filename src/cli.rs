@@ -12,6 +12,7 @@
 //! - `mcp`: `pilotctl mcp`, the daemon's API as Model Context Protocol tools over stdio.
 //! - `messages`: payloads, times and the event stream of `send-message`, `reply`, `inbox`,
 //!   `events`.
+//! - `dns`: `dns status` and `dns setup`.
 
 pub mod args;
 pub mod bootstrap;
@@ -20,6 +21,7 @@ mod config_check;
 mod daemon_process;
 mod diagnostics;
 mod dispatch;
+mod dns;
 mod escape;
 pub mod examples;
 mod exchange;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::identity::PublicKey;
+mod names_udp;
 use crate::mapping::{Hostname, NetworkPrefix};
+pub use names_udp::{DnsConfig, UdpConfig, DEFAULT_DNS_TTL_SECS, MAX_DNS_TTL_SECS};
 
 /// The lowest MTU we accept: IPv6's minimum.
 pub const MIN_MTU: u16 = 1280;
@@ -175,6 +177,10 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// The file service's limits (port 1004).
     pub files: FilesConfig,
+    /// The resolver for `NAME.pilot` (TUN mode, and optionally on loopback).
+    pub dns: DnsConfig,
+    /// UDP in userspace mode: SOCKS5 UDP ASSOCIATE and exposed UDP ports.
+    pub udp: UdpConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.
@@ -677,6 +683,8 @@ impl Config {
             ));
         }
         self.files.validate().map_err(invalid)?;
+        self.dns.validate().map_err(invalid)?;
+        self.udp.validate().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

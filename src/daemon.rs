@@ -7,6 +7,7 @@
 //! - [`settings`]: config, identity, logging.
 //! - [`node_state`]: the `node.json` file.
 //! - [`start`]: the data plane, the node driver, the services.
+//! - [`dns`]: the resolver for `NAME.pilot` and its systemd-resolved wiring.
 //! - [`local_api`]: the node as the local API sees it.
 //! - [`socket`]: the API socket and the stop signals.
 //! - [`notify`], [`ops`], [`metrics`], [`logging`]: systemd readiness and watchdog, reload,
@@ -19,6 +20,7 @@ pub mod candidates;
 pub mod connections;
 pub mod discovery;
 pub mod health;
+pub mod dns;
 pub mod local_api;
 pub mod logging;
 pub mod metrics;
@@ -114,6 +116,9 @@ async fn run_node(setup: start::Setup, opts: DaemonOptions) -> Result<(), PilotE
     }
     ops::spawn(node.clone(), opts);
     socket::serve(node.clone(), listener, shutdown_rx).await;
+    if let Some(dns) = &node.dns {
+        dns.revert();
+    }
     node.dataplane.shutdown();
     Ok(())
 }

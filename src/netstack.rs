@@ -55,8 +55,8 @@
 //!
 //! # Modules
 //! `config` (settings), `error`, `device` (smoltcp's view of the channels), `driver`
-//! (the task; `driver/commands`, `driver/sockets`), `stream` (the application side) and `port`
-//! (the packet boundary). This file holds the [`Netstack`] handle.
+//! (the task; `driver/commands`, `driver/sockets`, `driver/udp`), `stream` (the application
+//! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
 mod config;
 mod device;
@@ -66,6 +66,7 @@ mod port;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +78,7 @@ pub use self::config::{Congestion, NetstackConfig, MAX_TCP_BUFFER};
 pub use self::error::NetstackError;
 pub use self::port::PacketPort;
 pub use self::stream::{NetstackListener, NetstackStream};
+pub use self::udp::{max_payload, Datagram, NetstackUdpSocket, UDP_SOCKET_PACKETS};
 
 use self::driver::Driver;
 
@@ -134,6 +136,7 @@ enum Command {
     Describe {
         reply: oneshot::Sender<String>,
     },
+    BindUdp(udp::BindUdp),
 }
 
 /// A handle to a running netstack. Cheap to clone; the driver task stops once every handle,

@@ -2,6 +2,7 @@
 //! [`crate::userspace::overlay_net::OverlayNet`]): echo on 7, byte streams on any port through
 //! the local API (`connect`, `listen`; 1000 by convention), and messages on 1001.
 //!
+//! - [`dns`]: the resolver for `NAME.pilot` (not an overlay port: this host's programs ask it).
 //! - [`echo`]: port 7.
 //! - [`streams`]: byte streams on any port, for the API's `connect` and `listen`.
 //! - [`messages`]: the message service (delivery and receipt).
@@ -9,6 +10,7 @@
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
 //! - [`files`]: resumable, verified file transfer on port 1004.
 
+pub mod dns;
 pub mod echo;
 pub mod files;
 pub mod message_dedupe;

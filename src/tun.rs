@@ -38,6 +38,8 @@ pub struct TunConfig {
     pub prefix_len: u8,
     /// Ask for TCP/UDP segmentation offload (falls back to none if the kernel refuses).
     pub offload: bool,
+    /// More addresses of ours on the device, each as a /128 (the resolver's `<prefix>::53`).
+    pub extra_addresses: Vec<Ipv6Addr>,
 }
 
 impl TunConfig {
@@ -49,6 +51,7 @@ impl TunConfig {
             address,
             prefix_len: 80,
             offload: true,
+            extra_addresses: Vec::new(),
         }
     }
 }
@@ -121,8 +124,11 @@ impl TunDevice {
             Err(e) => return Err(err(e)),
         };
         dev.set_nonblocking(true).map_err(err)?;
-        let _ = dev.set_tx_queue_len(1000);
         let name = dev.name().unwrap_or_else(|_| config.name.clone());
+        for a in &config.extra_addresses {
+            add_service_address(&name, *a);
+        }
+        let _ = dev.set_tx_queue_len(1000);
         tracing::info!(%name, mtu = config.mtu, offload, "TUN device up");
         Ok(TunDevice {
             dev: Arc::new(dev),
@@ -155,6 +161,27 @@ impl TunDevice {
                 gro: GROTable::default(),
             }),
             mtu: self.mtu,
+        }
+    }
+}
+
+/// Adds `addr`/128 to the device as a deprecated address (preferred lifetime 0): the kernel
+/// delivers packets to it but never picks it as a source (RFC 6724 rule 3), which matters
+/// because it shares the overlay /80 with our own address and a peer drops packets whose
+/// source is not ours. `ip` sets the lifetime (the ioctl cannot); without it the address is
+/// left out and logged.
+fn add_service_address(dev: &str, addr: Ipv6Addr) {
+    let out = std::process::Command::new("ip")
+        .args(["-6", "addr", "add", &format!("{addr}/128"), "dev", dev])
+        .args(["preferred_lft", "0", "valid_lft", "forever", "nodad"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            tracing::warn!(address = %addr, error = %String::from_utf8_lossy(&o.stderr).trim(), "cannot add an address to the TUN device")
+        }
+        Err(e) => {
+            tracing::warn!(address = %addr, error = %e, "cannot run `ip` to add an address to the TUN device")
         }
     }
 }

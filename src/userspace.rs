@@ -77,6 +77,10 @@ pub async fn start_socks5(
         listen: config.socks5.listen,
         allow_non_loopback: config.socks5.allow_non_loopback,
         auth,
+        udp: crate::userspace::socks5::UdpRelayConfig {
+            max_associations: config.udp.max_associations,
+            queue: config.udp.queue_datagrams,
+        },
         ..Socks5Config::default()
     };
     let net = OverlayNet::Userspace(stack.clone());

@@ -251,6 +251,8 @@ pub async fn clear_received<A: Api>(State(api): ApiState<A>) -> Reply<ReceivedDa
 }
 
 /// Forward an overlay TCP port to a local `HOST:PORT`.
+/// Forward an overlay TCP port (or, with `"protocol": "udp"`, a UDP port) to a local
+/// `HOST:PORT`.
 #[utoipa::path(post, path = "/v1/expose", tag = "expose", request_body = ExposeRequest,
     responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
         (status = 409, body = ErrorBody, description = "the port is taken")))]
@@ -266,6 +268,25 @@ pub async fn expose<A: Api>(
     responses((status = 200, description = "the ok envelope", body = OkBody<ExposeList>)))]
 pub async fn expose_list<A: Api>(State(api): ApiState<A>) -> Reply<ExposeList> {
     Reply(Ok(api.expose_list()))
+}
+
+/// Stop forwarding an overlay UDP port; `data` is the removed entry.
+#[utoipa::path(delete, path = "/v1/expose/udp/{port}", tag = "expose",
+    params(("port" = u16, Path, description = "the overlay UDP port")),
+    responses((status = 200, description = "the ok envelope", body = OkBody<Exposed>),
+        (status = 404, body = ErrorBody, description = "the port was not exposed")))]
+pub async fn expose_remove_udp<A: Api>(
+    State(api): ApiState<A>,
+    PathArg(port): PathArg<u16>,
+) -> Reply<Exposed> {
+    Reply(api.expose_remove_udp(port))
+}
+
+/// The resolver for `NAME.pilot`: where it listens, its systemd-resolved wiring, counters.
+#[utoipa::path(get, path = "/v1/dns", tag = "node",
+    responses((status = 200, description = "the ok envelope", body = OkBody<DnsStatus>)))]
+pub async fn dns_status<A: Api>(State(api): ApiState<A>) -> Reply<DnsStatus> {
+    Reply(api.dns_status())
 }
 
 /// Stop forwarding an overlay port; `data` is the removed entry.

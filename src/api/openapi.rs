@@ -50,6 +50,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::expose,
         handlers::expose_list,
         handlers::expose_remove,
+        handlers::dns_status,
+        handlers::expose_remove_udp,
         handlers::connect,
         handlers::listen,
         handlers::events,
@@ -205,6 +207,13 @@ mod tests {
             Request::Netcheck {},
             Request::Connections {},
             Request::Disconnect { id: 1 },
+            Request::DnsStatus {},
+            Request::ExposeUdp {
+                port: 1,
+                to: s(),
+                allow_link_local: false,
+            },
+            Request::ExposeRemoveUdp { port: 1 },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

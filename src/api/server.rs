@@ -59,6 +59,8 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         )
         .route("/v1/expose", post(h::expose::<A>).get(h::expose_list::<A>))
         .route("/v1/expose/{port}", delete(h::expose_remove::<A>))
+        .route("/v1/dns", get(h::dns_status::<A>))
+        .route("/v1/expose/udp/{port}", delete(h::expose_remove_udp::<A>))
         .route("/v1/connect", post(h::connect::<A>))
         .route("/v1/listen", post(h::listen::<A>))
         .route("/v1/registry/forget-key", post(h::forget_registry_key::<A>))

@@ -83,6 +83,18 @@ pub trait Api: Send + Sync + 'static {
     fn expose_list(&self) -> ExposeList;
     /// `DELETE /v1/expose/{port}`.
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed>;
+    /// `DELETE /v1/expose/udp/{port}`.
+    fn expose_remove_udp(&self, port: u16) -> ApiResult<Exposed> {
+        Err(PilotError::new(
+            crate::error::ErrorCode::NotFound,
+            format!("overlay UDP port {port} is not exposed"),
+            "see the exposed ports with `pilotctl expose --list`",
+        ))
+    }
+    /// `GET /v1/dns`.
+    fn dns_status(&self) -> ApiResult<DnsStatus> {
+        Err(PilotError::internal("this node has no resolver"))
+    }
     /// `POST /v1/connect`: opens the overlay side of a stream.
     fn connect(
         &self,

@@ -318,6 +318,9 @@ pub struct ExposeRequest {
     /// Allow a link-local or cloud-metadata target (refused with `unauthorized` otherwise).
     #[serde(default)]
     pub allow_link_local: bool,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: crate::userspace::expose::ExposeProtocol,
 }
 
 /// `POST /v1/connect`'s query (an HTTP Upgrade).
@@ -388,6 +391,10 @@ pub struct InfoData {
     /// remembered, or unknown (empty without registries, or from an older daemon).
     #[serde(default)]
     pub registries: Vec<RegistryKeyView>,
+    /// Where the resolver for `NAME.pilot` answers (its overlay address in TUN mode, else its
+    /// loopback listener), if it runs.
+    #[serde(default)]
+    pub dns: Option<String>,
 }
 
 /// `GET /v1/peers`.
@@ -501,6 +508,37 @@ pub struct ReceivedData {
 pub struct ExposeList {
     /// The exposed ports.
     pub exposed: Vec<Exposed>,
+}
+
+/// `GET /v1/dns`: the resolver for `NAME.pilot` (see docs/PROTOCOL.md, "Names").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DnsStatus {
+    /// Where it listens (`[fdc5:7a3e:91b4::53]:53` in TUN mode, plus `[dns] loopback`);
+    /// empty when it does not run.
+    pub listening: Vec<String>,
+    /// Its overlay address on the TUN device (TUN mode), for resolv.conf or a resolver's
+    /// `pilot` zone.
+    pub address: Option<String>,
+    /// The interface it serves (TUN mode).
+    pub link: Option<String>,
+    /// TTL of every answer (seconds): a revoked peer stops resolving in caches within it.
+    pub ttl_secs: u32,
+    /// systemd-resolved wiring of the link: `configured`, `absent`, `off` or `error: …`.
+    pub resolved: String,
+    /// Answers with an address.
+    pub answered: u64,
+    /// NOERROR answers with no record (A queries, other types).
+    pub nodata: u64,
+    /// NXDOMAIN answers (unknown and untrusted names).
+    pub nxdomain: u64,
+    /// REFUSED answers (names outside `.pilot`).
+    pub refused: u64,
+    /// FORMERR and NOTIMP answers.
+    pub errors: u64,
+    /// Datagrams dropped as malformed (not a DNS query).
+    pub malformed: u64,
+    /// Datagrams dropped because they came from a peer, not from this host.
+    pub not_local: u64,
 }
 
 /// The first reply of a `connect` stream (in the 101 response's `Pilot-Stream` header).
@@ -825,6 +863,22 @@ pub enum Request {
     },
     /// The exposed ports.
     ExposeList {},
+    /// The resolver for `NAME.pilot`: where it listens, its wiring and counters.
+    DnsStatus {},
+    /// Forward an overlay UDP port to a local `HOST:PORT`.
+    ExposeUdp {
+        /// The overlay port.
+        port: u16,
+        /// The local target.
+        to: String,
+        /// Allow a link-local or cloud-metadata target.
+        allow_link_local: bool,
+    },
+    /// Stop forwarding an overlay UDP port.
+    ExposeRemoveUdp {
+        /// The overlay port.
+        port: u16,
+    },
     /// Stop forwarding an overlay port.
     ExposeRemove {
         /// The overlay port.
@@ -1020,6 +1074,7 @@ impl Request {
                     port,
                     to,
                     allow_link_local,
+                    protocol: Default::default(),
                 },
             ),
             R::ForgetRegistryKey { registry } => with_body(
@@ -1028,6 +1083,22 @@ impl Request {
                 ForgetRegistryKeyRequest { registry },
             ),
             R::ExposeList {} => bare("GET", "/v1/expose"),
+            R::DnsStatus {} => bare("GET", "/v1/dns"),
+            R::ExposeUdp {
+                port,
+                to,
+                allow_link_local,
+            } => with_body(
+                "POST",
+                "/v1/expose",
+                ExposeRequest {
+                    port,
+                    to,
+                    allow_link_local,
+                    protocol: crate::userspace::expose::ExposeProtocol::Udp,
+                },
+            ),
+            R::ExposeRemoveUdp { port } => bare("DELETE", format!("/v1/expose/udp/{port}")),
             R::ExposeRemove { port } => bare("DELETE", format!("/v1/expose/{port}")),
             R::Connect { peer, port } => bare(
                 "POST",

@@ -86,6 +86,7 @@ pub enum Command {
     },
     /// Forward an overlay TCP port to a local HOST:PORT, so peers reach a local service
     /// (`expose 8080 --to 127.0.0.1:3000`); `--list` shows them, `--remove PORT` stops one.
+    /// `PORT/udp` forwards UDP (`expose 5353/udp --to 127.0.0.1:5353`).
     Expose(ExposeArgs),
     /// Open a byte stream to a peer's overlay port: stdin goes to the peer, the peer's answer to
     /// stdout (port 1000 by convention: `echo '{"task":"x"}' | pilotctl connect worker-node 1000`).
@@ -185,6 +186,9 @@ pub enum Command {
     /// Commands added for parity with Pilot Protocol's pilotctl (init, health, context, ...).
     #[command(flatten)]
     Parity(crate::cli::parity_args::ParityCmd),
+    /// Names in TUN mode: the daemon's resolver for NAME.pilot and the system's wiring to it.
+    #[command(subcommand)]
+    Dns(DnsCmd),
 }
 
 /// Options of `mcp`.
@@ -263,21 +267,47 @@ pub enum InboxCmd {
     },
 }
 
+/// `PORT`, `PORT/tcp` or `PORT/udp`.
+fn port_spec(s: &str) -> Result<(u16, crate::userspace::expose::ExposeProtocol), String> {
+    crate::userspace::expose::parse_port_spec(s)
+        .ok_or_else(|| format!("`{s}` is not a port: expected PORT or PORT/udp, e.g. 5353/udp"))
+}
+
+/// `pilotctl dns …`.
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Where the resolver listens, its TTL, the systemd-resolved wiring of the TUN link and
+    /// its counters.
+    ///
+    /// Example: pilotctl dns status --json
+    Status,
+    /// Print how the system's resolver reaches the daemon for .pilot names; with --apply, set
+    /// systemd-resolved's per-link DNS and `~pilot` routing domain now (runtime state only;
+    /// no file is written).
+    ///
+    /// Example: sudo pilotctl dns setup --apply
+    Setup {
+        /// Apply the change (systemd-resolved only) instead of printing it.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
 /// Options of `expose`.
 #[derive(Debug, Clone, Args)]
 pub struct ExposeArgs {
-    /// The overlay port peers connect to.
-    #[arg(required_unless_present_any = ["list", "remove"], conflicts_with_all = ["list", "remove"], requires = "to")]
-    pub port: Option<u16>,
+    /// The overlay port peers connect to: PORT (TCP) or PORT/udp.
+    #[arg(required_unless_present_any = ["list", "remove"], conflicts_with_all = ["list", "remove"], requires = "to", value_parser = port_spec, value_name = "PORT[/udp]")]
+    pub port: Option<(u16, crate::userspace::expose::ExposeProtocol)>,
     /// The local target, HOST:PORT (e.g. 127.0.0.1:3000).
     #[arg(long, value_name = "HOST:PORT")]
     pub to: Option<String>,
     /// List the exposed ports.
     #[arg(long, conflicts_with = "remove")]
     pub list: bool,
-    /// Stop exposing this overlay port.
-    #[arg(long, value_name = "PORT")]
-    pub remove: Option<u16>,
+    /// Stop exposing this overlay port (PORT or PORT/udp).
+    #[arg(long, value_name = "PORT[/udp]", value_parser = port_spec)]
+    pub remove: Option<(u16, crate::userspace::expose::ExposeProtocol)>,
     /// Allow a link-local or cloud-metadata target (169.254.0.0/16, fe80::/10,
     /// 169.254.169.254, fd00:ec2::254, metadata.google.internal), refused by default.
     #[arg(long, requires = "to")]

@@ -10,7 +10,7 @@ use crate::api::{
 };
 use crate::error::{ErrorCode, PilotError};
 use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustView};
-use crate::userspace::expose::Exposed;
+use crate::userspace::expose::{ExposeProtocol, Exposed};
 
 /// Runs one command.
 pub fn run(cmd: Command) -> Result<Output, PilotError> {
@@ -89,6 +89,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             Ok(ask::<TransfersData>("transfers", &Request::Transfers {})?
                 .render(|d| render::transfers(d, bar)))
         }
+        Command::Dns(cmd) => super::dns::run(cmd),
     }
 }
 
@@ -171,11 +172,14 @@ fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
             ask::<ExposeList>("expose", &Request::ExposeList {})?.render(render::expose_list)
         );
     }
-    if let Some(port) = args.remove {
-        return Ok(ask::<Exposed>("expose", &Request::ExposeRemove { port })?
-            .render(render::expose_removed));
+    if let Some((port, protocol)) = args.remove {
+        let req = match protocol {
+            ExposeProtocol::Tcp => Request::ExposeRemove { port },
+            ExposeProtocol::Udp => Request::ExposeRemoveUdp { port },
+        };
+        return Ok(ask::<Exposed>("expose", &req)?.render(render::expose_removed));
     }
-    let (Some(port), Some(to)) = (args.port, args.to) else {
+    let (Some((port, protocol)), Some(to)) = (args.port, args.to) else {
         return Err(PilotError::invalid(
             "expose needs a port and --to HOST:PORT",
             "e.g. pilotctl expose 8080 --to 127.0.0.1:3000",
@@ -184,10 +188,17 @@ fn expose(args: ExposeArgs) -> Result<Output, PilotError> {
     crate::userspace::expose::validate_target(&to)?;
     let allow_link_local = args.allow_link_local;
     crate::userspace::expose::check_target_scope(&to, allow_link_local)?;
-    let req = Request::Expose {
-        port,
-        to,
-        allow_link_local,
+    let req = match protocol {
+        ExposeProtocol::Tcp => Request::Expose {
+            port,
+            to,
+            allow_link_local,
+        },
+        ExposeProtocol::Udp => Request::ExposeUdp {
+            port,
+            to,
+            allow_link_local,
+        },
     };
     Ok(ask::<Exposed>("expose", &req)?.render(render::expose_added))
 }
@@ -199,7 +210,7 @@ mod tests {
     #[test]
     fn an_expose_target_that_is_not_host_port_is_refused_before_the_daemon_is_asked() {
         let args = ExposeArgs {
-            port: Some(8080),
+            port: Some((8080, ExposeProtocol::Tcp)),
             to: Some("localhost".into()),
             list: false,
             remove: None,

@@ -22,7 +22,7 @@ use crate::services::message_store::{InboxFilter, MessageType, MAX_DATA};
 use crate::services::messages::Outgoing;
 use crate::services::{streams, Delivery, Files, Messages};
 use crate::state::paths::StatePaths;
-use crate::userspace::expose::Exposer;
+use crate::userspace::expose::{ExposeProtocol, Exposer};
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 use crate::userspace::socks5::Resolver;
 use crate::wg::DataPlane;
@@ -37,8 +37,8 @@ pub struct Node {
     pub paths: StatePaths,
     /// The mode that runs.
     pub mode: ModeChoice,
-    /// The hostname we claim.
-    pub hostname: Mutex<Option<Hostname>>,
+    /// The hostname we claim (shared with the resolver).
+    pub hostname: Arc<Mutex<Option<Hostname>>>,
     /// When the daemon started.
     pub started: Instant,
     /// Set to stop the daemon.
@@ -61,6 +61,8 @@ pub struct Node {
     pub webhook: Arc<crate::daemon::webhook::Webhook>,
     /// The file service (port 1004), if it started.
     pub files: Option<Arc<Files>>,
+    /// The resolver for `NAME.pilot`, if it runs.
+    pub dns: Option<crate::daemon::dns::DnsRuntime>,
 }
 
 fn no_files() -> PilotError {
@@ -249,6 +251,7 @@ impl Api for Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             data_plane: Some(self.dataplane.health()),
             registries,
+            dns: self.dns.as_ref().and_then(|d| d.answers_at()),
         }
     }
 
@@ -499,12 +502,19 @@ impl Api for Node {
     }
 
     async fn expose(&self, req: ExposeRequest) -> ApiResult<Exposed> {
-        self.exposer
-            .add_with(req.port, &req.to, req.allow_link_local)
-            .await?;
+        if req.protocol == ExposeProtocol::Udp {
+            self.exposer
+                .add_udp(req.port, &req.to, req.allow_link_local)
+                .await?;
+        } else {
+            self.exposer
+                .add_with(req.port, &req.to, req.allow_link_local)
+                .await?;
+        }
         Ok(Exposed {
             port: req.port,
             to: req.to,
+            protocol: req.protocol,
         })
     }
 
@@ -516,6 +526,18 @@ impl Api for Node {
 
     fn expose_remove(&self, port: u16) -> ApiResult<Exposed> {
         Ok(self.exposer.remove(port)?)
+    }
+
+    fn expose_remove_udp(&self, port: u16) -> ApiResult<Exposed> {
+        Ok(self.exposer.remove_udp(port)?)
+    }
+
+    fn dns_status(&self) -> ApiResult<DnsStatus> {
+        Ok(crate::daemon::dns::status(
+            self.dns.as_ref(),
+            &self.config,
+            self.mode.mode,
+        ))
     }
 
     async fn connect(&self, q: ConnectQuery) -> ApiResult<(ConnectData, Self::Stream)> {

@@ -75,9 +75,24 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
             device: Some(s.config.tun.name.clone()),
         },
     };
-    let exposer = Exposer::new(overlay.clone());
+    let exposer = Exposer::with_udp_limits(
+        overlay.clone(),
+        crate::userspace::expose::UdpExposeLimits {
+            max_peers: s.config.udp.expose_max_peers,
+            idle: Duration::from_secs(s.config.udp.expose_idle_secs),
+            queue: s.config.udp.queue_datagrams,
+        },
+    );
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
     let files = start_files(&s, &overlay, &plane).await;
+    let hostname = Arc::new(Mutex::new(s.hostname.clone()));
+    let dns = crate::daemon::dns::start(
+        &s.config,
+        s.mode.mode,
+        s.identity.addr48(),
+        hostname.clone(),
+        plane.clone(),
+    );
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -91,7 +106,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         config: s.config,
         paths: s.paths,
         mode: s.mode,
-        hostname: Mutex::new(s.hostname),
+        hostname,
         started: Instant::now(),
         shutdown,
         dataplane: plane,
@@ -103,6 +118,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         events,
         webhook,
         files,
+        dns,
     })
 }
 
@@ -249,6 +265,10 @@ fn create_tun(identity: &Identity, config: &Config) -> Result<Inner, PilotError>
     let mut tc = TunConfig::new(config.network.ipv6(identity.addr48()));
     tc.name = config.tun.name.clone();
     tc.mtu = config.tun.mtu;
+    if config.dns.enabled {
+        tc.extra_addresses
+            .push(crate::services::dns::dns_address(&config.network));
+    }
     Ok(TunDevice::create(&tc)?.into_inner())
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod commands;
 mod sockets;
+mod udp;
 
 use super::device::QueueDevice;
 use super::{Command, Congestion, Counters, NetstackConfig, NetstackError, NetstackStream, Packet};
@@ -97,6 +98,8 @@ pub(super) struct Driver {
     handshaking: HashMap<SocketHandle, (u16, tokio::time::Instant)>,
     listeners: HashMap<u16, PortListener>,
     used_ports: HashSet<u16>,
+    /// Bound UDP sockets (`driver/udp.rs`).
+    udp: HashMap<SocketHandle, udp::UdpFlow>,
     /// Sockets to remove after the next transmit (so an abort's RST goes out).
     doomed: Vec<SocketHandle>,
     reserve: Option<ReserveFuture>,
@@ -160,6 +163,7 @@ impl Driver {
             handshaking: HashMap::new(),
             listeners: HashMap::new(),
             used_ports: HashSet::new(),
+            udp: HashMap::new(),
             doomed: Vec::new(),
             reserve: None,
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
@@ -201,6 +205,7 @@ impl Driver {
             + self.connecting.len()
             + self.handshaking.len()
             + self.listeners.values().map(|l| l.pool.len()).sum::<usize>()
+            + self.udp.len()
     }
 
     fn new_socket(&self) -> tcp::Socket<'static> {
@@ -297,6 +302,11 @@ impl Driver {
                 .poll_ingress_single(now, &mut self.device, &mut self.sockets);
             if r == PollIngressSingleResult::None {
                 break;
+            }
+            if r == PollIngressSingleResult::SocketStateChanged && !self.udp.is_empty() {
+                // smoltcp keeps few datagrams per UDP socket: hand them on before the next
+                // packet of the batch, so a batch larger than that buffer loses none.
+                self.drain_udp();
             }
             if std::mem::take(&mut self.device.saw_syn) {
                 // smoltcp has no backlog: a SYN took a listening socket; put another in place
@@ -415,6 +425,7 @@ impl Driver {
             && self.flows.is_empty()
             && self.connecting.is_empty()
             && self.handshaking.is_empty()
+            && self.udp.is_empty()
     }
 
     fn publish_counters(&mut self) {
@@ -448,6 +459,7 @@ impl Future for Driver {
             this.ingress(now);
             progress |= this.service(cx);
             this.egress(now);
+            progress |= this.udp_unblocked();
             progress |= this.poll_reserve(cx);
             this.publish_counters();
             if this.finished() {

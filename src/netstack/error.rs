@@ -37,12 +37,17 @@ pub enum NetstackError {
     /// The driver task has stopped.
     #[error("the netstack has stopped")]
     Stopped,
+    /// A UDP payload larger than one packet carries (the stack does not fragment).
+    #[error("a UDP payload of {0} bytes is over the {1} bytes one overlay packet carries")]
+    DatagramTooLarge(usize, usize),
 }
 
 impl From<NetstackError> for io::Error {
     fn from(e: NetstackError) -> Self {
         let kind = match e {
-            NetstackError::Config(_) | NetstackError::PortZero(_) => io::ErrorKind::InvalidInput,
+            NetstackError::Config(_)
+            | NetstackError::PortZero(_)
+            | NetstackError::DatagramTooLarge(..) => io::ErrorKind::InvalidInput,
             NetstackError::NotInOverlay(..) => io::ErrorKind::AddrNotAvailable,
             NetstackError::PortInUse(_) => io::ErrorKind::AddrInUse,
             NetstackError::TooManyFlows(_) | NetstackError::MemoryBound(_) => {
@@ -90,6 +95,10 @@ impl From<NetstackError> for crate::error::PilotError {
             NetstackError::TimedOut(..) => (
                 ErrorCode::Timeout,
                 "check `pilotctl peers` for a recent handshake",
+            ),
+            NetstackError::DatagramTooLarge(..) => (
+                ErrorCode::InvalidArgument,
+                "send smaller datagrams (the overlay MTU less 48 bytes of headers)",
             ),
             NetstackError::Stopped => (
                 ErrorCode::Internal,

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 
+mod udp;
+pub use udp::UdpExposeLimits;
+
 /// How long a connection to the local target may take.
 pub const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections spliced at once per exposed port.
@@ -38,6 +41,43 @@ pub struct Exposed {
     pub port: u16,
     /// The local target, `HOST:PORT`.
     pub to: String,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: ExposeProtocol,
+}
+
+/// Which transport an exposed port forwards.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ExposeProtocol {
+    /// TCP: each connection spliced to a new connection to the target.
+    #[default]
+    Tcp,
+    /// UDP: each peer's datagrams through a local socket of its own.
+    Udp,
+}
+
+impl ExposeProtocol {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExposeProtocol::Tcp => "tcp",
+            ExposeProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// Parses `PORT` or `PORT/tcp` or `PORT/udp` (the CLI's spelling of an exposed port).
+pub fn parse_port_spec(s: &str) -> Option<(u16, ExposeProtocol)> {
+    let (port, proto) = match s.split_once('/') {
+        None => (s, ExposeProtocol::Tcp),
+        Some((p, "tcp")) => (p, ExposeProtocol::Tcp),
+        Some((p, "udp")) => (p, ExposeProtocol::Udp),
+        Some(_) => return None,
+    };
+    port.parse().ok().map(|p| (p, proto))
 }
 
 /// Errors from changing the exposed ports.
@@ -180,6 +220,9 @@ struct Entry {
 pub struct Exposer {
     net: OverlayNet,
     entries: Mutex<BTreeMap<u16, Entry>>,
+    /// Exposed UDP ports (a port space of their own).
+    udp: Mutex<BTreeMap<u16, Entry>>,
+    udp_limits: UdpExposeLimits,
 }
 
 impl std::fmt::Debug for Exposer {
@@ -193,10 +236,78 @@ impl std::fmt::Debug for Exposer {
 impl Exposer {
     /// An empty table over `net`.
     pub fn new(net: OverlayNet) -> Self {
+        Exposer::with_udp_limits(net, UdpExposeLimits::default())
+    }
+
+    /// The same, with these limits for exposed UDP ports.
+    pub fn with_udp_limits(net: OverlayNet, udp_limits: UdpExposeLimits) -> Self {
         Exposer {
             net,
             entries: Mutex::new(BTreeMap::new()),
+            udp: Mutex::new(BTreeMap::new()),
+            udp_limits,
         }
+    }
+
+    /// Exposes overlay UDP `port` to the local `to` (`HOST:PORT`), with the checks of
+    /// [`Exposer::add_with`]. The overlay port is bound when this returns.
+    pub async fn add_udp(
+        &self,
+        port: u16,
+        to: &str,
+        allow_link_local: bool,
+    ) -> Result<(), ExposeError> {
+        if port == 0 {
+            return Err(ExposeError::PortZero);
+        }
+        validate_target(to)?;
+        check_target_scope(to, allow_link_local)?;
+        let exposed_to = |port| {
+            let table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
+            table.get(&port).map(|e: &Entry| e.to.clone())
+        };
+        if let Some(to) = exposed_to(port) {
+            return Err(ExposeError::AlreadyExposed { port, to });
+        }
+        let target = Arc::<str>::from(to);
+        let task = udp::start(&self.net, port, target, allow_link_local, self.udp_limits)
+            .await
+            .map_err(|source| ExposeError::Listen { port, source })?;
+        let mut table = self.udp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = table.get(&port) {
+            // Another add won the race while we were binding.
+            task.abort();
+            return Err(ExposeError::AlreadyExposed {
+                port,
+                to: e.to.clone(),
+            });
+        }
+        table.insert(
+            port,
+            Entry {
+                to: to.to_string(),
+                task,
+            },
+        );
+        tracing::info!(port, %to, "overlay UDP port exposed");
+        Ok(())
+    }
+
+    /// Stops exposing UDP `port`.
+    pub fn remove_udp(&self, port: u16) -> Result<Exposed, ExposeError> {
+        let e = self
+            .udp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&port)
+            .ok_or(ExposeError::NotExposed(port))?;
+        e.task.abort();
+        tracing::info!(port, to = %e.to, "overlay UDP port no longer exposed");
+        Ok(Exposed {
+            port,
+            to: e.to,
+            protocol: ExposeProtocol::Udp,
+        })
     }
 
     /// Exposes overlay `port` to the local `to` (`HOST:PORT`), refusing link-local and cloud
@@ -281,17 +392,29 @@ impl Exposer {
             .ok_or(ExposeError::NotExposed(port))?;
         e.task.abort();
         tracing::info!(port, to = %e.to, "overlay port no longer exposed");
-        Ok(Exposed { port, to: e.to })
+        Ok(Exposed {
+            port,
+            to: e.to,
+            protocol: ExposeProtocol::Tcp,
+        })
     }
 
     /// The exposed ports, in order.
     pub fn list(&self) -> Vec<Exposed> {
+        let udp = self.udp.lock().unwrap_or_else(|p| p.into_inner());
+        let udp = udp.iter().map(|(port, e)| Exposed {
+            port: *port,
+            to: e.to.clone(),
+            protocol: ExposeProtocol::Udp,
+        });
         self.lock()
             .iter()
             .map(|(port, e)| Exposed {
                 port: *port,
                 to: e.to.clone(),
+                protocol: ExposeProtocol::Tcp,
             })
+            .chain(udp)
             .collect()
     }
 
@@ -303,6 +426,9 @@ impl Exposer {
 impl Drop for Exposer {
     fn drop(&mut self) {
         for e in self.lock().values() {
+            e.task.abort();
+        }
+        for e in self.udp.lock().unwrap_or_else(|p| p.into_inner()).values() {
             e.task.abort();
         }
     }

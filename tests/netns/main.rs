@@ -3,6 +3,7 @@
 //! Hosts sit on a bridge in 198.51.100.0/24 and talk over pilot's overlay IPv6.
 
 mod demo;
+mod dns;
 mod faults;
 mod files;
 mod nat;

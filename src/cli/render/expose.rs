@@ -2,11 +2,19 @@
 
 use super::untrusted;
 use crate::api::ExposeList;
-use crate::userspace::expose::Exposed;
+use crate::userspace::expose::{ExposeProtocol, Exposed};
+
+/// `8080` for TCP, `5353/udp` for UDP.
+fn port(e: &Exposed) -> String {
+    match e.protocol {
+        ExposeProtocol::Tcp => e.port.to_string(),
+        ExposeProtocol::Udp => format!("{}/udp", e.port),
+    }
+}
 
 /// `expose PORT --to HOST:PORT`.
 pub fn expose_added(e: &Exposed) -> String {
-    format!("overlay port {} forwarded to {}", e.port, untrusted(&e.to))
+    format!("overlay port {} forwarded to {}", port(e), untrusted(&e.to))
 }
 
 /// `expose --list`: one line per port.
@@ -16,7 +24,7 @@ pub fn expose_list(l: &ExposeList) -> String {
     }
     l.exposed
         .iter()
-        .map(|e| format!("{:<6} -> {}", e.port, untrusted(&e.to)))
+        .map(|e| format!("{:<6} -> {}", port(e), untrusted(&e.to)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -25,7 +33,7 @@ pub fn expose_list(l: &ExposeList) -> String {
 pub fn expose_removed(e: &Exposed) -> String {
     format!(
         "overlay port {} no longer forwarded to {}",
-        e.port,
+        port(e),
         untrusted(&e.to)
     )
 }
@@ -38,7 +46,18 @@ mod tests {
         Exposed {
             port,
             to: to.into(),
+            protocol: ExposeProtocol::Tcp,
         }
+    }
+
+    #[test]
+    fn udp_ports_show_their_protocol() {
+        let mut e = exposed(5353, "127.0.0.1:5353");
+        e.protocol = ExposeProtocol::Udp;
+        assert_eq!(
+            expose_added(&e),
+            "overlay port 5353/udp forwarded to 127.0.0.1:5353"
+        );
     }
 
     #[test]

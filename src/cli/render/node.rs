@@ -34,6 +34,9 @@ pub fn info(i: &InfoData) -> String {
     if let Some(d) = &i.data_plane {
         text.push_str(&format!("\ndata plane  {}", data_plane(d)));
     }
+    if let Some(d) = &i.dns {
+        text.push_str(&format!("\ndns         {}", untrusted(d)));
+    }
     for r in &i.registries {
         text.push_str(&format!("\nregistry    {}", registry_key(r)));
     }
@@ -200,6 +203,7 @@ mod tests {
             version: "0.1.0".into(),
             data_plane: None,
             registries: Vec::new(),
+            dns: None,
         }
     }
 

@@ -25,6 +25,7 @@ impl Driver {
             } => {
                 let _ = reply.send(self.start_listen(port, id, accept));
             }
+            Command::BindUdp(b) => self.bind_udp(b),
             Command::Describe { reply } => {
                 let _ = reply.send(self.describe());
             }

@@ -70,6 +70,7 @@ impl Driver {
         progress |= self.service_connecting(cx);
         progress |= self.service_handshaking();
         progress |= self.service_flows(cx);
+        progress |= self.service_udp(cx);
         if self
             .listeners
             .values()

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::credentials::Credentials;
+use super::udp_relay::{UdpRelay, UdpRelayConfig};
 use super::wire::{
     classify, encode_auth_status, encode_reply, parse_auth, parse_greeting, parse_request, Command,
     Destination, ParseError, Parsed, Reply, Request, MAX_AUTH_LEN, METHOD_NONE_ACCEPTABLE,
@@ -87,6 +88,8 @@ pub struct Socks5Config {
     pub splice_buffer: usize,
     /// Require these RFC 1929 credentials (no-auth is then not offered); `None`: no auth.
     pub auth: Option<Credentials>,
+    /// Limits of UDP ASSOCIATE.
+    pub udp: UdpRelayConfig,
 }
 
 impl Default for Socks5Config {
@@ -99,6 +102,7 @@ impl Default for Socks5Config {
             max_clients: 1024,
             splice_buffer: 256 * 1024,
             auth: None,
+            udp: UdpRelayConfig::default(),
         }
     }
 }
@@ -133,6 +137,7 @@ struct Shared {
     net: OverlayNet,
     network: NetworkPrefix,
     resolver: Arc<dyn Resolver>,
+    udp: Arc<UdpRelay>,
 }
 
 /// The proxy: a bound listener; [`Socks5Server::run`] serves it.
@@ -162,6 +167,7 @@ impl Socks5Server {
         Ok(Socks5Server {
             listener,
             shared: Arc::new(Shared {
+                udp: Arc::new(UdpRelay::new(cfg.udp.clone())),
                 cfg,
                 net,
                 network,
@@ -173,6 +179,12 @@ impl Socks5Server {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The UDP relay's counters (they stay readable after [`run`](Self::run) takes the
+    /// server).
+    pub fn udp_relay(&self) -> Arc<UdpRelay> {
+        self.shared.udp.clone()
     }
 
     /// Serves clients until the task is dropped or aborted.
@@ -314,6 +326,20 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionErro
         .await
         .map_err(|_| SessionError::HandshakeTimeout)??;
 
+    if request.command == Command::UdpAssociate {
+        let cx = super::udp_relay::Context {
+            stack: match &shared.net {
+                OverlayNet::Userspace(s) => Some(s),
+                OverlayNet::Kernel { .. } => None,
+            },
+            network: shared.network,
+            resolver: shared.resolver.as_ref(),
+            relay: &shared.udp,
+        };
+        return super::udp_relay::associate(&mut client, &request.target, cx)
+            .await?
+            .map_err(SessionError::Refused);
+    }
     let outcome = open(&request, shared).await;
     let mut remote = match outcome {
         Ok(r) => r,
