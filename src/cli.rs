@@ -16,6 +16,7 @@ mod daemon_process;
 mod dispatch;
 mod escape;
 mod output;
+mod pubsub_tasks;
 mod registry_run;
 mod render;
 mod stream;
@@ -37,6 +38,15 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e, argv.iter().any(|a| a == "--json")),
     };
+    if let Command::Subscribe(args) = &cli.command {
+        return match pubsub_tasks::subscribe(args, cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                print_error(cli.json, &e);
+                ExitCode::from(1)
+            }
+        };
+    }
     let is_stream = matches!(
         cli.command,
         Command::Connect { .. } | Command::Listen { .. }

@@ -11,6 +11,9 @@ use std::str::FromStr;
 use crate::identity::PublicKey;
 use crate::mapping::{Hostname, NetworkPrefix};
 
+pub mod pubsub_tasks;
+pub use pubsub_tasks::{PubsubConfig, TasksConfig};
+
 /// The lowest MTU we accept: IPv6's minimum.
 pub const MIN_MTU: u16 = 1280;
 /// Default inner MTU: 1500 − 40 (IPv6) − 8 (UDP) − 32 (WireGuard).
@@ -165,6 +168,10 @@ pub struct Config {
     pub exposes: Vec<ExposeConfig>,
     /// The message service's limits (port 1001).
     pub messages: MessagesConfig,
+    /// The pub/sub broker's limits (port 1002).
+    pub pubsub: PubsubConfig,
+    /// The task service's limits (port 1003).
+    pub tasks: TasksConfig,
 }
 
 /// `[messages]`: what trusted peers may take of the message service (connections, inbox
@@ -544,6 +551,7 @@ impl Config {
             }
         }
         self.messages.validate().map_err(invalid)?;
+        pubsub_tasks::validate(&self.pubsub, &self.tasks).map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

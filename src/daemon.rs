@@ -18,6 +18,7 @@ pub mod mode;
 pub mod node_driver;
 pub mod node_state;
 pub mod peer_resolver;
+pub mod pubsub_tasks;
 pub mod settings;
 pub mod socket;
 pub mod start;

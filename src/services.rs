@@ -7,11 +7,15 @@
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
+//! - [`pubsub`]: the publish/subscribe broker on 1002.
+//! - [`frame`]: length-prefixed JSON frames of pub/sub and tasks.
 
 pub mod echo;
+pub mod frame;
 pub mod message_dedupe;
 pub mod message_store;
 pub mod messages;
+pub mod pubsub;
 pub mod streams;
 
 pub use echo::{start_echo, ECHO_PORT};

@@ -107,6 +107,7 @@ impl Api for Stub {
         Subscription {
             node,
             messages: None,
+            pubsub: None,
         }
     }
 }

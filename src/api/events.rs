@@ -10,7 +10,9 @@ use axum::response::sse::Event;
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::api::types::{ApiEvent, InboxEntry, MessageReceived, NodeEvent, StreamEvent};
+use crate::api::types::{
+    ApiEvent, InboxEntry, MessageReceived, NodeEvent, PubsubReceived, StreamEvent,
+};
 
 /// How often an idle stream sends a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -21,6 +23,16 @@ pub struct Subscription {
     pub node: broadcast::Receiver<NodeEvent>,
     /// Messages stored in the inbox, from the message service (if it runs).
     pub messages: Option<broadcast::Receiver<InboxEntry>>,
+    /// Pub/sub events our subscriptions receive (if the service runs).
+    pub pubsub: Option<broadcast::Receiver<crate::services::pubsub::Received>>,
+}
+
+/// The next item of an optional channel (pending forever without one).
+async fn next_of<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_message(
@@ -46,6 +58,17 @@ impl Subscription {
                     Ok(message) => Ok(ApiEvent::Api(StreamEvent::MessageReceived(MessageReceived { message }))),
                     Err(RecvError::Lagged(missed)) => Err(Some(missed)),
                     Err(RecvError::Closed) => Err(None),
+                },
+                p = next_of(&mut self.pubsub) => match p {
+                    Ok(r) => Ok(ApiEvent::Api(StreamEvent::PubsubEvent(PubsubReceived {
+                        broker: r.broker,
+                        event: (*r.event).clone(),
+                    }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => {
+                        self.pubsub = None;
+                        continue;
+                    }
                 },
             };
             match got {
@@ -81,6 +104,7 @@ mod tests {
         let mut sub = Subscription {
             node: rx,
             messages: Some(mrx),
+            pubsub: None,
         };
         let key: crate::identity::PublicKey = crate::identity::Identity::generate().public_key();
         for _ in 0..5 {

@@ -49,6 +49,9 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::listen,
         handlers::events,
         handlers::forget_registry_key,
+        handlers::pubsub_publish,
+        handlers::pubsub_subscribe,
+        handlers::pubsub_status,
         serve,
     ),
     components(schemas(
@@ -64,6 +67,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         TrustStanding,
         DeliveryStatus,
         RegistryKeySource,
+        PubsubReceived,
+        PubsubEvent,
     )),
     tags(
         (name = "node", description = "this node: identity, peers, hostname, ping, shutdown"),
@@ -72,6 +77,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         (name = "expose", description = "overlay ports forwarded to local addresses"),
         (name = "streams", description = "byte streams to peers over HTTP Upgrade"),
         (name = "events", description = "live events (server-sent events)"),
+        (name = "pubsub", description = "publish/subscribe (overlay port 1002)"),
         (name = "meta", description = "this document"),
     )
 )]
@@ -151,6 +157,16 @@ mod tests {
             Request::ExposeList {},
             Request::ExposeRemove { port: 1 },
             Request::ForgetRegistryKey { registry: s() },
+            Request::Publish {
+                peer: None,
+                topic: s(),
+                data: s(),
+            },
+            Request::Subscribe {
+                peer: Some(s()),
+                topic: s(),
+            },
+            Request::PubsubStatus {},
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

@@ -81,4 +81,31 @@ pub trait Api: Send + Sync + 'static {
     ) -> impl Future<Output = ApiResult<(ListenData, Self::Stream)>> + Send;
     /// `GET /v1/events`: a new subscription to the live events.
     fn subscribe(&self) -> Subscription;
+    /// `POST /v1/pubsub/publish`.
+    fn pubsub_publish(
+        &self,
+        _req: PublishRequest,
+    ) -> impl Future<Output = ApiResult<PublishedData>> + Send {
+        async { Err(no_service("pub/sub")) }
+    }
+    /// `GET /v1/pubsub/subscribe`: events in order until the client goes away.
+    fn pubsub_subscribe(
+        &self,
+        _q: SubscribeQuery,
+    ) -> impl Future<Output = ApiResult<crate::services::pubsub::Subscription>> + Send {
+        async { Err(no_service("pub/sub")) }
+    }
+    /// `GET /v1/pubsub`.
+    fn pubsub_status(&self) -> ApiResult<PubsubData> {
+        Err(no_service("pub/sub"))
+    }
+}
+
+/// The error of a service this node does not run.
+pub fn no_service(name: &str) -> PilotError {
+    PilotError::new(
+        crate::error::ErrorCode::NotRunning,
+        format!("the {name} service is not running"),
+        "see the daemon log for why it did not start",
+    )
 }

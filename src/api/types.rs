@@ -24,6 +24,9 @@ pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, W
 pub use crate::userspace::expose::Exposed;
 pub use crate::wg::{CountersSnapshot, PeerStatus};
 
+mod pubsub_tasks;
+pub use pubsub_tasks::*;
+
 /// The largest request body the daemon reads (and the largest request head).
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -462,6 +465,8 @@ pub enum ApiEvent {
 pub enum StreamEvent {
     /// A message arrived in our inbox.
     MessageReceived(MessageReceived),
+    /// A pub/sub event arrived on one of our subscriptions.
+    PubsubEvent(PubsubReceived),
     /// This client read too slowly and missed `missed` events (they are not replayed).
     Lagged {
         /// How many events were dropped for this client.
@@ -482,6 +487,7 @@ impl ApiEvent {
             ApiEvent::Node(NodeEvent::PeerDown { .. }) => "peer_down",
             ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
             ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
+            ApiEvent::Api(StreamEvent::PubsubEvent(_)) => "pubsub_event",
         }
     }
 }
@@ -592,6 +598,24 @@ pub enum Request {
         /// The overlay port.
         port: u16,
     },
+    /// Publish an event on a peer's broker, or ours (`peer` absent).
+    Publish {
+        /// The broker, or none for ours.
+        peer: Option<String>,
+        /// The exact topic.
+        topic: String,
+        /// The payload.
+        data: String,
+    },
+    /// Subscribe to a pattern on a peer's broker, or ours (server-sent events).
+    Subscribe {
+        /// The broker, or none for ours.
+        peer: Option<String>,
+        /// The pattern.
+        topic: String,
+    },
+    /// Our broker's topics and subscribers with their drop counters.
+    PubsubStatus {},
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -704,12 +728,31 @@ impl Request {
                 format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
             ),
             R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
+            R::Publish { peer, topic, data } => with_body(
+                "POST",
+                "/v1/pubsub/publish",
+                PublishRequest { peer, topic, data },
+            ),
+            R::Subscribe { peer, topic } => bare("GET", subscribe_target(peer.as_deref(), &topic)),
+            R::PubsubStatus {} => bare("GET", "/v1/pubsub"),
         }
     }
 
     /// Whether this command opens a byte stream (an HTTP Upgrade).
     pub fn is_stream(&self) -> bool {
         matches!(self, Request::Connect { .. } | Request::Listen { .. })
+    }
+}
+
+/// `GET /v1/pubsub/subscribe?peer=…&topic=…` (no `peer` for our own broker).
+pub fn subscribe_target(peer: Option<&str>, topic: &str) -> String {
+    match peer {
+        Some(p) => format!(
+            "/v1/pubsub/subscribe?peer={}&topic={}",
+            percent_encode(p),
+            percent_encode(topic)
+        ),
+        None => format!("/v1/pubsub/subscribe?topic={}", percent_encode(topic)),
     }
 }
 

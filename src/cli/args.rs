@@ -112,12 +112,51 @@ pub enum Command {
     },
     /// List sent messages not yet acked by their recipients.
     Outbox,
+    /// Subscribe to a topic pattern on a peer's broker (overlay port 1002) and print each
+    /// event as it arrives (NDJSON with --json): `*` matches one segment, a final `>` (or
+    /// `**`) the rest. Example: `pilotctl subscribe worker-node 'sensors.>' --count 10`.
+    Subscribe(SubscribeArgs),
+    /// Publish an event on a peer's broker, or with --local on ours (to every trusted
+    /// subscriber of this node). Example: `pilotctl publish --local sensors.temp --data 21.5`.
+    Publish(PublishArgs),
+    /// Show our pub/sub broker: topics with their sequence numbers, subscribers with their
+    /// queued, delivered and dropped counters. Example: `pilotctl pubsub --json`.
+    Pubsub,
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
+}
+
+/// Options of `subscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeArgs {
+    /// The broker's peer (hostname, address, IPv6 or public key), or `local` for ours.
+    pub peer: String,
+    /// The topic pattern (e.g. `sensors.*.temp`, `sensors.>`).
+    pub topic: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (an error if --count events did not arrive by then).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+/// Options of `publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// The broker's peer then the topic; with --local, only the topic.
+    #[arg(required = true, num_args = 1..=2, value_names = ["PEER", "TOPIC"])]
+    pub target: Vec<String>,
+    /// Publish on our own broker.
+    #[arg(long)]
+    pub local: bool,
+    /// The payload (text).
+    #[arg(long)]
+    pub data: String,
 }
 
 /// Options of `expose`.

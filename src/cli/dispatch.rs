@@ -67,6 +67,11 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
         }
         Command::Expose(args) => expose(args),
+        Command::Subscribe(args) => {
+            super::pubsub_tasks::subscribe(&args, false).map(|()| Output::nothing())
+        }
+        Command::Publish(args) => super::pubsub_tasks::publish(args),
+        Command::Pubsub => super::pubsub_tasks::status(),
     }
 }
 

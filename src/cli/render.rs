@@ -5,6 +5,7 @@
 mod expose;
 mod messages;
 mod node;
+mod pubsub_tasks;
 mod trust;
 
 pub use expose::{expose_added, expose_list, expose_removed};
@@ -12,6 +13,7 @@ pub use messages::{inbox, outbox, sent_message};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
 };
+pub use pubsub_tasks::{published, pubsub_event, pubsub_status};
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 
 use super::escape::untrusted;

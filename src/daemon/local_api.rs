@@ -15,6 +15,7 @@ use crate::daemon::mode::ModeChoice;
 use crate::daemon::node_driver::{NodeCommand, NodeHandle};
 use crate::daemon::node_state::{self, NodeState};
 use crate::daemon::peer_resolver::PeerResolver;
+use crate::daemon::pubsub_tasks;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
@@ -56,6 +57,8 @@ pub struct Node {
     pub messages: Option<Arc<Messages>>,
     /// Live node events, for the API's event stream.
     pub events: broadcast::Sender<NodeEvent>,
+    /// The pub/sub broker (port 1002), if it started.
+    pub pubsub: Option<Arc<crate::services::pubsub::Pubsub>>,
 }
 
 fn no_messages() -> PilotError {
@@ -85,7 +88,10 @@ impl Node {
     }
 
     /// A trusted peer's key and overlay address from anything that names it.
-    async fn resolve_peer(&self, text: &str) -> Result<(PublicKey, Ipv6Addr), PilotError> {
+    pub(crate) async fn resolve_peer(
+        &self,
+        text: &str,
+    ) -> Result<(PublicKey, Ipv6Addr), PilotError> {
         let r = self.peer_ref(text)?;
         let ip = match &r {
             PeerRef::Addr48(a) => self.config.network.ipv6(*a),
@@ -386,6 +392,32 @@ impl Api for Node {
         Subscription {
             node: self.events.subscribe(),
             messages: self.messages.as_ref().map(|m| m.subscribe()),
+            pubsub: self.pubsub.as_ref().map(|p| p.received()),
         }
+    }
+
+    async fn pubsub_publish(&self, req: PublishRequest) -> ApiResult<PublishedData> {
+        let to = match &req.peer {
+            Some(p) => Some(self.resolve_peer(p).await?),
+            None => None,
+        };
+        let me = self.identity.public_key();
+        pubsub_tasks::publish(self.pubsub.as_ref(), me, to, req).await
+    }
+
+    async fn pubsub_subscribe(
+        &self,
+        q: SubscribeQuery,
+    ) -> ApiResult<crate::services::pubsub::Subscription> {
+        let from = match &q.peer {
+            Some(p) => Some(self.resolve_peer(p).await?),
+            None => None,
+        };
+        pubsub_tasks::subscribe(self.pubsub.as_ref(), from, &q.topic).await
+    }
+
+    fn pubsub_status(&self) -> ApiResult<PubsubData> {
+        let queue = self.config.pubsub.subscriber_queue;
+        pubsub_tasks::status(self.pubsub.as_ref(), queue)
     }
 }

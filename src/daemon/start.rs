@@ -77,6 +77,13 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
     };
     let exposer = Exposer::new(overlay.clone());
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
+    let pubsub = crate::daemon::pubsub_tasks::start_pubsub(
+        s.identity.public_key(),
+        &overlay,
+        &plane,
+        &s.config.pubsub,
+    )
+    .await;
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -96,6 +103,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         overlay,
         messages,
         events,
+        pubsub,
     })
 }
 

@@ -1,0 +1,73 @@
+//! Requests and answers of the pub/sub (`/v1/pubsub/…`) and task (`/v1/tasks/…`) routes.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::identity::PublicKey;
+pub use crate::services::pubsub::broker::{SubscriberView, TopicView};
+pub use crate::services::pubsub::wire::PubsubEvent;
+
+/// `POST /v1/pubsub/publish`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The broker: a peer (hostname, address, overlay IPv6 or public key), or absent for
+    /// our own broker (to every trusted subscriber of this node).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The exact topic (dotted, no wildcard).
+    pub topic: String,
+    /// The payload (text).
+    pub data: String,
+}
+
+/// `GET /v1/pubsub/subscribe`'s query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SubscribeQuery {
+    /// The broker: a peer, or absent for our own.
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// The pattern: `*` is one segment, a final `>` (or `**`) the rest.
+    pub topic: String,
+}
+
+/// `POST /v1/pubsub/publish`: what the broker did with the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublishedData {
+    /// The broker's key.
+    pub broker: PublicKey,
+    /// The topic.
+    pub topic: String,
+    /// The event's sequence number on the topic.
+    pub seq: u64,
+    /// Subscribers whose pattern matched.
+    pub subscribers: u32,
+    /// Of those, how many had a full queue (the event was dropped for them).
+    pub dropped: u32,
+}
+
+/// `GET /v1/pubsub`: our broker's topics and subscribers with their counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PubsubData {
+    /// What a full subscriber queue does: `drop_newest` (the event being published is
+    /// dropped for that subscriber and counted; its queue keeps the older ones).
+    pub drop_policy: String,
+    /// Events queued per subscriber at most.
+    pub subscriber_queue: usize,
+    /// Topics and their last sequence numbers.
+    pub topics: Vec<TopicView>,
+    /// Subscribers and their counters.
+    pub subscribers: Vec<SubscriberView>,
+}
+
+/// A pub/sub event received by one of our subscriptions (an event of `GET /v1/events`, and
+/// each event of `GET /v1/pubsub/subscribe`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PubsubReceived {
+    /// The broker it came from (our key for a local subscription).
+    pub broker: PublicKey,
+    /// The event.
+    pub event: PubsubEvent,
+}
