@@ -9,6 +9,7 @@
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
 //! - [`pubsub`]: the publish/subscribe broker on 1002.
 //! - [`frame`]: length-prefixed JSON frames of pub/sub and tasks.
+//! - [`tasks`]: task delegation with signed state changes on 1003.
 
 pub mod echo;
 pub mod frame;
@@ -17,6 +18,7 @@ pub mod message_store;
 pub mod messages;
 pub mod pubsub;
 pub mod streams;
+pub mod tasks;
 
 pub use echo::{start_echo, ECHO_PORT};
 pub use messages::{Delivery, Messages};

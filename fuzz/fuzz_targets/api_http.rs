@@ -108,6 +108,7 @@ impl Api for Stub {
             node,
             messages: None,
             pubsub: None,
+            tasks: None,
         }
     }
 }

@@ -182,6 +182,16 @@ impl Client {
 
     /// Sends a request and waits for its reply's `data`.
     pub fn call(&mut self, req: &Request) -> Result<serde_json::Value, PilotError> {
+        self.call_within(req, CALL_TIMEOUT)
+    }
+
+    /// [`Client::call`] waiting up to `timeout` (for requests that wait on purpose, like
+    /// `task wait`).
+    pub fn call_within(
+        &mut self,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PilotError> {
         if req.is_stream() {
             return Err(PilotError::internal(
                 "a stream request needs Client::open_stream",
@@ -198,7 +208,7 @@ impl Client {
                 let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
                 Ok::<_, PilotError>((status, body))
             };
-            tokio::time::timeout(CALL_TIMEOUT, exchange)
+            tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| no_answer())?
         })?;

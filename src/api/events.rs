@@ -11,7 +11,7 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::api::types::{
-    ApiEvent, InboxEntry, MessageReceived, NodeEvent, PubsubReceived, StreamEvent,
+    ApiEvent, InboxEntry, MessageReceived, NodeEvent, PubsubReceived, StreamEvent, TaskChanged,
 };
 
 /// How often an idle stream sends a keep-alive comment.
@@ -25,6 +25,8 @@ pub struct Subscription {
     pub messages: Option<broadcast::Receiver<InboxEntry>>,
     /// Pub/sub events our subscriptions receive (if the service runs).
     pub pubsub: Option<broadcast::Receiver<crate::services::pubsub::Received>>,
+    /// Task state changes (if the task service runs).
+    pub tasks: Option<broadcast::Receiver<crate::services::tasks::TaskView>>,
 }
 
 /// The next item of an optional channel (pending forever without one).
@@ -70,6 +72,14 @@ impl Subscription {
                         continue;
                     }
                 },
+                t = next_of(&mut self.tasks) => match t {
+                    Ok(task) => Ok(ApiEvent::Api(StreamEvent::TaskChanged(TaskChanged { task: Box::new(task) }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => {
+                        self.tasks = None;
+                        continue;
+                    }
+                },
             };
             match got {
                 Ok(e) => return Some(e),
@@ -105,6 +115,7 @@ mod tests {
             node: rx,
             messages: Some(mrx),
             pubsub: None,
+            tasks: None,
         };
         let key: crate::identity::PublicKey = crate::identity::Identity::generate().public_key();
         for _ in 0..5 {

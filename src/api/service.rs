@@ -99,6 +99,48 @@ pub trait Api: Send + Sync + 'static {
     fn pubsub_status(&self) -> ApiResult<PubsubData> {
         Err(no_service("pub/sub"))
     }
+    /// `POST /v1/tasks`.
+    fn task_submit(
+        &self,
+        _req: SubmitTaskRequest,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+    /// `GET /v1/tasks`.
+    fn task_list(&self, _submitted: Option<bool>) -> ApiResult<TaskList> {
+        Err(no_service("task"))
+    }
+    /// `GET /v1/tasks/{id}`.
+    fn task_get(&self, _id: String) -> ApiResult<TaskView> {
+        Err(no_service("task"))
+    }
+    /// `POST /v1/tasks/{id}/accept`, `…/decline` (with a reason) and `…/result`.
+    fn task_act(
+        &self,
+        _id: String,
+        _act: TaskAct,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+    /// `GET /v1/tasks/{id}/wait`.
+    fn task_wait(
+        &self,
+        _id: String,
+        _timeout_ms: Option<u64>,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+}
+
+/// What the worker does with a task, as the API asks it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskAct {
+    /// `POST /v1/tasks/{id}/accept`.
+    Accept,
+    /// `POST /v1/tasks/{id}/decline`.
+    Decline(String),
+    /// `POST /v1/tasks/{id}/result`.
+    Result(TaskResultRequest),
 }
 
 /// The error of a service this node does not run.

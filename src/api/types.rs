@@ -467,6 +467,8 @@ pub enum StreamEvent {
     MessageReceived(MessageReceived),
     /// A pub/sub event arrived on one of our subscriptions.
     PubsubEvent(PubsubReceived),
+    /// A task we submitted or work on changed state.
+    TaskChanged(TaskChanged),
     /// This client read too slowly and missed `missed` events (they are not replayed).
     Lagged {
         /// How many events were dropped for this client.
@@ -488,6 +490,7 @@ impl ApiEvent {
             ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
             ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
             ApiEvent::Api(StreamEvent::PubsubEvent(_)) => "pubsub_event",
+            ApiEvent::Api(StreamEvent::TaskChanged(_)) => "task_changed",
         }
     }
 }
@@ -616,6 +619,44 @@ pub enum Request {
     },
     /// Our broker's topics and subscribers with their drop counters.
     PubsubStatus {},
+    /// Submit a task to a trusted peer.
+    TaskSubmit(SubmitTaskRequest),
+    /// Tasks we submitted (`Some(true)`), work on (`Some(false)`), or all.
+    TaskList {
+        /// Which.
+        submitted: Option<bool>,
+    },
+    /// One task.
+    TaskStatus {
+        /// Its id.
+        id: String,
+    },
+    /// Accept a task (worker).
+    TaskAccept {
+        /// Its id.
+        id: String,
+    },
+    /// Decline a task (worker).
+    TaskDecline {
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Report a task's result (worker).
+    TaskResult {
+        /// Its id.
+        id: String,
+        /// The result.
+        result: TaskResultRequest,
+    },
+    /// Wait until a task is final.
+    TaskWait {
+        /// Its id.
+        id: String,
+        /// At most this long, ms.
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -735,12 +776,47 @@ impl Request {
             ),
             R::Subscribe { peer, topic } => bare("GET", subscribe_target(peer.as_deref(), &topic)),
             R::PubsubStatus {} => bare("GET", "/v1/pubsub"),
+            R::TaskSubmit(req) => with_body("POST", "/v1/tasks", req),
+            R::TaskList { submitted } => bare("GET", task_list_target(submitted)),
+            R::TaskStatus { id } => bare("GET", format!("/v1/tasks/{}", percent_encode(&id))),
+            R::TaskAccept { id } => task_post(&id, "accept", None),
+            R::TaskDecline { id, reason } => {
+                task_post(&id, "decline", json(DeclineTaskRequest { reason }))
+            }
+            R::TaskResult { id, result } => task_post(&id, "result", json(result)),
+            R::TaskWait { id, timeout_ms } => bare("GET", task_wait_target(&id, timeout_ms)),
         }
     }
 
     /// Whether this command opens a byte stream (an HTTP Upgrade).
     pub fn is_stream(&self) -> bool {
         matches!(self, Request::Connect { .. } | Request::Listen { .. })
+    }
+}
+
+/// `GET /v1/tasks`, with `?submitted=` when given.
+fn task_list_target(submitted: Option<bool>) -> String {
+    match submitted {
+        Some(s) => format!("/v1/tasks?submitted={s}"),
+        None => "/v1/tasks".into(),
+    }
+}
+
+/// `POST /v1/tasks/{id}/{verb}`.
+fn task_post(id: &str, verb: &str, body: Option<serde_json::Value>) -> Route {
+    Route {
+        method: "POST",
+        target: format!("/v1/tasks/{}/{verb}", percent_encode(id)),
+        body,
+    }
+}
+
+/// `GET /v1/tasks/{id}/wait`, with `?timeout_ms=` when given.
+fn task_wait_target(id: &str, timeout_ms: Option<u64>) -> String {
+    let base = format!("/v1/tasks/{}/wait", percent_encode(id));
+    match timeout_ms {
+        Some(t) => format!("{base}?timeout_ms={t}"),
+        None => base,
     }
 }
 

@@ -72,6 +72,7 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         }
         Command::Publish(args) => super::pubsub_tasks::publish(args),
         Command::Pubsub => super::pubsub_tasks::status(),
+        Command::Task(cmd) => super::pubsub_tasks::task(cmd),
     }
 }
 

@@ -3,11 +3,12 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::args::{PublishArgs, SubscribeArgs};
+use super::args::{PublishArgs, SubscribeArgs, TaskCmd};
 use super::output::{ask, paths, Output};
 use super::render;
 use crate::api::{
     subscribe_target, ApiEvent, Client, PublishedData, PubsubData, Request, StreamEvent,
+    SubmitTaskRequest, TaskList, TaskResultRequest, TaskView,
 };
 use crate::error::PilotError;
 
@@ -81,4 +82,78 @@ pub fn publish(args: PublishArgs) -> Result<Output, PilotError> {
 /// `pubsub`: our broker's state.
 pub fn status() -> Result<Output, PilotError> {
     Ok(ask::<PubsubData>("pubsub", &Request::PubsubStatus {})?.render(render::pubsub_status))
+}
+
+/// Makes a path absolute for the daemon (whose working directory is not ours).
+fn absolute(p: &std::path::Path) -> Result<String, PilotError> {
+    let abs = std::path::absolute(p).map_err(|e| {
+        PilotError::invalid(format!("bad path {}: {e}", p.display()), "give a file path")
+    })?;
+    abs.to_str().map(str::to_string).ok_or_else(|| {
+        PilotError::invalid(format!("{} is not UTF-8", abs.display()), "rename the file")
+    })
+}
+
+/// `task …`.
+pub fn task(cmd: TaskCmd) -> Result<Output, PilotError> {
+    let (name, req) = match cmd {
+        TaskCmd::Submit {
+            peer,
+            task,
+            file,
+            deadline,
+        } => {
+            let task = serde_json::from_str(&task).map_err(|e| {
+                PilotError::invalid(
+                    format!("--task is not valid JSON: {e}"),
+                    "quote it for the shell, e.g. --task '{\"op\":\"resize\"}'",
+                )
+            })?;
+            let file = file.as_deref().map(absolute).transpose()?;
+            let req = SubmitTaskRequest {
+                peer,
+                task,
+                file,
+                deadline_s: deadline,
+            };
+            ("task submit", Request::TaskSubmit(req))
+        }
+        TaskCmd::List { submitted } => {
+            let req = Request::TaskList {
+                submitted: Some(submitted),
+            };
+            return Ok(ask::<TaskList>("task list", &req)?.render(render::task_list));
+        }
+        TaskCmd::Accept { id } => ("task accept", Request::TaskAccept { id }),
+        TaskCmd::Decline { id, reason } => ("task decline", Request::TaskDecline { id, reason }),
+        TaskCmd::Result {
+            id,
+            data,
+            file,
+            failed,
+        } => {
+            let file = file.as_deref().map(absolute).transpose()?;
+            let result = TaskResultRequest { data, file, failed };
+            ("task result", Request::TaskResult { id, result })
+        }
+        TaskCmd::Status { id } => ("task status", Request::TaskStatus { id }),
+        TaskCmd::Wait { id, timeout } => return task_wait(id, timeout),
+    };
+    Ok(ask::<TaskView>(name, &req)?.render(render::task_view))
+}
+
+/// `task wait ID --timeout S`: the daemon waits; this client waits a little longer.
+fn task_wait(id: String, timeout: u64) -> Result<Output, PilotError> {
+    let ms = timeout.saturating_mul(1000);
+    let req = Request::TaskWait {
+        id,
+        timeout_ms: Some(ms),
+    };
+    let raw = Client::connect(&paths()?.socket)?
+        .call_within(&req, Duration::from_millis(ms) + Duration::from_secs(5))?;
+    let typed: TaskView = super::output::decode("task wait", raw.clone())?;
+    Ok(Output {
+        text: render::task_view(&typed),
+        data: raw,
+    })
 }

@@ -13,7 +13,7 @@ pub use messages::{inbox, outbox, sent_message};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,
 };
-pub use pubsub_tasks::{published, pubsub_event, pubsub_status};
+pub use pubsub_tasks::{published, pubsub_event, pubsub_status, task_list, task_view};
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 
 use super::escape::untrusted;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::events::Subscription;
-use crate::api::service::{Api, ApiResult};
+use crate::api::service::{Api, ApiResult, TaskAct};
 use crate::api::types::*;
 use crate::config::Config;
 use crate::daemon::mode::ModeChoice;
@@ -59,6 +59,8 @@ pub struct Node {
     pub events: broadcast::Sender<NodeEvent>,
     /// The pub/sub broker (port 1002), if it started.
     pub pubsub: Option<Arc<crate::services::pubsub::Pubsub>>,
+    /// The task service (port 1003), if it started.
+    pub tasks: Option<Arc<crate::services::tasks::Tasks>>,
 }
 
 fn no_messages() -> PilotError {
@@ -393,6 +395,7 @@ impl Api for Node {
             node: self.events.subscribe(),
             messages: self.messages.as_ref().map(|m| m.subscribe()),
             pubsub: self.pubsub.as_ref().map(|p| p.received()),
+            tasks: self.tasks.as_ref().map(|t| t.changes()),
         }
     }
 
@@ -419,5 +422,26 @@ impl Api for Node {
     fn pubsub_status(&self) -> ApiResult<PubsubData> {
         let queue = self.config.pubsub.subscriber_queue;
         pubsub_tasks::status(self.pubsub.as_ref(), queue)
+    }
+
+    async fn task_submit(&self, req: SubmitTaskRequest) -> ApiResult<TaskView> {
+        let (worker, _) = self.resolve_peer(&req.peer).await?;
+        pubsub_tasks::task_submit(self.tasks.as_ref(), worker, req, &self.config.tasks).await
+    }
+
+    fn task_list(&self, submitted: Option<bool>) -> ApiResult<TaskList> {
+        pubsub_tasks::task_list(self.tasks.as_ref(), submitted)
+    }
+
+    fn task_get(&self, id: String) -> ApiResult<TaskView> {
+        pubsub_tasks::task_get(self.tasks.as_ref(), &id)
+    }
+
+    async fn task_act(&self, id: String, act: TaskAct) -> ApiResult<TaskView> {
+        pubsub_tasks::task_act(self.tasks.as_ref(), &id, act, &self.config.tasks).await
+    }
+
+    async fn task_wait(&self, id: String, timeout_ms: Option<u64>) -> ApiResult<TaskView> {
+        pubsub_tasks::task_wait(self.tasks.as_ref(), &id, timeout_ms).await
     }
 }

@@ -84,6 +84,15 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         &s.config.pubsub,
     )
     .await;
+    let tasks = crate::daemon::pubsub_tasks::start_tasks(
+        &s.paths.dir,
+        s.identity.clone(),
+        s.config.network,
+        &overlay,
+        &plane,
+        &s.config.tasks,
+    )
+    .await;
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -104,6 +113,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         messages,
         events,
         pubsub,
+        tasks,
     })
 }
 

@@ -71,3 +71,80 @@ pub struct PubsubReceived {
     /// The event.
     pub event: PubsubEvent,
 }
+
+pub use crate::services::tasks::machine::Role as TaskRole;
+pub use crate::services::tasks::record::{StateRecord, TaskState};
+pub use crate::services::tasks::{FileInfo, ResultView, TaskView};
+
+/// `POST /v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskRequest {
+    /// The worker: hostname, address, overlay IPv6 or public key of a trusted peer.
+    pub peer: String,
+    /// The task, any JSON value.
+    pub task: serde_json::Value,
+    /// A file to attach: an absolute path the daemon reads (as the same user).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Seconds until the task expires (default `[tasks] default_deadline_secs`).
+    #[serde(default)]
+    pub deadline_s: Option<u64>,
+}
+
+/// `GET /v1/tasks`'s query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskListQuery {
+    /// `true`: the tasks we submitted; `false`: those we were asked to do; absent: all.
+    #[serde(default)]
+    pub submitted: Option<bool>,
+}
+
+/// `POST /v1/tasks/{id}/decline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeclineTaskRequest {
+    /// Why, shown to the submitter.
+    pub reason: String,
+}
+
+/// `POST /v1/tasks/{id}/result`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResultRequest {
+    /// The result as text.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// A result file: an absolute path the daemon reads.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Report FAILED instead of DONE (`data` says why).
+    #[serde(default)]
+    pub failed: bool,
+}
+
+/// `GET /v1/tasks/{id}/wait`'s query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskWaitQuery {
+    /// How long to wait for a final state, ms (default 30000, at most 3600000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `GET /v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    /// The tasks, newest first.
+    pub tasks: Vec<TaskView>,
+}
+
+/// A task changed state (an event of `GET /v1/events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskChanged {
+    /// The task after the change.
+    pub task: Box<TaskView>,
+}

@@ -1,7 +1,7 @@
 //! Renderings of pub/sub and task answers.
 
 use super::{table, untrusted};
-use crate::api::{PublishedData, PubsubData, PubsubReceived};
+use crate::api::{PublishedData, PubsubData, PubsubReceived, TaskList, TaskRole, TaskView};
 
 /// One received event: `TOPIC #SEQ from ADDRESS: DATA`.
 pub fn pubsub_event(r: &PubsubReceived) -> String {
@@ -64,6 +64,90 @@ pub fn pubsub_status(d: &PubsubData) -> String {
         d.subscriber_queue,
         d.drop_policy
     )
+}
+
+/// One task: id, state, sides, the task, and its answer.
+pub fn task_view(t: &TaskView) -> String {
+    let mut lines = vec![
+        format!("task {}  {}", t.id, t.state.as_str()),
+        format!(
+            "{} (we are the {})",
+            match t.role {
+                TaskRole::Submitter => format!("to {}", t.worker.addr48()),
+                TaskRole::Worker => format!("from {}", t.submitter.addr48()),
+            },
+            match t.role {
+                TaskRole::Submitter => "submitter",
+                TaskRole::Worker => "worker",
+            }
+        ),
+        format!("task: {}", untrusted(&t.task.to_string())),
+    ];
+    if let Some(f) = &t.file {
+        lines.push(format!(
+            "file: {} ({} bytes){}",
+            untrusted(&f.name),
+            f.size,
+            f.path
+                .as_ref()
+                .map_or(String::new(), |p| format!(" at {p}"))
+        ));
+    }
+    if let Some(r) = &t.reason {
+        lines.push(format!("reason: {}", untrusted(r)));
+    }
+    if let Some(r) = &t.result {
+        if let Some(d) = &r.data {
+            lines.push(format!("result: {}", untrusted(d)));
+        }
+        if let Some(f) = &r.file {
+            lines.push(format!(
+                "result file: {} ({} bytes){}",
+                untrusted(&f.name),
+                f.size,
+                f.path
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" at {p}"))
+            ));
+        }
+    }
+    if t.undelivered > 0 {
+        lines.push(format!(
+            "{} change(s) not yet delivered (retried)",
+            t.undelivered
+        ));
+    }
+    if let Some(r) = &t.refused {
+        lines.push(format!("refused by the peer: {}", untrusted(r)));
+    }
+    lines.push(format!("{} signed change(s)", t.records.len()));
+    lines.join("\n")
+}
+
+/// `task list`.
+pub fn task_list(l: &TaskList) -> String {
+    if l.tasks.is_empty() {
+        return "no tasks".into();
+    }
+    let mut rows = vec![[
+        "ID".to_string(),
+        "STATE".into(),
+        "PEER".into(),
+        "TASK".into(),
+    ]];
+    rows.extend(l.tasks.iter().map(|t| {
+        let mut task = t.task.to_string();
+        if task.len() > 40 {
+            task = format!("{}…", task.chars().take(39).collect::<String>());
+        }
+        [
+            t.id.clone(),
+            t.state.as_str().into(),
+            t.peer.addr48().to_string(),
+            untrusted(&task).into_owned(),
+        ]
+    }));
+    table(&rows)
 }
 
 #[cfg(test)]
