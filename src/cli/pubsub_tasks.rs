@@ -39,7 +39,7 @@ pub fn subscribe(args: &SubscribeArgs, json: bool) -> Result<(), PilotError> {
                 return Ok(());
             }
             Some(Err(e)) => return Err(e),
-            None => break,
+            None => return ended(args.count, seen),
         };
         let ApiEvent::Api(StreamEvent::PubsubEvent(r)) = &e else {
             continue;
@@ -55,6 +55,19 @@ pub fn subscribe(args: &SubscribeArgs, json: bool) -> Result<(), PilotError> {
         seen += 1;
     }
     Ok(())
+}
+
+/// The stream ended (the broker closed the subscription, or the daemon stopped): an error
+/// when `--count` events had not arrived.
+fn ended(count: Option<u64>, seen: u64) -> Result<(), PilotError> {
+    match count {
+        Some(n) if seen < n => Err(PilotError::new(
+            crate::error::ErrorCode::ConnectionFailed,
+            format!("the subscription ended after {seen} of {n} events"),
+            "the broker's daemon or ours stopped, or the path to it broke: subscribe again",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `publish PEER TOPIC --data D` or `publish --local TOPIC --data D`.

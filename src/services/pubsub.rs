@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::clock::unix_ms_now;
@@ -504,7 +504,8 @@ impl Pubsub {
     }
 }
 
-/// Writes answers (first) and queued events to one connection until the answers end.
+/// Writes answers (first) and queued events to one connection until the answers end. Events
+/// waiting together are written in one batch (one write, one flush).
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
     mut ctl: mpsc::Receiver<Frame>,
@@ -514,11 +515,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut queue = queue;
     let mut events: Option<Queue> = None;
     loop {
-        let f = tokio::select! {
+        let bytes = tokio::select! {
             biased;
-            c = ctl.recv() => match c {
-                Some(f) => f,
-                None => return,
+            c = ctl.recv() => match c.map(|f| frame::encode(&f, max)) {
+                Some(Ok(b)) => b,
+                _ => return,
             },
             q = &mut queue, if events.is_none() => {
                 match q {
@@ -527,20 +528,48 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 continue;
             }
-            e = next_event(&mut events) => match e {
-                Some(event) => {
-                    if let Some(q) = &events {
-                        q.delivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Frame::Event { v: VERSION, event: (*event).clone() }
-                }
-                None => return,
+            e = next_event(&mut events) => match (e, events.as_mut()) {
+                (Some(first), Some(q)) => encode_batch(first, q, max),
+                _ => return,
             },
         };
-        if frame::write(&mut w, &f, max).await.is_err() {
+        if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
             return;
         }
     }
+}
+
+/// An event frame, serialised from the shared event without copying it.
+#[derive(serde::Serialize)]
+struct EventOut<'a> {
+    v: u8,
+    op: &'static str,
+    #[serde(flatten)]
+    event: &'a PubsubEvent,
+}
+
+/// `first` and up to 63 more events already queued, as frames in one buffer; each counts as
+/// delivered.
+fn encode_batch(first: Arc<PubsubEvent>, q: &mut Queue, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(e) = next.take() {
+        let f = EventOut {
+            v: VERSION,
+            op: "event",
+            event: &e,
+        };
+        if let Ok(b) = frame::encode(&f, max) {
+            out.extend_from_slice(&b);
+        }
+        q.delivered.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+        if n < 64 {
+            next = q.rx.try_recv().ok();
+        }
+    }
+    out
 }
 
 async fn next_event(q: &mut Option<Queue>) -> Option<Arc<PubsubEvent>> {
@@ -568,5 +597,35 @@ fn unexpected(ip: Ipv6Addr, f: Frame) -> PubsubError {
     PubsubError::Unreachable {
         peer: ip,
         why: format!("unexpected answer: {f:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_of_queued_events_reads_back_as_event_frames_in_order() {
+        let mut b = Broker::new(PubsubConfig::default());
+        let (id, mut q) = b.add_subscriber(None).unwrap();
+        b.add_pattern(id, "t").unwrap();
+        let key = crate::identity::Identity::from_seed([4; 32]).public_key();
+        for i in 0..3 {
+            b.publish(key, "t", format!("{i}"), 7).unwrap();
+        }
+        let first = q.rx.recv().await.unwrap();
+        let bytes = encode_batch(first, &mut q, 1 << 16);
+        let mut r = &bytes[..];
+        for seq in 1..=3 {
+            match frame::read::<_, Frame>(&mut r, 1 << 16).await.unwrap() {
+                Some(Frame::Event { event, .. }) => assert_eq!((event.seq, event.ts_ms), (seq, 7)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(frame::read::<_, Frame>(&mut r, 1 << 16)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(q.delivered.load(Ordering::Relaxed), 3);
     }
 }
