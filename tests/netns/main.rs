@@ -5,6 +5,7 @@
 mod demo;
 mod faults;
 mod nat;
+mod pubsub_tasks;
 mod services;
 #[path = "../support/mod.rs"]
 mod support;
