@@ -130,6 +130,11 @@ def frame(obj):
     return struct.pack(">I", len(b)) + b
 
 
+def base64_key(k):
+    import base64
+    return base64.b64encode(pub(k)).decode()
+
+
 def record(op, source, signer, stamp, data):
     return bytes([op, source, signer, stamp]) + struct.pack("<H", len(data)) + data
 
@@ -147,9 +152,44 @@ def file_frame(kind, payload):
     if isinstance(payload, dict):
         payload = json.dumps(payload, separators=(",", ":")).encode()
     return bytes([kind]) + struct.pack(">I", len(payload)) + payload
+TASK_ID = "0123456789abcdef0123456789abcdef"
+TASK_DEADLINE = NOW + 3_600_000
+TASK_STATES = {"NEW": 1, "ACCEPTED": 2, "DECLINED": 3, "DONE": 4, "FAILED": 5, "EXPIRED": 6}
+
+
+def task_record(state, signer, payload, t):
+    """A task state frame signed as src/services/tasks/record.rs lays it out."""
+    import base64
+    import hashlib
+    h = hashlib.sha256(payload.encode()).digest()
+    signed = (b"pilot task state v1\0" + TASK_ID.encode() + K1 + K2 + pub(signer)
+              + bytes([TASK_STATES[state]]) + h + struct.pack(">QQ", t, TASK_DEADLINE))
+    b64 = lambda b: base64.b64encode(b).decode()
+    rec = {"task_id": TASK_ID, "submitter": b64(K1), "worker": b64(K2), "state": state,
+           "hash": h.hex(), "time_ms": t, "deadline_ms": TASK_DEADLINE, "signer": b64(pub(signer)),
+           "sig": b64(ident(signer).sign(signed))}
+    return frame({"v": 1, "op": "state", "record": rec, "payload": payload})
 
 
 SEEDS = {
+    "pubsub": {
+        "subscribe_publish": frame({"v": 1, "op": "subscribe", "topic": "sensors.*.temp"})
+        + frame({"v": 1, "op": "subscribe", "topic": "jobs.>"})
+        + frame({"v": 1, "op": "publish", "topic": "sensors.kitchen.temp", "data": "21.5"})
+        + frame({"v": 1, "op": "publish", "topic": "jobs.new.urgent", "data": "x"}),
+        "event": frame({"v": 1, "op": "event", "publisher": base64_key(1), "topic": "a.b",
+                        "seq": 7, "ts_ms": NOW, "data": "hi"}),
+        "error": frame({"v": 1, "op": "error", "code": "bad_topic", "message": "m"}),
+    },
+    "tasks": {
+        "lifecycle": task_record("NEW", 1, '{"task":{"op":"x"}}', NOW)
+        + task_record("ACCEPTED", 2, "", NOW + 1)
+        + task_record("DONE", 2, '{"data":"42"}', NOW + 2),
+        "declined": task_record("NEW", 1, '{"task":1}', NOW) + task_record("DECLINED", 2, "busy", NOW + 1),
+        "forged": task_record("NEW", 1, '{"task":1}', NOW) + task_record("ACCEPTED", 2, "", NOW + 1)
+        + task_record("DONE", 3, '{"data":"forged"}', NOW + 2),
+        "ack": frame({"v": 1, "op": "ack", "task_id": TASK_ID, "state": "DONE"}),
+    },
     "classify": {
         "wg_init": WG_INIT, "wg_data": WG_DATA, "probe": PROBE, "control": REQUESTS["heartbeat"],
         "response": RESPONSES["ack"], "relay_wg": relay(0xC0, WG_DATA),

@@ -30,6 +30,7 @@ mod messages;
 mod output;
 mod parity;
 pub mod parity_args;
+mod pubsub_tasks;
 mod registry_run;
 mod registry_status;
 mod render;
@@ -54,6 +55,15 @@ pub fn main() -> ExitCode {
     };
     if let Command::Daemon(DaemonCmd::Status { check: true }) = cli.command {
         return parity::status_check();
+    }
+    if let Command::Subscribe(args) = &cli.command {
+        return match pubsub_tasks::subscribe(args, cli.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                print_error(cli.json, &e);
+                ExitCode::from(1)
+            }
+        };
     }
     let is_stream = matches!(
         cli.command,

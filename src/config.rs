@@ -13,6 +13,9 @@ mod names_udp;
 use crate::mapping::{Hostname, NetworkPrefix};
 pub use names_udp::{DnsConfig, UdpConfig, DEFAULT_DNS_TTL_SECS, MAX_DNS_TTL_SECS};
 
+pub mod pubsub_tasks;
+pub use pubsub_tasks::{PubsubConfig, TasksConfig};
+
 /// The lowest MTU we accept: IPv6's minimum.
 pub const MIN_MTU: u16 = 1280;
 /// Default inner MTU: 1500 − 40 (IPv6) − 8 (UDP) − 32 (WireGuard).
@@ -181,6 +184,10 @@ pub struct Config {
     pub dns: DnsConfig,
     /// UDP in userspace mode: SOCKS5 UDP ASSOCIATE and exposed UDP ports.
     pub udp: UdpConfig,
+    /// The pub/sub broker's limits (port 1002).
+    pub pubsub: PubsubConfig,
+    /// The task service's limits (port 1003).
+    pub tasks: TasksConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.
@@ -685,6 +692,7 @@ impl Config {
         self.files.validate().map_err(invalid)?;
         self.dns.validate().map_err(invalid)?;
         self.udp.validate().map_err(invalid)?;
+        pubsub_tasks::validate(&self.pubsub, &self.tasks).map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {

@@ -31,6 +31,7 @@ pub mod node_state;
 pub mod notify;
 pub mod ops;
 pub mod peer_resolver;
+pub mod pubsub_tasks;
 pub mod settings;
 pub mod socket;
 pub mod start;

@@ -9,15 +9,21 @@
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
 //! - [`files`]: resumable, verified file transfer on port 1004.
+//! - [`pubsub`]: the publish/subscribe broker on 1002.
+//! - [`frame`]: length-prefixed JSON frames of pub/sub and tasks.
+//! - [`tasks`]: task delegation with signed state changes on 1003.
 
 pub mod dns;
 pub mod echo;
 pub mod files;
+pub mod frame;
 pub mod message_dedupe;
 pub mod message_stats;
 pub mod message_store;
 pub mod messages;
+pub mod pubsub;
 pub mod streams;
+pub mod tasks;
 
 pub use echo::{start_echo, ECHO_PORT};
 pub use files::Files;

@@ -129,6 +129,8 @@ impl Api for Stub {
         Subscription {
             node,
             messages: None,
+            pubsub: None,
+            tasks: None,
         }
     }
 }

@@ -131,8 +131,14 @@ impl Client {
 
     /// Subscribes to `GET /v1/events`; the iterator blocks for each event and ends when the
     /// daemon stops.
-    pub fn events(mut self) -> Result<Events, PilotError> {
-        let req = hyper::Request::get("/v1/events")
+    pub fn events(self) -> Result<Events, PilotError> {
+        self.sse("/v1/events")
+    }
+
+    /// Opens a server-sent event stream at `target` (`/v1/events`, `/v1/pubsub/subscribe?…`);
+    /// an error envelope before the stream is the error.
+    pub fn sse(mut self, target: &str) -> Result<Events, PilotError> {
+        let req = hyper::Request::get(target)
             .header(hyper::header::HOST, "pilot")
             .body(Full::new(Bytes::new()))
             .map_err(internal)?;
@@ -291,6 +297,54 @@ impl Events {
         let end = self.buf.windows(2).position(|w| w == b"\n\n")?;
         let block: Vec<u8> = self.buf.drain(..end + 2).collect();
         Some(String::from_utf8_lossy(&block).into_owned())
+    }
+}
+
+impl Events {
+    /// The next event, waiting until `deadline` at most (then a `timeout` error); `None`
+    /// when the stream ends.
+    pub fn next_until(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<Result<ApiEvent, PilotError>> {
+        let Some(deadline) = deadline else {
+            return self.next();
+        };
+        loop {
+            if let Some(block) = self.take_block() {
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(serde_json::from_str(&data).map_err(|e| {
+                    PilotError::internal(format!("unreadable event from the daemon: {e}"))
+                }));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let frame = self
+                .rt
+                .block_on(async { tokio::time::timeout(left, self.body.frame()).await });
+            match frame {
+                Err(_) => {
+                    return Some(Err(PilotError::new(
+                        ErrorCode::Timeout,
+                        "no more events before the timeout",
+                        "wait longer (--timeout) or check that someone publishes",
+                    )))
+                }
+                Ok(None) => return None,
+                Ok(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        self.buf.extend_from_slice(d);
+                    }
+                }
+                Ok(Some(Err(e))) => return Some(Err(lost(e))),
+            }
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::api::types::{
-    ApiEvent, FileReceived, InboxEntry, MessageReceived, NodeEvent, ReceivedFile, StreamEvent,
+    ApiEvent, FileReceived, InboxEntry, MessageReceived, NodeEvent, PubsubReceived, ReceivedFile,
+    StreamEvent, TaskChanged,
 };
 
 /// How often an idle stream sends a keep-alive comment.
@@ -25,11 +26,14 @@ pub struct Subscription {
     pub messages: Option<broadcast::Receiver<InboxEntry>>,
     /// Files stored in `received/`, from the file service (if it runs).
     pub files: Option<broadcast::Receiver<ReceivedFile>>,
+    /// Pub/sub events our subscriptions receive (if the service runs).
+    pub pubsub: Option<broadcast::Receiver<crate::services::pubsub::Received>>,
+    /// Task state changes (if the task service runs).
+    pub tasks: Option<broadcast::Receiver<crate::services::tasks::TaskView>>,
 }
 
-async fn next_file(
-    rx: &mut Option<broadcast::Receiver<ReceivedFile>>,
-) -> Result<ReceivedFile, RecvError> {
+/// The next item of an optional channel (pending forever without one).
+async fn next_of<T: Clone>(rx: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
@@ -60,11 +64,30 @@ impl Subscription {
                     Err(RecvError::Lagged(missed)) => Err(Some(missed)),
                     Err(RecvError::Closed) => Err(None),
                 },
-                f = next_file(&mut self.files) => match f {
+                f = next_of(&mut self.files) => match f {
                     Ok(file) => Ok(ApiEvent::Api(StreamEvent::FileReceived(FileReceived { file }))),
                     Err(RecvError::Lagged(missed)) => Err(Some(missed)),
                     Err(RecvError::Closed) => {
                         self.files = None;
+                        continue;
+                    }
+                },
+                p = next_of(&mut self.pubsub) => match p {
+                    Ok(r) => Ok(ApiEvent::Api(StreamEvent::PubsubEvent(PubsubReceived {
+                        broker: r.broker,
+                        event: (*r.event).clone(),
+                    }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => {
+                        self.pubsub = None;
+                        continue;
+                    }
+                },
+                t = next_of(&mut self.tasks) => match t {
+                    Ok(task) => Ok(ApiEvent::Api(StreamEvent::TaskChanged(TaskChanged { task: Box::new(task) }))),
+                    Err(RecvError::Lagged(missed)) => Err(Some(missed)),
+                    Err(RecvError::Closed) => {
+                        self.tasks = None;
                         continue;
                     }
                 },
@@ -103,6 +126,8 @@ mod tests {
             node: rx,
             messages: Some(mrx),
             files: None,
+            pubsub: None,
+            tasks: None,
         };
         let key: crate::identity::PublicKey = crate::identity::Identity::generate().public_key();
         for _ in 0..5 {

@@ -16,6 +16,9 @@ use crate::api::http::{upgrade, JsonBody, PathArg, QueryArgs, Reply};
 use crate::api::service::Api;
 use crate::api::types::*;
 
+mod pubsub_tasks;
+pub use pubsub_tasks::*;
+
 /// The state every handler gets: the node behind the API.
 type ApiState<A> = State<Arc<A>>;
 

@@ -68,6 +68,16 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::netcheck,
         handlers::connections,
         handlers::disconnect,
+        handlers::pubsub_publish,
+        handlers::pubsub_subscribe,
+        handlers::pubsub_status,
+        handlers::task_submit,
+        handlers::task_list,
+        handlers::task_get,
+        handlers::task_accept,
+        handlers::task_decline,
+        handlers::task_result,
+        handlers::task_wait,
         serve,
     ),
     components(schemas(
@@ -88,6 +98,14 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         TransferState,
         TransferError,
         RefuseCode,
+        PubsubReceived,
+        PubsubEvent,
+        TaskChanged,
+        TaskState,
+        TaskRole,
+        StateRecord,
+        FileInfo,
+        ResultView,
     )),
     tags(
         (name = "node", description = "this node: identity, peers, hostname, ping, shutdown"),
@@ -97,6 +115,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         (name = "expose", description = "overlay ports forwarded to local addresses"),
         (name = "streams", description = "byte streams to peers over HTTP Upgrade"),
         (name = "events", description = "live events (server-sent events)"),
+        (name = "pubsub", description = "publish/subscribe (overlay port 1002)"),
+        (name = "tasks", description = "task delegation with signed state changes (overlay port 1003)"),
         (name = "meta", description = "this document"),
     )
 )]
@@ -214,6 +234,37 @@ mod tests {
                 allow_link_local: false,
             },
             Request::ExposeRemoveUdp { port: 1 },
+            Request::Publish {
+                peer: None,
+                topic: s(),
+                data: s(),
+            },
+            Request::Subscribe {
+                peer: Some(s()),
+                topic: s(),
+            },
+            Request::PubsubStatus {},
+            Request::TaskSubmit(SubmitTaskRequest {
+                peer: s(),
+                task: serde_json::Value::Null,
+                file: None,
+                deadline_s: None,
+            }),
+            Request::TaskList { submitted: None },
+            Request::TaskStatus { id: "x".into() },
+            Request::TaskAccept { id: "x".into() },
+            Request::TaskDecline {
+                id: "x".into(),
+                reason: s(),
+            },
+            Request::TaskResult {
+                id: "x".into(),
+                result: TaskResultRequest::default(),
+            },
+            Request::TaskWait {
+                id: "x".into(),
+                timeout_ms: None,
+            },
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

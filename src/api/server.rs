@@ -78,6 +78,18 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/netcheck", get(h::netcheck::<A>))
         .route("/v1/connections", get(h::connections::<A>))
         .route("/v1/connections/{id}", delete(h::disconnect::<A>))
+        .route("/v1/pubsub", get(h::pubsub_status::<A>))
+        .route("/v1/pubsub/publish", post(h::pubsub_publish::<A>))
+        .route("/v1/pubsub/subscribe", get(h::pubsub_subscribe::<A>))
+        .route(
+            "/v1/tasks",
+            post(h::task_submit::<A>).get(h::task_list::<A>),
+        )
+        .route("/v1/tasks/{id}", get(h::task_get::<A>))
+        .route("/v1/tasks/{id}/accept", post(h::task_accept::<A>))
+        .route("/v1/tasks/{id}/decline", post(h::task_decline::<A>))
+        .route("/v1/tasks/{id}/result", post(h::task_result::<A>))
+        .route("/v1/tasks/{id}/wait", get(h::task_wait::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -129,4 +129,73 @@ pub trait Api: Send + Sync + 'static {
     fn connections(&self) -> ConnectionList;
     /// `DELETE /v1/connections/{id}`.
     fn disconnect(&self, id: u64) -> ApiResult<ConnectionView>;
+    /// `POST /v1/pubsub/publish`.
+    fn pubsub_publish(
+        &self,
+        _req: PublishRequest,
+    ) -> impl Future<Output = ApiResult<PublishedData>> + Send {
+        async { Err(no_service("pub/sub")) }
+    }
+    /// `GET /v1/pubsub/subscribe`: events in order until the client goes away.
+    fn pubsub_subscribe(
+        &self,
+        _q: SubscribeQuery,
+    ) -> impl Future<Output = ApiResult<crate::services::pubsub::Subscription>> + Send {
+        async { Err(no_service("pub/sub")) }
+    }
+    /// `GET /v1/pubsub`.
+    fn pubsub_status(&self) -> ApiResult<PubsubData> {
+        Err(no_service("pub/sub"))
+    }
+    /// `POST /v1/tasks`.
+    fn task_submit(
+        &self,
+        _req: SubmitTaskRequest,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+    /// `GET /v1/tasks`.
+    fn task_list(&self, _submitted: Option<bool>) -> ApiResult<TaskList> {
+        Err(no_service("task"))
+    }
+    /// `GET /v1/tasks/{id}`.
+    fn task_get(&self, _id: String) -> ApiResult<TaskView> {
+        Err(no_service("task"))
+    }
+    /// `POST /v1/tasks/{id}/accept`, `…/decline` (with a reason) and `…/result`.
+    fn task_act(
+        &self,
+        _id: String,
+        _act: TaskAct,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+    /// `GET /v1/tasks/{id}/wait`.
+    fn task_wait(
+        &self,
+        _id: String,
+        _timeout_ms: Option<u64>,
+    ) -> impl Future<Output = ApiResult<TaskView>> + Send {
+        async { Err(no_service("task")) }
+    }
+}
+
+/// What the worker does with a task, as the API asks it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskAct {
+    /// `POST /v1/tasks/{id}/accept`.
+    Accept,
+    /// `POST /v1/tasks/{id}/decline`.
+    Decline(String),
+    /// `POST /v1/tasks/{id}/result`.
+    Result(TaskResultRequest),
+}
+
+/// The error of a service this node does not run.
+pub fn no_service(name: &str) -> PilotError {
+    PilotError::new(
+        crate::error::ErrorCode::NotRunning,
+        format!("the {name} service is not running"),
+        "see the daemon log for why it did not start",
+    )
 }

@@ -28,6 +28,9 @@ pub use crate::services::message_store::{InboxEntry, MessageType, OutboxEntry, W
 pub use crate::userspace::expose::Exposed;
 pub use crate::wg::{CountersSnapshot, PeerStatus};
 
+mod pubsub_tasks;
+pub use pubsub_tasks::*;
+
 /// The largest request body the daemon reads (and the largest request head).
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -706,6 +709,10 @@ pub enum StreamEvent {
     MessageReceived(MessageReceived),
     /// A file arrived complete and verified in `received/`.
     FileReceived(FileReceived),
+    /// A pub/sub event arrived on one of our subscriptions.
+    PubsubEvent(PubsubReceived),
+    /// A task we submitted or work on changed state.
+    TaskChanged(TaskChanged),
     /// This client read too slowly and missed `missed` events (they are not replayed).
     Lagged {
         /// How many events were dropped for this client.
@@ -727,6 +734,8 @@ impl ApiEvent {
             ApiEvent::Api(StreamEvent::MessageReceived(_)) => "message_received",
             ApiEvent::Api(StreamEvent::FileReceived(_)) => "file_received",
             ApiEvent::Api(StreamEvent::Lagged { .. }) => "lagged",
+            ApiEvent::Api(StreamEvent::PubsubEvent(_)) => "pubsub_event",
+            ApiEvent::Api(StreamEvent::TaskChanged(_)) => "task_changed",
         }
     }
 }
@@ -925,6 +934,62 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// Publish an event on a peer's broker, or ours (`peer` absent).
+    Publish {
+        /// The broker, or none for ours.
+        peer: Option<String>,
+        /// The exact topic.
+        topic: String,
+        /// The payload.
+        data: String,
+    },
+    /// Subscribe to a pattern on a peer's broker, or ours (server-sent events).
+    Subscribe {
+        /// The broker, or none for ours.
+        peer: Option<String>,
+        /// The pattern.
+        topic: String,
+    },
+    /// Our broker's topics and subscribers with their drop counters.
+    PubsubStatus {},
+    /// Submit a task to a trusted peer.
+    TaskSubmit(SubmitTaskRequest),
+    /// Tasks we submitted (`Some(true)`), work on (`Some(false)`), or all.
+    TaskList {
+        /// Which.
+        submitted: Option<bool>,
+    },
+    /// One task.
+    TaskStatus {
+        /// Its id.
+        id: String,
+    },
+    /// Accept a task (worker).
+    TaskAccept {
+        /// Its id.
+        id: String,
+    },
+    /// Decline a task (worker).
+    TaskDecline {
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Report a task's result (worker).
+    TaskResult {
+        /// Its id.
+        id: String,
+        /// The result.
+        result: TaskResultRequest,
+    },
+    /// Wait until a task is final.
+    TaskWait {
+        /// Its id.
+        id: String,
+        /// At most this long, ms.
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -1119,12 +1184,66 @@ impl Request {
             R::Netcheck {} => bare("GET", "/v1/netcheck"),
             R::Connections {} => bare("GET", "/v1/connections"),
             R::Disconnect { id } => bare("DELETE", format!("/v1/connections/{id}")),
+            R::Publish { peer, topic, data } => with_body(
+                "POST",
+                "/v1/pubsub/publish",
+                PublishRequest { peer, topic, data },
+            ),
+            R::Subscribe { peer, topic } => bare("GET", subscribe_target(peer.as_deref(), &topic)),
+            R::PubsubStatus {} => bare("GET", "/v1/pubsub"),
+            R::TaskSubmit(req) => with_body("POST", "/v1/tasks", req),
+            R::TaskList { submitted } => bare("GET", task_list_target(submitted)),
+            R::TaskStatus { id } => bare("GET", format!("/v1/tasks/{}", percent_encode(&id))),
+            R::TaskAccept { id } => task_post(&id, "accept", None),
+            R::TaskDecline { id, reason } => {
+                task_post(&id, "decline", json(DeclineTaskRequest { reason }))
+            }
+            R::TaskResult { id, result } => task_post(&id, "result", json(result)),
+            R::TaskWait { id, timeout_ms } => bare("GET", task_wait_target(&id, timeout_ms)),
         }
     }
 
     /// Whether this command opens a byte stream (an HTTP Upgrade).
     pub fn is_stream(&self) -> bool {
         matches!(self, Request::Connect { .. } | Request::Listen { .. })
+    }
+}
+
+/// `GET /v1/tasks`, with `?submitted=` when given.
+fn task_list_target(submitted: Option<bool>) -> String {
+    match submitted {
+        Some(s) => format!("/v1/tasks?submitted={s}"),
+        None => "/v1/tasks".into(),
+    }
+}
+
+/// `POST /v1/tasks/{id}/{verb}`.
+fn task_post(id: &str, verb: &str, body: Option<serde_json::Value>) -> Route {
+    Route {
+        method: "POST",
+        target: format!("/v1/tasks/{}/{verb}", percent_encode(id)),
+        body,
+    }
+}
+
+/// `GET /v1/tasks/{id}/wait`, with `?timeout_ms=` when given.
+fn task_wait_target(id: &str, timeout_ms: Option<u64>) -> String {
+    let base = format!("/v1/tasks/{}/wait", percent_encode(id));
+    match timeout_ms {
+        Some(t) => format!("{base}?timeout_ms={t}"),
+        None => base,
+    }
+}
+
+/// `GET /v1/pubsub/subscribe?peer=…&topic=…` (no `peer` for our own broker).
+pub fn subscribe_target(peer: Option<&str>, topic: &str) -> String {
+    match peer {
+        Some(p) => format!(
+            "/v1/pubsub/subscribe?peer={}&topic={}",
+            percent_encode(p),
+            percent_encode(topic)
+        ),
+        None => format!("/v1/pubsub/subscribe?topic={}", percent_encode(topic)),
     }
 }
 

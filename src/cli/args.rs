@@ -172,6 +172,21 @@ pub enum Command {
     /// Show the effective configuration and where each value comes from; `--set KEY=VALUE`
     /// edits $PILOT_HOME/config.toml; `config check FILE` validates a file.
     Config(crate::cli::bootstrap::ConfigArgs),
+    /// Subscribe to a topic pattern on a peer's broker (overlay port 1002) and print each
+    /// event as it arrives (NDJSON with --json): `*` matches one segment, a final `>` (or
+    /// `**`) the rest. Example: `pilotctl subscribe worker-node 'sensors.>' --count 10`.
+    Subscribe(SubscribeArgs),
+    /// Publish an event on a peer's broker, or with --local on ours (to every trusted
+    /// subscriber of this node). Example: `pilotctl publish --local sensors.temp --data 21.5`.
+    Publish(PublishArgs),
+    /// Show our pub/sub broker: topics with their sequence numbers, subscribers with their
+    /// queued, delivered and dropped counters. Example: `pilotctl pubsub --json`.
+    Pubsub,
+    /// Hand tasks to trusted peers and work on theirs (overlay port 1003); every state change
+    /// is signed by the node that makes it. Example: `pilotctl task submit worker-node --task
+    /// '{"op":"resize"}' --deadline 600`.
+    #[command(subcommand)]
+    Task(TaskCmd),
     /// Run a registry (rendezvous server for hostnames, trust requests and endpoints).
     #[command(subcommand)]
     Registry(RegistryCmd),
@@ -291,6 +306,104 @@ pub enum DnsCmd {
         #[arg(long)]
         apply: bool,
     },
+}
+
+/// `pilotctl task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Submit a task to a trusted peer; it is stored and retried until the worker has it.
+    /// Example: `pilotctl task submit worker-node --task '{"op":"resize","w":640}'`.
+    Submit {
+        /// The worker (hostname, address, IPv6 or public key).
+        peer: String,
+        /// The task, JSON.
+        #[arg(long)]
+        task: String,
+        /// A file to attach.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Seconds until it expires (default from [tasks] default_deadline_secs).
+        #[arg(long)]
+        deadline: Option<u64>,
+    },
+    /// List tasks we were asked to do, or with --submitted those we submitted.
+    /// Example: `pilotctl task list --submitted`.
+    List {
+        /// The tasks we submitted.
+        #[arg(long)]
+        submitted: bool,
+    },
+    /// Accept a task we were asked to do. Example: `pilotctl task accept 0123…cdef`.
+    Accept {
+        /// The task id.
+        id: String,
+    },
+    /// Decline a task we were asked to do. Example: `pilotctl task decline ID --reason busy`.
+    Decline {
+        /// The task id.
+        id: String,
+        /// Why, shown to the submitter.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Report an accepted task's result (DONE), or with --failed that it failed.
+    /// Example: `pilotctl task result ID --data '{"ok":true}'`.
+    Result {
+        /// The task id.
+        id: String,
+        /// The result as text.
+        #[arg(long, required_unless_present = "file")]
+        data: Option<String>,
+        /// A result file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Report FAILED (with --data saying why).
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Show a task with its signed state changes. Example: `pilotctl task status ID --json`.
+    Status {
+        /// The task id.
+        id: String,
+    },
+    /// Wait until a task is final (DECLINED, DONE, FAILED, EXPIRED).
+    /// Example: `pilotctl task wait ID --timeout 120`.
+    Wait {
+        /// The task id.
+        id: String,
+        /// Seconds to wait at most (a `timeout` error then).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+/// Options of `subscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeArgs {
+    /// The broker's peer (hostname, address, IPv6 or public key), or `local` for ours.
+    pub peer: String,
+    /// The topic pattern (e.g. `sensors.*.temp`, `sensors.>`).
+    pub topic: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop after this many seconds (an error if --count events did not arrive by then).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+/// Options of `publish`.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// The broker's peer then the topic; with --local, only the topic.
+    #[arg(required = true, num_args = 1..=2, value_names = ["PEER", "TOPIC"])]
+    pub target: Vec<String>,
+    /// Publish on our own broker.
+    #[arg(long)]
+    pub local: bool,
+    /// The payload (text).
+    #[arg(long)]
+    pub data: String,
 }
 
 /// Options of `expose`.

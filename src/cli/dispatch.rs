@@ -90,6 +90,12 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
                 .render(|d| render::transfers(d, bar)))
         }
         Command::Dns(cmd) => super::dns::run(cmd),
+        Command::Subscribe(args) => {
+            super::pubsub_tasks::subscribe(&args, false).map(|()| Output::nothing())
+        }
+        Command::Publish(args) => super::pubsub_tasks::publish(args),
+        Command::Pubsub => super::pubsub_tasks::status(),
+        Command::Task(cmd) => super::pubsub_tasks::task(cmd),
     }
 }
 

@@ -8,6 +8,7 @@ mod files;
 mod messages;
 mod node;
 mod parity;
+mod pubsub_tasks;
 mod trust;
 
 pub use events::event;
@@ -21,6 +22,7 @@ pub use parity::{
     bench, config_settings, connections, health, netcheck, node_view, recv_report, registration,
     trace,
 };
+pub use pubsub_tasks::{published, pubsub_event, pubsub_status, task_list, task_view};
 pub use trust::{approved, handshake, pending, rejected, trust_list, untrusted_peer};
 
 use super::escape::untrusted;

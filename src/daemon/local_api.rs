@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 use crate::api::events::Subscription;
-use crate::api::service::{Api, ApiResult};
+use crate::api::service::{Api, ApiResult, TaskAct};
 use crate::api::types::*;
 use crate::config::Config;
 use crate::daemon::mode::ModeChoice;
 use crate::daemon::node_driver::{NodeCommand, NodeHandle};
 use crate::daemon::node_state::{self, NodeState};
 use crate::daemon::peer_resolver::PeerResolver;
+use crate::daemon::pubsub_tasks;
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef};
@@ -63,6 +64,10 @@ pub struct Node {
     pub files: Option<Arc<Files>>,
     /// The resolver for `NAME.pilot`, if it runs.
     pub dns: Option<crate::daemon::dns::DnsRuntime>,
+    /// The pub/sub broker (port 1002), if it started.
+    pub pubsub: Option<Arc<crate::services::pubsub::Pubsub>>,
+    /// The task service (port 1003), if it started.
+    pub tasks: Option<Arc<crate::services::tasks::Tasks>>,
 }
 
 fn no_files() -> PilotError {
@@ -106,7 +111,10 @@ impl Node {
     }
 
     /// A trusted peer's key and overlay address from anything that names it.
-    async fn resolve_peer(&self, text: &str) -> Result<(PublicKey, Ipv6Addr), PilotError> {
+    pub(crate) async fn resolve_peer(
+        &self,
+        text: &str,
+    ) -> Result<(PublicKey, Ipv6Addr), PilotError> {
         let r = self.peer_ref(text)?;
         let ip = match &r {
             PeerRef::Addr48(a) => self.config.network.ipv6(*a),
@@ -596,6 +604,54 @@ impl Api for Node {
             node: self.events.subscribe(),
             messages: self.messages.as_ref().map(|m| m.subscribe()),
             files: self.files.as_ref().map(|f| f.subscribe()),
+            pubsub: self.pubsub.as_ref().map(|p| p.received()),
+            tasks: self.tasks.as_ref().map(|t| t.changes()),
         }
+    }
+
+    async fn pubsub_publish(&self, req: PublishRequest) -> ApiResult<PublishedData> {
+        let to = match &req.peer {
+            Some(p) => Some(self.resolve_peer(p).await?),
+            None => None,
+        };
+        let me = self.identity.public_key();
+        pubsub_tasks::publish(self.pubsub.as_ref(), me, to, req).await
+    }
+
+    async fn pubsub_subscribe(
+        &self,
+        q: SubscribeQuery,
+    ) -> ApiResult<crate::services::pubsub::Subscription> {
+        let from = match &q.peer {
+            Some(p) => Some(self.resolve_peer(p).await?),
+            None => None,
+        };
+        pubsub_tasks::subscribe(self.pubsub.as_ref(), from, &q.topic).await
+    }
+
+    fn pubsub_status(&self) -> ApiResult<PubsubData> {
+        let queue = self.config.pubsub.subscriber_queue;
+        pubsub_tasks::status(self.pubsub.as_ref(), queue)
+    }
+
+    async fn task_submit(&self, req: SubmitTaskRequest) -> ApiResult<TaskView> {
+        let (worker, _) = self.resolve_peer(&req.peer).await?;
+        pubsub_tasks::task_submit(self.tasks.as_ref(), worker, req, &self.config.tasks).await
+    }
+
+    fn task_list(&self, submitted: Option<bool>) -> ApiResult<TaskList> {
+        pubsub_tasks::task_list(self.tasks.as_ref(), submitted)
+    }
+
+    fn task_get(&self, id: String) -> ApiResult<TaskView> {
+        pubsub_tasks::task_get(self.tasks.as_ref(), &id)
+    }
+
+    async fn task_act(&self, id: String, act: TaskAct) -> ApiResult<TaskView> {
+        pubsub_tasks::task_act(self.tasks.as_ref(), &id, act, &self.config.tasks).await
+    }
+
+    async fn task_wait(&self, id: String, timeout_ms: Option<u64>) -> ApiResult<TaskView> {
+        pubsub_tasks::task_wait(self.tasks.as_ref(), &id, timeout_ms).await
     }
 }

@@ -93,6 +93,22 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         hostname.clone(),
         plane.clone(),
     );
+    let pubsub = crate::daemon::pubsub_tasks::start_pubsub(
+        s.identity.public_key(),
+        &overlay,
+        &plane,
+        &s.config.pubsub,
+    )
+    .await;
+    let tasks = crate::daemon::pubsub_tasks::start_tasks(
+        &s.paths.dir,
+        s.identity.clone(),
+        s.config.network,
+        &overlay,
+        &plane,
+        &s.config.tasks,
+    )
+    .await;
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -119,6 +135,8 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         webhook,
         files,
         dns,
+        pubsub,
+        tasks,
     })
 }
 

@@ -8,6 +8,7 @@ mod faults;
 mod files;
 mod nat;
 mod registry_cluster;
+mod pubsub_tasks;
 mod services;
 #[path = "../support/mod.rs"]
 mod support;

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod home;
+pub mod mesh;
 pub mod net;
 pub mod netns;
 pub mod pair;
