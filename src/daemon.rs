@@ -19,8 +19,8 @@
 pub mod candidates;
 pub mod connections;
 pub mod discovery;
-pub mod health;
 pub mod dns;
+pub mod health;
 pub mod local_api;
 pub mod logging;
 pub mod metrics;

@@ -101,6 +101,53 @@ fn returns(path: &str) -> Option<Returns> {
         "clear-hostname" => Api(Request::ClearHostname {}),
         "deregister" => Api(Request::Deregister {}),
         "set-tags" | "clear-tags" => Api(Request::SetTags { tags: vec![] }),
+        "reply" => Api(Request::Reply {
+            id: s(),
+            data: s(),
+            kind: None,
+        }),
+        "inbox read" => Api(Request::InboxRead { id: s() }),
+        "events" | "subscribe" | "mcp" => Stream,
+        "set-webhook" => Api(Request::SetWebhook { url: s() }),
+        "clear-webhook" => Api(Request::ClearWebhook {}),
+        "webhook" => Api(Request::Webhook {}),
+        "send-file" => Api(Request::SendFile {
+            peer: s(),
+            path: s(),
+            name: None,
+        }),
+        "received" => Api(Request::Received { clear: false }),
+        "transfers" => Api(Request::Transfers {}),
+        "publish" => Api(Request::Publish {
+            peer: None,
+            topic: s(),
+            data: s(),
+        }),
+        "pubsub" => Api(Request::PubsubStatus {}),
+        "task submit" => Api(Request::TaskSubmit(crate::api::types::SubmitTaskRequest {
+            peer: s(),
+            task: serde_json::Value::Null,
+            file: None,
+            deadline_s: None,
+        })),
+        "task list" => Api(Request::TaskList { submitted: None }),
+        "task accept" => Api(Request::TaskAccept { id: s() }),
+        "task decline" => Api(Request::TaskDecline {
+            id: s(),
+            reason: s(),
+        }),
+        "task result" => Api(Request::TaskResult {
+            id: s(),
+            result: Default::default(),
+        }),
+        "task status" => Api(Request::TaskStatus { id: s() }),
+        "task wait" => Api(Request::TaskWait {
+            id: s(),
+            timeout_ms: None,
+        }),
+        "registry status" => Local(schema::<super::registry_status::RegistryStatus>),
+        "dns status" => Api(Request::DnsStatus {}),
+        "dns setup" => Local(schema::<super::dns::DnsSetup>),
         _ => return None,
     })
 }

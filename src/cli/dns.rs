@@ -11,7 +11,7 @@ use crate::error::PilotError;
 use crate::services::dns::resolved;
 
 /// What `dns setup` found and did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DnsSetup {
     /// The resolver's overlay address (TUN mode).
     pub address: Option<String>,

@@ -13,13 +13,15 @@ use crate::registry::runner::{InstanceStatus, RegistryConfig, STATUS_FILE};
 const STALE_MS: u64 = 10_000;
 
 /// The answer of `registry status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RegistryStatus {
     /// When this was read (unix ms).
     pub now_ms: u64,
-    /// The local instance's status file, if there is one.
+    /// The local instance's status file, if there is one (instance, store, counts, lag).
+    #[schema(value_type = Option<Object>)]
     pub local: Option<InstanceStatus>,
     /// Every instance of the cluster (PostgreSQL store only).
+    #[schema(value_type = Vec<Object>)]
     pub cluster: Vec<InstanceRow>,
 }
 

@@ -218,8 +218,11 @@ impl RegistryServer {
         let opened = open_store(&config)?;
         // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
         let store_heartbeat = crate::health::Heartbeat::new();
-        let store =
-            BatchingStore::spawn_with_heartbeat(opened.store, WRITE_QUEUE, store_heartbeat.clone())?;
+        let store = BatchingStore::spawn_with_heartbeat(
+            opened.store,
+            WRITE_QUEUE,
+            store_heartbeat.clone(),
+        )?;
         let gauges = store.gauges();
         let key_path = config.key_path();
         let (identity, created) =

@@ -35,8 +35,8 @@
 //! messages), `endpoints` (endpoint exchange, relay), `proof` (return routability); this file
 //! admits and dispatches requests.
 
-mod discovery;
 mod cluster;
+mod discovery;
 mod endpoints;
 mod held;
 mod limits;

@@ -7,8 +7,8 @@ mod dns;
 mod faults;
 mod files;
 mod nat;
-mod registry_cluster;
 mod pubsub_tasks;
+mod registry_cluster;
 mod services;
 #[path = "../support/mod.rs"]
 mod support;
