@@ -19,6 +19,7 @@ pub mod bootstrap;
 mod catalogue;
 mod config_check;
 mod daemon_process;
+mod dgram;
 mod diagnostics;
 mod dispatch;
 mod dns;

@@ -18,6 +18,7 @@
 
 pub mod candidates;
 pub mod connections;
+pub mod dgram;
 pub mod discovery;
 pub mod dns;
 pub mod health;

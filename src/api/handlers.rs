@@ -18,6 +18,8 @@ use crate::api::types::*;
 
 mod pubsub_tasks;
 pub use pubsub_tasks::*;
+mod dgram;
+pub use dgram::*;
 
 /// The state every handler gets: the node behind the API.
 type ApiState<A> = State<Arc<A>>;

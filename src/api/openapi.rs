@@ -78,6 +78,8 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         handlers::task_decline,
         handlers::task_result,
         handlers::task_wait,
+        handlers::dgram_send,
+        handlers::dgram_listen,
         serve,
     ),
     components(schemas(
@@ -117,6 +119,7 @@ the code (400 invalid_argument, 403 unauthorized, 404 not_found, 409 already_exi
         (name = "events", description = "live events (server-sent events)"),
         (name = "pubsub", description = "publish/subscribe (overlay port 1002)"),
         (name = "tasks", description = "task delegation with signed state changes (overlay port 1003)"),
+        (name = "dgram", description = "UDP datagrams on overlay ports"),
         (name = "meta", description = "this document"),
     )
 )]
@@ -265,6 +268,17 @@ mod tests {
                 id: "x".into(),
                 timeout_ms: None,
             },
+            Request::DgramSend(DgramSendRequest {
+                peer: s(),
+                port: 1,
+                data: s(),
+                base64: false,
+            }),
+            Request::DgramListen(DgramListenQuery {
+                port: 1,
+                count: None,
+                timeout_ms: None,
+            }),
         ] {
             let r = req.route();
             let path = r.target.split('?').next().unwrap();

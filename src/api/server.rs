@@ -90,6 +90,8 @@ pub fn router<A: Api>(api: Arc<A>) -> Router {
         .route("/v1/tasks/{id}/decline", post(h::task_decline::<A>))
         .route("/v1/tasks/{id}/result", post(h::task_result::<A>))
         .route("/v1/tasks/{id}/wait", get(h::task_wait::<A>))
+        .route("/v1/dgram/send", post(h::dgram_send::<A>))
+        .route("/v1/dgram/listen", get(h::dgram_listen::<A>))
         .route("/v1/openapi.json", get(crate::api::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -178,6 +178,20 @@ pub trait Api: Send + Sync + 'static {
     ) -> impl Future<Output = ApiResult<TaskView>> + Send {
         async { Err(no_service("task")) }
     }
+    /// `POST /v1/dgram/send`.
+    fn dgram_send(
+        &self,
+        _req: DgramSendRequest,
+    ) -> impl Future<Output = ApiResult<DgramSent>> + Send {
+        async { Err(no_service("datagram")) }
+    }
+    /// `GET /v1/dgram/listen`.
+    fn dgram_listen(
+        &self,
+        _q: DgramListenQuery,
+    ) -> impl Future<Output = ApiResult<DgramListenData>> + Send {
+        async { Err(no_service("datagram")) }
+    }
 }
 
 /// What the worker does with a task, as the API asks it.

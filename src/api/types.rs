@@ -30,6 +30,8 @@ pub use crate::wg::{CountersSnapshot, PeerStatus};
 
 mod pubsub_tasks;
 pub use pubsub_tasks::*;
+mod dgram;
+pub use dgram::*;
 
 /// The largest request body the daemon reads (and the largest request head).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -990,6 +992,10 @@ pub enum Request {
         /// At most this long, ms.
         timeout_ms: Option<u64>,
     },
+    /// Send one UDP datagram to a peer's overlay port.
+    DgramSend(DgramSendRequest),
+    /// Receive UDP datagrams from trusted peers on our overlay port.
+    DgramListen(DgramListenQuery),
 }
 
 /// The HTTP request that carries a [`Request`].
@@ -1200,6 +1206,8 @@ impl Request {
             }
             R::TaskResult { id, result } => task_post(&id, "result", json(result)),
             R::TaskWait { id, timeout_ms } => bare("GET", task_wait_target(&id, timeout_ms)),
+            R::DgramSend(req) => with_body("POST", "/v1/dgram/send", req),
+            R::DgramListen(q) => bare("GET", dgram_listen_target(&q)),
         }
     }
 
@@ -1233,6 +1241,18 @@ fn task_wait_target(id: &str, timeout_ms: Option<u64>) -> String {
         Some(t) => format!("{base}?timeout_ms={t}"),
         None => base,
     }
+}
+
+/// `GET /v1/dgram/listen?port=…`, with `count` and `timeout_ms` when given.
+fn dgram_listen_target(q: &DgramListenQuery) -> String {
+    let mut t = format!("/v1/dgram/listen?port={}", q.port);
+    if let Some(c) = q.count {
+        t.push_str(&format!("&count={c}"));
+    }
+    if let Some(ms) = q.timeout_ms {
+        t.push_str(&format!("&timeout_ms={ms}"));
+    }
+    t
 }
 
 /// `GET /v1/pubsub/subscribe?peer=…&topic=…` (no `peer` for our own broker).

@@ -92,6 +92,17 @@ fn returns(path: &str) -> Option<Returns> {
         "man" => Local(schema::<super::shell::ManPages>),
         "send" => Local(schema::<x::Exchanged>),
         "recv" => Local(schema::<x::ReceivedAll>),
+        "dgram send" => Api(Request::DgramSend(crate::api::DgramSendRequest {
+            peer: s(),
+            port: 1,
+            data: s(),
+            base64: false,
+        })),
+        "dgram listen" => Api(Request::DgramListen(crate::api::DgramListenQuery {
+            port: 1,
+            count: None,
+            timeout_ms: None,
+        })),
         "bench" => Local(schema::<x::BenchReport>),
         "netcheck" => Api(Request::Netcheck {}),
         "connections" => Api(Request::Connections {}),

@@ -71,6 +71,7 @@ pub fn run(cmd: ParityCmd) -> Result<Output, PilotError> {
             registration("set-tags", Request::SetTags { tags })
         }
         ParityCmd::ClearTags => registration("clear-tags", Request::SetTags { tags: vec![] }),
+        ParityCmd::Dgram(cmd) => super::dgram::run(cmd),
     }
 }
 

@@ -112,6 +112,42 @@ pub enum ParityCmd {
         #[arg(default_value_t = 1)]
         mb: u32,
     },
+    /// UDP datagrams on overlay ports: send one to a trusted peer, or listen for some.
+    #[command(subcommand)]
+    Dgram(DgramCmd),
+}
+
+/// `pilotctl dgram …`.
+#[derive(Debug, Subcommand)]
+pub enum DgramCmd {
+    /// Send one UDP datagram to a trusted peer's overlay port (no answer is awaited).
+    Send {
+        /// The peer (hostname, address, IPv6 or public key).
+        peer: String,
+        /// The peer's overlay UDP port (1-65535).
+        port: u32,
+        /// The payload (text, or base64 with --base64).
+        #[arg(long)]
+        data: String,
+        /// --data is base64 (a binary payload).
+        #[arg(long)]
+        base64: bool,
+        /// Seconds to wait for the daemon (resolving the peer included).
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Listen on our overlay UDP port and print the datagrams trusted peers send (others
+    /// are dropped and counted).
+    Listen {
+        /// Our overlay UDP port (1-65535).
+        port: u32,
+        /// How many datagrams to wait for.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Seconds to wait at most (default: no limit); prints what arrived by then.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
 }
 
 /// The shells `completions` writes scripts for.

@@ -654,4 +654,15 @@ impl Api for Node {
     async fn task_wait(&self, id: String, timeout_ms: Option<u64>) -> ApiResult<TaskView> {
         pubsub_tasks::task_wait(self.tasks.as_ref(), &id, timeout_ms).await
     }
+
+    async fn dgram_send(&self, req: DgramSendRequest) -> ApiResult<DgramSent> {
+        crate::daemon::dgram::check_port(req.port)?;
+        let (key, ip) = self.resolve_peer(&req.peer).await?;
+        crate::daemon::dgram::send(&self.overlay, key, ip, &req).await
+    }
+
+    async fn dgram_listen(&self, q: DgramListenQuery) -> ApiResult<DgramListenData> {
+        let timeout = q.timeout_ms.map(Duration::from_millis);
+        crate::daemon::dgram::listen(&self.overlay, &self.dataplane, q.port, q.count, timeout).await
+    }
 }

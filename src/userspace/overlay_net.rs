@@ -11,9 +11,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use crate::netstack::{Netstack, NetstackListener, NetstackStream};
+use crate::netstack::{Netstack, NetstackListener, NetstackStream, NetstackUdpSocket};
 
 /// The overlay as seen by services: listen on our address, connect to a peer's.
 #[derive(Clone, Debug)]
@@ -73,6 +73,71 @@ impl OverlayNet {
                 Ok(OverlayStream::Kernel(s))
             }
             OverlayNet::Userspace(n) => Ok(OverlayStream::Userspace(n.connect(dst).await?)),
+        }
+    }
+}
+
+impl OverlayNet {
+    /// Binds a UDP socket to `port` of our overlay address (0: an ephemeral port), with
+    /// `queue` datagrams of room each way in userspace mode.
+    pub async fn bind_udp(&self, port: u16, queue: usize) -> io::Result<OverlayUdp> {
+        match self {
+            OverlayNet::Kernel { address, device } => {
+                let s = UdpSocket::bind(SocketAddr::V6(SocketAddrV6::new(*address, port, 0, 0)))
+                    .await?;
+                if let Some(d) = device {
+                    s.bind_device(Some(d.as_bytes()))?;
+                }
+                Ok(OverlayUdp::Kernel(s))
+            }
+            OverlayNet::Userspace(n) => Ok(OverlayUdp::Userspace(n.bind_udp(port, queue).await?)),
+        }
+    }
+}
+
+/// A UDP socket on our overlay address, in either mode.
+#[derive(Debug)]
+pub enum OverlayUdp {
+    /// A kernel socket.
+    Kernel(UdpSocket),
+    /// A netstack socket.
+    Userspace(NetstackUdpSocket),
+}
+
+impl OverlayUdp {
+    /// Our address and port.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            OverlayUdp::Kernel(s) => s.local_addr(),
+            OverlayUdp::Userspace(s) => Ok(SocketAddr::V6(s.local_addr())),
+        }
+    }
+
+    /// Sends one datagram to `dst`.
+    pub async fn send_to(&self, data: &[u8], dst: SocketAddrV6) -> io::Result<()> {
+        match self {
+            OverlayUdp::Kernel(s) => s.send_to(data, SocketAddr::V6(dst)).await.map(|_| ()),
+            OverlayUdp::Userspace(s) => Ok(s.send_to(data, dst).await?),
+        }
+    }
+
+    /// The next datagram and its source.
+    pub async fn recv_from(&mut self) -> io::Result<(Vec<u8>, SocketAddrV6)> {
+        match self {
+            OverlayUdp::Kernel(s) => {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let (n, from) = s.recv_from(&mut buf).await?;
+                    if let SocketAddr::V6(from) = from {
+                        buf.truncate(n);
+                        return Ok((buf, from));
+                    }
+                }
+            }
+            OverlayUdp::Userspace(s) => s
+                .recv_from()
+                .await
+                .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "the netstack stopped")),
         }
     }
 }
