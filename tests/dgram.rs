@@ -124,3 +124,25 @@ fn datagrams_reach_a_listening_peer_with_their_sender_and_bad_input_gets_codes()
         "invalid_argument"
     );
 }
+
+#[test]
+fn connect_timeout_bounds_a_plain_connect_to_a_peer_that_is_down() {
+    let a = Home::new("pilot-dgram");
+    let b = Home::new("pilot-dgram");
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    std::fs::write(
+        a.path().join("config.toml"),
+        config(pa, &b.identity_key(), "node-b", pb),
+    )
+    .unwrap();
+    a.ok(&["daemon", "start"]);
+    // B never starts: nothing answers at its endpoint.
+    let started = std::time::Instant::now();
+    let (code, err) = code_of(&a, &["connect", "node-b", "1000", "--timeout", "2"]);
+    assert_eq!((code, err.as_str()), (1, "timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

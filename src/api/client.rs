@@ -273,6 +273,36 @@ impl Client {
         let writer = stream.try_clone().map_err(internal)?;
         Ok((data, BufReader::new(stream), writer))
     }
+
+    /// [`open_stream`](Self::open_stream), giving up with a `timeout` error when the daemon
+    /// has not answered within `within` (it resolves the peer and connects first); the
+    /// stream itself then has no time limit.
+    pub fn open_stream_within(
+        self,
+        req: &Request,
+        within: Duration,
+    ) -> Result<(serde_json::Value, BufReader<UnixStream>, UnixStream), PilotError> {
+        if let Some(s) = &self.fresh {
+            s.set_read_timeout(Some(within)).map_err(internal)?;
+        }
+        let started = std::time::Instant::now();
+        match self.open_stream(req) {
+            Ok((data, reader, writer)) => {
+                reader.get_ref().set_read_timeout(None).map_err(internal)?;
+                Ok((data, reader, writer))
+            }
+            Err(e) if started.elapsed() >= within => Err(PilotError::new(
+                crate::error::ErrorCode::Timeout,
+                format!(
+                    "no connection within {} s ({})",
+                    within.as_secs(),
+                    e.message
+                ),
+                "check that the peer is up (pilotctl ping PEER), or give a longer --timeout",
+            )),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Reads an envelope from a reply body.

@@ -99,7 +99,8 @@ pub enum Command {
         /// Send this text instead of stdin, print the reply and exit.
         #[arg(long)]
         message: Option<String>,
-        /// With --message: seconds to wait for the reply (default 10).
+        /// Seconds to wait: for the reply with --message (default 10), else for the
+        /// connection (default: the daemon's own limit).
         #[arg(long)]
         timeout: Option<u64>,
     },

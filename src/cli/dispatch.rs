@@ -33,7 +33,12 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             message: Some(m),
             timeout,
         } => super::exchange::send(peer, port, &m, timeout_or_default(timeout)),
-        Command::Connect { peer, port, .. } => stream::run(&Request::Connect { peer, port }),
+        Command::Connect {
+            peer,
+            port,
+            timeout,
+            ..
+        } => stream::connect(peer, port, timeout),
         Command::Listen { port } => stream::run(&Request::Listen { port }),
         Command::Info => Ok(ask::<InfoData>("info", &Request::Info {})?.render(render::info)),
         Command::Peers { search } => super::parity::peers(search),

@@ -3,6 +3,7 @@
 //! stream's bytes are the output.
 
 use std::io::Write;
+use std::time::Duration;
 
 use super::output::{decode, paths, Output};
 use crate::api::{Client, ConnectData, ListenData, Request};
@@ -10,8 +11,24 @@ use crate::error::{ErrorCode, PilotError};
 
 /// Opens the stream `req` asks for (`connect` or `listen`) and pumps it.
 pub fn run(req: &Request) -> Result<Output, PilotError> {
+    run_within(req, None)
+}
+
+/// A plain `connect PEER PORT [--timeout S]`.
+pub fn connect(peer: String, port: u16, timeout: Option<u64>) -> Result<Output, PilotError> {
+    run_within(
+        &Request::Connect { peer, port },
+        timeout.map(Duration::from_secs),
+    )
+}
+
+/// [`run`], giving up when the stream is not open within `within` (`connect --timeout`).
+pub fn run_within(req: &Request, within: Option<Duration>) -> Result<Output, PilotError> {
     let client = Client::connect(&paths()?.socket)?;
-    let (raw, mut reader, mut writer) = client.open_stream(req)?;
+    let (raw, mut reader, mut writer) = match within {
+        Some(t) => client.open_stream_within(req, t)?,
+        None => client.open_stream(req)?,
+    };
     // The first answer says who is at the other end; nothing prints it, but it must be one.
     match req {
         Request::Listen { .. } => {
