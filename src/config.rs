@@ -681,18 +681,7 @@ impl Config {
                 )));
             }
         }
-        self.messages.validate().map_err(invalid)?;
-        if self.webhook.queue == 0 || self.webhook.timeout_ms == 0 || self.webhook.max_attempts == 0
-        {
-            return Err(invalid(
-                "webhook.queue, webhook.timeout_ms and webhook.max_attempts must be at least 1"
-                    .into(),
-            ));
-        }
-        self.files.validate().map_err(invalid)?;
-        self.dns.validate().map_err(invalid)?;
-        self.udp.validate().map_err(invalid)?;
-        pubsub_tasks::validate(&self.pubsub, &self.tasks).map_err(invalid)?;
+        self.validate_services().map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {
             if !seen.insert(p.public_key) {
@@ -703,6 +692,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The limits of the agent services (messages, webhook, files, names, UDP, pub/sub,
+    /// tasks): the first that is out of range, as a message.
+    fn validate_services(&self) -> Result<(), String> {
+        self.messages.validate()?;
+        if self.webhook.queue == 0 || self.webhook.timeout_ms == 0 || self.webhook.max_attempts == 0
+        {
+            return Err(
+                "webhook.queue, webhook.timeout_ms and webhook.max_attempts must be at least 1"
+                    .into(),
+            );
+        }
+        self.files.validate()?;
+        self.dns.validate()?;
+        self.udp.validate()?;
+        pubsub_tasks::validate(&self.pubsub, &self.tasks)
     }
 }
 

@@ -1092,6 +1092,9 @@ fn inbox_target(r: &Request) -> String {
 impl Request {
     /// The method, path and body of this command's HTTP request.
     pub fn route(&self) -> Route {
+        if let Some(r) = self.service_route() {
+            return r;
+        }
         use Request as R;
         match self.clone() {
             R::Info {} => bare("GET", "/v1/info"),
@@ -1154,28 +1157,21 @@ impl Request {
                 ForgetRegistryKeyRequest { registry },
             ),
             R::ExposeList {} => bare("GET", "/v1/expose"),
-            R::DnsStatus {} => bare("GET", "/v1/dns"),
-            R::ExposeUdp {
-                port,
-                to,
-                allow_link_local,
-            } => with_body(
-                "POST",
-                "/v1/expose",
-                ExposeRequest {
-                    port,
-                    to,
-                    allow_link_local,
-                    protocol: crate::userspace::expose::ExposeProtocol::Udp,
-                },
-            ),
-            R::ExposeRemoveUdp { port } => bare("DELETE", format!("/v1/expose/udp/{port}")),
             R::ExposeRemove { port } => bare("DELETE", format!("/v1/expose/{port}")),
             R::Connect { peer, port } => bare(
                 "POST",
                 format!("/v1/connect?peer={}&port={port}", percent_encode(&peer)),
             ),
             R::Listen { port } => bare("POST", format!("/v1/listen?port={port}")),
+            _ => unreachable!("the agent services' requests are routed by service_route"),
+        }
+    }
+
+    /// The route of an agent-service request (files, discovery, diagnostics, names, UDP ports,
+    /// pub/sub, tasks, datagrams); `None` for the node's own requests, which [`Request::route`] routes.
+    fn service_route(&self) -> Option<Route> {
+        use Request as R;
+        Some(match self.clone() {
             R::SendFile { peer, path, name } => {
                 with_body("POST", "/v1/files", SendFileRequest { peer, path, name })
             }
@@ -1208,7 +1204,24 @@ impl Request {
             R::TaskWait { id, timeout_ms } => bare("GET", task_wait_target(&id, timeout_ms)),
             R::DgramSend(req) => with_body("POST", "/v1/dgram/send", req),
             R::DgramListen(q) => bare("GET", dgram_listen_target(&q)),
-        }
+            R::DnsStatus {} => bare("GET", "/v1/dns"),
+            R::ExposeUdp {
+                port,
+                to,
+                allow_link_local,
+            } => with_body(
+                "POST",
+                "/v1/expose",
+                ExposeRequest {
+                    port,
+                    to,
+                    allow_link_local,
+                    protocol: crate::userspace::expose::ExposeProtocol::Udp,
+                },
+            ),
+            R::ExposeRemoveUdp { port } => bare("DELETE", format!("/v1/expose/udp/{port}")),
+            _ => return None,
+        })
     }
 
     /// Whether this command opens a byte stream (an HTTP Upgrade).

@@ -32,8 +32,53 @@ fn schema<T: PartialSchema>() -> utoipa::openapi::RefOr<utoipa::openapi::schema:
 
 /// What each command returns, by path.
 fn returns(path: &str) -> Option<Returns> {
+    node_returns(path)
+        .or_else(|| parity_returns(path))
+        .or_else(|| service_returns(path))
+}
+
+/// What the commands added for parity with Pilot Protocol return.
+fn parity_returns(path: &str) -> Option<Returns> {
     use super::bootstrap as b;
     use super::exchange as x;
+    use Returns::*;
+    let s = String::new;
+    Some(match path {
+        "init" => Local(schema::<b::Initialized>),
+        "version" => Local(schema::<b::VersionData>),
+        "health" => Api(Request::Health {}),
+        "context" => Text,
+        "completions" => Local(schema::<super::shell::CompletionScript>),
+        "man" => Local(schema::<super::shell::ManPages>),
+        "send" => Local(schema::<x::Exchanged>),
+        "recv" => Local(schema::<x::ReceivedAll>),
+        "dgram send" => Api(Request::DgramSend(crate::api::DgramSendRequest {
+            peer: s(),
+            port: 1,
+            data: s(),
+            base64: false,
+        })),
+        "dgram listen" => Api(Request::DgramListen(crate::api::DgramListenQuery {
+            port: 1,
+            count: None,
+            timeout_ms: None,
+        })),
+        "bench" => Local(schema::<x::BenchReport>),
+        "netcheck" => Api(Request::Netcheck {}),
+        "connections" => Api(Request::Connections {}),
+        "disconnect" => Api(Request::Disconnect { id: 1 }),
+        "traceroute" => Local(schema::<super::diagnostics::Trace>),
+        "lookup" => Api(Request::LookupNode { peer: s() }),
+        "clear-hostname" => Api(Request::ClearHostname {}),
+        "deregister" => Api(Request::Deregister {}),
+        "set-tags" | "clear-tags" => Api(Request::SetTags { tags: vec![] }),
+        _ => return None,
+    })
+}
+
+/// What the node's own commands return.
+fn node_returns(path: &str) -> Option<Returns> {
+    use super::bootstrap as b;
     use Returns::*;
     let s = String::new;
     Some(match path {
@@ -84,34 +129,16 @@ fn returns(path: &str) -> Option<Returns> {
         "config" => Local(schema::<b::ConfigView>),
         "config check" => Local(schema::<super::config_check::Checked<'static>>),
         "registry forget-key" => Api(Request::ForgetRegistryKey { registry: s() }),
-        "init" => Local(schema::<b::Initialized>),
-        "version" => Local(schema::<b::VersionData>),
-        "health" => Api(Request::Health {}),
-        "context" => Text,
-        "completions" => Local(schema::<super::shell::CompletionScript>),
-        "man" => Local(schema::<super::shell::ManPages>),
-        "send" => Local(schema::<x::Exchanged>),
-        "recv" => Local(schema::<x::ReceivedAll>),
-        "dgram send" => Api(Request::DgramSend(crate::api::DgramSendRequest {
-            peer: s(),
-            port: 1,
-            data: s(),
-            base64: false,
-        })),
-        "dgram listen" => Api(Request::DgramListen(crate::api::DgramListenQuery {
-            port: 1,
-            count: None,
-            timeout_ms: None,
-        })),
-        "bench" => Local(schema::<x::BenchReport>),
-        "netcheck" => Api(Request::Netcheck {}),
-        "connections" => Api(Request::Connections {}),
-        "disconnect" => Api(Request::Disconnect { id: 1 }),
-        "traceroute" => Local(schema::<super::diagnostics::Trace>),
-        "lookup" => Api(Request::LookupNode { peer: s() }),
-        "clear-hostname" => Api(Request::ClearHostname {}),
-        "deregister" => Api(Request::Deregister {}),
-        "set-tags" | "clear-tags" => Api(Request::SetTags { tags: vec![] }),
+        _ => return None,
+    })
+}
+
+/// What the agent services' commands return (messages, webhook, files, pub/sub, tasks,
+/// registry status, names, datagrams).
+fn service_returns(path: &str) -> Option<Returns> {
+    use Returns::*;
+    let s = String::new;
+    Some(match path {
         "reply" => Api(Request::Reply {
             id: s(),
             data: s(),

@@ -69,6 +69,19 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
             Ok(ask::<PendingList>("pending", &Request::Pending {})?.render(render::pending))
         }
         Command::Trust { search } => super::parity::trust(search),
+        Command::Outbox => {
+            Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
+        }
+        Command::Expose(args) => expose(args),
+        Command::Mcp(args) => mcp::run(&args),
+        Command::Parity(cmd) => super::parity::run(cmd),
+        other => run_services(other),
+    }
+}
+
+/// The agent services' commands (messages, webhook, files, names, pub/sub, tasks).
+fn run_services(cmd: Command) -> Result<Output, PilotError> {
+    match cmd {
         Command::SendMessage(args) => super::messages::send_message(args),
         Command::Reply(args) => super::messages::reply(args),
         Command::Inbox(args) => super::messages::inbox(args),
@@ -76,12 +89,6 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::SetWebhook { url } => webhook("set-webhook", Request::SetWebhook { url }),
         Command::ClearWebhook => webhook("clear-webhook", Request::ClearWebhook {}),
         Command::Webhook => webhook("webhook", Request::Webhook {}),
-        Command::Outbox => {
-            Ok(ask::<OutboxData>("outbox", &Request::Outbox {})?.render(render::outbox))
-        }
-        Command::Expose(args) => expose(args),
-        Command::Mcp(args) => mcp::run(&args),
-        Command::Parity(cmd) => super::parity::run(cmd),
         Command::SendFile { peer, path, name } => send_file(peer, &path, name),
         Command::Received { clear } => Ok(ask::<ReceivedData>(
             "received",
@@ -101,6 +108,9 @@ pub fn run(cmd: Command) -> Result<Output, PilotError> {
         Command::Publish(args) => super::pubsub_tasks::publish(args),
         Command::Pubsub => super::pubsub_tasks::status(),
         Command::Task(cmd) => super::pubsub_tasks::task(cmd),
+        other => Err(PilotError::internal(format!(
+            "no dispatch for {other:?} (a bug: please report it)"
+        ))),
     }
 }
 

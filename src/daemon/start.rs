@@ -75,14 +75,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
             device: Some(s.config.tun.name.clone()),
         },
     };
-    let exposer = Exposer::with_udp_limits(
-        overlay.clone(),
-        crate::userspace::expose::UdpExposeLimits {
-            max_peers: s.config.udp.expose_max_peers,
-            idle: Duration::from_secs(s.config.udp.expose_idle_secs),
-            queue: s.config.udp.queue_datagrams,
-        },
-    );
+    let exposer = new_exposer(&s, &overlay);
     let messages = start_services(&s, &overlay, &plane, &exposer).await?;
     let files = start_files(&s, &overlay, &plane).await;
     let hostname = Arc::new(Mutex::new(s.hostname.clone()));
@@ -93,22 +86,7 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         hostname.clone(),
         plane.clone(),
     );
-    let pubsub = crate::daemon::pubsub_tasks::start_pubsub(
-        s.identity.public_key(),
-        &overlay,
-        &plane,
-        &s.config.pubsub,
-    )
-    .await;
-    let tasks = crate::daemon::pubsub_tasks::start_tasks(
-        &s.paths.dir,
-        s.identity.clone(),
-        s.config.network,
-        &overlay,
-        &plane,
-        &s.config.tasks,
-    )
-    .await;
+    let (pubsub, tasks) = start_pubsub_tasks(&s, &overlay, &plane).await;
     let socks5 = match &netstack {
         Some(stack) => start_socks5(&s.config, &s.paths.dir, stack, &plane, &control).await?,
         None => None,
@@ -138,6 +116,47 @@ pub async fn start_node(s: Setup, shutdown: watch::Sender<bool>) -> Result<Node,
         pubsub,
         tasks,
     })
+}
+
+/// The exposed-port forwarder, with the `[udp]` limits for exposed UDP ports.
+fn new_exposer(s: &Setup, overlay: &OverlayNet) -> Exposer {
+    Exposer::with_udp_limits(
+        overlay.clone(),
+        crate::userspace::expose::UdpExposeLimits {
+            max_peers: s.config.udp.expose_max_peers,
+            idle: Duration::from_secs(s.config.udp.expose_idle_secs),
+            queue: s.config.udp.queue_datagrams,
+        },
+    )
+}
+
+/// The pub/sub broker (port 1002) and the task service (port 1003); the daemon runs on
+/// without either if it cannot start.
+async fn start_pubsub_tasks(
+    s: &Setup,
+    overlay: &OverlayNet,
+    plane: &Arc<DataPlane>,
+) -> (
+    Option<Arc<crate::services::pubsub::Pubsub>>,
+    Option<Arc<crate::services::tasks::Tasks>>,
+) {
+    let pubsub = crate::daemon::pubsub_tasks::start_pubsub(
+        s.identity.public_key(),
+        overlay,
+        plane,
+        &s.config.pubsub,
+    )
+    .await;
+    let tasks = crate::daemon::pubsub_tasks::start_tasks(
+        &s.paths.dir,
+        s.identity.clone(),
+        s.config.network,
+        overlay,
+        plane,
+        &s.config.tasks,
+    )
+    .await;
+    (pubsub, tasks)
 }
 
 /// The file service (port 1004); the daemon runs on without it if it cannot start.
