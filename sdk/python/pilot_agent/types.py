@@ -79,6 +79,7 @@ class Info(Model):
     version: Optional[str] = None
     data_plane: Optional[Dict[str, Any]] = None
     registries: Optional[List[Dict[str, Any]]] = None
+    dns: Optional[str] = None
 
 
 @dataclass
