@@ -129,9 +129,57 @@ impl Api for Stub {
         Subscription {
             node,
             messages: None,
+            files: None,
             pubsub: None,
             tasks: None,
         }
+    }
+    async fn send_file(&self, req: SendFileRequest) -> ApiResult<Transfer> {
+        no(req)
+    }
+    fn transfers(&self) -> ApiResult<TransfersData> {
+        no("transfers")
+    }
+    fn received(&self, clear: bool) -> ApiResult<ReceivedData> {
+        no(clear)
+    }
+    async fn health(&self) -> HealthData {
+        HealthData {
+            status: "ok".into(),
+            version: "fuzz".into(),
+            uptime_secs: 0,
+            mode: "userspace".into(),
+            peers: 0,
+            peers_up: 0,
+            registries: 0,
+            inbox: None,
+            outbox: None,
+            data_plane_alive: true,
+            last_errors: Vec::new(),
+        }
+    }
+    async fn lookup_node(&self, peer: String) -> ApiResult<NodeView> {
+        no(peer)
+    }
+    async fn set_tags(&self, tags: Vec<String>) -> ApiResult<Registration> {
+        no(tags)
+    }
+    async fn clear_hostname(&self) -> ApiResult<Registration> {
+        no("clear-hostname")
+    }
+    async fn deregister(&self) -> ApiResult<Registration> {
+        no("deregister")
+    }
+    async fn netcheck(&self) -> ApiResult<NetcheckData> {
+        no("netcheck")
+    }
+    fn connections(&self) -> ConnectionList {
+        ConnectionList {
+            connections: Vec::new(),
+        }
+    }
+    fn disconnect(&self, id: u64) -> ApiResult<ConnectionView> {
+        no(id)
     }
 }
 
