@@ -164,8 +164,7 @@ impl Client {
         })
     }
 
-    fn http_request(req: &Request) -> Result<hyper::Request<Full<Bytes>>, PilotError> {
-        let route = req.route();
+    fn http_request(route: Route) -> Result<hyper::Request<Full<Bytes>>, PilotError> {
         let mut b = hyper::Request::builder()
             .method(route.method)
             .uri(route.target)
@@ -197,7 +196,17 @@ impl Client {
                 "a stream request needs Client::open_stream",
             ));
         }
-        let http = Self::http_request(req)?;
+        self.call_route(req.route(), timeout)
+    }
+
+    /// Sends a request given as its HTTP route (for a path no [`Request`] names, such as a
+    /// service's) and waits up to `timeout` for its reply's `data`.
+    pub fn call_route(
+        &mut self,
+        route: Route,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, PilotError> {
+        let http = Self::http_request(route)?;
         self.sender()?;
         let sender = self.sender.as_mut().expect("sender set up");
         let (status, body) = self.rt.block_on(async {
@@ -211,46 +220,6 @@ impl Client {
             tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| no_answer(timeout))?
-        })?;
-        parse_envelope(status.as_u16(), &body)?.into_result()
-    }
-
-    /// Sends a request given as its HTTP route (for a path no [`Request`] names, such as a
-    /// service's) and waits up to `timeout` for its reply's `data`.
-    pub fn call_route(
-        &mut self,
-        route: Route,
-        timeout: Duration,
-    ) -> Result<serde_json::Value, PilotError> {
-        let mut b = hyper::Request::builder()
-            .method(route.method)
-            .uri(route.target)
-            .header(hyper::header::HOST, "pilot");
-        let body = match route.body {
-            Some(v) => {
-                b = b.header(hyper::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(&v).map_err(internal)?)
-            }
-            None => Bytes::new(),
-        };
-        let http = b.body(Full::new(body)).map_err(internal)?;
-        self.sender()?;
-        let sender = self.sender.as_mut().expect("sender set up");
-        let (status, body) = self.rt.block_on(async {
-            let exchange = async {
-                sender.ready().await.map_err(lost)?;
-                let resp = sender.send_request(http).await.map_err(lost)?;
-                let status = resp.status();
-                let body = resp.into_body().collect().await.map_err(lost)?.to_bytes();
-                Ok::<_, PilotError>((status, body))
-            };
-            tokio::time::timeout(timeout, exchange).await.map_err(|_| {
-                PilotError::new(
-                    ErrorCode::Timeout,
-                    format!("the daemon did not answer within {} s", timeout.as_secs()),
-                    "see $PILOT_HOME/daemon.log",
-                )
-            })?
         })?;
         parse_envelope(status.as_u16(), &body)?.into_result()
     }
