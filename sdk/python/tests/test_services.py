@@ -1,9 +1,8 @@
 """The SDK's service methods (issue 11's contract: messages wait/reply, files, pub/sub,
 tasks) and the example swarm of examples/python/, against real daemons.
 
-Each test needs its routes in the daemon: a daemon whose OpenAPI document lacks them (built
-before the services were merged) skips the test, saying which route is missing. Once the
-services are merged every test here runs."""
+Each test first checks that the daemon's OpenAPI document has its routes, and fails (never
+skips) when one is missing, naming it."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ def _shape(path):
 
 def needs(node, route):
     if _shape(route) not in {_shape(p) for p in _paths(node)}:
-        pytest.skip(f"the daemon has no {route} yet (issue 11's services not merged)")
+        pytest.fail(f"the daemon's OpenAPI document has no {route}")
 
 
 def contains(value, want) -> bool:
