@@ -12,17 +12,21 @@
 # Needs PostgreSQL for 2 and 4 (as .ci/run sets it up: root may create databases over the Unix
 # socket); without it those parts are skipped, loudly. Figures on a shared machine are noisy.
 #
-# Usage: bench/registry.sh            (NODES=20000 SECS=20 bench/registry.sh for a short run)
+# Usage: bench/registry.sh            (NODES=20000 SECS=20 bench/registry.sh for a short run;
+#        PILOTCTL=... REGISTRY_LOAD=... to run prebuilt binaries)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-100000}"
 SECS="${SECS:-40}"
 FLOOD_SECS="${FLOOD_SECS:-8}"
 PGHOST_DIR="${PILOT_TEST_PG_HOST:-/var/run/postgresql}"
-cargo build --release --bin pilotctl --example registry_load >/dev/null 2>&1 ||
-  cargo build --release --bin pilotctl --example registry_load
-BIN="$PWD/target/release/pilotctl"
-LOAD="$PWD/target/release/examples/registry_load"
+# PILOTCTL and REGISTRY_LOAD name prebuilt binaries (then nothing is built).
+if [ -z "${PILOTCTL:-}" ] || [ -z "${REGISTRY_LOAD:-}" ]; then
+  cargo build --release --bin pilotctl --example registry_load >/dev/null 2>&1 ||
+    cargo build --release --bin pilotctl --example registry_load
+fi
+BIN="${PILOTCTL:-$PWD/target/release/pilotctl}"
+LOAD="${REGISTRY_LOAD:-$PWD/target/release/examples/registry_load}"
 WORK="$(mktemp -d)"
 PIDS=()
 DB=""

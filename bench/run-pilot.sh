@@ -8,7 +8,7 @@
 # static [[peer]]); traffic goes to B's overlay IPv6. Also measures iperf3 over the raw veth
 # (veth.json) and keeps B's `pilotctl peers --json` (pilot-peers.json).
 # Env: OUT_DIR (where JSON goes), PILOTCTL (binary), BENCH_PEERS (shared bench-peers dir),
-#      plus lib.sh's knobs (IPERF_T, IDLE_S, DOWNLOAD_TESTS, HTTP_MB, ...).
+#      plus lib.sh's knobs (IPERF_T, IDLE_S, DOWNLOAD_TESTS, HTTP_MB, ...); PILOT_HOOK (below).
 SYSTEM=${SYSTEM:-pilot}
 BENCH_PEERS=${BENCH_PEERS:-/work/shared/bench-peers}
 export NS_A=${NS_A:-pilotA} NS_B=${NS_B:-pilotB}
@@ -65,6 +65,13 @@ setup_ms=$(first_ping_ms "$NS_A" "$B_IP" "$t0")
 log "first ping after ${setup_ms} ms"
 
 DAEMON_PIDS=("$PID_pilotA" "$PID_pilotB"); DAEMON_NAMES=(pilotA pilotB)
+# PILOT_HOOK=cmd: run cmd instead of the measurements, with both daemons up (their PIDs,
+# namespaces and B's overlay address in its environment), then clean up as usual.
+if [[ -n ${PILOT_HOOK:-} ]]; then
+  PID_A=$PID_pilotA PID_B=$PID_pilotB B_IP=$B_IP VETH_B=$VETH_B NS_A=$NS_A NS_B=$NS_B \
+    WORK=$WORK PILOTCTL=$PILOTCTL "$PILOT_HOOK"
+  exit
+fi
 measure "$SYSTEM" "$VERSION" "$B_IP" "$setup_ms" 1420 "pilot daemon, TUN offload + UDP GSO/GRO"
 
 # The raw veth between the same namespaces, same iperf3 server.

@@ -39,68 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nsadd() { ip netns add "$1"; NSES+=("$1"); ip -n "$1" link set lo up;
-  ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; }
-nsadd "${P}sw"
-ip -n "${P}sw" link add br0 type bridge
-ip -n "${P}sw" link set br0 up
-
-on_switch() { # ns ip
-  ip link add eth0 netns "$1" type veth peer name "p$1" netns "${P}sw"
-  ip -n "${P}sw" link set "p$1" master br0
-  ip -n "${P}sw" link set "p$1" up
-  ip -n "$1" addr add "$2/24" dev eth0
-  ip -n "$1" link set eth0 up
-  ip -n "$1" route add 198.51.100.0/24 dev eth0 2>/dev/null || true
-  ip -n "$1" route add 203.0.113.0/24 dev eth0 2>/dev/null || true
-}
-
-router() { # name wan lan nat-expr
-  local ns=${P}$1
-  nsadd "$ns"; on_switch "$ns" "$2"
-  ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
-  ip -n "$ns" link add lanbr type bridge
-  ip -n "$ns" addr add "$3.1/24" dev lanbr
-  ip -n "$ns" link set lanbr up
-  ip netns exec "$ns" nft -f - <<EOF
-table ip pilotnat {
-  chain postrouting {
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "eth0" $4
-  }
-}
-table ip pilotfw {
-  chain forwarding {
-    type filter hook forward priority filter; policy drop;
-    ct state established,related accept
-    iifname "lanbr" accept
-  }
-  chain incoming {
-    type filter hook input priority filter; policy accept;
-    iifname "eth0" ct state established,related accept
-    iifname "eth0" drop
-  }
-}
-EOF
-}
-
-agent() { # name router lan
-  local ns=${P}$1
-  nsadd "$ns"
-  ip link add eth0 netns "$ns" type veth peer name "v$1" netns "${P}$2"
-  ip -n "${P}$2" link set "v$1" master lanbr
-  ip -n "${P}$2" link set "v$1" up
-  ip -n "$ns" addr add "$3.2/24" dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" route add default via "$3.1"
-}
-
-nsadd "${P}reg"; on_switch "${P}reg" 203.0.113.10
-router ra 198.51.100.61 10.61.0 masquerade
-router rb 198.51.100.62 10.62.0 masquerade
-router rc 198.51.100.63 10.63.0 "masquerade fully-random"
-router rd 198.51.100.64 10.64.0 "masquerade fully-random"
-agent a1 ra 10.61.0; agent b1 rb 10.62.0; agent a2 rc 10.63.0; agent b2 rd 10.64.0
+source "$HERE/lib/natlab.sh"
+natlab_up 6
 
 mkdir -p "$WORK/reg"
 REG_ARGS=(--listen 203.0.113.10:7946 --state "$WORK/reg")
@@ -111,54 +51,6 @@ if [[ -n ${RELAY_BYTES_PER_SEC:-} ]]; then
 fi
 ip netns exec "${P}reg" "$PILOTCTL" registry run "${REG_ARGS[@]}" 2>"$WORK/reg.log" & PIDS+=($!)
 sleep 0.5
-
-pc() { # agent-dir args...
-  local d=$1; shift
-  PILOT_HOME=$d PILOT_SOCKET=$d/pilot.sock "$PILOTCTL" "$@"
-}
-
-# Starts agents $1 (A) and $2 (B) with fresh identities; B allow-lists A. Prints nothing.
-start_pair() { # a b run
-  local a=$1 b=$2 run=$3
-  for n in "$a" "$b"; do
-    local d=$WORK/$n-$run
-    mkdir -p "$d"
-    printf 'mode = "tun"\n[tunnel]\nlisten_port = 51820\n' >"$d/config.toml"
-    # A short userspace start creates the identity; read the key.
-    PILOT_HOME=$d timeout 20 "$PILOTCTL" daemon start --mode userspace >/dev/null
-    pc "$d" info --json | jq -r .data.public_key >"$d/key"
-    pc "$d" info --json | jq -r .data.ipv6 >"$d/ipv6"
-    PILOT_HOME=$d timeout 20 "$PILOTCTL" daemon stop >/dev/null
-  done
-  printf '[trust]\nallow = ["%s"]\n' "$(cat "$WORK/$a-$run/key")" >>"$WORK/$b-$run/config.toml"
-  for n in "$a" "$b"; do
-    local d=$WORK/$n-$run
-    ip netns exec "${P}$n" env PILOT_HOME="$d" PILOT_SOCKET="$d/pilot.sock" \
-      PILOT_REGISTRY=203.0.113.10:7946 "$PILOTCTL" --json daemon start >"$d/start.json"
-    PIDS+=("$(jq -r .data.pid "$d/start.json")")
-  done
-  # Wait until both are registered.
-  for _ in $(seq 1 200); do
-    grep -q ' registered' "$WORK/$a-$run/daemon.log" 2>/dev/null \
-      && grep -q ' registered' "$WORK/$b-$run/daemon.log" 2>/dev/null && break
-    sleep 0.05
-  done
-}
-
-stop_pair() {
-  for n in "$1" "$2"; do pc "$WORK/$n-$3" daemon stop >/dev/null 2>&1 || true; done
-}
-
-first_reply() { # a b run -> seconds
-  local a=$1 b=$2 run=$3
-  local da=$WORK/$a-$run db=$WORK/$b-$run
-  pc "$da" handshake "$(cat "$db/key")" >/dev/null
-  local t0 t1
-  t0=$(date +%s.%N)
-  ip netns exec "${P}$a" ping -6 -n -q -c 1 -i 0.01 -w 20 "$(cat "$db/ipv6")" >/dev/null
-  t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc -l
-}
 
 declare -A FR
 for kind in direct relay; do

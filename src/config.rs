@@ -14,7 +14,9 @@ use crate::mapping::{Hostname, NetworkPrefix};
 pub use names_udp::{DnsConfig, UdpConfig, DEFAULT_DNS_TTL_SECS, MAX_DNS_TTL_SECS};
 
 pub mod pubsub_tasks;
+mod relay;
 pub use pubsub_tasks::{PubsubConfig, TasksConfig};
+pub use relay::{RelayConfig, TlsMode};
 
 /// The lowest MTU we accept: IPv6's minimum.
 pub const MIN_MTU: u16 = 1280;
@@ -188,6 +190,8 @@ pub struct Config {
     pub pubsub: PubsubConfig,
     /// The task service's limits (port 1003).
     pub tasks: TasksConfig,
+    /// `[relay]`: the TLS transport to the registries when UDP is blocked (issue 14).
+    pub relay: RelayConfig,
 }
 
 /// `[mcp]`: what a language model may do through `pilotctl mcp`.

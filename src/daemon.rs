@@ -33,6 +33,7 @@ pub mod notify;
 pub mod ops;
 pub mod peer_resolver;
 pub mod pubsub_tasks;
+pub mod relay_tls;
 pub mod settings;
 pub mod socket;
 pub mod start;

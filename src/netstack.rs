@@ -36,7 +36,9 @@
 //! refills it after every SYN.
 //!
 //! Each flow moves bytes between its smoltcp socket and a tokio duplex pipe whose other end is
-//! the application's stream. Memory is bounded: per flow, two TCP buffers of
+//! the application's stream. [`NetstackStream::splice`] replaces the pipe with a local TCP
+//! socket (the SOCKS5 proxy's and the port exposer's path): the driver then reads and writes
+//! that socket straight from and into smoltcp's buffers. Memory is bounded: per flow, two TCP buffers of
 //! [`NetstackConfig::tcp_buffer`] bytes and two pipe buffers of
 //! [`NetstackConfig::stream_buffer`] bytes; at most [`NetstackConfig::max_flows`] sockets and
 //! [`NetstackConfig::max_memory`] bytes of flows (new ones beyond it are refused and counted).
@@ -58,6 +60,7 @@
 //! (the task; `driver/commands`, `driver/sockets`, `driver/udp`), `stream` (the application
 //! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
+mod app;
 mod config;
 mod device;
 mod driver;
@@ -137,6 +140,7 @@ enum Command {
         reply: oneshot::Sender<String>,
     },
     BindUdp(udp::BindUdp),
+    Splice(stream::SpliceRequest),
 }
 
 /// A handle to a running netstack. Cheap to clone; the driver task stops once every handle,
@@ -191,7 +195,14 @@ impl Netstack {
         config.validate()?;
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let counters = Arc::new(Counters::default());
-        let driver = Driver::new(config.clone(), to_net, from_net, cmd_rx, counters.clone());
+        let weak = cmd_tx.downgrade();
+        let driver = Driver::new(
+            config.clone(),
+            to_net,
+            from_net,
+            (cmd_rx, weak),
+            counters.clone(),
+        );
         tokio::spawn(tokio::task::unconstrained(driver));
         Ok(Netstack {
             commands: cmd_tx,

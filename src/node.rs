@@ -26,6 +26,7 @@ pub mod pings;
 pub mod probes;
 pub mod registry_client;
 pub mod rng;
+pub mod transport;
 pub mod traversal;
 pub mod trust;
 pub mod views;

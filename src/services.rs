@@ -18,6 +18,7 @@ pub mod echo;
 pub mod files;
 pub mod frame;
 pub mod message_dedupe;
+pub mod message_outbox;
 pub mod message_stats;
 pub mod message_store;
 pub mod messages;

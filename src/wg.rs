@@ -12,6 +12,7 @@
 //! classified (see `docs/PROTOCOL.md`, "UDP socket demultiplexing (v1)").
 
 pub mod core;
+pub mod divert;
 pub mod events;
 pub mod inner;
 mod io;
@@ -249,6 +250,28 @@ impl DataPlane {
             .map_err(|source| DataPlaneError::Send { dst, source })
     }
 
+    /// Which registries go over a stream transport, and what UDP tells of them (issue 14).
+    pub fn diversion(&self) -> Arc<divert::Diversion> {
+        Arc::clone(&self.shared.udp.divert)
+    }
+
+    /// Sends a control datagram over UDP even to a registry diverted to a stream transport
+    /// (that transport's probes of the UDP path).
+    pub fn send_control_udp(&self, dst: SocketAddr, bytes: &[u8]) -> Result<(), DataPlaneError> {
+        self.shared
+            .udp
+            .send_undiverted(dst, bytes)
+            .map_err(|source| DataPlaneError::Send { dst, source })
+    }
+
+    /// Tells the node that `registry` is now reached over another transport (it registers
+    /// there again at once).
+    pub fn transport_changed(&self, registry: SocketAddr) {
+        self.shared
+            .core
+            .emit_event(DataPlaneEvent::TransportChanged { registry });
+    }
+
     /// Trusts a peer: its handshakes are accepted and traffic to its address flows.
     pub fn add_peer(
         &self,
@@ -256,6 +279,15 @@ impl DataPlane {
         endpoint: Option<SocketAddr>,
     ) -> Result<(), PeerTableError> {
         self.shared.core.add_peer(key, endpoint)
+    }
+
+    /// Adds many trusted peers with one copy of the peer table (see
+    /// [`core::Core::add_peers`]); one result per peer, in order.
+    pub fn add_peers(
+        &self,
+        peers: &[(PublicKey, Option<SocketAddr>)],
+    ) -> Vec<Result<(), PeerTableError>> {
+        self.shared.core.add_peers(peers)
     }
 
     /// Stops trusting a peer; nothing passes to or from it from the moment this returns.

@@ -10,9 +10,11 @@
 //! - [`relay`]: the relay framing around sealed datagrams.
 
 pub mod classify;
+pub mod http_connect;
 pub mod probe;
 pub mod registry;
 pub mod relay;
+pub mod stream;
 
 /// First byte of every pilot control datagram (`'P'`). WireGuard messages start with 1..=4.
 pub const CONTROL_MAGIC: u8 = 0x50;

@@ -16,8 +16,16 @@ use support::process::wait_until;
 /// Two userspace daemons that pin each other as static peers (A = `node-a`, B = `node-b`);
 /// `a_files` and `b_files` are their `[files]` sections.
 fn pair(a_files: &str, b_files: &str) -> (Home, Home) {
-    let a = Home::new("pilot-files");
-    let b = Home::new("pilot-files");
+    pair_homes(
+        Home::new("pilot-files"),
+        Home::new("pilot-files"),
+        a_files,
+        b_files,
+    )
+}
+
+/// [`pair`] on homes made by the caller.
+fn pair_homes(a: Home, b: Home, a_files: &str, b_files: &str) -> (Home, Home) {
     let keys = [a.identity_key(), b.identity_key()];
     let (pa, pb) = (free_udp_port(), free_udp_port());
     for (home, port, peer, name, peer_port, files) in [
@@ -228,4 +236,130 @@ fn a_file_queued_while_the_peer_is_down_survives_a_restart_of_the_sender_and_arr
     let t = settle(&a, &id, Duration::from_secs(60));
     assert_eq!(t["state"], "done", "{t}\n{}\n{}", a.logs(), b.logs());
     assert_eq!(b.ok(&["received"])["files"][0]["sha256"], sha.as_str());
+}
+
+/// A tmpfs of `mib` MiB mounted on `dir` while it lives (root only); unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u64) -> Tmpfs {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={mib}m,mode=0700"))
+            .arg("tmpfs")
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes `path` until the file system is full; the bytes written.
+fn fill_disk(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0xa5u8; 64 * 1024];
+    let mut n = 0;
+    while let Ok(w) = f.write(&block) {
+        if w == 0 {
+            break;
+        }
+        n += w as u64;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+#[test]
+#[ignore = "needs root (mounts a tmpfs): scripts/test.sh runs it as root"]
+fn a_disk_that_fills_mid_transfer_reaches_the_sender_as_disk_full_and_the_transfer_resumes() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "mounting a small tmpfs needs root: run scripts/test.sh as root"
+    );
+    // B's whole state directory on a 48 MiB tmpfs: the offer of 28 MiB fits, then the disk
+    // fills while the bytes arrive.
+    let b_home = Home::new("pilot-files-full");
+    let tmpfs = Tmpfs::mount(b_home.path(), 48);
+    let (a, mut b) = pair_homes(
+        Home::new("pilot-files"),
+        b_home,
+        "stall_timeout_secs = 3\n",
+        "sync_every_mib = 1\nmin_free_disk = 0\nstall_timeout_secs = 3\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let len = 28 << 20;
+    let (path, sha) = make_file(dir.path(), "dataset.bin", len);
+    let sent = a.ok(&["send-file", "node-b", path.to_str().unwrap()]);
+    let id = sent["id"].as_str().unwrap().to_string();
+    let partial = b.path().join("files").join("partial");
+    let arriving = || -> u64 {
+        std::fs::read_dir(&partial)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || arriving() >= 1 << 20),
+        "no bytes arrived: {}",
+        outgoing(&a, &id)
+    );
+    let ballast = b.path().join("ballast");
+    let filled = fill_disk(&ballast);
+    assert!(
+        arriving() < len as u64,
+        "the file arrived before the disk filled"
+    );
+    eprintln!("filled {filled} bytes with {} of the file in", arriving());
+
+    let mut t = Value::Null;
+    let refused = wait_until(Duration::from_secs(30), || {
+        t = outgoing(&a, &id);
+        t["state"] == "refused"
+    });
+    assert!(refused, "{t}\n{}", b.logs());
+    assert_eq!(t["error"]["code"], "disk_full", "{t}");
+    // Nothing partial is ever shown as received.
+    let received: Vec<_> = std::fs::read_dir(b.path().join("received"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(received.is_empty(), "{received:?}");
+    assert_eq!(b.ok(&["received"])["files"], serde_json::json!([]));
+
+    // Space comes back: the sender's retry resumes and the file arrives intact.
+    std::fs::remove_file(&ballast).unwrap();
+    let t = settle(&a, &id, Duration::from_secs(90));
+    assert_eq!(t["state"], "done", "{t}\n{}", b.logs());
+    assert_eq!(t["sha256"], sha.as_str());
+    assert!(
+        t["bytes_sent"].as_u64().unwrap() < 2 * len as u64,
+        "it started over instead of resuming: {t}"
+    );
+    assert!(same_file(
+        &path,
+        &b.path().join("received").join("dataset.bin")
+    ));
+    b.stop_daemon();
+    drop(tmpfs);
+}
+
+fn same_file(x: &Path, y: &Path) -> bool {
+    std::fs::read(x).unwrap() == std::fs::read(y).unwrap()
 }

@@ -181,3 +181,43 @@ fn publish_and_subscribe_refuse_bad_topics_and_work_on_the_local_broker() {
     assert_eq!(lines[1]["event"]["publisher"], keys[1].as_str());
     assert_eq!(lines[1]["event"]["seq"], 2);
 }
+
+/// Waits until `h`'s broker has `n` subscribers.
+fn wait_subscribers(h: &Home, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            h.ok(&["pubsub"])["subscribers"].as_array().unwrap().len() == n
+        }),
+        "{} subscribers never reached the broker: {}",
+        n,
+        h.logs()
+    );
+}
+
+#[test]
+fn a_broker_restart_starts_a_new_epoch_so_a_subscriber_tells_it_from_a_gap() {
+    let (mut homes, _) = mesh(2, "");
+    start_all(&homes);
+    let sub = collect(subscriber(&homes[0], "node-1", "jobs.*", 2));
+    wait_subscribers(&homes[1], 1);
+    for d in ["one", "two"] {
+        homes[1].ok(&["publish", "--local", "jobs.new", "--data", d]);
+    }
+    let (before, err) = sub.join().unwrap();
+    assert_eq!(before.len(), 2, "{err}");
+    let epoch = before[0]["event"]["epoch"].as_u64().unwrap();
+    assert!(epoch >= 1, "{:?}", before[0]);
+    assert_eq!(before[1]["event"]["epoch"], epoch);
+    assert_eq!(before[1]["event"]["seq"], 2);
+
+    homes[1].stop_daemon();
+    homes[1].ok(&["daemon", "start"]);
+    let sub = collect(subscriber(&homes[0], "node-1", "jobs.*", 1));
+    wait_subscribers(&homes[1], 1);
+    homes[1].ok(&["publish", "--local", "jobs.new", "--data", "three"]);
+    let (after, err) = sub.join().unwrap();
+    assert_eq!(after.len(), 1, "{err}");
+    // Sequence numbers restarted with the broker; the epoch says so.
+    assert_eq!(after[0]["event"]["seq"], 1, "{:?}", after[0]);
+    assert_eq!(after[0]["event"]["epoch"], epoch + 1, "{:?}", after[0]);
+}

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use pilot::clock::unix_ms_now;
 use pilot::identity::{Identity, PublicKey};
 use pilot::mapping::Hostname;
-use pilot::node::registry_client::{Client, ClientConfig, ClientEvent};
-use pilot::node::trust::{TrustEffect, TrustStore};
+use pilot::node::registry_client::ClientEvent;
+use pilot::node::trust::TrustStore;
 use pilot::registry::pg::PgStore;
 use pilot::registry::runner::{RegistryConfig, RegistryServer};
 use pilot::registry::store::{HeldKind, HeldMessage, Store, StoreError, StoreOp};
 use support::pg::TestDb;
-use tokio::net::UdpSocket;
+use support::registry_client::{drive, Node};
 
 fn key(n: u8) -> PublicKey {
     Identity::from_seed([n; 32]).public_key()
@@ -204,59 +204,6 @@ fn a_database_whose_schema_is_newer_than_the_binary_is_refused() {
     assert!(p.hint.contains("newer pilotctl"), "{}", p.hint);
 }
 
-/// A client core driven over a real loopback UDP socket.
-struct Node {
-    client: Client,
-    socket: UdpSocket,
-    events: Vec<ClientEvent>,
-}
-
-impl Node {
-    async fn new(seed: u8, registry: SocketAddr, hostname: &str) -> Node {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut cfg = ClientConfig::new(vec![registry]);
-        cfg.hostname = Some(name(hostname));
-        let id = Arc::new(Identity::from_seed([seed; 32]));
-        Node {
-            client: Client::new(id, cfg, Instant::now(), unix_ms_now()),
-            socket,
-            events: Vec::new(),
-        }
-    }
-
-    async fn step(&mut self) {
-        while let Some((to, bytes)) = self.client.poll_transmit() {
-            assert!(to.ip().is_loopback());
-            self.socket.send_to(&bytes, to).await.unwrap();
-        }
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-            self.client.handle_datagram(Instant::now(), from, &buf[..n]);
-        }
-        let now = Instant::now();
-        if self.client.poll_timeout().is_some_and(|t| t <= now) {
-            self.client.handle_timeout(now);
-        }
-        while let Some(e) = self.client.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    fn has(&self, pred: impl Fn(&ClientEvent) -> bool) -> bool {
-        self.events.iter().any(pred)
-    }
-}
-
-async fn drive(a: &mut Node, b: &mut Node, what: &str, done: impl Fn(&Node, &Node) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !done(a, b) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        a.step().await;
-        b.step().await;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 async fn instance(
     db: &TestDb,
     name: &str,
@@ -287,9 +234,9 @@ async fn two_instances_over_one_database_pass_lookups_trust_and_endpoints_betwee
     let mut a = Node::new(1, one, "orchestrator").await;
     let mut b = Node::new(2, two, "worker-node").await;
     let (ka, kb) = (a.client.public_key(), b.client.public_key());
-    drive(&mut a, &mut b, "registration", |a, b| {
-        let reg = |n: &Node| n.has(|e| matches!(e, ClientEvent::Registered { .. }));
-        reg(a) && reg(b)
+    drive(&mut [&mut a, &mut b], "registration", |n| {
+        n.iter()
+            .all(|x| x.has(|e| matches!(e, ClientEvent::Registered { .. })))
     })
     .await;
     // Both instances answer with the one shared key.
@@ -297,8 +244,8 @@ async fn two_instances_over_one_database_pass_lookups_trust_and_endpoints_betwee
 
     // A name claimed at instance two resolves at instance one.
     let op = a.client.lookup(Instant::now(), name("worker-node"));
-    drive(&mut a, &mut b, "lookup", |a, _| {
-        a.has(
+    drive(&mut [&mut a, &mut b], "lookup", |n| {
+        n[0].has(
             |e| matches!(e, ClientEvent::LookupResult { op: o, key, .. } if *o == op && *key == kb),
         )
     })
@@ -307,55 +254,24 @@ async fn two_instances_over_one_database_pass_lookups_trust_and_endpoints_betwee
     // A trust request sent to instance one reaches the worker through instance two.
     let mut ta = TrustStore::in_memory(ka);
     let mut tb = TrustStore::in_memory(kb);
-    for fx in ta
-        .request(kb, None, "cross-instance", unix_ms_now())
-        .unwrap()
-    {
-        if let TrustEffect::SendRequest { to, justification } = fx {
-            a.client
-                .send_trust_request(Instant::now(), to, justification);
-        }
-    }
+    a.send_trust(
+        ta.request(kb, None, "cross-instance", unix_ms_now())
+            .unwrap(),
+    );
     let t = Instant::now();
-    drive(&mut a, &mut b, "the pushed trust request", |_, b| {
-        b.has(|e| matches!(e, ClientEvent::TrustRequestReceived { from, .. } if *from == ka))
+    drive(&mut [&mut a, &mut b], "the pushed trust request", |n| {
+        n[1].has(|e| matches!(e, ClientEvent::TrustRequestReceived { from, .. } if *from == ka))
     })
     .await;
     eprintln!("trust request crossed instances in {:?}", t.elapsed());
-    let ev = b.events.iter().find_map(|e| match e {
-        ClientEvent::TrustRequestReceived {
-            from,
-            hostname,
-            justification,
-            nonce,
-            sent_ms,
-        } => Some((
-            *from,
-            hostname.clone(),
-            justification.clone(),
-            *nonce,
-            *sent_ms,
-        )),
-        _ => None,
-    });
-    let (from, hostname, just, nonce, sent) = ev.unwrap();
-    assert_eq!(hostname, Some(name("orchestrator")));
-    tb.on_request(from, hostname, &just, nonce, sent, unix_ms_now())
-        .unwrap();
-    for fx in tb.approve(&ka, unix_ms_now()).unwrap() {
-        if let TrustEffect::SendResponse {
-            to,
-            in_reply_to,
-            decision,
-            reason,
-        } = fx
-        {
-            b.client
-                .respond_trust(Instant::now(), to, in_reply_to, decision, reason);
-        }
-    }
-    drive(&mut a, &mut b, "the pushed trust response", |a, _| {
-        a.has(|e| matches!(e, ClientEvent::TrustResponseReceived { from, .. } if *from == kb))
+    assert!(
+        b.has(|e| matches!(e,
+        ClientEvent::TrustRequestReceived { hostname: Some(h), .. } if *h == name("orchestrator")))
+    );
+    b.trust_effects(&mut tb);
+    b.send_trust(tb.approve(&ka, unix_ms_now()).unwrap());
+    drive(&mut [&mut a, &mut b], "the pushed trust response", |n| {
+        n[0].has(|e| matches!(e, ClientEvent::TrustResponseReceived { from, .. } if *from == kb))
     })
     .await;
 
@@ -363,8 +279,8 @@ async fn two_instances_over_one_database_pass_lookups_trust_and_endpoints_betwee
     a.client.set_trusted(kb, true);
     b.client.set_trusted(ka, true);
     a.client.request_endpoints(Instant::now(), kb);
-    drive(&mut a, &mut b, "the endpoint answer", |a, _| {
-        a.has(|e| matches!(e, ClientEvent::EndpointInfo { .. }))
+    drive(&mut [&mut a, &mut b], "the endpoint answer", |n| {
+        n[0].has(|e| matches!(e, ClientEvent::EndpointInfo { .. }))
     })
     .await;
     assert!(b.has(|e| matches!(e, ClientEvent::EndpointRequested { .. })));

@@ -112,6 +112,9 @@ fn changed_keys(old: &RegistryConfig, new: &RegistryConfig) -> Vec<&'static str>
     if old.metrics != new.metrics {
         v.push("metrics");
     }
+    if old.tls_listen != new.tls_listen || old.tls_limits() != new.tls_limits() {
+        v.push("tls_*");
+    }
     v
 }
 

@@ -71,7 +71,7 @@ fn line(s: &InstanceStatus, now_ms: u64) -> String {
         "up".to_string()
     };
     format!(
-        "instance {} ({state}) listen {} store {}\n  online {} (elsewhere {}), registered {}, names {}, held {}\n  store queue {} (failed commits {}), remote changes {} (max lag {} ms), statements {}, requests {}",
+        "instance {} ({state}) listen {} store {}\n  online {} (elsewhere {}), registered {}, names {}, held {}\n  store queue {} (failed commits {}, parked {}), remote changes {} (max lag {} ms, listener resyncs {}), statements {}, requests {}",
         s.instance,
         s.listen,
         s.store,
@@ -82,8 +82,10 @@ fn line(s: &InstanceStatus, now_ms: u64) -> String {
         s.sizes.held,
         s.store_queue,
         s.failed_commits,
+        s.parked,
         s.remote_changes,
         s.remote_lag_max_ms,
+        s.listener_resyncs,
         s.statements,
         s.counters.accepted,
     )

@@ -33,6 +33,13 @@ pub trait Tunnels: Send + Sync + 'static {
     fn send_control(&self, dst: SocketAddr, bytes: &[u8]);
     /// Lets `key` build a tunnel with us (idempotent).
     fn add_peer(&self, key: PublicKey, hostname: Option<&Hostname>);
+    /// Lets many peers build tunnels with us (as [`Tunnels::add_peer`] for each, in order);
+    /// implementations may do it in one step (the data plane copies its table once).
+    fn add_peers(&self, peers: &[(PublicKey, Option<Hostname>)]) {
+        for (key, hostname) in peers {
+            self.add_peer(*key, hostname.as_ref());
+        }
+    }
     /// Tears down `key`'s tunnel and forgets its endpoint.
     fn remove_peer(&self, key: &PublicKey);
     /// Sets where `key`'s datagrams go.
@@ -189,9 +196,18 @@ impl<T: Tunnels> NodeDriver<T> {
 
     /// Carries out everything the node queued.
     fn flush(&mut self) {
+        // Peers to add are handed over together (10,000 loaded at start: one table copy).
+        let mut adds = Vec::new();
         while let Some(effect) = self.node.poll_effect() {
-            self.apply(effect);
+            match effect {
+                Effect::AddPeer { key, hostname } => adds.push((key, hostname)),
+                other => {
+                    self.add_peers(&mut adds);
+                    self.apply(other);
+                }
+            }
         }
+        self.add_peers(&mut adds);
         while let Some((dst, bytes)) = self.node.poll_transmit() {
             self.tunnels.send_control(dst, &bytes);
         }
@@ -208,6 +224,15 @@ impl<T: Tunnels> NodeDriver<T> {
                 tracing::error!("the trust-file writer has stopped: trust changes are not saved");
             }
         }
+    }
+
+    fn add_peers(&self, adds: &mut Vec<(PublicKey, Option<Hostname>)>) {
+        match adds.len() {
+            0 => {}
+            1 => self.tunnels.add_peer(adds[0].0, adds[0].1.as_ref()),
+            _ => self.tunnels.add_peers(adds),
+        }
+        adds.clear();
     }
 
     fn apply(&self, effect: Effect) {

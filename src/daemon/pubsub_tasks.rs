@@ -16,12 +16,13 @@ use crate::wg::DataPlane;
 
 /// Starts the pub/sub broker (port 1002); a failure is logged and the node runs without it.
 pub async fn start_pubsub(
+    state_dir: &std::path::Path,
     me: PublicKey,
     overlay: &OverlayNet,
     plane: &Arc<DataPlane>,
     config: &crate::config::PubsubConfig,
 ) -> Option<Arc<Pubsub>> {
-    match Pubsub::start(me, overlay.clone(), plane.clone(), config).await {
+    match Pubsub::start(state_dir, me, overlay.clone(), plane.clone(), config).await {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::warn!(error = %e, "pub/sub broker not started (port 1002)");

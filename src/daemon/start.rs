@@ -141,6 +141,7 @@ async fn start_pubsub_tasks(
     Option<Arc<crate::services::tasks::Tasks>>,
 ) {
     let pubsub = crate::daemon::pubsub_tasks::start_pubsub(
+        &s.paths.dir,
         s.identity.public_key(),
         overlay,
         plane,
@@ -268,6 +269,11 @@ async fn start_control(
     trust.set_allow_list(AllowList::from_entries(&s.config.trust.allow)?);
     trust.set_limits(crate::node::trust::TrustLimits::from(&s.config.trust));
     let (registries, pinned) = resolve_registries(&s.config.registries).await?;
+    let targets = crate::daemon::relay_tls::Targets {
+        registries: registries.clone(),
+        pinned: pinned.clone(),
+        learned: Some(s.paths.dir.join(REGISTRY_KEYS_FILE)),
+    };
     let mut cc = ClientConfig::new(registries.clone());
     cc.pinned_keys = pinned;
     cc.learned_keys = LearnedKeys::open(&s.paths.dir.join(REGISTRY_KEYS_FILE))?;
@@ -294,6 +300,8 @@ async fn start_control(
         has_registry: !registries.is_empty(),
     };
     tracing::info!(registries = registries.len(), "control plane running");
+    // The transport first: with `tls = "always"` nothing may reach the registry over UDP.
+    crate::daemon::relay_tls::spawn(plane.clone(), s.identity.clone(), targets, &s.config.relay)?;
     Ok(NodeDriver::spawn(core, plane.clone(), tc, rx, events))
 }
 

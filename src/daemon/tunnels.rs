@@ -24,6 +24,20 @@ impl Tunnels for DataPlane {
         }
     }
 
+    fn add_peers(&self, peers: &[(PublicKey, Option<Hostname>)]) {
+        let keys: Vec<(PublicKey, Option<SocketAddr>)> =
+            peers.iter().map(|(k, _)| (*k, None)).collect();
+        for ((key, hostname), result) in peers.iter().zip(DataPlane::add_peers(self, &keys)) {
+            if let Err(e) = result {
+                tracing::warn!(peer = %key, error = %e, "cannot add peer");
+                continue;
+            }
+            if let Some(h) = hostname {
+                let _ = DataPlane::set_hostname(self, key, Some(h.to_string()));
+            }
+        }
+    }
+
     fn remove_peer(&self, key: &PublicKey) {
         let _ = DataPlane::remove_peer(self, key);
     }

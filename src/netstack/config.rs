@@ -36,8 +36,9 @@ pub struct NetstackConfig {
     pub tcp_buffer: usize,
     /// Each direction of the pipe between a socket and the application's stream, in bytes.
     pub stream_buffer: usize,
-    /// Listening sockets kept ready per listened port, and accepted streams queued for
-    /// `accept`.
+    /// Listening sockets kept ready per listened port (the pool is refilled after every SYN,
+    /// so a burst of connections larger than it is still accepted). Small on purpose: smoltcp
+    /// walks every socket for each segment it sends, listening ones included.
     pub backlog: usize,
     /// The most TCP sockets (flows, handshakes and listening sockets) at once.
     pub max_flows: usize,
@@ -74,7 +75,7 @@ impl NetstackConfig {
             mtu: DEFAULT_MTU,
             tcp_buffer: 2 * 1024 * 1024,
             stream_buffer: 256 * 1024,
-            backlog: 32,
+            backlog: 4,
             max_flows: 1024,
             max_memory: 1024 * 1024 * 1024,
             idle_timeout: Duration::from_secs(3600),

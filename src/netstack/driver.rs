@@ -20,8 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 
 mod commands;
 mod sockets;
+mod splice;
 mod udp;
 
+use super::app::AppEnd;
 use super::device::QueueDevice;
 use super::{Command, Congestion, Counters, NetstackConfig, NetstackError, NetstackStream, Packet};
 
@@ -36,9 +38,9 @@ const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// First port of the ephemeral range for outgoing connections (IANA dynamic ports).
 const EPHEMERAL_START: u16 = 49152;
 
-/// A connected socket and the driver's end of its application pipe.
+/// A connected socket and its application end (a pipe, or a spliced local socket).
 struct Flow {
-    app: DuplexStream,
+    app: AppEnd,
     /// The application shut down (or dropped) its write side; we sent a FIN.
     app_eof: bool,
     /// The application dropped its stream; received data is discarded.
@@ -55,7 +57,7 @@ struct Flow {
 impl Flow {
     fn new(app: DuplexStream, local_port: Option<u16>, now: tokio::time::Instant) -> Self {
         Flow {
-            app,
+            app: AppEnd::Pipe(app),
             app_eof: false,
             app_gone: false,
             net_eof: false,
@@ -92,6 +94,8 @@ pub(super) struct Driver {
     from_net_closed: bool,
     commands: mpsc::Receiver<Command>,
     commands_closed: bool,
+    /// Our own command queue, for the streams we hand out (so they can ask for a splice).
+    command_tx: mpsc::WeakSender<Command>,
     flows: HashMap<SocketHandle, Flow>,
     connecting: HashMap<SocketHandle, Connecting>,
     /// Accepted sockets still in the handshake, with their port and deadline.
@@ -115,9 +119,10 @@ impl Driver {
         cfg: NetstackConfig,
         to_net: mpsc::Sender<Packet>,
         from_net: mpsc::Receiver<Packet>,
-        commands: mpsc::Receiver<Command>,
+        commands: (mpsc::Receiver<Command>, mpsc::WeakSender<Command>),
         counters: Arc<Counters>,
     ) -> Self {
+        let (commands, command_tx) = commands;
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = usize::from(cfg.mtu);
@@ -158,6 +163,7 @@ impl Driver {
             from_net_closed: false,
             commands,
             commands_closed: false,
+            command_tx,
             flows: HashMap::new(),
             connecting: HashMap::new(),
             handshaking: HashMap::new(),
@@ -255,6 +261,7 @@ impl Driver {
                 io: theirs,
                 local,
                 peer,
+                commands: self.command_tx.upgrade(),
             },
         )
     }
@@ -398,7 +405,7 @@ impl Driver {
             let s = self.sockets.get::<tcp::Socket>(*h);
             let _ = writeln!(
                 out,
-                "  flow {:?} -> {:?}: {} send_q {} recv_q {} can_send {} app_eof {} app_gone {} net_eof {}",
+                "  flow {:?} -> {:?}: {} send_q {} recv_q {} can_send {} app_eof {} app_gone {} net_eof {} spliced {}",
                 s.local_endpoint(),
                 s.remote_endpoint(),
                 s.state(),
@@ -407,7 +414,8 @@ impl Driver {
                 s.can_send(),
                 f.app_eof,
                 f.app_gone,
-                f.net_eof
+                f.net_eof,
+                matches!(f.app, AppEnd::Spliced(_))
             );
         }
         let _ = writeln!(

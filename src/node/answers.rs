@@ -244,7 +244,7 @@ impl Node {
     }
 
     /// Starts a ping session to a trusted peer over its current path; without a path, starts
-    /// one and answers `connection_failed`.
+    /// one and waits for it up to `PATH_WAIT`, then answers `connection_failed`.
     fn ping(&mut self, now: Instant, peer: &PeerRef, count: u32, reply: Reply<PingReport>) {
         let Some((key, reply)) = self.resolve_or_answer(peer, Naming::Established, reply) else {
             return;
@@ -256,11 +256,7 @@ impl Node {
         let path = self.path(&key);
         if path == Path::None {
             self.connect(now, key);
-            let _ = reply.send(Err(PilotError::new(
-                ErrorCode::ConnectionFailed,
-                format!("no path to {} yet", key.addr48()),
-                "a path is being set up (hole punching, then relay); retry in a few seconds",
-            )));
+            self.pings.wait_for_path(now, key, count, reply);
             return;
         }
         self.pings.start(now, key, path, count, reply);

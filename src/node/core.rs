@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::PilotError;
+use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, NetworkPrefix, PeerRef};
 use crate::node::commands::{Reply, Waiting};
@@ -99,6 +99,9 @@ pub struct Node {
     events: VecDeque<NodeEvent>,
     /// Peers whose session is up (reported `PeerUp`, not yet `PeerDown`).
     up: HashSet<PublicKey>,
+    /// True while the peers the trust store held at start are being added: they get no path
+    /// machine until there is something to carry (see [`Node::handle_data_plane_event`]).
+    loading: bool,
 }
 
 impl Node {
@@ -135,8 +138,10 @@ impl Node {
             effects: VecDeque::from([Effect::SetRelays(relays)]),
             events: VecDeque::new(),
             up: HashSet::new(),
+            loading: true,
         };
         node.pump(now);
+        node.loading = false;
         node
     }
 
@@ -219,8 +224,9 @@ impl Node {
     pub fn handle_data_plane_event(&mut self, now: Instant, ev: DataPlaneEvent) {
         match ev {
             DataPlaneEvent::NeedsPath(key) => {
-                if let Some(m) = self.paths.machine(&key) {
+                if let Some(m) = self.path_machine(key) {
                     m.on_traffic_without_path(now);
+                    self.paths.adopt_data_plane_path(now, &key);
                     self.drive(now, key);
                 }
             }
@@ -237,8 +243,24 @@ impl Node {
                     self.emit(NodeEvent::PeerUp { peer: key });
                 }
             }
+            DataPlaneEvent::TransportChanged { registry } => {
+                tracing::info!(%registry, "registry transport changed: registering again");
+                self.plane.client().reregister(now, registry);
+            }
         }
         self.pump(now);
+    }
+
+    /// `key`'s path machine, made on first need for a peer the trust store trusts (when a
+    /// registry can introduce us). Peers loaded at start get none until then: 10,000 idle
+    /// peers cost no timer, probe or registry request.
+    fn path_machine(&mut self, key: PublicKey) -> Option<&mut crate::node::traversal::PeerPath> {
+        if self.config.has_registry && !self.paths.has_machine(&key) && self.plane.is_trusted(&key)
+        {
+            let rng = &mut self.rng;
+            self.paths.machine_or_new(key, || rng.next_u64());
+        }
+        self.paths.machine(&key)
     }
 
     /// Whether `key` may use a tunnel with us (trusted, or pinned in config).
@@ -470,8 +492,9 @@ impl Node {
             }
             self.send_probe(now, p.sender, incoming.came_by(), p.txid, true);
             if relayed.is_none() {
-                if let Some(m) = self.paths.machine(&p.sender) {
+                if let Some(m) = self.path_machine(p.sender) {
                     m.on_probe_from(now, src);
+                    self.paths.adopt_data_plane_path(now, &p.sender);
                     self.drive(now, p.sender);
                 }
             }
@@ -489,6 +512,14 @@ impl Node {
 
     /// Sends the probes running pings want, and answers the pings that finished.
     pub(super) fn run_pings(&mut self, now: Instant) {
+        let paths = &self.paths;
+        for reply in self.pings.start_waiting(now, |key| paths.current(key)) {
+            let _ = reply.send(Err(PilotError::new(
+                ErrorCode::ConnectionFailed,
+                "no path to the peer: hole punching and the relay both failed so far",
+                "check that the peer is online (pilotctl peers) and retry in a few seconds",
+            )));
+        }
         let rng = &mut self.rng;
         let (due, done) = self.pings.poll(now, || rng.next_u64());
         for p in due {
@@ -510,8 +541,10 @@ impl Node {
                     .and_then(|r| r.hostname.clone());
                 self.paths.added(key);
                 self.effect(Effect::AddPeer { key, hostname });
-                self.emit(NodeEvent::PeerTrusted { peer: key });
-                self.connect(now, key);
+                if !self.loading {
+                    self.emit(NodeEvent::PeerTrusted { peer: key });
+                    self.connect(now, key);
+                }
             }
             ControlEvent::RemovePeer(key) => {
                 let pinned = self.config.static_peers.contains(&key);
@@ -603,13 +636,15 @@ impl Node {
         }
     }
 
-    /// Registered: connect every trusted peer that has no path yet.
+    /// Registered: connect every peer we are dealing with (it has a path machine) that has
+    /// no path yet. Peers loaded at start and idle since wait for traffic (or for the peer to
+    /// ask for our endpoints), so a registration costs nothing per idle peer.
     fn on_registered(&mut self, now: Instant) {
         let keys: Vec<PublicKey> = self
-            .plane
-            .trust()
-            .trusted()
-            .copied()
+            .paths
+            .keys()
+            .into_iter()
+            .filter(|k| self.plane.is_trusted(k))
             .filter(|k| self.paths.machine_path(k).is_none_or(|p| p == Path::None))
             .collect();
         for key in keys {

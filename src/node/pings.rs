@@ -13,6 +13,21 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(250);
 pub const PING_WAIT: Duration = Duration::from_secs(1);
 /// Most probes one session sends.
 pub const PING_MAX_COUNT: u32 = 100;
+/// How long a ping to a peer without a path waits for one (punching, then the relay after
+/// `Timing::relay_after`) before it answers `connection_failed`.
+pub const PATH_WAIT: Duration = Duration::from_secs(6);
+/// How often a ping that waits for a path looks again.
+const PATH_RECHECK: Duration = Duration::from_millis(20);
+
+/// A ping that waits for its peer's path (the peer had none when the ping came).
+#[derive(Debug)]
+struct Waiting<R> {
+    key: PublicKey,
+    count: u32,
+    give_up: Instant,
+    next_check: Instant,
+    reply: R,
+}
 
 /// One running session; `R` is whatever carries its answer.
 #[derive(Debug)]
@@ -86,12 +101,14 @@ pub struct PingProbe {
 #[derive(Debug)]
 pub struct Pings<R> {
     sessions: Vec<Session<R>>,
+    waiting: Vec<Waiting<R>>,
 }
 
 impl<R> Default for Pings<R> {
     fn default() -> Self {
         Pings {
             sessions: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 }
@@ -111,9 +128,43 @@ impl<R> Pings<R> {
         });
     }
 
-    /// When a session needs attention next.
+    /// Parks a ping to `key`, which has no path yet, for at most [`PATH_WAIT`]: see
+    /// [`Pings::start_waiting`].
+    pub fn wait_for_path(&mut self, now: Instant, key: PublicKey, count: u32, reply: R) {
+        self.waiting.push(Waiting {
+            key,
+            count,
+            give_up: now + PATH_WAIT,
+            next_check: now + PATH_RECHECK,
+            reply,
+        });
+    }
+
+    /// Starts the parked pings whose peer now has a path (`path_of`), and returns the replies
+    /// of those that waited [`PATH_WAIT`] in vain.
+    pub fn start_waiting(&mut self, now: Instant, path_of: impl Fn(&PublicKey) -> Path) -> Vec<R> {
+        let mut gave_up = Vec::new();
+        for w in std::mem::take(&mut self.waiting) {
+            let path = path_of(&w.key);
+            if path != Path::None {
+                self.start(now, w.key, path, w.count, w.reply);
+            } else if now >= w.give_up {
+                gave_up.push(w.reply);
+            } else {
+                self.waiting.push(Waiting {
+                    next_check: now + PATH_RECHECK,
+                    ..w
+                });
+            }
+        }
+        gave_up
+    }
+
+    /// When a session or a parked ping needs attention next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions.iter().map(|s| s.deadline()).min()
+        let sessions = self.sessions.iter().map(|s| s.deadline());
+        let waiting = self.waiting.iter().map(|w| w.next_check.min(w.give_up));
+        sessions.chain(waiting).min()
     }
 
     /// A verified probe reply from `key`: true if it answered one of our pings (then it is
@@ -214,5 +265,35 @@ mod tests {
         assert_eq!((report.min_ms, report.max_ms), (Some(10.0), Some(30.0)));
         assert_eq!(report.avg_ms, Some(20.0));
         assert_eq!(pings.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_ping_without_a_path_starts_when_the_path_comes_and_gives_up_after_path_wait() {
+        let t0 = Instant::now();
+        let mut pings: Pings<u8> = Pings::default();
+        pings.wait_for_path(t0, key(), 2, 1);
+        pings.wait_for_path(t0, key(), 2, 2);
+        // No path yet: both keep waiting, and the core is woken soon to look again.
+        assert!(pings.start_waiting(t0, |_| Path::None).is_empty());
+        assert!(pings.poll_timeout().unwrap() <= t0 + Duration::from_millis(50));
+        let (probes, _) = pings.poll(t0, || 7);
+        assert!(probes.is_empty(), "nothing is sent without a path");
+        // The path comes: both sessions start and send their first probe at once.
+        let path = Path::Direct("198.51.100.2:51820".parse().unwrap());
+        let t1 = t0 + Duration::from_secs(2);
+        assert!(pings.start_waiting(t1, |_| path).is_empty());
+        let (probes, _) = pings.poll(t1, || 9);
+        assert_eq!(probes.len(), 2);
+        assert!(probes.iter().all(|p| p.path == path));
+        // Another ping that never gets a path gives up after PATH_WAIT, not before.
+        let mut lonely: Pings<u8> = Pings::default();
+        lonely.wait_for_path(t0, key(), 1, 3);
+        let almost = t0 + PATH_WAIT - Duration::from_millis(1);
+        assert!(lonely.start_waiting(almost, |_| Path::None).is_empty());
+        assert_eq!(
+            lonely.start_waiting(t0 + PATH_WAIT, |_| Path::None),
+            vec![3]
+        );
+        assert_eq!(lonely.poll_timeout(), None);
     }
 }

@@ -497,7 +497,7 @@ fn a_ping_session_times_out_missing_replies() {
 }
 
 #[test]
-fn a_ping_without_a_path_starts_one_and_says_so() {
+fn a_ping_without_a_path_starts_one_and_answers_once_the_relay_takes_over() {
     let mut sim = Sim::new(&["node-a", "node-b"], &[]);
     sim.blocked = true;
     sim.trust_each_other();
@@ -507,7 +507,39 @@ fn a_ping_without_a_path_starts_one_and_says_so() {
         count: 1,
         reply,
     });
-    let err = r.try_recv().unwrap().unwrap_err();
+    // No path yet (direct datagrams are blocked): the ping waits instead of failing.
+    assert!(r.try_recv().is_err());
+    sim.advance(Duration::from_secs(5));
+    let report = r.try_recv().unwrap().unwrap();
+    assert_eq!(report.path, "relay");
+}
+
+#[test]
+fn a_ping_that_never_gets_a_path_answers_connection_failed_after_the_path_wait() {
+    let t0 = Instant::now();
+    let kb = id(1).public_key();
+    let mut node = lonely_node(kb, t0);
+    let (tx, mut rx) = oneshot::channel();
+    node.handle_command(
+        t0,
+        NodeCommand::Ping {
+            peer: PeerRef::PublicKey(kb),
+            count: 1,
+            reply: tx,
+        },
+    );
+    let mut now = t0;
+    while now < t0 + crate::node::pings::PATH_WAIT - Duration::from_millis(100) {
+        now += Duration::from_millis(100);
+        node.handle_timeout(now);
+        assert!(
+            rx.try_recv().is_err(),
+            "answered before the path wait ended"
+        );
+    }
+    now += Duration::from_millis(200);
+    node.handle_timeout(now);
+    let err = rx.try_recv().unwrap().unwrap_err();
     assert_eq!(err.code, ErrorCode::ConnectionFailed);
 }
 
@@ -526,7 +558,7 @@ fn lonely_node(peer: PublicKey, now: Instant) -> Node {
 }
 
 #[test]
-fn a_data_plane_needs_path_starts_a_punch() {
+fn a_peer_loaded_at_start_waits_for_traffic_and_a_needs_path_starts_a_punch() {
     let t0 = Instant::now();
     let kb = id(1).public_key();
     let mut node = lonely_node(kb, t0);
@@ -535,6 +567,10 @@ fn a_data_plane_needs_path_starts_a_punch() {
         Some(Effect::SetRelays(vec!["192.0.2.1:7000".parse().unwrap()]))
     );
     assert!(matches!(node.poll_effect(), Some(Effect::AddPeer { key, .. }) if key == kb));
+    // Loaded from the store: in the data plane, but no path machine (no timer, no probe, no
+    // registry request) until there is something to carry.
+    assert!(!node.paths.has_machine(&kb));
+    node.handle_data_plane_event(t0, DataPlaneEvent::NeedsPath(kb));
     assert!(node.paths.machine(&kb).unwrap().is_punching());
     // The first punch finds nothing and ends; the next is seconds away.
     let mut now = t0;
@@ -776,4 +812,69 @@ fn a_name_shared_by_a_peer_we_asked_and_a_stranger_resolves_to_ours_or_is_refuse
             .unwrap(),
         Some(stranger)
     );
+}
+
+/// `n` generated peer keys (distinct seeds, never `id(0)`).
+fn many_keys(n: u32) -> Vec<PublicKey> {
+    (0..n)
+        .map(|i| {
+            let mut seed = [0x77u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            Identity::from_seed(seed).public_key()
+        })
+        .collect()
+}
+
+/// A node whose store trusts `peers`, with a registry that never answers; and what it sent
+/// and how often it woke in `secs` virtual seconds, each timer fired when due.
+fn idle_run(peers: &[PublicKey], secs: u64) -> (Node, usize, usize) {
+    let t0 = Instant::now();
+    let me = id(0);
+    let mut trust = TrustStore::in_memory(me.public_key());
+    for k in peers {
+        trust.request(*k, None, "", T0).unwrap();
+        trust
+            .on_response(
+                *k,
+                crate::wire::registry::TrustDecision::Approve,
+                T0 + 1,
+                T0,
+            )
+            .unwrap();
+    }
+    let reg: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+    let plane = ControlPlane::new(me, ClientConfig::new(vec![reg]), trust, t0, T0);
+    let config = NodeConfig {
+        network: DEFAULT_NETWORK,
+        static_peers: Vec::new(),
+        has_registry: true,
+    };
+    let mut node = Node::new(plane, config, [3; 32], t0);
+    let (mut sent, mut wakes) = (0, 0);
+    while let Some(t) = node.poll_timeout() {
+        if t > t0 + Duration::from_secs(secs) {
+            break;
+        }
+        node.handle_timeout(t);
+        wakes += 1;
+        while node.poll_transmit().is_some() {
+            sent += 1;
+        }
+    }
+    while node.poll_effect().is_some() {}
+    (node, sent, wakes)
+}
+
+#[test]
+fn ten_thousand_idle_peers_cost_no_timer_probe_or_request_of_their_own() {
+    let (one, sent_one, wakes_one) = idle_run(&many_keys(1), 120);
+    let (many, sent_many, wakes_many) = idle_run(&many_keys(10_000), 120);
+    assert_eq!(many.plane().trust().trusted().count(), 10_000);
+    // Not one path machine, so no timer is examined for them.
+    assert_eq!(many.paths.len(), 0);
+    assert_eq!(many.paths.examined(), 0);
+    // Two minutes of timers: the same datagrams (registrations) and wake-ups as with 1 peer.
+    assert_eq!(sent_many, sent_one);
+    assert_eq!(wakes_many, wakes_one);
+    assert_eq!(one.paths.len(), 0);
 }

@@ -20,6 +20,19 @@ pub struct Stats {
     pub gauges: RegistryGauges,
     /// Datagrams received, by request type byte.
     pub by_type: BTreeMap<u8, u64>,
+    /// How the runner's relay sends went (batching, failures).
+    pub relay_io: RelayIo,
+}
+
+/// The runner's relay sends: how well they batch, and what failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayIo {
+    /// Relayed datagrams sent.
+    pub datagrams: u64,
+    /// Send system calls they took (GSO: many datagrams per call).
+    pub sends: u64,
+    /// Datagrams (relayed or answers) dropped: the send buffer stayed full, or the send failed.
+    pub send_failed: u64,
 }
 
 /// The runner's shared, latest [`Stats`].
@@ -88,6 +101,7 @@ pub fn render(stats: &Stats) -> String {
     );
     counter_metrics(&mut s, c);
     gauge_metrics(&mut s, &stats.gauges);
+    relay_io_metrics(&mut s, &stats.relay_io);
     process_metrics(&mut s);
     s.encode()
 }
@@ -125,11 +139,15 @@ fn counter_metrics(s: &mut Sheet, c: &Counters) {
     );
     s.counters(
         "pilot_registry_relay_dropped",
-        "Relay frames dropped: refused (no exchange, unknown target) or over budget.",
+        "Relay frames dropped: refused (no exchange, unknown target), over the sender's budget or over the global one.",
         None,
         [
             (labels(&[("reason", "refused")]), c.relay_refused),
             (labels(&[("reason", "over_budget")]), c.relay_limited),
+            (
+                labels(&[("reason", "over_global_budget")]),
+                c.relay_limited_global,
+            ),
         ],
     );
     s.counter(
@@ -143,6 +161,21 @@ fn counter_metrics(s: &mut Sheet, c: &Counters) {
         "Hostnames released after their key's registration expired.",
         None,
         c.names_expired,
+    );
+}
+
+fn relay_io_metrics(s: &mut Sheet, r: &RelayIo) {
+    s.counter(
+        "pilot_registry_relay_sends",
+        "Send system calls that carried relayed datagrams (each carries up to 64 with GSO).",
+        None,
+        r.sends,
+    );
+    s.counter(
+        "pilot_registry_send_failed",
+        "Datagrams dropped because the socket's send buffer stayed full or the send failed.",
+        None,
+        r.send_failed,
     );
 }
 
@@ -208,6 +241,10 @@ mod tests {
         );
         assert!(t.contains("pilot_registry_held_messages 2"), "{t}");
         assert!(t.contains("pilot_registry_nonce_cache_entries 5"), "{t}");
+        st.relay_io.sends = 4;
+        let t = render(&st);
+        assert!(t.contains("pilot_registry_relay_sends_total 4"), "{t}");
+        assert!(t.contains("pilot_registry_send_failed_total 0"), "{t}");
         assert_eq!(claimed_type(&[0x50, 1, 0x05, 0]), 0x05);
         assert_eq!(claimed_type(&[0x01, 0, 0, 0]), 0xff);
         assert_eq!(claimed_type(&[]), 0xff);

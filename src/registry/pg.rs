@@ -47,8 +47,54 @@ pub struct RemoteChange {
     pub op: StoreOp,
 }
 
-/// The other instances' changes, in commit order.
-pub type Notifications = tokio::sync::mpsc::Receiver<RemoteChange>;
+/// What the cluster listener hands the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// A change another instance committed.
+    Change(RemoteChange),
+    /// The listener lost its connection, reconnected and LISTENs again: changes made meanwhile
+    /// were not announced to us, so here is the whole store, read after the new LISTEN (see
+    /// `Registry::resync`).
+    Resync {
+        /// Everything stored, as another instance sees it.
+        snapshot: Snapshot,
+        /// When the read began (unix ms).
+        taken_ms: u64,
+    },
+}
+
+/// The other instances' changes, in commit order, and a [`ClusterEvent::Resync`] after each
+/// reconnection of the listener.
+#[derive(Debug)]
+pub struct Notifications {
+    rx: tokio::sync::mpsc::Receiver<ClusterEvent>,
+}
+
+impl Notifications {
+    /// The next event; `None` once the listener has stopped for good.
+    pub async fn next_event(&mut self) -> Option<ClusterEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next change another instance made (resynchronisations are skipped).
+    pub async fn recv(&mut self) -> Option<RemoteChange> {
+        loop {
+            match self.rx.recv().await? {
+                ClusterEvent::Change(c) => return Some(c),
+                ClusterEvent::Resync { .. } => continue,
+            }
+        }
+    }
+}
+
+/// The `application_name` of an instance's LISTEN connection (then a space and the instance),
+/// as `pg_stat_activity` shows it.
+pub const LISTENER_APPLICATION: &str = "pilot-registry-listener";
+
+/// The first wait before the listener reconnects; it doubles up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest wait between two reconnection attempts of the listener.
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Most notifications waiting for the runner; beyond it the listener waits.
 const NOTIFY_QUEUE: usize = 65_536;
@@ -142,7 +188,8 @@ impl PgStore {
                 detail: e.to_string(),
             })?;
             schema::migrate(&mut c, &lbl).await?;
-            listen(&url_s, &inst, &lbl).await
+            drop(c);
+            listen(&url_s, &inst, &lbl, pool).await
         })?;
         Ok((store, rx))
     }
@@ -183,55 +230,159 @@ impl PgStore {
     }
 }
 
-/// Opens the LISTEN connection and returns the stream of the other instances' changes.
-async fn listen(url: &str, instance: &str, label: &str) -> Result<Notifications, StoreError> {
-    let err = |e: tokio_postgres::Error| StoreError::Backend {
-        path: label.into(),
-        detail: format!("listen: {e}"),
-    };
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await.map_err(err)?;
+/// Opens the LISTEN connection and returns the stream of the other instances' changes. If
+/// that connection is lost later, the listener reconnects with backoff, LISTENs again and sends
+/// a [`ClusterEvent::Resync`] (the store read after the new LISTEN, so nothing falls between).
+async fn listen(
+    url: &str,
+    instance: &str,
+    label: &str,
+    pool: Pool,
+) -> Result<Notifications, StoreError> {
+    let (client, payloads) = listen_session(url, instance, label)
+        .await
+        .map_err(|detail| StoreError::Backend {
+            path: label.into(),
+            detail,
+        })?;
     let (tx, rx) = tokio::sync::mpsc::channel(NOTIFY_QUEUE);
-    let (me, lbl) = (instance.to_string(), label.to_string());
+    let listener = Listener {
+        url: url.to_string(),
+        me: instance.to_string(),
+        label: label.to_string(),
+        pool,
+        tx,
+    };
+    tokio::spawn(listener.run(client, payloads));
+    Ok(Notifications { rx })
+}
+
+/// The payloads a LISTEN connection receives; closed when the connection is lost.
+type Payloads = tokio::sync::mpsc::UnboundedReceiver<String>;
+
+/// Connects, LISTENs, and pumps the connection's notifications into [`Payloads`]. The client
+/// must be kept as long as the session is wanted.
+async fn listen_session(
+    url: &str,
+    instance: &str,
+    label: &str,
+) -> Result<(tokio_postgres::Client, Payloads), String> {
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("listen: {e}"))?;
+    cfg.application_name(format!("{LISTENER_APPLICATION} {instance}"));
+    let (client, mut conn) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("listen: {e}"))?;
+    let (ptx, prx) = tokio::sync::mpsc::unbounded_channel();
+    let lbl = label.to_string();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
         while let Some(m) = messages.next().await {
-            let n = match m {
-                Ok(tokio_postgres::AsyncMessage::Notification(n)) => n,
-                Ok(_) => continue,
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if ptx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!("{lbl}: the cluster listener lost its connection: {e}");
-                    break;
-                }
-            };
-            let note = match notes::parse(n.payload()) {
-                Ok(note) if note.instance == me => continue,
-                Ok(note) => note,
-                Err(e) => {
-                    tracing::warn!("{lbl}: dropped a notification that does not parse: {e}");
-                    continue;
-                }
-            };
-            for op in note.ops {
-                let change = RemoteChange {
-                    sent_ms: note.sent_ms,
-                    op,
-                };
-                if tx.send(change).await.is_err() {
                     return;
                 }
             }
         }
+        tracing::error!("{lbl}: the cluster listener's connection closed");
     });
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
-        .map_err(err)?;
-    // The client must live as long as the connection listens.
-    tokio::spawn(async move {
-        let _keep = client;
-        std::future::pending::<()>().await
-    });
-    Ok(rx)
+        .map_err(|e| format!("listen: {e}"))?;
+    Ok((client, prx))
+}
+
+/// The task that turns notifications into [`ClusterEvent`]s and keeps the LISTEN connection up.
+struct Listener {
+    url: String,
+    me: String,
+    label: String,
+    pool: Pool,
+    tx: tokio::sync::mpsc::Sender<ClusterEvent>,
+}
+
+impl Listener {
+    async fn run(self, mut client: tokio_postgres::Client, mut payloads: Payloads) {
+        loop {
+            while let Some(p) = payloads.recv().await {
+                if !self.deliver(&p).await {
+                    return;
+                }
+            }
+            drop(client);
+            match self.reconnect().await {
+                Some((c, p)) => (client, payloads) = (c, p),
+                None => return,
+            }
+        }
+    }
+
+    /// Hands one notification's changes to the runner; false once the runner is gone.
+    async fn deliver(&self, payload: &str) -> bool {
+        let note = match notes::parse(payload) {
+            Ok(note) if note.instance == self.me => return true,
+            Ok(note) => note,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: dropped a notification that does not parse: {e}",
+                    self.label
+                );
+                return true;
+            }
+        };
+        for op in note.ops {
+            let change = RemoteChange {
+                sent_ms: note.sent_ms,
+                op,
+            };
+            if self.tx.send(ClusterEvent::Change(change)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reconnects with backoff until a new session LISTENs and the store is read again (sent
+    /// as a [`ClusterEvent::Resync`]); `None` once the runner is gone.
+    async fn reconnect(&self) -> Option<(tokio_postgres::Client, Payloads)> {
+        let mut wait = RECONNECT_FIRST;
+        loop {
+            if self.tx.is_closed() {
+                return None;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECONNECT_MAX);
+            let session = listen_session(&self.url, &self.me, &self.label).await;
+            let (client, payloads) = match session {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("{}: cannot reconnect the listener yet: {e}", self.label);
+                    continue;
+                }
+            };
+            let taken_ms = crate::clock::unix_ms_now();
+            match load(&self.pool, &self.me, &self.label).await {
+                Ok(snapshot) => {
+                    tracing::info!(
+                        "{}: the cluster listener is back; resynchronising",
+                        self.label
+                    );
+                    let resync = ClusterEvent::Resync { snapshot, taken_ms };
+                    self.tx.send(resync).await.ok()?;
+                    return Some((client, payloads));
+                }
+                Err(e) => tracing::warn!("{}: cannot resynchronise yet: {e}", self.label),
+            }
+        }
+    }
 }
 
 impl Store for PgStore {

@@ -11,6 +11,7 @@
 //! its status (`status.json` in the state directory, and `pilot_instances` in the database),
 //! which `pilotctl registry status` shows.
 
+mod batch;
 mod status;
 
 use std::future::Future;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 
-use super::pg::{Notifications, PgHandle, PgStore, RemoteChange};
+use super::pg::{ClusterEvent, Notifications, PgHandle, PgStore};
 use super::server::{Limits, Registry};
 use super::store::{RedbStore, Store, StoreError};
 use super::writer::{BatchingStore, WRITE_QUEUE};
@@ -66,6 +67,34 @@ pub struct RegistryConfig {
     /// The Prometheus metrics endpoint (off unless `listen` is set).
     #[serde(default)]
     pub metrics: crate::config::MetricsConfig,
+    /// TCP address of the TLS transport (issue 14; 443 in production); off unless set.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// Most TLS connections open at once.
+    #[serde(default = "default_tls_max_connections")]
+    pub tls_max_connections: usize,
+    /// A TLS connection that completes no frame for this long is closed (ms).
+    #[serde(default = "default_tls_idle_timeout_ms")]
+    pub tls_idle_timeout_ms: u64,
+    /// The TLS handshake must complete within this (ms).
+    #[serde(default = "default_tls_handshake_timeout_ms")]
+    pub tls_handshake_timeout_ms: u64,
+    /// Datagrams queued towards one TLS connection; more are dropped and counted.
+    #[serde(default = "default_tls_queue_frames")]
+    pub tls_queue_frames: usize,
+}
+
+fn default_tls_max_connections() -> usize {
+    super::tls::hub::DEFAULT_MAX_CONNECTIONS
+}
+fn default_tls_idle_timeout_ms() -> u64 {
+    super::tls::hub::DEFAULT_IDLE_TIMEOUT_MS
+}
+fn default_tls_handshake_timeout_ms() -> u64 {
+    super::tls::hub::DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+fn default_tls_queue_frames() -> usize {
+    super::tls::hub::DEFAULT_QUEUE_FRAMES
 }
 
 /// Default receive buffer of the registry socket: 4 MiB, about 25,000 requests.
@@ -75,8 +104,9 @@ fn default_recv_buffer() -> usize {
     DEFAULT_RECV_BUFFER
 }
 
-/// Most datagrams handled in one wake-up of the loop before timers get a turn.
-const RECV_BATCH: usize = 256;
+/// Most datagrams handled in one turn of the loop before timers, shutdown and the other
+/// instances' changes get a turn (a relay burst cannot hold them back longer).
+const TURN_BUDGET: usize = 4096;
 
 impl RegistryConfig {
     /// A configuration with default limits.
@@ -91,6 +121,21 @@ impl RegistryConfig {
             limits: Limits::default(),
             log_format: Default::default(),
             metrics: Default::default(),
+            tls_listen: None,
+            tls_max_connections: default_tls_max_connections(),
+            tls_idle_timeout_ms: default_tls_idle_timeout_ms(),
+            tls_handshake_timeout_ms: default_tls_handshake_timeout_ms(),
+            tls_queue_frames: default_tls_queue_frames(),
+        }
+    }
+
+    /// The limits of the TLS transport, from the `tls_*` keys.
+    pub fn tls_limits(&self) -> super::tls::hub::TlsLimits {
+        super::tls::hub::TlsLimits {
+            max_connections: self.tls_max_connections,
+            idle_timeout: Duration::from_millis(self.tls_idle_timeout_ms),
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            queue_frames: self.tls_queue_frames,
         }
     }
 
@@ -138,10 +183,13 @@ pub enum RunnerError {
     /// The registry's identity key could not be loaded or created.
     #[error(transparent)]
     Identity(crate::identity::IdentityError),
-    /// The connection that tells this instance what the others do was lost: it stops rather
-    /// than answer from a stale cache.
+    /// The task that tells this instance what the others do has stopped (it reconnects by
+    /// itself when its connection is lost, so this means it failed for good).
     #[error("the cluster listener lost its PostgreSQL connection")]
     ClusterLost,
+    /// The TLS transport could not start.
+    #[error(transparent)]
+    Tls(#[from] super::tls::pin::TlsError),
     /// The configuration file is invalid.
     #[error("registry config {path}: {reason}")]
     Config {
@@ -164,6 +212,7 @@ impl RunnerError {
             RunnerError::ClusterLost => {
                 "check the PostgreSQL server; restart this instance (its nodes move to the other instances meanwhile)"
             }
+            RunnerError::Tls(_) => "check tls_listen (a free TCP port on a local address)",
             RunnerError::Identity(_) => {
                 "the registry key file (registry.key in the state directory) must be mode 0600 and intact; restore it from a backup (a new key makes nodes that pinned the old one refuse this registry)"
             }
@@ -181,6 +230,7 @@ impl From<RunnerError> for crate::error::PilotError {
             RunnerError::Io { .. } | RunnerError::Config { .. } => ErrorCode::InvalidArgument,
             RunnerError::Store(_) | RunnerError::ClusterLost => ErrorCode::Internal,
             RunnerError::Identity(_) => ErrorCode::Unauthorized,
+            RunnerError::Tls(_) => ErrorCode::InvalidArgument,
         };
         PilotError::new(code, e.to_string(), e.hint())
     }
@@ -188,7 +238,9 @@ impl From<RunnerError> for crate::error::PilotError {
 
 /// A bound registry, ready to run.
 pub struct RegistryServer {
-    socket: UdpSocket,
+    io: batch::BatchSocket,
+    /// Relayed datagrams on their way out (GSO).
+    out: batch::GsoOut,
     registry: Registry,
     key: PublicKey,
     /// Beaten once per loop turn (the systemd watchdog watches it).
@@ -201,12 +253,20 @@ pub struct RegistryServer {
     by_type: Box<[u64; 256]>,
     /// The other instances' changes (clusters only).
     remote: Option<Notifications>,
+    /// Results of the commits parked requests wait for (clusters only).
+    commits: Option<super::writer::Commits>,
     status: status::StatusWriter,
+    /// The TLS transport, when `tls_listen` is set.
+    tls: Option<super::tls::hub::Hub>,
 }
 
 impl std::fmt::Debug for RegistryServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RegistryServer({:?})", self.socket.local_addr().ok())
+        write!(
+            f,
+            "RegistryServer({:?})",
+            self.io.socket().local_addr().ok()
+        )
     }
 }
 
@@ -218,11 +278,13 @@ impl RegistryServer {
         let opened = open_store(&config)?;
         // Commits happen on a writer thread, batched: a burst of holds never stalls the loop.
         let store_heartbeat = crate::health::Heartbeat::new();
-        let store = BatchingStore::spawn_with_heartbeat(
+        let mut store = BatchingStore::spawn_with_heartbeat(
             opened.store,
             WRITE_QUEUE,
             store_heartbeat.clone(),
         )?;
+        // A claim or a held message waits for its commit parked, not on the loop.
+        let commits = store.take_commits();
         let gauges = store.gauges();
         let key_path = config.key_path();
         let (identity, created) =
@@ -230,6 +292,10 @@ impl RegistryServer {
         if created {
             tracing::info!(path = %key_path.display(), "created the registry identity");
         }
+        let tls = match config.tls_listen {
+            Some(at) => Some(super::tls::hub::Hub::bind(at, &identity, config.tls_limits()).await?),
+            None => None,
+        };
         let identity = Arc::new(identity);
         let key = identity.public_key();
         let registry = Registry::new(
@@ -244,16 +310,21 @@ impl RegistryServer {
                 source,
             }
         })?;
+        let io = batch::BatchSocket::new(socket).map_err(|source| RunnerError::Io {
+            what: format!("set up UDP {}", config.listen),
+            source,
+        })?;
         let status = status::StatusWriter::new(
             &config,
             opened.label,
             key,
             gauges,
             opened.pg,
-            socket.local_addr().ok(),
+            io.socket().local_addr().ok(),
         );
         Ok(RegistryServer {
-            socket,
+            io,
+            out: batch::GsoOut::default(),
             registry,
             key,
             heartbeat: crate::health::Heartbeat::new(),
@@ -261,13 +332,26 @@ impl RegistryServer {
             stats: Default::default(),
             by_type: Box::new([0; 256]),
             remote: opened.remote,
+            commits,
             status,
+            tls,
         })
+    }
+
+    /// The TCP address of the TLS transport, when it is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|t| t.local_addr())
+    }
+
+    /// The TLS transport's counters, when it is on.
+    pub fn tls_stats(&self) -> Option<super::tls::hub::TlsStats> {
+        self.tls.as_ref().map(|t| t.stats())
     }
 
     /// The address the socket is bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
+        self.io
+            .socket()
             .local_addr()
             .expect("a bound UDP socket has an address")
     }
@@ -305,6 +389,11 @@ impl RegistryServer {
             counters: self.registry.counters().clone(),
             gauges: self.registry.gauges(),
             by_type,
+            relay_io: super::metrics::RelayIo {
+                datagrams: self.out.datagrams,
+                sends: self.out.sends,
+                send_failed: self.io.send_failed,
+            },
         };
     }
 
@@ -312,7 +401,6 @@ impl RegistryServer {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunnerError> {
         tracing::info!(listen = %self.local_addr(), key = %self.key, "registry running");
         tokio::pin!(shutdown);
-        let mut buf = vec![0u8; 2048];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_report = tokio::time::Instant::now();
@@ -333,12 +421,20 @@ impl RegistryServer {
                         tracing::info!(counters = ?reported, "registry counters");
                     }
                 }
-                r = self.socket.readable() => match r {
-                    Ok(()) => self.drain(&mut buf).await,
+                r = self.io.socket().readable() => match r {
+                    Ok(()) => self.drain().await,
                     Err(e) => tracing::debug!("receive failed: {e}"),
+                },
+                Some(c) = next_commit(&mut self.commits) => {
+                    let out = self.registry.on_committed(unix_ms_now(), c.ticket, c.result);
+                    self.send_out(out).await;
+                }
+                frame = next_tls(&mut self.tls) => if let Some((from, bytes)) = frame {
+                    self.on_tls(from, bytes).await;
                 },
                 change = next_remote(&mut self.remote) => match change {
                     Some(c) => self.on_remote(c).await,
+                    // The listener reconnects by itself; it ends only if it panicked.
                     None => {
                         tracing::error!("lost the cluster listener: stopping");
                         return Err(RunnerError::ClusterLost);
@@ -351,22 +447,84 @@ impl RegistryServer {
         Ok(())
     }
 
-    /// Applies a change another instance made and sends what it means for our nodes.
-    async fn on_remote(&mut self, change: RemoteChange) {
+    /// Applies a change another instance made (or the whole store, after the listener
+    /// reconnected) and sends what it means for our nodes.
+    async fn on_remote(&mut self, event: ClusterEvent) {
         let now = unix_ms_now();
-        self.status.note_lag(now.saturating_sub(change.sent_ms));
-        for (to, bytes) in self.registry.apply_remote(now, change.op) {
-            if let Err(e) = self.socket.send_to(&bytes, to).await {
-                tracing::debug!(%to, "send failed: {e}");
+        let out = match event {
+            ClusterEvent::Change(change) => {
+                self.status.note_lag(now.saturating_sub(change.sent_ms));
+                self.registry.apply_remote(now, change.op)
             }
+            ClusterEvent::Resync { snapshot, taken_ms } => {
+                self.status.note_resync();
+                self.registry.resync(now, snapshot, taken_ms)
+            }
+        };
+        self.send_out(out).await;
+    }
+}
+
+/// The next result of a parked commit; never completes without a cluster.
+async fn next_commit(
+    commits: &mut Option<super::writer::Commits>,
+) -> Option<super::store::Committed> {
+    match commits {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next datagram from a TLS connection; never completes without the TLS transport.
+async fn next_tls(tls: &mut Option<super::tls::hub::Hub>) -> Option<(SocketAddr, Vec<u8>)> {
+    match tls {
+        Some(hub) => hub.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl RegistryServer {
+    /// Queues on their TLS connections the datagrams addressed to one (see
+    /// [`super::tls`]); the rest stay in `out` for UDP.
+    fn route_tls(&self, out: &mut super::server::Transmits) {
+        if let Some(hub) = &self.tls {
+            hub.route(out);
+        }
+    }
+
+    /// Sends the core's datagrams: those for TLS connections on them, the rest over UDP (a
+    /// failure is counted as `send_failed` and does not stop the loop).
+    async fn send_out(&mut self, mut out: super::server::Transmits) {
+        self.route_tls(&mut out);
+        for (to, bytes) in out {
+            self.io.send(to, &bytes, None).await;
+        }
+    }
+
+    /// Handles a datagram that came over TLS, and those already waiting behind it, exactly
+    /// as if they had come over UDP from the connection's address.
+    async fn on_tls(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.heartbeat.beat();
+        let mut next = Some((from, bytes));
+        let mut n = 0;
+        while let Some((from, bytes)) = next {
+            self.by_type[usize::from(super::metrics::claimed_type(&bytes))] += 1;
+            let out = self.registry.handle(unix_ms_now(), from, &bytes);
+            self.send_out(out).await;
+            n += 1;
+            next = if n < TURN_BUDGET {
+                self.tls.as_mut().and_then(|t| t.try_recv())
+            } else {
+                None
+            };
         }
     }
 }
 
 /// The next change from the other instances; never completes without a cluster.
-async fn next_remote(remote: &mut Option<Notifications>) -> Option<RemoteChange> {
+async fn next_remote(remote: &mut Option<Notifications>) -> Option<ClusterEvent> {
     match remote {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.next_event().await,
         None => std::future::pending().await,
     }
 }
@@ -409,27 +567,69 @@ fn open_store(config: &RegistryConfig) -> Result<OpenedStore, RunnerError> {
 }
 
 impl RegistryServer {
-    /// Handles up to [`RECV_BATCH`] queued datagrams without going back to the scheduler, so
-    /// the socket's queue empties as fast as the core can screen it.
-    async fn drain(&mut self, buf: &mut [u8]) {
+    /// Handles what is queued on the socket, batch by batch, up to [`TURN_BUDGET`] datagrams.
+    /// Relay frames are rewritten in place and leave in GSO sends; requests go through the
+    /// core one by one (the relayed datagrams queued before them leave first).
+    async fn drain(&mut self) {
         self.heartbeat.beat();
-        for _ in 0..RECV_BATCH {
-            let (n, from) = match self.socket.try_recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        let mut budget = TURN_BUDGET;
+        while budget > 0 {
+            let n = match self.io.recv() {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     tracing::debug!("receive failed: {e}");
-                    return;
+                    break;
                 }
             };
-            self.by_type[usize::from(super::metrics::claimed_type(&buf[..n]))] += 1;
-            let out = self.registry.handle(unix_ms_now(), from, &buf[..n]);
-            for (to, bytes) in out {
-                if let Err(e) = self.socket.send_to(&bytes, to).await {
-                    tracing::debug!(%to, "send failed: {e}");
-                }
+            let now = unix_ms_now();
+            for i in 0..n {
+                budget = budget.saturating_sub(self.handle_buffer(now, i).await);
+            }
+            self.out.flush(&mut self.io).await;
+        }
+        self.out.flush(&mut self.io).await;
+    }
+
+    /// Handles buffer `i` of the last receive batch (one datagram, or several coalesced by
+    /// GRO); returns how many datagrams it held.
+    async fn handle_buffer(&mut self, now: u64, i: usize) -> usize {
+        let (from, bytes, stride) = self.io.received(i);
+        let (len, mut at, mut count) = (bytes.len(), 0, 0);
+        if super::tls::is_conn_range(&from) {
+            // Only TLS connections have these addresses: over UDP such a source is forged.
+            return len.div_ceil(stride.max(1));
+        }
+        let max = self.io.max_segments();
+        while at < len {
+            let (start, end) = (at, (at + stride).min(len));
+            at = end;
+            count += 1;
+            let d = &mut self.io.received(i).1[start..end];
+            self.by_type[usize::from(super::metrics::claimed_type(d))] += 1;
+            if !crate::wire::relay::is_relay(d) {
+                let out = self.registry.handle(now, from, d);
+                self.send_out(out).await;
+                continue;
+            }
+            let Some(to) = self.registry.relay_in_place(now, from, d) else {
+                continue;
+            };
+            if super::tls::is_conn_range(&to) {
+                // The target is attached over TLS: its datagram goes down that connection.
+                let d = self.io.received(i).1[start..end].to_vec();
+                self.send_out(vec![(to, d)]).await;
+                continue;
+            }
+            if !self.out.joins(to, end - start, max) {
+                self.out.flush(&mut self.io).await;
+            }
+            let d = &self.io.received(i).1[start..end];
+            if self.out.append(to, d, max) {
+                self.out.flush(&mut self.io).await;
             }
         }
+        count
     }
 }
 
@@ -449,6 +649,8 @@ fn bind_socket(listen: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSoc
     if !force_recv_buffer(&s, recv_buffer) {
         s.set_recv_buffer_size(recv_buffer)?;
     }
+    // Room for relayed bursts on the way out too (best effort).
+    let _ = s.set_send_buffer_size(recv_buffer);
     tracing::debug!(bytes = ?s.recv_buffer_size().ok(), "registry receive buffer");
     s.bind(&listen.into())?;
     s.set_nonblocking(true)?;
@@ -517,107 +719,6 @@ fn create_private_dir(dir: &Path) -> Result<(), RunnerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{Identity, PublicKey};
-    use crate::mapping::Hostname;
-    use crate::node::registry_client::{Client, ClientConfig, ClientEvent};
-    use crate::node::trust::{TrustEffect, TrustStore};
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    /// A client core driven over a real loopback UDP socket.
-    struct Node {
-        client: Client,
-        socket: UdpSocket,
-        events: Vec<ClientEvent>,
-    }
-
-    impl Node {
-        async fn new(seed: u8, registry: SocketAddr, hostname: &str) -> Node {
-            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let mut cfg = ClientConfig::new(vec![registry]);
-            cfg.hostname = Some(Hostname::new(hostname).unwrap());
-            let id = Arc::new(Identity::from_seed([seed; 32]));
-            let client = Client::new(id, cfg, Instant::now(), unix_ms_now());
-            Node {
-                client,
-                socket,
-                events: Vec::new(),
-            }
-        }
-
-        /// Sends what is queued, receives what arrived, fires timers.
-        async fn step(&mut self) {
-            while let Some((to, bytes)) = self.client.poll_transmit() {
-                assert!(to.ip().is_loopback(), "tests only talk to loopback");
-                self.socket.send_to(&bytes, to).await.unwrap();
-            }
-            let mut buf = [0u8; 2048];
-            while let Ok((n, from)) = self.socket.try_recv_from(&mut buf) {
-                self.client.handle_datagram(Instant::now(), from, &buf[..n]);
-            }
-            let now = Instant::now();
-            if self.client.poll_timeout().is_some_and(|t| t <= now) {
-                self.client.handle_timeout(now);
-            }
-            while let Some(e) = self.client.poll_event() {
-                self.events.push(e);
-            }
-        }
-    }
-
-    /// Drives all nodes until `done` holds (bounded by 10 s).
-    async fn drive(nodes: &mut [&mut Node], mut done: impl FnMut(&[&mut Node]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done(nodes) {
-            assert!(Instant::now() < deadline, "timed out");
-            for n in nodes.iter_mut() {
-                n.step().await;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn take_trust_effects(node: &mut Node, store: &mut TrustStore) -> Vec<TrustEffect> {
-        let mut fx = Vec::new();
-        for e in std::mem::take(&mut node.events) {
-            match e {
-                ClientEvent::TrustRequestReceived {
-                    from,
-                    hostname,
-                    justification,
-                    nonce,
-                    sent_ms,
-                } => fx.extend(
-                    store
-                        .on_request(
-                            from,
-                            hostname,
-                            &justification,
-                            nonce,
-                            sent_ms,
-                            unix_ms_now(),
-                        )
-                        .unwrap(),
-                ),
-                ClientEvent::TrustResponseReceived {
-                    from,
-                    decision,
-                    sent_ms,
-                    ..
-                } => fx.extend(
-                    store
-                        .on_response(from, decision, sent_ms, unix_ms_now())
-                        .unwrap(),
-                ),
-                _ => {}
-            }
-        }
-        fx
-    }
-
-    fn has(node: &Node, pred: impl Fn(&ClientEvent) -> bool) -> bool {
-        node.events.iter().any(pred)
-    }
 
     #[test]
     fn example_config_parses_and_its_limits_are_the_defaults() {
@@ -635,117 +736,5 @@ mod tests {
             RegistryConfig::load(bad.path()),
             Err(RunnerError::Config { .. })
         ));
-    }
-
-    #[tokio::test]
-    async fn two_clients_register_look_up_and_exchange_trust_over_udp_loopback() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("registry");
-        let server = RegistryServer::bind(RegistryConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            state.clone(),
-        ))
-        .await
-        .unwrap();
-        let addr = server.local_addr();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-
-        let mut a = Node::new(1, addr, "orchestrator").await;
-        let mut b = Node::new(2, addr, "worker-node").await;
-        let (ka, kb): (PublicKey, PublicKey) = (a.client.public_key(), b.client.public_key());
-        drive(&mut [&mut a, &mut b], |n| {
-            n.iter()
-                .all(|x| has(x, |e| matches!(e, ClientEvent::Registered { .. })))
-        })
-        .await;
-
-        // a looks b up by name: key and address, nothing else.
-        let op = a
-            .client
-            .lookup(Instant::now(), Hostname::new("worker-node").unwrap());
-        drive(&mut [&mut a, &mut b], |n| {
-            has(
-                n[0],
-                |e| matches!(e, ClientEvent::LookupResult { op: o, .. } if *o == op),
-            )
-        })
-        .await;
-        assert!(has(&a, |e| matches!(e,
-            ClientEvent::LookupResult { key, addr48, .. } if *key == kb && *addr48 == kb.addr48())));
-
-        // a asks b for trust; b approves; both trust each other.
-        let mut ta = TrustStore::in_memory(ka);
-        let mut tb = TrustStore::in_memory(kb);
-        a.events.clear();
-        b.events.clear();
-        for fx in ta
-            .request(kb, None, "I run your jobs", unix_ms_now())
-            .unwrap()
-        {
-            if let TrustEffect::SendRequest { to, justification } = fx {
-                a.client
-                    .send_trust_request(Instant::now(), to, justification);
-            }
-        }
-        drive(&mut [&mut a, &mut b], |n| {
-            has(n[1], |e| {
-                matches!(e, ClientEvent::TrustRequestReceived { .. })
-            })
-        })
-        .await;
-        assert!(has(&b, |e| matches!(e,
-            ClientEvent::TrustRequestReceived { from, hostname: Some(h), justification, .. }
-                if *from == ka && h.as_str() == "orchestrator" && justification == "I run your jobs")));
-        let fx = take_trust_effects(&mut b, &mut tb);
-        assert!(matches!(fx[..], [TrustEffect::AwaitingApproval { .. }]));
-        for fx in tb.approve(&ka, unix_ms_now()).unwrap() {
-            if let TrustEffect::SendResponse {
-                to,
-                in_reply_to,
-                decision,
-                reason,
-            } = fx
-            {
-                b.client
-                    .respond_trust(Instant::now(), to, in_reply_to, decision, reason);
-            }
-        }
-        drive(&mut [&mut a, &mut b], |n| {
-            has(n[0], |e| {
-                matches!(e, ClientEvent::TrustResponseReceived { .. })
-            })
-        })
-        .await;
-        let fx = take_trust_effects(&mut a, &mut ta);
-        assert_eq!(fx, vec![TrustEffect::Trusted(kb)]);
-        assert!(ta.is_trusted(&kb) && tb.is_trusted(&ka));
-
-        // Graceful stop, then a restart on the same state: the names survived.
-        stop_tx.send(()).unwrap();
-        task.await.unwrap().unwrap();
-        let server = RegistryServer::bind(RegistryConfig::new(addr, state))
-            .await
-            .unwrap();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stop_rx.await;
-        }));
-        let mut c = Node::new(3, addr, "newcomer").await;
-        drive(&mut [&mut c], |n| {
-            has(n[0], |e| matches!(e, ClientEvent::Registered { .. }))
-        })
-        .await;
-        let op = c
-            .client
-            .lookup(Instant::now(), Hostname::new("orchestrator").unwrap());
-        drive(&mut [&mut c], |n| {
-            has(n[0], |e| matches!(e, ClientEvent::LookupResult { op: o, key, .. } if *o == op && *key == ka))
-        })
-        .await;
-        stop_tx.send(()).unwrap();
-        task.await.unwrap().unwrap();
     }
 }

@@ -42,8 +42,11 @@ mod held;
 mod limits;
 mod names;
 mod nonces;
+mod parked;
 mod proof;
 mod registrations;
+mod relaying;
+mod resync;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -54,9 +57,10 @@ use std::sync::Arc;
 pub use self::cluster::Sizes;
 pub use self::limits::{Counters, Limits};
 
-use self::endpoints::{Pair, PendingEndpoint, RelayBudget};
+use self::endpoints::{Pair, PendingEndpoint};
 use self::held::{Held, HeldKey};
 use self::limits::Bucket;
+use self::relaying::RelayBudget;
 use super::store::{Snapshot, Store, StoreError, StoreOp};
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
@@ -122,6 +126,8 @@ pub struct Registry {
     /// Pairs allowed to relay, until (unix ms).
     relay_pairs: HashMap<Pair, u64>,
     relay_budgets: HashMap<PublicKey, RelayBudget>,
+    /// The registry's global relay budget (all senders together).
+    relay_global: RelayBudget,
     counters: Counters,
     /// Registered keys → their tags (soft state, see `discovery`).
     tags: HashMap<PublicKey, Vec<String>>,
@@ -129,6 +135,11 @@ pub struct Registry {
     cluster: bool,
     /// Nodes attached to other instances → when last heard there (unix ms).
     elsewhere: HashMap<PublicKey, u64>,
+    /// Requests whose answer waits for their commit on a shared store, by ticket (see
+    /// `parked`).
+    parked: HashMap<u64, parked::Parked>,
+    /// The ticket the next parked request gets.
+    next_ticket: u64,
 }
 
 /// Sizes of the registry's tables at one moment.
@@ -188,6 +199,7 @@ impl Registry {
             global_bucket: Bucket::full(limits.global_burst, now_ms),
             challenge_bucket: Bucket::full(limits.challenge_burst, now_ms),
             unproven_bucket: Bucket::full(limits.unproven_burst, now_ms),
+            relay_global: RelayBudget::global(&limits, now_ms),
             limits,
             store,
             cookie_secret: proof::cookie_secret(&identity),
@@ -212,6 +224,8 @@ impl Registry {
             tags: HashMap::new(),
             cluster,
             elsewhere: elsewhere.into_iter().collect(),
+            parked: HashMap::new(),
+            next_ticket: 0,
         };
         for (key, ms) in seen {
             r.seen.insert(key, ms);
@@ -307,10 +321,16 @@ impl Registry {
             nonce: req.header.nonce,
             budget,
         };
-        let mut out = self.dispatch(&cx, &req, bytes);
+        let out = self.dispatch(&cx, &req, bytes);
+        self.finish(&cx, out)
+    }
+
+    /// Caps what goes back to an unproven source and counts refusals, for the answer to the
+    /// request in `cx` (given at once or after its commit).
+    fn finish(&mut self, cx: &Ctx, mut out: Transmits) -> Transmits {
         // A Register with a valid cookie has just proven the address.
-        let budget = budget.filter(|_| !self.proven(&sender, from));
-        self.cap_to_budget(from, budget, &mut out);
+        let budget = cx.budget.filter(|_| !self.proven(&cx.sender, cx.from));
+        self.cap_to_budget(cx.from, budget, &mut out);
         for (_, b) in &out {
             if b.get(2) == Some(&0x82) {
                 self.counters.refused += 1;
@@ -536,13 +556,24 @@ impl Registry {
             return self.fail(cx, Status::RateLimited, "the registry is full".into());
         }
         self.touch(cx.sender, cx.from, cx.now_ms);
-        let status = match hostname {
-            None => HostnameStatus::NotRequested,
-            Some(name) => match self.claim(cx.sender, name) {
-                Ok(()) => HostnameStatus::Granted,
-                Err(Status::AlreadyExists) => HostnameStatus::Taken,
-                Err(s) => return self.fail(cx, s, "cannot store the hostname".into()),
+        let claimed = match hostname {
+            None => Ok(()),
+            Some(name) => match self.claim(cx, name, parked::Via::Register) {
+                Some(r) => r,
+                // Answered when the store has decided (see `parked`).
+                None => return Vec::new(),
             },
+        };
+        self.registered(cx, hostname.is_some(), claimed)
+    }
+
+    /// The answer to a `Register` once its hostname claim (if any) is decided.
+    fn registered(&mut self, cx: &Ctx, asked: bool, claimed: Result<(), Status>) -> Transmits {
+        let status = match claimed {
+            Ok(()) if asked => HostnameStatus::Granted,
+            Ok(()) => HostnameStatus::NotRequested,
+            Err(Status::AlreadyExists) => HostnameStatus::Taken,
+            Err(s) => return self.fail(cx, s, "cannot store the hostname".into()),
         };
         let mut out = self.reply(
             cx,

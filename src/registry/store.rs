@@ -235,6 +235,24 @@ pub trait Store: Send {
     fn shared(&self) -> bool {
         false
     }
+    /// Applies `ops` as [`Store::apply`] does and returns `Some(result)`, or, for a store that
+    /// commits on another thread and was asked to park (see
+    /// [`super::writer::BatchingStore::take_commits`]), queues a batch whose answer must wait
+    /// for its commit ([`StoreOp::must_commit_first`]) and returns `None`: the result arrives
+    /// later as a [`Committed`] carrying `ticket`, and the caller goes on meanwhile.
+    fn apply_or_park(&mut self, ops: &[StoreOp], ticket: u64) -> Option<Result<(), StoreError>> {
+        let _ = ticket;
+        Some(self.apply(ops))
+    }
+}
+
+/// The result of a parked batch (see [`Store::apply_or_park`]).
+#[derive(Debug)]
+pub struct Committed {
+    /// The ticket the batch was queued with.
+    pub ticket: u64,
+    /// Whether it was committed (a lost hostname claim is [`StoreError::Conflict`]).
+    pub result: Result<(), StoreError>,
 }
 
 type HeldKey = ([u8; 32], [u8; 32], u8);

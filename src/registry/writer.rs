@@ -13,6 +13,12 @@
 //! answer ([`StoreOp::must_commit_first`]: a hostname claim, a held message) is committed alone
 //! and `apply` waits for its result, so a claim that lost to another instance is refused
 //! (`already_exists`) and an acknowledged message is never only in memory.
+//!
+//! Waiting there would stall the event loop for the length of a commit (a burst of claims for
+//! seconds). Once the runner has taken the commit channel ([`BatchingStore::take_commits`]),
+//! such a batch is *parked* instead ([`Store::apply_or_park`]): `apply_or_park` returns at
+//! once, and the writer sends a [`Committed`] with the batch's ticket when its commit lands;
+//! the core answers the parked request then, and serves everyone else meanwhile.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +26,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::store::{Snapshot, Store, StoreError, StoreOp};
+use super::store::{Committed, Snapshot, Store, StoreError, StoreOp};
 
 /// Batches waiting for the writer before new changes are refused.
 pub const WRITE_QUEUE: usize = 16_384;
@@ -30,8 +36,21 @@ pub const MAX_BATCHES_PER_COMMIT: usize = 1024;
 /// A batch for the writer, with where to send the result when the caller waits for it.
 struct Batch {
     ops: Vec<StoreOp>,
-    reply: Option<SyncSender<Result<(), StoreError>>>,
+    reply: Reply,
 }
+
+/// Who waits for a batch's result.
+enum Reply {
+    /// Nobody: committed with whatever else is queued; a failure is logged and counted.
+    None,
+    /// The caller, blocked on this channel.
+    Wait(SyncSender<Result<(), StoreError>>),
+    /// The runner, through the commit channel, under this ticket.
+    Parked(tokio::sync::mpsc::UnboundedSender<Committed>, u64),
+}
+
+/// The results of parked batches, in commit order.
+pub type Commits = tokio::sync::mpsc::UnboundedReceiver<Committed>;
 
 /// A [`Store`] whose writes happen on a thread of their own, batched.
 pub struct BatchingStore {
@@ -41,6 +60,8 @@ pub struct BatchingStore {
     failed: Arc<AtomicU64>,
     queued: Arc<AtomicUsize>,
     shared: bool,
+    /// Where parked batches report (set by [`BatchingStore::take_commits`]).
+    park: Option<tokio::sync::mpsc::UnboundedSender<Committed>>,
 }
 
 impl std::fmt::Debug for BatchingStore {
@@ -87,7 +108,20 @@ impl BatchingStore {
             failed,
             queued,
             shared,
+            park: None,
         })
+    }
+
+    /// From now on, a batch that must be committed before its answer is parked instead of
+    /// waited for (shared stores only; `None` otherwise): its result arrives on the returned
+    /// channel. Call once, before handing the store to the core.
+    pub fn take_commits(&mut self) -> Option<Commits> {
+        if !self.shared || self.park.is_some() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.park = Some(tx);
+        Some(rx)
     }
 
     /// Commits that failed so far (each is logged).
@@ -151,15 +185,23 @@ fn write_loop(
             },
         };
         queued.fetch_sub(1, Ordering::Relaxed);
-        if let Some(reply) = first.reply {
+        match first.reply {
             // Committed alone: a conflict refuses this batch only.
-            let _ = reply.send(store.apply(&first.ops));
-            continue;
+            Reply::Wait(reply) => {
+                let _ = reply.send(store.apply(&first.ops));
+                continue;
+            }
+            Reply::Parked(tx, ticket) => {
+                let result = store.apply(&first.ops);
+                let _ = tx.send(Committed { ticket, result });
+                continue;
+            }
+            Reply::None => {}
         }
         let mut ops = first.ops;
         for _ in 1..MAX_BATCHES_PER_COMMIT {
             match rx.try_recv() {
-                Ok(b) if b.reply.is_none() => {
+                Ok(b) if matches!(b.reply, Reply::None) => {
                     queued.fetch_sub(1, Ordering::Relaxed);
                     ops.extend(b.ops);
                 }
@@ -183,15 +225,46 @@ impl Store for BatchingStore {
     }
 
     fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let Some(tx) = &self.tx else {
-            return Err(closed("the writer stopped"));
-        };
         let wait = self.shared && ops.iter().any(StoreOp::must_commit_first);
         let (reply, result) = if wait {
             let (t, r) = sync_channel(1);
-            (Some(t), Some(r))
+            (Reply::Wait(t), Some(r))
         } else {
-            (None, None)
+            (Reply::None, None)
+        };
+        self.queue(ops, reply)?;
+        match result {
+            Some(r) => r
+                .recv()
+                .unwrap_or_else(|_| Err(closed("the writer stopped"))),
+            None => Ok(()),
+        }
+    }
+
+    fn apply_or_park(&mut self, ops: &[StoreOp], ticket: u64) -> Option<Result<(), StoreError>> {
+        let park = self
+            .park
+            .clone()
+            .filter(|_| self.shared && ops.iter().any(StoreOp::must_commit_first));
+        match park {
+            Some(tx) => match self.queue(ops, Reply::Parked(tx, ticket)) {
+                Ok(()) => None,
+                Err(e) => Some(Err(e)),
+            },
+            None => Some(self.apply(ops)),
+        }
+    }
+
+    fn shared(&self) -> bool {
+        self.shared
+    }
+}
+
+impl BatchingStore {
+    /// Hands a batch to the writer; a full queue or a stopped writer refuses it.
+    fn queue(&mut self, ops: &[StoreOp], reply: Reply) -> Result<(), StoreError> {
+        let Some(tx) = &self.tx else {
+            return Err(closed("the writer stopped"));
         };
         let batch = Batch {
             ops: ops.to_vec(),
@@ -205,16 +278,7 @@ impl Store for BatchingStore {
                 TrySendError::Disconnected(_) => closed("the writer stopped"),
             });
         }
-        match result {
-            Some(r) => r
-                .recv()
-                .unwrap_or_else(|_| Err(closed("the writer stopped"))),
-            None => Ok(()),
-        }
-    }
-
-    fn shared(&self) -> bool {
-        self.shared
+        Ok(())
     }
 }
 
@@ -361,6 +425,47 @@ mod tests {
         drop(store);
         let all: Vec<StoreOp> = commits.lock().iter().flatten().cloned().collect();
         assert_eq!(all, (0..10).map(claim).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn once_its_commits_are_taken_a_shared_store_parks_a_claim_and_reports_its_result() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(LosingClaims(commits.clone())), 100).unwrap();
+        let mut results = store.take_commits().expect("a shared store parks");
+        assert!(store.take_commits().is_none(), "taken once");
+        let set = StoreOp::SetName {
+            name: Hostname::new("contested").unwrap(),
+            key: crate::identity::Identity::from_seed([1; 32]).public_key(),
+        };
+        let start = Instant::now();
+        for ticket in 1..=20 {
+            assert!(store
+                .apply_or_park(std::slice::from_ref(&set), ticket)
+                .is_none());
+        }
+        // 20 commits of 5 ms each would take 100 ms; parking returns at once.
+        assert!(
+            start.elapsed() < Duration::from_millis(50),
+            "{:?}",
+            start.elapsed()
+        );
+        // Other changes are not parked.
+        assert!(matches!(store.apply_or_park(&[claim(1)], 99), Some(Ok(()))));
+        for ticket in 1..=20 {
+            let c = results.blocking_recv().unwrap();
+            assert_eq!(c.ticket, ticket);
+            assert!(matches!(c.result, Err(StoreError::Conflict { .. })));
+        }
+        drop(store);
+        assert_eq!(commits.lock().concat(), vec![claim(1)]);
+    }
+
+    #[test]
+    fn a_store_of_one_instance_never_parks() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(SlowStore(commits)), 100).unwrap();
+        assert!(store.take_commits().is_none());
+        assert!(matches!(store.apply_or_park(&[claim(1)], 1), Some(Ok(()))));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod receive;
 pub mod send;
 pub mod store;
 pub mod wire;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};

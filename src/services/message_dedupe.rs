@@ -4,7 +4,8 @@
 //! after `inbox --clear` and a restart.
 //!
 //! On disk (`$PILOT_HOME/inbox-seen`, mode 0600, opened without following symlinks): one line
-//! per stored message, `STORED_MS SENDER_KEY ID`, appended and fsynced before the ack. The
+//! per stored message, `STORED_MS SENDER_KEY ID`, appended before the ack and fsynced before
+//! the message's inbox file is deleted (until then the inbox file is the durable record). The
 //! record is bounded: an id is forgotten after [`DedupeLimits::ttl_ms`] or when more than
 //! [`DedupeLimits::capacity`] newer ids are remembered; the file is rewritten (atomically)
 //! when it holds twice as many lines as are remembered. Time comes in as a parameter.
@@ -47,6 +48,8 @@ pub struct SeenIds {
     senders: HashMap<String, String>,
     lines: usize,
     limits: DedupeLimits,
+    /// Records appended since the last fsync.
+    unsynced: bool,
 }
 
 /// Opens `path` for appending, creating it 0600, refusing a symlink or a file not ours.
@@ -79,6 +82,7 @@ impl SeenIds {
             senders: HashMap::new(),
             lines: 0,
             limits,
+            unsynced: false,
         };
         for (ms, from, id) in text.lines().filter_map(parse_line) {
             seen.lines += 1;
@@ -119,6 +123,23 @@ impl SeenIds {
 
     /// Records `(from, id)` durably (appended and fsynced) at `now_ms`.
     pub fn record(&mut self, from: &str, id: &str, now_ms: u64) -> std::io::Result<()> {
+        self.note(from, id, now_ms)?;
+        self.sync()
+    }
+
+    /// Makes every noted record durable (one fsync, if any is pending).
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Records `(from, id)` at `now_ms`, appended but not fsynced: for a message whose
+    /// durable proof is elsewhere until [`Self::sync`] (an inbox file), or whose loss in a
+    /// crash costs at most a duplicate.
+    pub fn note(&mut self, from: &str, id: &str, now_ms: u64) -> std::io::Result<()> {
         if from.is_empty() || from.contains(char::is_whitespace) || !valid_id(id) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -127,7 +148,7 @@ impl SeenIds {
         }
         self.file
             .write_all(format!("{now_ms} {from} {id}\n").as_bytes())?;
-        self.file.sync_data()?;
+        self.unsynced = true;
         self.lines += 1;
         self.remember(now_ms, from.into(), id.into());
         self.evict(now_ms);
@@ -163,6 +184,7 @@ impl SeenIds {
         crate::state::paths::write_private_atomic(&self.path, text.as_bytes())?;
         self.file = open_append(&self.path)?;
         self.lines = self.order.len();
+        self.unsynced = false;
         Ok(())
     }
 }

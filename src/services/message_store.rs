@@ -432,8 +432,9 @@ impl Inbox {
             entry.id
         );
         write_atomic(&self.dir, &name, &bytes)?;
-        self.seen
-            .record(&entry.from, &entry.id, entry.received_ms)?;
+        // The inbox file is the durable record of this id until it is cleared (`open`
+        // remembers the ids of the files it finds): the dedupe line is fsynced then.
+        self.seen.note(&entry.from, &entry.id, entry.received_ms)?;
         self.total.add(bytes.len() as u64);
         self.per_sender
             .entry(entry.from.clone())
@@ -464,6 +465,9 @@ impl Inbox {
         clear: bool,
     ) -> Result<Vec<InboxEntry>, MessageError> {
         let mut taken = Vec::new();
+        if clear {
+            self.seen.sync()?;
+        }
         for s in Self::read_all(&self.dir)? {
             let Some(e) = s.entry else { continue };
             if filter.limit.is_some_and(|n| taken.len() >= n) {
@@ -523,9 +527,11 @@ impl Inbox {
     }
 
     /// Records `(from, id)` as received without storing the message (a reply handed straight
-    /// to the request that waits for it), so that a retry is acked and not stored.
+    /// to the request that waits for it), so that a retry is acked and not stored. Not
+    /// fsynced on its own (the next durable record or clear carries it): a crash before then
+    /// costs at most a retry of the reply, which needs a lost ack too, landing in the inbox.
     pub fn record_seen(&mut self, from: &str, id: &str, now_ms: u64) -> Result<(), MessageError> {
-        Ok(self.seen.record(from, id, now_ms)?)
+        Ok(self.seen.note(from, id, now_ms)?)
     }
 }
 
@@ -564,51 +570,6 @@ pub struct OutboxEntry {
     /// message stays here and is retried. Text from the peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
-}
-
-/// The persistent outbox: one file per undelivered message.
-pub struct Outbox {
-    dir: PathBuf,
-}
-
-impl Outbox {
-    /// Opens (creating) the outbox in `dir`.
-    pub fn open(dir: PathBuf) -> Result<Self, MessageError> {
-        ensure_dir(&dir)?;
-        Ok(Outbox { dir })
-    }
-
-    /// Stores a message durably.
-    pub fn put(&self, e: &OutboxEntry) -> Result<(), MessageError> {
-        let bytes =
-            serde_json::to_vec_pretty(e).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        write_atomic(&self.dir, &format!("{}.json", e.message.id), &bytes)?;
-        Ok(())
-    }
-
-    /// Every waiting message, oldest first (by queue time).
-    pub fn pending(&self) -> Result<Vec<OutboxEntry>, MessageError> {
-        let mut v: Vec<OutboxEntry> = std::fs::read_dir(&self.dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .filter_map(|p| std::fs::read(p).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect();
-        v.sort_by_key(|e| e.message.sent_ms);
-        Ok(v)
-    }
-
-    /// Removes a delivered message.
-    pub fn remove(&self, id: &str) -> Result<(), MessageError> {
-        if valid_id(id) {
-            match std::fs::remove_file(self.dir.join(format!("{id}.json"))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -797,30 +758,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut inbox = open(dir.path(), &MessagesConfig::default());
         assert!(inbox.store(&entry("k", "../../etc/passwd", 1)).is_err());
-    }
-
-    #[test]
-    fn outbox_keeps_messages_until_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Outbox::open(dir.path().join("outbox")).unwrap();
-        let m = OutboxEntry {
-            to: "k".into(),
-            to_ipv6: "fdc5:7a3e:91b4::1".parse().unwrap(),
-            message: WireMessage {
-                v: 1,
-                id: new_id(),
-                kind: MessageType::Text,
-                data: "hi".into(),
-                sent_ms: 5,
-                in_reply_to: None,
-            },
-            refused: None,
-        };
-        out.put(&m).unwrap();
-        let reopened = Outbox::open(dir.path().join("outbox")).unwrap();
-        assert_eq!(reopened.pending().unwrap(), vec![m.clone()]);
-        reopened.remove(&m.message.id).unwrap();
-        assert!(reopened.pending().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -12,10 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::clock::unix_ms_now;
 use crate::config::MessagesConfig;
+use crate::services::message_outbox::Outbox;
 use crate::services::message_store::{
     new_id, read_frame, read_frame_within, valid_id, write_frame, Inbox, InboxEntry, InboxFilter,
-    MessageError, MessageType, Outbox, OutboxEntry, StoreOutcome, WireAck, WireMessage,
-    WireRefusal, WireReply, MESSAGE_PORT,
+    MessageError, MessageType, OutboxEntry, StoreOutcome, WireAck, WireMessage, WireRefusal,
+    WireReply, MESSAGE_PORT,
 };
 use crate::userspace::overlay_net::{OverlayNet, OverlayStream};
 use crate::wg::DataPlane;
@@ -268,12 +269,14 @@ impl Messages {
             data,
             in_reply_to: None,
         };
-        let (id, rx) = self.queue(out, new_id())?;
+        let (id, rx) = self.queue(out, new_id()).await?;
         Ok((id, Self::delivery_within(rx, wait).await))
     }
 
     /// Queues `out` durably under `id` and returns the receiver of its delivery outcome.
-    fn queue(
+    /// Delivery starts at once; this returns when the message is durable in the outbox (its
+    /// group commit), so a message whose send returned survives a crash.
+    async fn queue(
         &self,
         out: Outgoing,
         id: String,
@@ -298,11 +301,18 @@ impl Messages {
             .entry(id.clone())
             .or_default()
             .push(tx);
-        if let Err(e) = self.outbox.put(&entry) {
+        let committed = match self.outbox.put(&entry) {
+            Ok(c) => {
+                self.wake.notify_one();
+                c.wait().await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
             self.waiters.lock().expect("waiters").remove(&id);
+            let _ = self.outbox.remove(&id);
             return Err(e);
         }
-        self.wake.notify_one();
         Ok((id, rx))
     }
 
@@ -320,7 +330,7 @@ impl Messages {
         out: Outgoing,
         ack_wait: Duration,
     ) -> Result<(String, Delivery), MessageError> {
-        let (id, rx) = self.queue(out, new_id())?;
+        let (id, rx) = self.queue(out, new_id()).await?;
         Ok((id, Self::delivery_within(rx, ack_wait).await))
     }
 
@@ -334,7 +344,7 @@ impl Messages {
             .lock()
             .expect("replies")
             .insert(id.clone(), (out.to_key.clone(), reply_tx));
-        let (id, mut delivered) = match self.queue(out, id.clone()) {
+        let (id, mut delivered) = match self.queue(out, id.clone()).await {
             Ok(q) => q,
             Err(e) => {
                 self.receiver.replies.lock().expect("replies").remove(&id);

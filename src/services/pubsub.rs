@@ -10,6 +10,7 @@
 //! source addresses), or this node for a local publish: nobody can publish under another key.
 
 pub mod broker;
+pub mod epoch;
 pub mod topic;
 pub mod wire;
 
@@ -176,16 +177,18 @@ pub struct Pubsub {
 }
 
 impl Pubsub {
-    /// Starts the broker on port 1002.
+    /// Starts the broker on port 1002, in the next epoch recorded in `state_dir`.
     pub async fn start(
+        state_dir: &std::path::Path,
         me: PublicKey,
         overlay: OverlayNet,
         plane: Arc<DataPlane>,
         limits: &PubsubConfig,
     ) -> std::io::Result<Arc<Self>> {
+        let epoch = epoch::advance(state_dir, crate::clock::unix_ms_now() / 1000)?;
         let p = Arc::new(Pubsub {
             me,
-            broker: Mutex::new(Broker::new(limits.clone())),
+            broker: Mutex::new(Broker::new(limits.clone()).with_epoch(epoch)),
             overlay,
             plane,
             limits: limits.clone(),

@@ -454,20 +454,12 @@ async fn connect_target(to: &str, allow_link_local: bool) -> io::Result<TcpStrea
     Err(last)
 }
 
-async fn splice_to(mut overlay: OverlayStream, to: &str, allow_link_local: bool) -> io::Result<()> {
-    let mut local =
-        tokio::time::timeout(TARGET_CONNECT_TIMEOUT, connect_target(to, allow_link_local))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "target did not answer"))??;
+async fn splice_to(overlay: OverlayStream, to: &str, allow_link_local: bool) -> io::Result<()> {
+    let local = tokio::time::timeout(TARGET_CONNECT_TIMEOUT, connect_target(to, allow_link_local))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "target did not answer"))??;
     let _ = local.set_nodelay(true);
-    tokio::io::copy_bidirectional_with_sizes(
-        &mut overlay,
-        &mut local,
-        SPLICE_BUFFER,
-        SPLICE_BUFFER,
-    )
-    .await?;
-    Ok(())
+    overlay.splice(local, Vec::new(), SPLICE_BUFFER).await
 }
 
 #[cfg(test)]

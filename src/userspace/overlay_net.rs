@@ -209,6 +209,25 @@ impl OverlayStream {
             OverlayStream::Userspace(s) => Ok(SocketAddr::V6(s.peer_addr())),
         }
     }
+
+    /// Joins this connection to a local socket until both directions end: the peer first gets
+    /// `initial`, then what `local` sends, and `local` gets what the peer sends. In userspace
+    /// mode the netstack moves the bytes itself ([`NetstackStream::splice`]); in TUN mode a
+    /// copy loop with `buffer`-byte buffers does.
+    pub async fn splice(self, local: TcpStream, initial: Vec<u8>, buffer: usize) -> io::Result<()> {
+        match self {
+            OverlayStream::Userspace(s) => s.splice(local, initial, buffer).await,
+            OverlayStream::Kernel(mut s) => {
+                let mut local = local;
+                if !initial.is_empty() {
+                    tokio::io::AsyncWriteExt::write_all(&mut s, &initial).await?;
+                }
+                let n = buffer.max(4096);
+                tokio::io::copy_bidirectional_with_sizes(&mut local, &mut s, n, n).await?;
+                Ok(())
+            }
+        }
+    }
 }
 
 impl AsyncRead for OverlayStream {

@@ -86,6 +86,13 @@ pub struct Core {
     endpoints: Mutex<std::collections::HashMap<SocketAddr, Arc<crate::wg::peer::Peer>>>,
     /// The largest inner packet accepted for sending (and so the largest WireGuard may queue).
     max_packet: usize,
+    /// The timer set: peers with a live `Tunn`, by local index. [`Core::tick`] visits these
+    /// only, so idle peers cost no work per tick. Locked after a peer's own lock, never
+    /// before it.
+    active: Mutex<std::collections::HashMap<u32, Arc<crate::wg::peer::Peer>>>,
+    /// Peers by hostname (names resolve without a scan of the table). Locked after a peer's
+    /// hostname lock, never before it.
+    hostnames: Mutex<std::collections::HashMap<String, Arc<crate::wg::peer::Peer>>>,
 }
 
 impl Core {
@@ -123,6 +130,8 @@ impl Core {
             relays: ArcSwap::from_pointee(Vec::new()),
             endpoints: Mutex::new(Default::default()),
             max_packet: DEFAULT_MAX_PACKET,
+            active: Mutex::new(Default::default()),
+            hostnames: Mutex::new(Default::default()),
         }
     }
 
@@ -174,6 +183,12 @@ impl Core {
         if let Some(e) = &self.events {
             e.send(ev);
         }
+    }
+
+    /// Queues an event for the node from outside the data plane's threads (the stream
+    /// transport's change of path to a registry).
+    pub fn emit_event(&self, ev: DataPlaneEvent) {
+        self.emit(ev);
     }
 }
 

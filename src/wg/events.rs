@@ -6,6 +6,7 @@
 //! at most one is queued per peer until the node core has taken it, so a flood of packets to a
 //! peer without a path queues one event, not one per packet.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -30,6 +31,13 @@ pub enum DataPlaneEvent {
     },
     /// A WireGuard handshake with this peer completed.
     HandshakeDone(PublicKey),
+    /// Datagrams for this registry now travel over another transport (UDP or the TLS
+    /// transport of issue 14): the node registers there again at once, so the registry
+    /// learns the new address before the next heartbeat.
+    TransportChanged {
+        /// The registry (its configured UDP address).
+        registry: SocketAddr,
+    },
 }
 
 /// The data plane's end of the event channel (cheap, lock-free, never blocks).

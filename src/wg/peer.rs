@@ -84,7 +84,11 @@ impl PeerCounters {
 
 /// The mutable part of a peer, behind one per-peer lock (never a global one).
 pub(crate) struct PeerState {
-    pub(crate) tunn: Tunn,
+    /// Its WireGuard state machine, made on first use (a packet to or from it, a path): an
+    /// idle peer holds none, and one whose handshakes expired drops its own.
+    pub(crate) tunn: Option<Tunn>,
+    /// Whether it is in the core's timer set (it has a `Tunn` that timers must drive).
+    pub(crate) active: bool,
     /// How its datagrams travel: straight to an endpoint, or through a relay.
     pub(crate) path: Path,
     /// When `path` last changed.
@@ -159,7 +163,11 @@ impl Peer {
     pub fn status(&self) -> PeerStatus {
         let (path, changed, since) = {
             let st = self.state.lock();
-            (st.path, st.last_change, st.tunn.time_since_last_handshake())
+            (
+                st.path,
+                st.last_change,
+                st.tunn.as_ref().and_then(|t| t.time_since_last_handshake()),
+            )
         };
         let rtt = self.rtt_us.load(Ordering::Relaxed);
         let last_handshake = since.and_then(|d| {

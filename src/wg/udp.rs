@@ -16,6 +16,8 @@ pub(crate) struct Udp {
     socket: UdpSocket,
     state: UdpSocketState,
     v6: bool,
+    /// Registries reached over a stream transport instead (issue 14).
+    pub(crate) divert: std::sync::Arc<super::divert::Diversion>,
 }
 
 impl Udp {
@@ -28,7 +30,13 @@ impl Udp {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         set_buffer(&socket, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
         set_buffer(&socket, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF);
-        Ok(Udp { socket, state, v6 })
+        let divert = std::sync::Arc::new(super::divert::Diversion::new()?);
+        Ok(Udp {
+            socket,
+            state,
+            v6,
+            divert,
+        })
     }
 
     pub(crate) fn local_port(&self) -> u16 {
@@ -42,22 +50,71 @@ impl Udp {
 
     /// Receives a batch (recvmmsg, with GRO-coalesced datagrams split by `meta.stride`).
     /// `Err(WouldBlock)` when nothing is waiting.
+    /// Datagrams a stream transport received from a diverted registry come first (at most
+    /// half the batch), as if they had arrived over UDP from it.
     pub(crate) fn recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> io::Result<usize> {
-        self.state.recv(UdpSockRef::from(&self.socket), bufs, meta)
+        let half = bufs.len().div_ceil(2);
+        let k = self.divert.recv(&mut bufs[..half], &mut meta[..half]);
+        match self.state.recv(
+            UdpSockRef::from(&self.socket),
+            &mut bufs[k..],
+            &mut meta[k..],
+        ) {
+            Ok(n) => {
+                self.divert.note_received(&meta[k..k + n], &bufs[k..k + n]);
+                Ok(k + n)
+            }
+            Err(e) if k > 0 && e.kind() == io::ErrorKind::WouldBlock => Ok(k),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Waits until the socket is readable or `timeout` passes.
+    /// Waits until the socket (or the stream transport's queue) is readable or `timeout`
+    /// passes.
     pub(crate) fn wait_readable(&self, timeout: Duration) {
-        poll_fd(self.socket.as_raw_fd(), libc::POLLIN, timeout);
+        let mut p = [
+            libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.divert.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds.
+        unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+    }
+
+    /// Sends over UDP even to a diverted registry (the transport's UDP probes).
+    pub(crate) fn send_undiverted(&self, dst: SocketAddr, contents: &[u8]) -> io::Result<()> {
+        self.send_udp(dst, contents, None)
     }
 
     /// Sends `contents` to `dst`; with `segment_size`, as equal-sized datagrams in one syscall
     /// (UDP GSO; the last may be shorter). Waits briefly when the send buffer is full.
     pub(crate) fn send(
+        &self,
+        dst: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        if self.divert.is_diverted(dst) {
+            self.divert.send(dst, contents, segment_size);
+            return Ok(());
+        }
+        self.divert.note_sent(dst, contents);
+        self.send_udp(dst, contents, segment_size)
+    }
+
+    fn send_udp(
         &self,
         dst: SocketAddr,
         contents: &[u8],

@@ -12,6 +12,7 @@ mod registry_cluster;
 mod services;
 #[path = "../support/mod.rs"]
 mod support;
+mod tls_relay;
 mod trust;
 mod userspace;
 

@@ -17,6 +17,7 @@ pub mod pair;
 pub mod pg;
 pub mod process;
 pub mod registry;
+pub mod registry_client;
 
 use std::time::Duration;
 

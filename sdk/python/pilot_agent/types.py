@@ -320,7 +320,8 @@ class Published(Model):
 @dataclass
 class PubSubEvent(Model):
     """One event of ``subscribe`` (``type`` ``pubsub_event``; ``lagged`` when events were
-    missed): the ``broker`` and the ``event`` (publisher, topic, seq, ts_ms, data)."""
+    missed): the ``broker`` and the ``event`` (publisher, topic, seq, ts_ms, data, and the
+    broker's ``epoch``, raised at each broker restart)."""
 
     type: Optional[str] = None
     broker: Optional[str] = None

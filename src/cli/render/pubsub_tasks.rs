@@ -166,6 +166,7 @@ mod tests {
                 seq: 3,
                 ts_ms: 1,
                 data: "hi\u{1b}[2J".into(),
+                epoch: 2,
             },
         };
         let line = pubsub_event(&r);

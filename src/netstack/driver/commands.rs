@@ -26,6 +26,7 @@ impl Driver {
                 let _ = reply.send(self.start_listen(port, id, accept));
             }
             Command::BindUdp(b) => self.bind_udp(b),
+            Command::Splice(r) => self.splice(r),
             Command::Describe { reply } => {
                 let _ = reply.send(self.describe());
             }

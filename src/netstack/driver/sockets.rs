@@ -260,6 +260,15 @@ fn net_to_app(s: &mut tcp::Socket<'static>, f: &mut Flow, cx: &mut Context<'_>) 
     if f.net_eof {
         return false;
     }
+    // A spliced socket first gets what the pipe held when it took over.
+    match f.app.poll_flush_held(cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Pending => return false,
+        Poll::Ready(Err(_)) => {
+            app_dropped(s, f);
+            return true;
+        }
+    }
     // Two rounds: the ring buffer may hand out its data in two pieces.
     for _ in 0..2 {
         if !s.can_recv() {
@@ -273,13 +282,7 @@ fn net_to_app(s: &mut tcp::Socket<'static>, f: &mut Flow, cx: &mut Context<'_>) 
         match r {
             Ok(Poll::Ready(Ok(n))) if n > 0 => progress = true,
             Ok(Poll::Ready(Err(_))) => {
-                // The application dropped its stream.
-                f.app_gone = true;
-                f.app_eof = true;
-                s.close();
-                s.set_timeout(Some(smoltcp::time::Duration::from_secs(
-                    ORPHAN_TIMEOUT.as_secs(),
-                )));
+                app_dropped(s, f);
                 return true;
             }
             _ => break,
@@ -292,6 +295,17 @@ fn net_to_app(s: &mut tcp::Socket<'static>, f: &mut Flow, cx: &mut Context<'_>) 
         progress = true;
     }
     progress
+}
+
+/// The application dropped its stream (or its spliced socket failed): discard what arrives,
+/// send our FIN, and give the peer [`ORPHAN_TIMEOUT`] to finish.
+fn app_dropped(s: &mut tcp::Socket<'static>, f: &mut Flow) {
+    f.app_gone = true;
+    f.app_eof = true;
+    s.close();
+    s.set_timeout(Some(smoltcp::time::Duration::from_secs(
+        ORPHAN_TIMEOUT.as_secs(),
+    )));
 }
 
 /// Moves the application's bytes into the socket; turns its shutdown into our FIN.

@@ -2,6 +2,7 @@
 //! registries keep them as soft state), deregistration, and looking a node up by key, address
 //! or hostname.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Client, ClientEvent, OpId, OpKind, Purpose};
@@ -50,6 +51,15 @@ impl Client {
     /// Registers with every registry again (after [`Client::deregister`]).
     pub fn register_again(&mut self, now: Instant) {
         for reg in 0..self.registries.len() {
+            self.start_register(reg, now);
+        }
+    }
+
+    /// Registers with `registry` again at once (its transport changed: UDP or TLS, issue 14),
+    /// so it learns our new address (after a return-routability challenge) before the next
+    /// heartbeat. Unknown registries are ignored.
+    pub fn reregister(&mut self, now: Instant, registry: SocketAddr) {
+        if let Some(reg) = self.registries.iter().position(|r| r.addr == registry) {
             self.start_register(reg, now);
         }
     }

@@ -136,7 +136,7 @@ impl Client {
         };
         self.send(reg, now, Purpose::Internal, answer);
         if self.first_sighting(req.header.nonce) {
-            let mut all = vec![observed];
+            let mut all = reachable(observed);
             all.extend(candidates.into_iter().filter(|c| *c != observed));
             self.events.push_back(ClientEvent::EndpointRequested {
                 from,
@@ -177,7 +177,7 @@ impl Client {
         };
         self.endpoint_waits.remove(&in_reply_to);
         if self.mark_done(op) {
-            let mut all = vec![observed];
+            let mut all = reachable(observed);
             all.extend(candidates.into_iter().filter(|c| *c != observed));
             self.events.push_back(ClientEvent::EndpointInfo {
                 op,
@@ -186,5 +186,15 @@ impl Client {
                 registry: self.registries[reg].addr,
             });
         }
+    }
+}
+
+/// The registry's view of a peer as a candidate: none when the peer is attached over TLS (its
+/// address is then the name of a TLS connection, not a UDP endpoint; issue 14).
+fn reachable(observed: SocketAddr) -> Vec<SocketAddr> {
+    if crate::wire::stream::is_connection_address(&observed) {
+        Vec::new()
+    } else {
+        vec![observed]
     }
 }

@@ -47,6 +47,12 @@ pub struct InstanceStatus {
     pub remote_lag_max_ms: u64,
     /// SQL statements run by this instance's store so far (clusters).
     pub statements: u64,
+    /// Requests parked until their commit (a hostname claim or held message, clusters).
+    #[serde(default)]
+    pub parked: usize,
+    /// Times the cluster listener lost its connection, reconnected and resynchronised.
+    #[serde(default)]
+    pub listener_resyncs: u64,
     /// What the core counted.
     pub counters: Counters,
 }
@@ -86,6 +92,8 @@ impl StatusWriter {
                 remote_changes: 0,
                 remote_lag_max_ms: 0,
                 statements: 0,
+                parked: 0,
+                listener_resyncs: 0,
                 counters: Counters::default(),
             },
             path: config.state_dir.join(STATUS_FILE),
@@ -95,6 +103,11 @@ impl StatusWriter {
             lag_max: 0,
             remote: 0,
         }
+    }
+
+    /// Notes that the cluster listener reconnected and the core resynchronised.
+    pub(super) fn note_resync(&mut self) {
+        self.base.listener_resyncs += 1;
     }
 
     /// Notes the delay of one change from another instance.
@@ -118,6 +131,7 @@ impl StatusWriter {
         s.remote_lag_max_ms = std::mem::take(&mut self.lag_max);
         s.statements = self.pg.as_ref().map_or(0, PgHandle::statements);
         s.counters = registry.counters().clone();
+        s.parked = registry.parked();
         match serde_json::to_vec_pretty(&s) {
             Ok(bytes) => {
                 if let Err(e) = crate::state::paths::write_private_atomic(&self.path, &bytes) {

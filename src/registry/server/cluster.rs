@@ -143,7 +143,7 @@ impl Registry {
         }
     }
 
-    fn remote_set_name(&mut self, name: Hostname, key: PublicKey, now_ms: u64) {
+    pub(super) fn remote_set_name(&mut self, name: Hostname, key: PublicKey, now_ms: u64) {
         if let Some(old) = self.owner.insert(key, name.clone()) {
             if old != name && self.names.get(&old) == Some(&key) {
                 self.names.remove(&old);
@@ -157,7 +157,7 @@ impl Registry {
         self.seen.entry(key).or_insert(now_ms);
     }
 
-    fn remote_held(&mut self, now_ms: u64, m: HeldMessage) -> Transmits {
+    pub(super) fn remote_held(&mut self, now_ms: u64, m: HeldMessage) -> Transmits {
         let key = (*m.target.as_bytes(), *m.from.as_bytes(), m.kind.to_byte());
         let nonce = original_nonce(&m.original);
         self.seen.entry(m.target).or_insert(now_ms);

@@ -4,11 +4,10 @@
 
 use std::net::SocketAddr;
 
-use super::{encode, Bucket, Ctx, Registry, Transmits};
+use super::{encode, Ctx, Registry, Transmits};
 use crate::identity::PublicKey;
 use crate::registry::store::ForwardedEndpoint;
 use crate::wire::registry::{Nonce, Response, ResponseBody, Status};
-use crate::wire::relay;
 
 /// An endpoint request forwarded and not yet answered.
 #[derive(Debug, Clone)]
@@ -28,13 +27,6 @@ fn pair(a: &PublicKey, b: &PublicKey) -> Pair {
     } else {
         (b, a)
     }
-}
-
-/// A node's relay budget: packets and bytes.
-#[derive(Debug, Clone)]
-pub(super) struct RelayBudget {
-    pub(super) packets: Bucket,
-    pub(super) bytes: Bucket,
 }
 
 impl Registry {
@@ -146,61 +138,13 @@ impl Registry {
             .is_some_and(|until| *until >= now_ms)
     }
 
-    /// Relays a `RelaySend` frame as a `RelayDeliver` to its target, if the sender (known by
-    /// its address) and the target are online, the pair completed an endpoint exchange here,
-    /// and the sender is within its budget. Refusals are silent and counted.
+    /// Relays a `RelaySend` frame as a `RelayDeliver` to its target (see
+    /// [`Registry::relay_in_place`], the runner's allocation-free path).
     pub(super) fn relay(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
-        let Some((to48, payload)) = relay::parse(bytes, relay::RELAY_SEND) else {
-            self.counters.relay_refused += 1;
-            return Vec::new();
-        };
-        let sender = self.by_addr.get(&from).copied();
-        let target = self.by_addr48.get(&to48).copied();
-        let (Some(sender), Some(target)) = (sender, target) else {
-            self.counters.relay_refused += 1;
-            return Vec::new();
-        };
-        let to = match self.online_addr(&target, now_ms) {
-            Some(to) if self.is_online(&sender, now_ms) => to,
-            _ => {
-                self.counters.relay_refused += 1;
-                return Vec::new();
-            }
-        };
-        if !self.relay_allowed(&sender, &target, now_ms) {
-            self.counters.relay_refused += 1;
-            return Vec::new();
+        let mut frame = bytes.to_vec();
+        match self.relay_in_place(now_ms, from, &mut frame) {
+            Some(to) => vec![(to, frame)],
+            None => Vec::new(),
         }
-        if !self.take_relay_budget(sender, payload.len(), now_ms) {
-            self.counters.relay_limited += 1;
-            return Vec::new();
-        }
-        self.counters.relayed_packets += 1;
-        self.counters.relayed_bytes += payload.len() as u64;
-        vec![(
-            to,
-            relay::frame(relay::RELAY_DELIVER, sender.addr48(), payload),
-        )]
-    }
-
-    /// Takes one packet of `len` bytes from `sender`'s relay budget.
-    fn take_relay_budget(&mut self, sender: PublicKey, len: usize, now_ms: u64) -> bool {
-        let l = &self.limits;
-        let budget = self
-            .relay_budgets
-            .entry(sender)
-            .or_insert_with(|| RelayBudget {
-                packets: Bucket::full(l.relay_packet_burst, now_ms),
-                bytes: Bucket::full(l.relay_byte_burst, now_ms),
-            });
-        budget
-            .packets
-            .take(l.relay_packet_burst, l.relay_packets_per_sec, now_ms)
-            && budget.bytes.take_n(
-                len as u64,
-                l.relay_byte_burst,
-                l.relay_bytes_per_sec,
-                now_ms,
-            )
     }
 }

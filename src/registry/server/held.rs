@@ -40,7 +40,7 @@ impl Registry {
         target: PublicKey,
         kind: HeldKind,
     ) -> Transmits {
-        let (sender, nonce) = (cx.sender, cx.nonce);
+        let sender = cx.sender;
         if target == sender {
             return self.fail(
                 cx,
@@ -75,9 +75,38 @@ impl Registry {
             received_ms: cx.now_ms,
             original: bytes.to_vec(),
         };
-        if self.store.apply(&[StoreOp::PutHeld(msg)]).is_err() {
+        let ticket = self.park_ticket();
+        match self.store.apply_or_park(&[StoreOp::PutHeld(msg)], ticket) {
+            Some(r) => self.held_stored(cx, cx.now_ms, target, kind, bytes.to_vec(), r),
+            None => {
+                let p = super::parked::Parked::Hold {
+                    cx: *cx,
+                    target,
+                    kind,
+                    original: bytes.to_vec(),
+                };
+                self.parked.insert(ticket, p);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The answer to a trust message once the store has it (or failed to store it); pushes it
+    /// to the target if it is online here at `now_ms`.
+    pub(super) fn held_stored(
+        &mut self,
+        cx: &Ctx,
+        now_ms: u64,
+        target: PublicKey,
+        kind: HeldKind,
+        original: Vec<u8>,
+        stored: Result<(), crate::registry::store::StoreError>,
+    ) -> Transmits {
+        if stored.is_err() {
             return self.fail(cx, Status::Internal, "cannot store the message".into());
         }
+        let (sender, nonce) = (cx.sender, cx.nonce);
+        let key = (*target.as_bytes(), *sender.as_bytes(), kind.to_byte());
         self.held.insert(
             key,
             Held {
@@ -85,15 +114,15 @@ impl Registry {
                 kind,
                 received_ms: cx.now_ms,
                 nonce,
-                original: bytes.to_vec(),
+                original: original.clone(),
             },
         );
         let mut out = self.ack(cx);
-        if let Some(to) = self.online_addr(&target, cx.now_ms) {
+        if let Some(to) = self.online_addr(&target, now_ms) {
             let hostname = self.owner.get(&sender).cloned();
             out.push((
                 to,
-                encode(&self.identity, &push(kind, hostname, nonce, bytes.to_vec())),
+                encode(&self.identity, &push(kind, hostname, nonce, original)),
             ));
             self.counters.pushed += 1;
         }

@@ -60,6 +60,15 @@ pub struct Limits {
     pub relay_byte_burst: u32,
     /// Relayed payload bytes per sending node: per second.
     pub relay_bytes_per_sec: u32,
+    /// Relayed datagrams from all senders together: bucket size.
+    pub relay_total_packet_burst: u32,
+    /// Relayed datagrams from all senders together: per second.
+    pub relay_total_packets_per_sec: u32,
+    /// Relayed payload bytes from all senders together: bucket size.
+    pub relay_total_byte_burst: u32,
+    /// Relayed payload bytes from all senders together: per second (bounds the link and CPU
+    /// the relay may take from the registry's other work).
+    pub relay_total_bytes_per_sec: u32,
     /// A registered key silent (no Register or Heartbeat) for this long is forgotten and its
     /// hostname released (ms).
     pub registration_expiry_ms: u64,
@@ -107,6 +116,10 @@ impl Default for Limits {
             relay_packets_per_sec: 20_000,
             relay_byte_burst: 4 << 20,
             relay_bytes_per_sec: 25_000_000,
+            relay_total_packet_burst: 65_536,
+            relay_total_packets_per_sec: 400_000,
+            relay_total_byte_burst: 64 << 20,
+            relay_total_bytes_per_sec: 500_000_000,
             cookie_lifetime_ms: 60_000,
             challenge_burst: 40_000,
             challenge_per_sec: 20_000,
@@ -149,6 +162,8 @@ pub struct Counters {
     pub relay_refused: u64,
     /// Relay frames dropped over the sender's packet or byte budget.
     pub relay_limited: u64,
+    /// Relay frames dropped over the registry's global relay budget (`relay_total_*`).
+    pub relay_limited_global: u64,
     /// Challenges sent (a Register or Heartbeat from an address not yet proven).
     pub challenged: u64,
     /// `Register`s from unproven addresses dropped unanswered over the challenge budget.

@@ -12,7 +12,21 @@ impl Registry {
         if !self.is_registered(&cx.sender) {
             return self.fail(cx, Status::UnknownNode, "register first".into());
         }
-        match self.claim(cx.sender, hostname) {
+        match self.claim(cx, hostname, super::parked::Via::SetHostname) {
+            Some(r) => self.hostname_set(cx, hostname, r),
+            // Answered when the store has decided (see `parked`).
+            None => Vec::new(),
+        }
+    }
+
+    /// The answer to a `SetHostname` once its claim is decided.
+    pub(super) fn hostname_set(
+        &mut self,
+        cx: &Ctx,
+        hostname: &Hostname,
+        claimed: Result<(), Status>,
+    ) -> Transmits {
+        match claimed {
             Ok(()) => self.ack(cx),
             Err(Status::AlreadyExists) => self.fail(
                 cx,
@@ -71,23 +85,52 @@ impl Registry {
             .take(burst, per_sec, now_ms)
     }
 
-    /// Binds `name` to `key` (releasing the key's previous name), unless another key holds it.
-    pub(super) fn claim(&mut self, key: PublicKey, name: &Hostname) -> Result<(), Status> {
+    /// Binds `name` to the sender of `cx` (releasing its previous name), unless another key
+    /// holds it. `None`: the store decides later (a shared store), and the request is parked
+    /// until then (`via` says how to answer it).
+    pub(super) fn claim(
+        &mut self,
+        cx: &Ctx,
+        name: &Hostname,
+        via: super::parked::Via,
+    ) -> Option<Result<(), Status>> {
+        let key = cx.sender;
         match self.names.get(name) {
-            Some(k) if *k == key => return Ok(()),
-            Some(_) => return Err(Status::AlreadyExists),
+            Some(k) if *k == key => return Some(Ok(())),
+            Some(_) => return Some(Err(Status::AlreadyExists)),
             None => {}
         }
         let mut ops = Vec::new();
-        let old = self.owner.get(&key).cloned();
-        if let Some(old) = &old {
+        if let Some(old) = self.owner.get(&key) {
             ops.push(StoreOp::RemoveName { name: old.clone() });
         }
         ops.push(StoreOp::SetName {
             name: name.clone(),
             key,
         });
-        match self.store.apply(&ops) {
+        let ticket = self.park_ticket();
+        match self.store.apply_or_park(&ops, ticket) {
+            Some(r) => Some(self.claimed(key, name, r)),
+            None => {
+                let p = super::parked::Parked::Claim {
+                    cx: *cx,
+                    name: name.clone(),
+                    via,
+                };
+                self.parked.insert(ticket, p);
+                None
+            }
+        }
+    }
+
+    /// Records a claim the store has decided: `name` is now `key`'s (its previous name freed).
+    pub(super) fn claimed(
+        &mut self,
+        key: PublicKey,
+        name: &Hostname,
+        stored: Result<(), StoreError>,
+    ) -> Result<(), Status> {
+        match stored {
             Ok(()) => {}
             // Another instance of the cluster claimed it first.
             Err(StoreError::Conflict { .. }) => return Err(Status::AlreadyExists),
@@ -96,11 +139,16 @@ impl Registry {
                 return Err(Status::Internal);
             }
         }
-        if let Some(old) = old {
-            self.names.remove(&old);
+        if let Some(old) = self.owner.insert(key, name.clone()) {
+            if old != *name && self.names.get(&old) == Some(&key) {
+                self.names.remove(&old);
+            }
         }
-        self.names.insert(name.clone(), key);
-        self.owner.insert(key, name.clone());
+        if let Some(prev) = self.names.insert(name.clone(), key) {
+            if prev != key && self.owner.get(&prev) == Some(name) {
+                self.owner.remove(&prev);
+            }
+        }
         Ok(())
     }
 }

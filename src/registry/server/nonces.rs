@@ -65,6 +65,11 @@ impl Nonces {
         }
     }
 
+    /// Whether `nonce` is remembered (a verified request carried it within the window).
+    pub(super) fn contains(&self, nonce: &Nonce) -> bool {
+        self.by_nonce.contains_key(nonce)
+    }
+
     /// How many are remembered.
     pub(super) fn len(&self) -> usize {
         self.by_nonce.len()

@@ -93,6 +93,12 @@ impl Registry {
             self.counters.garbage += 1;
             return Err(Vec::new());
         };
+        // Only verified requests put their nonce in the cache: a datagram bearing one is a
+        // replay or a forgery, dropped before any signature work or bucket token.
+        if self.nonces.contains(&p.nonce) {
+            self.counters.replayed += 1;
+            return Err(Vec::new());
+        }
         let l = &self.limits;
         let admitted = if self.proven_raw(&p.sender, from)
             || p.cookie

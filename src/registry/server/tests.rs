@@ -135,6 +135,23 @@ fn replayed_request_is_refused_and_counted() {
 }
 
 #[test]
+fn a_replay_is_dropped_before_its_signature_is_checked() {
+    let mut r = registry();
+    let mut a = TestNode::new(1, 1000);
+    register(&mut r, &mut a, T0, None);
+    let bytes = a.signed(T0, RequestBody::Heartbeat);
+    assert_eq!(r.handle(T0, a.addr, &bytes).len(), 1);
+    // The same nonce under a broken signature: no verification happens (it would count
+    // bad_signature); the nonce alone condemns it.
+    let mut forged = bytes.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(r.handle(T0 + 5, a.addr, &forged).is_empty());
+    assert_eq!(r.counters().bad_signature, 0);
+    assert_eq!(r.counters().replayed, 1);
+}
+
+#[test]
 fn replay_after_the_window_is_refused_as_stale() {
     let mut r = registry();
     let mut a = TestNode::new(1, 1000);
@@ -603,7 +620,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
 }
 
 /// Registers `a` and `b` and runs an endpoint exchange a → b (which allows relaying).
-fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now: u64) {
+pub(crate) fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now: u64) {
     let out = send(
         r,
         a,

@@ -3,7 +3,6 @@
 //! stopping the stream) → SHA-256 check → `received/` → done.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use super::wire::{
     write_control, Accept, Done, Frame, FrameKind, FrameReader, Offer, Progress, Refuse,
     RefuseCode, VERSION,
 };
+use super::writer::Writer;
 use super::{Direction, FileError, Sender, Transfer, TransferState};
 use crate::clock::unix_ms_now;
 use crate::config::FilesConfig;
@@ -223,14 +223,17 @@ impl Incoming {
             offset: meta.offset,
         };
         write_control(&mut s, FrameKind::Accept, &accept).await?;
+        let offset = meta.offset;
         let mut rx = Stream {
             inc: self,
             meta,
-            file,
-            hash,
+            file: file.try_clone()?,
+            writer: Some(Writer::start(file, hash, offset)),
             syncing: None,
         };
-        rx.run(&mut s, &mut reader, hold).await
+        let result = rx.run(&mut s, &mut reader, hold).await;
+        rx.close().await;
+        result
     }
 }
 
@@ -278,8 +281,10 @@ fn incoming_view(m: PartialMeta, live: Option<u64>) -> Transfer {
 struct Stream<'a> {
     inc: &'a Incoming,
     meta: PartialMeta,
+    /// The partial file, for checkpoints (the writer thread writes through its own handle).
     file: std::fs::File,
-    hash: Sha256,
+    /// The writer thread (`None` once finished).
+    writer: Option<Writer>,
     /// A checkpoint in flight: fsync and record, off the async threads; its offset.
     syncing: Option<JoinHandle<Result<u64, FileError>>>,
 }
@@ -309,11 +314,16 @@ impl Stream<'_> {
             if offset + data.len() as u64 > self.meta.size {
                 return Err(FileError::Malformed("more data than offered".into()));
             }
-            if let Err(e) = self.file.write_all(data) {
+            let n = data.len() as u64;
+            if self.write(data.to_vec()).await.is_err() {
+                let e = self
+                    .stop_writer()
+                    .await
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("the writer stopped"));
                 return self.write_failed(s, e).await;
             }
-            self.hash.update(data);
-            offset += data.len() as u64;
+            offset += n;
             self.inc
                 .live
                 .lock()
@@ -331,11 +341,50 @@ impl Stream<'_> {
             if self.syncing.is_none()
                 && (offset - synced >= sync_bytes || last_sync.elapsed() >= SYNC_INTERVAL)
             {
-                self.start_checkpoint(offset)?;
+                let written = self.writer.as_ref().map_or(offset, Writer::written);
+                self.start_checkpoint(written)?;
                 (synced, last_sync) = (offset, Instant::now());
             }
         }
         self.finish(s).await
+    }
+
+    /// After a connection that ended before the file was complete: everything queued is
+    /// written, and what was written becomes the durable offset to resume from. No write of
+    /// this connection lands after the slot is released.
+    async fn close(&mut self) {
+        let Some(w) = self.writer.take() else { return };
+        let written = w.finish().await.is_ok();
+        if let Some(h) = self.syncing.take() {
+            let _ = h.await;
+        }
+        if !written {
+            return;
+        }
+        // The writer wrote sequentially from the kept offset: the length is what it wrote.
+        let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > self.meta.offset && self.start_checkpoint(len.min(self.meta.size)).is_ok() {
+            if let Some(h) = self.syncing.take() {
+                if let Ok(Ok(at)) = h.await {
+                    self.meta.offset = at;
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, chunk: Vec<u8>) -> Result<(), ()> {
+        match &mut self.writer {
+            Some(w) => w.write(chunk).await,
+            None => Err(()),
+        }
+    }
+
+    /// Waits for the writer thread to write everything queued: the hash of all the bytes.
+    async fn stop_writer(&mut self) -> std::io::Result<Sha256> {
+        match self.writer.take() {
+            Some(w) => w.finish().await.map(|(_, h)| h),
+            None => Err(std::io::Error::other("the writer stopped")),
+        }
     }
 
     /// Fsyncs the data and records `offset` durably, in the background.
@@ -391,14 +440,18 @@ impl Stream<'_> {
     }
 
     /// All bytes are in: fsync, check the SHA-256, move into `received/`, say done.
-    async fn finish<S: AsyncWrite + Unpin>(
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         s: &mut S,
     ) -> Result<Option<ReceivedFile>, FileError> {
+        let hash = match self.stop_writer().await {
+            Ok(h) => h,
+            Err(e) => return self.write_failed(s, e).await,
+        };
         if let Some(h) = self.syncing.take() {
             let _ = h.await;
         }
-        let got = hex(&std::mem::take(&mut self.hash).finalize());
+        let got = hex(&hash.finalize());
         let (store, mut meta, file) = (
             self.inc.store.clone(),
             self.meta.clone(),

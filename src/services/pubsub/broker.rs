@@ -89,6 +89,8 @@ pub struct Broker {
     subs: BTreeMap<SubscriberId, Subscriber>,
     next_id: SubscriberId,
     limits: PubsubConfig,
+    /// The epoch stamped on each event ([`super::epoch`]).
+    epoch: u64,
 }
 
 /// The receiving end of a subscriber's queue, and its delivered counter (the writer adds to
@@ -108,7 +110,19 @@ impl Broker {
             subs: BTreeMap::new(),
             next_id: 1,
             limits,
+            epoch: 0,
         }
+    }
+
+    /// The same broker, stamping `epoch` on its events.
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The epoch stamped on this broker's events.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Adds a subscriber with no pattern yet; its queue holds `subscriber_queue` events.
@@ -199,6 +213,7 @@ impl Broker {
             seq: *seq,
             ts_ms: now_ms,
             data,
+            epoch: self.epoch,
         });
         let mut out = Fanout {
             seq: *seq,

@@ -28,6 +28,11 @@ pub struct PubsubEvent {
     pub ts_ms: u64,
     /// The payload (UTF-8 text; encode binary data, e.g. base64).
     pub data: String,
+    /// The broker's epoch (v1.1): raised at every start of the broker, whose sequence
+    /// numbers then restart at 1, so a new epoch is a restart and not a gap. 0 (or absent)
+    /// from a broker older than v1.1.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// An error code on the wire (and in the API's `hint`s).
@@ -173,11 +178,20 @@ mod tests {
                 seq: 7,
                 ts_ms: 9,
                 data: "x".into(),
+                epoch: 3,
             },
         };
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["op"], "event");
         assert_eq!(v["seq"], 7);
+        assert_eq!(v["epoch"], 3);
+        // From a broker older than v1.1: no epoch, read as 0.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("epoch");
+        match serde_json::from_value::<Frame>(old).unwrap() {
+            Frame::Event { event, .. } => assert_eq!(event.epoch, 0),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(v["publisher"], key.to_string());
         let back = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back, f);

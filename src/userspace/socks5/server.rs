@@ -341,7 +341,7 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionErro
             .map_err(SessionError::Refused);
     }
     let outcome = open(&request, shared).await;
-    let mut remote = match outcome {
+    let remote = match outcome {
         Ok(r) => r,
         Err(reply) => {
             client.write_all(&encode_reply(reply, None)).await?;
@@ -352,12 +352,9 @@ async fn serve(mut client: TcpStream, shared: &Shared) -> Result<(), SessionErro
     client
         .write_all(&encode_reply(Reply::Succeeded, bound))
         .await?;
-    if !buf.is_empty() {
-        // The client sent data right behind its request (optimistic clients do).
-        remote.write_all(&buf).await?;
-    }
-    let n = shared.cfg.splice_buffer.max(4096);
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut remote, n, n).await?;
+    // The client may have sent data right behind its request (optimistic clients do): it
+    // goes to the peer first.
+    remote.splice(client, buf, shared.cfg.splice_buffer).await?;
     Ok(())
 }
 

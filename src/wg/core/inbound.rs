@@ -249,14 +249,14 @@ impl Core {
         if st.removed || st.path != Path::Direct(src) {
             return;
         }
-        if st
-            .tunn
+        let tunn = self.tunn(&peer, &mut st);
+        if tunn
             .time_since_last_handshake()
             .is_some_and(|d| d < REHANDSHAKE_AFTER)
         {
             return;
         }
-        if let TunnResult::WriteToNetwork(init) = st.tunn.format_handshake_initiation(out, false) {
+        if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(out, false) {
             send(src, init);
         }
     }
@@ -307,7 +307,16 @@ impl Core {
         // Where this datagram came from, as a path: replies go back the same way.
         let came_by = relayed.map_or(Path::Direct(src), Path::Relay);
         let ip = relayed.is_none().then_some(src.ip());
-        match st.tunn.decapsulate(ip, datagram, out) {
+        if st.tunn.is_none() && datagram.first() != Some(&1) {
+            // Only an initiation can be meant for a peer without a `Tunn` (none of our
+            // sessions or handshakes exists); making one for anything else would let junk
+            // wake idle peers.
+            drop(st);
+            peer.counters.drop_one(DropReason::Rejected);
+            bump(&self.counters.rejected);
+            return RxAction::Dropped;
+        }
+        match self.tunn(peer, &mut st).decapsulate(ip, datagram, out) {
             TunnResult::WriteToNetwork(reply) => {
                 send_on(came_by, peer.addr48, reply, send);
                 send_queued(&mut st, peer, came_by, self.out_room(), out, send);
@@ -428,7 +437,10 @@ fn send_queued(
         );
         return;
     }
-    while let TunnResult::WriteToNetwork(p) = st.tunn.decapsulate(None, &[], out) {
+    let Some(tunn) = st.tunn.as_mut() else {
+        return;
+    };
+    while let TunnResult::WriteToNetwork(p) = tunn.decapsulate(None, &[], out) {
         if p.first() == Some(&4) {
             count_tx(peer, p.len());
         }

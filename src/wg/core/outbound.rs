@@ -67,7 +67,7 @@ impl Core {
             Path::Relay(r) => (r, relay::HEADER_LEN),
             Path::None => {
                 // Queue it inside WireGuard (it goes out once a path is set) and ask for one.
-                let _ = st.tunn.encapsulate(packet, out);
+                let _ = self.tunn(peer, &mut st).encapsulate(packet, out);
                 drop(st);
                 if let Some(e) = &self.events {
                     e.needs_path(peer.public_key, &peer.needs_path_queued);
@@ -76,7 +76,10 @@ impl Core {
                 return TxAction::Dropped;
             }
         };
-        match st.tunn.encapsulate(packet, &mut out[off..]) {
+        match self
+            .tunn(peer, &mut st)
+            .encapsulate(packet, &mut out[off..])
+        {
             TunnResult::WriteToNetwork(d) => {
                 let len = d.len();
                 drop(st);

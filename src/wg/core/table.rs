@@ -87,16 +87,67 @@ impl Core {
         key: PublicKey,
         endpoint: Option<SocketAddr>,
     ) -> Result<(), PeerTableError> {
+        self.add_peers(&[(key, endpoint)]).remove(0)
+    }
+
+    /// Adds many trusted peers at once (as [`Core::add_peer`] each, one result per peer, in
+    /// order), with one copy of the table for all: loading 10,000 peers at start costs
+    /// 10,000 inserts, not 10,000 copies of a growing table.
+    pub fn add_peers(
+        &self,
+        peers: &[(PublicKey, Option<SocketAddr>)],
+    ) -> Vec<Result<(), PeerTableError>> {
+        let _w = self.table_writer.lock();
+        let cur = self.table.load();
+        let mut next: Option<PeerTable> = None;
+        let mut results = Vec::with_capacity(peers.len());
+        let mut added = Vec::new();
+        for &(key, endpoint) in peers {
+            let table = next.as_ref().unwrap_or(&cur);
+            match self.new_peer(table, key, endpoint) {
+                Ok(Some(peer)) => {
+                    let t = next.get_or_insert_with(|| PeerTable::clone(&cur));
+                    t.by_addr.insert(peer.addr48, Arc::clone(&peer));
+                    t.by_index.insert(peer.index, Arc::clone(&peer));
+                    t.by_wg_key.insert(peer.wg_public, Arc::clone(&peer));
+                    added.push(peer);
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if let Some(t) = next {
+            self.table.store(Arc::new(t));
+        }
+        for peer in added {
+            let mut st = peer.state.lock();
+            let path = st.path;
+            self.reindex_endpoint(&peer, Path::None, path);
+            if path != Path::None {
+                // A configured endpoint: persistent keepalives start the tunnel, as before.
+                self.tunn(&peer, &mut st);
+            }
+        }
+        results
+    }
+
+    /// A new peer for `key` checked against `table` (`None`: it is there already, and only
+    /// its endpoint was updated). Called with the table writer's lock held.
+    fn new_peer(
+        &self,
+        table: &PeerTable,
+        key: PublicKey,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<Option<Arc<Peer>>, PeerTableError> {
         if key == self.own_key {
             return Err(PeerTableError::OwnKey(key));
         }
         if self.is_weak(&key) {
             return Err(PeerTableError::WeakKey(key));
         }
-        let _w = self.table_writer.lock();
-        let cur = self.table.load();
         let addr = key.addr48();
-        if let Some(existing) = cur.by_addr.get(&addr) {
+        if let Some(existing) = table.by_addr.get(&addr) {
             if existing.public_key != key {
                 return Err(PeerTableError::AddressCollision {
                     addr,
@@ -107,24 +158,16 @@ impl Core {
             if let Some(ep) = endpoint {
                 self.move_path(existing, Path::Direct(normalize(ep)));
             }
-            return Ok(());
+            return Ok(None);
         }
         let index = loop {
             let i = OsRng.next_u32() & 0x00ff_ffff;
-            if !cur.by_index.contains_key(&i) {
+            if !table.by_index.contains_key(&i) {
                 break i;
             }
         };
         let wg_public = key.wg_public();
-        let tunn = Tunn::new(
-            self.secret.clone(),
-            wg_public,
-            None,
-            self.keepalive,
-            index,
-            Some(Arc::clone(&self.mac_check)),
-        );
-        let peer = Arc::new(Peer {
+        Ok(Some(Arc::new(Peer {
             public_key: key,
             wg_public: wg_public.to_bytes(),
             addr48: addr,
@@ -132,7 +175,8 @@ impl Core {
             index,
             hostname: Mutex::new(None),
             state: Mutex::new(PeerState {
-                tunn,
+                tunn: None,
+                active: false,
                 path: endpoint.map_or(Path::None, |e| Path::Direct(normalize(e))),
                 last_change: endpoint.map(|_| SystemTime::now()),
                 removed: false,
@@ -140,15 +184,7 @@ impl Core {
             counters: Default::default(),
             rtt_us: AtomicU64::new(u64::MAX),
             needs_path_queued: AtomicBool::new(false),
-        });
-        let mut next = PeerTable::clone(&cur);
-        next.by_addr.insert(addr, Arc::clone(&peer));
-        next.by_index.insert(index, Arc::clone(&peer));
-        next.by_wg_key.insert(peer.wg_public, Arc::clone(&peer));
-        self.table.store(Arc::new(next));
-        let path = peer.state.lock().path;
-        self.reindex_endpoint(&peer, Path::None, path);
-        Ok(())
+        })))
     }
 
     /// True for a small-order key: the Ed25519 point has small order, or X25519 with its
@@ -184,6 +220,14 @@ impl Core {
         let mut st = peer.state.lock();
         st.removed = true;
         self.reindex_endpoint(&peer, st.path, Path::None);
+        self.deactivate(&peer, &mut st);
+        drop(st);
+        if let Some(h) = peer.hostname.lock().as_ref() {
+            let mut index = self.hostnames.lock();
+            if index.get(h).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                index.remove(h);
+            }
+        }
         Ok(())
     }
 
@@ -224,14 +268,14 @@ impl Core {
         st.set_path(path);
         self.reindex_endpoint(&peer, old, path);
         let mut buf = [0u8; 256];
-        let has_session = st
-            .tunn
+        let tunn = self.tunn(&peer, &mut st);
+        let has_session = tunn
             .time_since_last_handshake()
             .is_some_and(|d| d < std::time::Duration::from_secs(170));
         let r = if has_session {
-            st.tunn.encapsulate(&[], &mut buf)
+            tunn.encapsulate(&[], &mut buf)
         } else {
-            st.tunn.format_handshake_initiation(&mut buf, true)
+            tunn.format_handshake_initiation(&mut buf, true)
         };
         if let TunnResult::WriteToNetwork(p) = r {
             send_on(path, peer.addr48, p, send);
@@ -242,9 +286,47 @@ impl Core {
     /// Sets a peer's path (under its lock) and keeps the endpoint index in step.
     fn move_path(&self, peer: &Arc<Peer>, path: Path) {
         let mut st = peer.state.lock();
+        if st.removed {
+            return;
+        }
         let old = st.path;
         st.set_path(path);
         self.reindex_endpoint(peer, old, path);
+        if path != Path::None {
+            self.tunn(peer, &mut st);
+        }
+    }
+
+    /// `peer`'s WireGuard state machine, made on first use; the peer joins the timer set (see
+    /// [`Core::tick`]). Call with the peer's lock held (`st`): the lock order is the peer's,
+    /// then the timer set's.
+    pub(super) fn tunn<'a>(&self, peer: &Arc<Peer>, st: &'a mut PeerState) -> &'a mut Tunn {
+        if !st.active {
+            st.active = true;
+            self.active.lock().insert(peer.index, Arc::clone(peer));
+        }
+        st.tunn.get_or_insert_with(|| {
+            Tunn::new(
+                self.secret.clone(),
+                x25519_dalek::PublicKey::from(peer.wg_public),
+                None,
+                self.keepalive,
+                peer.index,
+                Some(Arc::clone(&self.mac_check)),
+            )
+        })
+    }
+
+    /// Takes `peer` out of the timer set (with its lock held, `st`).
+    pub(super) fn deactivate(&self, peer: &Peer, st: &mut PeerState) {
+        if std::mem::take(&mut st.active) {
+            self.active.lock().remove(&peer.index);
+        }
+    }
+
+    /// Peers in the timer set: those with a live `Tunn` (idle peers are not in it).
+    pub fn active_peers(&self) -> usize {
+        self.active.lock().len()
     }
 
     /// Keeps the endpoint index in step with a peer's path moving from `old` to `new` (call
@@ -297,7 +379,17 @@ impl Core {
         hostname: Option<String>,
     ) -> Result<(), PeerTableError> {
         let peer = self.peer(key).ok_or(PeerTableError::NotFound(*key))?;
-        *peer.hostname.lock() = hostname;
+        let mut current = peer.hostname.lock();
+        let mut index = self.hostnames.lock();
+        if let Some(old) = current.take() {
+            if index.get(&old).is_some_and(|p| Arc::ptr_eq(p, &peer)) {
+                index.remove(&old);
+            }
+        }
+        if let Some(h) = &hostname {
+            index.insert(h.clone(), Arc::clone(&peer));
+        }
+        *current = hostname;
         Ok(())
     }
 
@@ -327,15 +419,31 @@ impl Core {
         self.peer(key).map(|p| PeerId::of(&p))
     }
 
-    /// The trusted peer known by this hostname (a scan of the table, building no status).
-    pub fn peer_by_hostname(&self, hostname: &str) -> Option<PeerId> {
+    /// The receiver index our handshakes hand out for `key` (its local index in the top 24
+    /// bits, as received datagrams carry it), for diagnostics and benchmarks.
+    pub fn receiver_index_of(&self, key: &PublicKey) -> Option<u32> {
+        self.peer(key).map(|p| p.index << 8)
+    }
+
+    /// The trusted peer a received datagram with this receiver index is for (the lookup the
+    /// receive path makes: one hash lookup).
+    pub fn peer_by_receiver_index(&self, receiver_idx: u32) -> Option<PeerId> {
         let table = self.table.load();
-        let found = table
-            .by_addr
-            .values()
-            .find(|p| p.hostname.lock().as_deref() == Some(hostname))
-            .map(|p| PeerId::of(p));
-        found
+        table
+            .by_index
+            .get(&(receiver_idx >> 8))
+            .map(|p| PeerId::of(p))
+    }
+
+    /// The trusted peer known by this hostname (one lookup in the hostname index; the last
+    /// peer given a name owns it).
+    pub fn peer_by_hostname(&self, hostname: &str) -> Option<PeerId> {
+        let peer = self.hostnames.lock().get(hostname).cloned()?;
+        let id = PeerId::of(&peer);
+        let live = self
+            .peer(&peer.public_key)
+            .is_some_and(|p| Arc::ptr_eq(&p, &peer));
+        (live && id.hostname.as_deref() == Some(hostname)).then_some(id)
     }
 
     /// Status of every peer, sorted by address.

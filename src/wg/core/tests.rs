@@ -479,7 +479,14 @@ fn a_packet_from_a_trusted_peer_to_another_destination_is_dropped_and_counted() 
         let pkt = ipv6_packet(a.ip, dst, b"not for b");
         let mut out = vec![0u8; 2048];
         let peer = a.core.peer(&kb).unwrap();
-        let len = match peer.state.lock().tunn.encapsulate(&pkt, &mut out) {
+        let len = match peer
+            .state
+            .lock()
+            .tunn
+            .as_mut()
+            .unwrap()
+            .encapsulate(&pkt, &mut out)
+        {
             boringtun::noise::TunnResult::WriteToNetwork(d) => d.len(),
             _ => panic!("a session exists"),
         };
@@ -593,6 +600,8 @@ fn a_stranger_flooding_handshakes_does_not_starve_a_trusted_peer() {
             .state
             .lock()
             .tunn
+            .as_mut()
+            .expect("a peer with an endpoint has its Tunn")
             .format_handshake_initiation(&mut buf, true)
         {
             boringtun::noise::TunnResult::WriteToNetwork(d) => d.to_vec(),
@@ -614,4 +623,102 @@ fn a_stranger_flooding_handshakes_does_not_starve_a_trusted_peer() {
     send_inner(&a, &pkt, &mut wire);
     pump(&mut [&mut a, &mut b], &mut wire);
     assert_eq!(b.delivered, vec![pkt]);
+}
+
+#[test]
+fn a_tick_with_ten_thousand_idle_peers_visits_none_of_them() {
+    let (a, _) = node(1, "198.51.100.1:51820");
+    let (b, kb) = node(2, "198.51.100.2:51820");
+    let idle: Vec<(PublicKey, Option<SocketAddr>)> = (0..10_000u32)
+        .map(|i| {
+            let mut seed = [0x33u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            (Identity::from_seed(seed).public_key(), None)
+        })
+        .collect();
+    assert!(a.core.add_peers(&idle).iter().all(|r| r.is_ok()));
+    a.core.add_peer(kb, None).unwrap();
+    assert_eq!(a.core.peer_count(), 10_001);
+    // Nobody talked yet: no peer holds a WireGuard state machine, none is in the timer set.
+    assert_eq!(a.core.active_peers(), 0);
+    assert!(a.core.peer(&idle[0].0).unwrap().state.lock().tunn.is_none());
+    let mut buf = vec![0u8; a.core.out_room()];
+    let mut sent = 0;
+    assert_eq!(a.core.tick(true, &mut buf, &mut |_, _| sent += 1), 0);
+    // A packet for one peer (no path yet: it waits in WireGuard): that peer alone joins.
+    let mut wire = Wire::new();
+    send_inner(&a, &ipv6_packet(a.ip, b.ip, b"hi"), &mut wire);
+    assert_eq!(a.core.active_peers(), 1);
+    assert_eq!(a.core.tick(false, &mut buf, &mut |_, _| sent += 1), 1);
+    assert!(a.core.peer(&idle[0].0).unwrap().state.lock().tunn.is_none());
+    // Once it is removed, a tick visits nobody again.
+    a.core.remove_peer(&kb).unwrap();
+    assert_eq!(a.core.active_peers(), 0);
+    assert_eq!(a.core.tick(false, &mut buf, &mut |_, _| sent += 1), 0);
+    assert_eq!(sent, 0, "no path: nothing was sent");
+}
+
+#[test]
+fn junk_with_an_idle_peers_receiver_index_does_not_wake_it() {
+    let (a, _) = node(1, "198.51.100.1:51820");
+    let (_, kb) = node(2, "198.51.100.2:51820");
+    a.core.add_peer(kb, None).unwrap();
+    let idx = a.core.receiver_index_of(&kb).unwrap();
+    assert_eq!(a.core.peer_by_receiver_index(idx).unwrap().public_key, kb);
+    // A data message (type 4) naming the idle peer's index.
+    let mut junk = vec![0u8; 64];
+    junk[0] = 4;
+    junk[4..8].copy_from_slice(&idx.to_le_bytes());
+    let mut out = vec![0u8; a.core.out_room() + junk.len()];
+    let r = a.core.on_datagram(
+        "198.51.100.9:1".parse().unwrap(),
+        &junk,
+        &mut out,
+        &mut |_, _| {},
+    );
+    assert_eq!(r, RxAction::Dropped);
+    assert_eq!(a.core.active_peers(), 0);
+    assert!(a.core.peer(&kb).unwrap().state.lock().tunn.is_none());
+}
+
+#[test]
+fn peers_added_together_are_each_checked_as_one_at_a_time() {
+    let (a, ka) = node(1, "198.51.100.1:51820");
+    let (_, kb) = node(2, "198.51.100.2:51820");
+    let (_, kc) = node(3, "198.51.100.3:51820");
+    let ep: SocketAddr = "198.51.100.2:51820".parse().unwrap();
+    let r = a
+        .core
+        .add_peers(&[(kb, None), (ka, None), (kc, None), (kb, Some(ep))]);
+    assert_eq!(r[0], Ok(()));
+    assert_eq!(r[1], Err(PeerTableError::OwnKey(ka)));
+    assert_eq!(r[2], Ok(()));
+    assert_eq!(r[3], Ok(()), "a repeat updates the endpoint");
+    assert_eq!(a.core.peer_count(), 2);
+    assert_eq!(a.core.path(&kb), Some(Path::Direct(ep)));
+    // A peer with an endpoint runs its timers (persistent keepalives start the tunnel).
+    assert_eq!(a.core.active_peers(), 1);
+}
+
+#[test]
+fn the_hostname_index_follows_renames_and_removal() {
+    let (a, _, _, kb) = pair();
+    let (_, kc) = node(3, "198.51.100.3:51820");
+    a.core.add_peer(kc, None).unwrap();
+    a.core.set_hostname(&kb, Some("node-b".into())).unwrap();
+    a.core.set_hostname(&kc, Some("node-c".into())).unwrap();
+    assert_eq!(a.core.peer_by_hostname("node-c").unwrap().public_key, kc);
+    // Renamed: the old name no longer resolves, the new one does.
+    a.core.set_hostname(&kb, Some("worker".into())).unwrap();
+    assert_eq!(a.core.peer_by_hostname("node-b"), None);
+    assert_eq!(a.core.peer_by_hostname("worker").unwrap().public_key, kb);
+    // A name taken over by another peer belongs to the last one named.
+    a.core.set_hostname(&kc, Some("worker".into())).unwrap();
+    assert_eq!(a.core.peer_by_hostname("worker").unwrap().public_key, kc);
+    assert_eq!(a.core.peer_by_hostname("node-c"), None);
+    // Removed: its name goes with it.
+    a.core.remove_peer(&kc).unwrap();
+    assert_eq!(a.core.peer_by_hostname("worker"), None);
+    a.core.set_hostname(&kb, None).unwrap();
+    assert_eq!(a.core.peer_by_hostname("worker"), None);
 }

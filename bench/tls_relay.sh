@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# TLS relay benchmark (root, issue 14): iperf3 throughput over a direct (punched) path, the UDP
+# relay and the TLS relay in one run, and the time from the first packet to the first reply
+# for each, including an agent behind a firewall that drops all UDP.
+#
+# Topology (namespaces tl<pid>*, all torn down on exit):
+#   switch bridge  --  registry 203.0.113.10:7946 (UDP) and :443 (TLS transport)
+#                  --  router ra 198.51.100.71 (port-preserving)          -- agent a1 10.71.0.2
+#                  --  router rb 198.51.100.72 (port-preserving)          -- agent b1 10.72.0.2
+#                  --  router rc 198.51.100.73 (fully-random)             -- agent a2 10.73.0.2
+#                  --  router rd 198.51.100.74 (fully-random)             -- agent b2 10.74.0.2
+#                  --  router re 198.51.100.75 (drops ALL forwarded UDP)  -- agent a3 10.75.0.2
+#                  --  router rf 198.51.100.76 (fully-random)             -- agent b3 10.76.0.2
+# a1/b1 end up direct, a2/b2 on the UDP relay, a3/b3 on the TLS relay (a3 falls back to TLS
+# by itself: [relay] tls = "auto", udp_timeout_ms = 2000).
+#
+# "First reply": daemons up and registered, B allow-lists A; t0 = `pilotctl handshake B` on A
+# returns, and A at once pings B's overlay address every 10 ms until the first echo reply.
+#
+# Env: PILOTCTL (default target/release/pilotctl), IPERF_T (seconds, default 10), RUNS (first
+# reply measurements per path, default 3). The registry's relay budget is lifted (1 GB/s) so
+# the relay paths show the transport, not the budget.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+PILOTCTL=${PILOTCTL:-$HERE/../target/release/pilotctl}
+IPERF_T=${IPERF_T:-10}
+RUNS=${RUNS:-3}
+[[ $(id -u) == 0 ]] || { echo "needs root" >&2; exit 1; }
+[[ -x $PILOTCTL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+P=tl$(( $$ % 100000 ))
+WORK=$(mktemp -d /tmp/pilot-tlsbench-XXXXXX)
+NSES=()
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+NATLAB_AGENT_CONFIG='[relay]\ntls_port = 443\nudp_timeout_ms = 2000\n'
+source "$HERE/lib/natlab.sh"
+natlab_up 7
+router re 198.51.100.75 10.75.0 masquerade
+router rf 198.51.100.76 10.76.0 "masquerade fully-random"
+ip netns exec "${P}re" nft insert rule ip pilotfw forwarding meta l4proto udp drop
+agent a3 re 10.75.0; agent b3 rf 10.76.0
+
+mkdir -p "$WORK/reg"
+printf 'listen = "203.0.113.10:7946"\nstate_dir = "%s"\ntls_listen = "203.0.113.10:443"\n[limits]\nrelay_bytes_per_sec = 1000000000\nrelay_byte_burst = 1000000000\nrelay_packets_per_sec = 1000000\nrelay_packet_burst = 100000\n' \
+  "$WORK/reg" >"$WORK/registry.toml"
+ip netns exec "${P}reg" "$PILOTCTL" registry run --listen 203.0.113.10:7946 --state "$WORK/reg" \
+  --config "$WORK/registry.toml" 2>"$WORK/reg.log" & PIDS+=($!)
+sleep 0.5
+
+declare -A FR
+for kind in direct relay tls; do
+  case $kind in direct) A=a1; B=b1 ;; relay) A=a2; B=b2 ;; tls) A=a3; B=b3 ;; esac
+  vals=()
+  for run in $(seq 1 "$RUNS"); do
+    start_pair "$A" "$B" "$run"
+    v=$(first_reply "$A" "$B" "$run")
+    path=$(pc "$WORK/$A-$run" peers --json | jq -r '.data.peers[0].path')
+    printf '%s run %s: first reply after %.3f s (path now %s)\n' "$kind" "$run" "$v" "$path" >&2
+    vals+=("$v")
+    if [[ $run != "$RUNS" ]]; then stop_pair "$A" "$B" "$run"; fi
+  done
+  FR[$kind]=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f / %.3f / %.3f", a[1], a[int((NR+1)/2)], a[NR]}')
+done
+
+# Throughput over the last pair of each kind (still running).
+iperf() { # a b run
+  local da=$WORK/$1-$3 db=$WORK/$2-$3
+  ip netns exec "${P}$2" iperf3 -s -1 -D -B "$(cat "$db/ipv6")" >/dev/null
+  sleep 0.3
+  ip netns exec "${P}$1" iperf3 -6 -c "$(cat "$db/ipv6")" -t "$IPERF_T" -J >"$WORK/iperf-$1.json"
+  jq '.end.sum_received.bits_per_second / 1e6 | floor' "$WORK/iperf-$1.json"
+  local path; path=$(pc "$da" peers --json | jq -r '.data.peers[0].path')
+  echo "  ($1 -> $2 path: $path)" >&2
+}
+TD=$(iperf a1 b1 "$RUNS")
+TR=$(iperf a2 b2 "$RUNS")
+TT=$(iperf a3 b3 "$RUNS")
+kill "${PIDS[0]}" 2>/dev/null || true   # the registry logs its counters when it stops
+sleep 0.5
+
+echo
+echo "| path | first reply s (min / median / max of $RUNS) | iperf3 TCP ${IPERF_T} s Mbit/s | vs direct |"
+echo "|---|---|---|---|"
+echo "| direct (port-preserving NATs) | ${FR[direct]} | $TD | 1.00 |"
+echo "| UDP relay (fully-random NATs) | ${FR[relay]} | $TR | $(echo "scale=2; $TR / $TD" | bc -l) |"
+echo "| TLS relay (UDP blocked) | ${FR[tls]} | $TT | $(echo "scale=2; $TT / $TD" | bc -l) |"
+echo "(same run; on a busy machine only the ratios mean anything)"
