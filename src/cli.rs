@@ -26,6 +26,7 @@ mod dns;
 mod escape;
 pub mod examples;
 mod exchange;
+mod files;
 mod mcp;
 mod messages;
 mod output;

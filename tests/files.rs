@@ -157,6 +157,53 @@ fn a_file_arrives_intact_and_too_large_and_disk_full_refusals_reach_the_sender_w
 }
 
 #[test]
+fn send_file_wait_ends_when_the_peer_has_the_file_and_says_why_when_it_cannot() {
+    let (a, mut b) = pair("", "max_file_size = 8000000\nmin_free_disk = 0\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "model.bin", 2 << 20);
+    let p = path.to_str().unwrap();
+    // The answer comes when the peer has the file: it is already in B's received/.
+    let t = a.ok(&["send-file", "node-b", p, "--wait", "60"]);
+    assert_eq!(t["state"], "done", "{t}\n{}\n{}", a.logs(), b.logs());
+    assert_eq!(t["stored_as"], "model.bin");
+    assert_eq!(t["sha256"], sha.as_str());
+    assert_eq!(b.ok(&["received"])["files"][0]["sha256"], sha.as_str());
+    let text = String::from_utf8_lossy(&a.pilotctl(&["send-file", "node-b", p, "--wait"]).stdout)
+        .into_owned();
+    assert!(
+        text.contains("delivered model.bin") && text.contains("model-1.bin"),
+        "{text}"
+    );
+
+    // Refused for good: the command fails with the receiver's code in its message.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(9_000_000)
+        .unwrap();
+    let (code, e) = a.json(&["send-file", "node-b", big.to_str().unwrap(), "--wait", "60"]);
+    assert_ne!(code, 0, "{e}");
+    assert_eq!(e["code"], "connection_failed", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("too_large"), "{e}");
+
+    // The peer is down: a timeout error, and the transfer stays queued.
+    b.stop_daemon();
+    let (code, e) = a.json(&["send-file", "node-b", p, "--wait", "1"]);
+    assert_ne!(code, 0, "{e}");
+    assert_eq!(e["code"], "timeout", "{e}");
+    let pending = a.ok(&["transfers"])["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "queued")
+        .count();
+    assert_eq!(pending, 1);
+    let (code, e) = a.json(&["send-file", "node-b", p, "--wait", "100000"]);
+    assert_ne!(code, 0);
+    assert_eq!(e["code"], "invalid_argument", "{e}");
+}
+
+#[test]
 fn a_transfer_resumes_from_the_verified_offset_after_the_receiving_daemon_is_killed() {
     // Checkpoints every MiB, so the receiver holds a verified prefix when it dies.
     let (a, mut b) = pair(

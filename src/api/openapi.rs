@@ -218,6 +218,7 @@ mod tests {
                 peer: s(),
                 path: s(),
                 name: None,
+                wait_ms: None,
             },
             Request::Transfers {},
             Request::Received { clear: false },

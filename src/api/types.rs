@@ -283,6 +283,12 @@ pub struct SendFileRequest {
     /// The name to offer (default: the file's own name).
     #[serde(default)]
     pub name: Option<String>,
+    /// Wait up to this many ms until the transfer is final: `done` (the peer has the file,
+    /// verified, in its `received/`) or `failed`; the answer is then the transfer as it stands
+    /// (still `queued` or `sending` when the time ran out: the transfer goes on). At most
+    /// 86 400 000 (a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// `POST /v1/registry/forget-key`.
@@ -903,6 +909,8 @@ pub enum Request {
         path: String,
         /// The name to offer.
         name: Option<String>,
+        /// Wait up to this many ms until the transfer is done or failed.
+        wait_ms: Option<u64>,
     },
     /// Outgoing and incoming file transfers.
     Transfers {},
@@ -1172,9 +1180,21 @@ impl Request {
     fn service_route(&self) -> Option<Route> {
         use Request as R;
         Some(match self.clone() {
-            R::SendFile { peer, path, name } => {
-                with_body("POST", "/v1/files", SendFileRequest { peer, path, name })
-            }
+            R::SendFile {
+                peer,
+                path,
+                name,
+                wait_ms,
+            } => with_body(
+                "POST",
+                "/v1/files",
+                SendFileRequest {
+                    peer,
+                    path,
+                    name,
+                    wait_ms,
+                },
+            ),
             R::Transfers {} => bare("GET", "/v1/files/transfers"),
             R::Received { clear: false } => bare("GET", "/v1/files/received"),
             R::Received { clear: true } => bare("DELETE", "/v1/files/received"),

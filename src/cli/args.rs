@@ -149,7 +149,7 @@ pub enum Command {
     /// Send a file to a peer's received/ directory: queued at once, then streamed, resumed
     /// after a dropped connection or a restart of either side, and verified by SHA-256.
     #[command(
-        after_help = "Example: pilotctl send-file worker-node ./results.csv --name results-1.csv"
+        after_help = "Example: pilotctl send-file worker-node ./results.csv --name results-1.csv --wait 600"
     )]
     SendFile {
         /// The peer (hostname, address, IPv6 or public key).
@@ -159,6 +159,10 @@ pub enum Command {
         /// The name to offer (default: the file's own name).
         #[arg(long)]
         name: Option<String>,
+        /// Wait until the peer has the file, verified, in its received/ (up to SECONDS, an
+        /// hour without a value); the transfer goes on after a timeout.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "3600")]
+        wait: Option<f64>,
     },
     /// List the files that arrived complete and verified: name, size, sender, SHA-256, time.
     #[command(after_help = "Example: pilotctl received --clear")]

@@ -153,6 +153,7 @@ fn service_returns(path: &str) -> Option<Returns> {
             peer: s(),
             path: s(),
             name: None,
+            wait_ms: None,
         }),
         "received" => Api(Request::Received { clear: false }),
         "transfers" => Api(Request::Transfers {}),

@@ -5,8 +5,8 @@ use super::args::{Command, DaemonCmd, ExposeArgs, RegistryCmd};
 use super::output::{ask, Output};
 use super::{daemon_process, mcp, registry_run, registry_status, render, stream};
 use crate::api::{
-    ExposeList, InfoData, OutboxData, ReceivedData, RegistryKeyView, Request, Transfer,
-    TransfersData, WebhookStatus,
+    ExposeList, InfoData, OutboxData, ReceivedData, RegistryKeyView, Request, TransfersData,
+    WebhookStatus,
 };
 use crate::error::{ErrorCode, PilotError};
 use crate::node::views::{HostnameClaim, Lookup, PendingList, PingReport, TrustView};
@@ -89,7 +89,12 @@ fn run_services(cmd: Command) -> Result<Output, PilotError> {
         Command::SetWebhook { url } => webhook("set-webhook", Request::SetWebhook { url }),
         Command::ClearWebhook => webhook("clear-webhook", Request::ClearWebhook {}),
         Command::Webhook => webhook("webhook", Request::Webhook {}),
-        Command::SendFile { peer, path, name } => send_file(peer, &path, name),
+        Command::SendFile {
+            peer,
+            path,
+            name,
+            wait,
+        } => super::files::send_file(peer, &path, name, wait),
         Command::Received { clear } => Ok(ask::<ReceivedData>(
             "received",
             &Request::Received { clear },
@@ -112,27 +117,6 @@ fn run_services(cmd: Command) -> Result<Output, PilotError> {
             "no dispatch for {other:?} (a bug: please report it)"
         ))),
     }
-}
-
-/// `send-file PEER PATH [--name NAME]`: the path is made absolute here (the daemon runs
-/// elsewhere).
-fn send_file(
-    peer: String,
-    path: &std::path::Path,
-    name: Option<String>,
-) -> Result<Output, PilotError> {
-    let abs = std::fs::canonicalize(path).map_err(|e| {
-        PilotError::invalid(
-            format!("cannot read {}: {e}", path.display()),
-            "give the path of a file, e.g. pilotctl send-file worker-node ./results.csv",
-        )
-    })?;
-    let req = Request::SendFile {
-        peer,
-        path: abs.display().to_string(),
-        name,
-    };
-    Ok(ask::<Transfer>("send-file", &req)?.render(render::sent_file))
 }
 
 /// `connect --message`'s timeout: `--timeout S`, else 10 s.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::args::{InboxArgs, InboxCmd, ReplyArgs, SendMessageArgs};
-use super::output::{decode, paths, Answer, Output};
+use super::output::{ask_within, paths, Answer, Output};
 use super::render;
 use crate::api::{Client, InboxData, InboxEntry, Request, SentMessage};
 use crate::error::{ErrorCode, PilotError};
@@ -55,17 +55,6 @@ pub fn payload(
             "send arbitrary bytes with --type binary",
         )
     })
-}
-
-/// Sends `req` and decodes its answer, waiting up to `timeout` for the daemon.
-fn ask_within<T: serde::de::DeserializeOwned>(
-    command: &str,
-    req: &Request,
-    timeout: Duration,
-) -> Result<Answer<T>, PilotError> {
-    let raw = Client::connect(&paths()?.socket)?.call_within(req, timeout)?;
-    let typed = decode(command, raw.clone())?;
-    Ok(Answer { typed, raw })
 }
 
 /// `send-message PEER [--data D | --file PATH] [--type T] [--wait [SECONDS]]`.

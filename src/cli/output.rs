@@ -79,6 +79,18 @@ pub fn ask<T: DeserializeOwned>(command: &str, req: &Request) -> Result<Answer<T
     Ok(Answer { typed, raw })
 }
 
+/// Sends `req` and decodes its answer, waiting up to `timeout` for the daemon (for requests
+/// that wait themselves, e.g. `wait_ms`).
+pub fn ask_within<T: DeserializeOwned>(
+    command: &str,
+    req: &Request,
+    timeout: std::time::Duration,
+) -> Result<Answer<T>, PilotError> {
+    let raw = Client::connect(&paths()?.socket)?.call_within(req, timeout)?;
+    let typed = decode(command, raw.clone())?;
+    Ok(Answer { typed, raw })
+}
+
 /// Decodes the daemon's answer to `command`: one that does not match its type is an
 /// `internal` error naming the command.
 pub fn decode<T: DeserializeOwned>(command: &str, raw: serde_json::Value) -> Result<T, PilotError> {

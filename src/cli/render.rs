@@ -13,7 +13,7 @@ mod trust;
 
 pub use events::event;
 pub use expose::{expose_added, expose_list, expose_removed};
-pub use files::{received, sent_file, transfers};
+pub use files::{delivered_file, received, sent_file, transfers};
 pub use messages::{delivery_word, inbox, inbox_entry, outbox, sent_message, webhook_status};
 pub use node::{
     daemon_started, daemon_status, find, hostname_claim, info, peers, ping, registry_key_forgotten,

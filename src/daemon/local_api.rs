@@ -220,6 +220,8 @@ fn sent_message(id: String, to: PublicKey, ip: Ipv6Addr, outcome: Delivery) -> S
 
 /// The longest `wait_ms` taken (10 minutes).
 const MAX_WAIT_MS: u64 = 600_000;
+/// The longest `wait_ms` of `send-file` taken (a day: large files take long).
+const MAX_FILE_WAIT_MS: u64 = 86_400_000;
 
 impl Api for Node {
     type Stream = crate::daemon::connections::Tracked<OverlayStream>;
@@ -574,14 +576,20 @@ impl Api for Node {
     }
 
     async fn send_file(&self, req: SendFileRequest) -> ApiResult<Transfer> {
+        if req.wait_ms.is_some_and(|w| w > MAX_FILE_WAIT_MS) {
+            return Err(PilotError::invalid(
+                format!("wait_ms may be at most {MAX_FILE_WAIT_MS}"),
+                "wait at most a day; `pilotctl transfers` follows a transfer without waiting",
+            ));
+        }
         let (key, ip) = self.resolve_peer(&req.peer).await?;
         let f = self.files.as_ref().ok_or_else(no_files)?;
-        Ok(f.send(
-            key.to_string(),
-            ip,
-            std::path::Path::new(&req.path),
-            req.name,
-        )?)
+        let path = std::path::Path::new(&req.path);
+        let t = f.send(key.to_string(), ip, path, req.name)?;
+        match req.wait_ms {
+            Some(ms) => Ok(f.wait_final(&t.id, Duration::from_millis(ms)).await?),
+            None => Ok(t),
+        }
     }
 
     fn transfers(&self) -> ApiResult<TransfersData> {

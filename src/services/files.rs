@@ -180,6 +180,8 @@ pub struct Files {
     plane: Arc<DataPlane>,
     limits: FilesConfig,
     wake: Notify,
+    /// Woken whenever an attempt of an outgoing transfer ends (see [`Files::wait_final`]).
+    settled: Notify,
     received: broadcast::Sender<ReceivedFile>,
     live_out: Mutex<HashMap<String, send::Live>>,
     incoming: receive::Incoming,
@@ -204,6 +206,7 @@ impl Files {
             plane,
             limits: limits.clone(),
             wake: Notify::new(),
+            settled: Notify::new(),
             received: broadcast::channel(RECEIVED_QUEUE).0,
             live_out: Mutex::new(HashMap::new()),
             connections: ConnectionLimits::new(
@@ -233,6 +236,28 @@ impl Files {
         self.outgoing.put(&o)?;
         self.wake.notify_one();
         Ok(o.transfer)
+    }
+
+    /// The outgoing transfer `id` once it is final (`done` or `failed`), or as it stands when
+    /// `within` has passed (the transfer goes on).
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Result<Transfer, FileError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the state is read, so an attempt ending in between still wakes.
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let t = self
+                .outgoing
+                .get(id)
+                .map(|o| self.with_live(o))
+                .ok_or_else(|| FileError::Malformed(format!("no outgoing transfer {id}")))?;
+            if matches!(t.state, TransferState::Done | TransferState::Failed)
+                || tokio::time::timeout_at(deadline, settled).await.is_err()
+            {
+                return Ok(t);
+            }
+        }
     }
 
     /// Every transfer: outgoing (with live progress) and incoming (partial files).

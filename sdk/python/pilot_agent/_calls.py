@@ -157,9 +157,11 @@ def webhook() -> Call:
 
 # ---- files (port 1004) ----
 
-def send_file(peer: str, path: str, name: Optional[str] = None) -> Call:
-    return Call("POST", "/v1/files", body=_body(peer=peer, path=path, name=name),
-                parse=t.Transfer.from_dict, extra_timeout=300.0)
+def send_file(peer: str, path: str, name: Optional[str] = None,
+              wait: Optional[float] = None) -> Call:
+    return Call("POST", "/v1/files",
+                body=_body(peer=peer, path=path, name=name, wait_ms=_ms(wait)),
+                parse=t.Transfer.from_dict, extra_timeout=300.0 + (wait or 0.0))
 
 
 def transfers() -> Call:

@@ -208,8 +208,9 @@ class AsyncClient:
         return await self._do(c.webhook())
 
     # ---- files ----
-    async def send_file(self, peer: str, path: PathLike, *, name: Optional[str] = None) -> t.Transfer:
-        return await self._do(c.send_file(peer, os.path.abspath(os.fspath(path)), name))
+    async def send_file(self, peer: str, path: PathLike, *, name: Optional[str] = None,
+                        wait: Optional[float] = None) -> t.Transfer:
+        return await self._do(c.send_file(peer, os.path.abspath(os.fspath(path)), name, wait))
 
     async def transfers(self) -> List[t.Transfer]:
         return await self._do(c.transfers())

@@ -257,10 +257,13 @@ class Client:
         return self._do(c.webhook())
 
     # ---- files ----
-    def send_file(self, peer: str, path: PathLike, *, name: Optional[str] = None) -> t.Transfer:
-        """Sends a local file to ``peer``."""
+    def send_file(self, peer: str, path: PathLike, *, name: Optional[str] = None,
+                  wait: Optional[float] = None) -> t.Transfer:
+        """Sends a local file to ``peer``. With ``wait`` (seconds), returns once the transfer
+        is ``done`` (the peer holds the file, verified) or ``failed``, or as it stands when the
+        time runs out (the transfer goes on)."""
         import os
-        return self._do(c.send_file(peer, os.path.abspath(os.fspath(path)), name))
+        return self._do(c.send_file(peer, os.path.abspath(os.fspath(path)), name, wait))
 
     def transfers(self) -> List[t.Transfer]:
         """Our file transfers, in and out."""

@@ -104,6 +104,10 @@ def test_send_file_arrives_in_the_peers_received_files(pair, tmp_path):
     assert any(t.name == "report.bin" and t.direction == "outgoing" for t in a.client.transfers())
     b.client.clear_received()
     assert not any((f.name or "").endswith("report.bin") for f in b.client.received())
+    # With wait: one call that returns once the peer holds the file, verified.
+    done = a.client.send_file("sdk-b", src, name="again.bin", wait=30)
+    assert done.state == "done" and done.stored_as == "again.bin", done
+    assert any(f.name == "again.bin" for f in b.client.received())
 
 
 def test_publish_reaches_a_subscriber(pair):

@@ -120,10 +120,11 @@ fn service_tools() -> Vec<ToolDef> {
             "data": {"description": "The event's payload: a string, or any JSON value (sent as JSON text)."},
             "peer": {"type": "string", "description": "The broker's node (default: this node). "}
         }), &["topic", "data"]),
-        tool("send_file", "Send a local file to a trusted peer; it lands in the peer's received files. Returns the transfer.", json!({
+        tool("send_file", "Send a local file to a trusted peer; it lands in the peer's received files. Returns the transfer (state `queued`; with `wait_seconds`, `done` once the peer holds the file verified, or `failed` with the reason).", json!({
             "peer": peer,
             "path": {"type": "string", "description": "Absolute path of the local file to send."},
-            "name": {"type": "string", "description": "The name the peer sees (default: the file's own name)."}
+            "name": {"type": "string", "description": "The name the peer sees (default: the file's own name)."},
+            "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECS, "description": "Wait up to this many seconds until the transfer is done or failed (it goes on after that)."}
         }), &["peer", "path"]),
         tool("task_submit", "Submit a task (any JSON describing the work) to a trusted peer's task service. Returns the task with its `id`; follow it with `task_status` or wait for it with `task_result`.", json!({
             "peer": peer,
@@ -285,6 +286,10 @@ fn service_call(name: &str, args: &Map<String, Value>) -> Result<Call, PilotErro
             let mut body = json!({"peer": text(args, "peer")?, "path": text(args, "path")?});
             if let Some(n) = opt_text(args, "name") {
                 body["name"] = n.into();
+            }
+            if !args.get("wait_seconds").is_none_or(Value::is_null) {
+                let wait = seconds(args, "wait_seconds", 0.0)?;
+                body["wait_ms"] = (wait.as_millis() as u64).into();
             }
             route(
                 "POST",

@@ -18,6 +18,18 @@ pub fn sent_file(t: &Transfer) -> String {
     )
 }
 
+/// `send-file --wait`: the peer has the file.
+pub fn delivered_file(t: &Transfer) -> String {
+    format!(
+        "delivered {} ({}) to {}: stored as {} in its received/, sha256 {}",
+        untrusted(&t.name),
+        human_bytes(t.size),
+        peer_name(t),
+        untrusted(t.stored_as.as_deref().unwrap_or("?")),
+        untrusted(t.sha256.as_deref().unwrap_or("?"))
+    )
+}
+
 fn peer_name(t: &Transfer) -> String {
     match (&t.peer_hostname, t.peer_address.is_empty()) {
         (Some(h), _) => untrusted(h).into_owned(),

@@ -192,6 +192,7 @@ impl Files {
         if let Err(e) = self.outgoing.put(&o) {
             tracing::warn!(error = %e, "cannot record an outgoing transfer");
         }
+        self.settled.notify_waiters();
         outcome
     }
 
