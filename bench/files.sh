@@ -11,7 +11,8 @@
 # in A's state directory's file system:
 #   curl   A downloads http://[B]:8000/FILE (TUN: straight to B's overlay address; userspace:
 #          through A's SOCKS5 proxy to node-b.pilot:8080, which B exposes to its server) to a file
-#   pilot  B runs `send-file node-a FILE`; timed until A's `received` lists it. This includes
+#   pilot  B runs `send-file node-a FILE --wait`, which returns when A's `done` came (the file
+#          verified, fsynced and in A's received/; checked after each run). This includes
 #          what curl does not do: the sender's SHA-256 pass over the file before its offer,
 #          the receiver's SHA-256 and fsyncs, and the rename into received/.
 # Prints MB/s of each (best of REPS) and the same-run ratio pilot/curl per mode; also curl
@@ -130,12 +131,13 @@ for mode in $MODES; do
     (( cs > best_cs )) && best_cs=$cs
     PILOT_HOME=$T/a "$BIN" received --clear >/dev/null
     t0=$(now)
-    PILOT_HOME=$T/b "$BIN" send-file node-a "$T/www/blob.bin" >/dev/null
-    until [[ $(PILOT_HOME=$T/a "$BIN" --json received | jq '.data.files | length') == 1 ]]; do
-      sleep 0.02
-      if awk -v a="$(now)" -v b="$t0" 'BEGIN { exit !(a - b > 300) }'; then log "$mode: send-file timed out"; exit 1; fi
-    done
-    p=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')"); log "$mode send-file: $p MB/s"
+    if ! PILOT_HOME=$T/b "$BIN" send-file node-a "$T/www/blob.bin" --wait 300 >/dev/null; then
+      log "$mode: send-file did not deliver"; exit 1
+    fi
+    p=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
+    [[ $(PILOT_HOME=$T/a "$BIN" --json received | jq '.data.files | length') == 1 ]] || {
+      log "$mode: send-file said done but A's received/ does not list the file"; exit 1; }
+    log "$mode send-file: $p MB/s"
     (( p > best_p )) && best_p=$p
   done
   CURL[$mode]=$best_c; CURL_SYNC[$mode]=$best_cs; PILOT[$mode]=$best_p

@@ -18,6 +18,7 @@ fn reencode(f: &Frame<'_>) -> Vec<u8> {
         Frame::Refuse(r) => encode_control(FrameKind::Refuse, r),
         Frame::Done(d) => encode_control(FrameKind::Done, d),
         Frame::Progress(p) => encode_control(FrameKind::Progress, p),
+        Frame::End(e) => encode_control(FrameKind::End, e),
         Frame::Data(d) => {
             assert!(d.len() <= MAX_CHUNK);
             return Vec::new();

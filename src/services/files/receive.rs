@@ -141,7 +141,10 @@ impl Incoming {
         let kept = self
             .store
             .load_partial(&from.address, &offer.id)
-            .filter(|m| m.size == offer.size && m.sha256 == offer.sha256 && m.from == from.key);
+            .filter(|m| m.size == offer.size && m.from == from.key)
+            // A hash given now and one given before must agree (either may be absent: a
+            // sender that hashes while sending gives it at the end).
+            .filter(|m| m.sha256.is_none() || offer.sha256.is_none() || m.sha256 == offer.sha256);
         if kept.is_none() {
             self.store.remove_partial(&from.address, &offer.id);
         }
@@ -227,6 +230,7 @@ impl Incoming {
         let mut rx = Stream {
             inc: self,
             meta,
+            offered: offer.sha256.clone(),
             file: file.try_clone()?,
             writer: Some(Writer::start(file, hash, offset)),
             syncing: None,
@@ -270,7 +274,7 @@ fn incoming_view(m: PartialMeta, live: Option<u64>) -> Transfer {
             TransferState::Partial
         },
         error: None,
-        sha256: Some(m.sha256),
+        sha256: m.sha256,
         stored_as: None,
         created_ms: m.started_ms,
         updated_ms: m.started_ms,
@@ -281,6 +285,8 @@ fn incoming_view(m: PartialMeta, live: Option<u64>) -> Transfer {
 struct Stream<'a> {
     inc: &'a Incoming,
     meta: PartialMeta,
+    /// The hash this connection's offer gave; `None`: it comes in an `End` frame.
+    offered: Option<String>,
     /// The partial file, for checkpoints (the writer thread writes through its own handle).
     file: std::fs::File,
     /// The writer thread (`None` once finished).
@@ -346,7 +352,7 @@ impl Stream<'_> {
                 (synced, last_sync) = (offset, Instant::now());
             }
         }
-        self.finish(s).await
+        self.finish(s, reader).await
     }
 
     /// After a connection that ended before the file was complete: everything queued is
@@ -439,11 +445,32 @@ impl Stream<'_> {
         Err(e.into())
     }
 
+    /// The hash the bytes must have: the offer's, or the one of the `End` frame that follows
+    /// the last data frame.
+    async fn wanted_hash<S: AsyncRead + Unpin>(
+        &self,
+        s: &mut S,
+        reader: &mut FrameReader,
+    ) -> Result<String, FileError> {
+        if let Some(h) = &self.offered {
+            return Ok(h.clone());
+        }
+        let frame = tokio::time::timeout(self.inc.stall(), reader.next(s))
+            .await
+            .map_err(|_| FileError::TimedOut("waiting for the end frame"))??;
+        match frame {
+            Some(Frame::End(e)) if e.id == self.meta.id => Ok(e.sha256),
+            _ => Err(FileError::Malformed("expected the end frame".into())),
+        }
+    }
+
     /// All bytes are in: fsync, check the SHA-256, move into `received/`, say done.
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         s: &mut S,
+        reader: &mut FrameReader,
     ) -> Result<Option<ReceivedFile>, FileError> {
+        let want = self.wanted_hash(s, reader).await?;
         let hash = match self.stop_writer().await {
             Ok(h) => h,
             Err(e) => return self.write_failed(s, e).await,
@@ -457,15 +484,13 @@ impl Stream<'_> {
             self.meta.clone(),
             self.file.try_clone()?,
         );
-        if got != meta.sha256 {
+        if got != want {
             store.remove_partial(&meta.from_address, &meta.id);
-            let msg = format!(
-                "the bytes hash to {got}, not to the offered {}",
-                meta.sha256
-            );
+            let msg = format!("the bytes hash to {got}, not to the offered {want}");
             refuse(s, &meta.id, RefuseCode::HashMismatch, msg).await?;
             return Ok(None);
         }
+        meta.sha256 = Some(got.clone());
         let file = tokio::task::spawn_blocking(move || {
             file.sync_all()?;
             meta.offset = meta.size;
@@ -487,7 +512,7 @@ impl Stream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::files::wire::{encode_control, header, CHUNK};
+    use crate::services::files::wire::{encode_control, header, End, CHUNK};
 
     fn sender() -> Sender {
         Sender {
@@ -512,7 +537,15 @@ mod tests {
             id: "00112233445566778899aabbccddeeff".into(),
             name: "data.bin".into(),
             size: data.len() as u64,
-            sha256: sha.unwrap_or_else(|| hex(&Sha256::digest(data))),
+            sha256: Some(sha.unwrap_or_else(|| hex(&Sha256::digest(data)))),
+        }
+    }
+
+    /// An offer without a hash: the client sends it in an `End` frame after the data.
+    fn hashless(data: &[u8]) -> Offer {
+        Offer {
+            sha256: None,
+            ..offer(data, None)
         }
     }
 
@@ -524,6 +557,17 @@ mod tests {
         o: &Offer,
         data: &[u8],
         upto: usize,
+    ) -> (u64, Option<Frame<'static>>) {
+        client_ending(inc, o, data, upto, hex(&Sha256::digest(data))).await
+    }
+
+    /// [`client`], with the hash its `End` frame gives (sent only for an offer without one).
+    async fn client_ending(
+        inc: &Incoming,
+        o: &Offer,
+        data: &[u8],
+        upto: usize,
+        end: String,
     ) -> (u64, Option<Frame<'static>>) {
         let (mut peer, ours) = tokio::io::duplex(4 << 20);
         let me = sender();
@@ -547,6 +591,16 @@ mod tests {
             }
             if upto < data.len() {
                 return (a.offset, None);
+            }
+            if o.sha256.is_none() {
+                let e = End {
+                    v: 1,
+                    id: o.id.clone(),
+                    sha256: end,
+                };
+                peer.write_all(&encode_control(FrameKind::End, &e).unwrap())
+                    .await
+                    .unwrap();
             }
             loop {
                 match r.next(&mut peer).await.unwrap() {
@@ -607,5 +661,43 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_hashes_while_sending_gives_the_hash_at_the_end_and_may_resume_either_way(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let inc = incoming(dir.path());
+        let d = data(5 << 20);
+        let (first, none) = client(&inc, &hashless(&d), &d, 3 << 20).await;
+        assert_eq!((first, none), (0, None));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(inc.store.partials()[0].sha256, None);
+        // Resumed by an offer that now has the hash (a sender that fell back to hashing
+        // first): the partial file is kept, and verified against it.
+        let (resumed, verdict) = client(&inc, &offer(&d, None), &d, d.len()).await;
+        assert!(resumed >= 1 << 20, "resumed at {resumed}");
+        let Some(Frame::Done(done)) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(done.sha256, hex(&Sha256::digest(&d)));
+        assert_eq!(inc.store.received(false).unwrap()[0].sha256, done.sha256);
+
+        // Hashless from start to end: the End frame's hash is checked.
+        let d2 = data(300_000);
+        let mut o = hashless(&d2);
+        o.id = "ffeeddccbbaa99887766554433221100".into();
+        let (_, verdict) = client(&inc, &o, &d2, d2.len()).await;
+        assert!(matches!(verdict, Some(Frame::Done(_))), "{verdict:?}");
+
+        // A wrong End hash is a mismatch: refused, nothing reaches received/.
+        o.id = "0123456789abcdef0123456789abcdef".into();
+        let (_, verdict) = client_ending(&inc, &o, &d2, d2.len(), "cd".repeat(32)).await;
+        let Some(Frame::Refuse(r)) = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(r.code, RefuseCode::HashMismatch);
+        assert_eq!(inc.store.received(false).unwrap().len(), 2);
+        assert!(inc.store.partials().is_empty());
     }
 }

@@ -10,14 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::outgoing::{stat, Outgoing};
-use super::store::hash_file;
+use super::store::{hash_file, hex};
 use super::wire::{
-    header, write_control, Accept, Done, Frame, FrameKind, FrameReader, Offer, Progress, Refuse,
-    CHUNK, FILE_PORT, HEADER, VERSION,
+    header, write_control, Accept, Done, End, Frame, FrameKind, FrameReader, Offer, Progress,
+    Refuse, CHUNK, FILE_PORT, HEADER, VERSION,
 };
 use super::{FileError, Files, Transfer, TransferError, TransferState};
 use crate::clock::unix_ms_now;
@@ -154,6 +155,8 @@ impl Files {
             Ok(done) => {
                 (t.state, t.offset, t.error) = (TransferState::Done, t.size, None);
                 t.stored_as = Some(done.stored_as);
+                // Hashed while sending: the receiver's hash is the one it checked against ours.
+                t.sha256.get_or_insert(done.sha256);
                 tracing::info!(id = %t.id, size = t.size, "file delivered");
                 Outcome::Finished
             }
@@ -215,15 +218,6 @@ impl Files {
     async fn try_send(&self, o: &mut Outgoing) -> Result<Done, FileError> {
         let path = PathBuf::from(o.transfer.path.clone().unwrap_or_default());
         Self::check_unchanged(o, &path)?;
-        if o.transfer.sha256.is_none() {
-            let p = path.clone();
-            let (sha, _) = tokio::task::spawn_blocking(move || hash_file(&p))
-                .await
-                .map_err(|e| FileError::Malformed(e.to_string()))??;
-            Self::check_unchanged(o, &path)?;
-            o.transfer.sha256 = Some(sha);
-            self.outgoing.put(o)?;
-        }
         let dst = SocketAddrV6::new(o.to_ipv6, FILE_PORT, 0, 0);
         let s = tokio::time::timeout(self.stall(), self.overlay.connect(dst))
             .await
@@ -235,18 +229,35 @@ impl Files {
             id: o.transfer.id.clone(),
             name: o.transfer.name.clone(),
             size: o.transfer.size,
-            sha256: o.transfer.sha256.clone().unwrap_or_default(),
+            // Known after a whole pass (or a fallback): else hashed while sending, in `End`.
+            sha256: o.transfer.sha256.clone(),
         };
         write_control(&mut wr, FrameKind::Offer, &offer).await?;
-        let offset = match self.reply(&mut replies).await? {
-            Reply::Accept(a) if a.offset <= offer.size => a.offset,
-            Reply::Done(d) => return Ok(d),
-            _ => return Err(FileError::Malformed("expected an accept".into())),
+        let offset = match self.reply(&mut replies).await {
+            Ok(Reply::Accept(a)) if a.offset <= offer.size => a.offset,
+            Ok(Reply::Done(d)) => return Ok(d),
+            Ok(_) => return Err(FileError::Malformed("expected an accept".into())),
+            Err(e) if offer.sha256.is_none() && matches!(e, FileError::Malformed(_)) => {
+                return Err(self.hash_first(o, &path, e).await);
+            }
+            Err(e) => return Err(e),
         };
         let t = &mut o.transfer;
         (t.offset, t.state, t.error) = (offset, TransferState::Sending, None);
         self.outgoing.put(o)?;
         self.stream(o, &path, offset, &mut wr, &mut replies).await
+    }
+
+    /// A receiver that closed the connection on an offer without a hash may predate them:
+    /// the file is hashed now, so the next attempt's offer carries the hash. Returns `err`.
+    async fn hash_first(&self, o: &mut Outgoing, path: &Path, err: FileError) -> FileError {
+        let p = path.to_path_buf();
+        let hashed = tokio::task::spawn_blocking(move || hash_file(&p)).await;
+        if let (Ok(Ok((sha, _))), Ok(())) = (hashed, Self::check_unchanged(o, path)) {
+            tracing::debug!(id = %o.transfer.id, "the receiver closed on an offer without a hash; the next offer carries it");
+            o.transfer.sha256 = Some(sha);
+        }
+        err
     }
 
     /// The receiver's next reply within the stall timeout; a refusal is an error.
@@ -292,7 +303,9 @@ impl Files {
             .lock()
             .expect("live")
             .insert(id.to_string(), live);
-        let (mut chunks, _reading) = spawn_chunks(path.to_path_buf(), offset, size);
+        let hashing = o.transfer.sha256.is_none();
+        let (mut chunks, _reading, hashed) =
+            spawn_chunks(path.to_path_buf(), offset, size, hashing);
         let mut sent = offset;
         while sent < size {
             tokio::select! {
@@ -316,6 +329,19 @@ impl Files {
                     _ => return Err(FileError::Malformed("unexpected reply while sending".into())),
                 },
             }
+        }
+        if let Some(hashed) = hashed {
+            let sha256 = hashed
+                .await
+                .map_err(|_| FileError::Malformed("the file reader stopped".into()))?;
+            // The hash covers what was read now; the file must still be what was queued.
+            Self::check_unchanged(o, path)?;
+            let end = End {
+                v: VERSION,
+                id: id.to_string(),
+                sha256,
+            };
+            write_control(wr, FrameKind::End, &end).await?;
         }
         wr.flush().await?;
         loop {
@@ -375,40 +401,74 @@ fn spawn_replies<R: AsyncRead + Unpin + Send + 'static>(mut rd: R) -> (Replies, 
     (rx, AbortOnDrop(task))
 }
 
+/// The file's chunks as they are read, the reader's guard, and (when hashing) its SHA-256
+/// once every byte was read.
+type Chunks = (
+    mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    AbortOnDrop,
+    Option<oneshot::Receiver<String>>,
+);
+
 /// Reads `path` from `offset` to `size` in data frames (header included) on a blocking
-/// thread, at most [`READ_AHEAD`] frames ahead.
-fn spawn_chunks(
-    path: PathBuf,
-    offset: u64,
-    size: u64,
-) -> (mpsc::Receiver<std::io::Result<Vec<u8>>>, AbortOnDrop) {
+/// thread, at most [`READ_AHEAD`] frames ahead. With `hashing`, it also hashes the whole file
+/// (the bytes before `offset` first, then each chunk as it is read): one pass, not two.
+fn spawn_chunks(path: PathBuf, offset: u64, size: u64, hashing: bool) -> Chunks {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let (hash_tx, hash_rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
-        let run = || -> std::io::Result<()> {
+        let run = || -> std::io::Result<Option<String>> {
             let mut f = std::fs::File::open(&path)?;
-            f.seek(SeekFrom::Start(offset))?;
+            let mut hash = hashing.then(Sha256::new);
+            match &mut hash {
+                Some(h) => hash_prefix(&mut f, offset, h)?,
+                None => {
+                    f.seek(SeekFrom::Start(offset))?;
+                }
+            }
             let mut left = size - offset;
             while left > 0 {
                 let n = CHUNK.min(left as usize);
                 let mut buf = vec![0u8; HEADER + n];
                 buf[..HEADER].copy_from_slice(&header(FrameKind::Data, n));
                 f.read_exact(&mut buf[HEADER..])?;
+                if let Some(h) = &mut hash {
+                    h.update(&buf[HEADER..]);
+                }
                 if tx.blocking_send(Ok(buf)).is_err() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 left -= n as u64;
             }
-            Ok(())
+            Ok(hash.map(|h| hex(&h.finalize())))
         };
-        if let Err(e) = run() {
-            let _ = tx.blocking_send(Err(e));
+        match run() {
+            Ok(Some(sha)) => {
+                let _ = hash_tx.send(sha);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
         }
     });
     // A blocking task cannot be aborted once it runs; it stops when the receiver is dropped.
     let guard = tokio::spawn(async move {
         let _ = task.await;
     });
-    (rx, AbortOnDrop(guard))
+    (rx, AbortOnDrop(guard), hashing.then_some(hash_rx))
+}
+
+/// Feeds the first `len` bytes of `f` to `h` (a resumed transfer hashed while sending).
+fn hash_prefix(f: &mut std::fs::File, len: u64, h: &mut Sha256) -> std::io::Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let n = CHUNK.min(left as usize);
+        f.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,8 +45,10 @@ pub struct PartialMeta {
     pub name: String,
     /// Offered size.
     pub size: u64,
-    /// Offered SHA-256.
-    pub sha256: String,
+    /// Offered SHA-256; `None` while the sender sends it at the end (`End`). Set to the
+    /// verified hash before [`Store::finish`].
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Sender's public key.
     pub from: String,
     /// Sender's address (addr48 text).
@@ -266,7 +268,7 @@ impl Store {
             path: self.received.join(&name).display().to_string(),
             name,
             size: m.size,
-            sha256: m.sha256.clone(),
+            sha256: m.sha256.clone().unwrap_or_default(),
             from: m.from.clone(),
             from_address: m.from_address.clone(),
             from_hostname: m.from_hostname.clone(),
@@ -437,7 +439,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             size: data.len() as u64,
-            sha256: hex(&Sha256::digest(data)),
+            sha256: Some(hex(&Sha256::digest(data))),
             from: "KEY".into(),
             from_address: "0a1b.2c3d.4e5f".into(),
             from_hostname: None,
@@ -490,6 +492,6 @@ mod tests {
         let (f, mut h) = s.open_partial(&m).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 8);
         h.update(&data[8..]);
-        assert_eq!(hex(&h.finalize()), m.sha256);
+        assert_eq!(Some(hex(&h.finalize())), m.sha256);
     }
 }

@@ -40,6 +40,8 @@ pub enum FrameKind {
     Done = 5,
     /// Receiver → sender: [`Progress`].
     Progress = 6,
+    /// Sender → receiver: [`End`] (after the last data frame of an offer without a hash).
+    End = 7,
 }
 
 impl FrameKind {
@@ -51,6 +53,7 @@ impl FrameKind {
             4 => FrameKind::Data,
             5 => FrameKind::Done,
             6 => FrameKind::Progress,
+            7 => FrameKind::End,
             _ => return None,
         })
     }
@@ -69,7 +72,22 @@ pub struct Offer {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the whole file, 64 lowercase hex digits: checked end to end.
+    /// SHA-256 of the whole file, 64 lowercase hex digits: checked end to end. Absent when
+    /// the sender hashes while it sends: the hash then comes in an [`End`] frame after the
+    /// last byte (so the file is read once, not twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The sender's hash of the whole file, after the last data frame of an offer without one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    /// Protocol version (1).
+    pub v: u8,
+    /// The transfer.
+    pub id: String,
+    /// SHA-256 of the whole file, 64 lowercase hex digits.
     pub sha256: String,
 }
 
@@ -188,6 +206,8 @@ pub enum Frame<'a> {
     Done(Done),
     /// [`Progress`].
     Progress(Progress),
+    /// [`End`].
+    End(End),
 }
 
 /// Whether `id` is 32 hex digits (safe in a file name).
@@ -249,7 +269,7 @@ pub fn decode(kind: FrameKind, payload: &[u8]) -> Result<Frame<'_>, FileError> {
         FrameKind::Data => return Ok(Frame::Data(payload)),
         FrameKind::Offer => {
             let o: Offer = control(payload)?;
-            if !valid_name(&o.name) || !valid_sha256(&o.sha256) {
+            if !valid_name(&o.name) || !o.sha256.as_deref().is_none_or(valid_sha256) {
                 return Err(FileError::Malformed("bad name or sha256".into()));
             }
             Frame::Offer(o)
@@ -258,6 +278,13 @@ pub fn decode(kind: FrameKind, payload: &[u8]) -> Result<Frame<'_>, FileError> {
         FrameKind::Refuse => Frame::Refuse(control(payload)?),
         FrameKind::Done => Frame::Done(control(payload)?),
         FrameKind::Progress => Frame::Progress(control(payload)?),
+        FrameKind::End => {
+            let e: End = control(payload)?;
+            if !valid_sha256(&e.sha256) {
+                return Err(FileError::Malformed("bad sha256".into()));
+            }
+            Frame::End(e)
+        }
     };
     let id = match &f {
         Frame::Offer(o) => &o.id,
@@ -265,6 +292,7 @@ pub fn decode(kind: FrameKind, payload: &[u8]) -> Result<Frame<'_>, FileError> {
         Frame::Refuse(r) => &r.id,
         Frame::Done(d) => &d.id,
         Frame::Progress(p) => &p.id,
+        Frame::End(e) => &e.id,
         Frame::Data(_) => return Ok(f),
     };
     check_id(id)?;
@@ -347,8 +375,46 @@ mod tests {
             id: "0123456789abcdef0123456789abcdef".into(),
             name: "report.csv".into(),
             size: 42,
-            sha256: "a".repeat(64),
+            sha256: Some("a".repeat(64)),
         }
+    }
+
+    #[test]
+    fn an_offer_without_a_hash_and_its_end_frame_round_trip_and_a_bad_end_hash_is_refused() {
+        let o = Offer {
+            sha256: None,
+            ..offer()
+        };
+        let bytes = encode_control(FrameKind::Offer, &o).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("sha256"));
+        assert_eq!(parse_frame(&bytes).unwrap().unwrap().0, Frame::Offer(o));
+        let e = End {
+            v: 1,
+            id: offer().id,
+            sha256: "b".repeat(64),
+        };
+        let bytes = encode_control(FrameKind::End, &e).unwrap();
+        assert_eq!(
+            parse_frame(&bytes).unwrap().unwrap().0,
+            Frame::End(e.clone())
+        );
+        for bad in ["B".repeat(64), "b".repeat(63), String::new()] {
+            let bytes = encode_control(
+                FrameKind::End,
+                &End {
+                    sha256: bad,
+                    ..e.clone()
+                },
+            )
+            .unwrap();
+            assert!(parse_frame(&bytes).is_err());
+        }
+        let bad = Offer {
+            sha256: Some("xyz".into()),
+            ..offer()
+        };
+        let bytes = encode_control(FrameKind::Offer, &bad).unwrap();
+        assert!(parse_frame(&bytes).is_err());
     }
 
     #[test]
