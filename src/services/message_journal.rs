@@ -26,10 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-
-use crate::services::message_store::{InboxEntry, MessageError};
 
 /// The journal's file name in the inbox directory.
 pub const JOURNAL: &str = "inbox.log";
@@ -39,9 +38,9 @@ const COMPACT_SLACK: u64 = 1 << 20;
 /// One journal line.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Record {
+enum Record<T> {
     /// A stored message.
-    In(Box<InboxEntry>),
+    In(Box<T>),
     /// A cleared message: its sender's key and its id.
     Del(String, String),
 }
@@ -69,13 +68,11 @@ impl Durable {
     }
 
     /// Waits for the group commit that carries the writes.
-    pub async fn wait(self) -> Result<(), MessageError> {
+    pub async fn wait(self) -> std::io::Result<()> {
         let Some(rx) = self.0 else { return Ok(()) };
         match rx.await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(MessageError::Io(std::io::Error::other(
-                "the inbox journal's syncer stopped",
-            ))),
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other("the inbox journal's syncer stopped")),
         }
     }
 }
@@ -92,8 +89,11 @@ struct Shared {
     syncs: AtomicU64,
 }
 
-/// The journal and its index of live messages (see the module documentation).
-pub struct InboxJournal {
+/// The key of a stored message: its sender's key and its id.
+pub type Key = (String, String);
+
+/// The journal of messages `T` and its index of live ones (see the module documentation).
+pub struct InboxJournal<T> {
     path: PathBuf,
     file: Arc<File>,
     /// Bytes in the file.
@@ -105,12 +105,14 @@ pub struct InboxJournal {
     live_bytes: u64,
     shared: Arc<Shared>,
     requests: mpsc::Sender<oneshot::Sender<std::io::Result<()>>>,
+    key_of: fn(&T) -> Key,
 }
 
-impl InboxJournal {
-    /// Opens (creating) the journal at `path`: replays it, cuts a torn last line, rewrites it
-    /// if dead lines outweigh live ones, and starts the syncer thread.
-    pub fn open(path: PathBuf) -> Result<Self, MessageError> {
+impl<T: Serialize + DeserializeOwned> InboxJournal<T> {
+    /// Opens (creating) the journal at `path` of messages whose keys `key_of` gives: replays
+    /// it, cuts a torn last line, rewrites it if dead lines outweigh live ones, and starts the
+    /// syncer thread.
+    pub fn open(path: PathBuf, key_of: fn(&T) -> Key) -> std::io::Result<Self> {
         let file = open_append(&path)?;
         let bytes = std::fs::read(&path)?;
         let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -140,6 +142,7 @@ impl InboxJournal {
             live_bytes: 0,
             shared,
             requests: tx,
+            key_of,
         };
         j.replay(&bytes[..whole]);
         j.maybe_compact()?;
@@ -151,8 +154,11 @@ impl InboxJournal {
         let mut offset = 0u64;
         for line in bytes.split_inclusive(|b| *b == b'\n') {
             let len = line.len() as u64;
-            match serde_json::from_slice::<Record>(line) {
-                Ok(Record::In(e)) => self.index(offset, len, e.from, e.id),
+            match serde_json::from_slice::<Record<T>>(line) {
+                Ok(Record::In(e)) => {
+                    let (from, id) = (self.key_of)(&e);
+                    self.index(offset, len, from, id);
+                }
                 Ok(Record::Del(from, id)) => {
                     self.unindex(&from, &id);
                 }
@@ -189,8 +195,8 @@ impl InboxJournal {
     }
 
     /// The journal line that would store `e` (its length is what the quotas count).
-    pub fn line(e: &InboxEntry) -> Result<Vec<u8>, MessageError> {
-        line(&Record::In(Box::new(e.clone())))
+    pub fn line(e: &T) -> std::io::Result<Vec<u8>> {
+        line(&Record::In(Box::new(e)))
     }
 
     /// Whether `(from, id)` is in the inbox.
@@ -199,14 +205,15 @@ impl InboxJournal {
     }
 
     /// Appends `line` (from [`Self::line`] for `e`), not yet durable (see [`Self::durable`]).
-    pub fn append(&mut self, e: &InboxEntry, line: &[u8]) -> Result<(), MessageError> {
+    pub fn append(&mut self, e: &T, line: &[u8]) -> std::io::Result<()> {
         let mut f: &File = &self.file;
         if let Err(err) = f.write_all(line) {
             // A partial line would glue the next one to it: cut it off.
             let _ = self.file.set_len(self.len);
-            return Err(err.into());
+            return Err(err);
         }
-        self.index(self.len, line.len() as u64, e.from.clone(), e.id.clone());
+        let (from, id) = (self.key_of)(e);
+        self.index(self.len, line.len() as u64, from, id);
         self.len += line.len() as u64;
         self.shared.written.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -237,32 +244,32 @@ impl InboxJournal {
     }
 
     /// The stored message `m` (read back from the file).
-    pub fn read(&self, m: &Meta) -> Result<InboxEntry, MessageError> {
+    pub fn read(&self, m: &Meta) -> std::io::Result<T> {
         let mut buf = vec![0u8; m.len as usize];
         self.file.read_exact_at(&mut buf, m.offset)?;
         match serde_json::from_slice(&buf) {
             Ok(Record::In(e)) => Ok(*e),
-            _ => Err(MessageError::Malformed(format!(
-                "inbox journal: no message at offset {}",
-                m.offset
-            ))),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("inbox journal: no message at offset {}", m.offset),
+            )),
         }
     }
 
     /// Removes the messages `keys` (sender key, id) from the inbox, durably before it returns;
     /// rewrites the journal if dead lines now outweigh live ones.
-    pub fn delete(&mut self, keys: &[(String, String)]) -> Result<(), MessageError> {
+    pub fn delete(&mut self, keys: &[Key]) -> std::io::Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
         let mut bytes = Vec::new();
         for (from, id) in keys {
-            bytes.extend_from_slice(&line(&Record::Del(from.clone(), id.clone()))?);
+            bytes.extend_from_slice(&line(&Record::<T>::Del(from.clone(), id.clone()))?);
         }
         let mut f: &File = &self.file;
         if let Err(e) = f.write_all(&bytes) {
             let _ = self.file.set_len(self.len);
-            return Err(e.into());
+            return Err(e);
         }
         self.len += bytes.len() as u64;
         self.sync_now()?;
@@ -273,7 +280,7 @@ impl InboxJournal {
     }
 
     /// Rewrites the journal with only the live messages when dead lines outweigh them.
-    fn maybe_compact(&mut self) -> Result<(), MessageError> {
+    fn maybe_compact(&mut self) -> std::io::Result<()> {
         if self.len <= 2 * self.live_bytes + COMPACT_SLACK {
             return Ok(());
         }
@@ -309,7 +316,7 @@ impl InboxJournal {
 
     /// Makes everything written so far durable now, in this thread (start-up and clears,
     /// off the path of an ack).
-    pub fn sync_now(&mut self) -> Result<(), MessageError> {
+    pub fn sync_now(&mut self) -> std::io::Result<()> {
         let written = self.shared.written.load(Ordering::SeqCst);
         self.file.sync_data()?;
         self.shared.synced.fetch_max(written, Ordering::SeqCst);
@@ -345,8 +352,8 @@ fn sync_loop(shared: &Shared, rx: mpsc::Receiver<oneshot::Sender<std::io::Result
     }
 }
 
-fn line(r: &Record) -> Result<Vec<u8>, MessageError> {
-    let mut l = serde_json::to_vec(r).map_err(|e| MessageError::Malformed(e.to_string()))?;
+fn line<T: Serialize>(r: &Record<T>) -> std::io::Result<Vec<u8>> {
+    let mut l = serde_json::to_vec(r).map_err(std::io::Error::other)?;
     l.push(b'\n');
     Ok(l)
 }

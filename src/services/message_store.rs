@@ -1,11 +1,12 @@
 //! Messages (overlay port 1001): asynchronous JSON or text messages to a peer's persistent
 //! inbox, never lost.
 //!
-//! - The sender writes each message to its **outbox** (one file per message, fsynced) before
-//!   `send-message` returns, and a delivery task retries with backoff until the peer acks. The
-//!   outbox survives restarts.
-//! - The receiver writes the message to its **inbox** (fsynced, renamed into place) *before*
-//!   it acks, and drops duplicates by `(sender, id)`, so a retry after a lost ack is harmless.
+//! - The sender writes each message to its **outbox** (a journal with group commit,
+//!   [`super::message_outbox`]) before `send-message` returns, and a delivery task retries
+//!   with backoff until the peer acks. The outbox survives restarts.
+//! - The receiver writes the message to its **inbox** (a journal with group commit,
+//!   [`super::message_journal`]) and waits for the line to be on disk *before* it acks, and
+//!   drops duplicates by `(sender, id)`, so a retry after a lost ack is harmless.
 //! - The sender is the peer the overlay connection comes from: the data plane admits only
 //!   trusted peers and checks that inner source addresses belong to them.
 //!
@@ -287,7 +288,7 @@ pub enum StoreOutcome {
 /// append-only file with group commit), quotas per sender and in total, and the dedupe record
 /// of cleared messages ([`SeenIds`]), kept apart from the journal.
 pub struct Inbox {
-    journal: InboxJournal,
+    journal: InboxJournal<InboxEntry>,
     seen: SeenIds,
     limits: MessagesConfig,
     per_sender: HashMap<String, Usage>,
@@ -312,7 +313,9 @@ impl Inbox {
         };
         let mut inbox = Inbox {
             seen: SeenIds::open(seen, dedupe, now_ms)?,
-            journal: InboxJournal::open(dir.join(JOURNAL))?,
+            journal: InboxJournal::open(dir.join(JOURNAL), |e: &InboxEntry| {
+                (e.from.clone(), e.id.clone())
+            })?,
             limits: limits.clone(),
             per_sender: HashMap::new(),
             total: Usage::default(),
@@ -326,7 +329,10 @@ impl Inbox {
                 .entry(m.from.clone())
                 .or_default()
                 .add(m.len);
-            let received_ms = inbox.journal.read(&m).map_or(now_ms, |e| e.received_ms);
+            let received_ms = inbox
+                .journal
+                .read(&m)
+                .map_or(now_ms, |e: InboxEntry| e.received_ms);
             inbox.seen.remember(received_ms, m.from, m.id);
         }
         Ok(inbox)
@@ -438,7 +444,11 @@ impl Inbox {
 
     /// Every stored message, oldest first.
     pub fn list(&self) -> Result<Vec<InboxEntry>, MessageError> {
-        self.journal.live().map(|m| self.journal.read(m)).collect()
+        Ok(self
+            .journal
+            .live()
+            .map(|m| self.journal.read(m))
+            .collect::<std::io::Result<_>>()?)
     }
 
     /// Every stored message, oldest first, each deleted as it is listed: exactly the messages
@@ -493,7 +503,7 @@ impl Inbox {
     /// The stored message `id`, if the inbox holds it.
     pub fn get(&self, id: &str) -> Result<Option<InboxEntry>, MessageError> {
         match self.journal.live().find(|m| m.id == id) {
-            Some(m) => self.journal.read(m).map(Some),
+            Some(m) => Ok(Some(self.journal.read(m)?)),
             None => Ok(None),
         }
     }
