@@ -8,6 +8,7 @@
 //! - [`messages`]: the message service (delivery and receipt).
 //! - [`message_store`]: its wire frames and its inbox and outbox on disk.
 //! - [`message_dedupe`]: the ids of stored messages, remembered apart from the inbox.
+//! - [`message_journal`]: the inbox journal (group commit of received messages).
 //! - [`files`]: resumable, verified file transfer on port 1004.
 //! - [`pubsub`]: the publish/subscribe broker on 1002.
 //! - [`frame`]: length-prefixed JSON frames of pub/sub and tasks.
@@ -18,6 +19,7 @@ pub mod echo;
 pub mod files;
 pub mod frame;
 pub mod message_dedupe;
+pub mod message_journal;
 pub mod message_outbox;
 pub mod message_stats;
 pub mod message_store;

@@ -4,8 +4,10 @@
 //! after `inbox --clear` and a restart.
 //!
 //! On disk (`$PILOT_HOME/inbox-seen`, mode 0600, opened without following symlinks): one line
-//! per stored message, `STORED_MS SENDER_KEY ID`, appended before the ack and fsynced before
-//! the message's inbox file is deleted (until then the inbox file is the durable record). The
+//! per message cleared from the inbox, `STORED_MS SENDER_KEY ID`, appended and fsynced before
+//! the clear is recorded in the inbox journal (until then the journal's line of the message is
+//! its dedupe record, and the ids of live messages are only remembered here in memory), and
+//! one per reply handed to a waiting request (appended, not fsynced on its own). The
 //! record is bounded: an id is forgotten after [`DedupeLimits::ttl_ms`] or when more than
 //! [`DedupeLimits::capacity`] newer ids are remembered; the file is rewritten (atomically)
 //! when it holds twice as many lines as are remembered. Time comes in as a parameter.
@@ -113,7 +115,7 @@ impl SeenIds {
         self.set.is_empty()
     }
 
-    /// Remembers `(from, id)` in memory only (ids found in inbox files at start).
+    /// Remembers `(from, id)` in memory only (messages in the inbox journal).
     pub fn remember(&mut self, ms: u64, from: String, id: String) {
         if self.set.insert((from.clone(), id.clone())) {
             self.senders.insert(id.clone(), from.clone());
@@ -136,9 +138,9 @@ impl SeenIds {
         Ok(())
     }
 
-    /// Records `(from, id)` at `now_ms`, appended but not fsynced: for a message whose
-    /// durable proof is elsewhere until [`Self::sync`] (an inbox file), or whose loss in a
-    /// crash costs at most a duplicate.
+    /// Records `(from, id)` at `now_ms`, appended but not fsynced: made durable by the next
+    /// [`Self::sync`] (a clear), or for a record whose loss in a crash costs at most a
+    /// duplicate.
     pub fn note(&mut self, from: &str, id: &str, now_ms: u64) -> std::io::Result<()> {
         if from.is_empty() || from.contains(char::is_whitespace) || !valid_id(id) {
             return Err(std::io::Error::new(

@@ -1,11 +1,12 @@
 //! Messages (overlay port 1001): asynchronous JSON or text messages to a peer's persistent
 //! inbox, never lost.
 //!
-//! - The sender writes each message to its **outbox** (one file per message, fsynced) before
-//!   `send-message` returns, and a delivery task retries with backoff until the peer acks. The
-//!   outbox survives restarts.
-//! - The receiver writes the message to its **inbox** (fsynced, renamed into place) *before*
-//!   it acks, and drops duplicates by `(sender, id)`, so a retry after a lost ack is harmless.
+//! - The sender writes each message to its **outbox** (a journal with group commit,
+//!   [`super::message_outbox`]) before `send-message` returns, and a delivery task retries
+//!   with backoff until the peer acks. The outbox survives restarts.
+//! - The receiver writes the message to its **inbox** (a journal with group commit,
+//!   [`super::message_journal`]) and waits for the line to be on disk *before* it acks, and
+//!   drops duplicates by `(sender, id)`, so a retry after a lost ack is harmless.
 //! - The sender is the peer the overlay connection comes from: the data plane admits only
 //!   trusted peers and checks that inner source addresses belong to them.
 //!
@@ -22,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::config::MessagesConfig;
 pub use crate::services::message_dedupe::{new_id, valid_id};
 use crate::services::message_dedupe::{DedupeLimits, SeenIds};
+use crate::services::message_journal::{Durable, InboxJournal, Meta, JOURNAL};
 
 /// The overlay port of the message service.
 pub const MESSAGE_PORT: u16 = 1001;
@@ -215,10 +217,6 @@ async fn read_frame_rest<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&body).map_err(|e| MessageError::Malformed(e.to_string()))
 }
 
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    crate::state::paths::write_private_atomic(&dir.join(name), bytes)
-}
-
 fn ensure_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -275,13 +273,6 @@ impl Usage {
     }
 }
 
-/// One inbox file as listed: its path, size and message.
-struct Stored {
-    path: PathBuf,
-    bytes: u64,
-    entry: Option<InboxEntry>,
-}
-
 /// What [`Inbox::store`] did with a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -293,26 +284,11 @@ pub enum StoreOutcome {
     Refused(QuotaExceeded),
 }
 
-/// A file-name part for `s`: ASCII letters, digits, `.` and `-` kept, anything else `_`, at
-/// most 64 characters.
-pub fn sanitize_for_file_name(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The persistent inbox: one file per message, named `RECEIVED_MS-SENDER-ID.json` (sender:
-/// its hostname, else its address, sanitised) so that listing sorts by arrival; quotas per
-/// sender and in total; and the dedupe record ([`SeenIds`]), kept apart from the files.
+/// The persistent inbox: the messages in the inbox journal ([`InboxJournal`], one
+/// append-only file with group commit), quotas per sender and in total, and the dedupe record
+/// of cleared messages ([`SeenIds`]), kept apart from the journal.
 pub struct Inbox {
-    dir: PathBuf,
+    journal: InboxJournal<InboxEntry>,
     seen: SeenIds,
     limits: MessagesConfig,
     per_sender: HashMap<String, Usage>,
@@ -320,8 +296,10 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Opens (creating) the inbox in `dir` and its dedupe record at `seen`; counts what the
-    /// inbox holds and remembers the ids of its messages. `now_ms` expires old dedupe records.
+    /// Opens (creating) the inbox in `dir` and its dedupe record at `seen`; replays the
+    /// journal, takes in message files of the earlier one-file-per-message inbox, counts what
+    /// the inbox holds and remembers the ids of its messages. `now_ms` expires old dedupe
+    /// records.
     pub fn open(
         dir: PathBuf,
         seen: PathBuf,
@@ -335,46 +313,64 @@ impl Inbox {
         };
         let mut inbox = Inbox {
             seen: SeenIds::open(seen, dedupe, now_ms)?,
-            dir,
+            journal: InboxJournal::open(dir.join(JOURNAL), |e: &InboxEntry| {
+                (e.from.clone(), e.id.clone())
+            })?,
             limits: limits.clone(),
             per_sender: HashMap::new(),
             total: Usage::default(),
         };
-        for s in Self::read_all(&inbox.dir)? {
-            inbox.total.add(s.bytes);
-            if let Some(e) = s.entry {
-                inbox
-                    .per_sender
-                    .entry(e.from.clone())
-                    .or_default()
-                    .add(s.bytes);
-                inbox.seen.remember(e.received_ms, e.from, e.id);
-            }
+        inbox.take_in_legacy_files(&dir)?;
+        let metas: Vec<Meta> = inbox.journal.live().cloned().collect();
+        for m in metas {
+            inbox.total.add(m.len);
+            inbox
+                .per_sender
+                .entry(m.from.clone())
+                .or_default()
+                .add(m.len);
+            let received_ms = inbox
+                .journal
+                .read(&m)
+                .map_or(now_ms, |e: InboxEntry| e.received_ms);
+            inbox.seen.remember(received_ms, m.from, m.id);
         }
         Ok(inbox)
     }
 
-    fn read_all(dir: &Path) -> Result<Vec<Stored>, MessageError> {
+    /// Moves the message files of the earlier format (`RECEIVED_MS-SENDER-ID.json`, oldest
+    /// name first) into the journal, durably, then deletes them; an unreadable file is left
+    /// alone.
+    fn take_in_legacy_files(&mut self, dir: &Path) -> Result<(), MessageError> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
         names.sort();
-        Ok(names
-            .into_iter()
-            .filter_map(|path| {
-                let bytes = std::fs::read(&path).ok()?;
-                let entry = serde_json::from_slice(&bytes).ok();
-                if entry.is_none() {
-                    tracing::warn!(file = %path.display(), "inbox file unreadable: left alone");
-                }
-                Some(Stored {
-                    bytes: bytes.len() as u64,
-                    path,
-                    entry,
-                })
-            })
-            .collect())
+        let mut taken = Vec::new();
+        for path in names {
+            let entry: Option<InboxEntry> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(e) = entry.filter(|e| valid_id(&e.id)) else {
+                tracing::warn!(file = %path.display(), "inbox file unreadable: left alone");
+                continue;
+            };
+            if !self.journal.contains(&e.from, &e.id) {
+                let line = InboxJournal::line(&e)?;
+                self.journal.append(&e, &line)?;
+            }
+            taken.push(path);
+        }
+        self.journal.sync_now()?;
+        for path in taken {
+            std::fs::remove_file(path)?;
+        }
+        crate::state::files::sync_dir(dir)?;
+        Ok(())
     }
 
     /// Which quota storing `bytes` more from `from` would break, if any.
@@ -404,8 +400,9 @@ impl Inbox {
         None
     }
 
-    /// Stores `entry` durably unless `(from, id)` was stored before or a quota is reached;
-    /// then records its id for dedupe (fsynced) before the caller acks.
+    /// Stores `entry` unless `(from, id)` was stored before or a quota is reached: one line
+    /// appended to the journal, which is the inbox record and, while the message is in the
+    /// inbox, its dedupe entry. Not durable yet: the caller acks after [`Self::durable`].
     pub fn store(&mut self, entry: &InboxEntry) -> Result<StoreOutcome, MessageError> {
         if !valid_id(&entry.id) {
             return Err(MessageError::Malformed(format!(
@@ -413,42 +410,45 @@ impl Inbox {
                 entry.id
             )));
         }
-        if self.seen.contains(&entry.from, &entry.id) {
+        if self.journal.contains(&entry.from, &entry.id)
+            || self.seen.contains(&entry.from, &entry.id)
+        {
             return Ok(StoreOutcome::Duplicate);
         }
-        let bytes =
-            serde_json::to_vec_pretty(entry).map_err(|e| MessageError::Malformed(e.to_string()))?;
-        if let Some(q) = self.over_quota(&entry.from, bytes.len() as u64) {
+        let line = InboxJournal::line(entry)?;
+        let bytes = line.len() as u64;
+        if let Some(q) = self.over_quota(&entry.from, bytes) {
             return Ok(StoreOutcome::Refused(q));
         }
-        let sender = entry
-            .from_hostname
-            .as_deref()
-            .unwrap_or(&entry.from_address);
-        let name = format!(
-            "{:016}-{}-{}.json",
-            entry.received_ms,
-            sanitize_for_file_name(sender),
-            entry.id
-        );
-        write_atomic(&self.dir, &name, &bytes)?;
-        // The inbox file is the durable record of this id until it is cleared (`open`
-        // remembers the ids of the files it finds): the dedupe line is fsynced then.
-        self.seen.note(&entry.from, &entry.id, entry.received_ms)?;
-        self.total.add(bytes.len() as u64);
+        self.journal.append(entry, &line)?;
+        // The journal line is the dedupe record of this id until the message is cleared; its
+        // line in the dedupe file is written then. Written now, it could outlive a journal
+        // line lost in a crash and ack the sender's retry of a message no longer stored.
+        self.seen
+            .remember(entry.received_ms, entry.from.clone(), entry.id.clone());
+        self.total.add(bytes);
         self.per_sender
             .entry(entry.from.clone())
             .or_default()
-            .add(bytes.len() as u64);
+            .add(bytes);
         Ok(StoreOutcome::New)
+    }
+
+    /// Completes when every message stored so far is durable (one group commit of the
+    /// journal shared with every message stored meanwhile; at once if nothing is pending).
+    /// A duplicate is acked after this too, so that its ack never runs ahead of the
+    /// original's commit.
+    pub fn durable(&self) -> Durable {
+        self.journal.durable()
     }
 
     /// Every stored message, oldest first.
     pub fn list(&self) -> Result<Vec<InboxEntry>, MessageError> {
-        Ok(Self::read_all(&self.dir)?
-            .into_iter()
-            .filter_map(|s| s.entry)
-            .collect())
+        Ok(self
+            .journal
+            .live()
+            .map(|m| self.journal.read(m))
+            .collect::<std::io::Result<_>>()?)
     }
 
     /// Every stored message, oldest first, each deleted as it is listed: exactly the messages
@@ -458,78 +458,74 @@ impl Inbox {
     }
 
     /// The stored messages `filter` selects, oldest first; with `clear`, exactly those are
-    /// deleted (their ids stay in the dedupe record).
+    /// deleted (their ids stay in the dedupe record), durably before this returns.
     pub fn select(
         &mut self,
         filter: &InboxFilter,
         clear: bool,
     ) -> Result<Vec<InboxEntry>, MessageError> {
         let mut taken = Vec::new();
-        if clear {
-            self.seen.sync()?;
-        }
-        for s in Self::read_all(&self.dir)? {
-            let Some(e) = s.entry else { continue };
+        let mut sizes = Vec::new();
+        for m in self.journal.live() {
             if filter.limit.is_some_and(|n| taken.len() >= n) {
                 break;
             }
-            if !filter.matches(&e) {
-                continue;
-            }
-            if !clear {
+            let e = self.journal.read(m)?;
+            if filter.matches(&e) {
+                sizes.push(m.len);
                 taken.push(e);
-                continue;
             }
-            std::fs::remove_file(&s.path)?;
-            self.total.sub(s.bytes);
-            if let Some(u) = self.per_sender.get_mut(&e.from) {
-                u.sub(s.bytes);
-                if u.messages == 0 {
-                    self.per_sender.remove(&e.from);
+        }
+        if clear && !taken.is_empty() {
+            // The cleared ids stay remembered: their dedupe lines are durable first.
+            for e in &taken {
+                self.seen.note(&e.from, &e.id, e.received_ms)?;
+            }
+            self.seen.sync()?;
+            let keys: Vec<(String, String)> = taken
+                .iter()
+                .map(|e| (e.from.clone(), e.id.clone()))
+                .collect();
+            self.journal.delete(&keys)?;
+            for (e, bytes) in taken.iter().zip(sizes) {
+                self.total.sub(bytes);
+                if let Some(u) = self.per_sender.get_mut(&e.from) {
+                    u.sub(bytes);
+                    if u.messages == 0 {
+                        self.per_sender.remove(&e.from);
+                    }
                 }
             }
-            taken.push(e);
         }
         Ok(taken)
     }
-}
 
-impl Inbox {
     /// The stored message `id`, if the inbox holds it.
     pub fn get(&self, id: &str) -> Result<Option<InboxEntry>, MessageError> {
-        if !valid_id(id) {
-            return Ok(None);
+        match self.journal.live().find(|m| m.id == id) {
+            Some(m) => Ok(Some(self.journal.read(m)?)),
+            None => Ok(None),
         }
-        let suffix = format!("-{id}.json");
-        for e in std::fs::read_dir(&self.dir)? {
-            let path = e?.path();
-            let hit = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(&suffix));
-            if hit {
-                let bytes = std::fs::read(&path)?;
-                return Ok(serde_json::from_slice(&bytes).ok());
-            }
-        }
-        Ok(None)
     }
 
     /// The key of whoever sent us message `id`, while its id is remembered (in the inbox or
     /// cleared from it within `[messages] dedupe_days`).
     pub fn sender_of(&self, id: &str) -> Option<String> {
-        self.seen.sender_of(id).map(String::from)
+        match self.journal.live().rev().find(|m| m.id == id) {
+            Some(m) => Some(m.from.clone()),
+            None => self.seen.sender_of(id).map(String::from),
+        }
     }
 
     /// Whether `(from, id)` was received before.
     pub fn seen(&self, from: &str, id: &str) -> bool {
-        self.seen.contains(from, id)
+        self.journal.contains(from, id) || self.seen.contains(from, id)
     }
 
     /// Records `(from, id)` as received without storing the message (a reply handed straight
     /// to the request that waits for it), so that a retry is acked and not stored. Not
-    /// fsynced on its own (the next durable record or clear carries it): a crash before then
-    /// costs at most a retry of the reply, which needs a lost ack too, landing in the inbox.
+    /// fsynced on its own (the next clear's sync carries it): a crash before then costs at most a
+    /// retry of the reply, which needs a lost ack too, landing in the inbox.
     pub fn record_seen(&mut self, from: &str, id: &str, now_ms: u64) -> Result<(), MessageError> {
         Ok(self.seen.note(from, id, now_ms)?)
     }
@@ -648,48 +644,123 @@ mod tests {
     }
 
     #[test]
-    fn clearing_deletes_exactly_the_messages_it_lists() {
+    fn clearing_deletes_exactly_the_messages_it_lists_and_they_stay_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut inbox = open(dir.path(), &MessagesConfig::default());
-        let (a, b) = (new_id(), new_id());
+        let cfg = MessagesConfig::default();
+        let mut inbox = open(dir.path(), &cfg);
+        let (a, b, c) = (new_id(), new_id(), new_id());
         assert!(new(inbox.store(&entry("k1", &a, DAY + 1))));
-        // A file the listing cannot show (half-written by hand, another version) is not
-        // deleted unseen.
-        let odd = dir.path().join("inbox").join("0000000000000002-x.json");
-        std::fs::write(&odd, "{not json").unwrap();
-        let taken = inbox.take().unwrap();
+        assert!(new(inbox.store(&entry("k2", &b, DAY + 2))));
+        let filter = InboxFilter {
+            from: Some("k1".into()),
+            ..InboxFilter::default()
+        };
+        let taken = inbox.select(&filter, true).unwrap();
         assert_eq!(
             taken.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             [a.as_str()]
         );
-        assert!(odd.exists(), "an unlisted file was deleted");
         // What arrives after the listing stays for the next one.
-        assert!(new(inbox.store(&entry("k1", &b, DAY + 3))));
-        assert_eq!(inbox.list().unwrap()[0].id, b);
+        assert!(new(inbox.store(&entry("k1", &c, DAY + 3))));
+        drop(inbox);
+        let again = open(dir.path(), &cfg);
+        let ids: Vec<String> = again.list().unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, [b, c], "a cleared message came back, or one was lost");
+    }
+
+    /// A crash between the journal write and the ack: the process dies with the line
+    /// written whole (the page cache keeps it) or torn (cut here by hand), never synced.
+    #[tokio::test]
+    async fn a_crash_between_write_and_ack_loses_nothing_acked_and_stores_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MessagesConfig::default();
+        let journal = dir.path().join("inbox").join(JOURNAL);
+        let mut inbox = open(dir.path(), &cfg);
+        let (acked, whole, torn, later) = (new_id(), new_id(), new_id(), new_id());
+        assert!(new(inbox.store(&entry("k1", &acked, DAY + 1))));
+        inbox.durable().wait().await.unwrap();
+        // Stored, never acked: the sender still has it and will retry.
+        assert!(new(inbox.store(&entry("k1", &whole, DAY + 2))));
+        let before_torn = std::fs::metadata(&journal).unwrap().len();
+        assert!(new(inbox.store(&entry("k1", &torn, DAY + 3))));
+        drop(inbox);
+        let full = std::fs::metadata(&journal).unwrap().len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .unwrap();
+        f.set_len(before_torn + (full - before_torn) / 2).unwrap();
+        drop(f);
+
+        let mut restarted = open(dir.path(), &cfg);
+        let ids =
+            |i: &Inbox| -> Vec<String> { i.list().unwrap().into_iter().map(|e| e.id).collect() };
+        assert_eq!(ids(&restarted), [acked.clone(), whole.clone()]);
+        // The sender's retries: the acked one and the whole one are acked again, not stored
+        // twice; the torn one is stored now, once; a later one is not glued to the torn
+        // fragment.
+        assert!(!new(restarted.store(&entry("k1", &acked, DAY + 4))));
+        assert!(!new(restarted.store(&entry("k1", &whole, DAY + 4))));
+        assert!(new(restarted.store(&entry("k1", &torn, DAY + 4))));
+        assert!(!new(restarted.store(&entry("k1", &torn, DAY + 5))));
+        assert!(new(restarted.store(&entry("k1", &later, DAY + 6))));
+        restarted.durable().wait().await.unwrap();
+        drop(restarted);
+        let again = open(dir.path(), &cfg);
+        assert_eq!(ids(&again), [acked, whole, torn, later]);
+    }
+
+    #[tokio::test]
+    async fn messages_stored_together_share_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inbox = open(dir.path(), &MessagesConfig::default());
+        let before = inbox.journal.syncs();
+        // Fifty connections store a message each before any of them waits for its commit.
+        let ids: Vec<String> = (0..50).map(|_| new_id()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(new(inbox.store(&entry("k1", id, DAY + i as u64))));
+        }
+        let pending: Vec<Durable> = (0..50).map(|_| inbox.durable()).collect();
+        for d in pending {
+            d.wait().await.unwrap();
+        }
+        assert_eq!(
+            inbox.journal.syncs() - before,
+            1,
+            "one fdatasync for all fifty"
+        );
+        // A retry of a durable message is acked without another.
+        assert!(!new(inbox.store(&entry("k1", &ids[0], DAY + 60))));
+        inbox.durable().wait().await.unwrap();
+        assert_eq!(inbox.journal.syncs() - before, 1);
     }
 
     #[test]
-    fn inbox_file_names_carry_the_sender_sanitised() {
+    fn message_files_of_the_earlier_inbox_are_taken_into_the_journal_in_order() {
         let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("inbox");
+        std::fs::create_dir_all(&d).unwrap();
+        let (a, b) = (entry("k1", &new_id(), 7), entry("k2", &new_id(), 8));
+        for e in [&b, &a] {
+            let name = format!("{:016}-x-{}.json", e.received_ms, e.id);
+            std::fs::write(d.join(name), serde_json::to_vec_pretty(e).unwrap()).unwrap();
+        }
+        // A file no version could read is left alone, not deleted unseen.
+        let odd = d.join("0000000000000009-x.json");
+        std::fs::write(&odd, "{not json").unwrap();
         let mut inbox = open(dir.path(), &MessagesConfig::default());
-        let id = new_id();
-        let mut e = entry("k1", &id, 7);
-        e.from_hostname = Some("../worker node\n".into());
-        assert!(new(inbox.store(&e)));
-        let mut a = entry("k2", &new_id(), 8);
-        a.from_address = "0a1b.2c3d.4e5f".into();
-        assert!(new(inbox.store(&a)));
-        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("inbox"))
+        assert_eq!(inbox.list().unwrap(), [a.clone(), b.clone()]);
+        assert!(odd.exists());
+        let left: Vec<_> = std::fs::read_dir(&d)
             .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .map(|e| e.unwrap().path())
             .collect();
-        names.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(!new(inbox.store(&a)), "a taken-in message was stored again");
+        drop(inbox);
         assert_eq!(
-            names,
-            [
-                format!("0000000000000007-.._worker_node_-{id}.json"),
-                format!("0000000000000008-0a1b.2c3d.4e5f-{}.json", a.id),
-            ]
+            open(dir.path(), &MessagesConfig::default()).list().unwrap(),
+            [a, b]
         );
     }
 

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::clock::unix_ms_now;
 use crate::config::MessagesConfig;
+use crate::services::message_journal::Durable;
 use crate::services::message_outbox::Outbox;
 use crate::services::message_store::{
     new_id, read_frame, read_frame_within, valid_id, write_frame, Inbox, InboxEntry, InboxFilter,
@@ -88,23 +89,31 @@ impl Receiver {
     }
 
     /// Stores `entry`, or hands it to the request waiting for it (then only its id is
-    /// recorded, for dedupe): either way durable before the caller acks.
-    fn accept(&self, entry: InboxEntry) -> Result<StoreOutcome, MessageError> {
+    /// recorded, for dedupe). The caller acks once the returned [`Durable`] completes: the
+    /// group commit of the inbox journal that carries the message (or its original, for a
+    /// duplicate); a reply handed over is acked at once (its dedupe line is not fsynced on
+    /// its own, see [`Inbox::record_seen`]).
+    fn accept(&self, entry: InboxEntry) -> Result<(StoreOutcome, Durable), MessageError> {
         if let Some(tx) = self.reply_waiter(&entry) {
             let mut inbox = self.inbox.lock().expect("inbox");
             if inbox.seen(&entry.from, &entry.id) {
-                return Ok(StoreOutcome::Duplicate);
+                return Ok((StoreOutcome::Duplicate, inbox.durable()));
             }
             match tx.send(entry.clone()) {
                 Ok(()) => {
                     inbox.record_seen(&entry.from, &entry.id, entry.received_ms)?;
-                    return Ok(StoreOutcome::New);
+                    return Ok((StoreOutcome::New, Durable::ready()));
                 }
                 // The request gave up just now: the reply goes to the inbox.
-                Err(_) => return inbox.store(&entry),
+                Err(_) => {
+                    let outcome = inbox.store(&entry)?;
+                    return Ok((outcome, inbox.durable()));
+                }
             }
         }
-        self.inbox.lock().expect("inbox").store(&entry)
+        let mut inbox = self.inbox.lock().expect("inbox");
+        let outcome = inbox.store(&entry)?;
+        Ok((outcome, inbox.durable()))
     }
 }
 
@@ -648,7 +657,10 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             received_ms: unix_ms_now(),
             in_reply_to: m.in_reply_to,
         };
-        let outcome = rx.accept(entry.clone())?;
+        let (outcome, durable) = rx.accept(entry.clone())?;
+        if !matches!(outcome, StoreOutcome::Refused(_)) {
+            durable.wait().await?;
+        }
         let reply = match outcome {
             StoreOutcome::New => {
                 tracing::info!(from = %entry.from_address, id = %entry.id, "message received");
