@@ -52,33 +52,12 @@ fi
 ip netns exec "${P}reg" "$PILOTCTL" registry run "${REG_ARGS[@]}" 2>"$WORK/reg.log" & PIDS+=($!)
 sleep 0.5
 
-declare -A FR
-for kind in direct relay; do
-  if [[ $kind == direct ]]; then A=a1; B=b1; else A=a2; B=b2; fi
-  vals=()
-  for run in $(seq 1 "$RUNS"); do
-    start_pair "$A" "$B" "$run"
-    v=$(first_reply "$A" "$B" "$run")
-    path=$(pc "$WORK/$A-$run" peers --json | jq -r '.data.peers[0].path')
-    printf '%s run %s: first reply after %.3f s (path now %s)\n' "$kind" "$run" "$v" "$path" >&2
-    vals+=("$v")
-    if [[ $run != "$RUNS" ]]; then stop_pair "$A" "$B" "$run"; fi
-  done
-  FR[$kind]=$(printf '%s\n' "${vals[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.3f / %.3f / %.3f", a[1], a[int((NR+1)/2)], a[NR]}')
-done
+first_replies direct a1 b1
+first_replies relay a2 b2
 
 # Throughput over the last pair of each kind (still running).
-iperf() { # a b run
-  local da=$WORK/$1-$3 db=$WORK/$2-$3
-  ip netns exec "${P}$2" iperf3 -s -1 -D -B "$(cat "$db/ipv6")" >/dev/null
-  sleep 0.3
-  ip netns exec "${P}$1" iperf3 -6 -c "$(cat "$db/ipv6")" -t "$IPERF_T" -J >"$WORK/iperf-$1.json"
-  jq '.end.sum_received.bits_per_second / 1e6 | floor' "$WORK/iperf-$1.json"
-  local path; path=$(pc "$da" peers --json | jq -r '.data.peers[0].path')
-  echo "  ($1 -> $2 path: $path)" >&2
-}
-TD=$(iperf a1 b1 "$RUNS")
-TR=$(iperf a2 b2 "$RUNS")
+TD=$(iperf_tcp a1 b1 "$RUNS")
+TR=$(iperf_tcp a2 b2 "$RUNS")
 kill "${PIDS[0]}" 2>/dev/null || true   # the registry logs its counters when it stops
 sleep 0.5
 RELAYED=$(grep -o 'relayed_packets: [0-9]*, relayed_bytes: [0-9]*' "$WORK/reg.log" | tail -1 || true)

@@ -22,6 +22,13 @@
 #   first_reply A B TAG            A handshakes B, then pings B's overlay address every 10 ms
 #                                  until the first reply; prints the seconds from the handshake
 #   stop_pair A B TAG              stops both daemons
+#
+# Measuring (the caller also defines RUNS and IPERF_T):
+#   first_replies KIND A B         RUNS times start_pair A B RUN + first_reply (each run and the
+#                                  path A then reports go to stderr); sets FR[KIND] to
+#                                  "min / median / max" seconds; the last pair (TAG = RUNS) stays up
+#   iperf_tcp A B TAG              iperf3 TCP for IPERF_T s from A to B's overlay address; prints
+#                                  Mbit/s (A's path to B on stderr)
 
 nsadd() { ip netns add "$1"; NSES+=("$1"); ip -n "$1" link set lo up;
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; }
@@ -133,4 +140,29 @@ first_reply() { # a b tag -> seconds
   ip netns exec "${P}$1" ping -6 -n -q -c 1 -i 0.01 -w 20 "$(cat "$db/ipv6")" >/dev/null
   t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc -l
+}
+
+declare -gA FR
+first_replies() { # kind a b -> FR[kind]; not in $(...): start_pair records daemon PIDs in PIDS
+  local kind=$1 a=$2 b=$3 run v path vals=()
+  for run in $(seq 1 "$RUNS"); do
+    start_pair "$a" "$b" "$run"
+    v=$(first_reply "$a" "$b" "$run")
+    path=$(pc "$WORK/$a-$run" peers --json | jq -r '.data.peers[0].path')
+    printf '%s run %s: first reply after %.3f s (path now %s)\n' "$kind" "$run" "$v" "$path" >&2
+    vals+=("$v")
+    if [[ $run != "$RUNS" ]]; then stop_pair "$a" "$b" "$run"; fi
+  done
+  FR[$kind]=$(printf '%s\n' "${vals[@]}" | sort -n \
+    | awk '{a[NR]=$1} END {printf "%.3f / %.3f / %.3f", a[1], a[int((NR+1)/2)], a[NR]}')
+}
+
+iperf_tcp() { # a b tag -> Mbit/s
+  local da=$WORK/$1-$3 db=$WORK/$2-$3 path
+  ip netns exec "${P}$2" iperf3 -s -1 -D -B "$(cat "$db/ipv6")" >/dev/null
+  sleep 0.3
+  ip netns exec "${P}$1" iperf3 -6 -c "$(cat "$db/ipv6")" -t "$IPERF_T" -J >"$WORK/iperf-$1.json"
+  jq '.end.sum_received.bits_per_second / 1e6 | floor' "$WORK/iperf-$1.json"
+  path=$(pc "$da" peers --json | jq -r '.data.peers[0].path')
+  echo "  ($1 -> $2 path: $path)" >&2
 }

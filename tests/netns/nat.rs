@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::support::netns::{Host, Lab, Nat};
 use crate::support::process::wait_until;
 use crate::support::registry::Registry;
@@ -207,30 +205,11 @@ fn fully_random_nats_relay_through_the_registry_then_upgrade_when_the_nat_allows
     assert_eq!(ping["data"]["path"], "relay");
 
     // 20 MB through the relay, intact.
-    let www = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..20u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(www.path().join("blob"), &data).unwrap();
-    b.serve_http(www.path(), 8080);
-    let url = format!("http://[{}]:8080/blob", b.ipv6());
-    let t = Instant::now();
-    let out = a.run("curl", &["-sS", "--max-time", "60", &url]);
-    assert!(
-        out.status.success(),
-        "curl over the relay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(out.stdout.len(), data.len());
-    assert_eq!(
-        Sha256::digest(&out.stdout),
-        Sha256::digest(&data),
-        "sha256 differs"
-    );
+    let blob = b.serve_blob(20, 8080);
+    let secs = a.fetch_intact(&blob, 60);
     eprintln!(
         "20 MB over the relay in {secs:.2} s ({:.1} Mbit/s)",
-        data.len() as f64 * 8.0 / secs / 1e6
+        blob.data.len() as f64 * 8.0 / secs / 1e6
     );
     assert_eq!(peer(&a, &b).unwrap()["path"], "relay");
 

@@ -1,24 +1,40 @@
-//! The TLS transport (issue 14) through a firewall that drops all UDP: an agent behind a
-//! router whose forwarding chain drops UDP, a public agent, and a registry with `tls_listen`
-//! on 203.0.113.10:443. The agent falls back to TLS by itself (`[relay] tls = "auto"`),
-//! registers, exchanges trust, and a 20 MB transfer crosses the TLS relay intact.
+//! The TLS transport (issue 14) through firewalls: a registry with `tls_listen` on
+//! 203.0.113.10:443, a public agent, and an agent behind a router that forwards no UDP. Either
+//! the router forwards its TCP (the agent falls back to TLS by itself, `[relay] tls = "auto"`),
+//! or it forwards nothing of the agent's at all and the only way out is an HTTP CONNECT proxy
+//! on the LAN (tests/netns/connect_proxy.py, `[relay] proxy`). The agent registers, the two
+//! exchange trust (handshake, approve), and transfers cross the TLS relay intact.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::support::netns::{Host, Lab, Nat};
+use crate::support::netns::{Host, Lab, Nat, Router};
 use crate::support::process::wait_until;
 use crate::support::registry::Registry;
 
 const REGISTRY_PORT: u16 = 7946;
+const REGISTRY_TLS: &str = "203.0.113.10:443";
+const PROXY_PORT: u16 = 3128;
+const PROXY_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/connect_proxy.py");
 
-fn configure(h: &Host, allow: &Host) {
-    let c = format!(
-        "mode = \"tun\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n[trust]\nallow = [\"{}\"]\n\
-         [relay]\ntls_port = 443\nudp_timeout_ms = 2000\n",
-        allow.key
-    );
+/// How agent `a` gets out of its LAN.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// The router forwards its TCP but no UDP.
+    NoUdp,
+    /// The router forwards nothing of `a`'s: only TCP from the proxy host on the same LAN.
+    ProxyOnly,
+}
+
+/// TUN mode, TLS on 443 after 2 s of UDP silence, `proxy` if given (`http://HOST:PORT`).
+fn configure(h: &Host, proxy: Option<&str>) {
+    let mut c = "mode = \"tun\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n\
+                 [relay]\ntls = \"auto\"\ntls_port = 443\nudp_timeout_ms = 2000\n"
+        .to_string();
+    if let Some(p) = proxy {
+        c.push_str(&format!("proxy = \"{p}\"\n"));
+    }
     std::fs::write(h.home().join("config.toml"), c).expect("write config");
 }
 
@@ -34,18 +50,70 @@ fn peer_path(of: &Host, peer: &Host) -> Option<String> {
         .and_then(|p| p["path"].as_str().map(String::from))
 }
 
-/// The lab: a registry with its TLS transport, agent `a` behind a firewall that forwards no
-/// UDP, public agent `b`; both running, trusting each other, on the TLS relay.
+/// The CONNECT proxy (tests/netns/connect_proxy.py) on a host of its own on the agent's LAN,
+/// logging one line per request; killed by PID when its host drops.
+struct Proxy {
+    host: Host,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn start(lab: &mut Lab, fw: &Router, tag: &str) -> Proxy {
+        let mut host = lab.nat_host(fw, &format!("{tag}px"), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("proxy.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = host
+            .cmd("python3")
+            .args([PROXY_SCRIPT, &host.ip, &PROXY_PORT.to_string()])
+            .stdin(Stdio::null())
+            .stderr(out.try_clone().unwrap())
+            .stdout(out)
+            .spawn()
+            .expect("spawn python3 connect_proxy.py");
+        host.adopt(child);
+        let p = Proxy {
+            host,
+            log,
+            _dir: dir,
+        };
+        let up = wait_until(Duration::from_secs(10), || p.lines().contains("listening"));
+        assert!(up, "the proxy did not start: {}", p.lines());
+        p
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:{PROXY_PORT}", self.host.ip)
+    }
+
+    fn lines(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many CONNECTs to `target` it opened.
+    fn tunnels_to(&self, target: &str) -> usize {
+        let want = format!("CONNECT {target} 200 ");
+        self.lines()
+            .lines()
+            .filter(|l| l.starts_with(&want))
+            .count()
+    }
+}
+
+/// The lab: a registry with its TLS transport, agent `a` behind firewall `fw` (see [`Exit`]),
+/// public agent `b`; both running, trusting each other, on the TLS relay.
 struct Setup {
     _lab: Lab,
     fw: String,
     a: Host,
     b: Host,
+    proxy: Option<Proxy>,
     _registry: Registry,
     _dir: tempfile::TempDir,
 }
 
-fn setup(tag: &str, octet: u8) -> Setup {
+fn setup(tag: &str, octet: u8, exit: Exit) -> Setup {
     let mut lab = Lab::new();
     let reg_host = lab.public_host(&format!("{tag}reg"), "203.0.113.10");
     let fw = lab.router(
@@ -56,105 +124,167 @@ fn setup(tag: &str, octet: u8) -> Setup {
     );
     let a = lab.nat_host(&fw, &format!("{tag}a"), 2);
     let b = lab.public_host(&format!("{tag}pub"), &format!("198.51.100.{}", octet + 1));
-    // The firewall forwards no UDP at all, either way.
+    let proxy = match exit {
+        Exit::NoUdp => None,
+        Exit::ProxyOnly => Some(Proxy::start(&mut lab, &fw, tag)),
+    };
+    firewall(&fw.ns, proxy.as_ref().map(|p| p.host.ip.as_str()));
+    let (registry, dir) = registry(&reg_host);
+    configure(&a, proxy.as_ref().map(Proxy::url).as_deref());
+    configure(&b, None);
+    for (h, name) in [(&a, "walled-agent"), (&b, "public-agent")] {
+        let env = [("PILOT_REGISTRY", registry.addr.as_str())];
+        h.start_env(&["--hostname", name], &env);
+    }
+    trust_over_tls(&a, &b);
+    Setup {
+        _lab: lab,
+        fw: fw.ns.clone(),
+        a,
+        b,
+        proxy,
+        _registry: registry,
+        _dir: dir,
+    }
+}
+
+/// Replaces the firewall's forwarding chain (policy drop) with `rules`.
+fn forward(fw: &str, rules: &[&str]) {
     assert!(fw_nft(
-        &fw.ns,
-        &[
-            "insert",
-            "rule",
-            "ip",
-            "pilotfw",
-            "forwarding",
-            "meta",
-            "l4proto",
-            "udp",
-            "drop"
-        ]
+        fw,
+        &["flush", "chain", "ip", "pilotfw", "forwarding"]
     ));
+    for r in rules {
+        let args: Vec<&str> = ["add", "rule", "ip", "pilotfw", "forwarding"]
+            .into_iter()
+            .chain(r.split(' '))
+            .collect();
+        assert!(fw_nft(fw, &args), "nft add rule: {r}");
+    }
+}
+
+/// The firewall: no UDP at all; and with a proxy host, nothing else from the LAN either but
+/// that host's TCP.
+fn firewall(fw: &str, proxy_host: Option<&str>) {
+    let lan = match proxy_host {
+        None => "iifname lanbr accept".to_string(),
+        Some(ip) => format!("iifname lanbr ip saddr {ip} meta l4proto tcp accept"),
+    };
+    forward(
+        fw,
+        &[
+            "meta l4proto udp drop",
+            "ct state established,related accept",
+            &lan,
+        ],
+    );
+}
+
+/// A registry on 203.0.113.10 with its TLS transport on 443 and relay limits no test reaches.
+fn registry(host: &Host) -> (Registry, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("registry.toml");
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"203.0.113.10:{REGISTRY_PORT}\"\nstate_dir = \"{}\"\ntls_listen = \"203.0.113.10:443\"\n\
+            "listen = \"{}:{REGISTRY_PORT}\"\nstate_dir = \"{}\"\ntls_listen = \"{REGISTRY_TLS}\"\n\
              [limits]\nrelay_bytes_per_sec = 1000000000\nrelay_byte_burst = 1000000000\n\
              relay_packets_per_sec = 1000000\nrelay_packet_burst = 100000\n",
+            host.ip,
             dir.path().join("state").display()
         ),
     )
     .unwrap();
-    let registry = Registry::start_args(
-        &reg_host,
-        REGISTRY_PORT,
-        &["--config", cfg.to_str().unwrap()],
-    );
-    configure(&a, &b);
-    configure(&b, &a);
-    for h in [&a, &b] {
-        h.start_env(&[], &[("PILOT_REGISTRY", registry.addr.as_str())]);
-    }
+    let r = Registry::start_args(host, REGISTRY_PORT, &["--config", cfg.to_str().unwrap()]);
+    (r, dir)
+}
+
+/// `a` (on TLS) asks `b` for trust by name, `b` approves; both on the relay, a ping crosses.
+fn trust_over_tls(a: &Host, b: &Host) {
     let t = Instant::now();
-    let registered = wait_until(Duration::from_secs(20), || {
-        a.json(&["handshake", &b.key.to_string()]).0 == 0
+    let asked = wait_until(Duration::from_secs(20), || {
+        a.json(&["handshake", "public-agent"]).0 == 0
     });
-    assert!(registered, "no handshake over TLS:\n{}", a.bg_log());
+    assert!(asked, "no handshake over TLS:\n{}", a.bg_log());
+    let approved = wait_until(Duration::from_secs(10), || {
+        b.json(&["approve", "walled-agent"]).0 == 0
+    });
+    assert!(approved, "no request to approve:\n{}", b.bg_log());
     eprintln!(
-        "registered and handshake sent over TLS after {:?}",
+        "registered, handshake and approval over TLS after {:?}",
         t.elapsed()
     );
     let relayed = wait_until(Duration::from_secs(30), || {
-        peer_path(&a, &b).as_deref() == Some("relay")
-            && peer_path(&b, &a).as_deref() == Some("relay")
+        peer_path(a, b).as_deref() == Some("relay") && peer_path(b, a).as_deref() == Some("relay")
     });
     assert!(relayed, "no relay path:\n{}\n{}", a.bg_log(), b.bg_log());
     assert!(
         a.ping_until(b.ipv6(), Duration::from_secs(10)),
         "no ping over the TLS relay"
     );
-    Setup {
-        _lab: lab,
-        fw: fw.ns.clone(),
-        a,
-        b,
-        _registry: registry,
-        _dir: dir,
-    }
 }
 
-fn blob(mb: u32) -> Vec<u8> {
-    (0..mb << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect()
+/// Whether a TCP connection from `h` to `target` opens within 3 s.
+fn tcp_opens(h: &Host, target: &str) -> bool {
+    let (ip, port) = target.rsplit_once(':').unwrap();
+    let code = format!("import socket; socket.create_connection(('{ip}', {port}), timeout=3)");
+    h.run("python3", &["-c", &code]).status.success()
 }
 
 #[test]
 #[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_tls() {
-    let mut s = setup("t", 61);
-    let (a, b) = (&s.a, &mut s.b);
-    let www = tempfile::tempdir().unwrap();
-    let data = blob(20);
-    std::fs::write(www.path().join("blob"), &data).unwrap();
-    b.serve_http(www.path(), 8080);
-    let url = format!("http://[{}]:8080/blob", b.ipv6());
-    let t = Instant::now();
-    let out = a.run("curl", &["-sS", "--max-time", "60", &url]);
-    assert!(
-        out.status.success(),
-        "curl over the TLS relay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secs = t.elapsed().as_secs_f64();
-    assert_eq!(out.stdout.len(), data.len());
-    assert_eq!(
-        Sha256::digest(&out.stdout),
-        Sha256::digest(&data),
-        "sha256 differs"
-    );
+    let mut s = setup("t", 61, Exit::NoUdp);
+    let blob = s.b.serve_blob(20, 8080);
+    let secs = s.a.fetch_intact(&blob, 60);
     eprintln!(
         "20 MB over the TLS relay in {secs:.2} s ({:.1} Mbit/s, busy machine)",
-        data.len() as f64 * 8.0 / secs / 1e6
+        blob.data.len() as f64 * 8.0 / secs / 1e6
     );
+}
+
+/// Issue 14: the agent's only way out is an HTTP CONNECT proxy. It registers over TLS through
+/// the proxy, trust is exchanged, and 8 MB cross intact; the proxy logged the tunnel to the
+/// registry's 443, and the firewall really refuses the agent a direct connection there.
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
+fn an_agent_whose_only_way_out_is_an_http_connect_proxy_registers_and_relays_over_tls() {
+    let mut s = setup("p", 69, Exit::ProxyOnly);
+    let proxy = s.proxy.as_ref().unwrap();
+    assert!(
+        proxy.tunnels_to(REGISTRY_TLS) >= 1,
+        "the proxy saw no CONNECT to the registry:\n{}",
+        proxy.lines()
+    );
+    assert!(
+        !tcp_opens(&s.a, REGISTRY_TLS),
+        "the agent reaches the registry without the proxy: the test would prove nothing"
+    );
+    assert!(
+        tcp_opens(&proxy.host, REGISTRY_TLS),
+        "the proxy host cannot reach the registry either"
+    );
+    let (code, v) = s.a.json(&["netcheck"]);
+    let reg = &v["data"]["registries"][0];
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(reg["registered"], true, "{v}");
+    // Registered over TLS: the registry names us by our TLS connection (0100::/8).
+    assert!(
+        reg["reflexive"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("[100:")),
+        "{v}"
+    );
+    assert!(s.a.bg_log().contains("registry transport: TLS"));
+    let blob = s.b.serve_blob(8, 8080);
+    let secs = s.a.fetch_intact(&blob, 60);
+    eprintln!(
+        "8 MB through the CONNECT proxy and the TLS relay in {secs:.2} s ({:.1} Mbit/s)",
+        blob.data.len() as f64 * 8.0 / secs / 1e6
+    );
+    assert_eq!(peer_path(&s.a, &s.b).as_deref(), Some("relay"));
+    let tunnels = s.proxy.as_ref().unwrap().lines();
+    eprintln!("proxy log:\n{tunnels}");
 }
 
 fn fw_nft(ns: &str, args: &[&str]) -> bool {
@@ -170,12 +300,8 @@ fn fw_nft(ns: &str, args: &[&str]) -> bool {
 #[test]
 #[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn udp_unblocked_mid_transfer_moves_the_path_to_direct_and_the_transfer_completes() {
-    let mut s = setup("u", 65);
-    let www = tempfile::tempdir().unwrap();
-    let data = blob(14);
-    std::fs::write(www.path().join("blob"), &data).unwrap();
-    s.b.serve_http(www.path(), 8080);
-    let url = format!("http://[{}]:8080/blob", s.b.ipv6());
+    let mut s = setup("u", 65, Exit::NoUdp);
+    let blob = s.b.serve_blob(14, 8080);
     // About 14 s at 1 MB/s: long enough to move paths under it (direct came ~2 s after UDP).
     let curl =
         s.a.cmd("curl")
@@ -187,43 +313,19 @@ fn udp_unblocked_mid_transfer_moves_the_path_to_direct_and_the_transfer_complete
                 "90",
                 "-o",
                 "-",
-                &url,
+                &blob.url,
             ])
-            .stdout(std::process::Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    assert!(fw_nft(
-        &s.fw,
-        &["flush", "chain", "ip", "pilotfw", "forwarding"]
-    ));
-    assert!(fw_nft(
+    forward(
         &s.fw,
         &[
-            "add",
-            "rule",
-            "ip",
-            "pilotfw",
-            "forwarding",
-            "ct",
-            "state",
-            "established,related",
-            "accept"
-        ]
-    ));
-    assert!(fw_nft(
-        &s.fw,
-        &[
-            "add",
-            "rule",
-            "ip",
-            "pilotfw",
-            "forwarding",
-            "iifname",
-            "lanbr",
-            "accept"
-        ]
-    ));
+            "ct state established,related accept",
+            "iifname lanbr accept",
+        ],
+    );
     let t = Instant::now();
     let direct = wait_until(Duration::from_secs(45), || {
         peer_path(&s.a, &s.b).as_deref() == Some("direct")
@@ -232,10 +334,5 @@ fn udp_unblocked_mid_transfer_moves_the_path_to_direct_and_the_transfer_complete
     eprintln!("direct {:?} after UDP came back", t.elapsed());
     let out = curl.wait_with_output().unwrap();
     assert!(out.status.success(), "the transfer broke");
-    assert_eq!(out.stdout.len(), data.len());
-    assert_eq!(
-        Sha256::digest(&out.stdout),
-        Sha256::digest(&data),
-        "sha256 differs"
-    );
+    blob.assert_same(&out.stdout);
 }

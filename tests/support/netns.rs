@@ -65,6 +65,39 @@ pub fn random_file(path: &Path, size: &str) -> sha2::digest::Output<Sha256> {
     Sha256::digest(std::fs::read(path).expect("read file"))
 }
 
+/// `mib` MiB of a fixed pattern with no short period, cheap to make (no file needed).
+pub fn pattern(mib: u32) -> Vec<u8> {
+    (0..mib << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+/// A file of [`pattern`] bytes a host serves over HTTP on its overlay address (see
+/// [`Host::serve_blob`]), for transfers checked end to end.
+pub struct Blob {
+    /// The bytes served.
+    pub data: Vec<u8>,
+    /// `http://[OVERLAY]:PORT/blob`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Blob {
+    /// Asserts that `got` is the served file: same length, same SHA-256.
+    pub fn assert_same(&self, got: &[u8]) {
+        assert_eq!(
+            got.len(),
+            self.data.len(),
+            "the transfer lost or gained bytes"
+        );
+        assert_eq!(
+            Sha256::digest(got),
+            Sha256::digest(&self.data),
+            "sha256 differs"
+        );
+    }
+}
+
 /// `ip netns exec NS`, as a launcher for [`Home`] and [`Registry`].
 fn in_ns(ns: &str) -> Vec<String> {
     ["ip", "netns", "exec", ns].map(String::from).to_vec()
@@ -456,6 +489,38 @@ impl Host {
             String::from_utf8_lossy(&out.stdout).contains(&needle)
         });
         assert!(ok, "http.server did not start");
+    }
+
+    /// Serves `mib` MiB of [`pattern`] at `http://[OVERLAY]:port/blob`.
+    pub fn serve_blob(&mut self, mib: u32, port: u16) -> Blob {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = pattern(mib);
+        std::fs::write(dir.path().join("blob"), &data).expect("write blob");
+        self.serve_http(dir.path(), port);
+        Blob {
+            data,
+            url: format!("http://[{}]:{port}/blob", self.ipv6()),
+            _dir: dir,
+        }
+    }
+
+    /// Fetches `blob` with curl from this host within `max_secs`, asserts that it arrived
+    /// intact, and returns the seconds it took.
+    pub fn fetch_intact(&self, blob: &Blob, max_secs: u32) -> f64 {
+        let t = std::time::Instant::now();
+        let out = self.run(
+            "curl",
+            &["-sS", "--max-time", &max_secs.to_string(), &blob.url],
+        );
+        assert!(
+            out.status.success(),
+            "curl {}: {}",
+            blob.url,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let secs = t.elapsed().as_secs_f64();
+        blob.assert_same(&out.stdout);
+        secs
     }
 
     /// Keeps `child` (a process started in this host's namespace, e.g. a daemon run as another
