@@ -30,6 +30,12 @@ pub enum Stream {
     WebSocket(Box<tokio_tungstenite::WebSocketStream<TlsStream>>),
 }
 
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({})", self.name())
+    }
+}
+
 impl Stream {
     /// `tls` or `wss`, as the local API shows it.
     pub fn name(&self) -> &'static str {

@@ -212,7 +212,7 @@ mod tests {
         }
         let (out, mut got) = mpsc::channel(512);
         let reader = tokio::spawn(async move {
-            read_messages(sr, MAX_FRAME, Duration::from_millis(300), &out, |f| f.to_vec()).await
+            read_messages(sr, MAX_FRAME, Duration::from_secs(5), &out, |f| f.to_vec()).await
         });
         for i in 0..200u16 {
             let d = tokio::time::timeout(Duration::from_secs(5), got.recv())
@@ -233,9 +233,10 @@ mod tests {
         assert_eq!(got2.recv().await.unwrap(), b"answer");
         assert!(!back.is_finished(), "keepalive frames hold the stream open");
         drop(tx);
+        let end = reader.await.unwrap();
         assert!(
-            matches!(reader.await.unwrap(), StreamEnd::Closed),
-            "a closed queue closes the WebSocket"
+            matches!(end, StreamEnd::Closed),
+            "a closed queue closes the WebSocket: {end}"
         );
     }
 
