@@ -77,7 +77,11 @@ fn transport(home: &Home) -> String {
 }
 
 /// The registry's TLS counters from its status file, once `pred` holds for them.
-fn tls_status(home: &Home, reg: &Registry, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn tls_status(
+    home: &Home,
+    reg: &Registry,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let state = reg.state();
     let mut last = serde_json::Value::Null;
     let ok = wait_until(Duration::from_secs(15), || {
@@ -246,8 +250,13 @@ fn a_daemon_on_websocket_registers_trusts_and_reaches_a_daemon_on_udp() {
     assert!(t["frames_in"].as_u64().unwrap() >= 3, "{t}");
     assert!(t["frames_out"].as_u64().unwrap() >= 3, "{t}");
     let text = String::from_utf8(
-        a.pilotctl(&["registry", "status", "--state", reg.state().to_str().unwrap()])
-            .stdout,
+        a.pilotctl(&[
+            "registry",
+            "status",
+            "--state",
+            reg.state().to_str().unwrap(),
+        ])
+        .stdout,
     )
     .unwrap();
     assert!(text.contains("tls: open 1 (websocket 1)"), "{text}");
@@ -282,7 +291,14 @@ fn plain_http_or_a_wrong_upgrade_to_the_tls_port_gets_an_http_error() {
     let (reg, tls) = registry();
     let curl = |path: &str, extra: &[&str]| -> (String, String) {
         let out = std::process::Command::new("curl")
-            .args(["-sk", "--http1.1", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args([
+                "-sk",
+                "--http1.1",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(extra)
             .arg(format!("https://127.0.0.1:{tls}{path}"))
             .output()

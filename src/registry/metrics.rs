@@ -304,7 +304,10 @@ mod tests {
         let t = render(&st);
         assert!(t.contains("pilot_registry_relay_sends_total 4"), "{t}");
         assert!(t.contains("pilot_registry_send_failed_total 0"), "{t}");
-        assert!(!t.contains("pilot_registry_tls"), "no TLS transport, no TLS rows");
+        assert!(
+            !t.contains("pilot_registry_tls"),
+            "no TLS transport, no TLS rows"
+        );
         st.tls = Some(TlsStats {
             open: 3,
             websocket_open: 1,

@@ -443,7 +443,8 @@ impl RegistryServer {
                 },
             }
         }
-        self.status.tick(&self.registry, unix_ms_now(), self.tls_stats());
+        self.status
+            .tick(&self.registry, unix_ms_now(), self.tls_stats());
         tracing::info!(counters = ?self.registry.counters(), "registry stopped");
         Ok(())
     }

@@ -252,7 +252,10 @@ mod tests {
         );
         assert_eq!(
             message_frames(b"GET / HTTP/1.1", MAX_FRAME).next(),
-            Some(Err(FrameError::TooLarge { len: 0x4745, max: MAX_FRAME })),
+            Some(Err(FrameError::TooLarge {
+                len: 0x4745,
+                max: MAX_FRAME
+            })),
             "HTTP can never be taken for a frame"
         );
         assert_eq!(message_frames(&[], MAX_FRAME).next(), None);

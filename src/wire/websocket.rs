@@ -280,7 +280,10 @@ mod tests {
         let ok = String::from_utf8(request("h", &key)).unwrap();
         let status = |req: &str| parse_request(req.as_bytes()).unwrap_err().status().0;
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
-        assert_eq!(status("GET /pilot/relay/v1 HTTP/1.1\r\nHost: x\r\n\r\n"), 426);
+        assert_eq!(
+            status("GET /pilot/relay/v1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            426
+        );
         assert_eq!(status(&ok.replacen("GET", "POST", 1)), 405);
         assert_eq!(status(&ok.replace(SUBPROTOCOL, "chat")), 400);
         assert_eq!(status(&ok.replace("Version: 13", "Version: 8")), 426);

@@ -129,7 +129,12 @@ pub(super) async fn next(rx: &mut mpsc::Receiver<Vec<u8>>, keepalive: Option<Dur
 
 /// Frames `first` and then whatever is queued on `rx` into `buf` (cleared first), until `buf`
 /// holds at least `limit` bytes; it never exceeds `limit` plus one frame.
-pub(super) fn gather(first: &[u8], rx: &mut mpsc::Receiver<Vec<u8>>, buf: &mut Vec<u8>, limit: usize) {
+pub(super) fn gather(
+    first: &[u8],
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) {
     buf.clear();
     // Oversized datagrams cannot be framed: they are dropped (nothing sends them).
     let _ = stream::encode(first, buf);

@@ -270,7 +270,8 @@ async fn websocket_and_plain_nodes_share_the_port_with_or_without_alpn() {
         })
         .await;
         for _ in 0..50 {
-            a.send(relay::frame(relay::RELAY_SEND, kb.addr48(), &[9u8; 1400])).await;
+            a.send(relay::frame(relay::RELAY_SEND, kb.addr48(), &[9u8; 1400]))
+                .await;
         }
         drive(&mut a, &mut b, |_, b| b.relayed.len() == 50).await;
     }

@@ -226,7 +226,10 @@ mod tests {
         tokio::spawn(write_messages(sw, rx2, Some(Duration::from_millis(50))));
         let (out2, mut got2) = mpsc::channel(4);
         let back = tokio::spawn(async move {
-            read_messages(cr, MAX_FRAME, Duration::from_millis(200), &out2, |f| f.to_vec()).await
+            read_messages(cr, MAX_FRAME, Duration::from_millis(200), &out2, |f| {
+                f.to_vec()
+            })
+            .await
         });
         tokio::time::sleep(Duration::from_millis(400)).await;
         tx2.send(b"answer".to_vec()).await.unwrap();
@@ -244,7 +247,9 @@ mod tests {
     async fn a_wrong_path_gets_an_http_error_and_an_oversized_message_ends_the_stream() {
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let server = tokio::spawn(async move { accept(b, b"GE").await.map(|_| ()) });
-        a.write_all(b"T / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        a.write_all(b"T / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut answer = String::new();
         a.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 404 Not Found"), "{answer}");
@@ -259,7 +264,10 @@ mod tests {
         let server = server.await.unwrap().unwrap();
         let (out, _keep) = mpsc::channel::<Vec<u8>>(4);
         let reader = tokio::spawn(async move {
-            read_messages(server, MAX_FRAME, Duration::from_secs(5), &out, |f| f.to_vec()).await
+            read_messages(server, MAX_FRAME, Duration::from_secs(5), &out, |f| {
+                f.to_vec()
+            })
+            .await
         });
         let big = vec![0u8; MAX_MESSAGE + 1];
         let _ = client.send(Message::Binary(big.into())).await;
