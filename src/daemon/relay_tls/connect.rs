@@ -25,7 +25,7 @@ pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// An open transport to a registry, in one of its two wrappings.
 pub enum Stream {
     /// Frames on the TLS stream.
-    Tls(TlsStream),
+    Tls(Box<TlsStream>),
     /// Frames in binary WebSocket messages over the TLS stream.
     WebSocket(Box<tokio_tungstenite::WebSocketStream<TlsStream>>),
 }
@@ -127,7 +127,7 @@ pub async fn open(
         let name = target.to_string();
         if !websocket {
             let (s, key) = pin::connect_alpn(tcp, expected, &name, stream::ALPN).await?;
-            return Ok((Stream::Tls(s), key));
+            return Ok((Stream::Tls(Box::new(s)), key));
         }
         let (s, key) = pin::connect_alpn(tcp, expected, &name, websocket::ALPN_HTTP).await?;
         match ws::connect(s, pin::SERVER_NAME).await {

@@ -293,7 +293,7 @@ type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 enum Opened {
     /// Frames on the TLS stream, whose first bytes (read to tell the wrappings apart) are
     /// these.
-    Raw(Tls, Vec<u8>),
+    Raw(Box<Tls>, Vec<u8>),
     /// Frames in binary WebSocket messages.
     WebSocket(Box<tokio_tungstenite::WebSocketStream<Tls>>),
 }
@@ -321,7 +321,7 @@ async fn open(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Opene
         }
     };
     if !http {
-        return Some(Opened::Raw(tls, prefix));
+        return Some(Opened::Raw(Box::new(tls), prefix));
     }
     match ws::accept(tls, &prefix).await {
         Ok(s) => {
