@@ -244,6 +244,8 @@ fn a_daemon_on_websocket_registers_trusts_and_reaches_a_daemon_on_udp() {
     registered(&b);
     assert_eq!(transport(&a), "wss");
     assert_eq!(transport(&b), "udp");
+    let text = String::from_utf8(a.pilotctl(&["netcheck"]).stdout).unwrap();
+    assert!(text.contains("reachable  over wss"), "{text}");
     trust_and_ping(&a, &b, "wss-a", "udp-b");
     let t = tls_status(&a, &reg, |t| t["websocket_open"] == 1);
     assert_eq!(t["websocket_accepted"], 1, "{t}");
