@@ -1,7 +1,8 @@
 //! The TLS transport (issue 14) through a firewall that drops all UDP: an agent behind a
 //! router whose forwarding chain drops UDP, a public agent, and a registry with `tls_listen`
 //! on 203.0.113.10:443. The agent falls back to TLS by itself (`[relay] tls = "auto"`),
-//! registers, exchanges trust, and a 20 MB transfer crosses the TLS relay intact.
+//! registers, exchanges trust, and a 20 MB transfer crosses the TLS relay intact; the same
+//! wrapped in WebSocket (`[relay] websocket = true`).
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,10 @@ use crate::support::registry::Registry;
 
 const REGISTRY_PORT: u16 = 7946;
 
-fn configure(h: &Host, allow: &Host) {
+fn configure(h: &Host, allow: &Host, relay: &str) {
     let c = format!(
         "mode = \"tun\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n[trust]\nallow = [\"{}\"]\n\
-         [relay]\ntls_port = 443\nudp_timeout_ms = 2000\n",
+         [relay]\ntls_port = 443\nudp_timeout_ms = 2000\n{relay}",
         allow.key
     );
     std::fs::write(h.home().join("config.toml"), c).expect("write config");
@@ -46,6 +47,11 @@ struct Setup {
 }
 
 fn setup(tag: &str, octet: u8) -> Setup {
+    setup_with(tag, octet, "")
+}
+
+/// [`setup`] with more `[relay]` lines for both agents.
+fn setup_with(tag: &str, octet: u8, relay: &str) -> Setup {
     let mut lab = Lab::new();
     let reg_host = lab.public_host(&format!("{tag}reg"), "203.0.113.10");
     let fw = lab.router(
@@ -88,8 +94,8 @@ fn setup(tag: &str, octet: u8) -> Setup {
         REGISTRY_PORT,
         &["--config", cfg.to_str().unwrap()],
     );
-    configure(&a, &b);
-    configure(&b, &a);
+    configure(&a, &b, relay);
+    configure(&b, &a, relay);
     for h in [&a, &b] {
         h.start_env(&[], &[("PILOT_REGISTRY", registry.addr.as_str())]);
     }
@@ -131,6 +137,21 @@ fn blob(mb: u32) -> Vec<u8> {
 #[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_tls() {
     let mut s = setup("t", 61);
+    transfer_20_mb(&mut s, "TLS");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
+fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_websocket() {
+    let mut s = setup_with("w", 69, "websocket = true\n");
+    let (code, v) = s.a.json(&["netcheck"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["registries"][0]["transport"], "wss", "{v}");
+    transfer_20_mb(&mut s, "WebSocket");
+}
+
+/// 20 MB from `b` to `a` over HTTP on the overlay (on the relay): intact.
+fn transfer_20_mb(s: &mut Setup, over: &str) {
     let (a, b) = (&s.a, &mut s.b);
     let www = tempfile::tempdir().unwrap();
     let data = blob(20);
@@ -141,7 +162,7 @@ fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_tls() {
     let out = a.run("curl", &["-sS", "--max-time", "60", &url]);
     assert!(
         out.status.success(),
-        "curl over the TLS relay: {}",
+        "curl over the {over} relay: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let secs = t.elapsed().as_secs_f64();
@@ -152,7 +173,7 @@ fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_tls() {
         "sha256 differs"
     );
     eprintln!(
-        "20 MB over the TLS relay in {secs:.2} s ({:.1} Mbit/s, busy machine)",
+        "20 MB over the {over} relay in {secs:.2} s ({:.1} Mbit/s, busy machine)",
         data.len() as f64 * 8.0 / secs / 1e6
     );
 }
