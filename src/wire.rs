@@ -8,6 +8,8 @@
 //! - [`registry`]: signed requests to a registry, its signed responses and pushes.
 //! - [`probe`]: signed path probes between peers.
 //! - [`relay`]: the relay framing around sealed datagrams.
+//! - [`stream`], [`websocket`], [`http_connect`]: the TLS transport's framing, its WebSocket
+//!   upgrade, and the HTTP proxy exchange before it.
 
 pub mod classify;
 pub mod http_connect;
@@ -15,6 +17,7 @@ pub mod probe;
 pub mod registry;
 pub mod relay;
 pub mod stream;
+pub mod websocket;
 
 /// First byte of every pilot control datagram (`'P'`). WireGuard messages start with 1..=4.
 pub const CONTROL_MAGIC: u8 = 0x50;

@@ -1,8 +1,10 @@
 //! The TLS transport (issue 14) with real processes on loopback, no root: a registry with
 //! `tls_listen`, a daemon that reaches it only over TLS (`[relay] tls = "always"`, directly or
 //! through an HTTP CONNECT proxy), and a daemon on UDP. They register, exchange trust and
-//! reach each other; a TLS server with another key is refused. (UDP blocked by a firewall,
-//! relayed transfers and the move back to UDP are in tests/netns/tls_relay.rs.)
+//! reach each other; a TLS server with another key is refused. The same over the WebSocket
+//! wrapping (`[relay] websocket = true`), and real `curl` requests that the TLS port refuses
+//! with an HTTP error. (UDP blocked by a firewall, relayed transfers and the move back to UDP
+//! are in tests/netns/tls_relay.rs.)
 
 mod support;
 
@@ -64,6 +66,30 @@ fn registered(home: &Home) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The transport `home` reaches its first registry with, as netcheck shows it.
+fn transport(home: &Home) -> String {
+    home.ok(&["netcheck"])["registries"][0]["transport"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The registry's TLS counters from its status file, once `pred` holds for them.
+fn tls_status(
+    home: &Home,
+    reg: &Registry,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let state = reg.state();
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(15), || {
+        last = home.ok(&["registry", "status", "--state", state.to_str().unwrap()]);
+        pred(&last["local"]["tls"])
+    });
+    assert!(ok, "registry status: {last}");
+    last["local"]["tls"].clone()
 }
 
 fn trust_and_ping(a: &Home, b: &Home, a_name: &str, b_name: &str) {
@@ -200,4 +226,111 @@ fn auto_falls_back_to_tls_when_the_registry_is_silent_over_udp() {
     assert!(registered(&a).starts_with("[100:"), "{}", a.logs());
     assert!(a.logs().contains("registry transport: TLS"), "{}", a.logs());
     drop(reg);
+}
+
+#[test]
+fn a_daemon_on_websocket_registers_trusts_and_reaches_a_daemon_on_udp() {
+    let (reg, tls) = registry();
+    let a = Home::new("pilot-wss");
+    let b = Home::new("pilot-wss");
+    start(
+        &a,
+        "wss-a",
+        &reg.addr,
+        &format!("tls = \"always\"\ntls_port = {tls}\nwebsocket = true"),
+    );
+    start(&b, "udp-b", &reg.addr, "tls = \"never\"");
+    assert!(registered(&a).starts_with("[100:0:7f00:1:"));
+    registered(&b);
+    assert_eq!(transport(&a), "wss");
+    assert_eq!(transport(&b), "udp");
+    let text = String::from_utf8(a.pilotctl(&["netcheck"]).stdout).unwrap();
+    assert!(text.contains("reachable  over wss"), "{text}");
+    trust_and_ping(&a, &b, "wss-a", "udp-b");
+    let t = tls_status(&a, &reg, |t| t["websocket_open"] == 1);
+    assert_eq!(t["websocket_accepted"], 1, "{t}");
+    assert!(t["frames_in"].as_u64().unwrap() >= 3, "{t}");
+    assert!(t["frames_out"].as_u64().unwrap() >= 3, "{t}");
+    let text = String::from_utf8(
+        a.pilotctl(&[
+            "registry",
+            "status",
+            "--state",
+            reg.state().to_str().unwrap(),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert!(text.contains("tls: open 1 (websocket 1)"), "{text}");
+}
+
+#[test]
+fn a_websocket_daemon_reaches_its_registry_through_an_http_connect_proxy() {
+    let (reg, tls) = registry();
+    let (proxy, tunnels) = connect_proxy();
+    let a = Home::new("pilot-wss");
+    let b = Home::new("pilot-wss");
+    start(
+        &a,
+        "wss-proxied-a",
+        &reg.addr,
+        &format!(
+            "tls = \"always\"\ntls_port = {tls}\nwebsocket = true\nproxy = \"http://127.0.0.1:{proxy}\""
+        ),
+    );
+    start(&b, "plain-b", &reg.addr, "");
+    assert!(registered(&a).starts_with("[100:"));
+    assert!(tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(transport(&a), "wss");
+    registered(&b);
+    trust_and_ping(&a, &b, "wss-proxied-a", "plain-b");
+}
+
+/// `curl -k` against the TLS port: a plain HTTPS request, the wrong path, a WebSocket upgrade
+/// with another subprotocol: each gets an HTTP error and the connection is closed.
+#[test]
+fn plain_http_or_a_wrong_upgrade_to_the_tls_port_gets_an_http_error() {
+    let (reg, tls) = registry();
+    let curl = |path: &str, extra: &[&str]| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "--http1.1",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{tls}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = curl("/", &[]);
+    assert_eq!(code, "404", "{body}");
+    assert!(body.contains("no such path"), "{body}");
+    let (code, body) = curl("/pilot/relay/v1", &[]);
+    assert_eq!(code, "426", "a plain GET is no upgrade: {body}");
+    let upgrade = [
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "-H",
+        "Sec-WebSocket-Protocol: chat",
+    ];
+    let (code, body) = curl("/pilot/relay/v1", &upgrade);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("pilot-relay.v1"), "{body}");
+    let a = Home::new("pilot-wss");
+    let t = tls_status(&a, &reg, |t| t["websocket_refused"] == 3);
+    assert_eq!(t["websocket_accepted"], 0, "{t}");
+    assert_eq!(t["open"], 0, "every refused connection was closed: {t}");
 }

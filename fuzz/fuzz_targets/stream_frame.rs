@@ -1,10 +1,11 @@
 //! The TLS transport's framing (issue 14), as the registry and a node read it: any bytes, split
 //! anywhere, give the same frames; each is at most the maximum; re-encoding them gives the
-//! bytes consumed.
+//! bytes consumed. The same bytes as one WebSocket message give the same frames, and are
+//! accepted whole only when they are whole frames.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pilot::wire::stream::{encode, Decoder, MAX_FRAME};
+use pilot::wire::stream::{encode, message_frames, Decoder, MAX_FRAME};
 
 fuzz_target!(|data: &[u8]| {
     let (split, bytes) = match data.split_first() {
@@ -36,4 +37,14 @@ fuzz_target!(|data: &[u8]| {
         encode(f, &mut again).unwrap();
     }
     assert_eq!(&bytes[..again.len()], &again[..]);
+    let mut in_message = Vec::new();
+    let mut whole_message = true;
+    for f in message_frames(bytes, MAX_FRAME) {
+        match f {
+            Ok(f) => in_message.push(f.to_vec()),
+            Err(_) => whole_message = false,
+        }
+    }
+    assert_eq!(in_message, a);
+    assert_eq!(whole_message, again.len() == bytes.len());
 });

@@ -64,6 +64,29 @@ pub fn run(args: &RegistryStatusArgs) -> Result<Output, PilotError> {
 }
 
 fn line(s: &InstanceStatus, now_ms: u64) -> String {
+    let mut text = head(s, now_ms);
+    if let Some(t) = &s.tls {
+        text.push_str(&format!(
+            "\n  tls: open {} (websocket {}), accepted {} (websocket {}), refused {} full, {} failed handshakes, {} http, closed idle/bad {}\n  tls frames in {} ({} B), out {} ({} B), dropped {}",
+            t.open,
+            t.websocket_open,
+            t.accepted,
+            t.websocket_accepted,
+            t.refused_full,
+            t.handshake_failed,
+            t.websocket_refused,
+            t.closed_idle_or_bad,
+            t.frames_in,
+            t.bytes_in,
+            t.frames_out,
+            t.bytes_out,
+            t.dropped,
+        ));
+    }
+    text
+}
+
+fn head(s: &InstanceStatus, now_ms: u64) -> String {
     let age = now_ms.saturating_sub(s.updated_ms);
     let state = if age > STALE_MS {
         format!("STALE ({} s old: down?)", age / 1000)

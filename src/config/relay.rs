@@ -26,6 +26,9 @@ pub struct RelayConfig {
     pub tls: TlsMode,
     /// TCP port of the registries' TLS transport, on each registry's host.
     pub tls_port: u16,
+    /// Wrap the TLS transport in WebSocket (`GET /pilot/relay/v1`, ALPN `http/1.1`), for
+    /// middleboxes that pass only HTTP on TLS ports.
+    pub websocket: bool,
     /// An HTTP proxy for the TLS connections (`http://HOST:PORT`); unset: the `https_proxy`
     /// or `HTTPS_PROXY` environment variable, if any.
     pub proxy: Option<String>,
@@ -43,6 +46,7 @@ impl Default for RelayConfig {
         RelayConfig {
             tls: TlsMode::Auto,
             tls_port: 443,
+            websocket: false,
             proxy: None,
             udp_timeout_ms: 3000,
             udp_probe_ms: 5000,

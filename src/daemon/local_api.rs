@@ -284,7 +284,14 @@ impl Api for Node {
     async fn netcheck(&self) -> ApiResult<NetcheckData> {
         let mode = self.mode.mode.to_string();
         let port = self.dataplane.local_port();
-        crate::daemon::netcheck::report(&self.control, mode, port).await
+        let diversion = self.dataplane.diversion();
+        let tls = if self.config.relay.websocket {
+            "wss"
+        } else {
+            "tls"
+        };
+        let transport = |r| if diversion.is_diverted(r) { tls } else { "udp" };
+        crate::daemon::netcheck::report(&self.control, mode, port, transport).await
     }
 
     fn connections(&self) -> ConnectionList {

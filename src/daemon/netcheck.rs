@@ -8,15 +8,20 @@ use crate::api::types::NetcheckData;
 use crate::daemon::node_driver::{NodeCommand, NodeHandle};
 use crate::node::registry_client::RegistryStatus;
 
-/// The report, from the node driver's registry status and the data plane's local port.
+/// The report, from the node driver's registry status, the transport in use per registry
+/// (`transport`: `udp`, `tls` or `wss`) and the data plane's local port.
 pub async fn report(
     control: &NodeHandle,
     mode: String,
     local_port: u16,
+    transport: impl Fn(SocketAddr) -> &'static str,
 ) -> ApiResult<NetcheckData> {
-    let registries = control
+    let mut registries = control
         .call(|reply| NodeCommand::RegistryStatus { reply })
         .await?;
+    for r in &mut registries {
+        r.transport = transport(r.registry).into();
+    }
     let tun = crate::daemon::mode::tun_available();
     Ok(build(registries, mode, tun, local_port))
 }
@@ -84,6 +89,7 @@ mod tests {
             reflexive: reflexive.map(|r| r.parse().unwrap()),
             clock_offset_ms: offset,
             rtt_ms: None,
+            transport: "udp".into(),
         }
     }
 

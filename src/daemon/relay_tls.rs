@@ -19,7 +19,8 @@ use crate::config::{RelayConfig, TlsMode};
 use crate::identity::{Identity, PublicKey};
 use crate::node::registry_client::LearnedKeys;
 use crate::node::transport::{Action, TransportMachine};
-use crate::registry::tls::framed::{read_frames, write_frames};
+use crate::registry::tls::framed::{read_frames, write_frames, StreamEnd};
+use crate::registry::tls::ws;
 use crate::wg::divert::{self, Diversion, ADDR_LEN};
 use crate::wg::DataPlane;
 use crate::wire::registry::{Header, Request, RequestBody};
@@ -113,10 +114,11 @@ pub fn spawn(
         diversion,
         targets,
         proxy,
+        websocket: config.websocket,
         links,
         to_plane: Arc::new(to_plane),
     };
-    tracing::info!(mode = ?config.tls, port = config.tls_port, proxy = ?task.proxy, "TLS transport ready");
+    tracing::info!(mode = ?config.tls, port = config.tls_port, websocket = config.websocket, proxy = ?task.proxy, "TLS transport ready");
     Ok(Some(tokio::spawn(task.run(from_plane))))
 }
 
@@ -126,6 +128,7 @@ struct Transport {
     diversion: Arc<Diversion>,
     targets: Targets,
     proxy: Option<String>,
+    websocket: bool,
     links: Vec<Link>,
     to_plane: Arc<UnixDatagram>,
 }
@@ -206,7 +209,8 @@ impl Transport {
         let result = h.await;
         let registry = l.registry;
         if let Ok(Ok(stream)) = result {
-            tracing::info!(%registry, tls = %l.tls_addr, "connected to the registry over TLS");
+            let how = stream.name();
+            tracing::info!(%registry, tls = %l.tls_addr, transport = how, "connected to the registry over TLS");
             let conn = self.attach(stream, registry);
             let l = &mut self.links[i];
             l.backoff = Duration::from_secs(1);
@@ -280,9 +284,9 @@ impl Transport {
             let path = self.targets.learned.as_ref()?;
             LearnedKeys::open(path).ok()?.get(&l.registry)
         });
-        let (target, proxy) = (l.tls_addr, self.proxy.clone());
+        let (target, proxy, websocket) = (l.tls_addr, self.proxy.clone(), self.websocket);
         l.connecting = Some(tokio::spawn(async move {
-            match connect::open(target, proxy.as_deref(), expected).await {
+            match connect::open(target, proxy.as_deref(), expected, websocket).await {
                 Ok((s, _)) => Ok(s),
                 Err(e) => {
                     let e = crate::error::PilotError::from(e);
@@ -295,9 +299,7 @@ impl Transport {
     /// Runs a connection: a writer fed by its queue, a reader that hands datagrams to the
     /// data plane as if they came over UDP from `registry`.
     fn attach(&self, stream: connect::Stream, registry: SocketAddr) -> Conn {
-        let (r, w) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_frames(w, rx, Some(KEEPALIVE)));
         let to_plane = Arc::clone(&self.to_plane);
         let reader = tokio::spawn(async move {
             let (in_tx, mut in_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
@@ -314,8 +316,23 @@ impl Transport {
                 m[ADDR_LEN..].copy_from_slice(d);
                 m
             };
+            let read = async {
+                match stream {
+                    connect::Stream::Tls(s) => {
+                        let (r, w) = tokio::io::split(s);
+                        tokio::spawn(write_frames(w, rx, Some(KEEPALIVE)));
+                        read_frames(r, MAX_FRAME, IDLE, &in_tx, wrap).await
+                    }
+                    connect::Stream::WebSocket(s) => {
+                        let (w, r) = futures_util::StreamExt::split(*s);
+                        tokio::spawn(ws::write_messages(w, rx, Some(KEEPALIVE)));
+                        ws::read_messages(r, MAX_FRAME, IDLE, &in_tx, wrap).await
+                    }
+                }
+            };
             tokio::select! {
-                end = read_frames(r, MAX_FRAME, IDLE, &in_tx, wrap) => {
+                end = read => {
+                    let end: StreamEnd = end;
                     tracing::debug!(%registry, "TLS connection ended: {end}");
                 }
                 _ = forward => {}

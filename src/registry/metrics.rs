@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::server::{Counters, RegistryGauges};
+use super::tls::hub::TlsStats;
 use crate::exposition::{labels, process_metrics, MetricUnit, Sheet};
 
 /// What a scrape shows, as of the runner's last publication.
@@ -22,6 +23,8 @@ pub struct Stats {
     pub by_type: BTreeMap<u8, u64>,
     /// How the runner's relay sends went (batching, failures).
     pub relay_io: RelayIo,
+    /// The TLS transport's counters, when it is on (`tls_listen`).
+    pub tls: Option<TlsStats>,
 }
 
 /// The runner's relay sends: how well they batch, and what failed.
@@ -102,6 +105,9 @@ pub fn render(stats: &Stats) -> String {
     counter_metrics(&mut s, c);
     gauge_metrics(&mut s, &stats.gauges);
     relay_io_metrics(&mut s, &stats.relay_io);
+    if let Some(t) = &stats.tls {
+        tls_metrics(&mut s, t);
+    }
     process_metrics(&mut s);
     s.encode()
 }
@@ -179,6 +185,59 @@ fn relay_io_metrics(s: &mut Sheet, r: &RelayIo) {
     );
 }
 
+fn tls_metrics(s: &mut Sheet, t: &TlsStats) {
+    s.gauges(
+        "pilot_registry_tls_connections_open",
+        "TLS transport connections open now, by wrapping (websocket: WebSocket over TLS; tls: frames on the TLS stream).",
+        None,
+        [
+            (
+                labels(&[("wrapping", "tls")]),
+                t.open.saturating_sub(t.websocket_open) as i64,
+            ),
+            (labels(&[("wrapping", "websocket")]), t.websocket_open as i64),
+        ],
+    );
+    let result = |r: &str, v: u64| (labels(&[("result", r)]), v);
+    s.counters(
+        "pilot_registry_tls_connections",
+        "TLS transport connections by outcome: accepted (TLS handshake done), refused_full (over tls_max_connections), handshake_failed (TLS or upgrade failed or timed out), http_refused (an HTTP request that was not our WebSocket upgrade), closed_idle_or_bad (idle, or broke the framing).",
+        None,
+        [
+            result("accepted", t.accepted),
+            result("refused_full", t.refused_full),
+            result("handshake_failed", t.handshake_failed),
+            result("http_refused", t.websocket_refused),
+            result("closed_idle_or_bad", t.closed_idle_or_bad),
+        ],
+    );
+    s.counter(
+        "pilot_registry_tls_websocket_connections",
+        "TLS transport connections upgraded to WebSocket.",
+        None,
+        t.websocket_accepted,
+    );
+    let dir = |d: &str, v: u64| (labels(&[("direction", d)]), v);
+    s.counters(
+        "pilot_registry_tls_frames",
+        "Datagrams carried by the TLS transport (keepalives not counted): in from nodes, out queued to them.",
+        None,
+        [dir("in", t.frames_in), dir("out", t.frames_out)],
+    );
+    s.counters(
+        "pilot_registry_tls",
+        "Datagram bytes carried by the TLS transport.",
+        Some(MetricUnit::Bytes),
+        [dir("in", t.bytes_in), dir("out", t.bytes_out)],
+    );
+    s.counter(
+        "pilot_registry_tls_dropped",
+        "Datagrams for a TLS connection dropped: its queue was full, or it was gone.",
+        None,
+        t.dropped,
+    );
+}
+
 fn gauge_metrics(s: &mut Sheet, g: &RegistryGauges) {
     let rows: [(&str, &str, usize); 6] = [
         ("pilot_registry_nodes_online", "Nodes online now.", g.online),
@@ -245,6 +304,28 @@ mod tests {
         let t = render(&st);
         assert!(t.contains("pilot_registry_relay_sends_total 4"), "{t}");
         assert!(t.contains("pilot_registry_send_failed_total 0"), "{t}");
+        assert!(
+            !t.contains("pilot_registry_tls"),
+            "no TLS transport, no TLS rows"
+        );
+        st.tls = Some(TlsStats {
+            open: 3,
+            websocket_open: 1,
+            websocket_accepted: 2,
+            bytes_out: 1400,
+            ..Default::default()
+        });
+        let t = render(&st);
+        for row in [
+            "pilot_registry_tls_connections_open{wrapping=\"tls\"} 2",
+            "pilot_registry_tls_connections_open{wrapping=\"websocket\"} 1",
+            "pilot_registry_tls_websocket_connections_total 2",
+            "pilot_registry_tls_bytes_total{direction=\"out\"} 1400",
+            "pilot_registry_tls_connections_total{result=\"http_refused\"} 0",
+            "pilot_registry_tls_dropped_total 0",
+        ] {
+            assert!(t.contains(row), "{row} in {t}");
+        }
         assert_eq!(claimed_type(&[0x50, 1, 0x05, 0]), 0x05);
         assert_eq!(claimed_type(&[0x01, 0, 0, 0]), 0xff);
         assert_eq!(claimed_type(&[]), 0xff);

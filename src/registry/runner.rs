@@ -394,6 +394,7 @@ impl RegistryServer {
                 sends: self.out.sends,
                 send_failed: self.io.send_failed,
             },
+            tls: self.tls_stats(),
         };
     }
 
@@ -412,7 +413,7 @@ impl RegistryServer {
                     self.heartbeat.beat();
                     self.registry.handle_timeout(unix_ms_now());
                     self.publish_stats();
-                    self.status.tick(&self.registry, unix_ms_now());
+                    self.status.tick(&self.registry, unix_ms_now(), self.tls_stats());
                     if last_report.elapsed() >= Duration::from_secs(60)
                         && *self.registry.counters() != reported
                     {
@@ -442,7 +443,8 @@ impl RegistryServer {
                 },
             }
         }
-        self.status.tick(&self.registry, unix_ms_now());
+        self.status
+            .tick(&self.registry, unix_ms_now(), self.tls_stats());
         tracing::info!(counters = ?self.registry.counters(), "registry stopped");
         Ok(())
     }

@@ -14,10 +14,12 @@
 //! - [`pin`]: the TLS identity bound to the registry's Ed25519 key, and the node's verifier.
 //! - [`hub`]: the listener, one task pair per connection, bounded queues, limits.
 //! - [`framed`]: reading and writing frames on any async stream (both sides use it).
+//! - [`ws`]: the WebSocket wrapping (upgrade, frames in binary messages; both sides use it).
 
 pub mod framed;
 pub mod hub;
 pub mod pin;
+pub mod ws;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 

@@ -32,6 +32,12 @@ pub enum FrameError {
         /// The maximum in force.
         max: usize,
     },
+    /// A WebSocket message ended inside a frame (a message carries whole frames only).
+    #[error("a WebSocket message ends {missing} bytes short of its last frame")]
+    Partial {
+        /// Bytes the last frame lacked.
+        missing: usize,
+    },
 }
 
 /// Appends the frame around `datagram` to `out`. `datagram` must be at most [`MAX_FRAME`]
@@ -131,6 +137,52 @@ impl Decoder {
     }
 }
 
+/// The frames of one binary WebSocket message (the WebSocket wrapping of the transport): whole
+/// frames back to back, in order. Yields each frame's datagram (empty for a keepalive), then
+/// stops; a frame longer than `max` (capped at [`MAX_FRAME`]) or cut short by the message's end
+/// is an error, after which nothing more is yielded.
+pub fn message_frames(msg: &[u8], max: usize) -> MessageFrames<'_> {
+    MessageFrames {
+        rest: msg,
+        max: max.min(MAX_FRAME),
+    }
+}
+
+/// See [`message_frames`].
+#[derive(Debug)]
+pub struct MessageFrames<'a> {
+    rest: &'a [u8],
+    max: usize,
+}
+
+impl<'a> Iterator for MessageFrames<'a> {
+    type Item = Result<&'a [u8], FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.rest);
+        let Some((len, body)) = rest.split_first_chunk::<LEN_BYTES>() else {
+            return Some(Err(FrameError::Partial {
+                missing: LEN_BYTES - rest.len(),
+            }));
+        };
+        let len = usize::from(u16::from_be_bytes(*len));
+        if len > self.max {
+            return Some(Err(FrameError::TooLarge { len, max: self.max }));
+        }
+        if body.len() < len {
+            return Some(Err(FrameError::Partial {
+                missing: len - body.len(),
+            }));
+        }
+        let (frame, rest) = body.split_at(len);
+        self.rest = rest;
+        Some(Ok(frame))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +234,31 @@ mod tests {
         spare[0] = b'c';
         d.filled(10, 1);
         assert_eq!(d.next().unwrap(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_message_carries_whole_frames_only() {
+        let mut msg = Vec::new();
+        encode(b"ab", &mut msg).unwrap();
+        msg.extend_from_slice(&KEEPALIVE);
+        encode(b"c", &mut msg).unwrap();
+        let got: Vec<_> = message_frames(&msg, MAX_FRAME).collect();
+        assert_eq!(got, vec![Ok(&b"ab"[..]), Ok(&[][..]), Ok(&b"c"[..])]);
+        let cut: Vec<_> = message_frames(&msg[..msg.len() - 1], MAX_FRAME).collect();
+        assert_eq!(cut.last(), Some(&Err(FrameError::Partial { missing: 1 })));
+        assert_eq!(
+            message_frames(&[0], MAX_FRAME).collect::<Vec<_>>(),
+            vec![Err(FrameError::Partial { missing: 1 })]
+        );
+        assert_eq!(
+            message_frames(b"GET / HTTP/1.1", MAX_FRAME).next(),
+            Some(Err(FrameError::TooLarge {
+                len: 0x4745,
+                max: MAX_FRAME
+            })),
+            "HTTP can never be taken for a frame"
+        );
+        assert_eq!(message_frames(&[], MAX_FRAME).next(), None);
     }
 
     proptest! {

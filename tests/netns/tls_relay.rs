@@ -3,7 +3,8 @@
 //! the router forwards its TCP (the agent falls back to TLS by itself, `[relay] tls = "auto"`),
 //! or it forwards nothing of the agent's at all and the only way out is an HTTP CONNECT proxy
 //! on the LAN (tests/netns/connect_proxy.py, `[relay] proxy`). The agent registers, the two
-//! exchange trust (handshake, approve), and transfers cross the TLS relay intact.
+//! exchange trust (handshake, approve), and transfers cross the TLS relay intact; the first
+//! also wrapped in WebSocket (`[relay] websocket = true`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -27,14 +28,16 @@ enum Exit {
     ProxyOnly,
 }
 
-/// TUN mode, TLS on 443 after 2 s of UDP silence, `proxy` if given (`http://HOST:PORT`).
-fn configure(h: &Host, proxy: Option<&str>) {
+/// TUN mode, TLS on 443 after 2 s of UDP silence, `proxy` if given (`http://HOST:PORT`), and
+/// the `[relay]` lines `extra`.
+fn configure(h: &Host, proxy: Option<&str>, extra: &str) {
     let mut c = "mode = \"tun\"\n[tunnel]\nlisten_port = 51820\nkeepalive_secs = 25\n\
                  [relay]\ntls = \"auto\"\ntls_port = 443\nudp_timeout_ms = 2000\n"
         .to_string();
     if let Some(p) = proxy {
         c.push_str(&format!("proxy = \"{p}\"\n"));
     }
+    c.push_str(extra);
     std::fs::write(h.home().join("config.toml"), c).expect("write config");
 }
 
@@ -114,6 +117,11 @@ struct Setup {
 }
 
 fn setup(tag: &str, octet: u8, exit: Exit) -> Setup {
+    setup_with(tag, octet, exit, "")
+}
+
+/// [`setup`] with more `[relay]` lines for both agents.
+fn setup_with(tag: &str, octet: u8, exit: Exit, relay: &str) -> Setup {
     let mut lab = Lab::new();
     let reg_host = lab.public_host(&format!("{tag}reg"), "203.0.113.10");
     let fw = lab.router(
@@ -130,8 +138,8 @@ fn setup(tag: &str, octet: u8, exit: Exit) -> Setup {
     };
     firewall(&fw.ns, proxy.as_ref().map(|p| p.host.ip.as_str()));
     let (registry, dir) = registry(&reg_host);
-    configure(&a, proxy.as_ref().map(Proxy::url).as_deref());
-    configure(&b, None);
+    configure(&a, proxy.as_ref().map(Proxy::url).as_deref(), relay);
+    configure(&b, None, relay);
     for (h, name) in [(&a, "walled-agent"), (&b, "public-agent")] {
         let env = [("PILOT_REGISTRY", registry.addr.as_str())];
         h.start_env(&["--hostname", name], &env);
@@ -235,10 +243,25 @@ fn tcp_opens(h: &Host, target: &str) -> bool {
 #[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
 fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_tls() {
     let mut s = setup("t", 61, Exit::NoUdp);
+    transfer_20_mb(&mut s, "TLS");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces: scripts/test.sh runs it with --include-ignored as root"]
+fn an_agent_behind_a_udp_blocking_firewall_relays_20_mb_over_websocket() {
+    let mut s = setup_with("w", 71, Exit::NoUdp, "websocket = true\n");
+    let (code, v) = s.a.json(&["netcheck"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["data"]["registries"][0]["transport"], "wss", "{v}");
+    transfer_20_mb(&mut s, "WebSocket");
+}
+
+/// 20 MB from `b` to `a` over HTTP on the overlay (on the relay): intact.
+fn transfer_20_mb(s: &mut Setup, over: &str) {
     let blob = s.b.serve_blob(20, 8080);
     let secs = s.a.fetch_intact(&blob, 60);
     eprintln!(
-        "20 MB over the TLS relay in {secs:.2} s ({:.1} Mbit/s, busy machine)",
+        "20 MB over the {over} relay in {secs:.2} s ({:.1} Mbit/s, busy machine)",
         blob.data.len() as f64 * 8.0 / secs / 1e6
     );
 }

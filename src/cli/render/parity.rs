@@ -115,8 +115,9 @@ pub fn netcheck(n: &NetcheckData) -> String {
             "NOT reachable"
         };
         text.push_str(&format!(
-            "\nregistry    {}  {state}  rtt {}  sees us at {seen}  clock {:+} ms",
+            "\nregistry    {}  {state}  over {}  rtt {}  sees us at {seen}  clock {:+} ms",
             r.registry,
+            r.transport,
             ms(r.rtt_ms),
             r.clock_offset_ms
         ));

@@ -1,5 +1,6 @@
 //! Opening the TLS transport to a registry: TCP directly or through an HTTP proxy
-//! (`CONNECT`), then the TLS handshake that must prove the registry's key.
+//! (`CONNECT`), then the TLS handshake that must prove the registry's key, then (with
+//! `[relay] websocket = true`) the WebSocket upgrade.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,14 +9,42 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::identity::PublicKey;
-use crate::registry::tls::pin::{self, TlsError};
-use crate::wire::http_connect;
+use crate::registry::tls::{
+    pin::{self, TlsError},
+    ws,
+};
+use crate::wire::{http_connect, stream, websocket};
 
-/// TCP connect, proxy exchange and TLS handshake together must finish within this.
+/// TCP connect, proxy exchange, TLS handshake and WebSocket upgrade together must finish
+/// within this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A TLS stream to a registry.
-pub type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// An open transport to a registry, in one of its two wrappings.
+pub enum Stream {
+    /// Frames on the TLS stream.
+    Tls(Box<TlsStream>),
+    /// Frames in binary WebSocket messages over the TLS stream.
+    WebSocket(Box<tokio_tungstenite::WebSocketStream<TlsStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({})", self.name())
+    }
+}
+
+impl Stream {
+    /// `tls` or `wss`, as the local API shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stream::Tls(_) => "tls",
+            Stream::WebSocket(_) => "wss",
+        }
+    }
+}
 
 /// The proxy in force: `[relay] proxy`, else `https_proxy`, else `HTTPS_PROXY`. Accepts
 /// `http://HOST:PORT` (a trailing `/` allowed) or a bare `HOST:PORT`.
@@ -85,16 +114,29 @@ pub async fn tcp(target: SocketAddr, proxy: Option<&str>) -> Result<TcpStream, T
     }
 }
 
-/// A TLS stream to the registry's transport at `target` that proved `expected` (any key on
-/// first contact), and the key it proved.
+/// A transport to the registry's TLS port at `target` that proved `expected` (any key on
+/// first contact), wrapped in WebSocket if `websocket`, and the key it proved.
 pub async fn open(
     target: SocketAddr,
     proxy: Option<&str>,
     expected: Option<PublicKey>,
+    websocket: bool,
 ) -> Result<(Stream, PublicKey), TlsError> {
     let attempt = async {
         let tcp = tcp(target, proxy).await?;
-        pin::connect(tcp, expected, &target.to_string()).await
+        let name = target.to_string();
+        if !websocket {
+            let (s, key) = pin::connect_alpn(tcp, expected, &name, stream::ALPN).await?;
+            return Ok((Stream::Tls(Box::new(s)), key));
+        }
+        let (s, key) = pin::connect_alpn(tcp, expected, &name, websocket::ALPN_HTTP).await?;
+        match ws::connect(s, pin::SERVER_NAME).await {
+            Ok(s) => Ok((Stream::WebSocket(Box::new(s)), key)),
+            Err(e) => Err(TlsError::Connect {
+                what: format!("upgrade to WebSocket at {target}{}", websocket::PATH),
+                reason: e.to_string(),
+            }),
+        }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(r) => r,
@@ -160,15 +202,23 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         });
         let p = proxy(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
-        let (mut s, key) = open(target, Some(&p.to_string()), Some(registry.public_key()))
-            .await
-            .unwrap();
+        let (s, key) = open(
+            target,
+            Some(&p.to_string()),
+            Some(registry.public_key()),
+            false,
+        )
+        .await
+        .unwrap();
         assert_eq!(key, registry.public_key());
+        let Stream::Tls(mut s) = s else {
+            panic!("a plain TLS stream")
+        };
         let mut b = [0u8; 2];
         s.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b"hi");
         let refusing = proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
-        let e = open(target, Some(&refusing.to_string()), None)
+        let e = open(target, Some(&refusing.to_string()), None, false)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("403"), "{e}");

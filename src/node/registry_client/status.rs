@@ -23,6 +23,14 @@ pub struct RegistryStatus {
     pub clock_offset_ms: i64,
     /// Round trip of the last answered registration or heartbeat, ms.
     pub rtt_ms: Option<f64>,
+    /// How we reach it now: `udp`, `tls` (the TLS transport) or `wss` (the TLS transport
+    /// wrapped in WebSocket). The client knows only `udp`; the daemon fills in the rest.
+    #[serde(default = "udp")]
+    pub transport: String,
+}
+
+fn udp() -> String {
+    "udp".into()
 }
 
 impl Client {
@@ -36,6 +44,7 @@ impl Client {
                 reflexive: r.reflexive,
                 clock_offset_ms: r.offset_ms,
                 rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                transport: udp(),
             })
             .collect()
     }

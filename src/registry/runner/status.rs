@@ -11,6 +11,7 @@ use super::RegistryConfig;
 use crate::identity::PublicKey;
 use crate::registry::pg::PgHandle;
 use crate::registry::server::{Counters, Registry, Sizes};
+use crate::registry::tls::hub::TlsStats;
 use crate::registry::writer::WriterGauges;
 
 /// The status file inside a registry's state directory.
@@ -55,6 +56,9 @@ pub struct InstanceStatus {
     pub listener_resyncs: u64,
     /// What the core counted.
     pub counters: Counters,
+    /// The TLS transport's counters (connections, WebSocket, frames and bytes), when it is on.
+    #[serde(default)]
+    pub tls: Option<TlsStats>,
 }
 
 /// Writes the status on a timer.
@@ -95,6 +99,7 @@ impl StatusWriter {
                 parked: 0,
                 listener_resyncs: 0,
                 counters: Counters::default(),
+                tls: None,
             },
             path: config.state_dir.join(STATUS_FILE),
             gauges,
@@ -116,8 +121,8 @@ impl StatusWriter {
         self.remote += 1;
     }
 
-    /// Writes the status if it is due.
-    pub(super) fn tick(&mut self, registry: &Registry, now_ms: u64) {
+    /// Writes the status if it is due (with the TLS transport's counters `tls`, if on).
+    pub(super) fn tick(&mut self, registry: &Registry, now_ms: u64, tls: Option<TlsStats>) {
         if now_ms < self.last_ms + EVERY_MS {
             return;
         }
@@ -132,6 +137,7 @@ impl StatusWriter {
         s.statements = self.pg.as_ref().map_or(0, PgHandle::statements);
         s.counters = registry.counters().clone();
         s.parked = registry.parked();
+        s.tls = tls;
         match serde_json::to_vec_pretty(&s) {
             Ok(bytes) => {
                 if let Err(e) = crate::state::paths::write_private_atomic(&self.path, &bytes) {

@@ -1,5 +1,6 @@
 //! Frames on an async byte stream: a reader that yields datagrams with an idle deadline, and a
 //! writer that coalesces queued datagrams into one write (one TLS record for many frames).
+//! [`super::ws`] carries the same frames in WebSocket messages and shares the coalescing.
 
 use std::time::Duration;
 
@@ -31,12 +32,42 @@ pub enum StreamEnd {
     /// Whoever takes the datagrams is gone.
     #[error("the receiver stopped")]
     Stopped,
+    /// The peer broke the WebSocket protocol (a text message, a message over the maximum).
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
+}
+
+impl StreamEnd {
+    /// Whether the peer broke a rule (or fell silent), as opposed to closing or failing.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            StreamEnd::Idle(_) | StreamEnd::Frame(_) | StreamEnd::WebSocket(_)
+        )
+    }
 }
 
 /// Reads frames from `r` and sends each non-empty datagram, made into a `T` by `wrap`, on
 /// `deliver`, until the stream ends, no whole frame (keepalives count) arrives for `idle`, or
 /// the receiver is gone. A full `deliver` queue stops reading (TCP flow control pushes back).
 pub async fn read_frames<R, T, F>(
+    r: R,
+    max_frame: usize,
+    idle: Duration,
+    deliver: &mpsc::Sender<T>,
+    wrap: F,
+) -> StreamEnd
+where
+    R: AsyncRead + Unpin,
+    F: Fn(&[u8]) -> T,
+{
+    read_frames_after(&[], r, max_frame, idle, deliver, wrap).await
+}
+
+/// [`read_frames`] for a stream whose first bytes, `prefix`, were already read (to tell the
+/// transport's wrappings apart).
+pub async fn read_frames_after<R, T, F>(
+    prefix: &[u8],
     mut r: R,
     max_frame: usize,
     idle: Duration,
@@ -48,16 +79,9 @@ where
     F: Fn(&[u8]) -> T,
 {
     let mut dec = Decoder::new(max_frame);
+    dec.push(prefix);
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let spare = dec.spare(READ_CHUNK);
-        let n = match tokio::time::timeout_at(deadline, r.read(spare)).await {
-            Err(_) => return StreamEnd::Idle(idle),
-            Ok(Err(e)) => return StreamEnd::Io(e),
-            Ok(Ok(0)) => return StreamEnd::Closed,
-            Ok(Ok(n)) => n,
-        };
-        dec.filled(READ_CHUNK, n);
         loop {
             match dec.next() {
                 Err(e) => return StreamEnd::Frame(e),
@@ -69,6 +93,57 @@ where
                     }
                 }
             }
+        }
+        let spare = dec.spare(READ_CHUNK);
+        let n = match tokio::time::timeout_at(deadline, r.read(spare)).await {
+            Err(_) => return StreamEnd::Idle(idle),
+            Ok(Err(e)) => return StreamEnd::Io(e),
+            Ok(Ok(0)) => return StreamEnd::Closed,
+            Ok(Ok(n)) => n,
+        };
+        dec.filled(READ_CHUNK, n);
+    }
+}
+
+/// What a writer does next.
+pub(super) enum Next {
+    /// Frame this datagram (and whatever else is queued).
+    Datagram(Vec<u8>),
+    /// Nothing was queued for the keepalive interval: send a keepalive frame.
+    Keepalive,
+    /// The queue closed: end the stream.
+    Closed,
+}
+
+/// Waits for the next datagram, at most `keepalive` (if set).
+pub(super) async fn next(rx: &mut mpsc::Receiver<Vec<u8>>, keepalive: Option<Duration>) -> Next {
+    let got = match keepalive {
+        Some(k) => match tokio::time::timeout(k, rx.recv()).await {
+            Ok(d) => d,
+            Err(_) => return Next::Keepalive,
+        },
+        None => rx.recv().await,
+    };
+    got.map_or(Next::Closed, Next::Datagram)
+}
+
+/// Frames `first` and then whatever is queued on `rx` into `buf` (cleared first), until `buf`
+/// holds at least `limit` bytes; it never exceeds `limit` plus one frame.
+pub(super) fn gather(
+    first: &[u8],
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) {
+    buf.clear();
+    // Oversized datagrams cannot be framed: they are dropped (nothing sends them).
+    let _ = stream::encode(first, buf);
+    while buf.len() < limit {
+        match rx.try_recv() {
+            Ok(d) => {
+                let _ = stream::encode(&d, buf);
+            }
+            Err(_) => break,
         }
     }
 }
@@ -85,31 +160,16 @@ where
 {
     let mut buf = Vec::with_capacity(WRITE_BATCH + stream::MAX_FRAME + 2);
     loop {
-        let first = match keepalive {
-            Some(k) => match tokio::time::timeout(k, rx.recv()).await {
-                Ok(d) => d,
-                Err(_) => {
-                    w.write_all(&stream::KEEPALIVE).await?;
-                    w.flush().await?;
-                    continue;
-                }
-            },
-            None => rx.recv().await,
-        };
-        let Some(first) = first else {
-            let _ = w.shutdown().await;
-            return Ok(());
-        };
-        buf.clear();
-        // Oversized datagrams cannot be framed: they are dropped (nothing sends them).
-        let _ = stream::encode(&first, &mut buf);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(d) => {
-                    let _ = stream::encode(&d, &mut buf);
-                }
-                Err(_) => break,
+        match next(&mut rx, keepalive).await {
+            Next::Keepalive => {
+                buf.clear();
+                buf.extend_from_slice(&stream::KEEPALIVE);
             }
+            Next::Closed => {
+                let _ = w.shutdown().await;
+                return Ok(());
+            }
+            Next::Datagram(first) => gather(&first, &mut rx, &mut buf, WRITE_BATCH),
         }
         w.write_all(&buf).await?;
         w.flush().await?;

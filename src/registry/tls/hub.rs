@@ -4,6 +4,10 @@
 //! ([`Hub::recv`]); the runner hands back what the core sends to connection addresses
 //! ([`Hub::route`]), which goes to that connection's bounded queue (full: dropped and counted).
 //! A connection that sends no whole frame for `tls_idle_timeout_ms` is closed.
+//!
+//! One port serves both wrappings: after the TLS handshake, ALPN `pilot-relay/1` means frames
+//! on the stream, `http/1.1` a WebSocket upgrade ([`super::ws`]); without ALPN the first two
+//! bytes decide (`GE` of `GET` is 0x4745, never a valid frame length).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,10 +20,13 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::framed::{read_frames, write_frames, StreamEnd};
-use super::{conn_addr, conn_id, pin};
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use super::framed::{read_frames_after, write_frames};
+use super::{conn_addr, conn_id, pin, ws};
 use crate::identity::Identity;
-use crate::wire::stream::MAX_FRAME;
+use crate::wire::stream::{ALPN, MAX_FRAME};
 
 /// Limits of the TLS transport (registry config keys `tls_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +36,8 @@ pub struct TlsLimits {
     /// A connection that completes no frame for this long is closed (nodes send a keepalive
     /// every 25 s).
     pub idle_timeout: Duration,
-    /// The TLS handshake must complete within this (slowloris).
+    /// The TLS handshake, and the WebSocket upgrade if any, must complete within this
+    /// (slowloris).
     pub handshake_timeout: Duration,
     /// Datagrams queued towards one connection; more are dropped and counted.
     pub queue_frames: usize,
@@ -65,16 +73,31 @@ pub struct TlsCounters {
     pub accepted: AtomicU64,
     /// Connections closed at accept because `max_connections` were open.
     pub refused_full: AtomicU64,
-    /// Handshakes that failed or timed out.
+    /// Handshakes (TLS, or TLS and WebSocket upgrade) that failed or timed out.
     pub handshake_failed: AtomicU64,
     /// Connections closed for idleness or broken framing.
     pub closed_idle_or_bad: AtomicU64,
     /// Datagrams dropped because a connection's queue was full or it was gone.
     pub dropped: AtomicU64,
+    /// Connections upgraded to WebSocket.
+    pub websocket_accepted: AtomicU64,
+    /// HTTP requests refused with an HTTP error (wrong path, no upgrade, wrong subprotocol).
+    pub websocket_refused: AtomicU64,
+    /// WebSocket connections open now.
+    pub websocket_open: AtomicU64,
+    /// Datagrams received from connections (keepalives not counted).
+    pub frames_in: AtomicU64,
+    /// Their bytes.
+    pub bytes_in: AtomicU64,
+    /// Datagrams queued towards connections.
+    pub frames_out: AtomicU64,
+    /// Their bytes.
+    pub bytes_out: AtomicU64,
 }
 
-/// A snapshot of [`TlsCounters`] (for status and tests).
+/// A snapshot of [`TlsCounters`] (for metrics, status and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TlsStats {
     /// See [`TlsCounters::accepted`].
     pub accepted: u64,
@@ -88,6 +111,20 @@ pub struct TlsStats {
     pub dropped: u64,
     /// Connections open now.
     pub open: u64,
+    /// See [`TlsCounters::websocket_accepted`].
+    pub websocket_accepted: u64,
+    /// See [`TlsCounters::websocket_refused`].
+    pub websocket_refused: u64,
+    /// See [`TlsCounters::websocket_open`].
+    pub websocket_open: u64,
+    /// See [`TlsCounters::frames_in`].
+    pub frames_in: u64,
+    /// See [`TlsCounters::bytes_in`].
+    pub bytes_in: u64,
+    /// See [`TlsCounters::frames_out`].
+    pub frames_out: u64,
+    /// See [`TlsCounters::bytes_out`].
+    pub bytes_out: u64,
 }
 
 type Outs = Arc<Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>>;
@@ -181,18 +218,27 @@ impl Hub {
             return;
         }
         let outs = self.outs.lock();
+        let (mut frames, mut sent_bytes, mut dropped) = (0, 0, 0);
         out.retain_mut(|(to, bytes)| {
             if !super::is_conn_range(to) {
                 return true;
             }
+            let len = bytes.len() as u64;
             let sent = conn_id(to)
                 .and_then(|id| outs.get(&id))
                 .is_some_and(|q| q.try_send(std::mem::take(bytes)).is_ok());
-            if !sent {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if sent {
+                frames += 1;
+                sent_bytes += len;
+            } else {
+                dropped += 1;
             }
             false
         });
+        let c = &self.counters;
+        c.frames_out.fetch_add(frames, Ordering::Relaxed);
+        c.bytes_out.fetch_add(sent_bytes, Ordering::Relaxed);
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// The counters so far.
@@ -205,6 +251,13 @@ impl Hub {
             closed_idle_or_bad: c.closed_idle_or_bad.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             open: self.outs.lock().len() as u64,
+            websocket_accepted: c.websocket_accepted.load(Ordering::Relaxed),
+            websocket_refused: c.websocket_refused.load(Ordering::Relaxed),
+            websocket_open: c.websocket_open.load(Ordering::Relaxed),
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -234,37 +287,98 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// A connection past its handshake, in one of the two wrappings.
+enum Opened {
+    /// Frames on the TLS stream, whose first bytes (read to tell the wrappings apart) are
+    /// these.
+    Raw(Box<Tls>, Vec<u8>),
+    /// Frames in binary WebSocket messages.
+    WebSocket(Box<tokio_tungstenite::WebSocketStream<Tls>>),
+}
+
+/// The TLS handshake and, for a WebSocket, the upgrade; counted. `None`: refused or failed.
+async fn open(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Opened> {
+    let c = &shared.counters;
+    let mut tls = match shared.acceptor.accept(tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            c.handshake_failed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    };
+    c.accepted.fetch_add(1, Ordering::Relaxed);
+    let mut prefix = Vec::new();
+    let http = match tls.get_ref().1.alpn_protocol() {
+        Some(p) => p != ALPN,
+        None => {
+            let mut first = [0u8; 2];
+            tls.read_exact(&mut first).await.ok()?;
+            prefix.extend_from_slice(&first);
+            &first == b"GE"
+        }
+    };
+    if !http {
+        return Some(Opened::Raw(Box::new(tls), prefix));
+    }
+    match ws::accept(tls, &prefix).await {
+        Ok(s) => {
+            c.websocket_accepted.fetch_add(1, Ordering::Relaxed);
+            Some(Opened::WebSocket(Box::new(s)))
+        }
+        Err(e) => {
+            tracing::debug!(%peer, "WebSocket upgrade refused: {e}");
+            c.websocket_refused.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 /// One connection: handshake, then frames both ways until it ends.
 async fn serve(tcp: TcpStream, peer: SocketAddr, shared: &Shared) {
     let c = &shared.counters;
-    let tls =
-        match tokio::time::timeout(shared.limits.handshake_timeout, shared.acceptor.accept(tcp))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, "TLS handshake failed: {e}");
-                c.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(_) => {
-                c.handshake_failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-    c.accepted.fetch_add(1, Ordering::Relaxed);
+    let limit = shared.limits.handshake_timeout;
+    let opened = match tokio::time::timeout(limit, open(tcp, peer, shared)).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return,
+        Err(_) => {
+            c.handshake_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let addr = conn_addr(peer, id);
     let (tx, rx) = mpsc::channel(shared.limits.queue_frames.max(1));
     shared.outs.lock().insert(id, tx);
-    let (r, w) = tokio::io::split(tls);
-    let writer = tokio::spawn(write_frames(w, rx, None));
     let idle = shared.limits.idle_timeout;
-    let end = read_frames(r, MAX_FRAME, idle, &shared.inbound, |d| (addr, d.to_vec())).await;
-    if matches!(end, StreamEnd::Idle(_) | StreamEnd::Frame(_)) {
+    let wrap = |d: &[u8]| {
+        c.frames_in.fetch_add(1, Ordering::Relaxed);
+        c.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+        (addr, d.to_vec())
+    };
+    let end = match opened {
+        Opened::Raw(tls, prefix) => {
+            let (r, w) = tokio::io::split(tls);
+            let writer = tokio::spawn(write_frames(w, rx, None));
+            let end = read_frames_after(&prefix, r, MAX_FRAME, idle, &shared.inbound, wrap).await;
+            writer.abort();
+            end
+        }
+        Opened::WebSocket(s) => {
+            c.websocket_open.fetch_add(1, Ordering::Relaxed);
+            let (w, r) = s.split();
+            let writer = tokio::spawn(ws::write_messages(w, rx, None));
+            let end = ws::read_messages(r, MAX_FRAME, idle, &shared.inbound, wrap).await;
+            writer.abort();
+            c.websocket_open.fetch_sub(1, Ordering::Relaxed);
+            end
+        }
+    };
+    if end.is_misbehaviour() {
         c.closed_idle_or_bad.fetch_add(1, Ordering::Relaxed);
     }
     tracing::debug!(%peer, %addr, "TLS connection ended: {end}");
     shared.outs.lock().remove(&id);
-    writer.abort();
 }

@@ -115,18 +115,36 @@ async fn drive(a: &mut Node, b: &mut Node, mut done: impl FnMut(&Node, &Node) ->
 
 /// A TLS link to `at` verifying `expected`: frames in both directions through tasks.
 async fn tls_link(at: SocketAddr, expected: crate::identity::PublicKey) -> Link {
+    tls_link_as(at, expected, crate::wire::stream::ALPN, false).await
+}
+
+/// A TLS link offering ALPN `alpn` (none if empty), wrapped in WebSocket if `websocket`.
+async fn tls_link_as(
+    at: SocketAddr,
+    expected: crate::identity::PublicKey,
+    alpn: &[u8],
+    websocket: bool,
+) -> Link {
     let tcp = TcpStream::connect(at).await.unwrap();
-    let (tls, key) = pin::connect(tcp, Some(expected), &at.to_string())
+    let (tls, key) = pin::connect_alpn(tcp, Some(expected), &at.to_string(), alpn)
         .await
         .unwrap();
     assert_eq!(key, expected);
-    let (r, w) = tokio::io::split(tls);
     let (tx, out_rx) = mpsc::channel(256);
     let (in_tx, rx) = mpsc::channel(256);
-    tokio::spawn(write_frames(w, out_rx, Some(Duration::from_secs(5))));
-    tokio::spawn(async move {
-        read_frames(r, 2048, Duration::from_secs(60), &in_tx, |f| f.to_vec()).await
-    });
+    let (keepalive, idle) = (Some(Duration::from_secs(5)), Duration::from_secs(60));
+    if websocket {
+        let s = super::ws::connect(tls, pin::SERVER_NAME).await.unwrap();
+        let (w, r) = futures_util::StreamExt::split(s);
+        tokio::spawn(super::ws::write_messages(w, out_rx, keepalive));
+        tokio::spawn(async move {
+            super::ws::read_messages(r, 2048, idle, &in_tx, |f| f.to_vec()).await
+        });
+    } else {
+        let (r, w) = tokio::io::split(tls);
+        tokio::spawn(write_frames(w, out_rx, keepalive));
+        tokio::spawn(async move { read_frames(r, 2048, idle, &in_tx, |f| f.to_vec()).await });
+    }
     Link::Tls { tx, rx }
 }
 
@@ -209,6 +227,70 @@ async fn a_node_over_tls_registers_exchanges_endpoints_and_relays_with_a_node_on
         relay::parse(&a.relayed[0], relay::RELAY_DELIVER),
         Some((kb.addr48(), &[4u8; 900][..]))
     );
+    stop.send(()).unwrap();
+}
+
+/// Both wrappings on one port, told apart by ALPN or, without ALPN, by the first bytes: nodes
+/// over WebSocket (ALPN `http/1.1`, and none) and over plain frames without ALPN register and
+/// relay to each other; the counters see them, and see them go.
+#[tokio::test]
+async fn websocket_and_plain_nodes_share_the_port_with_or_without_alpn() {
+    use crate::wire::websocket::ALPN_HTTP;
+    let mut cfg = config();
+    let dir = tempfile::tempdir().unwrap();
+    cfg.state_dir = dir.path().join("registry");
+    cfg.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = RegistryServer::bind(cfg).await.unwrap();
+    let (udp, tls, key) = (
+        server.local_addr(),
+        server.tls_addr().unwrap(),
+        server.public_key(),
+    );
+    let stats = server.stats();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    for (alpn, other_alpn, other_ws) in [(ALPN_HTTP, &b""[..], false), (&b""[..], &b""[..], true)] {
+        let mut a = Node::new(5, udp, "ws-node", tls_link_as(tls, key, alpn, true).await);
+        let link = tls_link_as(tls, key, other_alpn, other_ws).await;
+        let mut b = Node::new(6, udp, "other-node", link);
+        let (ka, kb) = (a.client.public_key(), b.client.public_key());
+        drive(&mut a, &mut b, |a, b| {
+            [a, b]
+                .iter()
+                .all(|n| n.has(|e| matches!(e, ClientEvent::Registered { .. })))
+        })
+        .await;
+        a.client.set_trusted(kb, true);
+        b.client.set_trusted(ka, true);
+        let op = a.client.request_endpoints(Instant::now(), kb);
+        drive(&mut a, &mut b, |a, _| {
+            a.has(|e| matches!(e, ClientEvent::EndpointInfo { op: o, .. } if *o == op))
+        })
+        .await;
+        for _ in 0..50 {
+            a.send(relay::frame(relay::RELAY_SEND, kb.addr48(), &[9u8; 1400]))
+                .await;
+        }
+        drive(&mut a, &mut b, |_, b| b.relayed.len() == 50).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let t = loop {
+        let t = stats.lock().tls.unwrap_or_default();
+        if t.open == 0 || Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The nodes are gone: every connection, WebSocket or not, was closed and counted down.
+    assert_eq!(
+        (t.accepted, t.websocket_accepted, t.open, t.websocket_open),
+        (4, 3, 0, 0),
+        "{t:?}"
+    );
+    assert!(t.frames_in >= 100 && t.frames_out >= 100, "{t:?}");
+    assert!(t.bytes_in >= 100 * 1400, "{t:?}");
     stop.send(()).unwrap();
 }
 

@@ -24,6 +24,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::error::{ErrorCode, PilotError};
 use crate::identity::{Identity, PublicKey};
 use crate::wire::stream::ALPN;
+use crate::wire::websocket::ALPN_HTTP;
 
 /// The name a node asks for (SNI) and the certificate carries.
 pub const SERVER_NAME: &str = "pilot-registry";
@@ -114,7 +115,8 @@ pub fn certificate(identity: &Identity) -> Result<CertificateDer<'static>, TlsEr
     Ok(cert.der().clone())
 }
 
-/// The registry's TLS server configuration: its certificate, TLS 1.3, the transport's ALPN.
+/// The registry's TLS server configuration: its certificate, TLS 1.3, the transport's ALPN
+/// (`pilot-relay/1` for frames on the stream, `http/1.1` for the WebSocket wrapping).
 pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let setup = |e: rustls::Error| TlsError::Setup(e.to_string());
     let cert = certificate(identity)?;
@@ -127,7 +129,7 @@ pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, T
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(setup)?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![ALPN.to_vec(), ALPN_HTTP.to_vec()];
     cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
@@ -223,15 +225,23 @@ impl ServerCertVerifier for PinnedKey {
     }
 }
 
-/// A node's TLS client configuration verifying with `verifier`.
-pub fn client_config(verifier: Arc<PinnedKey>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// A node's TLS client configuration verifying with `verifier` and offering ALPN `alpn` (none
+/// if empty).
+pub fn client_config(
+    verifier: Arc<PinnedKey>,
+    alpn: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = if alpn.is_empty() {
+        Vec::new()
+    } else {
+        vec![alpn.to_vec()]
+    };
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
@@ -246,8 +256,22 @@ pub async fn connect<IO>(
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    connect_alpn(io, expected, addr, ALPN).await
+}
+
+/// [`connect`] offering ALPN `alpn` (`http/1.1` before a WebSocket upgrade).
+pub async fn connect_alpn<IO>(
+    io: IO,
+    expected: Option<PublicKey>,
+    addr: &str,
+    alpn: &[u8],
+) -> Result<(tokio_rustls::client::TlsStream<IO>, PublicKey), TlsError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let verifier = PinnedKey::new(expected);
-    let connector = tokio_rustls::TlsConnector::from(client_config(Arc::clone(&verifier))?);
+    let config = client_config(Arc::clone(&verifier), alpn)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
     match connector.connect(name, io).await {
         Ok(s) => {
