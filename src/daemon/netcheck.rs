@@ -84,6 +84,7 @@ mod tests {
             reflexive: reflexive.map(|r| r.parse().unwrap()),
             clock_offset_ms: offset,
             rtt_ms: None,
+            home: false,
         }
     }
 

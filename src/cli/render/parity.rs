@@ -114,8 +114,9 @@ pub fn netcheck(n: &NetcheckData) -> String {
         } else {
             "NOT reachable"
         };
+        let home = if r.home { "  (home relay)" } else { "" };
         text.push_str(&format!(
-            "\nregistry    {}  {state}  rtt {}  sees us at {seen}  clock {:+} ms",
+            "\nregistry    {}  {state}  rtt {}  sees us at {seen}  clock {:+} ms{home}",
             r.registry,
             ms(r.rtt_ms),
             r.clock_offset_ms

@@ -23,6 +23,10 @@ pub struct RegistryStatus {
     pub clock_offset_ms: i64,
     /// Round trip of the last answered registration or heartbeat, ms.
     pub rtt_ms: Option<f64>,
+    /// Whether it is our home relay (v1.4): the first registry, in configuration order, where
+    /// we are registered and that answers; peers that must relay to us send through it.
+    #[serde(default)]
+    pub home: bool,
 }
 
 impl Client {
@@ -36,6 +40,7 @@ impl Client {
                 reflexive: r.reflexive,
                 clock_offset_ms: r.offset_ms,
                 rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                home: self.home == Some(r.addr),
             })
             .collect()
     }
