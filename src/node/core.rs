@@ -730,13 +730,21 @@ impl Node {
     }
 
     /// `registry` started or stopped being usable for our relay frames: peers whose home it
-    /// is move to it, or away to their introducer.
+    /// is move to it, or away to their introducer. A relayed peer that moves also gets an
+    /// endpoint exchange: it renews the pair's permission at the new relay (a registry that
+    /// came back after a restart has forgotten it).
     fn retarget_relays(&mut self, now: Instant, registry: SocketAddr) {
         let client = self.plane.client();
         let moves = self.relays.homed_at(registry, |r| client.is_answering(r));
         for (key, target) in moves {
-            if let Some(m) = self.paths.machine(&key) {
-                m.set_relay(now, target);
+            let Some(m) = self.paths.machine(&key) else {
+                continue;
+            };
+            let moved = m.relay() != Some(target);
+            m.set_relay(now, target);
+            let relayed = matches!(m.path(), Path::Relay(_));
+            if moved && relayed && self.plane.client().is_registered() {
+                self.plane.client().request_endpoints(now, key);
             }
             self.drive(now, key);
         }

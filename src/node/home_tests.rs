@@ -85,6 +85,17 @@ impl Sim {
         T0 + (self.now - self.start).as_millis() as u64
     }
 
+    /// `registry` comes back as a fresh process: it has forgotten presence and relay pairs.
+    fn restart(&mut self, registry: SocketAddr) {
+        let ms = self.now_ms();
+        for (a, reg, up) in &mut self.registries {
+            if *a == registry {
+                *reg = crate::registry::server::tests::memory_registry(Limits::default(), ms);
+                *up = true;
+            }
+        }
+    }
+
     fn set_up(&mut self, registry: SocketAddr, up: bool) {
         for (a, _, u) in &mut self.registries {
             if *a == registry {
@@ -254,5 +265,28 @@ fn when_the_home_dies_the_homes_move_and_the_relayed_path_follows() {
     assert_eq!(
         (path.as_str(), endpoint, received),
         ("relay", Some(r(2)), 2)
+    );
+
+    // r(1) comes back, restarted (no presence, no relay pairs): the nodes register again (the
+    // heartbeat misses made them lose it), r(1) is the first registry again, so the homes and
+    // the relayed path move back. The pair's permission there is renewed by an exchange at
+    // r(1) once both are registered there (at the latest the one a silent relayed path makes
+    // after 3.5 s): then the relayed ping works through r(1).
+    sim.restart(r(1));
+    let mut back = false;
+    for _ in 0..600 {
+        sim.advance(Duration::from_millis(100));
+        if sim.path(0, 1) == Path::Relay(r(1)) && sim.path(1, 0) == Path::Relay(r(1)) {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the relayed path never moved back to r(1)");
+    assert_eq!((sim.home(0), sim.home(1)), (Some(r(1)), Some(r(1))));
+    sim.advance(Duration::from_secs(8));
+    let (path, endpoint, received) = sim.ping();
+    assert_eq!(
+        (path.as_str(), endpoint, received),
+        ("relay", Some(r(1)), 2)
     );
 }
