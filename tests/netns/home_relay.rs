@@ -110,6 +110,11 @@ fn relayed_agents_move_home_to_the_second_registry_when_the_first_dies() {
         b.bg_log()
     );
     eprintln!("homes moved to r2 after {took:?}");
+    for l in a.bg_log().lines().filter(|l| {
+        l.contains("home relay") || l.contains("unanswered") || l.contains("registry lost")
+    }) {
+        eprintln!("a: {l}");
+    }
     assert!(took <= Duration::from_secs(25), "after {took:?}");
     let followed = wait_until(Duration::from_secs(20), || relayed_via(&a, &b, &r2.addr));
     assert!(
