@@ -82,6 +82,9 @@ REQUESTS = {
     "trust_response": request(7, K2 + NONCE + b"\x01" + text("ok")),
     "endpoint_request": request(8, K2 + addrs(addr4([192, 168, 1, 5], 4000))),
     "endpoint_response": request(9, K2 + NONCE + addrs(addr6(9))),
+    # v1.4: the sender's home relay, an optional trailing addr.
+    "endpoint_request_home": request(8, K2 + addrs() + addr4([203, 0, 113, 10], 7946)),
+    "endpoint_response_home": request(9, K2 + NONCE + addrs(addr6(9)) + addr6(7946)),
     "delivered": request(10, b"\x02" + NONCE + bytes(16)),
 }
 
@@ -104,6 +107,9 @@ RESPONSES = {
                                       + REQUESTS["endpoint_request"]),
     "endpoint_info": response(0x87, addr6(51820) + u16(len(REQUESTS["endpoint_response"]))
                               + REQUESTS["endpoint_response"]),
+    "endpoint_info_home": response(0x87, addr6(51820)
+                                   + u16(len(REQUESTS["endpoint_response_home"]))
+                                   + REQUESTS["endpoint_response_home"]),
 }
 
 PROBE = sign(1, PROBE_DOMAIN, P + b"\x30" + K1 + K2 + u64(77) + u64(NOW))

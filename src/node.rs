@@ -14,6 +14,7 @@
 //!   lookups, trust delivery, endpoint exchange).
 //! - [`control`]: the registry client and the trust store joined.
 //! - [`traversal`]: one path machine per peer (hole punching, relay fallback, upgrades).
+//! - [`relays`]: which registry relays to a peer (its home relay, else the introducer).
 //! - [`views`]: the typed answers the node gives about trust, names and paths.
 
 pub mod answers;
@@ -25,6 +26,7 @@ pub mod paths;
 pub mod pings;
 pub mod probes;
 pub mod registry_client;
+pub mod relays;
 pub mod rng;
 pub mod transport;
 pub mod traversal;
@@ -34,5 +36,7 @@ pub mod views;
 pub use self::commands::{NodeCommand, Reply};
 pub use self::core::{Effect, Node, NodeConfig};
 
+#[cfg(test)]
+mod home_tests;
 #[cfg(test)]
 mod tests;

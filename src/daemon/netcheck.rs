@@ -90,6 +90,7 @@ mod tests {
             clock_offset_ms: offset,
             rtt_ms: None,
             transport: "udp".into(),
+            home: false,
         }
     }
 

@@ -278,6 +278,9 @@ async fn start_control(
     cc.pinned_keys = pinned;
     cc.learned_keys = LearnedKeys::open(&s.paths.dir.join(REGISTRY_KEYS_FILE))?;
     cc.max_clock_offset = Duration::from_secs(s.config.registry.max_clock_offset_secs);
+    // A home relay that leaves a request unanswered as long as the TLS fallback waits for
+    // UDP is lost as home (v1.4).
+    cc.home_timeout = Duration::from_millis(s.config.relay.udp_timeout_ms.max(100));
     cc.hostname = s.hostname.clone();
     cc.tags = crate::daemon::node_state::load(&s.paths)
         .map(|n| n.tags)

@@ -23,6 +23,7 @@ use crate::node::paths::Paths;
 use crate::node::pings::Pings;
 use crate::node::probes::{self, Incoming, ReplayWindow};
 use crate::node::registry_client::{ClientEvent, OpId};
+use crate::node::relays::{PeerRelay, Relays};
 use crate::node::rng::NodeRng;
 use crate::node::traversal::{Action, Path, Timing};
 use crate::node::trust::TrustState;
@@ -92,6 +93,8 @@ pub struct Node {
     pub(super) rng: NodeRng,
     pub(super) waiting: HashMap<OpId, Waiting>,
     pub(super) paths: Paths,
+    /// How to relay to each peer (its home relay, or the introducer).
+    relays: Relays,
     pub(super) replay: ReplayWindow,
     pub(super) pings: Pings<Reply<PingReport>>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -132,6 +135,7 @@ impl Node {
             rng: NodeRng::from_seed(seed),
             waiting: HashMap::new(),
             paths: Paths::new(timing),
+            relays: Relays::default(),
             replay: ReplayWindow::default(),
             pings: Pings::default(),
             transmits: VecDeque::new(),
@@ -549,6 +553,7 @@ impl Node {
             ControlEvent::RemovePeer(key) => {
                 let pinned = self.config.static_peers.contains(&key);
                 self.paths.remove(&key, pinned);
+                self.relays.remove(&key);
                 if !pinned {
                     tracing::info!(peer = %key, "trust withdrawn: tunnel torn down");
                     self.effect(Effect::RemovePeer(key));
@@ -592,6 +597,13 @@ impl Node {
             ClientEvent::RegistryLost { registry } => {
                 tracing::warn!(%registry, "registry lost; registering again")
             }
+            ClientEvent::HomeChanged { home, previous } => {
+                self.on_home_changed(now, home, previous)
+            }
+            ClientEvent::RelayUsable { registry, usable } => {
+                tracing::debug!(%registry, usable, "registry usable as a relay");
+                self.retarget_relays(now, registry);
+            }
             ClientEvent::ReflexiveAddress { registry, addr } => {
                 tracing::info!(%registry, %addr, "reflexive address");
                 // Our NAT mapping changed (or is first known): punch again.
@@ -621,13 +633,21 @@ impl Node {
                 from: peer,
                 candidates,
                 registry,
+                home,
             }
             | ClientEvent::EndpointInfo {
                 peer,
                 candidates,
                 registry,
+                home,
                 ..
-            } => self.on_candidates(now, peer, &candidates, registry),
+            } => {
+                let relay = PeerRelay {
+                    home,
+                    introducer: registry,
+                };
+                self.on_candidates(now, peer, &candidates, relay)
+            }
             ClientEvent::NodeInfo { op, info } => self.on_node_info(op, info),
             ClientEvent::Done { op } => self.reply_op(op, Ok(())),
             ClientEvent::Failed { op, error } => self.reply_op(op, Err(error.into())),
@@ -657,24 +677,76 @@ impl Node {
         }
     }
 
-    /// A peer's candidates from an endpoint exchange: punch towards them.
+    /// A peer's candidates from an endpoint exchange: punch towards them, relaying through
+    /// the peer's home relay when we can (see [`crate::node::relays`]).
     fn on_candidates(
         &mut self,
         now: Instant,
         peer: PublicKey,
         candidates: &[SocketAddr],
-        registry: SocketAddr,
+        relay: PeerRelay,
     ) {
         // Endpoints are exchanged between trusted peers only; check again anyway.
         if !self.is_allowed(&peer) {
             return;
         }
-        tracing::debug!(%peer, ?candidates, "peer candidates");
+        let client = self.plane.client();
+        let target = self.relays.learn(peer, relay, |r| client.is_answering(r));
+        tracing::debug!(%peer, ?candidates, home = ?relay.home, relay = %target, "peer candidates");
         let rng = &mut self.rng;
         self.paths
             .machine_or_new(peer, || rng.next_u64())
-            .on_candidates(now, candidates, registry);
+            .on_candidates(now, candidates, target);
         self.paths.adopt_data_plane_path(now, &peer);
         self.drive(now, peer);
+    }
+}
+
+impl Node {
+    /// Our home relay moved: say so, and start an endpoint exchange with every relayed peer,
+    /// so that it learns the new home (our request carries it) and relays through it.
+    fn on_home_changed(
+        &mut self,
+        now: Instant,
+        home: Option<SocketAddr>,
+        previous: Option<SocketAddr>,
+    ) {
+        match home {
+            Some(h) => tracing::warn!(home = %h, previous = ?previous, "home relay"),
+            None => tracing::warn!(previous = ?previous, "no home relay: no registry answers"),
+        }
+        if home.is_none() || previous.is_none() {
+            return;
+        }
+        let relayed: Vec<PublicKey> = self
+            .paths
+            .keys()
+            .into_iter()
+            .filter(|k| matches!(self.paths.machine_path(k), Some(Path::Relay(_))))
+            .collect();
+        for key in relayed {
+            self.plane.client().request_endpoints(now, key);
+        }
+    }
+
+    /// `registry` started or stopped being usable for our relay frames: peers whose home it
+    /// is move to it, or away to their introducer. A relayed peer that moves also gets an
+    /// endpoint exchange: it renews the pair's permission at the new relay (a registry that
+    /// came back after a restart has forgotten it).
+    fn retarget_relays(&mut self, now: Instant, registry: SocketAddr) {
+        let client = self.plane.client();
+        let moves = self.relays.homed_at(registry, |r| client.is_answering(r));
+        for (key, target) in moves {
+            let Some(m) = self.paths.machine(&key) else {
+                continue;
+            };
+            let moved = m.relay() != Some(target);
+            m.set_relay(now, target);
+            let relayed = matches!(m.path(), Path::Relay(_));
+            if moved && relayed && self.plane.client().is_registered() {
+                self.plane.client().request_endpoints(now, key);
+            }
+            self.drive(now, key);
+        }
     }
 }

@@ -39,6 +39,9 @@ mod config;
 mod discovery;
 mod error;
 mod event;
+mod home;
+#[cfg(test)]
+mod home_tests;
 mod keys;
 mod pushes;
 mod requests;
@@ -136,6 +139,12 @@ struct RegistryState {
     cookie: Option<crate::wire::registry::Cookie>,
     /// The last round trip of a registration or heartbeat answered at its first copy.
     rtt: Option<Duration>,
+    /// When the oldest request sent since the registry's latest answer went out.
+    unanswered_since: Option<Instant>,
+    /// False once a request stayed unanswered for `home_timeout` (until the next answer).
+    answering: bool,
+    /// Registered and answering, as last reported ([`ClientEvent::RelayUsable`]).
+    usable: bool,
 }
 
 /// Where a registry's key came from.
@@ -176,6 +185,8 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     counters: ClientCounters,
     rng: Box<dyn RngCore + Send>,
+    /// Our home relay (see `home`).
+    home: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Client {
@@ -220,6 +231,9 @@ impl Client {
                     warned_other_key: false,
                     cookie: None,
                     rtt: None,
+                    unanswered_since: None,
+                    answering: true,
+                    usable: false,
                 }
             })
             .collect();
@@ -241,6 +255,7 @@ impl Client {
             events: VecDeque::new(),
             counters: ClientCounters::default(),
             rng,
+            home: None,
         };
         for i in 0..c.registries.len() {
             c.start_register(i, now);
@@ -381,7 +396,8 @@ impl Client {
         let retries = self.inflight.values().map(|f| f.retry_at);
         let beats = self.registries.iter().filter_map(|r| r.next_heartbeat);
         let waits = self.endpoint_waits.values().map(|w| w.expires);
-        retries.chain(beats).chain(waits).min()
+        let home = self.home_deadline();
+        retries.chain(beats).chain(waits).chain(home).min()
     }
 
     /// Resolves `hostname` to a key and address.
@@ -445,6 +461,7 @@ impl Client {
         let body = RequestBody::EndpointRequest {
             target,
             candidates: self.config.candidates.clone(),
+            home: self.home,
         };
         self.start_op(now, OpKind::EndpointRequest(target), body)
     }
@@ -483,6 +500,13 @@ impl Client {
         if !self.authentic(reg, &resp, bytes) {
             return;
         }
+        self.note_answer(reg);
+        self.handle_response(now, reg, resp);
+        self.refresh_home(now);
+    }
+
+    /// An authentic answer or push from registry `reg`.
+    fn handle_response(&mut self, now: Instant, reg: usize, resp: Response) {
         match resp.body {
             ResponseBody::PushTrustRequest { hostname, original }
             | ResponseBody::PushTrustResponse { hostname, original } => {
@@ -552,5 +576,6 @@ impl Client {
                 self.op_failed_at_one(w.op, error);
             }
         }
+        self.refresh_home(now);
     }
 }

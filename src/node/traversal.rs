@@ -236,11 +236,30 @@ impl PeerPath {
         }
     }
 
-    /// Candidates from an endpoint exchange at `registry` (the peer's reflexive address first,
-    /// then its local ones). The exchange also allows relaying through `registry`, and the peer
-    /// punches now too, so this starts (or extends) a punch at once.
-    pub fn on_candidates(&mut self, now: Instant, addrs: &[SocketAddr], registry: SocketAddr) {
-        self.relay = Some(registry);
+    /// The registry that relays to the peer (its home relay, or the one that introduced us).
+    pub fn relay(&self) -> Option<SocketAddr> {
+        self.relay
+    }
+
+    /// Relays through `relay` from now on; a relayed path moves to it at once (the old relay
+    /// may be gone), and is probed there.
+    pub fn set_relay(&mut self, now: Instant, relay: SocketAddr) {
+        if self.relay == Some(relay) {
+            return;
+        }
+        self.relay = Some(relay);
+        if matches!(self.path, Path::Relay(_)) {
+            self.set_path(now, Path::Relay(relay));
+            self.next_keepalive = Some(now);
+        }
+    }
+
+    /// Candidates from an endpoint exchange (the peer's reflexive address first, then its local
+    /// ones), relayed through `relay` (the peer's home relay, or the registry that forwarded
+    /// the exchange: see [`crate::node::relays`]). The peer punches now too, so this starts
+    /// (or extends) a punch at once.
+    pub fn on_candidates(&mut self, now: Instant, addrs: &[SocketAddr], relay: SocketAddr) {
+        self.set_relay(now, relay);
         let prflx: Vec<Candidate> = self
             .candidates
             .iter()

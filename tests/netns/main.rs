@@ -6,6 +6,7 @@ mod demo;
 mod dns;
 mod faults;
 mod files;
+mod home_relay;
 mod nat;
 mod pubsub_tasks;
 mod registry_cluster;

@@ -114,8 +114,9 @@ pub fn netcheck(n: &NetcheckData) -> String {
         } else {
             "NOT reachable"
         };
+        let home = if r.home { "  (home relay)" } else { "" };
         text.push_str(&format!(
-            "\nregistry    {}  {state}  over {}  rtt {}  sees us at {seen}  clock {:+} ms",
+            "\nregistry    {}  {state}  over {}  rtt {}  sees us at {seen}  clock {:+} ms{home}",
             r.registry,
             r.transport,
             ms(r.rtt_ms),

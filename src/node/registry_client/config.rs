@@ -36,6 +36,9 @@ pub struct ClientConfig {
     pub pinned_keys: HashMap<SocketAddr, PublicKey>,
     /// Keys learned on first use in earlier runs, and where to remember new ones.
     pub learned_keys: LearnedKeys,
+    /// A registry that leaves a request unanswered this long stops being our home relay until
+    /// it answers again (v1.4; the daemon uses `[relay] udp_timeout_ms`, 3 s by default).
+    pub home_timeout: Duration,
     /// Largest clock correction taken from a registry's `stale_timestamp` answer; a larger
     /// one is ignored and counted (default 24 h).
     pub max_clock_offset: Duration,
@@ -61,6 +64,7 @@ impl ClientConfig {
             pinned_keys: HashMap::new(),
             learned_keys: LearnedKeys::in_memory(),
             max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
+            home_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -45,6 +45,7 @@ impl Client {
         for id in registering {
             self.finish(id);
         }
+        self.refresh_home(now);
         self.start_op(now, OpKind::Deregister, RequestBody::Deregister)
     }
 

@@ -44,6 +44,22 @@ pub enum ClientEvent {
         /// Which registry.
         registry: SocketAddr,
     },
+    /// Our home relay changed (v1.4): the first registry, in configuration order, where we are
+    /// registered and that answers. Peers learn it from our next endpoint exchange.
+    HomeChanged {
+        /// The new home (`None`: no registry answers).
+        home: Option<SocketAddr>,
+        /// The home before.
+        previous: Option<SocketAddr>,
+    },
+    /// A registry became usable as a relay for our frames (we are registered there and it
+    /// answers), or stopped being usable (v1.4).
+    RelayUsable {
+        /// Which registry.
+        registry: SocketAddr,
+        /// Whether it is usable now.
+        usable: bool,
+    },
     /// Our address as a registry sees it (our NAT's public mapping) is new or changed.
     ReflexiveAddress {
         /// Which registry saw it.
@@ -106,6 +122,8 @@ pub enum ClientEvent {
         candidates: Vec<SocketAddr>,
         /// The registry that forwarded it (which may now relay between us).
         registry: SocketAddr,
+        /// The peer's home relay, as it signed it (v1.4; `None` from older peers).
+        home: Option<SocketAddr>,
     },
     /// A peer answered our endpoint request.
     EndpointInfo {
@@ -117,6 +135,8 @@ pub enum ClientEvent {
         candidates: Vec<SocketAddr>,
         /// The registry that forwarded it (which may now relay between us).
         registry: SocketAddr,
+        /// The peer's home relay, as it signed it (v1.4; `None` from older peers).
+        home: Option<SocketAddr>,
     },
     /// An operation succeeded at (at least) one registry.
     Done {

@@ -116,7 +116,12 @@ impl Client {
             self.counters.bad_push += 1;
             return;
         };
-        let RequestBody::EndpointRequest { target, candidates } = req.body else {
+        let RequestBody::EndpointRequest {
+            target,
+            candidates,
+            home,
+        } = req.body
+        else {
             self.counters.bad_push += 1;
             return;
         };
@@ -133,6 +138,7 @@ impl Client {
             target: from,
             in_reply_to: req.header.nonce,
             candidates: self.config.candidates.clone(),
+            home: self.home,
         };
         self.send(reg, now, Purpose::Internal, answer);
         if self.first_sighting(req.header.nonce) {
@@ -142,6 +148,7 @@ impl Client {
                 from,
                 candidates: all,
                 registry: self.registries[reg].addr,
+                home,
             });
         }
     }
@@ -166,12 +173,13 @@ impl Client {
                     target,
                     in_reply_to: answered,
                     candidates,
+                    home,
                 } if r.header.sender == peer && target == me && answered == in_reply_to => {
-                    Some(candidates)
+                    Some((candidates, home))
                 }
                 _ => None,
             });
-        let Some(candidates) = valid else {
+        let Some((candidates, home)) = valid else {
             self.counters.bad_push += 1;
             return;
         };
@@ -184,6 +192,7 @@ impl Client {
                 peer,
                 candidates: all,
                 registry: self.registries[reg].addr,
+                home,
             });
         }
     }

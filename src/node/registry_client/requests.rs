@@ -139,6 +139,7 @@ impl Client {
         f.sent_at = now;
         f.rto = (f.rto * 2).min(cap);
         self.by_nonce.insert(nonce, id);
+        self.note_sent(reg, now);
         let addr = self.registries[reg].addr;
         self.transmits.push_back((addr, bytes));
     }
@@ -163,6 +164,7 @@ impl Client {
                 .push_back(ClientEvent::RegistryLost { registry: r.addr });
         }
         self.start_register(reg, now);
+        self.refresh_home(now);
     }
 
     pub(super) fn observe(&mut self, reg: usize, observed: SocketAddr) {
@@ -278,6 +280,7 @@ impl Client {
         self.registries[reg].registered = true;
         self.registries[reg].next_heartbeat = Some(now + self.config.heartbeat_interval);
         self.events.push_back(ClientEvent::Registered { registry });
+        self.refresh_home(now);
         self.observe(reg, observed);
         self.resend_tags(reg, now);
         if hostname == HostnameStatus::Taken {

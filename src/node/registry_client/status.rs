@@ -27,6 +27,10 @@ pub struct RegistryStatus {
     /// wrapped in WebSocket). The client knows only `udp`; the daemon fills in the rest.
     #[serde(default = "udp")]
     pub transport: String,
+    /// Whether it is our home relay (v1.4): the first registry, in configuration order, where
+    /// we are registered and that answers; peers that must relay to us send through it.
+    #[serde(default)]
+    pub home: bool,
 }
 
 fn udp() -> String {
@@ -45,6 +49,7 @@ impl Client {
                 clock_offset_ms: r.offset_ms,
                 rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 transport: udp(),
+                home: self.home == Some(r.addr),
             })
             .collect()
     }

@@ -128,6 +128,14 @@ fn client_registers_and_learns_its_reflexive_address() {
         ev,
         vec![
             ClientEvent::Registered { registry: reg },
+            ClientEvent::RelayUsable {
+                registry: reg,
+                usable: true
+            },
+            ClientEvent::HomeChanged {
+                home: Some(reg),
+                previous: None
+            },
             ClientEvent::ReflexiveAddress {
                 registry: reg,
                 addr
@@ -371,6 +379,7 @@ fn endpoint_request_is_answered_only_when_the_target_trusts_the_asker() {
             peer: kb,
             candidates: vec![b_public, "10.0.0.2:51820".parse().unwrap()],
             registry: sim.registry_addr,
+            home: Some(sim.registry_addr),
         }),
         "{ev:?}"
     );
@@ -381,6 +390,7 @@ fn endpoint_request_is_answered_only_when_the_target_trusts_the_asker() {
             from: ka,
             candidates: vec![a_public, "10.0.0.1:51820".parse().unwrap()],
             registry: sim.registry_addr,
+            home: Some(sim.registry_addr),
         }),
         "{ev:?}"
     );

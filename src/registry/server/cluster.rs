@@ -196,6 +196,9 @@ impl Registry {
         let Some(to) = self.online_addr(&target, now_ms) else {
             return Vec::new();
         };
+        if endpoint.is_none() {
+            self.forwarded_answer(&target, &datagram, now_ms);
+        }
         if let Some(ep) = endpoint {
             if self.endpoint_requests.len() < self.limits.max_nodes {
                 self.endpoint_requests.insert(

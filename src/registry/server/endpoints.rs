@@ -58,17 +58,8 @@ impl Registry {
                 original: bytes.to_vec(),
             },
         };
-        let Some(to) = self.online_addr(target, cx.now_ms) else {
-            // Attached to another instance of the cluster? That one delivers it and accepts
-            // the answer.
-            let endpoint = Some(ForwardedEndpoint {
-                nonce: cx.nonce,
-                asker: cx.sender,
-            });
-            let push = encode(&self.identity, &push);
-            self.forward(cx.now_ms, *target, push, endpoint);
-            return out;
-        };
+        // Remembered even when the target is attached to another instance: its answer comes
+        // back through us (a `Forward`), and we have then seen the whole exchange.
         self.endpoint_requests.insert(
             cx.nonce,
             PendingEndpoint {
@@ -77,6 +68,19 @@ impl Registry {
                 expires_ms: cx.now_ms + self.limits.endpoint_answer_timeout_ms,
             },
         );
+        let Some(to) = self.online_addr(target, cx.now_ms) else {
+            // Attached to another instance of the cluster? That one delivers it and accepts
+            // the answer.
+            let endpoint = Some(ForwardedEndpoint {
+                nonce: cx.nonce,
+                asker: cx.sender,
+            });
+            let push = encode(&self.identity, &push);
+            if !self.forward(cx.now_ms, *target, push, endpoint) {
+                self.endpoint_requests.remove(&cx.nonce);
+            }
+            return out;
+        };
         out.push((to, encode(&self.identity, &push)));
         out
     }
@@ -111,24 +115,51 @@ impl Registry {
             },
         };
         let Some(to) = self.online_addr(target, cx.now_ms) else {
-            // The asker may be attached to another instance of the cluster.
+            // The asker may be attached to another instance of the cluster. The exchange
+            // passed through us all the same: the pair may relay here (v1.4, home relays),
+            // for instance once the asker registers here too.
             let info = encode(&self.identity, &info);
             if self.forward(cx.now_ms, *target, info, None) {
+                self.permit_pair(&sender, target, cx.now_ms);
                 return self.ack(cx);
             }
             return self.fail(cx, Status::NotFound, format!("{target} is not online"));
         };
         // The target answered, so it trusts the asker, who asked, so it trusts the
         // target: the pair may relay through us for a while.
-        let p = pair(&sender, target);
-        if self.relay_pairs.contains_key(&p) || self.relay_pairs.len() < self.limits.max_relay_pairs
-        {
-            self.relay_pairs
-                .insert(p, cx.now_ms + self.limits.relay_pair_ttl_ms);
-        }
+        self.permit_pair(&sender, target, cx.now_ms);
         let mut out = self.ack(cx);
         out.push((to, encode(&self.identity, &info)));
         out
+    }
+
+    /// Lets `a` and `b` relay through us for `relay_pair_ttl_ms` (an exchange between them
+    /// passed through us), within `max_relay_pairs`.
+    pub(super) fn permit_pair(&mut self, a: &PublicKey, b: &PublicKey, now_ms: u64) {
+        let p = pair(a, b);
+        if self.relay_pairs.contains_key(&p) || self.relay_pairs.len() < self.limits.max_relay_pairs
+        {
+            self.relay_pairs
+                .insert(p, now_ms + self.limits.relay_pair_ttl_ms);
+        }
+    }
+
+    /// A forwarded `EndpointInfo` for `asker` came back from the instance its target is
+    /// attached to: if it answers a request we forwarded, the exchange passed through us and
+    /// the pair may relay here too.
+    pub(super) fn forwarded_answer(&mut self, asker: &PublicKey, datagram: &[u8], now_ms: u64) {
+        let Ok(resp) = Response::decode(datagram) else {
+            return;
+        };
+        if !matches!(resp.body, ResponseBody::EndpointInfo { .. }) {
+            return;
+        }
+        let target = match self.endpoint_requests.get(&resp.in_reply_to) {
+            Some(p) if p.asker == *asker => p.target,
+            _ => return,
+        };
+        self.endpoint_requests.remove(&resp.in_reply_to);
+        self.permit_pair(asker, &target, now_ms);
     }
 
     /// Whether `a` and `b` may relay through us now.

@@ -551,6 +551,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
         RequestBody::EndpointRequest {
             target: b.key(),
             candidates: vec![],
+            home: None,
         },
     );
     assert_eq!(out.len(), 1);
@@ -565,6 +566,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
         RequestBody::EndpointRequest {
             target: b.key(),
             candidates: vec![local],
+            home: None,
         },
     );
     assert_eq!(out.len(), 2);
@@ -583,6 +585,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
             target: a.key(),
             in_reply_to: ask,
             candidates: vec![],
+            home: None,
         },
     );
     assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
@@ -596,6 +599,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
             target: a.key(),
             in_reply_to: ask,
             candidates: vec![local],
+            home: None,
         },
     );
     assert_eq!(out.len(), 2);
@@ -614,6 +618,7 @@ fn endpoint_request_is_forwarded_only_to_an_online_target_and_only_its_answer_co
             target: a.key(),
             in_reply_to: ask,
             candidates: vec![],
+            home: None,
         },
     );
     assert_eq!(status_of(&out[0].1), Some(Status::NotFound));
@@ -628,6 +633,7 @@ pub(crate) fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now
         RequestBody::EndpointRequest {
             target: b.key(),
             candidates: vec![],
+            home: None,
         },
     );
     let ask = out[1].1.in_reply_to;
@@ -639,6 +645,7 @@ pub(crate) fn exchange(r: &mut Registry, a: &mut TestNode, b: &mut TestNode, now
             target: a.key(),
             in_reply_to: ask,
             candidates: vec![],
+            home: None,
         },
     );
     assert_eq!(out.len(), 2, "the answer is forwarded");
@@ -880,11 +887,13 @@ fn spoofable_bodies(other: &TestNode) -> Vec<RequestBody> {
         RequestBody::EndpointRequest {
             target: other.key(),
             candidates: vec![],
+            home: None,
         },
         RequestBody::EndpointResponse {
             target: other.key(),
             in_reply_to: [1; 16],
             candidates: vec![],
+            home: None,
         },
         RequestBody::Delivered { nonces: vec![] },
     ]
@@ -965,6 +974,7 @@ fn a_stranger_cannot_tell_whether_a_target_is_online_offline_or_unknown() {
     let punch = |t: &TestNode| RequestBody::EndpointRequest {
         target: t.key(),
         candidates: vec![],
+        home: None,
     };
     let to_online = answer(&mut r, punch(&online));
     assert_eq!(to_online, answer(&mut r, punch(&offline)));

@@ -154,6 +154,14 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| self.addr()).collect()
     }
 
+    /// An optional trailing address: `None` when every byte has been read.
+    pub(super) fn optional_addr(&mut self) -> Result<Option<SocketAddr>, WireError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.addr().map(Some)
+    }
+
     /// Whether every byte has been read (an optional trailing field is absent).
     pub(super) fn is_empty(&self) -> bool {
         self.pos == self.buf.len()

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::codec::{put_addrs, put_hostname, put_text, Reader};
+use super::codec::{put_addr, put_addrs, put_hostname, put_text, Reader};
 use super::discovery::{put_peer_ref, put_tags, read_peer_ref, read_tags};
 use super::{
     check_preamble, signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
@@ -103,6 +103,9 @@ pub enum RequestBody {
         target: PublicKey,
         /// The sender's local candidates (the registry adds the reflexive one).
         candidates: Vec<SocketAddr>,
+        /// (v1.4) The sender's home relay: the registry the target should relay through to
+        /// reach it (optional trailing field; absent when the sender has no home yet).
+        home: Option<SocketAddr>,
     },
     /// The target's answer to an endpoint request, forwarded to the asker.
     EndpointResponse {
@@ -112,6 +115,8 @@ pub enum RequestBody {
         in_reply_to: Nonce,
         /// The sender's local candidates.
         candidates: Vec<SocketAddr>,
+        /// (v1.4) The sender's home relay (optional trailing field, as in the request).
+        home: Option<SocketAddr>,
     },
     /// Acknowledge pushes (by their nonce) so the registry stops holding them.
     Delivered {
@@ -170,6 +175,81 @@ impl RequestBody {
             RequestBody::LookupNode { .. } => "lookup_node",
         }
     }
+
+    /// Appends the body's fields to `w`.
+    fn encode(&self, w: &mut Vec<u8>) -> Result<(), WireError> {
+        match self {
+            RequestBody::Register {
+                hostname,
+                candidates,
+                cookie,
+            } => {
+                put_hostname(w, hostname.as_ref());
+                put_addrs(w, candidates)?;
+                if let Some(c) = cookie {
+                    w.extend_from_slice(c);
+                }
+            }
+            RequestBody::Heartbeat | RequestBody::ReleaseHostname | RequestBody::Deregister => {}
+            RequestBody::SetTags { tags } => put_tags(w, tags)?,
+            RequestBody::LookupNode { peer } => put_peer_ref(w, peer),
+            RequestBody::SetHostname { hostname } | RequestBody::Lookup { hostname } => {
+                put_hostname(w, Some(hostname))
+            }
+            RequestBody::TrustRequest {
+                target,
+                justification,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                put_text(w, justification, MAX_JUSTIFICATION)?;
+            }
+            RequestBody::TrustResponse {
+                target,
+                in_reply_to,
+                decision,
+                reason,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                w.extend_from_slice(in_reply_to);
+                w.push(decision.to_byte());
+                put_text(w, reason, MAX_REASON)?;
+            }
+            RequestBody::EndpointRequest {
+                target,
+                candidates,
+                home,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                put_addrs(w, candidates)?;
+                if let Some(h) = home {
+                    put_addr(w, h);
+                }
+            }
+            RequestBody::EndpointResponse {
+                target,
+                in_reply_to,
+                candidates,
+                home,
+            } => {
+                w.extend_from_slice(target.as_bytes());
+                w.extend_from_slice(in_reply_to);
+                put_addrs(w, candidates)?;
+                if let Some(h) = home {
+                    put_addr(w, h);
+                }
+            }
+            RequestBody::Delivered { nonces } => {
+                if nonces.len() > MAX_DELIVERED {
+                    return Err(WireError::Invalid("too many delivered nonces"));
+                }
+                w.push(nonces.len() as u8);
+                for n in nonces {
+                    w.extend_from_slice(n);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What [`Request::peek`] reads of a request without any cryptography.
@@ -212,65 +292,7 @@ impl Request {
         w.extend_from_slice(self.header.sender.as_bytes());
         w.extend_from_slice(&self.header.nonce);
         w.extend_from_slice(&self.header.timestamp_ms.to_be_bytes());
-        match &self.body {
-            RequestBody::Register {
-                hostname,
-                candidates,
-                cookie,
-            } => {
-                put_hostname(&mut w, hostname.as_ref());
-                put_addrs(&mut w, candidates)?;
-                if let Some(c) = cookie {
-                    w.extend_from_slice(c);
-                }
-            }
-            RequestBody::Heartbeat | RequestBody::ReleaseHostname | RequestBody::Deregister => {}
-            RequestBody::SetTags { tags } => put_tags(&mut w, tags)?,
-            RequestBody::LookupNode { peer } => put_peer_ref(&mut w, peer),
-            RequestBody::SetHostname { hostname } | RequestBody::Lookup { hostname } => {
-                put_hostname(&mut w, Some(hostname))
-            }
-            RequestBody::TrustRequest {
-                target,
-                justification,
-            } => {
-                w.extend_from_slice(target.as_bytes());
-                put_text(&mut w, justification, MAX_JUSTIFICATION)?;
-            }
-            RequestBody::TrustResponse {
-                target,
-                in_reply_to,
-                decision,
-                reason,
-            } => {
-                w.extend_from_slice(target.as_bytes());
-                w.extend_from_slice(in_reply_to);
-                w.push(decision.to_byte());
-                put_text(&mut w, reason, MAX_REASON)?;
-            }
-            RequestBody::EndpointRequest { target, candidates } => {
-                w.extend_from_slice(target.as_bytes());
-                put_addrs(&mut w, candidates)?;
-            }
-            RequestBody::EndpointResponse {
-                target,
-                in_reply_to,
-                candidates,
-            } => {
-                w.extend_from_slice(target.as_bytes());
-                w.extend_from_slice(in_reply_to);
-                put_addrs(&mut w, candidates)?;
-            }
-            RequestBody::Delivered { nonces } => {
-                if nonces.len() > MAX_DELIVERED {
-                    return Err(WireError::Invalid("too many delivered nonces"));
-                }
-                w.push(nonces.len() as u8);
-                for n in nonces {
-                    w.extend_from_slice(n);
-                }
-            }
-        }
+        self.body.encode(&mut w)?;
         if w.len() + SIGNATURE_LEN > MAX_DATAGRAM {
             return Err(WireError::TooLarge);
         }
@@ -364,11 +386,13 @@ impl Request {
             0x08 => RequestBody::EndpointRequest {
                 target: r.key()?,
                 candidates: r.addrs()?,
+                home: r.optional_addr()?,
             },
             0x09 => RequestBody::EndpointResponse {
                 target: r.key()?,
                 in_reply_to: r.array()?,
                 candidates: r.addrs()?,
+                home: r.optional_addr()?,
             },
             0x0a => {
                 let n = r.u8()? as usize;

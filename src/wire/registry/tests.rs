@@ -56,11 +56,24 @@ fn all_bodies() -> Vec<RequestBody> {
         RequestBody::EndpointRequest {
             target: id(2).public_key(),
             candidates: vec![a; MAX_CANDIDATES],
+            home: None,
+        },
+        RequestBody::EndpointRequest {
+            target: id(2).public_key(),
+            candidates: vec![a; MAX_CANDIDATES],
+            home: Some(b),
         },
         RequestBody::EndpointResponse {
             target: id(2).public_key(),
             in_reply_to: [1; 16],
             candidates: vec![b],
+            home: None,
+        },
+        RequestBody::EndpointResponse {
+            target: id(2).public_key(),
+            in_reply_to: [1; 16],
+            candidates: vec![],
+            home: Some(a),
         },
         RequestBody::Delivered {
             nonces: vec![[3; 16]; MAX_DELIVERED],
@@ -360,4 +373,46 @@ fn tags_that_break_the_rules_are_refused_on_both_sides() {
         Request::decode_unverified(&bytes),
         Err(super::WireError::Invalid(_))
     ));
+}
+
+#[test]
+fn the_home_relay_is_an_optional_trailing_address_a_v1_3_message_still_decodes() {
+    let me = id(1);
+    let home: SocketAddr = "203.0.113.7:7946".parse().unwrap();
+    let body = |home| RequestBody::EndpointRequest {
+        target: id(2).public_key(),
+        candidates: vec![],
+        home,
+    };
+    let without = req(&me, body(None)).encode_signed(&me).unwrap();
+    let with = req(&me, body(Some(home))).encode_signed(&me).unwrap();
+    // v1.3 layout: no home; v1.4 adds exactly one addr (family, 4 bytes, port) before the
+    // signature, covered by it.
+    assert_eq!(with.len(), without.len() + 7);
+    assert_eq!(
+        &with[without.len() - 64..with.len() - 64],
+        &[4, 203, 0, 113, 7, 0x1f, 0x0a]
+    );
+    let decoded = Request::decode_verified(&with).unwrap();
+    assert!(
+        matches!(decoded.body, RequestBody::EndpointRequest { home: Some(h), .. } if h == home)
+    );
+    assert!(matches!(
+        Request::decode_verified(&without).unwrap().body,
+        RequestBody::EndpointRequest { home: None, .. }
+    ));
+    // A registry cannot redirect the relay: the home is signed by the node.
+    let mut moved = with.clone();
+    let at = with.len() - 64 - 2;
+    moved[at] ^= 1;
+    assert_eq!(
+        Request::decode_verified(&moved),
+        Err(WireError::BadSignature)
+    );
+    // A truncated or unknown-family home is refused, never read as absent.
+    let mut bad = with[..with.len() - 64].to_vec();
+    bad.truncate(bad.len() - 1);
+    let sig = me.sign(&signed_bytes(&bad));
+    bad.extend_from_slice(&sig);
+    assert!(Request::decode_verified(&bad).is_err());
 }

@@ -131,6 +131,7 @@ fn a_trust_request_and_an_endpoint_exchange_cross_instances_through_the_shared_s
         RequestBody::EndpointRequest {
             target: x.key(),
             candidates: vec![],
+            home: None,
         },
     );
     assert_eq!(out.len(), 1, "only the Ack goes out at two: {out:?}");
@@ -143,6 +144,7 @@ fn a_trust_request_and_an_endpoint_exchange_cross_instances_through_the_shared_s
         target: y.key(),
         in_reply_to: pushed[0].1.in_reply_to,
         candidates: vec![],
+        home: None,
     };
     let out = send(&mut one, &mut x, now, answer);
     assert!(
@@ -165,6 +167,69 @@ fn a_trust_request_and_an_endpoint_exchange_cross_instances_through_the_shared_s
     );
     assert_eq!(one.counters().cluster_forwarded, 1);
     assert_eq!(two.counters().cluster_delivered, 1);
+
+    // v1.4 (home relays): the exchange passed through both instances, so both permit the
+    // pair. Once y registers at one too (x's home), y relays to x there.
+    assert!(one.relay_allowed(&x.key(), &y.key(), now));
+    assert!(two.relay_allowed(&x.key(), &y.key(), now));
+    register(&mut one, &mut y, now, None);
+    let payload = [4u8, 0, 0, 0, 9, 9];
+    let mut frame =
+        crate::wire::relay::frame(crate::wire::relay::RELAY_SEND, x.key().addr48(), &payload);
+    assert_eq!(one.relay_in_place(now, y.addr, &mut frame), Some(x.addr));
+}
+
+#[test]
+fn a_forwarded_answer_permits_only_the_pair_whose_request_went_out_from_here() {
+    let (mut one, log1) = instance();
+    let (mut two, log2) = instance();
+    let mut x = TestNode::new(1, 5001);
+    let mut y = TestNode::new(2, 5002);
+    let mut z = TestNode::new(3, 5003);
+    let now = T0 + 1000;
+    register(&mut one, &mut x, now, None);
+    register(&mut two, &mut y, now, None);
+    register(&mut two, &mut z, now, None);
+    pipe(&log1, &mut two, now);
+    pipe(&log2, &mut one, now);
+    // z asks two for x (at one); x answers at one, which forwards the answer back.
+    let ask = RequestBody::EndpointRequest {
+        target: x.key(),
+        candidates: vec![],
+        home: None,
+    };
+    send(&mut two, &mut z, now, ask);
+    let pushed = pipe(&log2, &mut one, now);
+    let answer = RequestBody::EndpointResponse {
+        target: z.key(),
+        in_reply_to: pushed[0].1.in_reply_to,
+        candidates: vec![],
+        home: None,
+    };
+    send(&mut one, &mut x, now, answer);
+    // A forged forward of that answer for y (whose request never went out from two) moves
+    // nothing: the pending request names z.
+    let forwarded: Vec<StoreOp> = log1.lock().clone();
+    let for_y: Vec<StoreOp> = forwarded
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::Forward { datagram, .. } => Some(StoreOp::Forward {
+                target: y.key(),
+                datagram: datagram.clone(),
+                endpoint: None,
+            }),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(for_y.len(), 1);
+    for op in for_y {
+        two.apply_remote(now, op);
+    }
+    assert!(!two.relay_allowed(&x.key(), &y.key(), now));
+    pipe(&log1, &mut two, now);
+    assert!(two.relay_allowed(&x.key(), &z.key(), now));
+    assert!(one.relay_allowed(&x.key(), &z.key(), now));
+    assert!(!one.relay_allowed(&x.key(), &y.key(), now));
 }
 
 #[test]
