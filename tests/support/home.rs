@@ -188,9 +188,10 @@ impl Home {
         };
         let _ = self.pilotctl(&["daemon", "stop", "--timeout", "5"]);
         // The daemon lets go of its lock a moment before its process is gone: wait for both.
-        if !wait_until(STOP_GRACE, || !running(pid)) {
+        let gone = || !running(pid) && lock_holder(&lock).is_none();
+        if !wait_until(STOP_GRACE, gone) {
             signal(pid, libc::SIGKILL);
-            wait_until(STOP_GRACE, || !running(pid));
+            wait_until(STOP_GRACE, gone);
         }
     }
 
@@ -198,7 +199,8 @@ impl Home {
     /// `daemon run` child), as a crash or an OOM kill would, and waits until it is gone. No
     /// clean shutdown runs: files are left as the process left them.
     pub fn kill_daemon(&mut self) {
-        let pid = lock_holder(&self.path().join("daemon.lock"));
+        let lock = self.path().join("daemon.lock");
+        let pid = lock_holder(&lock);
         if let Some(pid) = pid {
             signal(pid, libc::SIGKILL);
         }
@@ -207,7 +209,10 @@ impl Home {
             let _ = c.wait();
         }
         if let Some(pid) = pid {
-            wait_until(STOP_GRACE, || !running(pid));
+            // A killed multi-threaded process shows as a zombie once its main thread is gone,
+            // while its other threads may still hold the open files (and so the lock): wait
+            // for both, or the next `daemon start` finds the lock held.
+            wait_until(STOP_GRACE, || !running(pid) && lock_holder(&lock).is_none());
         }
     }
 
