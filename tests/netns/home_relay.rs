@@ -23,15 +23,7 @@ fn configure(h: &Host, allow: &Host) {
 
 /// `of`'s path and endpoint for `peer` in `pilotctl peers --json`.
 fn path(of: &Host, peer: &Host) -> Option<(String, String)> {
-    let (code, v) = of.json(&["peers"]);
-    if code != 0 {
-        return None;
-    }
-    let p = v["data"]["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["public_key"] == peer.key.to_string())?
-        .clone();
+    let p = of.peer_entry(peer)?;
     Some((
         p["path"].as_str()?.to_string(),
         p["endpoint"].as_str().unwrap_or_default().to_string(),

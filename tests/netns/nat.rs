@@ -36,7 +36,7 @@ fn trust(a: &Host, b: &Host) {
     });
     assert!(registered, "handshake failed:\n{}", a.bg_log());
     let both = wait_until(Duration::from_secs(10), || {
-        peer(a, b).is_some() && peer(b, a).is_some()
+        a.peer_entry(b).is_some() && b.peer_entry(a).is_some()
     });
     assert!(
         both,
@@ -44,19 +44,6 @@ fn trust(a: &Host, b: &Host) {
         a.bg_log(),
         b.bg_log()
     );
-}
-
-/// `of`'s entry for `peer` in `pilotctl peers --json`.
-fn peer(of: &Host, peer: &Host) -> Option<serde_json::Value> {
-    let (code, v) = of.json(&["peers"]);
-    if code != 0 {
-        return None;
-    }
-    v["data"]["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["public_key"] == peer.key.to_string())
-        .cloned()
 }
 
 /// Waits until `of` reports `path` (and an endpoint passing `ep_ok`) for `other`.
@@ -70,7 +57,7 @@ fn wait_path(
     let t = Instant::now();
     let mut last = None;
     let ok = wait_until(timeout, || {
-        last = peer(of, other);
+        last = of.peer_entry(other);
         last.as_ref()
             .is_some_and(|p| p["path"] == path && p["endpoint"].as_str().is_some_and(&ep_ok))
     });
@@ -114,9 +101,10 @@ fn port_preserving_nats_punch_a_direct_path_that_survives_a_nat_remap() {
     });
     assert!(pa["last_change"].is_u64(), "{pa}");
     let measured = wait_until(Duration::from_secs(3), || {
-        peer(&a, &b).is_some_and(|p| p["rtt_ms"].as_f64().is_some_and(|r| r > 0.0))
+        a.peer_entry(&b)
+            .is_some_and(|p| p["rtt_ms"].as_f64().is_some_and(|r| r > 0.0))
     });
-    assert!(measured, "no rtt_ms: {:?}", peer(&a, &b));
+    assert!(measured, "no rtt_ms: {:?}", a.peer_entry(&b));
     wait_path(&b, &a, "direct", Duration::from_secs(10), |e| {
         e == "198.51.100.21:51820"
     });
@@ -211,7 +199,7 @@ fn fully_random_nats_relay_through_the_registry_then_upgrade_when_the_nat_allows
         "20 MB over the relay in {secs:.2} s ({:.1} Mbit/s)",
         blob.data.len() as f64 * 8.0 / secs / 1e6
     );
-    assert_eq!(peer(&a, &b).unwrap()["path"], "relay");
+    assert_eq!(a.peer_entry(&b).unwrap()["path"], "relay");
 
     // The NATs become port-preserving: a later punch succeeds and the path upgrades.
     ra.set_nat(Nat::PortPreserving);

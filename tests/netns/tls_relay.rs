@@ -42,15 +42,7 @@ fn configure(h: &Host, proxy: Option<&str>, extra: &str) {
 }
 
 fn peer_path(of: &Host, peer: &Host) -> Option<String> {
-    let (code, v) = of.json(&["peers"]);
-    if code != 0 {
-        return None;
-    }
-    v["data"]["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["public_key"] == peer.key.to_string())
-        .and_then(|p| p["path"].as_str().map(String::from))
+    of.peer_entry(peer)?["path"].as_str().map(String::from)
 }
 
 /// The CONNECT proxy (tests/netns/connect_proxy.py) on a host of its own on the agent's LAN,

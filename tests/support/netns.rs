@@ -400,6 +400,19 @@ impl Host {
         }
     }
 
+    /// Its entry for `peer` in `pilotctl peers --json` (`None` until it lists it).
+    pub fn peer_entry(&self, peer: &Host) -> Option<serde_json::Value> {
+        let (code, v) = self.json(&["peers"]);
+        if code != 0 {
+            return None;
+        }
+        v["data"]["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["public_key"] == peer.key.to_string())
+            .cloned()
+    }
+
     /// Its overlay IPv6 address.
     pub fn ipv6(&self) -> Ipv6Addr {
         DEFAULT_NETWORK.ipv6(self.key.addr48())
