@@ -143,8 +143,9 @@ impl BatchingStore {
     }
 }
 
-/// How long the idle writer waits before it beats again.
-const IDLE_BEAT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the idle writer waits before it beats again: a quarter of the shortest staleness
+/// the watchdog tolerates (1 s), so an idle writer is never taken for a stuck one.
+const IDLE_BEAT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Live views of a [`BatchingStore`]'s queue and failures.
 #[derive(Debug, Clone)]
