@@ -75,15 +75,44 @@ pub(super) fn socket_buffer(len: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const LEN: usize = 2 << 20;
+
     #[test]
     fn buffers_are_zeroed_and_sized_after_many_allocations_and_frees() {
-        reserve_for(2 << 20);
+        reserve_for(LEN);
         for _ in 0..8 {
-            let mut b = socket_buffer(2 << 20);
-            assert_eq!(b.len(), 2 << 20);
+            let mut b = socket_buffer(LEN);
+            assert_eq!(b.len(), LEN);
             assert!(b.iter().all(|&x| x == 0));
             // Dirty it, so a reused block would show.
             b.iter_mut().step_by(4096).for_each(|x| *x = 0xa5);
         }
+    }
+
+    /// Bytes glibc holds in blocks mapped on their own (`mmap`), not in its heaps.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn mapped() -> usize {
+        // SAFETY: mallinfo2 only reads allocator statistics.
+        unsafe { libc::mallinfo2() }.hblkhd
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn socket_buffers_stay_mapped_after_one_is_freed() {
+        reserve_for(LEN);
+        // Freeing a mapped block of this size is what used to move the next ones to the heap.
+        drop(socket_buffer(LEN));
+        // Other tests allocate at the same time: one clean observation of ours is enough.
+        let seen = (0..20).any(|_| {
+            let before = mapped();
+            let b = socket_buffer(LEN);
+            let during = mapped();
+            drop(b);
+            during >= before + LEN
+        });
+        assert!(
+            seen,
+            "a {LEN}-byte socket buffer came from the heap (memset), not mmap"
+        );
     }
 }
