@@ -205,7 +205,7 @@ transfer() {
   log "$p $d: $r Mbit/s"
 }
 for _ in $(seq 1 "$REPS"); do
-  for d in ${DIRS:-down up}; do
+  for d in ${DIRS-down up}; do
     for p in "${PAIRS[@]}"; do transfer "$p" "$d"; done
   done
 done

@@ -61,6 +61,7 @@
 //! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
 mod app;
+mod buffers;
 mod config;
 mod device;
 mod driver;
@@ -193,6 +194,7 @@ impl Netstack {
         from_net: mpsc::Receiver<Packet>,
     ) -> Result<Netstack, NetstackError> {
         config.validate()?;
+        buffers::reserve_for(config.tcp_buffer);
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let counters = Arc::new(Counters::default());
         let weak = cmd_tx.downgrade();

@@ -24,6 +24,7 @@ mod splice;
 mod udp;
 
 use super::app::AppEnd;
+use super::buffers::socket_buffer;
 use super::device::QueueDevice;
 use super::{Command, Congestion, Counters, NetstackConfig, NetstackError, NetstackStream, Packet};
 
@@ -215,8 +216,8 @@ impl Driver {
     }
 
     fn new_socket(&self) -> tcp::Socket<'static> {
-        let rx = tcp::SocketBuffer::new(vec![0u8; self.cfg.tcp_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; self.cfg.tcp_buffer]);
+        let rx = tcp::SocketBuffer::new(socket_buffer(self.cfg.tcp_buffer));
+        let tx = tcp::SocketBuffer::new(socket_buffer(self.cfg.tcp_buffer));
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(false);
         s.set_ack_delay(None);
