@@ -105,39 +105,33 @@ where
     }
 }
 
-/// What a writer does next.
-pub(super) enum Next {
-    /// Frame this datagram (and whatever else is queued).
-    Datagram(Vec<u8>),
-    /// Nothing was queued for the keepalive interval: send a keepalive frame.
-    Keepalive,
-    /// The queue closed: end the stream.
-    Closed,
-}
-
-/// Waits for the next datagram, at most `keepalive` (if set).
-pub(super) async fn next(rx: &mut mpsc::Receiver<Vec<u8>>, keepalive: Option<Duration>) -> Next {
+/// Fills `buf` (cleared first) with what a writer sends next: the next datagram framed,
+/// followed by whatever else is queued until `buf` holds at least `limit` bytes (it never
+/// exceeds `limit` plus one frame), or a keepalive frame when nothing was queued for
+/// `keepalive` (if set). `false` when the queue closed: end the stream.
+pub(super) async fn next_batch(
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    keepalive: Option<Duration>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> bool {
     let got = match keepalive {
         Some(k) => match tokio::time::timeout(k, rx.recv()).await {
             Ok(d) => d,
-            Err(_) => return Next::Keepalive,
+            Err(_) => {
+                buf.clear();
+                buf.extend_from_slice(&stream::KEEPALIVE);
+                return true;
+            }
         },
         None => rx.recv().await,
     };
-    got.map_or(Next::Closed, Next::Datagram)
-}
-
-/// Frames `first` and then whatever is queued on `rx` into `buf` (cleared first), until `buf`
-/// holds at least `limit` bytes; it never exceeds `limit` plus one frame.
-pub(super) fn gather(
-    first: &[u8],
-    rx: &mut mpsc::Receiver<Vec<u8>>,
-    buf: &mut Vec<u8>,
-    limit: usize,
-) {
+    let Some(first) = got else {
+        return false;
+    };
     buf.clear();
     // Oversized datagrams cannot be framed: they are dropped (nothing sends them).
-    let _ = stream::encode(first, buf);
+    let _ = stream::encode(&first, buf);
     while buf.len() < limit {
         match rx.try_recv() {
             Ok(d) => {
@@ -146,6 +140,7 @@ pub(super) fn gather(
             Err(_) => break,
         }
     }
+    true
 }
 
 /// Writes the datagrams queued on `rx` to `w` as frames, many per write; a keepalive frame when
@@ -159,21 +154,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut buf = Vec::with_capacity(WRITE_BATCH + stream::MAX_FRAME + 2);
-    loop {
-        match next(&mut rx, keepalive).await {
-            Next::Keepalive => {
-                buf.clear();
-                buf.extend_from_slice(&stream::KEEPALIVE);
-            }
-            Next::Closed => {
-                let _ = w.shutdown().await;
-                return Ok(());
-            }
-            Next::Datagram(first) => gather(&first, &mut rx, &mut buf, WRITE_BATCH),
-        }
+    while next_batch(&mut rx, keepalive, &mut buf, WRITE_BATCH).await {
         w.write_all(&buf).await?;
         w.flush().await?;
     }
+    let _ = w.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

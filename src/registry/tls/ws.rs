@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::framed::{gather, next, Next, StreamEnd};
+use super::framed::{next_batch, StreamEnd};
 use crate::wire::stream::{self, message_frames, MAX_FRAME};
 use crate::wire::websocket::{self as upgrade, UpgradeError, MAX_HEAD, MAX_MESSAGE};
 
@@ -174,21 +174,12 @@ where
     W: Sink<Message, Error = WsError> + Unpin,
 {
     let mut buf = Vec::with_capacity(MAX_MESSAGE);
-    loop {
-        match next(&mut rx, keepalive).await {
-            Next::Keepalive => {
-                buf.clear();
-                buf.extend_from_slice(&stream::KEEPALIVE);
-            }
-            Next::Closed => {
-                let _ = w.close().await;
-                return Ok(());
-            }
-            Next::Datagram(first) => gather(&first, &mut rx, &mut buf, MESSAGE_BATCH),
-        }
+    while next_batch(&mut rx, keepalive, &mut buf, MESSAGE_BATCH).await {
         w.send(Message::Binary(buf.as_slice().to_vec().into()))
             .await?;
     }
+    let _ = w.close().await;
+    Ok(())
 }
 
 #[cfg(test)]
