@@ -17,7 +17,13 @@
 #          the receiver's SHA-256 and fsyncs, and the rename into received/.
 # Prints MB/s of each (best of REPS) and the same-run ratio pilot/curl per mode; also curl
 # followed by `sync FILE` (curl's bytes made durable, as send-file's are before it says done).
-# Knobs: MB, REPS, MODES, NS_A, NS_B, KEEP=1 (keep $T), PILOTCTL=path (no build).
+# Knobs: MB, REPS, MODES, NS_A, NS_B, KEEP=1 (keep $T), PILOTCTL=path (no build),
+# BEFORE=path: a second build measured in the same run (each mode: its daemons and reps, then
+# this build's), with the ratio of the two send-file rates; PERF=dir: `perf record -g` of
+# both daemons during each build's send-file runs, into dir/MODE-BUILD-{a,b}.data.
+# Also prints the CPU time each way of moving the file costs (CPU seconds per GiB, the least
+# of REPS): both daemons, plus curl and the HTTP server for curl. On a shared machine this
+# is steadier than the rates, and on 2 cores both ends compete for it.
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -106,8 +112,39 @@ start() { # NODE NS
 now() { date +%s.%N; }
 mbps() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
 
-declare -A CURL CURL_SYNC PILOT
+declare -A CURL CURL_SYNC PILOT CPU_C CPU_P
+# cpu PID...: their CPU time (user + system, every thread) so far, in clock ticks.
+cpu() { local p t=0 f; for p in "$@"; do f=$(cut -d' ' -f14,15 "/proc/$p/stat"); t=$((t + ${f% *} + ${f#* })); done; echo "$t"; }
+# per_gib TICKS: CPU seconds per GiB moved.
+per_gib() { awk -v t="$1" -v b="$BYTES" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz / (b / 1073741824) }'; }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'; }
+BUILDS=(this)
+declare -A BINS=([this]=$BIN)
+if [[ -n ${BEFORE:-} ]]; then BUILDS=(before this); BINS[before]=$BEFORE; fi
+PERF_PIDS=()
+perf_start() { # TAG
+  [[ -n ${PERF:-} ]] || return 0
+  mkdir -p "$PERF"
+  local n i=0
+  for n in a b; do
+    perf record -q -g -o "$PERF/$1-$n.data" -p "${PIDS[$i]}" >/dev/null 2>&1 &
+    PERF_PIDS+=($!); i=$((i + 1))
+  done
+  sleep 0.3
+}
+perf_stop() {
+  local p
+  for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  PERF_PIDS=()
+}
 for mode in $MODES; do
+ for key in "${BUILDS[@]/#/$mode/}"; do CURL[$key]=0; CURL_SYNC[$key]=0; PILOT[$key]=0; CPU_C[$key]=""; CPU_P[$key]=""; done
+ # Repetitions outside, builds inside: each repetition measures every build (fresh daemons),
+ # so a change in the machine's load hits both alike.
+ for r in $(seq 1 "$REPS"); do
+ for build in "${BUILDS[@]}"; do
+  BIN=${BINS[$build]}
+  key=$mode/$build
   config a "$mode" b "$VETH_B" node-b
   config b "$mode" a "$VETH_A" node-a
   start a "$NS_A"; start b "$NS_B"
@@ -119,35 +156,53 @@ for mode in $MODES; do
     ip netns exec "$NS_A" curl -s --max-time 2 "${socks[@]}" -r 0-0 "$url" -o /dev/null && break
     sleep 0.1
   done
-  best_c=0; best_cs=0; best_p=0
-  for r in $(seq 1 "$REPS"); do
-    rm -f "$T/a/curl.bin"
-    t0=$(now)
-    secs=$(ip netns exec "$NS_A" curl -sS --max-time 300 "${socks[@]}" "$url" -o "$T/a/curl.bin" -w '%{time_total}')
-    sync "$T/a/curl.bin"
-    c=$(mbps "$secs"); cs=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
-    log "$mode curl: $c MB/s ($cs MB/s with its fsync)"
-    (( c > best_c )) && best_c=$c
-    (( cs > best_cs )) && best_cs=$cs
-    PILOT_HOME=$T/a "$BIN" received --clear >/dev/null
-    t0=$(now)
-    if ! PILOT_HOME=$T/b "$BIN" send-file node-a "$T/www/blob.bin" --wait 300 >/dev/null; then
-      log "$mode: send-file did not deliver"; exit 1
-    fi
-    p=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
-    [[ $(PILOT_HOME=$T/a "$BIN" --json received | jq '.data.files | length') == 1 ]] || {
-      log "$mode: send-file said done but A's received/ does not list the file"; exit 1; }
-    log "$mode send-file: $p MB/s"
-    (( p > best_p )) && best_p=$p
-  done
-  CURL[$mode]=$best_c; CURL_SYNC[$mode]=$best_cs; PILOT[$mode]=$best_p
+  best_c=${CURL[$key]}; best_cs=${CURL_SYNC[$key]}; best_p=${PILOT[$key]}; cpu_c=${CPU_C[$key]}; cpu_p=${CPU_P[$key]}
+  rm -f "$T/a/curl.bin"
+  k0=$(cpu "${PIDS[@]}" "$SERVER_PID")
+  t0=$(now)
+  secs=$(ip netns exec "$NS_A" /usr/bin/time -f '%U %S' -o "$T/curl.cpu" \
+    curl -sS --max-time 300 "${socks[@]}" "$url" -o "$T/a/curl.bin" -w '%{time_total}')
+  k1=$(cpu "${PIDS[@]}" "$SERVER_PID")
+  sync "$T/a/curl.bin"
+  ck=$(awk -v k="$((k1 - k0))" -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", k + ($1 + $2) * hz }' "$T/curl.cpu")
+  cpu_c=$(min "$cpu_c" "$(per_gib "$ck")")
+  c=$(mbps "$secs"); cs=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
+  log "$key curl: $c MB/s ($cs MB/s with its fsync)"
+  (( c > best_c )) && best_c=$c
+  (( cs > best_cs )) && best_cs=$cs
+  PILOT_HOME=$T/a "$BIN" received --clear >/dev/null
+  perf_start "$mode-$build"
+  k0=$(cpu "${PIDS[@]}")
+  t0=$(now)
+  if ! PILOT_HOME=$T/b "$BIN" send-file node-a "$T/www/blob.bin" --wait 300 >/dev/null; then
+    log "$mode: send-file did not deliver"; exit 1
+  fi
+  p=$(mbps "$(awk -v a="$(now)" -v b="$t0" 'BEGIN { print a - b }')")
+  cpu_p=$(min "$cpu_p" "$(per_gib $(($(cpu "${PIDS[@]}") - k0)))")
+  perf_stop
+  [[ $(PILOT_HOME=$T/a "$BIN" --json received | jq '.data.files | length') == 1 ]] || {
+    log "$mode: send-file said done but A's received/ does not list the file"; exit 1; }
+  log "$key send-file: $p MB/s"
+  (( p > best_p )) && best_p=$p
+  CURL[$key]=$best_c; CURL_SYNC[$key]=$best_cs; PILOT[$key]=$best_p
+  CPU_C[$key]=$cpu_c; CPU_P[$key]=$cpu_p
   stop_pids
+ done
+ done
 done
 
+ratio() { awk -v p="$1" -v c="$2" 'BEGIN { printf "%.2fx", p / c }'; }
 printf '\n%s MB file, best of %s (MB/s = MiB/s)\n' "$MB" "$REPS"
-printf '%-10s %8s %12s %10s %8s %16s\n' mode curl curl+fsync send-file ratio "ratio vs +fsync"
+printf '%-10s %-7s %8s %12s %10s %8s %16s %14s %14s\n' mode build curl curl+fsync send-file ratio \
+  "ratio vs +fsync" "curl CPU s/GiB" "send-file CPU"
 for mode in $MODES; do
-  printf '%-10s %8s %12s %10s %8s %16s\n' "$mode" "${CURL[$mode]}" "${CURL_SYNC[$mode]}" "${PILOT[$mode]}" \
-    "$(awk -v p="${PILOT[$mode]}" -v c="${CURL[$mode]}" 'BEGIN { printf "%.2fx", p / c }')" \
-    "$(awk -v p="${PILOT[$mode]}" -v c="${CURL_SYNC[$mode]}" 'BEGIN { printf "%.2fx", p / c }')"
+  for build in "${BUILDS[@]}"; do
+    key=$mode/$build
+    printf '%-10s %-7s %8s %12s %10s %8s %16s %14s %14s\n' "$mode" "$build" "${CURL[$key]}" "${CURL_SYNC[$key]}" \
+      "${PILOT[$key]}" "$(ratio "${PILOT[$key]}" "${CURL[$key]}")" "$(ratio "${PILOT[$key]}" "${CURL_SYNC[$key]}")" \
+      "${CPU_C[$key]}" "${CPU_P[$key]}"
+  done
+  if [[ -n ${BEFORE:-} ]]; then
+    printf '%-10s send-file this/before: %s\n' "$mode" "$(ratio "${PILOT[$mode/this]}" "${PILOT[$mode/before]}")"
+  fi
 done

@@ -312,16 +312,18 @@ impl Stream<'_> {
                     .map_err(|_| FileError::TimedOut("waiting for file data"))??,
                 _ = hold.superseded() => return Err(FileError::Superseded),
             };
-            let data = match frame {
-                Some(Frame::Data(d)) => d,
+            let n = match frame {
+                Some(Frame::Data(d)) => d.len() as u64,
                 None => return Err(FileError::Malformed("stream ended early".into())),
                 Some(_) => return Err(FileError::Malformed("expected data".into())),
             };
-            if offset + data.len() as u64 > self.meta.size {
+            if offset + n > self.meta.size {
                 return Err(FileError::Malformed("more data than offered".into()));
             }
-            let n = data.len() as u64;
-            if self.write(data.to_vec()).await.is_err() {
+            // The frame's own buffer goes to the writer thread (no copy); the reader reads
+            // the next frame into one the writer is done with.
+            let spare = self.writer.as_ref().map(Writer::spare).unwrap_or_default();
+            if self.write(reader.take_payload(spare)).await.is_err() {
                 let e = self
                     .stop_writer()
                     .await

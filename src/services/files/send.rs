@@ -304,12 +304,11 @@ impl Files {
             .expect("live")
             .insert(id.to_string(), live);
         let hashing = o.transfer.sha256.is_none();
-        let (mut chunks, _reading, hashed) =
-            spawn_chunks(path.to_path_buf(), offset, size, hashing);
+        let mut chunks = spawn_chunks(path.to_path_buf(), offset, size, hashing);
         let mut sent = offset;
         while sent < size {
             tokio::select! {
-                c = chunks.recv() => {
+                c = chunks.rx.recv() => {
                     let c = c.ok_or_else(|| FileError::Malformed("the file reader stopped".into()))??;
                     let wrote = tokio::time::timeout(self.stall(), wr.write_all(&c))
                         .await
@@ -319,6 +318,7 @@ impl Files {
                         return Err(refusal_after(replies, e).await);
                     }
                     let n = (c.len() - HEADER) as u64;
+                    let _ = chunks.back.send(c);
                     sent += n;
                     self.progress(id, n, None);
                 }
@@ -330,7 +330,7 @@ impl Files {
                 },
             }
         }
-        if let Some(hashed) = hashed {
+        if let Some(hashed) = chunks.hashed.take() {
             let sha256 = hashed
                 .await
                 .map_err(|_| FileError::Malformed("the file reader stopped".into()))?;
@@ -401,19 +401,25 @@ fn spawn_replies<R: AsyncRead + Unpin + Send + 'static>(mut rd: R) -> (Replies, 
     (rx, AbortOnDrop(task))
 }
 
-/// The file's chunks as they are read, the reader's guard, and (when hashing) its SHA-256
-/// once every byte was read.
-type Chunks = (
-    mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    AbortOnDrop,
-    Option<oneshot::Receiver<String>>,
-);
+/// The file's chunks as a blocking thread reads them.
+struct Chunks {
+    /// Data frames (header included), in order.
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    /// Frames sent, handed back to be read into again (no allocation or zeroing per frame).
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    /// The reader's guard.
+    _reading: AbortOnDrop,
+    /// When hashing: the file's SHA-256, once every byte was read.
+    hashed: Option<oneshot::Receiver<String>>,
+}
 
 /// Reads `path` from `offset` to `size` in data frames (header included) on a blocking
-/// thread, at most [`READ_AHEAD`] frames ahead. With `hashing`, it also hashes the whole file
-/// (the bytes before `offset` first, then each chunk as it is read): one pass, not two.
+/// thread, at most [`READ_AHEAD`] frames ahead, into the buffers handed back when it has any.
+/// With `hashing`, it also hashes the whole file (the bytes before `offset` first, then each
+/// chunk as it is read): one pass, not two.
 fn spawn_chunks(path: PathBuf, offset: u64, size: u64, hashing: bool) -> Chunks {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let (back, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
     let (hash_tx, hash_rx) = oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
         let run = || -> std::io::Result<Option<String>> {
@@ -428,7 +434,8 @@ fn spawn_chunks(path: PathBuf, offset: u64, size: u64, hashing: bool) -> Chunks 
             let mut left = size - offset;
             while left > 0 {
                 let n = CHUNK.min(left as usize);
-                let mut buf = vec![0u8; HEADER + n];
+                let mut buf = recycled.try_recv().unwrap_or_default();
+                buf.resize(HEADER + n, 0);
                 buf[..HEADER].copy_from_slice(&header(FrameKind::Data, n));
                 f.read_exact(&mut buf[HEADER..])?;
                 if let Some(h) = &mut hash {
@@ -455,7 +462,12 @@ fn spawn_chunks(path: PathBuf, offset: u64, size: u64, hashing: bool) -> Chunks 
     let guard = tokio::spawn(async move {
         let _ = task.await;
     });
-    (rx, AbortOnDrop(guard), hashing.then_some(hash_rx))
+    Chunks {
+        rx,
+        back,
+        _reading: AbortOnDrop(guard),
+        hashed: hashing.then_some(hash_rx),
+    }
 }
 
 /// Feeds the first `len` bytes of `f` to `h` (a resumed transfer hashed while sending).

@@ -3,7 +3,8 @@
 //! connection while the disk and SHA-256 work (memory stays bounded: at most [`QUEUE`]
 //! chunks wait). It also starts the kernel's writeback of what it wrote every
 //! [`WRITEBACK_BYTES`] (`sync_file_range`, which does not wait), so the durable checkpoints
-//! and the final fsync find little left to write.
+//! and the final fsync find little left to write. Written chunks come back through
+//! [`Writer::spare`] to be read into again: no allocation, page faults or zeroing per chunk.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,9 @@ const WRITEBACK_BYTES: u64 = 8 << 20;
 /// The writer thread of one connection's transfer.
 pub struct Writer {
     tx: Option<mpsc::Sender<Vec<u8>>>,
+    /// Chunks written, handed back for reuse (at most the few in circulation).
+    /// (In a mutex, uncontended: the connection's task holds `&Writer` across awaits.)
+    back: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
     written: Arc<AtomicU64>,
     done: tokio::task::JoinHandle<std::io::Result<(std::fs::File, Sha256)>>,
 }
@@ -28,6 +32,7 @@ impl Writer {
     /// Writes into `file` (positioned at `offset`, with `hash` over the bytes before it).
     pub fn start(mut file: std::fs::File, mut hash: Sha256, offset: u64) -> Self {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let (back_tx, back) = std::sync::mpsc::channel();
         let written = Arc::new(AtomicU64::new(offset));
         let w = written.clone();
         let done = tokio::task::spawn_blocking(move || {
@@ -36,6 +41,7 @@ impl Writer {
                 file.write_all(&chunk)?;
                 hash.update(&chunk);
                 at += chunk.len() as u64;
+                let _ = back_tx.send(chunk);
                 w.store(at, Ordering::Release);
                 if at - flushed >= WRITEBACK_BYTES {
                     start_writeback(&file, flushed, at - flushed);
@@ -46,6 +52,7 @@ impl Writer {
         });
         Writer {
             tx: Some(tx),
+            back: std::sync::Mutex::new(back),
             written,
             done,
         }
@@ -58,6 +65,13 @@ impl Writer {
             Some(tx) => tx.send(chunk).await.map_err(|_| ()),
             None => Err(()),
         }
+    }
+
+    /// A written chunk to read the next one into (its contents are stale), or an empty
+    /// vector when none came back yet.
+    pub fn spare(&self) -> Vec<u8> {
+        let back = self.back.lock().expect("spare chunks");
+        back.try_recv().unwrap_or_default()
     }
 
     /// The offset up to which bytes are in the file (not yet durable).
