@@ -13,7 +13,10 @@
 # socket); without it those parts are skipped, loudly. Figures on a shared machine are noisy.
 #
 # Usage: bench/registry.sh            (NODES=20000 SECS=20 bench/registry.sh for a short run;
-#        PILOTCTL=... REGISTRY_LOAD=... to run prebuilt binaries)
+#        PILOTCTL=... REGISTRY_LOAD=... to run prebuilt binaries;
+#        BASELINE=/path/to/older/pilotctl: part 2 runs that binary too, interleaved with this
+#        one ROUNDS times (default 2), and prints same-run ratios;
+#        ONLY=2 runs parts 1 and 2 only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-100000}"
@@ -94,35 +97,77 @@ echo "== registry capacity, $(date -u +%FT%TZ), $(nproc) cores (shared: figures 
 echo "-- 1. signature verification alone (one core)"
 "$LOAD" verify --count 30000 | sed 's/^/   /'
 
-echo "-- 2. signed requests per second of registry CPU (one instance; ${FLOOD_SECS}s each)"
-start redb 17901
-for mix in hb trust; do
-  echo "   redb, mix=$mix:"
-  "$LOAD" flood --registry 127.0.0.1:17901 --pid "$REG_PID" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | sed 's/^/     /'
-done
-stop "$REG_PID"
-
 HAVE_PG=0
 if psql "host=$PGHOST_DIR dbname=postgres" -qAtc "SELECT 1" >/dev/null 2>&1; then
   HAVE_PG=1
-  DB="pilot_bench_$$"
-  psql "host=$PGHOST_DIR dbname=postgres" -qc "CREATE DATABASE $DB" >/dev/null
-  URL="postgresql://${PGHOST_DIR//\//%2F}/$DB"
 else
   echo "!!! SKIPPED the PostgreSQL parts: no server at $PGHOST_DIR (apt-get install postgresql; pg_ctlcluster VERSION main start; su postgres -c 'createuser -s root')"
 fi
 
-if [ "$HAVE_PG" = 1 ]; then
-  start one 17911 "$URL"
-  ONE=$REG_PID
+# floods LABEL: part 2 with the binary in $BIN; appends "LABEL store mix per_core" to $WORK/rates.
+floods() {
+  local label=$1 db
+  start redb 17901
   for mix in hb trust; do
-    echo "   postgres, mix=$mix:"
-    s0=$(status_field one "['statements']"); a0=$(status_field one "['counters']['accepted']")
-    "$LOAD" flood --registry 127.0.0.1:17911 --pid "$ONE" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | sed 's/^/     /'
+    echo "   [$label] redb, mix=$mix:"
+    "$LOAD" flood --registry 127.0.0.1:17901 --pid "$REG_PID" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | tee "$WORK/flood" | sed 's/^/     /'
+    echo "$label redb $mix $(field per_core_per_sec <"$WORK/flood")" >>"$WORK/rates"
+  done
+  stop "$REG_PID"
+  rm -rf "$WORK/redb"
+  [ "$HAVE_PG" = 1 ] || return 0
+  db="pilot_bench_flood_$$"
+  psql "host=$PGHOST_DIR dbname=postgres" -qc "CREATE DATABASE $db" >/dev/null
+  start pgflood 17902 "postgresql://${PGHOST_DIR//\//%2F}/$db"
+  for mix in hb trust; do
+    echo "   [$label] postgres, mix=$mix:"
+    s0=$(status_field pgflood "['statements']"); a0=$(status_field pgflood "['counters']['accepted']")
+    "$LOAD" flood --registry 127.0.0.1:17902 --pid "$REG_PID" --nodes 2000 --secs "$FLOOD_SECS" --mix "$mix" | tee "$WORK/flood" | sed 's/^/     /'
+    echo "$label postgres $mix $(field per_core_per_sec <"$WORK/flood")" >>"$WORK/rates"
     sleep 2.5
-    s1=$(status_field one "['statements']"); a1=$(status_field one "['counters']['accepted']")
+    s1=$(status_field pgflood "['statements']"); a1=$(status_field pgflood "['counters']['accepted']")
     echo "     statements_per_request=$(python3 -c "print(round(($s1-$s0)/max(1,$a1-$a0),3))")"
   done
+  stop "$REG_PID"
+  rm -rf "$WORK/pgflood"
+  psql "host=$PGHOST_DIR dbname=postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+}
+
+echo "-- 2. signed requests per second of registry CPU (one instance; ${FLOOD_SECS}s each)"
+: >"$WORK/rates"
+THIS_BIN=$BIN
+for round in $(seq "${ROUNDS:-$([ -n "${BASELINE:-}" ] && echo 2 || echo 1)}"); do
+  if [ -n "${BASELINE:-}" ]; then
+    BIN=$BASELINE floods "baseline-$round"
+  fi
+  BIN=$THIS_BIN floods "this-$round"
+done
+BIN=$THIS_BIN
+if [ -n "${BASELINE:-}" ]; then
+  echo "   same-run ratios (this build / baseline, per second of registry CPU):"
+  python3 - "$WORK/rates" <<'PY'
+import sys, collections
+r = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    label, store, mix, v = line.split()
+    if v:
+        r[(label.split("-")[0], store, mix)].append(float(v))
+for (who, store, mix), this in sorted(r.items()):
+    if who != "this":
+        continue
+    base = r.get(("baseline", store, mix), [])
+    if base:
+        print(f"     {store} {mix}: this {sum(this)/len(this):.0f} / baseline {sum(base)/len(base):.0f} = {sum(this)/len(this)/(sum(base)/len(base)):.2f}x (rounds: this {[round(x) for x in this]}, baseline {[round(x) for x in base]})")
+PY
+fi
+[ "${ONLY:-}" = 2 ] && exit 0
+
+if [ "$HAVE_PG" = 1 ]; then
+  DB="pilot_bench_$$"
+  psql "host=$PGHOST_DIR dbname=postgres" -qc "CREATE DATABASE $DB" >/dev/null
+  URL="postgresql://${PGHOST_DIR//\//%2F}/$DB"
+  start one 17911 "$URL"
+  ONE=$REG_PID
   echo "-- 4. two instances on one PostgreSQL"
   start two 17912 "$URL"
   TWO=$REG_PID

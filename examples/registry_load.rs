@@ -82,9 +82,10 @@ fn in_reply_to(b: &[u8]) -> Option<Nonce> {
 
 /// Signature verification alone: the floor of the registry's cost per request.
 fn verify(count: u64) {
-    let id = Identity::from_seed([9; 32]);
-    let reqs: Vec<Vec<u8>> = (0..1000)
-        .map(|_| sign(&id, RequestBody::Heartbeat).1)
+    // 256 distinct senders, as at a registry (a key is decompressed for every request).
+    let ids: Vec<Identity> = (0..=255u8).map(|i| Identity::from_seed([i; 32])).collect();
+    let reqs: Vec<Vec<u8>> = (0..1024)
+        .map(|i| sign(&ids[i % ids.len()], RequestBody::Heartbeat).1)
         .collect();
     let (t, cpu) = (Instant::now(), thread_cpu_s());
     for i in 0..count {
@@ -92,36 +93,68 @@ fn verify(count: u64) {
     }
     let (wall, cpu) = (t.elapsed().as_secs_f64(), thread_cpu_s() - cpu);
     // Per second of CPU: the machine may be shared, so wall time understates a core.
-    println!("verify_per_cpu_sec={:.0}", count as f64 / cpu.max(1e-9));
+    let single = count as f64 / cpu.max(1e-9);
+    println!("verify_per_cpu_sec={single:.0} (decode_verified, one by one)");
     println!("verify_per_wall_sec={:.0}", count as f64 / wall);
-    // The same run, on the bare library: what the registry paid before (verify_strict, then
-    // verify: the same equation twice), what it pays now, and the signature on each answer.
-    let signed: Vec<(Vec<u8>, ed25519_dalek::Signature)> = reqs
-        .iter()
-        .map(|m| (m.clone(), ed25519_dalek::Signature::from_bytes(&id.sign(m))))
-        .collect();
-    let vk = *id.public_key().as_bytes();
-    let bare = |twice: bool| {
-        let cpu = thread_cpu_s();
-        for i in 0..count {
-            let (m, sig) = &signed[i as usize % signed.len()];
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&vk).expect("a key");
-            let ok = key.verify_strict(m, sig).is_ok()
-                && (!twice || ed25519_dalek::Verifier::verify(&key, m, sig).is_ok());
-            assert!(ok);
-        }
-        count as f64 / (thread_cpu_s() - cpu).max(1e-9)
-    };
-    let (before, now) = (bare(true), bare(false));
-    println!("bare_verify_twice_per_cpu_sec={before:.0} (before: strict, then plain)");
-    println!("bare_verify_strict_per_cpu_sec={now:.0} (now)");
-    println!("ratio_now_over_before={:.2}", now / before);
+    // The same run: decode, then verify in batches of n (what the registry does with the
+    // requests one wake-up reads; its batches are at most 32).
+    for n in [2usize, 4, 8, 16, 32, 64] {
+        let rate = verify_batched(&reqs, count, n);
+        println!(
+            "batch{n}_verify_per_cpu_sec={rate:.0} ratio_over_single={:.2}",
+            rate / single
+        );
+    }
+    let id = &ids[0];
     let cpu = thread_cpu_s();
     for i in 0..count {
         std::hint::black_box(id.sign(&reqs[i as usize % reqs.len()]));
     }
     let signing = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
     println!("sign_per_cpu_sec={signing:.0} (the registry signs each answer)");
+    // An answer as the registry builds it: an Ack, encoded and signed.
+    let ack = Response {
+        in_reply_to: [7; 16],
+        body: ResponseBody::Ack {
+            observed: "198.51.100.7:4000".parse().expect("an address"),
+        },
+    };
+    let cpu = thread_cpu_s();
+    for _ in 0..count {
+        std::hint::black_box(ack.encode_signed(id).expect("encodes"));
+    }
+    let answers = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
+    println!("answer_encode_sign_per_cpu_sec={answers:.0}");
+    let per_req_us = |r: f64| 1e6 / r;
+    println!(
+        "us_per_request: verify_single={:.1} verify_batch32={:.1} answer={:.1}",
+        per_req_us(single),
+        per_req_us(verify_batched(&reqs, count, 32)),
+        per_req_us(answers)
+    );
+}
+
+/// Requests decoded and verified per CPU-second, `n` signatures per batch.
+fn verify_batched(reqs: &[Vec<u8>], count: u64, n: usize) -> f64 {
+    let cpu = thread_cpu_s();
+    let mut done = 0u64;
+    let mut at = 0usize;
+    while done < count {
+        let chunk: Vec<&Vec<u8>> = (0..n).map(|k| &reqs[(at + k) % reqs.len()]).collect();
+        at += n;
+        let decoded: Vec<Request> = chunk
+            .iter()
+            .map(|b| Request::decode_unverified(b).expect("decodes"))
+            .collect();
+        let items: Vec<(&Request, &[u8])> = decoded
+            .iter()
+            .zip(&chunk)
+            .map(|(r, b)| (r, b.as_slice()))
+            .collect();
+        assert!(Request::verify_batch(&items));
+        done += n as u64;
+    }
+    done as f64 / (thread_cpu_s() - cpu).max(1e-9)
 }
 
 /// CPU time of the calling thread (s).

@@ -27,6 +27,10 @@ use std::str::FromStr;
 
 use crate::state::files::{open_private, sync_dir, Access};
 
+mod batch;
+
+pub use self::batch::{verify_batch, Signed};
+
 const KEY_FILE_TAG: &str = "pilot-ed25519-v1";
 
 /// Errors from loading, creating or parsing keys.

@@ -357,3 +357,38 @@ fn registry_run_with_a_postgres_store_and_registry_status_show_both_instances() 
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown store"));
 }
+
+#[test]
+fn parked_holds_are_committed_together_and_each_is_answered_and_kept() {
+    use pilot::registry::writer::BatchingStore;
+    let Some(db) = TestDb::create() else { return };
+    let (pg, _rx) = PgStore::connect(&db.url(), "one").unwrap();
+    let mut store = BatchingStore::spawn(Box::new(pg), 1000).unwrap();
+    let mut results = store.take_commits().expect("a shared store parks");
+    let senders: Vec<PublicKey> = (1..=200u8).map(key).collect();
+    let held = |i: usize| HeldMessage {
+        target: key(0),
+        from: senders[i],
+        kind: HeldKind::TrustRequest,
+        received_ms: i as u64,
+        original: vec![0x50, i as u8],
+    };
+    let ops: Vec<StoreOp> = (0..200).map(|i| StoreOp::PutHeld(held(i))).collect();
+    let start = Instant::now();
+    for (ticket, op) in (1..).zip(&ops) {
+        assert!(store
+            .apply_or_park(std::slice::from_ref(op), ticket)
+            .is_none());
+    }
+    for ticket in 1..=200 {
+        let c = results.blocking_recv().expect("a result per parked batch");
+        assert_eq!(c.ticket, ticket, "answered in order");
+        assert!(c.result.is_ok(), "hold {ticket}: {:?}", c.result);
+    }
+    eprintln!("200 parked holds committed in {:?}", start.elapsed());
+    drop(store);
+    let (b, _rx) = PgStore::connect(&db.url(), "two").unwrap();
+    let mut got = b.load().unwrap().held;
+    got.sort_by_key(|m| m.received_ms);
+    assert_eq!(got, (0..200).map(held).collect::<Vec<_>>());
+}

@@ -156,6 +156,21 @@ fn counter_metrics(s: &mut Sheet, c: &Counters) {
             ),
         ],
     );
+    s.counters(
+        "pilot_registry_signature_checks",
+        "Request signatures checked: in batches that verified, or one by one (alone in their wake-up, in a failed batch, or while batches often fail).",
+        None,
+        [
+            (labels(&[("how", "batch")]), c.batch_verified),
+            (labels(&[("how", "single")]), c.verified_singly),
+        ],
+    );
+    s.counter(
+        "pilot_registry_signature_batches_failed",
+        "Signature batches that held a bad signature (their members were then checked one by one).",
+        None,
+        c.batch_failed,
+    );
     s.counter(
         "pilot_registry_nonces_evicted",
         "Nonces evicted from a full replay cache.",

@@ -251,6 +251,9 @@ pub struct RegistryServer {
     stats: super::metrics::SharedStats,
     /// Datagrams received by claimed type byte (see [`super::metrics::claimed_type`]).
     by_type: Box<[u64; 256]>,
+    /// The requests of the last receive batch, handled together after its relay frames:
+    /// (sender, buffer, start, end) in the receive buffers.
+    requests: Vec<(SocketAddr, usize, usize, usize)>,
     /// The other instances' changes (clusters only).
     remote: Option<Notifications>,
     /// Results of the commits parked requests wait for (clusters only).
@@ -331,6 +334,7 @@ impl RegistryServer {
             store_heartbeat,
             stats: Default::default(),
             by_type: Box::new([0; 256]),
+            requests: Vec::new(),
             remote: opened.remote,
             commits,
             status,
@@ -574,8 +578,8 @@ fn open_store(config: &RegistryConfig) -> Result<OpenedStore, RunnerError> {
 
 impl RegistryServer {
     /// Handles what is queued on the socket, batch by batch, up to [`TURN_BUDGET`] datagrams.
-    /// Relay frames are rewritten in place and leave in GSO sends; requests go through the
-    /// core one by one (the relayed datagrams queued before them leave first).
+    /// Relay frames are rewritten in place and leave in GSO sends; the requests of one receive
+    /// batch then go through the core together, so their signatures are checked in batches.
     async fn drain(&mut self) {
         self.heartbeat.beat();
         let mut budget = TURN_BUDGET;
@@ -593,8 +597,27 @@ impl RegistryServer {
                 budget = budget.saturating_sub(self.handle_buffer(now, i).await);
             }
             self.out.flush(&mut self.io).await;
+            self.handle_requests(now).await;
         }
         self.out.flush(&mut self.io).await;
+    }
+
+    /// Handles the requests of the last receive batch together (see
+    /// [`Registry::handle_batch`]) and sends the answers.
+    async fn handle_requests(&mut self, now: u64) {
+        if self.requests.is_empty() {
+            return;
+        }
+        let io = &self.io;
+        let batch: Vec<(SocketAddr, &[u8])> = self
+            .requests
+            .iter()
+            .map(|&(from, i, start, end)| (from, io.datagram(i, start, end)))
+            .collect();
+        let out = self.registry.handle_batch(now, &batch);
+        drop(batch);
+        self.requests.clear();
+        self.send_out(out).await;
     }
 
     /// Handles buffer `i` of the last receive batch (one datagram, or several coalesced by
@@ -614,8 +637,7 @@ impl RegistryServer {
             let d = &mut self.io.received(i).1[start..end];
             self.by_type[usize::from(super::metrics::claimed_type(d))] += 1;
             if !crate::wire::relay::is_relay(d) {
-                let out = self.registry.handle(now, from, d);
-                self.send_out(out).await;
+                self.requests.push((from, i, start, end));
                 continue;
             }
             let Some(to) = self.registry.relay_in_place(now, from, d) else {

@@ -49,6 +49,7 @@ mod relaying;
 mod resync;
 #[cfg(test)]
 pub(crate) mod tests;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -66,7 +67,6 @@ use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 use crate::wire::registry::{
     Cookie, Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
-    WireError,
 };
 use crate::wire::relay;
 
@@ -140,6 +140,8 @@ pub struct Registry {
     parked: HashMap<u64, parked::Parked>,
     /// The ticket the next parked request gets.
     next_ticket: u64,
+    /// Checks the signatures of each wake-up's requests (batches, see `verify`).
+    verifier: verify::Verifier,
 }
 
 /// Sizes of the registry's tables at one moment.
@@ -226,6 +228,7 @@ impl Registry {
             elsewhere: elsewhere.into_iter().collect(),
             parked: HashMap::new(),
             next_ticket: 0,
+            verifier: verify::Verifier::default(),
         };
         for (key, ms) in seen {
             r.seen.insert(key, ms);
@@ -288,22 +291,62 @@ impl Registry {
 
     /// Handles one datagram from `from` at `now_ms` (unix ms); returns what to send.
     pub fn handle(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Transmits {
+        self.handle_batch(now_ms, &[(from, bytes)])
+    }
+
+    /// Handles the datagrams one wake-up read, in order, as [`Registry::handle`] would one by
+    /// one, except that the signatures of the requests that pass screening are checked together
+    /// (batch verification, see `verify`): each datagram is screened first (rate limits,
+    /// replay cache, cookies: no signature work), then the survivors' signatures are checked,
+    /// then each verified request is processed.
+    pub fn handle_batch(&mut self, now_ms: u64, batch: &[(SocketAddr, &[u8])]) -> Transmits {
+        let mut out = Vec::new();
+        let mut screened = Vec::with_capacity(batch.len());
+        for (i, &(from, bytes)) in batch.iter().enumerate() {
+            match self.admit(now_ms, from, bytes) {
+                Ok(req) => screened.push((i, req)),
+                Err(o) => out.extend(o),
+            }
+        }
+        let items: Vec<(&Request, &[u8])> =
+            screened.iter().map(|(i, r)| (r, batch[*i].1)).collect();
+        let valid = self.verifier.check(&items, &mut self.counters);
+        drop(items);
+        for ((i, req), ok) in screened.into_iter().zip(valid) {
+            if !ok {
+                self.counters.bad_signature += 1;
+                continue;
+            }
+            let (from, bytes) = batch[i];
+            out.extend(self.process(now_ms, from, bytes, req));
+        }
+        out
+    }
+
+    /// Everything before the signature check: relay frames (handled here: they cost no
+    /// signature work), the per-IP bucket, screening and decoding. `Ok` is a request whose
+    /// signature is still to be checked; `Err` what to send instead (often nothing).
+    fn admit(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Result<Request, Transmits> {
         if relay::is_relay(bytes) {
             // Relay frames have their own per-node budgets (a relayed transfer would exhaust
             // the per-IP request bucket at once) and cost no signature work.
-            return self.relay(now_ms, from, bytes);
+            return Err(self.relay(now_ms, from, bytes));
         }
         if !self.admit_ip(now_ms, from.ip()) {
             self.counters.rate_limited += 1;
-            return Vec::new();
+            return Err(Vec::new());
         }
         // Screening: cheap checks only (header, hash lookups, a MAC) before any signature.
-        if let Err(out) = self.screen(now_ms, from, bytes) {
-            return out;
-        }
-        let Some(req) = self.decode(bytes) else {
-            return Vec::new();
-        };
+        self.screen(now_ms, from, bytes)?;
+        Request::decode_unverified(bytes).map_err(|_| {
+            self.counters.garbage += 1;
+            Vec::new()
+        })
+    }
+
+    /// Everything after the signature check: freshness and replay, the key's bucket, then the
+    /// request itself.
+    fn process(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8], req: Request) -> Transmits {
         let sender = req.header.sender;
         let budget = (!self.proven(&sender, from)).then_some(bytes.len());
         if let Err(out) = self.check_fresh(now_ms, from, &req.header, budget) {
@@ -367,21 +410,6 @@ impl Registry {
             .entry(key)
             .or_insert_with(|| Bucket::full(burst, now_ms))
             .take(burst, per_sec, now_ms)
-    }
-
-    /// Decodes and verifies a request; counts and drops what fails.
-    fn decode(&mut self, bytes: &[u8]) -> Option<Request> {
-        match Request::decode_verified(bytes) {
-            Ok(r) => Some(r),
-            Err(WireError::BadSignature) => {
-                self.counters.bad_signature += 1;
-                None
-            }
-            Err(_) => {
-                self.counters.garbage += 1;
-                None
-            }
-        }
     }
 
     /// Refuses a stale timestamp (answered with our clock) and a replayed nonce (silently);

@@ -18,7 +18,10 @@
 //! seconds). Once the runner has taken the commit channel ([`BatchingStore::take_commits`]),
 //! such a batch is *parked* instead ([`Store::apply_or_park`]): `apply_or_park` returns at
 //! once, and the writer sends a [`Committed`] with the batch's ticket when its commit lands;
-//! the core answers the parked request then, and serves everyone else meanwhile.
+//! the core answers the parked request then, and serves everyone else meanwhile. Parked held
+//! messages cannot conflict (each replaces only its own row), so the parked holds queued
+//! together are committed in one transaction, each answered when it lands; a parked claim is
+//! still committed alone.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,9 +195,13 @@ fn write_loop(
                 let _ = reply.send(store.apply(&first.ops));
                 continue;
             }
-            Reply::Parked(tx, ticket) => {
+            Reply::Parked(tx, ticket) if may_conflict(&first.ops) => {
                 let result = store.apply(&first.ops);
                 let _ = tx.send(Committed { ticket, result });
+                continue;
+            }
+            Reply::Parked(tx, ticket) => {
+                next = commit_parked_holds(&mut *store, &rx, queued, first.ops, (tx, ticket));
                 continue;
             }
             Reply::None => {}
@@ -218,6 +225,56 @@ fn write_loop(
             tracing::error!("registry store commit of {} changes failed: {e}", ops.len());
         }
     }
+}
+
+/// Whether a batch holds a change another instance may win (a hostname claim): such a batch
+/// is committed alone, so its loss spoils no other change.
+fn may_conflict(ops: &[StoreOp]) -> bool {
+    ops.iter().any(|op| matches!(op, StoreOp::SetName { .. }))
+}
+
+/// Commits a parked batch that cannot conflict (held messages: each replaces only its own row)
+/// together with the parked batches of the same kind queued right behind it, in one
+/// transaction, and reports the result to each one's ticket. Returns the batch that stopped
+/// the gathering, if any (it goes next, in order).
+fn commit_parked_holds(
+    store: &mut dyn Store,
+    rx: &Receiver<Batch>,
+    queued: &AtomicUsize,
+    mut ops: Vec<StoreOp>,
+    first: (tokio::sync::mpsc::UnboundedSender<Committed>, u64),
+) -> Option<Batch> {
+    let mut tickets = vec![first];
+    let mut next = None;
+    while tickets.len() < MAX_BATCHES_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(Batch {
+                ops: more,
+                reply: Reply::Parked(tx, ticket),
+            }) if !may_conflict(&more) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                ops.extend(more);
+                tickets.push((tx, ticket));
+            }
+            Ok(b) => {
+                next = Some(b);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let result = store.apply(&ops);
+    for (tx, ticket) in tickets {
+        let result = match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::Backend {
+                path: "registry store".into(),
+                detail: e.to_string(),
+            }),
+        };
+        let _ = tx.send(Committed { ticket, result });
+    }
+    next
 }
 
 impl Store for BatchingStore {
@@ -459,6 +516,53 @@ mod tests {
         }
         drop(store);
         assert_eq!(commits.lock().concat(), vec![claim(1)]);
+    }
+
+    fn hold(i: u8) -> StoreOp {
+        StoreOp::PutHeld(crate::registry::store::HeldMessage {
+            target: crate::identity::Identity::from_seed([i; 32]).public_key(),
+            from: crate::identity::Identity::from_seed([200; 32]).public_key(),
+            kind: crate::registry::store::HeldKind::TrustRequest,
+            received_ms: u64::from(i),
+            original: vec![i; 10],
+        })
+    }
+
+    #[test]
+    fn parked_holds_queued_together_commit_together_and_a_parked_claim_stays_alone() {
+        let commits = Arc::new(Mutex::new(Vec::new()));
+        let mut store = BatchingStore::spawn(Box::new(LosingClaims(commits.clone())), 100).unwrap();
+        let mut results = store.take_commits().expect("a shared store parks");
+        let set = StoreOp::SetName {
+            name: Hostname::new("contested").unwrap(),
+            key: crate::identity::Identity::from_seed([1; 32]).public_key(),
+        };
+        // 30 holds, a claim (it loses), 30 more holds, parked faster than one 5 ms commit.
+        // (Built first: key derivation in a debug build is slower than a commit.)
+        let ops: Vec<StoreOp> = (1..=61u8)
+            .map(|i| if i == 31 { set.clone() } else { hold(i) })
+            .collect();
+        let want: Vec<StoreOp> = ops.iter().filter(|o| *o != &set).cloned().collect();
+        for (ticket, op) in (1..).zip(&ops) {
+            assert!(store
+                .apply_or_park(std::slice::from_ref(op), ticket)
+                .is_none());
+        }
+        for ticket in 1..=61 {
+            let c = results.blocking_recv().unwrap();
+            assert_eq!(c.ticket, ticket, "answered in order");
+            if ticket == 31 {
+                assert!(matches!(c.result, Err(StoreError::Conflict { .. })));
+            } else {
+                assert!(c.result.is_ok(), "hold {ticket}: {:?}", c.result);
+            }
+        }
+        drop(store);
+        let commits = commits.lock();
+        // Every hold committed once, in order; the first is alone (nothing queued behind it
+        // yet), the rest share a few transactions, none with the claim.
+        assert_eq!(commits.concat(), want);
+        assert!(commits.len() <= 4, "{} commits for 60 holds", commits.len());
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl BatchSocket {
         (m.addr, &mut self.rx[start..start + len], stride.max(1))
     }
 
+    /// Bytes `start..end` of buffer `i` of the last batch (one datagram of it).
+    pub(super) fn datagram(&self, i: usize, start: usize, end: usize) -> &[u8] {
+        &self.rx[i * SLOT + start..i * SLOT + end]
+    }
+
     /// Sends `contents` to `dst`, as equal datagrams of `segment_size` bytes (GSO) when given.
     /// Waits for room in the send buffer a few times, then drops and counts.
     pub(super) async fn send(

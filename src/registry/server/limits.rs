@@ -141,6 +141,13 @@ pub struct Counters {
     pub garbage: u64,
     /// Requests whose signature does not verify.
     pub bad_signature: u64,
+    /// Signatures accepted in a batch that verified as a whole.
+    pub batch_verified: u64,
+    /// Batches with a bad signature (their members were then checked one by one).
+    pub batch_failed: u64,
+    /// Signatures checked one by one (alone in their wake-up, in a failed batch, or while
+    /// batches fail often).
+    pub verified_singly: u64,
     /// Requests whose nonce was seen before.
     pub replayed: u64,
     /// Requests whose timestamp is outside the window.

@@ -6,9 +6,9 @@ use super::codec::{put_addr, put_addrs, put_hostname, put_text, Reader};
 use super::discovery::{put_peer_ref, put_tags, read_peer_ref, read_tags};
 use super::{
     check_preamble, signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
-    MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_LEN, VERSION,
+    MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_DOMAIN, SIGNATURE_LEN, VERSION,
 };
-use crate::identity::{Identity, PublicKey};
+use crate::identity::{Identity, PublicKey, Signed};
 use crate::mapping::{Hostname, PeerRef};
 
 /// A trust decision carried by a trust response.
@@ -321,6 +321,31 @@ impl Request {
             return Err(WireError::BadSignature);
         }
         Ok(())
+    }
+
+    /// Checks the signatures of many decoded requests at once, each with the bytes it was
+    /// decoded from: `true` only if every one verifies. A batch accepts every set that
+    /// [`Request::verify_signature`] accepts one by one, for about half the work; see
+    /// [`crate::identity::verify_batch`] for the one difference (torsion crafted by a key's own
+    /// holder).
+    pub fn verify_batch(items: &[(&Request, &[u8])]) -> bool {
+        let mut signed = Vec::with_capacity(items.len());
+        for (req, bytes) in items {
+            let Some(at) = bytes.len().checked_sub(SIGNATURE_LEN) else {
+                return false;
+            };
+            let (msg, sig) = bytes.split_at(at);
+            let Ok(signature) = <&[u8; SIGNATURE_LEN]>::try_from(sig) else {
+                return false;
+            };
+            signed.push(Signed {
+                key: &req.header.sender,
+                prefix: SIGNATURE_DOMAIN,
+                msg,
+                signature,
+            });
+        }
+        crate::identity::verify_batch(&signed)
     }
 
     /// The cheap facts a registry screens a request on before any signature work: its type,
