@@ -159,23 +159,30 @@ fn single<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a str
     std::str::from_utf8(v.value).ok().map(str::trim)
 }
 
+/// The length of a header block from httparse's verdict on `buffered` bytes: `Some(n)` when
+/// complete, `None` when more is needed, an error when malformed or longer than [`MAX_HEAD`].
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buffered: usize,
+) -> Result<Option<usize>, UpgradeError> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => Ok(Some(n)),
+        Ok(httparse::Status::Complete(_)) => Err(UpgradeError::TooLong),
+        Ok(httparse::Status::Partial) if buffered >= MAX_HEAD => Err(UpgradeError::TooLong),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(UpgradeError::Malformed(e.to_string())),
+    }
+}
+
 /// Checks the node's upgrade request read so far: `Ok(Some((n, key)))` when its header block
 /// (the first `n` bytes) is complete and valid, `Ok(None)` when more is needed, an error (to
 /// answer with [`error_response`]) otherwise.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(usize, String)>, UpgradeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Request::new(&mut headers);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(UpgradeError::TooLong)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(UpgradeError::Malformed(e.to_string())),
+    let Some(n) = head_len(r.parse(buf), buf.len())? else {
+        return Ok(None);
     };
-    if n > MAX_HEAD {
-        return Err(UpgradeError::TooLong);
-    }
     let method = r.method.unwrap_or_default();
     if method != "GET" {
         return Err(UpgradeError::Method(method.chars().take(16).collect()));
@@ -211,13 +218,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(usize, String)>, UpgradeError
 pub fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, UpgradeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut r = httparse::Response::new(&mut headers);
-    let n = match r.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(UpgradeError::TooLong)
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(UpgradeError::Malformed(e.to_string())),
+    let Some(n) = head_len(r.parse(buf), buf.len())? else {
+        return Ok(None);
     };
     match r.code {
         Some(101) => {}
