@@ -34,30 +34,7 @@ done
 PA=$(free_port); PB=$(free_port); HTTP=$(free_port)
 
 # A small HTTP server: GET /N sends N bytes from memory; POST drains the body and answers its size.
-cat > "$T/server.py" <<'PY'
-import http.server, socketserver, sys
-CHUNK = b"\x5a" * (1 << 20)
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        n = int(self.path.strip("/"))
-        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
-        while n > 0:
-            k = min(n, len(CHUNK)); self.wfile.write(CHUNK[:k]); n -= k
-    def do_POST(self):
-        n = int(self.headers["Content-Length"]); got = 0
-        while got < n:
-            b = self.rfile.read(min(n - got, 1 << 20))
-            if not b: break
-            got += len(b)
-        body = str(got).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-S(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
-python3 "$T/server.py" "$HTTP" & PIDS+=($!)
+python3 bench/lib/stream_server.py 127.0.0.1 "$HTTP" & PIDS+=($!)
 
 cat > "$T/a/config.toml" <<CFG
 mode = "userspace"
