@@ -7,7 +7,7 @@ use std::net::SocketAddrV6;
 use std::time::Duration;
 
 use pilot::netstack::{Netstack, NetstackConfig, NetstackError, NetstackStream, Packet};
-use support::netstack::{addr, pair, pattern, send_pattern, A, B};
+use support::netstack::{addr, dial_b, pair, pattern, send_pattern, A, B};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -97,10 +97,7 @@ async fn check_pattern<R: AsyncReadExt + Unpin>(r: &mut R, len: usize) {
 async fn a_connection_carries_bytes_both_ways_and_closes_cleanly() {
     let (a, b) = pair();
     let server = echo_once(&b).await;
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 7).await;
     c.write_all(b"hello over the overlay").await.unwrap();
     c.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -122,10 +119,7 @@ async fn eight_megabytes_arrive_intact_in_each_direction() {
         let (mut r, mut w) = tokio::io::split(s);
         tokio::join!(check_pattern(&mut r, len), send_pattern(&mut w, 0, len));
     });
-    let c = a
-        .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-        .await
-        .unwrap();
+    let c = dial_b(&a, 1000).await;
     let (mut r, mut w) = tokio::io::split(c);
     tokio::time::timeout(Duration::from_secs(60), async {
         tokio::join!(send_pattern(&mut w, 0, len), check_pattern(&mut r, len))
@@ -144,10 +138,7 @@ async fn tcp_recovers_from_a_link_that_drops_and_reorders() {
         let mut s = l.accept().await.unwrap();
         send_pattern(&mut s, 0, len).await;
     });
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 1000).await;
     tokio::time::timeout(Duration::from_secs(60), check_pattern(&mut c, len))
         .await
         .unwrap();
@@ -168,10 +159,7 @@ async fn fifty_concurrent_connections_all_complete() {
     for i in 0..50u32 {
         let a = a.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = a
-                .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-                .await
-                .unwrap();
+            let mut c = dial_b(&a, 1000).await;
             let msg = vec![i as u8; 100_000];
             let (mut r, mut w) = tokio::io::split(&mut c);
             let (_, back) = tokio::join!(
@@ -240,10 +228,7 @@ async fn a_port_cannot_be_listened_on_twice_until_released() {
 async fn an_idle_netstack_does_not_wake_up() {
     let (a, b) = pair();
     let mut l = b.listen(7).await.unwrap();
-    let _c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let _c = dial_b(&a, 7).await;
     let _s = l.accept().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = a.stats().wakeups + b.stats().wakeups;
@@ -287,10 +272,7 @@ async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
     let t2 = pump(ib.reader, ia.writer);
 
     let server = echo_once(&b).await;
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 7).await;
     let msg = vec![7u8; 300_000];
     let (mut r, mut w) = tokio::io::split(&mut c);
     let (_, back) = tokio::time::timeout(Duration::from_secs(30), async {

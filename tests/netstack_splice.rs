@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::net::SocketAddrV6;
 use std::time::Duration;
 
-use support::netstack::{addr, pair, pattern, send_pattern, B};
+use support::netstack::{dial_b, pair, pattern, send_pattern};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,10 +38,7 @@ async fn a_spliced_connection_carries_eight_megabytes_each_way_with_the_earlier_
     let (a, b) = pair();
     let len = 8 << 20;
     let mut l = b.listen(8080).await.unwrap();
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 8080, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 8080).await;
     // Bytes the peer sends before B splices: they wait in B's pipe.
     c.write_all(b"early ").await.unwrap();
     let mut s = l.accept().await.unwrap();
@@ -74,10 +70,7 @@ async fn a_spliced_connection_carries_eight_megabytes_each_way_with_the_earlier_
 async fn a_half_close_passes_through_a_splice_both_ways() {
     let (a, b) = pair();
     let mut l = b.listen(8080).await.unwrap();
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 8080, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 8080).await;
     let s = l.accept().await.unwrap();
     let (local, mut far) = loopback().await;
     let splice = tokio::spawn(s.splice(local, Vec::new(), 4096));

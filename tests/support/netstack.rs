@@ -1,9 +1,9 @@
 //! Two netstacks cross-wired in memory (A's outgoing packets are B's incoming ones and the other
 //! way round), and the byte pattern the transfers over them carry.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV6};
 
-use pilot::netstack::{Netstack, NetstackConfig};
+use pilot::netstack::{Netstack, NetstackConfig, NetstackStream};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -23,6 +23,13 @@ pub fn pair() -> (Netstack, Netstack) {
     let a = Netstack::spawn_with_channels(NetstackConfig::new(addr(A)), ab_tx, ba_rx).unwrap();
     let b = Netstack::spawn_with_channels(NetstackConfig::new(addr(B)), ba_tx, ab_rx).unwrap();
     (a, b)
+}
+
+/// A connection from `from` to stack B's `port`; panics unless it is accepted.
+pub async fn dial_b(from: &Netstack, port: u16) -> NetstackStream {
+    from.connect(SocketAddrV6::new(addr(B), port, 0, 0))
+        .await
+        .unwrap()
 }
 
 /// Byte `i` of the pattern `seed` (seeds tell the directions of one test apart).
