@@ -33,58 +33,15 @@ REPS=${REPS:-3}
 MODES=${MODES:-"tun userspace"}
 NS_A=${NS_A:-pfilesA}
 NS_B=${NS_B:-pfilesB}
-VETH_A=198.51.100.1
-VETH_B=198.51.100.2
 BYTES=$((MB * 1024 * 1024))
+# shellcheck source=bench/lib/veth.sh
+source "$HERE/lib/veth.sh"
 
-if [[ -n ${PILOTCTL:-} ]]; then
-  BIN=$PILOTCTL
-else
-  (cd "$ROOT" && cargo build --release --quiet --bin pilotctl)
-  BIN=$ROOT/target/release/pilotctl
-fi
-T=$(mktemp -d /tmp/pilot-files.XXXXXX)
-PIDS=()
-SERVER_PID=""
-log() { printf '[%s files] %s\n' "$(date +%T)" "$*" >&2; }
-stop_pids() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PIDS=()
-}
-cleanup() {
-  stop_pids
-  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
-  [[ ${KEEP:-0} == 1 ]] && log "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
+veth_init files pilot-files
 
-ip netns del "$NS_A" 2>/dev/null || true
-ip netns del "$NS_B" 2>/dev/null || true
-ip netns add "$NS_A"; ip netns add "$NS_B"
-ip link add pfA netns "$NS_A" type veth peer name pfB netns "$NS_B"
-for ns in "$NS_A" "$NS_B"; do
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-  ip -n "$ns" link set lo up
-done
-ip -n "$NS_A" addr add "$VETH_A/24" dev pfA
-ip -n "$NS_B" addr add "$VETH_B/24" dev pfB
-ip -n "$NS_A" link set pfA up
-ip -n "$NS_B" link set pfB up
+veth_up pfA pfB
 
-for n in a b; do
-  mkdir -p "$T/$n"
-  PILOT_HOME=$T/$n timeout 20 "$BIN" daemon start --mode userspace >/dev/null
-  PILOT_HOME=$T/$n "$BIN" --json info >"$T/$n.info"
-  PILOT_HOME=$T/$n timeout 20 "$BIN" daemon stop >/dev/null
-done
+for n in a b; do make_identity "$T/$n"; done
 key() { jq -r .data.public_key "$T/$1.info"; }
 B6=$(jq -r .data.ipv6 "$T/b.info")
 
@@ -103,12 +60,7 @@ config() {
     if [[ $2 == userspace && $1 == b ]]; then printf '[[expose]]\nport = 8080\nto = "127.0.0.1:8000"\n'; fi
   } >"$T/$1/config.toml"
 }
-start() { # NODE NS
-  ip netns exec "$2" env PILOT_HOME="$T/$1" PILOT_LOG=warn "$BIN" daemon run >>"$T/$1.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 200); do PILOT_HOME=$T/$1 "$BIN" info >/dev/null 2>&1 && return 0; sleep 0.05; done
-  log "daemon $1 did not start"; cat "$T/$1.log" >&2; return 1
-}
+start() { start_daemon "$T/$1" "$2"; } # NODE NS
 now() { date +%s.%N; }
 mbps() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
 
@@ -152,10 +104,7 @@ for mode in $MODES; do
   if [[ $mode == userspace ]]; then
     socks=(--socks5-hostname 127.0.0.1:1080); url="http://node-b.pilot:8080/blob.bin"
   fi
-  for _ in $(seq 1 100); do
-    ip netns exec "$NS_A" curl -s --max-time 2 "${socks[@]}" -r 0-0 "$url" -o /dev/null && break
-    sleep 0.1
-  done
+  wait_path "$NS_A" "${socks[@]}" -r 0-0 "$url" || true
   best_c=${CURL[$key]}; best_cs=${CURL_SYNC[$key]}; best_p=${PILOT[$key]}; cpu_c=${CPU_C[$key]}; cpu_p=${CPU_P[$key]}
   rm -f "$T/a/curl.bin"
   k0=$(cpu "${PIDS[@]}" "$SERVER_PID")

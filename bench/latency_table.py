@@ -6,46 +6,17 @@ the same namespaces measured right after (median, p99), the added milliseconds (
 median and p99, same system, same pass), single-stream TCP through the tunnel, and for pilot
 its TCP as a ratio of pilot-before's in the same pass. A summary gives the median over passes.
 """
-import json
 import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from results import fmt, g, header, load_runs, row  # noqa: E402
+
 ORDER = ["pilot-before", "pilot", "gotatun", "boringtun", "wireguard-go"]
 
 
-def load(out):
-    runs = []
-    for run in sorted(os.listdir(out)):
-        d = os.path.join(out, run)
-        if not (run.startswith("run-") and os.path.isdir(d)):
-            continue
-        res = {}
-        for f in sorted(os.listdir(d)):
-            if not f.endswith(".json") or f == "pilot-peers.json":
-                continue
-            try:
-                with open(os.path.join(d, f)) as fh:
-                    r = json.load(fh)
-            except (OSError, ValueError):
-                continue
-            if isinstance(r, dict) and "system" in r:
-                res[r["system"]] = r
-        runs.append((run, res))
-    return runs
-
-
-def g(r, *path):
-    for p in path:
-        r = r.get(p) if isinstance(r, dict) else None
-    return r
-
-
-def fmt(v, nd=3):
-    return "–" if v is None else f"{v:.{nd}f}"
-
-
-def row(r):
+def cells(r):
     """(tun p50, tun p99, veth p50, veth p99, added p50, added p99, loss %, tcp Mbit/s)."""
     t50, t99 = g(r, "ping_tunnel", "p50"), g(r, "ping_tunnel", "p99")
     v50, v99 = g(r, "ping_veth", "p50"), g(r, "ping_veth", "p99")
@@ -55,12 +26,11 @@ def row(r):
 
 
 def main():
-    runs = load(sys.argv[1])
+    runs = load_runs(sys.argv[1])
     print("Round trip, ms (ping -c N -i 0.01; veth = the raw veth between the same namespaces, "
           "right after). TCP = iperf3 1 stream through the tunnel, Mbit/s.\n")
-    print("| pass | system | tunnel p50 | tunnel p99 | veth p50 | veth p99 | **added p50** | added p99 "
-          "| loss % | TCP Mbit/s | TCP ÷ pilot-before |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    header("pass", "system", "tunnel p50", "tunnel p99", "veth p50", "veth p99", "**added p50**", "added p99",
+           "loss %", "TCP Mbit/s", "TCP ÷ pilot-before")
     agg = {}
     for run, res in runs:
         before = g(res.get("pilot-before"), "tcp_1", "receiver_mbps")
@@ -68,23 +38,22 @@ def main():
             r = res.get(name)
             if not r or name == "veth":
                 continue
-            t50, t99, v50, v99, a50, a99, loss, tcp = row(r)
+            t50, t99, v50, v99, a50, a99, loss, tcp = cells(r)
             ratio = "–"
             if name == "pilot" and before and tcp is not None:
                 ratio = f"{tcp / before:.2f}"
-            print(f"| {run} | {name} | {fmt(t50)} | {fmt(t99)} | {fmt(v50)} | {fmt(v99)} | "
-                  f"**{fmt(a50)}** | {fmt(a99)} | {fmt(loss, 1)} | {fmt(tcp, 0)} | {ratio} |")
+            print(row(run, name, fmt(t50, 3), fmt(t99, 3), fmt(v50, 3), fmt(v99, 3), f"**{fmt(a50, 3)}**",
+                      fmt(a99, 3), fmt(loss, 1), fmt(tcp, 0), ratio))
             agg.setdefault(name, []).append((a50, a99, tcp))
     print("\nMedian over passes: added round trip over the veth (ms) and TCP (Mbit/s).\n")
-    print("| system | added p50 | added p99 | TCP Mbit/s | passes |")
-    print("|---|---|---|---|---|")
+    header("system", "added p50", "added p99", "TCP Mbit/s", "passes")
     for name in ORDER + sorted(set(agg) - set(ORDER)):
         if name not in agg:
             continue
         cols = list(zip(*agg[name]))
         med = [statistics.median([v for v in c if v is not None]) if any(v is not None for v in c)
                else None for c in cols]
-        print(f"| {name} | {fmt(med[0])} | {fmt(med[1])} | {fmt(med[2], 0)} | {len(agg[name])} |")
+        print(row(name, fmt(med[0], 3), fmt(med[1], 3), fmt(med[2], 0), len(agg[name])))
 
 
 if __name__ == "__main__":

@@ -37,93 +37,20 @@ RUN_ONETUN=${RUN_ONETUN:-auto}
 BENCH_PEERS=${BENCH_PEERS:-/work/shared/bench-peers}
 NS_A=${NS_A:-pmodesA}
 NS_B=${NS_B:-pmodesB}
-VETH_A=198.51.100.1
-VETH_B=198.51.100.2
 BYTES=$((MB * 1024 * 1024))
+# shellcheck source=bench/lib/veth.sh
+source "$HERE/lib/veth.sh"
 
-if [[ -n ${PILOTCTL:-} ]]; then
-  BIN=$PILOTCTL # a binary built earlier, e.g. to compare before/after in one session
-else
-  (cd "$ROOT" && cargo build --release --quiet --bin pilotctl)
-  BIN=$ROOT/target/release/pilotctl
-fi
-T=$(mktemp -d /tmp/pilot-modes.XXXXXX)
-PIDS=()
-log() { printf '[%s modes] %s\n' "$(date +%T)" "$*" >&2; }
-stop_pids() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  PIDS=()
-}
-SERVER_PID=""
-cleanup() {
-  stop_pids
-  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
-  [[ ${KEEP:-0} == 1 ]] && log "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
+veth_init modes pilot-modes
 
-ip netns del "$NS_A" 2>/dev/null || true
-ip netns del "$NS_B" 2>/dev/null || true
-ip netns add "$NS_A"; ip netns add "$NS_B"
-ip link add pmA netns "$NS_A" type veth peer name pmB netns "$NS_B"
-for ns in "$NS_A" "$NS_B"; do
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-  ip -n "$ns" link set lo up
-done
-ip -n "$NS_A" addr add "$VETH_A/24" dev pmA
-ip -n "$NS_B" addr add "$VETH_B/24" dev pmB
-ip -n "$NS_A" link set pmA up
-ip -n "$NS_B" link set pmB up
+veth_up pmA pmB
 
 # Identities: a short userspace start creates each key.
-for n in a b; do
-  mkdir -p "$T/$n"
-  PILOT_HOME=$T/$n timeout 20 "$BIN" daemon start --mode userspace >/dev/null
-  PILOT_HOME=$T/$n "$BIN" --json info >"$T/$n.info"
-  PILOT_HOME=$T/$n timeout 20 "$BIN" daemon stop >/dev/null
-done
+for n in a b; do make_identity "$T/$n"; done
 key() { jq -r .data.public_key "$T/$1.info"; }
 B6=$(jq -r .data.ipv6 "$T/b.info")
 
-# GET /N streams N bytes from memory; POST drains the body and answers its size. Dual stack.
-cat >"$T/server.py" <<'PY'
-import http.server, socket, socketserver, sys
-CHUNK = b"\x5a" * (1 << 20)
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        n = int(self.path.strip("/"))
-        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
-        while n > 0:
-            k = min(n, len(CHUNK)); self.wfile.write(CHUNK[:k]); n -= k
-    def do_POST(self):
-        n = int(self.headers["Content-Length"]); got = 0
-        while got < n:
-            b = self.rfile.read(min(n - got, 1 << 20))
-            if not b: break
-            got += len(b)
-        body = str(got).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-S(("::", 8000), H).serve_forever()
-PY
-ip netns exec "$NS_B" python3 "$T/server.py" & SERVER_PID=$!
-for _ in $(seq 1 100); do ip netns exec "$NS_B" ss -ltn | grep -q ':8000 ' && break; sleep 0.05; done
+stream_server "$NS_B"
 head -c "$BYTES" /dev/zero >"$T/up.bin"
 
 # config NODE MODE PEER PEER_IP PEER_NAME [expose]
@@ -135,11 +62,8 @@ config() {
   } >"$T/$1/config.toml"
 }
 start() { # NODE NS
-  ip netns exec "$2" env PILOT_HOME="$T/$1" PILOT_LOG=warn "$BIN" daemon run >>"$T/$1.log" 2>&1 &
-  PIDS+=($!)
-  eval "PID_$1=$!"
-  for _ in $(seq 1 200); do PILOT_HOME=$T/$1 "$BIN" info >/dev/null 2>&1 && return 0; sleep 0.05; done
-  log "daemon $1 did not start"; cat "$T/$1.log" >&2; return 1
+  start_daemon "$T/$1" "$2"
+  eval "PID_$1=$DAEMON_PID"
 }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # drops NS -> "UDP receive-buffer drops, TCP segments retransmitted by the kernel" (cumulative)
@@ -169,12 +93,7 @@ pairing() {
     host="[$B6]"
   fi
   if [[ $mb == userspace ]]; then url="http://$host:8080"; else url="http://$host:8000"; fi
-  local ok=0
-  for _ in $(seq 1 100); do
-    ip netns exec "$NS_A" curl -s --max-time 2 "${socks[@]}" "$url/1000" -o /dev/null && { ok=1; break; }
-    sleep 0.1
-  done
-  (( ok )) || { log "$name: no path to $url"; cat "$T/a.log" "$T/b.log" >&2; return 1; }
+  wait_path "$NS_A" "${socks[@]}" "$url/1000" || { log "$name: no path to $url"; cat "$T/a.log" "$T/b.log" >&2; return 1; }
   local best_d=0 best_u=0 r out a0 b0 a1 b1
   for r in $(seq 1 "$REPS"); do
     local perf_pid=""
@@ -243,7 +162,7 @@ for p in $PAIRINGS; do
   esac
 done
 kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
-ip netns del "$NS_A"; ip netns del "$NS_B"
+veth_down
 
 OT_DOWN=""; OT_UP=""; OT_NOTE=""
 OT_BIN=$(command -v onetun || echo "$HOME/.cargo/bin/onetun")

@@ -1,34 +1,12 @@
 #!/usr/bin/env python3
 """Prints one markdown table from bench/throughput.sh output: table.py OUT_STAMP_DIR."""
-import json
 import os
 import sys
 
-out = sys.argv[1]
-rows = []
-for run in sorted(os.listdir(out)):
-    d = os.path.join(out, run)
-    if not (run.startswith("run-") and os.path.isdir(d)):
-        continue
-    res = {}
-    for f in sorted(os.listdir(d)):
-        if f.endswith(".json") and f != "pilot-peers.json":
-            with open(os.path.join(d, f)) as fh:
-                r = json.load(fh)
-            res[r["system"]] = r
-    rows.append((run, res))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from results import fmt as f, g, header, load_runs, row  # noqa: E402
 
-
-def g(r, *path):
-    for p in path:
-        if r is None:
-            return None
-        r = r.get(p) if isinstance(r, dict) else None
-    return r
-
-
-def f(v, nd=0):
-    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v))
+rows = load_runs(sys.argv[1])
 
 
 def cpu(r, test):
@@ -41,8 +19,8 @@ def rss(r, key):
     return "/".join(f(x.get("rss_kib", 0) / 1024, 1) for x in m) or "–"
 
 
-print("| run | system | TCP 1 stream Mbit/s | TCP -P 4 | TCP -R 1 | HTTP GET | ping avg / p99 ms | setup ms | daemon CPU % A/B (1 stream) | RSS MiB A/B idle → end |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+header("run", "system", "TCP 1 stream Mbit/s", "TCP -P 4", "TCP -R 1", "HTTP GET", "ping avg / p99 ms",
+       "setup ms", "daemon CPU % A/B (1 stream)", "RSS MiB A/B idle → end")
 for run, res in rows:
     for name in ["pilot", "pilot-baseline", "veth", "wireguard-go", "boringtun", "nebula"]:
         r = res.get(name)
@@ -50,12 +28,15 @@ for run, res in rows:
             continue
         if name == "veth":
             pv = g(res.get("pilot"), "ping_veth") or {}
-            print(f"| {run} | raw veth | {f(g(r,'tcp_1','receiver_mbps'))} | {f(g(r,'tcp_4','receiver_mbps'))} | – | – | {f(pv.get('avg'),3)} / {f(pv.get('p99'),3)} | – | – | – |")
+            print(row(run, "raw veth", f(g(r, "tcp_1", "receiver_mbps")), f(g(r, "tcp_4", "receiver_mbps")), "–", "–",
+                      f"{f(pv.get('avg'), 3)} / {f(pv.get('p99'), 3)}", "–", "–", "–"))
             continue
         pt = r.get("ping_tunnel") or {}
-        print(f"| {run} | {name} | {f(g(r,'tcp_1','receiver_mbps'))} | {f(g(r,'tcp_4','receiver_mbps'))} | "
-              f"{f(g(r,'tcp_1_rev','receiver_mbps'))} | {f(g(r,'http_get','mbps'))} | {f(pt.get('avg'),3)} / {f(pt.get('p99'),3)} | "
-              f"{f(r.get('setup_to_first_ping_ms'))} | {cpu(r,'tcp_1')} | {rss(r,'mem_idle')} → {rss(r,'mem_end') if r.get('mem_end') else rss(r,'mem_after_iperf')} |")
+        mem_end = rss(r, "mem_end") if r.get("mem_end") else rss(r, "mem_after_iperf")
+        print(row(run, name, f(g(r, "tcp_1", "receiver_mbps")), f(g(r, "tcp_4", "receiver_mbps")),
+                  f(g(r, "tcp_1_rev", "receiver_mbps")), f(g(r, "http_get", "mbps")),
+                  f"{f(pt.get('avg'), 3)} / {f(pt.get('p99'), 3)}", f(r.get("setup_to_first_ping_ms")),
+                  cpu(r, "tcp_1"), f"{rss(r, 'mem_idle')} → {mem_end}"))
     refs = [res[n] for n in ["wireguard-go", "boringtun", "nebula"] if n in res]
     p = res.get("pilot")
     base = res.get("pilot-baseline")

@@ -25,27 +25,11 @@
 # the relay paths show the transport, not the budget.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-PILOTCTL=${PILOTCTL:-$HERE/../target/release/pilotctl}
-IPERF_T=${IPERF_T:-10}
-RUNS=${RUNS:-3}
-[[ $(id -u) == 0 ]] || { echo "needs root" >&2; exit 1; }
-[[ -x $PILOTCTL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-P=tl$(( $$ % 100000 ))
-WORK=$(mktemp -d /tmp/pilot-tlsbench-XXXXXX)
-NSES=()
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib/natlab.sh
+source "$HERE/lib/natlab.sh"
+natlab_init tl pilot-tlsbench
 
 NATLAB_AGENT_CONFIG='[relay]\ntls_port = 443\nudp_timeout_ms = 2000\n'
-source "$HERE/lib/natlab.sh"
 natlab_up 7
 router re 198.51.100.75 10.75.0 masquerade
 router rf 198.51.100.76 10.76.0 "masquerade fully-random"

@@ -20,26 +20,10 @@
 # (the registry's per-node relay budget; default: the registry default, 25 MB/s).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-PILOTCTL=${PILOTCTL:-$HERE/../target/release/pilotctl}
-IPERF_T=${IPERF_T:-10}
-RUNS=${RUNS:-3}
-[[ $(id -u) == 0 ]] || { echo "needs root" >&2; exit 1; }
-[[ -x $PILOTCTL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
-P=tv$(( $$ % 100000 ))
-WORK=$(mktemp -d /tmp/pilot-traversal-XXXXXX)
-NSES=()
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
+# shellcheck source=bench/lib/natlab.sh
 source "$HERE/lib/natlab.sh"
+natlab_init tv pilot-traversal
+
 natlab_up 6
 
 mkdir -p "$WORK/reg"

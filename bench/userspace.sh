@@ -34,56 +34,25 @@ done
 PA=$(free_port); PB=$(free_port); HTTP=$(free_port)
 
 # A small HTTP server: GET /N sends N bytes from memory; POST drains the body and answers its size.
-cat > "$T/server.py" <<'PY'
-import http.server, socketserver, sys
-CHUNK = b"\x5a" * (1 << 20)
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        n = int(self.path.strip("/"))
-        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
-        while n > 0:
-            k = min(n, len(CHUNK)); self.wfile.write(CHUNK[:k]); n -= k
-    def do_POST(self):
-        n = int(self.headers["Content-Length"]); got = 0
-        while got < n:
-            b = self.rfile.read(min(n - got, 1 << 20))
-            if not b: break
-            got += len(b)
-        body = str(got).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-S(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
-python3 "$T/server.py" "$HTTP" & PIDS+=($!)
+python3 bench/lib/stream_server.py 127.0.0.1 "$HTTP" & PIDS+=($!)
 
-cat > "$T/a/config.toml" <<CFG
+# config NODE PORT PEER_KEY PEER_NAME PEER_PORT [EXTRA]: NODE's config, the other one its peer.
+config() {
+    cat > "$T/$1/config.toml" <<CFG
 mode = "userspace"
 [tunnel]
-listen_port = $PA
+listen_port = $2
 [socks5]
 listen = "127.0.0.1:0"
 [[peer]]
-public_key = "$(cat "$T/b.key")"
-hostname = "node-b"
-endpoint = "127.0.0.1:$PB"
+public_key = "$3"
+hostname = "$4"
+endpoint = "127.0.0.1:$5"
+${6:-}
 CFG
-cat > "$T/b/config.toml" <<CFG
-mode = "userspace"
-[tunnel]
-listen_port = $PB
-[socks5]
-listen = "127.0.0.1:0"
-[[peer]]
-public_key = "$(cat "$T/a.key")"
-hostname = "node-a"
-endpoint = "127.0.0.1:$PA"
-[[expose]]
-port = 8080
-to = "127.0.0.1:$HTTP"
-CFG
+}
+config a "$PA" "$(cat "$T/b.key")" node-b "$PB"
+config b "$PB" "$(cat "$T/a.key")" node-a "$PA" "$(printf '[[expose]]\nport = 8080\nto = "127.0.0.1:%s"' "$HTTP")"
 PILOT_HOME=$T/a "$BIN" daemon start >/dev/null
 PILOT_HOME=$T/b "$BIN" daemon start >/dev/null
 PROXY=$(PILOT_HOME=$T/a "$BIN" --json info | json socks5)

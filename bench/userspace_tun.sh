@@ -36,16 +36,11 @@ FB_N=${FB_N:-200}
 BEFORE=${BEFORE-/tmp/pilotctl-before-user}
 NS_A=${NS_A:-puserA}
 NS_B=${NS_B:-puserB}
-VETH_A=198.51.100.1
-VETH_B=198.51.100.2
 BYTES=$((MB * 1024 * 1024))
+# shellcheck source=bench/lib/veth.sh
+source "$HERE/lib/veth.sh"
 
-if [[ -n ${PILOTCTL:-} ]]; then
-  BIN=$PILOTCTL
-else
-  (cd "$ROOT" && cargo build --release --quiet --bin pilotctl)
-  BIN=$ROOT/target/release/pilotctl
-fi
+veth_init userspace_tun pilot-user
 PAIRS=(tun us)
 declare -A PBIN=([tun]=$BIN [us]=$BIN) PMODE=([tun]=tun [us]=userspace) PPORT=([tun]=51820 [us]=51821)
 declare -A PSOCKS=([us]=127.0.0.1:1081)
@@ -55,80 +50,19 @@ if [[ -n $BEFORE && -x $BEFORE ]]; then
   PSOCKS[us-before]=127.0.0.1:1082
 fi
 
-T=$(mktemp -d /tmp/pilot-user.XXXXXX)
-PIDS=()
-SERVER_PID=""
-log() { printf '[%s userspace_tun] %s\n' "$(date +%T)" "$*" >&2; }
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-  ip netns del "$NS_A" 2>/dev/null || true
-  ip netns del "$NS_B" 2>/dev/null || true
-  [[ ${KEEP:-0} == 1 ]] && log "kept $T" || rm -rf "$T"
-}
-trap cleanup EXIT
-
-ip netns del "$NS_A" 2>/dev/null || true
-ip netns del "$NS_B" 2>/dev/null || true
-ip netns add "$NS_A"; ip netns add "$NS_B"
-ip link add puA netns "$NS_A" type veth peer name puB netns "$NS_B"
-for ns in "$NS_A" "$NS_B"; do
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-  ip -n "$ns" link set lo up
-done
-ip -n "$NS_A" addr add "$VETH_A/24" dev puA
-ip -n "$NS_B" addr add "$VETH_B/24" dev puB
-ip -n "$NS_A" link set puA up
-ip -n "$NS_B" link set puB up
+veth_up puA puB
 
 # Identities: a short userspace start creates each key (state dirs PAIR-a, PAIR-b).
 for p in "${PAIRS[@]}"; do
   for n in a b; do
     h=$T/$p-$n; mkdir -p "$h"
     printf '[socks5]\nlisten = "127.0.0.1:0"\n[dns]\nenabled = false\n' >"$h/config.toml"
-    PILOT_HOME=$h timeout 20 "${PBIN[$p]}" daemon start --mode userspace >/dev/null
-    PILOT_HOME=$h "${PBIN[$p]}" --json info >"$T/$p-$n.info"
-    PILOT_HOME=$h timeout 20 "${PBIN[$p]}" daemon stop >/dev/null
+    make_identity "$h" "${PBIN[$p]}"
   done
 done
 key() { jq -r .data.public_key "$T/$1.info"; }
 
-# GET /N streams N bytes from memory; POST drains the body and answers its size. Dual stack.
-cat >"$T/server.py" <<'PY'
-import http.server, socket, socketserver
-CHUNK = b"\x5a" * (1 << 20)
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_GET(self):
-        n = int(self.path.strip("/"))
-        self.send_response(200); self.send_header("Content-Length", str(n)); self.end_headers()
-        while n > 0:
-            k = min(n, len(CHUNK)); self.wfile.write(CHUNK[:k]); n -= k
-    def do_POST(self):
-        n = int(self.headers["Content-Length"]); got = 0
-        while got < n:
-            b = self.rfile.read(min(n - got, 1 << 20))
-            if not b: break
-            got += len(b)
-        body = str(got).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-S(("::", 8000), H).serve_forever()
-PY
-ip netns exec "$NS_B" python3 "$T/server.py" & SERVER_PID=$!
-for _ in $(seq 1 100); do ip netns exec "$NS_B" ss -ltn | grep -q ':8000 ' && break; sleep 0.05; done
+stream_server "$NS_B"
 head -c "$BYTES" /dev/zero >"$T/up.bin"
 
 # config PAIR NODE PEER PEER_IP PEER_NAME
@@ -147,11 +81,8 @@ config() {
 }
 declare -A DPID URL SOCKSARG
 start() { # PAIR NODE NS
-  local h=$T/$1-$2
-  ip netns exec "$3" env PILOT_HOME="$h" PILOT_LOG=warn "${PBIN[$1]}" daemon run >>"$h.log" 2>&1 &
-  PIDS+=($!); DPID[$1-$2]=$!
-  for _ in $(seq 1 200); do PILOT_HOME=$h "${PBIN[$1]}" info >/dev/null 2>&1 && return 0; sleep 0.05; done
-  log "daemon $1-$2 did not start"; cat "$h.log" >&2; return 1
+  start_daemon "$T/$1-$2" "$3" "${PBIN[$1]}"
+  DPID[$1-$2]=$DAEMON_PID
 }
 for p in "${PAIRS[@]}"; do
   config "$p" a b "$VETH_B" node-b
@@ -162,13 +93,8 @@ for p in "${PAIRS[@]}"; do
   else
     SOCKSARG[$p]=""; URL[$p]="http://[$(jq -r .data.ipv6 "$T/$p-b.info")]:8000"
   fi
-  ok=0
-  for _ in $(seq 1 100); do
-    # shellcheck disable=SC2086
-    ip netns exec "$NS_A" curl -s --max-time 2 ${SOCKSARG[$p]} "${URL[$p]}/1000" -o /dev/null && { ok=1; break; }
-    sleep 0.1
-  done
-  (( ok )) || { log "$p: no path to ${URL[$p]}"; cat "$T/$p-a.log" "$T/$p-b.log" >&2; exit 1; }
+  # shellcheck disable=SC2086
+  wait_path "$NS_A" ${SOCKSARG[$p]} "${URL[$p]}/1000" || { log "$p: no path to ${URL[$p]}"; cat "$T/$p-a.log" "$T/$p-b.log" >&2; exit 1; }
   log "$p: up (${PBIN[$p]}, ${PMODE[$p]})"
 done
 

@@ -39,4 +39,6 @@ pub use self::core::{Effect, Node, NodeConfig};
 #[cfg(test)]
 mod home_tests;
 #[cfg(test)]
+pub(crate) mod sim;
+#[cfg(test)]
 mod tests;

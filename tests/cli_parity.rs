@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::home::Home;
-use support::net::free_udp_port;
+use support::pair::{pair_with, SOCKS_ANY};
 
 fn code_of(home: &Home, args: &[&str]) -> (i32, String) {
     let (code, v) = home.json(args);
@@ -200,32 +200,9 @@ fn context_lists_every_command_and_completions_and_man_pages_come_from_the_same_
     );
 }
 
-/// Two userspace daemons that pin each other as static peers.
-fn pair() -> (Home, Home, [String; 2]) {
-    let a = Home::new("pilot-parity");
-    let b = Home::new("pilot-parity");
-    let keys = [a.identity_key(), b.identity_key()];
-    let (pa, pb) = (free_udp_port(), free_udp_port());
-    for (home, port, other, name, other_port) in [
-        (&a, pa, &keys[1], "node-b", pb),
-        (&b, pb, &keys[0], "node-a", pa),
-    ] {
-        std::fs::write(
-            home.path().join("config.toml"),
-            format!(
-                "mode = \"userspace\"\n[tunnel]\nlisten_port = {port}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
-                 [[peer]]\npublic_key = \"{other}\"\nhostname = \"{name}\"\nendpoint = \"127.0.0.1:{other_port}\"\n"
-            ),
-        )
-        .unwrap();
-        home.ok(&["daemon", "start"]);
-    }
-    (a, b, keys)
-}
-
 #[test]
 fn shared_verbs_and_streams_work_between_two_userspace_daemons() {
-    let (a, b, keys) = pair();
+    let (a, b, keys) = pair_with("pilot-parity", ["", ""], [SOCKS_ANY, SOCKS_ANY]);
     let out = a.pilotctl(&["daemon", "status", "--check"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty() && out.stderr.is_empty());

@@ -3,28 +3,13 @@
 
 mod support;
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::SocketAddrV6;
 use std::time::Duration;
 
 use pilot::netstack::{Netstack, NetstackConfig, NetstackError, NetstackStream, Packet};
+use support::netstack::{addr, dial_b, pair, pattern, send_pattern, A, B};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-const A: &str = "fdc5:7a3e:91b4::a:a:a";
-const B: &str = "fdc5:7a3e:91b4::b:b:b";
-
-fn addr(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
-
-/// Directly cross-wired stacks.
-fn pair() -> (Netstack, Netstack) {
-    let (ab_tx, ab_rx) = mpsc::channel(2048);
-    let (ba_tx, ba_rx) = mpsc::channel(2048);
-    let a = Netstack::spawn_with_channels(NetstackConfig::new(addr(A)), ab_tx, ba_rx).unwrap();
-    let b = Netstack::spawn_with_channels(NetstackConfig::new(addr(B)), ba_tx, ab_rx).unwrap();
-    (a, b)
-}
 
 /// A link that drops one packet in `drop_every` and, one time in `swap_every`, lets the next
 /// packet overtake this one (only if a next packet is already queued, so nothing is held back).
@@ -92,24 +77,6 @@ async fn echo(s: &mut NetstackStream) {
     s.shutdown().await.unwrap();
 }
 
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 11)) as u8
-}
-
-async fn send_pattern<W: AsyncWriteExt + Unpin>(w: &mut W, len: usize) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    while sent < len {
-        let n = buf.len().min(len - sent);
-        for (k, b) in buf[..n].iter_mut().enumerate() {
-            *b = pattern(sent + k);
-        }
-        w.write_all(&buf[..n]).await.unwrap();
-        sent += n;
-    }
-    w.shutdown().await.unwrap();
-}
-
 async fn check_pattern<R: AsyncReadExt + Unpin>(r: &mut R, len: usize) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0;
@@ -119,7 +86,7 @@ async fn check_pattern<R: AsyncReadExt + Unpin>(r: &mut R, len: usize) {
             break;
         }
         for (k, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, pattern(got + k), "byte {} differs", got + k);
+            assert_eq!(*b, pattern(0, got + k), "byte {} differs", got + k);
         }
         got += n;
     }
@@ -130,10 +97,7 @@ async fn check_pattern<R: AsyncReadExt + Unpin>(r: &mut R, len: usize) {
 async fn a_connection_carries_bytes_both_ways_and_closes_cleanly() {
     let (a, b) = pair();
     let server = echo_once(&b).await;
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 7).await;
     c.write_all(b"hello over the overlay").await.unwrap();
     c.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -153,15 +117,12 @@ async fn eight_megabytes_arrive_intact_in_each_direction() {
     let server = tokio::spawn(async move {
         let s = l.accept().await.unwrap();
         let (mut r, mut w) = tokio::io::split(s);
-        tokio::join!(check_pattern(&mut r, len), send_pattern(&mut w, len));
+        tokio::join!(check_pattern(&mut r, len), send_pattern(&mut w, 0, len));
     });
-    let c = a
-        .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-        .await
-        .unwrap();
+    let c = dial_b(&a, 1000).await;
     let (mut r, mut w) = tokio::io::split(c);
     tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(send_pattern(&mut w, len), check_pattern(&mut r, len))
+        tokio::join!(send_pattern(&mut w, 0, len), check_pattern(&mut r, len))
     })
     .await
     .unwrap();
@@ -175,12 +136,9 @@ async fn tcp_recovers_from_a_link_that_drops_and_reorders() {
     let mut l = b.listen(1000).await.unwrap();
     let server = tokio::spawn(async move {
         let mut s = l.accept().await.unwrap();
-        send_pattern(&mut s, len).await;
+        send_pattern(&mut s, 0, len).await;
     });
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 1000).await;
     tokio::time::timeout(Duration::from_secs(60), check_pattern(&mut c, len))
         .await
         .unwrap();
@@ -201,10 +159,7 @@ async fn fifty_concurrent_connections_all_complete() {
     for i in 0..50u32 {
         let a = a.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = a
-                .connect(SocketAddrV6::new(addr(B), 1000, 0, 0))
-                .await
-                .unwrap();
+            let mut c = dial_b(&a, 1000).await;
             let msg = vec![i as u8; 100_000];
             let (mut r, mut w) = tokio::io::split(&mut c);
             let (_, back) = tokio::join!(
@@ -273,10 +228,7 @@ async fn a_port_cannot_be_listened_on_twice_until_released() {
 async fn an_idle_netstack_does_not_wake_up() {
     let (a, b) = pair();
     let mut l = b.listen(7).await.unwrap();
-    let _c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let _c = dial_b(&a, 7).await;
     let _s = l.accept().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = a.stats().wakeups + b.stats().wakeups;
@@ -320,10 +272,7 @@ async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
     let t2 = pump(ib.reader, ia.writer);
 
     let server = echo_once(&b).await;
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 7, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 7).await;
     let msg = vec![7u8; 300_000];
     let (mut r, mut w) = tokio::io::split(&mut c);
     let (_, back) = tokio::time::timeout(Duration::from_secs(30), async {

@@ -2,28 +2,13 @@
 //! the SOCKS5 proxy and the port exposer): bytes arrive intact and in order both ways,
 //! including those the pipe held before the splice, and half closes pass through.
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+mod support;
+
 use std::time::Duration;
 
-use pilot::netstack::{Netstack, NetstackConfig};
+use support::netstack::{dial_b, pair, pattern, send_pattern};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-
-const A: &str = "fdc5:7a3e:91b4::a:a:a";
-const B: &str = "fdc5:7a3e:91b4::b:b:b";
-
-fn addr(s: &str) -> Ipv6Addr {
-    s.parse().unwrap()
-}
-
-fn pair() -> (Netstack, Netstack) {
-    let (ab_tx, ab_rx) = mpsc::channel(2048);
-    let (ba_tx, ba_rx) = mpsc::channel(2048);
-    let a = Netstack::spawn_with_channels(NetstackConfig::new(addr(A)), ab_tx, ba_rx).unwrap();
-    let b = Netstack::spawn_with_channels(NetstackConfig::new(addr(B)), ba_tx, ab_rx).unwrap();
-    (a, b)
-}
 
 /// A connected loopback pair: (one end, the other end).
 async fn loopback() -> (TcpStream, TcpStream) {
@@ -31,24 +16,6 @@ async fn loopback() -> (TcpStream, TcpStream) {
     let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (s, _) = l.accept().await.unwrap();
     (c, s)
-}
-
-fn pattern(seed: u8, i: usize) -> u8 {
-    (i.wrapping_mul(31) ^ (i >> 11)) as u8 ^ seed
-}
-
-async fn send_pattern<W: AsyncWriteExt + Unpin>(w: &mut W, seed: u8, len: usize) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut sent = 0;
-    while sent < len {
-        let n = buf.len().min(len - sent);
-        for (k, b) in buf[..n].iter_mut().enumerate() {
-            *b = pattern(seed, sent + k);
-        }
-        w.write_all(&buf[..n]).await.unwrap();
-        sent += n;
-    }
-    w.shutdown().await.unwrap();
 }
 
 /// Reads to the end; checks `prefix`, then `len` bytes of the pattern.
@@ -71,10 +38,7 @@ async fn a_spliced_connection_carries_eight_megabytes_each_way_with_the_earlier_
     let (a, b) = pair();
     let len = 8 << 20;
     let mut l = b.listen(8080).await.unwrap();
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 8080, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 8080).await;
     // Bytes the peer sends before B splices: they wait in B's pipe.
     c.write_all(b"early ").await.unwrap();
     let mut s = l.accept().await.unwrap();
@@ -106,10 +70,7 @@ async fn a_spliced_connection_carries_eight_megabytes_each_way_with_the_earlier_
 async fn a_half_close_passes_through_a_splice_both_ways() {
     let (a, b) = pair();
     let mut l = b.listen(8080).await.unwrap();
-    let mut c = a
-        .connect(SocketAddrV6::new(addr(B), 8080, 0, 0))
-        .await
-        .unwrap();
+    let mut c = dial_b(&a, 8080).await;
     let s = l.accept().await.unwrap();
     let (local, mut far) = loopback().await;
     let splice = tokio::spawn(s.splice(local, Vec::new(), 4096));

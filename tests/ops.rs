@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use support::home::{Home, BIN};
 use support::net::{free_tcp_port, free_udp_port};
 use support::process::{signal, terminate, wait_until, Guard, STOP_GRACE};
+use support::socks::{byte_server, socks_connect};
 
 /// A fake systemd notification socket: every datagram, with when it arrived.
 struct NotifySocket {
@@ -269,46 +270,6 @@ fn the_registry_notifies_systemd_and_logs_journal_priorities_without_timestamps(
 // Metrics and secrets: a registry and two userspace daemons on loopback, a handshake, a
 // transfer through the SOCKS5 proxy and a message.
 
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(131) >> 3) as u8
-}
-
-/// A local server that sends `len` pattern bytes to each client, then closes.
-fn byte_server(len: usize) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().take(4) {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let data: Vec<u8> = (0..len).map(pattern).collect();
-                let _ = s.write_all(&data);
-            });
-        }
-    });
-    port
-}
-
-/// SOCKS5 CONNECT by name through `proxy`; panics unless it succeeds.
-fn socks_connect(proxy: &str, host: &str, port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).unwrap();
-    assert_eq!(m, [5, 0]);
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).unwrap();
-    assert_eq!(head[1], 0, "SOCKS5 reply");
-    let mut bound = vec![0u8; if head[3] == 4 { 18 } else { 6 }];
-    s.read_exact(&mut bound).unwrap();
-    s
-}
-
 /// `GET /metrics` on `addr`: the body, after checking status and content type.
 fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics on {addr}: {e}"));
@@ -505,7 +466,7 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
     let b = Home::new("pilot-ops");
     let a_metrics = format!("127.0.0.1:{}", free_tcp_port());
     let b_metrics = format!("127.0.0.1:{}", free_tcp_port());
-    let served = byte_server(4 << 20);
+    let served = byte_server(4 << 20, 4);
     for (h, name, extra) in [
         (
             &a,
@@ -552,7 +513,9 @@ fn metrics_move_during_a_transfer_parse_as_exposition_and_no_log_holds_a_secret(
     let mut stream = None;
     assert!(
         wait_until(Duration::from_secs(20), || {
-            stream = std::panic::catch_unwind(|| socks_connect(&proxy, "node-b.pilot", 8080)).ok();
+            stream = std::panic::catch_unwind(|| socks_connect(&proxy, "node-b.pilot", 8080))
+                .ok()
+                .and_then(|(code, s)| (code == 0).then_some(s));
             stream.is_some()
         }),
         "no tunnel: {}",

@@ -8,8 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use support::home::Home;
-use support::net::free_udp_port;
+use support::pair::{pair_with, SOCKS_ANY};
 
 /// A local UDP server that echoes every datagram; its port.
 fn udp_echo() -> u16 {
@@ -55,24 +54,7 @@ fn payload(d: &[u8]) -> &[u8] {
 
 #[test]
 fn a_socks_udp_client_reaches_a_udp_port_exposed_by_another_userspace_daemon() {
-    let a = Home::new("pilot-udp");
-    let b = Home::new("pilot-udp");
-    let keys = [a.identity_key(), b.identity_key()];
-    let (pa, pb) = (free_udp_port(), free_udp_port());
-    for (home, port, peer_key, peer_name, peer_port) in [
-        (&a, pa, &keys[1], "node-b", pb),
-        (&b, pb, &keys[0], "node-a", pa),
-    ] {
-        std::fs::write(
-            home.path().join("config.toml"),
-            format!(
-                "mode = \"userspace\"\n[tunnel]\nlisten_port = {port}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
-                 [[peer]]\npublic_key = \"{peer_key}\"\nhostname = \"{peer_name}\"\nendpoint = \"127.0.0.1:{peer_port}\"\n"
-            ),
-        )
-        .unwrap();
-        home.ok(&["daemon", "start"]);
-    }
+    let (a, b, _) = pair_with("pilot-udp", ["", ""], [SOCKS_ANY, SOCKS_ANY]);
     let echo = udp_echo();
     let added = b.ok(&["expose", "5353/udp", "--to", &format!("127.0.0.1:{echo}")]);
     assert_eq!(added["protocol"], "udp", "{added}");

@@ -10,75 +10,15 @@ use std::time::Duration;
 
 use support::home::Home;
 use support::net::free_udp_port;
-
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(131) >> 3) as u8
-}
-
-/// A local server that sends `len` pattern bytes to each client, then closes.
-fn byte_server(len: usize) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().take(8) {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let data: Vec<u8> = (0..len).map(pattern).collect();
-                let _ = s.write_all(&data);
-            });
-        }
-    });
-    port
-}
-
-/// SOCKS5 CONNECT by name; the reply code, and the stream when it is 0.
-fn socks_connect(proxy: &str, host: &str, port: u16) -> (u8, TcpStream) {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).unwrap();
-    assert_eq!(m, [5, 0]);
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).unwrap();
-    let mut bound = vec![0u8; if head[3] == 4 { 18 } else { 6 }];
-    s.read_exact(&mut bound).unwrap();
-    (head[1], s)
-}
+use support::pair::{pair_with, SOCKS_ANY, SOCKS_OFF};
+use support::socks::{byte_server, pattern, socks_connect};
 
 #[test]
 fn a_socks_client_reaches_a_port_exposed_by_another_userspace_daemon() {
-    let a = Home::new("pilot-us");
-    let b = Home::new("pilot-us");
-    let keys = [a.identity_key(), b.identity_key()];
-    let (pa, pb) = (free_udp_port(), free_udp_port());
-    let from_config = byte_server(3 << 20);
-    let from_cli = byte_server(1000);
-    std::fs::write(
-        a.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pa}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-b\"\nendpoint = \"127.0.0.1:{pb}\"\n",
-            keys[1]
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pb}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-a\"\nendpoint = \"127.0.0.1:{pa}\"\n\
-             [[expose]]\nport = 8080\nto = \"127.0.0.1:{from_config}\"\n",
-            keys[0]
-        ),
-    )
-    .unwrap();
-    a.ok(&["daemon", "start"]);
-    b.ok(&["daemon", "start"]);
+    let from_config = byte_server(3 << 20, 8);
+    let from_cli = byte_server(1000, 8);
+    let exposed = format!("{SOCKS_ANY}[[expose]]\nport = 8080\nto = \"127.0.0.1:{from_config}\"\n");
+    let (a, b, keys) = pair_with("pilot-us", ["", ""], [SOCKS_ANY, &exposed]);
     b.ok(&["expose", "8081", "--to", &format!("127.0.0.1:{from_cli}")]);
     let listed = b.ok(&["expose", "--list"]);
     assert_eq!(listed["exposed"].as_array().unwrap().len(), 2, "{listed}");
@@ -199,33 +139,10 @@ fn curl(proxy: &str, user: Option<&str>, url: &str) -> (i32, String) {
 #[test]
 fn a_password_protected_socks_proxy_admits_curl_with_the_credentials_file_only() {
     use std::os::unix::fs::PermissionsExt;
-    let a = Home::new("pilot-us");
-    let b = Home::new("pilot-us");
-    let keys = [a.identity_key(), b.identity_key()];
-    let (pa, pb) = (free_udp_port(), free_udp_port());
     let web = http_server();
-    std::fs::write(
-        a.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pa}\n\
-             [socks5]\nlisten = \"127.0.0.1:0\"\nauth = \"password\"\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-b\"\nendpoint = \"127.0.0.1:{pb}\"\n",
-            keys[1]
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pb}\n[socks5]\nlisten = \"127.0.0.1:0\"\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-a\"\nendpoint = \"127.0.0.1:{pa}\"\n\
-             [[expose]]\nport = 8080\nto = \"127.0.0.1:{web}\"\n",
-            keys[0]
-        ),
-    )
-    .unwrap();
-    a.ok(&["daemon", "start"]);
-    b.ok(&["daemon", "start"]);
+    let auth = format!("{SOCKS_ANY}auth = \"password\"\n");
+    let exposed = format!("{SOCKS_ANY}[[expose]]\nport = 8080\nto = \"127.0.0.1:{web}\"\n");
+    let (a, b, _) = pair_with("pilot-us", ["", ""], [&auth, &exposed]);
 
     let info = a.ok(&["info"]);
     assert_eq!(info["socks5_auth"], "password", "{info}");
@@ -348,31 +265,8 @@ fn expose_refuses_link_local_and_metadata_targets_unless_the_flag_is_given() {
 /// retried, so sending it again would duplicate it).
 #[test]
 fn send_message_reports_a_quota_refusal_at_once_and_keeps_the_message() {
-    let a = Home::new("pilot-us");
-    let b = Home::new("pilot-us");
-    let keys = [a.identity_key(), b.identity_key()];
-    let (pa, pb) = (free_udp_port(), free_udp_port());
-    std::fs::write(
-        a.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pa}\n[socks5]\nenabled = false\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-b\"\nendpoint = \"127.0.0.1:{pb}\"\n",
-            keys[1]
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        b.path().join("config.toml"),
-        format!(
-            "mode = \"userspace\"\n[tunnel]\nlisten_port = {pb}\n[socks5]\nenabled = false\n\
-             [messages]\ninbox_max_messages_per_sender = 1\n\
-             [[peer]]\npublic_key = \"{}\"\nhostname = \"node-a\"\nendpoint = \"127.0.0.1:{pa}\"\n",
-            keys[0]
-        ),
-    )
-    .unwrap();
-    a.ok(&["daemon", "start"]);
-    b.ok(&["daemon", "start"]);
+    let quota = format!("{SOCKS_OFF}[messages]\ninbox_max_messages_per_sender = 1\n");
+    let (a, _b, keys) = pair_with("pilot-us", ["", ""], [SOCKS_OFF, &quota]);
     let send = |text: &str| a.json(&["send-message", &keys[1], "--type", "text", "--data", text]);
     let (code, first) = send("one");
     assert_eq!(code, 0, "{first}");

@@ -30,6 +30,35 @@
 #   iperf_tcp A B TAG              iperf3 TCP for IPERF_T s from A to B's overlay address; prints
 #                                  Mbit/s (A's path to B on stderr)
 
+# Preamble (the caller defines HERE, its own directory; then natlab_up):
+#   natlab_init PREFIX NAME        PILOTCTL (default: this checkout's release build, which must
+#                                  exist), IPERF_T (default 10) and RUNS (default 3) from the
+#                                  environment; needs root; P=PREFIX<pid % 100000>,
+#                                  WORK=/tmp/NAME-XXXXXX, NSES=() and PIDS=(); trap natlab_cleanup EXIT
+#   natlab_cleanup                 kills PIDS (SIGKILL after 0.3 s), deletes NSES, removes WORK
+
+natlab_init() { # PREFIX NAME
+  PILOTCTL=${PILOTCTL:-$HERE/../target/release/pilotctl}
+  IPERF_T=${IPERF_T:-10}
+  RUNS=${RUNS:-3}
+  [[ $(id -u) == 0 ]] || { echo "needs root" >&2; exit 1; }
+  [[ -x $PILOTCTL ]] || { echo "build first: cargo build --release" >&2; exit 1; }
+  P=$1$(( $$ % 100000 ))
+  WORK=$(mktemp -d "/tmp/$2-XXXXXX")
+  NSES=()
+  PIDS=()
+  trap natlab_cleanup EXIT
+}
+
+natlab_cleanup() {
+  local pid ns
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+
 nsadd() { ip netns add "$1"; NSES+=("$1"); ip -n "$1" link set lo up;
   ip netns exec "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0; }
 

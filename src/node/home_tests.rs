@@ -4,189 +4,16 @@
 //! both homes move and the relayed path follows, and a relayed ping still works.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
-
+use super::sim::{r, Sim};
 use super::*;
-use crate::identity::{Identity, PublicKey};
-use crate::mapping::{Hostname, PeerRef, DEFAULT_NETWORK};
-use crate::node::control::ControlPlane;
-use crate::node::registry_client::ClientConfig;
+use crate::mapping::PeerRef;
 use crate::node::traversal::Path;
-use crate::node::trust::TrustStore;
-use crate::registry::server::{Limits, Registry};
-use crate::wire::classify::classify;
-
-const T0: u64 = 1_750_000_000_000;
-
-struct Host {
-    node: Node,
-    addr: SocketAddr,
-    key: PublicKey,
-}
-
-struct Sim {
-    registries: Vec<(SocketAddr, Registry, bool)>,
-    hosts: Vec<Host>,
-    start: Instant,
-    now: Instant,
-}
-
-fn r(i: u8) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, i], 7000))
-}
 
 impl Sim {
-    /// Node `i` is configured with `configs[i]` (registries in that order) and claims the
-    /// name `node-{i}`.
-    fn new(configs: &[&[SocketAddr]]) -> Self {
-        let start = Instant::now();
-        let hosts = configs
-            .iter()
-            .enumerate()
-            .map(|(i, regs)| {
-                let id = Arc::new(Identity::from_seed([i as u8 + 1; 32]));
-                let mut cfg = ClientConfig::new(regs.to_vec());
-                cfg.hostname = Some(Hostname::new(&format!("node-{i}")).unwrap());
-                let trust = TrustStore::in_memory(id.public_key());
-                let plane = ControlPlane::new(id.clone(), cfg, trust, start, T0);
-                let config = NodeConfig {
-                    network: DEFAULT_NETWORK,
-                    static_peers: Vec::new(),
-                    has_registry: true,
-                };
-                Host {
-                    node: Node::new(plane, config, [i as u8; 32], start),
-                    addr: SocketAddr::from(([203, 0, 113, i as u8 + 1], 40000)),
-                    key: id.public_key(),
-                }
-            })
-            .collect();
-        let registries = [r(1), r(2)]
-            .into_iter()
-            .map(|a| {
-                let reg = crate::registry::server::tests::memory_registry(Limits::default(), T0);
-                (a, reg, true)
-            })
-            .collect();
-        let mut sim = Sim {
-            registries,
-            hosts,
-            start,
-            now: start,
-        };
-        sim.run();
-        sim
-    }
-
-    fn now_ms(&self) -> u64 {
-        T0 + (self.now - self.start).as_millis() as u64
-    }
-
-    /// `registry` comes back as a fresh process: it has forgotten presence and relay pairs.
-    fn restart(&mut self, registry: SocketAddr) {
-        let ms = self.now_ms();
-        for (a, reg, up) in &mut self.registries {
-            if *a == registry {
-                *reg = crate::registry::server::tests::memory_registry(Limits::default(), ms);
-                *up = true;
-            }
-        }
-    }
-
-    fn set_up(&mut self, registry: SocketAddr, up: bool) {
-        for (a, _, u) in &mut self.registries {
-            if *a == registry {
-                *u = up;
-            }
-        }
-    }
-
-    /// Delivers datagrams until the network is quiet; node-to-node datagrams are dropped.
-    fn run(&mut self) {
-        for _ in 0..1000 {
-            let mut wire = Vec::new();
-            for h in &mut self.hosts {
-                while h.node.poll_effect().is_some() {}
-                while h.node.poll_event().is_some() {}
-                while let Some((to, bytes)) = h.node.poll_transmit() {
-                    wire.push((h.addr, to, bytes));
-                }
-            }
-            if wire.is_empty() {
-                return;
-            }
-            let (now, now_ms) = (self.now, self.now_ms());
-            for (from, to, bytes) in wire {
-                let Some((raddr, reg, up)) = self.registries.iter_mut().find(|r| r.0 == to) else {
-                    continue;
-                };
-                if !*up {
-                    continue;
-                }
-                let raddr = *raddr;
-                for (dst, out) in reg.handle(now_ms, from, &bytes) {
-                    let Some(h) = self.hosts.iter_mut().find(|h| h.addr == dst) else {
-                        continue;
-                    };
-                    if let Some((kind, msg)) = classify(&out).control() {
-                        h.node.handle_datagram(now, raddr, kind, msg);
-                    }
-                }
-            }
-        }
-        panic!("the network did not settle");
-    }
-
-    fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.now = (self.now + Duration::from_millis(50)).min(end);
-            let (now, ms) = (self.now, self.now_ms());
-            for (_, reg, _) in &mut self.registries {
-                reg.handle_timeout(ms);
-            }
-            for h in &mut self.hosts {
-                if h.node.poll_timeout().is_some_and(|t| t <= now) {
-                    h.node.handle_timeout(now);
-                }
-            }
-            self.run();
-        }
-    }
-
-    fn call<T>(
-        &mut self,
-        i: usize,
-        make: impl FnOnce(Reply<T>) -> NodeCommand,
-    ) -> oneshot::Receiver<Result<T, crate::error::PilotError>> {
-        let (tx, rx) = oneshot::channel();
-        let now = self.now;
-        self.hosts[i].node.handle_command(now, make(tx));
-        self.run();
-        rx
-    }
-
-    /// Node 0 asks node 1 for trust by key and node 1 approves.
-    fn trust_each_other(&mut self) {
-        let (k0, k1) = (self.hosts[0].key, self.hosts[1].key);
-        let mut rx = self.call(0, |reply| NodeCommand::Handshake {
-            peer: PeerRef::PublicKey(k1),
-            justification: "jobs".into(),
-            reply,
-        });
-        rx.try_recv().unwrap().unwrap();
-        let mut rx = self.call(1, |reply| NodeCommand::Approve {
-            peer: PeerRef::PublicKey(k0),
-            reply,
-        });
-        rx.try_recv().unwrap().unwrap();
-    }
-
     fn path(&self, i: usize, j: usize) -> Path {
-        self.hosts[i].node.path(&self.hosts[j].key)
+        self.hosts[i].node.path(&self.key(j))
     }
 
     fn home(&mut self, i: usize) -> Option<SocketAddr> {
@@ -195,7 +22,7 @@ impl Sim {
 
     /// A relayed ping from node 0 to node 1: (path, endpoint, replies).
     fn ping(&mut self) -> (String, Option<SocketAddr>, usize) {
-        let k1 = self.hosts[1].key;
+        let k1 = self.key(1);
         let mut rx = self.call(0, |reply| NodeCommand::Ping {
             peer: PeerRef::PublicKey(k1),
             count: 2,
@@ -205,13 +32,19 @@ impl Sim {
         let report = rx.try_recv().unwrap().unwrap();
         (report.path, report.endpoint, report.received)
     }
+
+    /// Node 0 asks node 1 for trust by key and node 1 approves.
+    fn trust_by_key(&mut self) {
+        let k1 = self.key(1);
+        self.trust_each_other_as(PeerRef::PublicKey(k1));
+    }
 }
 
 #[test]
 fn each_side_relays_through_the_others_home() {
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(2), r(1)]]);
+    let mut sim = Sim::with_registries(&[&[r(1), r(2)], &[r(2), r(1)]]);
     assert_eq!((sim.home(0), sim.home(1)), (Some(r(1)), Some(r(2))));
-    sim.trust_each_other();
+    sim.trust_by_key();
     sim.advance(Duration::from_secs(4));
     assert_eq!(
         sim.path(0, 1),
@@ -230,8 +63,8 @@ fn each_side_relays_through_the_others_home() {
 fn a_peer_homed_where_we_are_not_registered_is_relayed_through_the_introducer() {
     // Node 1 uses r(2) only; node 0 both. 0 reaches 1 through 1's home, r(2); 1 cannot send
     // through 0's home r(1) (it is not registered there): it uses r(2), which introduced them.
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(2)]]);
-    sim.trust_each_other();
+    let mut sim = Sim::with_registries(&[&[r(1), r(2)], &[r(2)]]);
+    sim.trust_by_key();
     sim.advance(Duration::from_secs(4));
     assert_eq!(sim.path(0, 1), Path::Relay(r(2)));
     assert_eq!(sim.path(1, 0), Path::Relay(r(2)));
@@ -240,8 +73,8 @@ fn a_peer_homed_where_we_are_not_registered_is_relayed_through_the_introducer() 
 
 #[test]
 fn when_the_home_dies_the_homes_move_and_the_relayed_path_follows() {
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(1), r(2)]]);
-    sim.trust_each_other();
+    let mut sim = Sim::with_registries(&[&[r(1), r(2)], &[r(1), r(2)]]);
+    sim.trust_by_key();
     sim.advance(Duration::from_secs(4));
     assert_eq!(sim.path(0, 1), Path::Relay(r(1)));
     assert_eq!(sim.path(1, 0), Path::Relay(r(1)));

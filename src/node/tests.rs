@@ -1,217 +1,29 @@
 //! Two [`Node`]s and a registry in memory with a virtual clock: every rule of the node core
 //! (trust answered with typed replies, probes, pings, paths) exercised without a socket.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::error::ErrorCode;
-use crate::error::PilotError;
 use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Hostname, PeerRef, DEFAULT_NETWORK};
 use crate::node::control::ControlPlane;
 use crate::node::registry_client::ClientConfig;
 use crate::node::traversal::Path;
-use crate::node::trust::{AllowList, TrustStore};
+use crate::node::trust::TrustStore;
 use crate::node::views::{NodeEvent, TrustStanding};
-use crate::registry::server::{Limits, Registry};
 use crate::wg::DataPlaneEvent;
-use crate::wire::classify::classify;
 use crate::wire::probe::{self, Probe};
 use crate::wire::relay;
 
-const T0: u64 = 1_750_000_000_000;
-
-/// One node in the simulation: the core, its address, and what it asked of its data plane and
-/// told the API.
-struct Host {
-    node: Node,
-    addr: SocketAddr,
-    id: Arc<Identity>,
-    effects: Vec<Effect>,
-    events: Vec<NodeEvent>,
-}
-
-/// A registry and nodes in memory. Datagrams are delivered at once; `blocked` drops direct
-/// datagrams between nodes (a NAT that lets nothing through), and `drop_from` drops
-/// everything a node sends to another.
-struct Sim {
-    registry: Registry,
-    registry_addr: SocketAddr,
-    hosts: Vec<Host>,
-    start: Instant,
-    now: Instant,
-    blocked: bool,
-    drop_from: Option<usize>,
-}
-
-fn id(i: usize) -> Arc<Identity> {
-    Arc::new(Identity::from_seed([i as u8 + 1; 32]))
-}
-
-impl Sim {
-    fn new(names: &[&str], allow: &[AllowList]) -> Self {
-        let start = Instant::now();
-        let registry_addr: SocketAddr = "192.0.2.1:7000".parse().unwrap();
-        let hosts = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let id = id(i);
-                let mut cfg = ClientConfig::new(vec![registry_addr]);
-                cfg.hostname = Some(Hostname::new(name).unwrap());
-                let mut trust = TrustStore::in_memory(id.public_key());
-                if let Some(a) = allow.get(i) {
-                    trust.set_allow_list(a.clone());
-                }
-                let plane = ControlPlane::new(id.clone(), cfg, trust, start, T0);
-                let config = NodeConfig {
-                    network: DEFAULT_NETWORK,
-                    static_peers: Vec::new(),
-                    has_registry: true,
-                };
-                Host {
-                    node: Node::new(plane, config, [i as u8; 32], start),
-                    addr: SocketAddr::from(([203, 0, 113, i as u8 + 1], 40000)),
-                    id,
-                    effects: Vec::new(),
-                    events: Vec::new(),
-                }
-            })
-            .collect();
-        let registry = crate::registry::server::tests::memory_registry(Limits::default(), T0);
-        let mut sim = Sim {
-            registry,
-            registry_addr,
-            hosts,
-            start,
-            now: start,
-            blocked: false,
-            drop_from: None,
-        };
-        sim.run();
-        sim
-    }
-
-    fn key(&self, i: usize) -> PublicKey {
-        self.hosts[i].id.public_key()
-    }
-
-    fn now_ms(&self) -> u64 {
-        T0 + (self.now - self.start).as_millis() as u64
-    }
-
-    /// Collects what every node queued; returns the datagrams in flight.
-    fn collect(&mut self) -> VecDeque<(SocketAddr, SocketAddr, Vec<u8>)> {
-        let mut wire = VecDeque::new();
-        for h in &mut self.hosts {
-            h.effects
-                .extend(std::iter::from_fn(|| h.node.poll_effect()));
-            h.events.extend(std::iter::from_fn(|| h.node.poll_event()));
-            while let Some((to, bytes)) = h.node.poll_transmit() {
-                wire.push_back((h.addr, to, bytes));
-            }
-        }
-        wire
-    }
-
-    /// Delivers datagrams until the network is quiet.
-    fn run(&mut self) {
-        for _ in 0..1000 {
-            let wire = self.collect();
-            if wire.is_empty() {
-                return;
-            }
-            for (from, to, bytes) in wire {
-                self.deliver(from, to, &bytes);
-            }
-        }
-        panic!("the network did not settle");
-    }
-
-    fn deliver(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
-        let now_ms = self.now_ms();
-        if to == self.registry_addr {
-            for (dst, out) in self.registry.handle(now_ms, from, bytes) {
-                self.hand_to_host(self.registry_addr, dst, &out);
-            }
-            return;
-        }
-        let sender = self.hosts.iter().position(|h| h.addr == from);
-        if self.blocked || (sender.is_some() && sender == self.drop_from) {
-            return;
-        }
-        self.hand_to_host(from, to, bytes);
-    }
-
-    fn hand_to_host(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
-        let now = self.now;
-        let Some(h) = self.hosts.iter_mut().find(|h| h.addr == to) else {
-            return;
-        };
-        if let Some((kind, msg)) = classify(bytes).control() {
-            h.node.handle_datagram(now, from, kind, msg);
-        }
-    }
-
-    /// Moves the clock in steps of 50 ms, running timers and the network at each.
-    fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        while self.now < end {
-            self.now = (self.now + Duration::from_millis(50)).min(end);
-            let now = self.now;
-            self.registry.handle_timeout(self.now_ms());
-            for h in &mut self.hosts {
-                if h.node.poll_timeout().is_some_and(|t| t <= now) {
-                    h.node.handle_timeout(now);
-                }
-            }
-            self.run();
-        }
-    }
-
-    /// Sends `make`'s command to node `i` and runs the network.
-    fn call<T>(
-        &mut self,
-        i: usize,
-        make: impl FnOnce(Reply<T>) -> NodeCommand,
-    ) -> oneshot::Receiver<Result<T, PilotError>> {
-        let (tx, rx) = oneshot::channel();
-        let now = self.now;
-        self.hosts[i].node.handle_command(now, make(tx));
-        self.run();
-        rx
-    }
-
-    /// Node 0 asks node 1 for trust by name and node 1 approves.
-    fn trust_each_other(&mut self) {
-        let name = Hostname::new("node-b").unwrap();
-        let mut r = self.call(0, |reply| NodeCommand::Handshake {
-            peer: PeerRef::Hostname(name),
-            justification: "jobs".into(),
-            reply,
-        });
-        r.try_recv().unwrap().unwrap();
-        let ka = self.key(0);
-        let mut r = self.call(1, |reply| NodeCommand::Approve {
-            peer: PeerRef::PublicKey(ka),
-            reply,
-        });
-        r.try_recv().unwrap().unwrap();
-    }
-
-    fn path_of(&mut self, i: usize, peer: PublicKey) -> Path {
-        self.hosts[i].node.path(&peer)
-    }
-}
+use super::sim::{id, Sim, T0};
 
 #[test]
 fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     let (ka, kb) = (sim.key(0), sim.key(1));
     let mut r = sim.call(0, |reply| NodeCommand::Handshake {
         peer: PeerRef::Hostname(Hostname::new("node-b").unwrap()),
@@ -273,7 +85,7 @@ fn handshake_approve_and_untrust_are_answered_with_typed_replies() {
 
 #[test]
 fn unknown_peers_and_failed_lookups_get_typed_errors() {
-    let mut sim = Sim::new(&["node-a"], &[]);
+    let mut sim = Sim::with_names(&["node-a"], &[]);
     let stranger = id(9).public_key();
     let mut r = sim.call(0, |reply| NodeCommand::Approve {
         peer: PeerRef::Addr48(stranger.addr48()),
@@ -301,7 +113,7 @@ fn unknown_peers_and_failed_lookups_get_typed_errors() {
 
 #[test]
 fn trusted_peers_punch_a_direct_path_and_tell_the_data_plane() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.advance(Duration::from_secs(1));
     let (ka, kb) = (sim.key(0), sim.key(1));
@@ -321,12 +133,12 @@ fn trusted_peers_punch_a_direct_path_and_tell_the_data_plane() {
 
 #[test]
 fn without_a_direct_path_the_relay_takes_over() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.blocked = true;
     sim.trust_each_other();
     sim.advance(Duration::from_secs(4));
     let kb = sim.key(1);
-    assert_eq!(sim.path_of(0, kb), Path::Relay(sim.registry_addr));
+    assert_eq!(sim.path_of(0, kb), Path::Relay(sim.registry_addr()));
 }
 
 /// A probe from `from` to `to` as bytes, stamped `ts`.
@@ -360,7 +172,7 @@ fn replies_to(sim: &mut Sim, i: usize, dst: SocketAddr) -> Vec<Probe> {
 
 #[test]
 fn probes_are_answered_once_and_only_for_trusted_fresh_senders() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.run();
     let a = sim.hosts[0].id.clone();
@@ -395,12 +207,12 @@ fn probes_are_answered_once_and_only_for_trusted_fresh_senders() {
 
 #[test]
 fn relayed_probes_must_name_their_signer_and_come_from_a_registry() {
-    let mut sim = Sim::new(&["node-a", "node-b", "node-c"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b", "node-c"], &[]);
     sim.trust_each_other();
     sim.run();
     let a = sim.hosts[0].id.clone();
     let (kb, kc) = (sim.key(1), sim.key(2));
-    let reg = sim.registry_addr;
+    let reg = sim.registry_addr();
     let now = sim.now;
     let ts = sim.now_ms();
     let relayed = |from| crate::wire::classify::ControlKind::RelayedProbe(from);
@@ -430,7 +242,7 @@ fn relayed_probes_must_name_their_signer_and_come_from_a_registry() {
 
 #[test]
 fn a_ping_session_reports_round_trips() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.advance(Duration::from_secs(1));
     let kb = sim.key(1);
@@ -477,7 +289,7 @@ fn a_ping_session_reports_round_trips() {
 
 #[test]
 fn a_ping_session_times_out_missing_replies() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.advance(Duration::from_secs(1));
     let kb = sim.key(1);
@@ -498,7 +310,7 @@ fn a_ping_session_times_out_missing_replies() {
 
 #[test]
 fn a_ping_without_a_path_starts_one_and_answers_once_the_relay_takes_over() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.blocked = true;
     sim.trust_each_other();
     let kb = sim.key(1);
@@ -593,7 +405,7 @@ fn a_peer_loaded_at_start_waits_for_traffic_and_a_needs_path_starts_a_punch() {
 
 #[test]
 fn a_roaming_event_moves_the_path_machine_and_is_reported_once() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.advance(Duration::from_secs(1));
     let kb = sim.key(1);
@@ -677,7 +489,7 @@ fn static_peers_are_trusted_with_their_configured_path_and_never_removed() {
 
 #[test]
 fn a_peer_is_up_once_per_session_and_down_when_trust_goes() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     sim.trust_each_other();
     sim.advance(Duration::from_secs(1));
     let (kb, stranger) = (sim.key(1), id(9).public_key());
@@ -734,7 +546,7 @@ fn stranger_asks(sim: &mut Sim) {
 
 #[test]
 fn a_pending_strangers_address_or_name_never_resolves_for_handshake_or_ping() {
-    let mut sim = Sim::new(&["node-a", "node-b"], &[]);
+    let mut sim = Sim::with_names(&["node-a", "node-b"], &[]);
     let kb = sim.key(1);
     stranger_asks(&mut sim);
     // Its address, and (with no registry to ask) its name, name no peer of ours: naming them

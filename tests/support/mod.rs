@@ -13,11 +13,13 @@ pub mod home;
 pub mod mesh;
 pub mod net;
 pub mod netns;
+pub mod netstack;
 pub mod pair;
 pub mod pg;
 pub mod process;
 pub mod registry;
 pub mod registry_client;
+pub mod socks;
 
 use std::time::Duration;
 

@@ -10,24 +10,37 @@ use serde_json::Value;
 use super::home::Home;
 use super::net::free_udp_port;
 
-/// Starts `node-a` and `node-b`, each with the other as a static peer; `extra` goes into each
-/// one's config after its first line (top-level keys, then any sections: A's first, then
-/// B's). Returns both homes and their keys.
+/// A `[socks5]` table: the proxy off.
+pub const SOCKS_OFF: &str = "[socks5]\nenabled = false\n";
+/// A `[socks5]` table: the proxy on a free loopback port (`info` tells which).
+pub const SOCKS_ANY: &str = "[socks5]\nlisten = \"127.0.0.1:0\"\n";
+
+/// Starts `node-a` and `node-b`, each with the other as a static peer and its SOCKS5 proxy
+/// off; `extra` goes into each one's config after its first line (top-level keys, then any
+/// sections: A's first, then B's). Returns both homes and their keys.
 pub fn pair(prefix: &str, extra: [&str; 2]) -> (Home, Home, [String; 2]) {
+    pair_with(prefix, extra, [SOCKS_OFF, SOCKS_OFF])
+}
+
+/// Starts `node-a` and `node-b`, each with the other as a static peer: in each one's config
+/// `head` goes after the first line (top-level keys, then any sections) and `tail` after the
+/// `[[peer]]` table (sections: `[socks5]`, `[[expose]]`, ...), A's first, then B's. Returns
+/// both homes and their keys.
+pub fn pair_with(prefix: &str, head: [&str; 2], tail: [&str; 2]) -> (Home, Home, [String; 2]) {
     let a = Home::new(prefix);
     let b = Home::new(prefix);
     let keys = [a.identity_key(), b.identity_key()];
     let (pa, pb) = (free_udp_port(), free_udp_port());
-    for (h, me, other, name, port, more) in [
-        (&a, pa, &keys[1], "node-b", pb, extra[0]),
-        (&b, pb, &keys[0], "node-a", pa, extra[1]),
+    for (h, me, other, name, port, head, tail) in [
+        (&a, pa, &keys[1], "node-b", pb, head[0], tail[0]),
+        (&b, pb, &keys[0], "node-a", pa, head[1], tail[1]),
     ] {
         std::fs::write(
             h.path().join("config.toml"),
             format!(
-                "mode = \"userspace\"\n{more}\n[tunnel]\nlisten_port = {me}\n[socks5]\n\
-                 enabled = false\n[[peer]]\npublic_key = \"{other}\"\nhostname = \"{name}\"\n\
-                 endpoint = \"127.0.0.1:{port}\"\n"
+                "mode = \"userspace\"\n{head}\n[tunnel]\nlisten_port = {me}\n[[peer]]\n\
+                 public_key = \"{other}\"\nhostname = \"{name}\"\nendpoint = \"127.0.0.1:{port}\"\n\
+                 {tail}"
             ),
         )
         .unwrap();

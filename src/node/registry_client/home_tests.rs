@@ -3,94 +3,50 @@
 //! time), comes back, and travels signed in the endpoint exchange.
 
 use super::*;
-use crate::registry::server::{Limits, Registry};
+use crate::node::sim::{host_addr, r, Endpoint, Net, T0};
 
-const T0: u64 = 1_750_000_000_000;
+/// A registry client at its address on the simulated network.
+type Host = (Client, SocketAddr);
 
-struct Sim {
-    registries: Vec<(SocketAddr, Registry, bool)>,
-    clients: Vec<(Client, SocketAddr)>,
-    start: Instant,
-    now: Instant,
+impl Endpoint for Host {
+    fn addr(&self) -> SocketAddr {
+        self.1
+    }
+
+    fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.0.poll_transmit()
+    }
+
+    fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.0.handle_datagram(now, from, bytes);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now);
+    }
 }
 
-fn r(i: u8) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, i], 7000))
-}
+type Sim = Net<Host>;
 
 impl Sim {
-    /// Clients `1..`, each configured with the registries in the order given.
-    fn new(configs: &[&[SocketAddr]]) -> Self {
+    /// Clients `1..` at registries `r(1)` and `r(2)`, each configured with the registries in
+    /// the order given.
+    fn with_clients(configs: &[&[SocketAddr]]) -> Self {
         let start = Instant::now();
-        let registries = [r(1), r(2)]
-            .into_iter()
-            .map(|a| {
-                let reg = crate::registry::server::tests::memory_registry(Limits::default(), T0);
-                (a, reg, true)
-            })
-            .collect();
         let clients = configs
             .iter()
             .enumerate()
             .map(|(i, regs)| {
-                let n = i as u8 + 1;
-                let id = Arc::new(Identity::from_seed([n; 32]));
+                let id = crate::node::sim::id(i);
                 let cfg = ClientConfig::new(regs.to_vec());
-                let addr = SocketAddr::from(([203, 0, 113, n], 40000));
-                (Client::new(id, cfg, start, T0), addr)
+                (Client::new(id, cfg, start, T0), host_addr(i))
             })
             .collect();
-        let mut sim = Sim {
-            registries,
-            clients,
-            start,
-            now: start,
-        };
-        sim.run();
-        sim
-    }
-
-    fn unix(&self) -> u64 {
-        T0 + (self.now - self.start).as_millis() as u64
-    }
-
-    fn set_up(&mut self, registry: SocketAddr, up: bool) {
-        for (a, _, u) in &mut self.registries {
-            if *a == registry {
-                *u = up;
-            }
-        }
-    }
-
-    /// Delivers datagrams until nothing moves (bounded).
-    fn run(&mut self) {
-        for _ in 0..100 {
-            let mut sent = Vec::new();
-            for (c, addr) in &mut self.clients {
-                while let Some((to, bytes)) = c.poll_transmit() {
-                    sent.push((*addr, to, bytes));
-                }
-            }
-            if sent.is_empty() {
-                return;
-            }
-            let now_ms = self.unix();
-            for (from, to, bytes) in sent {
-                let Some((raddr, reg, up)) = self.registries.iter_mut().find(|r| r.0 == to) else {
-                    continue;
-                };
-                if !*up {
-                    continue;
-                }
-                let raddr = *raddr;
-                for (dest, out) in reg.handle(now_ms, from, &bytes) {
-                    if let Some((c, _)) = self.clients.iter_mut().find(|(_, a)| *a == dest) {
-                        c.handle_datagram(self.now, raddr, &out);
-                    }
-                }
-            }
-        }
-        panic!("the simulation did not settle");
+        Net::new(&[r(1), r(2)], clients, start)
     }
 
     /// Moves the clock forward in steps of 100 ms, firing timers; stops early (returning
@@ -102,20 +58,9 @@ impl Sim {
     ) -> Option<Duration> {
         let end = self.now + d;
         while self.now < end {
-            self.now = (self.now + Duration::from_millis(100)).min(end);
-            let now = self.now;
-            for (c, _) in &mut self.clients {
-                if c.poll_timeout().is_some_and(|t| t <= now) {
-                    c.handle_timeout(now);
-                }
-            }
-            let ms = self.unix();
-            for (_, reg, _) in &mut self.registries {
-                reg.handle_timeout(ms);
-            }
-            self.run();
+            self.tick(Duration::from_millis(100), end);
             let mut hit = false;
-            for (c, _) in &mut self.clients {
+            for (c, _) in &mut self.hosts {
                 while let Some(ev) = c.poll_event() {
                     hit |= until(&ev);
                 }
@@ -128,7 +73,7 @@ impl Sim {
     }
 
     fn homes(&mut self, i: usize) -> Vec<Option<SocketAddr>> {
-        std::iter::from_fn(|| self.clients[i].0.poll_event())
+        std::iter::from_fn(|| self.hosts[i].0.poll_event())
             .filter_map(|e| match e {
                 ClientEvent::HomeChanged { home, .. } => Some(home),
                 _ => None,
@@ -139,27 +84,26 @@ impl Sim {
 
 #[test]
 fn the_home_is_the_first_configured_registry_that_answers() {
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(2), r(1)]]);
+    let mut sim = Sim::with_clients(&[&[r(1), r(2)], &[r(2), r(1)]]);
     assert_eq!(sim.homes(0), vec![Some(r(1))]);
     assert_eq!(sim.homes(1), vec![Some(r(2))]);
-    assert_eq!(sim.clients[0].0.home(), Some(r(1)));
-    let status = sim.clients[0].0.registry_status();
+    assert_eq!(sim.hosts[0].0.home(), Some(r(1)));
+    let status = sim.hosts[0].0.registry_status();
     assert_eq!(
         status.iter().map(|s| s.home).collect::<Vec<_>>(),
         vec![true, false]
     );
-    assert!(sim.clients[0].0.is_answering(r(2)));
-    assert!(!sim.clients[0].0.is_answering(r(3)));
+    assert!(sim.hosts[0].0.is_answering(r(2)));
+    assert!(!sim.hosts[0].0.is_answering(r(3)));
 }
 
 #[test]
 fn a_registry_down_at_start_is_skipped_until_it_answers() {
-    let id = Arc::new(Identity::from_seed([1; 32]));
-    let mut sim = Sim::new(&[]);
+    let id = crate::node::sim::id(0);
+    let mut sim = Sim::with_clients(&[]);
     sim.set_up(r(1), false);
     let client = Client::new(id, ClientConfig::new(vec![r(1), r(2)]), sim.now, T0);
-    sim.clients
-        .push((client, SocketAddr::from(([203, 0, 113, 1], 40000))));
+    sim.hosts.push((client, host_addr(0)));
     sim.run();
     assert_eq!(sim.homes(0), vec![Some(r(2))]);
     sim.set_up(r(1), true);
@@ -174,7 +118,7 @@ fn a_registry_down_at_start_is_skipped_until_it_answers() {
 
 #[test]
 fn a_home_that_stops_answering_is_left_within_heartbeat_plus_timeout_and_taken_back() {
-    let mut sim = Sim::new(&[&[r(1), r(2)]]);
+    let mut sim = Sim::with_clients(&[&[r(1), r(2)]]);
     assert_eq!(sim.homes(0), vec![Some(r(1))]);
     // r(1) dies right after its answer: the next heartbeat (20 s) goes unanswered, and 3 s
     // (`home_timeout`) later the home moves: at most 23 s, the documented worst case.
@@ -189,9 +133,9 @@ fn a_home_that_stops_answering_is_left_within_heartbeat_plus_timeout_and_taken_b
         moved >= Duration::from_secs(23) && moved <= Duration::from_millis(23_100),
         "moved after {moved:?}"
     );
-    assert_eq!(sim.clients[0].0.home(), Some(r(2)));
-    assert!(!sim.clients[0].0.is_answering(r(1)));
-    let status = sim.clients[0].0.registry_status();
+    assert_eq!(sim.hosts[0].0.home(), Some(r(2)));
+    assert!(!sim.hosts[0].0.is_answering(r(1)));
+    let status = sim.hosts[0].0.registry_status();
     assert_eq!(
         status.iter().map(|s| s.home).collect::<Vec<_>>(),
         vec![false, true]
@@ -203,18 +147,18 @@ fn a_home_that_stops_answering_is_left_within_heartbeat_plus_timeout_and_taken_b
         |e| matches!(e, ClientEvent::HomeChanged { home: Some(h), .. } if *h == r(1)),
     );
     assert!(back.is_some(), "r(1) never became the home again");
-    assert!(sim.clients[0].0.is_answering(r(1)));
+    assert!(sim.hosts[0].0.is_answering(r(1)));
 }
 
 #[test]
 fn a_request_left_unanswered_moves_the_home_sooner_than_the_heartbeat() {
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(1), r(2)]]);
+    let mut sim = Sim::with_clients(&[&[r(1), r(2)], &[r(1), r(2)]]);
     sim.homes(0);
     sim.set_up(r(1), false);
-    let peer = sim.clients[1].0.public_key();
+    let peer = sim.hosts[1].0.public_key();
     let now = sim.now;
     // An endpoint request (as a relayed path sends at every punch retry) goes to both.
-    sim.clients[0].0.request_endpoints(now, peer);
+    sim.hosts[0].0.request_endpoints(now, peer);
     let moved = sim
         .advance_until(
             Duration::from_secs(10),
@@ -229,23 +173,23 @@ fn a_request_left_unanswered_moves_the_home_sooner_than_the_heartbeat() {
 
 #[test]
 fn the_endpoint_exchange_carries_each_sides_home() {
-    let mut sim = Sim::new(&[&[r(1), r(2)], &[r(2), r(1)]]);
-    let (a, b) = (sim.clients[0].0.public_key(), sim.clients[1].0.public_key());
-    sim.clients[0].0.set_trusted(b, true);
-    sim.clients[1].0.set_trusted(a, true);
+    let mut sim = Sim::with_clients(&[&[r(1), r(2)], &[r(2), r(1)]]);
+    let (a, b) = (sim.hosts[0].0.public_key(), sim.hosts[1].0.public_key());
+    sim.hosts[0].0.set_trusted(b, true);
+    sim.hosts[1].0.set_trusted(a, true);
     sim.homes(0);
     sim.homes(1);
     let now = sim.now;
-    sim.clients[0].0.request_endpoints(now, b);
+    sim.hosts[0].0.request_endpoints(now, b);
     sim.run();
-    let info: Vec<ClientEvent> = std::iter::from_fn(|| sim.clients[0].0.poll_event())
+    let info: Vec<ClientEvent> = std::iter::from_fn(|| sim.hosts[0].0.poll_event())
         .filter(|e| matches!(e, ClientEvent::EndpointInfo { .. }))
         .collect();
     assert!(
         matches!(&info[..], [ClientEvent::EndpointInfo { home: Some(h), peer, .. }] if *h == r(2) && *peer == b),
         "{info:?}"
     );
-    let asked: Vec<ClientEvent> = std::iter::from_fn(|| sim.clients[1].0.poll_event())
+    let asked: Vec<ClientEvent> = std::iter::from_fn(|| sim.hosts[1].0.poll_event())
         .filter(|e| matches!(e, ClientEvent::EndpointRequested { .. }))
         .collect();
     // One push per registry, each carrying a's signed home.

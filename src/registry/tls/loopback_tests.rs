@@ -148,29 +148,66 @@ async fn tls_link_as(
     Link::Tls { tx, rx }
 }
 
-async fn start(
-    mut cfg: RegistryConfig,
-) -> (
-    SocketAddr,
-    SocketAddr,
-    crate::identity::PublicKey,
-    tokio::sync::oneshot::Sender<()>,
-    tempfile::TempDir,
-) {
+/// A registry running on loopback with its TLS transport; `stop` ends it.
+struct Running {
+    udp: SocketAddr,
+    tls: SocketAddr,
+    key: crate::identity::PublicKey,
+    stats: crate::registry::metrics::SharedStats,
+    stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(mut cfg: RegistryConfig) -> Running {
     let dir = tempfile::tempdir().unwrap();
     cfg.state_dir = dir.path().join("registry");
     cfg.tls_listen = Some("127.0.0.1:0".parse().unwrap());
     let server = RegistryServer::bind(cfg).await.unwrap();
-    let (udp, tls, key) = (
+    let (udp, tls, key, stats) = (
         server.local_addr(),
         server.tls_addr().unwrap(),
         server.public_key(),
+        server.stats(),
     );
     let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async {
         let _ = stop_rx.await;
     }));
-    (udp, tls, key, stop, dir)
+    Running {
+        udp,
+        tls,
+        key,
+        stats,
+        stop,
+        _dir: dir,
+    }
+}
+
+/// Drives both nodes until each has registered.
+async fn register(a: &mut Node, b: &mut Node) {
+    drive(a, b, |a, b| {
+        [a, b]
+            .iter()
+            .all(|n| n.has(|e| matches!(e, ClientEvent::Registered { .. })))
+    })
+    .await;
+}
+
+/// Both trust each other; `a` asks for `b`'s endpoints and gets the answer, so the pair may
+/// relay from now on. Returns their keys.
+async fn introduce(
+    a: &mut Node,
+    b: &mut Node,
+) -> (crate::identity::PublicKey, crate::identity::PublicKey) {
+    let (ka, kb) = (a.client.public_key(), b.client.public_key());
+    a.client.set_trusted(kb, true);
+    b.client.set_trusted(ka, true);
+    let op = a.client.request_endpoints(Instant::now(), kb);
+    drive(a, b, |a, _| {
+        a.has(|e| matches!(e, ClientEvent::EndpointInfo { op: o, .. } if *o == op))
+    })
+    .await;
+    (ka, kb)
 }
 
 fn config() -> RegistryConfig {
@@ -179,17 +216,16 @@ fn config() -> RegistryConfig {
 
 #[tokio::test]
 async fn a_node_over_tls_registers_exchanges_endpoints_and_relays_with_a_node_on_udp() {
-    let (udp, tls, key, stop, _dir) = start(config()).await;
-    let mut a = Node::new(1, udp, "behind-firewall", tls_link(tls, key).await);
+    let reg = start(config()).await;
+    let mut a = Node::new(
+        1,
+        reg.udp,
+        "behind-firewall",
+        tls_link(reg.tls, reg.key).await,
+    );
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut b = Node::new(2, udp, "public-node", Link::Udp(socket));
-    let (ka, kb) = (a.client.public_key(), b.client.public_key());
-    drive(&mut a, &mut b, |a, b| {
-        [a, b]
-            .iter()
-            .all(|n| n.has(|e| matches!(e, ClientEvent::Registered { .. })))
-    })
-    .await;
+    let mut b = Node::new(2, reg.udp, "public-node", Link::Udp(socket));
+    register(&mut a, &mut b).await;
     // The TLS node's observed address is its connection address, never a UDP one.
     assert!(
         a.has(
@@ -202,13 +238,7 @@ async fn a_node_over_tls_registers_exchanges_endpoints_and_relays_with_a_node_on
 
     // Both trust each other; a asks b for endpoints: the answer comes back over TLS and the
     // pair may relay from now on.
-    a.client.set_trusted(kb, true);
-    b.client.set_trusted(ka, true);
-    let op = a.client.request_endpoints(Instant::now(), kb);
-    drive(&mut a, &mut b, |a, _| {
-        a.has(|e| matches!(e, ClientEvent::EndpointInfo { op: o, .. } if *o == op))
-    })
-    .await;
+    let (ka, kb) = introduce(&mut a, &mut b).await;
 
     // Relayed datagrams both ways: a → b leaves over TLS and arrives over UDP, and back.
     let to_b = relay::frame(relay::RELAY_SEND, kb.addr48(), &[4u8; 1400]);
@@ -227,7 +257,7 @@ async fn a_node_over_tls_registers_exchanges_endpoints_and_relays_with_a_node_on
         relay::parse(&a.relayed[0], relay::RELAY_DELIVER),
         Some((kb.addr48(), &[4u8; 900][..]))
     );
-    stop.send(()).unwrap();
+    reg.stop.send(()).unwrap();
 }
 
 /// Both wrappings on one port, told apart by ALPN or, without ALPN, by the first bytes: nodes
@@ -236,39 +266,14 @@ async fn a_node_over_tls_registers_exchanges_endpoints_and_relays_with_a_node_on
 #[tokio::test]
 async fn websocket_and_plain_nodes_share_the_port_with_or_without_alpn() {
     use crate::wire::websocket::ALPN_HTTP;
-    let mut cfg = config();
-    let dir = tempfile::tempdir().unwrap();
-    cfg.state_dir = dir.path().join("registry");
-    cfg.tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    let server = RegistryServer::bind(cfg).await.unwrap();
-    let (udp, tls, key) = (
-        server.local_addr(),
-        server.tls_addr().unwrap(),
-        server.public_key(),
-    );
-    let stats = server.stats();
-    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
+    let reg = start(config()).await;
+    let (udp, tls, key) = (reg.udp, reg.tls, reg.key);
     for (alpn, other_alpn, other_ws) in [(ALPN_HTTP, &b""[..], false), (&b""[..], &b""[..], true)] {
         let mut a = Node::new(5, udp, "ws-node", tls_link_as(tls, key, alpn, true).await);
         let link = tls_link_as(tls, key, other_alpn, other_ws).await;
         let mut b = Node::new(6, udp, "other-node", link);
-        let (ka, kb) = (a.client.public_key(), b.client.public_key());
-        drive(&mut a, &mut b, |a, b| {
-            [a, b]
-                .iter()
-                .all(|n| n.has(|e| matches!(e, ClientEvent::Registered { .. })))
-        })
-        .await;
-        a.client.set_trusted(kb, true);
-        b.client.set_trusted(ka, true);
-        let op = a.client.request_endpoints(Instant::now(), kb);
-        drive(&mut a, &mut b, |a, _| {
-            a.has(|e| matches!(e, ClientEvent::EndpointInfo { op: o, .. } if *o == op))
-        })
-        .await;
+        register(&mut a, &mut b).await;
+        let (_, kb) = introduce(&mut a, &mut b).await;
         for _ in 0..50 {
             a.send(relay::frame(relay::RELAY_SEND, kb.addr48(), &[9u8; 1400]))
                 .await;
@@ -279,7 +284,7 @@ async fn websocket_and_plain_nodes_share_the_port_with_or_without_alpn() {
     // four connections come and go (one from before them has open == 0 too).
     let deadline = Instant::now() + Duration::from_secs(10);
     let t = loop {
-        let t = stats.lock().tls.unwrap_or_default();
+        let t = reg.stats.lock().tls.unwrap_or_default();
         if (t.accepted >= 4 && t.open == 0) || Instant::now() > deadline {
             break t;
         }
@@ -293,7 +298,7 @@ async fn websocket_and_plain_nodes_share_the_port_with_or_without_alpn() {
     );
     assert!(t.frames_in >= 100 && t.frames_out >= 100, "{t:?}");
     assert!(t.bytes_in >= 100 * 1400, "{t:?}");
-    stop.send(()).unwrap();
+    reg.stop.send(()).unwrap();
 }
 
 #[tokio::test]
@@ -302,7 +307,8 @@ async fn the_connection_cap_idle_timeout_and_oversized_frames_close_connections(
     cfg.tls_max_connections = 1;
     cfg.tls_idle_timeout_ms = 300;
     cfg.tls_handshake_timeout_ms = 300;
-    let (_, tls, key, stop, _dir) = start(cfg).await;
+    let reg = start(cfg).await;
+    let (tls, key) = (reg.tls, reg.key);
     // A silent TCP client (slowloris) holds the only slot until the handshake timeout.
     let mut silent = TcpStream::connect(tls).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -328,5 +334,5 @@ async fn the_connection_cap_idle_timeout_and_oversized_frames_close_connections(
     .unwrap()
     .unwrap_or(0);
     assert_eq!(n, 0, "closed after a frame larger than the maximum");
-    stop.send(()).unwrap();
+    reg.stop.send(()).unwrap();
 }
