@@ -30,10 +30,14 @@ pub(super) struct QueueDevice {
     pub(super) saw_syn: bool,
 }
 
-/// The sending half of the device.
+/// The sending half of the device. Packets wait in `pending` until the driver's round ends
+/// ([`Out::flush`]), so the data plane's thread wakes once per round and finds them all there,
+/// rather than once for each packet as it is made.
 pub(super) struct Out {
     pub(super) tx: mpsc::Sender<Packet>,
     pub(super) permit: Option<mpsc::OwnedPermit<Packet>>,
+    /// Packets made this round (never more than `tx` has room for).
+    pub(super) pending: Vec<Packet>,
     pub(super) sent: u64,
     pub(super) dropped: u64,
     /// Buffers to build outgoing packets in (refilled from `spare_from`).
@@ -45,7 +49,7 @@ pub(super) struct Out {
 
 impl QueueDevice {
     pub(super) fn can_transmit(&self) -> bool {
-        self.out.permit.is_some() || self.out.tx.capacity() > 0
+        self.out.room() > self.out.pending.len()
     }
 
     /// Hands the buffers of the packets smoltcp read back to the data plane.
@@ -55,6 +59,31 @@ impl QueueDevice {
 }
 
 impl Out {
+    /// Packets `tx` takes now.
+    fn room(&self) -> usize {
+        self.tx.capacity() + usize::from(self.permit.is_some())
+    }
+
+    /// Hands this round's packets to the data plane.
+    pub(super) fn flush(&mut self) {
+        for p in self.pending.drain(..) {
+            if let Some(permit) = self.permit.take() {
+                permit.send(p);
+                self.sent += 1;
+                continue;
+            }
+            match self.tx.try_send(p) {
+                Ok(()) => self.sent += 1,
+                Err(e) => {
+                    // Only replies to inbound packets go past `room` (transmit() checks it);
+                    // TCP recovers from their loss.
+                    self.dropped += 1;
+                    self.spare.push(e.into_inner().into_buffer());
+                }
+            }
+        }
+    }
+
     /// A buffer with room for `HEADROOM + len` bytes, without allocating when a spare one is
     /// there.
     fn buffer(&mut self, len: usize) -> Vec<u8> {
@@ -132,21 +161,7 @@ impl smoltcp::phy::TxToken for TxTok<'_> {
         pkt[..len.min(CLEARED)].fill(0);
         let r = f(pkt);
         clamp_tcp_window(pkt);
-        let p = Packet::in_buffer(buf, HEADROOM, end);
-        if let Some(permit) = out.permit.take() {
-            permit.send(p);
-            out.sent += 1;
-        } else {
-            match out.tx.try_send(p) {
-                Ok(()) => out.sent += 1,
-                Err(e) => {
-                    // Only a reply to an inbound packet can get here (transmit() checks
-                    // capacity); TCP recovers from its loss.
-                    out.dropped += 1;
-                    out.spare.push(e.into_inner().into_buffer());
-                }
-            }
-        }
+        out.pending.push(Packet::in_buffer(buf, HEADROOM, end));
         r
     }
 }

@@ -151,6 +151,7 @@ impl Driver {
             out: Out {
                 tx: to_net,
                 permit: None,
+                pending: Vec::with_capacity(INGRESS_BATCH),
                 sent: 0,
                 dropped: 0,
                 spare: Vec::new(),
@@ -352,6 +353,7 @@ impl Driver {
                 break;
             }
         }
+        self.device.out.flush();
         for h in self.doomed.drain(..) {
             self.sockets.remove(h);
         }
