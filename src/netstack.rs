@@ -117,7 +117,10 @@ impl Packet {
     /// # Panics
     /// If the range is not within `buf`.
     pub(crate) fn in_buffer(buf: Vec<u8>, start: usize, end: usize) -> Self {
-        assert!(start <= end && end <= buf.len(), "packet range outside its buffer");
+        assert!(
+            start <= end && end <= buf.len(),
+            "packet range outside its buffer"
+        );
         Packet { buf, start, end }
     }
 

@@ -461,8 +461,10 @@ impl Driver {
         let c = &self.counters;
         c.packets_out
             .fetch_add(std::mem::take(&mut self.device.out.sent), Ordering::Relaxed);
-        c.packets_dropped
-            .fetch_add(std::mem::take(&mut self.device.out.dropped), Ordering::Relaxed);
+        c.packets_dropped.fetch_add(
+            std::mem::take(&mut self.device.out.dropped),
+            Ordering::Relaxed,
+        );
         c.flows.store(self.flows.len() as u64, Ordering::Relaxed);
     }
 }
