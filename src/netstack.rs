@@ -4,8 +4,8 @@
 //! overlay ports.
 //!
 //! # The packet boundary (what the data plane plugs into)
-//! The stack speaks whole raw IPv6 packets (no link header), one `Vec<u8>` each, through two
-//! bounded tokio channels. [`Netstack::spawn`] makes them and hands the data plane a
+//! The stack speaks whole raw IPv6 packets (no link header), one [`Packet`] each (a range of
+//! an owned buffer), through two bounded tokio channels. [`Netstack::spawn`] makes them and hands the data plane a
 //! [`PacketPort`]:
 //!
 //! ```text
@@ -22,7 +22,10 @@
 //! should drop the packet (`try_send`) rather than wait, as a NIC would. A caller that owns its
 //! channels already can use [`Netstack::spawn_with_channels`] instead, and
 //! [`PacketPort::into_inner`] turns the port into the data plane's `wg::Inner` (the same trait
-//! the TUN device implements), which is how the daemon wires userspace mode.
+//! the TUN device implements), which is how the daemon wires userspace mode. Through that
+//! inner side no packet is allocated or copied: the data plane's threads swap buffers with the
+//! stack, and the buffers come back round (`recycle.rs`); the packets of one driver round are
+//! handed over together at its end, so the encrypting thread wakes once per round.
 //!
 //! Received TCP checksums are not verified by default: every packet that reaches `to_stack`
 //! came out of an authenticated WireGuard tunnel. Checksums of sent packets are always
@@ -56,7 +59,8 @@
 //! (one ACK per batch of received segments), and Nagle is off.
 //!
 //! # Modules
-//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `driver`
+//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `recycle` (spare
+//! packet buffers going back round), `driver`
 //! (the task; `driver/commands`, `driver/sockets`, `driver/udp`), `stream` (the application
 //! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
