@@ -4,8 +4,8 @@
 //! overlay ports.
 //!
 //! # The packet boundary (what the data plane plugs into)
-//! The stack speaks whole raw IPv6 packets (no link header), one `Vec<u8>` each, through two
-//! bounded tokio channels. [`Netstack::spawn`] makes them and hands the data plane a
+//! The stack speaks whole raw IPv6 packets (no link header), one [`Packet`] each (a range of
+//! an owned buffer), through two bounded tokio channels. [`Netstack::spawn`] makes them and hands the data plane a
 //! [`PacketPort`]:
 //!
 //! ```text
@@ -22,7 +22,10 @@
 //! should drop the packet (`try_send`) rather than wait, as a NIC would. A caller that owns its
 //! channels already can use [`Netstack::spawn_with_channels`] instead, and
 //! [`PacketPort::into_inner`] turns the port into the data plane's `wg::Inner` (the same trait
-//! the TUN device implements), which is how the daemon wires userspace mode.
+//! the TUN device implements), which is how the daemon wires userspace mode. Through that
+//! inner side no packet is allocated or copied: the data plane's threads swap buffers with the
+//! stack, and the buffers come back round (`recycle.rs`); the packets of one driver round are
+//! handed over together at its end, so the encrypting thread wakes once per round.
 //!
 //! Received TCP checksums are not verified by default: every packet that reaches `to_stack`
 //! came out of an authenticated WireGuard tunnel. Checksums of sent packets are always
@@ -56,7 +59,8 @@
 //! (one ACK per batch of received segments), and Nagle is off.
 //!
 //! # Modules
-//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `driver`
+//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `recycle` (spare
+//! packet buffers going back round), `driver`
 //! (the task; `driver/commands`, `driver/sockets`, `driver/udp`), `stream` (the application
 //! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
@@ -67,6 +71,7 @@ mod device;
 mod driver;
 mod error;
 mod port;
+mod recycle;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -84,10 +89,93 @@ pub use self::port::PacketPort;
 pub use self::stream::{NetstackListener, NetstackStream};
 pub use self::udp::{max_payload, Datagram, NetstackUdpSocket, UDP_SOCKET_PACKETS};
 
-use self::driver::Driver;
+use self::driver::{Driver, Recycling};
+use self::recycle::Recycler;
 
-/// One raw IPv6 packet, starting with the IPv6 header.
-pub type Packet = Vec<u8>;
+/// Spare packet buffers kept per direction (see `recycle.rs`).
+const RECYCLED: usize = 512;
+
+/// One raw IPv6 packet, starting with the IPv6 header: a range of an owned buffer, so a
+/// packet can travel in the buffer it was built in (with the data plane's headroom before it,
+/// and spare room after it) and the buffer can be used again. Derefs to the packet's bytes.
+#[derive(Clone)]
+pub struct Packet {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Packet {
+    /// A packet that is the whole of `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let end = bytes.len();
+        Packet {
+            buf: bytes,
+            start: 0,
+            end,
+        }
+    }
+
+    /// The packet `buf[start..end]`.
+    ///
+    /// # Panics
+    /// If the range is not within `buf`.
+    pub(crate) fn in_buffer(buf: Vec<u8>, start: usize, end: usize) -> Self {
+        assert!(
+            start <= end && end <= buf.len(),
+            "packet range outside its buffer"
+        );
+        Packet { buf, start, end }
+    }
+
+    /// Where the packet starts in its buffer.
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The length of the whole buffer.
+    pub(crate) fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The whole buffer (the packet's bytes are at `start()..start() + len()`).
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl PartialEq for Packet {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Packet {}
+
+impl From<Vec<u8>> for Packet {
+    fn from(bytes: Vec<u8>) -> Self {
+        Packet::new(bytes)
+    }
+}
+
+impl std::ops::Deref for Packet {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+}
+
+impl std::ops::DerefMut for Packet {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+}
+
+impl std::fmt::Debug for Packet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packet({} bytes)", self.end - self.start)
+    }
+}
 
 /// Counters of one netstack, for benchmarks and `info`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,7 +259,13 @@ impl Netstack {
     pub fn spawn(config: NetstackConfig) -> Result<(Netstack, PacketPort), NetstackError> {
         let (out_tx, out_rx) = mpsc::channel(config.packet_queue.max(1));
         let (in_tx, in_rx) = mpsc::channel(config.packet_queue.max(1));
-        let stack = Self::spawn_with_channels(config, out_tx, in_rx)?;
+        let inbound = Arc::new(Recycler::new(RECYCLED));
+        let outbound = Arc::new(Recycler::new(RECYCLED));
+        let recycling = Recycling {
+            inbound: inbound.clone(),
+            outbound: outbound.clone(),
+        };
+        let stack = Self::spawn_recycling(config, out_tx, in_rx, recycling)?;
         let counters = stack.counters.clone();
         Ok((
             stack,
@@ -179,6 +273,8 @@ impl Netstack {
                 from_stack: out_rx,
                 to_stack: in_tx,
                 counters,
+                inbound,
+                outbound,
             },
         ))
     }
@@ -193,6 +289,21 @@ impl Netstack {
         to_net: mpsc::Sender<Packet>,
         from_net: mpsc::Receiver<Packet>,
     ) -> Result<Netstack, NetstackError> {
+        // No data plane in between: the buffers of packets read become buffers to send in.
+        let own = Arc::new(Recycler::new(RECYCLED));
+        let recycling = Recycling {
+            inbound: own.clone(),
+            outbound: own,
+        };
+        Self::spawn_recycling(config, to_net, from_net, recycling)
+    }
+
+    fn spawn_recycling(
+        config: NetstackConfig,
+        to_net: mpsc::Sender<Packet>,
+        from_net: mpsc::Receiver<Packet>,
+        recycling: Recycling,
+    ) -> Result<Netstack, NetstackError> {
         config.validate()?;
         buffers::reserve_for(config.tcp_buffer);
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
@@ -204,6 +315,7 @@ impl Netstack {
             from_net,
             (cmd_rx, weak),
             counters.clone(),
+            recycling,
         );
         tokio::spawn(tokio::task::unconstrained(driver));
         Ok(Netstack {

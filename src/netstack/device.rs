@@ -1,25 +1,101 @@
 //! The device: smoltcp's view of the packet channels.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use smoltcp::phy::{Device, DeviceCapabilities};
 use tokio::sync::mpsc;
 
+use super::recycle::Recycler;
 use super::Packet;
+
+/// Headroom before each outgoing packet in its buffer: the data plane's (`wg::INNER_OFFSET`),
+/// so its encrypting thread can take the buffer as it is.
+pub(super) const HEADROOM: usize = crate::wg::INNER_OFFSET;
+/// Bytes cleared before smoltcp writes a packet: the IPv6 header and the longest TCP header.
+/// smoltcp writes every field, but leaves the padding after a TCP option list's end as it
+/// finds it, and a recycled buffer holds an earlier packet's bytes.
+const CLEARED: usize = 40 + 60;
+/// Spare buffers taken from a [`Recycler`] at once.
+pub(super) const REFILL: usize = 64;
 
 pub(super) struct QueueDevice {
     pub(super) rx: VecDeque<Packet>,
-    pub(super) tx: mpsc::Sender<Packet>,
-    pub(super) permit: Option<mpsc::OwnedPermit<Packet>>,
+    /// Buffers of inbound packets smoltcp has read: they go back to the data plane.
+    pub(super) used: Vec<Vec<u8>>,
+    /// Where `used` goes.
+    pub(super) used_to: Arc<Recycler>,
+    pub(super) out: Out,
     pub(super) caps: DeviceCapabilities,
     pub(super) saw_syn: bool,
+}
+
+/// The sending half of the device. Packets wait in `pending` until the driver's round ends
+/// ([`Out::flush`]), so the data plane's thread wakes once per round and finds them all there,
+/// rather than once for each packet as it is made.
+pub(super) struct Out {
+    pub(super) tx: mpsc::Sender<Packet>,
+    pub(super) permit: Option<mpsc::OwnedPermit<Packet>>,
+    /// Packets made this round (never more than `tx` has room for).
+    pub(super) pending: Vec<Packet>,
     pub(super) sent: u64,
     pub(super) dropped: u64,
+    /// Buffers to build outgoing packets in (refilled from `spare_from`).
+    pub(super) spare: Vec<Vec<u8>>,
+    pub(super) spare_from: Arc<Recycler>,
+    /// The length of a new buffer: headroom and the MTU.
+    pub(super) buf_len: usize,
 }
 
 impl QueueDevice {
     pub(super) fn can_transmit(&self) -> bool {
-        self.permit.is_some() || self.tx.capacity() > 0
+        self.out.room() > self.out.pending.len()
+    }
+
+    /// Hands the buffers of the packets smoltcp read back to the data plane.
+    pub(super) fn recycle_used(&mut self) {
+        self.used_to.put_all(&mut self.used);
+    }
+}
+
+impl Out {
+    /// Packets `tx` takes now.
+    fn room(&self) -> usize {
+        self.tx.capacity() + usize::from(self.permit.is_some())
+    }
+
+    /// Hands this round's packets to the data plane.
+    pub(super) fn flush(&mut self) {
+        for p in self.pending.drain(..) {
+            if let Some(permit) = self.permit.take() {
+                permit.send(p);
+                self.sent += 1;
+                continue;
+            }
+            match self.tx.try_send(p) {
+                Ok(()) => self.sent += 1,
+                Err(e) => {
+                    // Only replies to inbound packets go past `room` (transmit() checks it);
+                    // TCP recovers from their loss.
+                    self.dropped += 1;
+                    self.spare.push(e.into_inner().into_buffer());
+                }
+            }
+        }
+    }
+
+    /// A buffer with room for `HEADROOM + len` bytes, without allocating when a spare one is
+    /// there.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        if self.spare.is_empty() {
+            self.spare_from.take(&mut self.spare, REFILL);
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        let need = HEADROOM + len;
+        if buf.len() < need {
+            buf.resize(need.max(self.buf_len), 0);
+        }
+        buf
     }
 }
 
@@ -28,20 +104,20 @@ fn is_tcp_syn(p: &[u8]) -> bool {
     p.len() >= 54 && p[0] >> 4 == 6 && p[6] == 6 && p[53] & 0x12 == 0x02
 }
 
-pub(super) struct RxTok(Packet);
+pub(super) struct RxTok<'a> {
+    p: Packet,
+    used: &'a mut Vec<Vec<u8>>,
+}
 
-impl smoltcp::phy::RxToken for RxTok {
+impl smoltcp::phy::RxToken for RxTok<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.p);
+        self.used.push(self.p.into_buffer());
+        r
     }
 }
 
-pub(super) struct TxTok<'a> {
-    tx: &'a mpsc::Sender<Packet>,
-    permit: &'a mut Option<mpsc::OwnedPermit<Packet>>,
-    sent: &'a mut u64,
-    dropped: &'a mut u64,
-}
+pub(super) struct TxTok<'a>(&'a mut Out);
 
 /// Lowers the window of an outgoing TCP segment (not a SYN) by one unit of its scale, and
 /// fixes the checksum (RFC 1624).
@@ -78,25 +154,20 @@ fn clamp_tcp_window(p: &mut [u8]) {
 
 impl smoltcp::phy::TxToken for TxTok<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        clamp_tcp_window(&mut buf);
-        if let Some(permit) = self.permit.take() {
-            permit.send(buf);
-            *self.sent += 1;
-        } else if self.tx.try_send(buf).is_ok() {
-            *self.sent += 1;
-        } else {
-            // Only a reply to an inbound packet can get here (transmit() checks capacity);
-            // TCP recovers from its loss.
-            *self.dropped += 1;
-        }
+        let out = self.0;
+        let mut buf = out.buffer(len);
+        let end = HEADROOM + len;
+        let pkt = &mut buf[HEADROOM..end];
+        pkt[..len.min(CLEARED)].fill(0);
+        let r = f(pkt);
+        clamp_tcp_window(pkt);
+        out.pending.push(Packet::in_buffer(buf, HEADROOM, end));
         r
     }
 }
 
 impl Device for QueueDevice {
-    type RxToken<'a> = RxTok;
+    type RxToken<'a> = RxTok<'a>;
     type TxToken<'a> = TxTok<'a>;
 
     fn receive(
@@ -106,13 +177,11 @@ impl Device for QueueDevice {
         let p = self.rx.pop_front()?;
         self.saw_syn |= is_tcp_syn(&p);
         Some((
-            RxTok(p),
-            TxTok {
-                tx: &self.tx,
-                permit: &mut self.permit,
-                sent: &mut self.sent,
-                dropped: &mut self.dropped,
+            RxTok {
+                p,
+                used: &mut self.used,
             },
+            TxTok(&mut self.out),
         ))
     }
 
@@ -120,12 +189,7 @@ impl Device for QueueDevice {
         if !self.can_transmit() {
             return None;
         }
-        Some(TxTok {
-            tx: &self.tx,
-            permit: &mut self.permit,
-            sent: &mut self.sent,
-            dropped: &mut self.dropped,
-        })
+        Some(TxTok(&mut self.out))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

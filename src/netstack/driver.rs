@@ -25,7 +25,8 @@ mod udp;
 
 use super::app::AppEnd;
 use super::buffers::socket_buffer;
-use super::device::QueueDevice;
+use super::device::{Out, QueueDevice, HEADROOM};
+use super::recycle::Recycler;
 use super::{Command, Congestion, Counters, NetstackConfig, NetstackError, NetstackStream, Packet};
 
 /// The most inbound packets the driver takes from its channel before it services sockets.
@@ -67,6 +68,14 @@ impl Flow {
             half_closed: false,
         }
     }
+}
+
+/// Where packet buffers go back to (see `recycle.rs`).
+pub(super) struct Recycling {
+    /// Buffers of inbound packets, once read.
+    pub(super) inbound: Arc<Recycler>,
+    /// Spare buffers for outbound packets.
+    pub(super) outbound: Arc<Recycler>,
 }
 
 struct Connecting {
@@ -122,6 +131,7 @@ impl Driver {
         from_net: mpsc::Receiver<Packet>,
         commands: (mpsc::Receiver<Command>, mpsc::WeakSender<Command>),
         counters: Arc<Counters>,
+        recycle: Recycling,
     ) -> Self {
         let (commands, command_tx) = commands;
         let mut caps = DeviceCapabilities::default();
@@ -136,12 +146,20 @@ impl Driver {
         caps.checksum = cs;
         let mut device = QueueDevice {
             rx: VecDeque::with_capacity(INGRESS_BATCH),
-            tx: to_net,
-            permit: None,
+            used: Vec::with_capacity(INGRESS_BATCH),
+            used_to: recycle.inbound,
+            out: Out {
+                tx: to_net,
+                permit: None,
+                pending: Vec::with_capacity(INGRESS_BATCH),
+                sent: 0,
+                dropped: 0,
+                spare: Vec::new(),
+                spare_from: recycle.outbound,
+                buf_len: HEADROOM + usize::from(cfg.mtu).max(1280),
+            },
             caps,
             saw_syn: false,
-            sent: 0,
-            dropped: 0,
         };
         let mut seed = [0u8; 8];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
@@ -322,6 +340,7 @@ impl Driver {
                 self.refill_listeners();
             }
         }
+        self.device.recycle_used();
     }
 
     fn egress(&mut self, now: smoltcp::time::Instant) {
@@ -334,6 +353,7 @@ impl Driver {
                 break;
             }
         }
+        self.device.out.flush();
         for h in self.doomed.drain(..) {
             self.sockets.remove(h);
         }
@@ -373,11 +393,11 @@ impl Driver {
         }
         let fut = self
             .reserve
-            .get_or_insert_with(|| Box::pin(self.device.tx.clone().reserve_owned()));
+            .get_or_insert_with(|| Box::pin(self.device.out.tx.clone().reserve_owned()));
         match fut.as_mut().poll(cx) {
             Poll::Ready(Ok(permit)) => {
                 self.reserve = None;
-                self.device.permit = Some(permit);
+                self.device.out.permit = Some(permit);
                 true
             }
             Poll::Ready(Err(_)) => {
@@ -440,9 +460,11 @@ impl Driver {
     fn publish_counters(&mut self) {
         let c = &self.counters;
         c.packets_out
-            .fetch_add(std::mem::take(&mut self.device.sent), Ordering::Relaxed);
-        c.packets_dropped
-            .fetch_add(std::mem::take(&mut self.device.dropped), Ordering::Relaxed);
+            .fetch_add(std::mem::take(&mut self.device.out.sent), Ordering::Relaxed);
+        c.packets_dropped.fetch_add(
+            std::mem::take(&mut self.device.out.dropped),
+            Ordering::Relaxed,
+        );
         c.flows.store(self.flows.len() as u64, Ordering::Relaxed);
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::device::{HEADROOM, REFILL};
+use super::recycle::Recycler;
 use super::{Counters, Packet};
 
 /// The data plane's side of the packet boundary (see the module docs).
@@ -19,22 +21,33 @@ pub struct PacketPort {
     pub to_stack: mpsc::Sender<Packet>,
     /// The stack's counters: packets dropped on the way in are counted there.
     pub(super) counters: Arc<Counters>,
+    /// Buffers of inbound packets the stack has read (for `to_stack`'s next packets).
+    pub(super) inbound: Arc<Recycler>,
+    /// Spare buffers for the stack's outbound packets (`from_stack`'s were swapped for them).
+    pub(super) outbound: Arc<Recycler>,
 }
 
 impl PacketPort {
     /// This port as the data plane's inner side ([`crate::wg::Inner`]), for
     /// `DataPlane::start`: its threads read what the stack sends (`from_stack`, waiting on
     /// `rt`'s timer) and write decrypted packets to the stack (`to_stack`; a full queue drops,
-    /// as a full NIC ring would).
+    /// as a full NIC ring would). Packets cross without a copy or an allocation: each side
+    /// swaps the buffer it is given for a recycled one of the same size (`recycle.rs`).
     pub fn into_inner(self, mtu: u16, rt: tokio::runtime::Handle) -> crate::wg::Inner {
         crate::wg::Inner {
             reader: Box::new(StackReader {
                 rx: self.from_stack,
                 rt,
+                back: Vec::with_capacity(REFILL),
+                back_to: self.outbound,
             }),
             writer: Box::new(StackWriter {
                 tx: self.to_stack,
                 counters: self.counters,
+                spares: Spares {
+                    spare: Vec::with_capacity(REFILL),
+                    from: self.inbound,
+                },
             }),
             mtu,
         }
@@ -44,6 +57,28 @@ impl PacketPort {
 struct StackReader {
     rx: mpsc::Receiver<Packet>,
     rt: tokio::runtime::Handle,
+    /// The data plane's buffers we swapped packets into, to go back to the stack.
+    back: Vec<Vec<u8>>,
+    back_to: Arc<Recycler>,
+}
+
+impl StackReader {
+    /// Puts `p` in `buf` (the data plane's buffer): by swapping when `p` sits in a buffer
+    /// like the data plane's (the stack's own packets do), else by copying. Returns its size.
+    fn place(&mut self, p: Packet, buf: &mut Vec<u8>) -> usize {
+        let len = p.len();
+        if p.start() == HEADROOM && p.buffer_len() >= buf.len() {
+            let mut b = p.into_buffer();
+            std::mem::swap(buf, &mut b);
+            self.back.push(b);
+            return len;
+        }
+        let room = buf.len().saturating_sub(HEADROOM);
+        let len = len.min(room);
+        buf[HEADROOM..HEADROOM + len].copy_from_slice(&p[..len]);
+        self.back.push(p.into_buffer());
+        len
+    }
 }
 
 impl crate::wg::InnerReader for StackReader {
@@ -53,7 +88,6 @@ impl crate::wg::InnerReader for StackReader {
         sizes: &mut [usize],
         timeout: Duration,
     ) -> io::Result<usize> {
-        use crate::wg::INNER_OFFSET;
         if bufs.is_empty() {
             return Ok(0);
         }
@@ -74,10 +108,7 @@ impl crate::wg::InnerReader for StackReader {
         let mut n = 0;
         let mut next = first;
         while let Some(p) = next {
-            let room = bufs[n].len().saturating_sub(INNER_OFFSET);
-            let len = p.len().min(room);
-            bufs[n][INNER_OFFSET..INNER_OFFSET + len].copy_from_slice(&p[..len]);
-            sizes[n] = len;
+            sizes[n] = self.place(p, &mut bufs[n]);
             n += 1;
             next = if n < bufs.len() {
                 self.rx.try_recv().ok()
@@ -85,6 +116,7 @@ impl crate::wg::InnerReader for StackReader {
                 None
             };
         }
+        self.back_to.put_all(&mut self.back);
         Ok(n)
     }
 }
@@ -92,18 +124,46 @@ impl crate::wg::InnerReader for StackReader {
 struct StackWriter {
     tx: mpsc::Sender<Packet>,
     counters: Arc<Counters>,
+    /// Recycled buffers to swap for the data plane's.
+    spares: Spares,
+}
+
+/// Spare buffers to give the data plane in exchange for the ones it hands over.
+struct Spares {
+    spare: Vec<Vec<u8>>,
+    from: Arc<Recycler>,
+}
+
+impl Spares {
+    /// A buffer to give the data plane in exchange for `buf`: at least as large a capacity, so
+    /// that growing it again never allocates (the data plane reserves its buffers once).
+    fn exchange_for(&mut self, buf: &Vec<u8>) -> Vec<u8> {
+        if self.spare.is_empty() {
+            self.from.take(&mut self.spare, REFILL);
+        }
+        match self.spare.pop() {
+            Some(b) if b.capacity() >= buf.capacity() => b,
+            _ => Vec::with_capacity(buf.capacity()),
+        }
+    }
 }
 
 impl crate::wg::InnerWriter for StackWriter {
     fn send_batch(&mut self, bufs: &mut [Vec<u8>]) -> io::Result<()> {
-        for b in bufs.iter() {
-            if let Some(p) = b.get(crate::wg::INNER_OFFSET..) {
-                if self.tx.try_send(p.to_vec()).is_err() {
-                    self.counters
-                        .packets_in_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+        for b in bufs.iter_mut() {
+            if b.len() < HEADROOM {
+                continue;
             }
+            let Ok(permit) = self.tx.try_reserve() else {
+                self.counters
+                    .packets_in_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let mut packet = self.spares.exchange_for(b);
+            std::mem::swap(b, &mut packet);
+            let end = packet.len();
+            permit.send(Packet::in_buffer(packet, HEADROOM, end));
         }
         Ok(())
     }

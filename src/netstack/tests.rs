@@ -1,4 +1,5 @@
-//! The netstack's limits on a virtual clock: idle and half-open timeouts, and the memory bound.
+//! The netstack's limits on a virtual clock: idle and half-open timeouts, and the memory bound;
+//! and the packet boundary's buffer exchange (`port.rs`, `recycle.rs`).
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::Duration;
@@ -143,4 +144,97 @@ async fn inbound_syns_beyond_the_memory_bound_are_reset_and_counted() {
     assert!(matches!(e, NetstackError::Refused(_)), "{e:?}");
     assert_eq!(b.stats().flows_refused, 1);
     assert_eq!(b.stats().flows, 1);
+}
+
+/// A TCP SYN from `src` to `dst`:`port`, in a data-plane buffer (headroom, then the packet)
+/// of capacity `cap`.
+fn syn_in_buffer(src: Ipv6Addr, dst: Ipv6Addr, port: u16, cap: usize) -> Vec<u8> {
+    use crate::wg::INNER_OFFSET;
+    let mut b = Vec::with_capacity(cap);
+    b.resize(INNER_OFFSET + 60, 0);
+    let p = &mut b[INNER_OFFSET..];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&20u16.to_be_bytes());
+    p[6] = 6;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..42].copy_from_slice(&40000u16.to_be_bytes());
+    p[42..44].copy_from_slice(&port.to_be_bytes());
+    p[44..48].copy_from_slice(&1u32.to_be_bytes());
+    p[52] = 5 << 4;
+    p[53] = 0x02;
+    p[54..56].copy_from_slice(&1000u16.to_be_bytes());
+    b
+}
+
+/// The data plane's threads hand packets to the stack and take its packets without a copy:
+/// each side swaps buffers, and the buffers come back round (recycling) instead of new ones.
+#[test]
+fn packets_cross_the_boundary_by_swapping_buffers_that_come_back_round() {
+    use crate::wg::INNER_OFFSET;
+    const CAP: usize = 70_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stack, port) = {
+        let _g = rt.enter();
+        Netstack::spawn(config(B)).unwrap()
+    };
+    let mut inner = port.into_inner(1420, rt.handle().clone());
+    let (a, b): (Ipv6Addr, Ipv6Addr) = (A.parse().unwrap(), B.parse().unwrap());
+    let mut out = vec![vec![0u8; INNER_OFFSET + 1420]; 128];
+    let mut sizes = vec![0usize; 128];
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..20 {
+        // A SYN to a closed port: the stack answers with a reset.
+        let mut bufs = vec![syn_in_buffer(a, b, 9, CAP)];
+        let sent_at = bufs[0].as_ptr();
+        inner.writer.send_batch(&mut bufs).unwrap();
+        assert_ne!(
+            bufs[0].as_ptr(),
+            sent_at,
+            "round {round}: the packet was not swapped out"
+        );
+        assert!(
+            bufs[0].capacity() >= CAP,
+            "round {round}: the exchanged buffer is smaller"
+        );
+
+        let ours = out[0].as_ptr();
+        let mut n = 0;
+        for _ in 0..50 {
+            n = inner
+                .reader
+                .recv_batch(&mut out, &mut sizes, Duration::from_millis(100))
+                .unwrap();
+            if n > 0 {
+                break;
+            }
+        }
+        assert_eq!(n, 1, "round {round}: no reset came out");
+        let rst = &out[0][INNER_OFFSET..INNER_OFFSET + sizes[0]];
+        assert_eq!(
+            tcp_flags(&Packet::new(rst.to_vec())) & 0x04,
+            0x04,
+            "a reset"
+        );
+        assert_eq!(&rst[24..40], &a.octets(), "to the sender");
+        assert!(
+            out[0].len() >= INNER_OFFSET + 1420,
+            "a buffer as long as the data plane's"
+        );
+        assert_ne!(
+            out[0].as_ptr(),
+            ours,
+            "round {round}: the reset was copied, not swapped in"
+        );
+        seen.insert(out[0].as_ptr() as usize);
+    }
+    // The resets travel in the same few buffers: the one swapped out comes back round.
+    assert!(seen.len() <= 3, "{} buffers for 20 packets", seen.len());
+    assert_eq!(stack.stats().packets_in, 20);
+    assert_eq!(stack.stats().packets_out, 20);
 }

@@ -16,8 +16,10 @@ pub const INNER_OFFSET: usize = 10;
 pub trait InnerReader: Send {
     /// Reads a batch of packets: packet `i` is `bufs[i][INNER_OFFSET..INNER_OFFSET + sizes[i]]`.
     /// Each `bufs[i]` is at least `INNER_OFFSET + mtu` long, and there are at least 128 of
-    /// them (one offloaded TUN read may split into that many). Waits at most `timeout` for the
-    /// first packet and returns `Ok(0)` when none came.
+    /// them (one offloaded TUN read may split into that many). The implementation may swap a
+    /// buffer for one at least as long (the userspace netstack hands over the buffer it built
+    /// the packet in). Waits at most `timeout` for the first packet and returns `Ok(0)` when
+    /// none came.
     fn recv_batch(
         &mut self,
         bufs: &mut [Vec<u8>],
