@@ -244,6 +244,10 @@ impl InnerReader for TunReader {
         }
         Ok(n)
     }
+
+    fn readable_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.dev.as_raw_fd())
+    }
 }
 
 struct TunWriter {

@@ -175,10 +175,18 @@ impl DataPlane {
             events_rx: Mutex::new(Some(events_rx)),
         };
         let Inner { reader, writer, .. } = inner;
+        // The receive thread takes turns at a pollable outbound side (the TUN device).
+        let pollable = reader.readable_fd().is_some();
+        let outbound = Arc::new(Mutex::new(io::Outbound::new(&shared, reader)));
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-udp-rx", move |hb| io::udp_rx_loop(s, writer, hb))?;
+        let turn = pollable.then(|| Arc::clone(&outbound));
+        plane.spawn("pilot-udp-rx", move |hb| {
+            io::udp_rx_loop(s, writer, turn, hb)
+        })?;
         let s = Arc::clone(&shared);
-        plane.spawn("pilot-inner-rx", move |hb| io::inner_rx_loop(s, reader, hb))?;
+        plane.spawn("pilot-inner-rx", move |hb| {
+            io::inner_rx_loop(s, outbound, hb)
+        })?;
         let s = Arc::clone(&shared);
         plane.spawn("pilot-timers", move |hb| io::timer_loop(s, hb))?;
         tracing::info!(port = plane.local_port(), "data plane started");
@@ -524,6 +532,117 @@ mod tests {
             assert!(h.alive, "no data-plane thread died: {h:?}");
             assert_eq!(h.threads.len(), 3);
         }
+    }
+
+    /// An inner side that answers every packet written to it inside the write, as a kernel
+    /// answers a ping: the answer (source and destination swapped) is queued on a socket pair
+    /// the reader reads, and the reader records which thread read each answer. The descriptor
+    /// it offers for polling never turns readable, so the reader thread never wakes for an
+    /// answer: only the receive thread's turn can send it.
+    struct Echoing {
+        rx: std::os::unix::net::UnixDatagram,
+        silent: std::os::unix::net::UnixDatagram,
+        readers: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl inner::InnerReader for Echoing {
+        fn recv_batch(
+            &mut self,
+            bufs: &mut [Vec<u8>],
+            sizes: &mut [usize],
+            timeout: Duration,
+        ) -> std::io::Result<usize> {
+            use std::os::fd::AsRawFd;
+            let (mut n, mut waited) = (0, timeout.is_zero());
+            while n < bufs.len() {
+                match self.rx.recv(&mut bufs[n][INNER_OFFSET..]) {
+                    Ok(len) => {
+                        sizes[n] = len;
+                        n += 1;
+                        let me = std::thread::current();
+                        self.readers
+                            .lock()
+                            .unwrap()
+                            .push(me.name().unwrap_or("").into());
+                    }
+                    Err(_) if n == 0 && !waited => {
+                        udp::poll_fd(self.rx.as_raw_fd(), libc::POLLIN, timeout);
+                        waited = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+            Ok(n)
+        }
+
+        fn readable_fd(&self) -> Option<std::os::fd::RawFd> {
+            use std::os::fd::AsRawFd;
+            Some(self.silent.as_raw_fd())
+        }
+    }
+
+    struct Answering(std::os::unix::net::UnixDatagram);
+
+    impl inner::InnerWriter for Answering {
+        fn send_batch(&mut self, bufs: &mut [Vec<u8>]) -> std::io::Result<()> {
+            for b in bufs.iter() {
+                let mut p = b[INNER_OFFSET..].to_vec();
+                let (src, dst) = (p[8..24].to_vec(), p[24..40].to_vec());
+                p[8..24].copy_from_slice(&dst);
+                p[24..40].copy_from_slice(&src);
+                self.0.send(&p)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// An answer the inner side queues while the receive thread writes to it leaves from the
+    /// receive thread (the turnaround: no wake-up of the reader thread is needed), and answers
+    /// keep the order of the packets they answer.
+    #[test]
+    fn the_receive_thread_sends_what_the_inner_side_answered_during_its_write_in_order() {
+        let ida = Identity::from_seed([7; 32]);
+        let idb = Identity::from_seed([8; 32]);
+        let (ia, ea) = inner::channel(1420, 64);
+        let (tx, rx) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let (silent, _never_written) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let readers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ib = Inner {
+            reader: Box::new(Echoing {
+                rx,
+                silent,
+                readers: std::sync::Arc::clone(&readers),
+            }),
+            writer: Box::new(Answering(tx)),
+            mtu: 1420,
+        };
+        let cfg = DataPlaneConfig {
+            on_thread_death: OnThreadDeath::Record,
+            ..Default::default()
+        };
+        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
+        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
+        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
+        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
+        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let net = NetworkPrefix::default();
+        let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
+        for i in 0..30u8 {
+            ea.to_plane.send(ipv6_packet(ipa, ipb, &[i; 20])).unwrap();
+            let answer = recv(&ea).expect("the answer comes back");
+            assert_eq!(
+                answer,
+                ipv6_packet(ipb, ipa, &[i; 20]),
+                "answer {i}, in order"
+            );
+        }
+        let readers = readers.lock().unwrap();
+        assert_eq!(readers.len(), 30);
+        assert!(
+            readers.iter().all(|n| n == "pilot-udp-rx"),
+            "every answer read by the receive thread: {readers:?}"
+        );
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub trait InnerReader: Send {
         sizes: &mut [usize],
         timeout: Duration,
     ) -> io::Result<usize>;
+
+    /// A file descriptor that polls readable when a packet is waiting, for sides whose
+    /// readiness the data plane may wait for without holding the reader (the TUN device).
+    /// With one, the receive thread may also take a turn reading (see `wg::io`'s turnaround);
+    /// `None` (the default) keeps the reader on its own thread.
+    fn readable_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// Writes decapsulated IP packets to the inner side. One thread owns it.

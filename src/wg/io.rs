@@ -2,7 +2,9 @@
 //! [`Core`].
 //!
 //! * `pilot-udp-rx`: recvmmsg (+ UDP GRO) → decapsulate → one batched write to the inner side
-//!   (the TUN device coalesces TCP segments back into large packets, GRO).
+//!   (the TUN device coalesces TCP segments back into large packets, GRO); after a light
+//!   pass it takes a turn at the outbound side and sends what the kernel answered inside that
+//!   write (the turnaround: one wake-up fewer per round trip the kernel answers).
 //! * `pilot-inner-rx`: batched read from the inner side (the TUN device splits large TCP
 //!   packets, GSO) → encapsulate → UDP GSO sends of up to 64 equal datagrams per syscall.
 //! * `pilot-timers`: WireGuard timers every 250 ms.
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use quinn_udp::RecvMeta;
 
 use super::core::{Core, RxAction, TxAction};
@@ -35,6 +38,10 @@ const INNER_BATCH: usize = 128;
 /// Packet buffers per read from the inner side: room for one more GSO super-packet (up to
 /// 128 segments, the kernel's UDP_MAX_SEGMENTS) after what was already read.
 const INNER_READ_BATCH: usize = 256;
+
+/// The most packets a receive pass may have written and still take a turn at the outbound
+/// side: lone packets and short exchanges (latency), not bulk (throughput).
+const TURNAROUND_MAX: usize = 4;
 
 /// The smallest inner packet buffer (the IPv6 minimum MTU).
 const MIN_PACKET: usize = 1280;
@@ -67,7 +74,15 @@ impl Shared {
 /// datagram: a completed handshake encrypts the packets WireGuard queued meanwhile into it, so
 /// its size must not follow the last (maybe small) packet it held. The capacity is reserved
 /// once, so growing never allocates.
-pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>, hb: Heartbeat) {
+/// With `turn` (a pollable inner side), a pass that wrote at most [`TURNAROUND_MAX`] packets
+/// then takes a turn at the outbound side ([`Outbound::turnaround`]); bulk passes do not, so
+/// the receive thread keeps its time for receiving.
+pub(crate) fn udp_rx_loop(
+    shared: Arc<Shared>,
+    mut writer: Box<dyn InnerWriter>,
+    turn: Option<Arc<Mutex<Outbound>>>,
+    hb: Heartbeat,
+) {
     let mut rx: Vec<Vec<u8>> = (0..UDP_RX_BATCH).map(|_| vec![0u8; MAX_UDP]).collect();
     let mut meta = [RecvMeta::default(); UDP_RX_BATCH];
     let room = shared.core.out_room();
@@ -101,6 +116,7 @@ pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>,
             }
         };
         let mut k = 0;
+        let mut written = 0;
         for (m, buf) in meta[..n].iter().zip(rx.iter()) {
             let stride = if m.stride == 0 { m.len } else { m.stride };
             for dgram in buf[..m.len].chunks(stride.max(1)) {
@@ -116,6 +132,7 @@ pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>,
                     RxAction::Tunnel { len } => {
                         o.truncate(INNER_OFFSET + len);
                         k += 1;
+                        written += 1;
                         if k == INNER_BATCH {
                             flush_inner(&mut *writer, &mut out[..k]);
                             k = 0;
@@ -127,6 +144,12 @@ pub(crate) fn udp_rx_loop(shared: Arc<Shared>, mut writer: Box<dyn InnerWriter>,
         }
         if k > 0 {
             flush_inner(&mut *writer, &mut out[..k]);
+        }
+        if let Some(side) = turn
+            .as_deref()
+            .filter(|_| (1..=TURNAROUND_MAX).contains(&written))
+        {
+            Outbound::turnaround(side, &shared);
         }
     }
 }
@@ -162,60 +185,124 @@ impl GsoBatch {
     }
 }
 
-/// Reads the inner side, encapsulates, sends UDP.
-pub(crate) fn inner_rx_loop(shared: Arc<Shared>, mut reader: Box<dyn InnerReader>, hb: Heartbeat) {
-    let mut bufs: Vec<Vec<u8>> = (0..INNER_READ_BATCH)
-        .map(|_| vec![0u8; INNER_OFFSET + shared.core.max_packet()])
-        .collect();
-    let mut sizes = vec![0usize; INNER_READ_BATCH];
-    let max_segs = shared.udp.max_gso_segments().clamp(1, 64);
-    let mut gso = GsoBatch {
-        buf: vec![0u8; MAX_UDP.max(shared.core.out_room())],
-        used: 0,
-        dst: None,
-        seg: 0,
-        segs: 0,
-        max_segs,
-    };
-    let room = shared.core.out_room();
-    while !shared.stop.load(Ordering::Relaxed) {
-        hb.beat();
-        let n = match reader.recv_batch(&mut bufs, &mut sizes, POLL_INTERVAL) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(error = %e, "inner read failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        for (b, &size) in bufs[..n].iter().zip(sizes.iter()) {
+/// The outbound side: the inner reader, its packet buffers and the GSO batch being built. The
+/// TUN reader thread owns it; the UDP receive thread may take a turn (see
+/// [`Outbound::turnaround`]). Reading and sending under one lock keeps each flow in order.
+pub(crate) struct Outbound {
+    reader: Box<dyn InnerReader>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    gso: GsoBatch,
+    room: usize,
+    /// The last pass read more than [`TURNAROUND_MAX`] packets: bulk is flowing out, and the
+    /// receive thread leaves it to the reader thread (what the kernel "answers" to the ACKs
+    /// it writes is more bulk, which would stall its receiving).
+    bulk: bool,
+}
+
+impl Outbound {
+    /// The outbound side over `reader`, with its buffers allocated once.
+    pub(crate) fn new(shared: &Shared, reader: Box<dyn InnerReader>) -> Outbound {
+        let room = shared.core.out_room();
+        Outbound {
+            reader,
+            bufs: (0..INNER_READ_BATCH)
+                .map(|_| vec![0u8; INNER_OFFSET + shared.core.max_packet()])
+                .collect(),
+            sizes: vec![0usize; INNER_READ_BATCH],
+            gso: GsoBatch {
+                buf: vec![0u8; MAX_UDP.max(room)],
+                used: 0,
+                dst: None,
+                seg: 0,
+                segs: 0,
+                max_segs: shared.udp.max_gso_segments().clamp(1, 64),
+            },
+            room,
+            bulk: false,
+        }
+    }
+
+    /// One pass: reads a batch (waiting at most `timeout` for its first packet), encapsulates
+    /// and sends it. Returns how many packets were read.
+    fn pump(&mut self, shared: &Shared, timeout: Duration) -> io::Result<usize> {
+        let n = self
+            .reader
+            .recv_batch(&mut self.bufs, &mut self.sizes, timeout)?;
+        self.bulk = n > TURNAROUND_MAX;
+        let gso = &mut self.gso;
+        for (b, &size) in self.bufs[..n].iter().zip(self.sizes.iter()) {
             let pkt = &b[INNER_OFFSET..INNER_OFFSET + size];
-            if gso.used + room > gso.buf.len() {
-                gso.flush(&shared);
+            if gso.used + self.room > gso.buf.len() {
+                gso.flush(shared);
             }
             let start = gso.used;
             match shared.core.on_outbound(pkt, &mut gso.buf[start..]) {
-                TxAction::Send { dst, len } => {
-                    let fits = gso.dst == Some(dst) && len <= gso.seg && gso.segs < gso.max_segs;
-                    if gso.dst.is_some() && !fits {
-                        gso.flush(&shared);
-                        gso.buf.copy_within(start..start + len, 0);
-                    }
-                    if gso.dst.is_none() {
-                        gso.dst = Some(dst);
-                        gso.seg = len;
-                    }
-                    gso.used += len;
-                    gso.segs += 1;
-                    // A shorter datagram can only end a GSO train.
-                    if len < gso.seg || gso.max_segs == 1 {
-                        gso.flush(&shared);
-                    }
-                }
+                TxAction::Send { dst, len } => gso.push(shared, dst, start, len),
                 TxAction::Queued | TxAction::Ignored | TxAction::Dropped => {}
             }
         }
-        gso.flush(&shared);
+        gso.flush(shared);
+        Ok(n)
+    }
+
+    /// The receive thread's turn, right after it wrote packets to the inner side: the kernel
+    /// answers some packets inside that very write (ICMP echo replies, TCP SYN-ACKs and ACKs,
+    /// RSTs), so one non-blocking read here sends the answer at once instead of waking the
+    /// reader thread for it: one wake-up fewer per round trip the kernel answers. Never waits:
+    /// when the reader thread holds the side it is already sending, and while bulk flows out.
+    fn turnaround(side: &Mutex<Outbound>, shared: &Shared) {
+        if let Some(mut out) = side.try_lock().filter(|o| !o.bulk) {
+            if let Err(e) = out.pump(shared, Duration::ZERO) {
+                tracing::debug!(error = %e, "inner read failed (turnaround)");
+            }
+        }
+    }
+}
+
+impl GsoBatch {
+    /// Adds the datagram of `len` bytes just written at `start` to the batch, flushing first
+    /// when it cannot join it and after it when it ends the train.
+    fn push(&mut self, shared: &Shared, dst: SocketAddr, start: usize, len: usize) {
+        let fits = self.dst == Some(dst) && len <= self.seg && self.segs < self.max_segs;
+        if self.dst.is_some() && !fits {
+            self.flush(shared);
+            self.buf.copy_within(start..start + len, 0);
+        }
+        if self.dst.is_none() {
+            self.dst = Some(dst);
+            self.seg = len;
+        }
+        self.used += len;
+        self.segs += 1;
+        // A shorter datagram can only end a GSO train.
+        if len < self.seg || self.max_segs == 1 {
+            self.flush(shared);
+        }
+    }
+}
+
+/// Reads the inner side, encapsulates, sends UDP. With a pollable inner side it waits for
+/// readiness without holding [`Outbound`], so the receive thread can take turns.
+pub(crate) fn inner_rx_loop(shared: Arc<Shared>, side: Arc<Mutex<Outbound>>, hb: Heartbeat) {
+    let fd = side.lock().reader.readable_fd();
+    while !shared.stop.load(Ordering::Relaxed) {
+        hb.beat();
+        let timeout = match fd {
+            Some(fd) => {
+                if !super::udp::poll_fd(fd, libc::POLLIN, POLL_INTERVAL) {
+                    continue;
+                }
+                Duration::ZERO
+            }
+            None => POLL_INTERVAL,
+        };
+        let mut out = side.lock();
+        if let Err(e) = out.pump(&shared, timeout) {
+            drop(out);
+            tracing::debug!(error = %e, "inner read failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
