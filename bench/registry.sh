@@ -16,7 +16,7 @@
 #        PILOTCTL=... REGISTRY_LOAD=... to run prebuilt binaries;
 #        BASELINE=/path/to/older/pilotctl: part 2 runs that binary too, interleaved with this
 #        one ROUNDS times (default 2), and prints same-run ratios;
-#        ONLY=2 runs parts 1 and 2 only)
+#        ONLY=2 runs parts 1 and 2 only; ONLY=3 runs part 3 only, the NODES steady run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES="${NODES:-100000}"
@@ -94,6 +94,18 @@ status_field() { # status_field NAME key -> value from the instance's status.jso
 }
 
 echo "== registry capacity, $(date -u +%FT%TZ), $(nproc) cores (shared: figures are noisy)"
+# Part 3: NODES nodes registered, then heartbeating at the default interval (redb).
+steady() {
+  echo "-- 3. $NODES nodes heartbeating every 20 s on one instance (redb), ${SECS}s; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  start steady 17921
+  "$LOAD" steady --registry 127.0.0.1:17921 --pid "$REG_PID" --nodes "$NODES" --secs "$SECS" | sed 's/^/   /'
+  echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  stop "$REG_PID"
+}
+if [ "${ONLY:-}" = 3 ]; then
+  steady
+  exit 0
+fi
 echo "-- 1. signature verification alone (one core)"
 "$LOAD" verify --count 30000 | sed 's/^/   /'
 
@@ -185,7 +197,4 @@ if [ "$HAVE_PG" = 1 ]; then
   stop "$TWO"
 fi
 
-echo "-- 3. $NODES nodes heartbeating every 20 s on one instance (redb), ${SECS}s"
-start steady 17921
-"$LOAD" steady --registry 127.0.0.1:17921 --pid "$REG_PID" --nodes "$NODES" --secs "$SECS" | sed 's/^/   /'
-stop "$REG_PID"
+steady

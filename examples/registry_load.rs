@@ -22,9 +22,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pilot::clock::unix_ms_now;
-use pilot::identity::{Identity, PublicKey};
+use std::hint::black_box;
+
+use pilot::identity::{Identity, PreparedKey, PublicKey};
 use pilot::mapping::Hostname;
-use pilot::wire::registry::{Header, Nonce, Request, RequestBody, Response, ResponseBody};
+use pilot::wire::registry::{
+    Header, Nonce, Request, RequestBody, Response, ResponseBody, Unverified,
+};
 use rand_core::{OsRng, RngCore};
 
 /// Sockets the simulated nodes share (nodes are spread over them).
@@ -96,6 +100,17 @@ fn verify(count: u64) {
     let single = count as f64 / cpu.max(1e-9);
     println!("verify_per_cpu_sec={single:.0} (decode_verified, one by one)");
     println!("verify_per_wall_sec={:.0}", count as f64 / wall);
+    // The same, with the sender's key decompressed a second time for the check: what the
+    // registry did before decoding kept the point (decode, then `PublicKey::verify`).
+    let twice = per_cpu_sec(&reqs, count, 1, |chunk| {
+        let u = Unverified::decode(chunk[0]).expect("decodes");
+        black_box(PreparedKey::from(&u.request.header.sender));
+        assert!(u.verify());
+    });
+    println!(
+        "verify_decompress_twice_per_cpu_sec={twice:.0} once_over_twice={:.2}",
+        single / twice
+    );
     // The same run: decode, then verify in batches of n (what the registry does with the
     // requests one wake-up reads; its batches are at most 32).
     for n in [2usize, 4, 8, 16, 32, 64] {
@@ -105,26 +120,8 @@ fn verify(count: u64) {
             rate / single
         );
     }
-    let id = &ids[0];
-    let cpu = thread_cpu_s();
-    for i in 0..count {
-        std::hint::black_box(id.sign(&reqs[i as usize % reqs.len()]));
-    }
-    let signing = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
-    println!("sign_per_cpu_sec={signing:.0} (the registry signs each answer)");
-    // An answer as the registry builds it: an Ack, encoded and signed.
-    let ack = Response {
-        in_reply_to: [7; 16],
-        body: ResponseBody::Ack {
-            observed: "198.51.100.7:4000".parse().expect("an address"),
-        },
-    };
-    let cpu = thread_cpu_s();
-    for _ in 0..count {
-        std::hint::black_box(ack.encode_signed(id).expect("encodes"));
-    }
-    let answers = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
-    println!("answer_encode_sign_per_cpu_sec={answers:.0}");
+    compare_batches(&reqs, count);
+    let answers = answer_costs(&ids[0], &reqs, count);
     let per_req_us = |r: f64| 1e6 / r;
     println!(
         "us_per_request: verify_single={:.1} verify_batch32={:.1} answer={:.1}",
@@ -134,24 +131,97 @@ fn verify(count: u64) {
     );
 }
 
-/// Requests decoded and verified per CPU-second, `n` signatures per batch.
+/// Batches of 32 three ways in one run: ours (the sender's point kept from decoding), ours
+/// with the point decompressed again (as before), and ed25519-dalek's `verify_batch` after the
+/// same strict pre-checks.
+fn compare_batches(reqs: &[Vec<u8>], count: u64) {
+    for round in 1..=2 {
+        let ours = verify_batched(reqs, count, 32);
+        let twice = per_cpu_sec(reqs, count, 32, |chunk| {
+            let items = decode_all(chunk);
+            for u in &items {
+                black_box(PreparedKey::from(&u.request.header.sender));
+            }
+            assert!(Unverified::verify_batch(&items));
+        });
+        let dalek = per_cpu_sec(reqs, count, 32, |chunk| {
+            assert!(dalek_verify_batch(&decode_all(chunk)));
+        });
+        println!(
+            "round{round}: batch32_ours={ours:.0} batch32_decompress_twice={twice:.0} \
+             batch32_dalek_verify_batch={dalek:.0} ours_over_twice={:.2} ours_over_dalek={:.2}",
+            ours / twice,
+            ours / dalek
+        );
+    }
+}
+
+/// ed25519-dalek's batch verification (feature "batch": merlin transcript, deterministic
+/// weights) after the strict pre-checks ours makes per signature.
+fn dalek_verify_batch(items: &[Unverified<'_>]) -> bool {
+    let signed: Vec<_> = items.iter().map(Unverified::signed).collect();
+    if !signed.iter().all(|s| s.strict_prechecks()) {
+        return false;
+    }
+    let msgs: Vec<Vec<u8>> = signed.iter().map(|s| [s.prefix, s.msg].concat()).collect();
+    let msgs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = signed
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_bytes(s.signature))
+        .collect();
+    let keys: Vec<ed25519_dalek::VerifyingKey> =
+        signed.iter().map(|s| *s.key.verifying_key()).collect();
+    ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
+}
+
+/// Signing and the registry's answer (an `Ack`, encoded and signed), per CPU-second; returns
+/// the answer's rate.
+fn answer_costs(id: &Identity, reqs: &[Vec<u8>], count: u64) -> f64 {
+    let cpu = thread_cpu_s();
+    for i in 0..count {
+        black_box(id.sign(&reqs[i as usize % reqs.len()]));
+    }
+    let signing = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
+    println!("sign_per_cpu_sec={signing:.0} (the registry signs each answer)");
+    let ack = Response {
+        in_reply_to: [7; 16],
+        body: ResponseBody::Ack {
+            observed: "198.51.100.7:4000".parse().expect("an address"),
+        },
+    };
+    let cpu = thread_cpu_s();
+    for _ in 0..count {
+        black_box(ack.encode_signed(id).expect("encodes"));
+    }
+    let answers = count as f64 / (thread_cpu_s() - cpu).max(1e-9);
+    println!("answer_encode_sign_per_cpu_sec={answers:.0}");
+    answers
+}
+
+fn decode_all<'a>(chunk: &[&'a Vec<u8>]) -> Vec<Unverified<'a>> {
+    chunk
+        .iter()
+        .map(|b| Unverified::decode(b).expect("decodes"))
+        .collect()
+}
+
+/// Requests decoded and verified per CPU-second, `n` signatures per batch (what the registry
+/// does: decode keeping the sender's point, then one batch check).
 fn verify_batched(reqs: &[Vec<u8>], count: u64, n: usize) -> f64 {
+    per_cpu_sec(reqs, count, n, |chunk| {
+        assert!(Unverified::verify_batch(&decode_all(chunk)));
+    })
+}
+
+/// Requests per CPU-second through `check`, called with `n` of `reqs` at a time until `count`.
+fn per_cpu_sec(reqs: &[Vec<u8>], count: u64, n: usize, mut check: impl FnMut(&[&Vec<u8>])) -> f64 {
     let cpu = thread_cpu_s();
     let mut done = 0u64;
     let mut at = 0usize;
     while done < count {
         let chunk: Vec<&Vec<u8>> = (0..n).map(|k| &reqs[(at + k) % reqs.len()]).collect();
         at += n;
-        let decoded: Vec<Request> = chunk
-            .iter()
-            .map(|b| Request::decode_unverified(b).expect("decodes"))
-            .collect();
-        let items: Vec<(&Request, &[u8])> = decoded
-            .iter()
-            .zip(&chunk)
-            .map(|(r, b)| (r, b.as_slice()))
-            .collect();
-        assert!(Request::verify_batch(&items));
+        check(&chunk);
         done += n as u64;
     }
     done as f64 / (thread_cpu_s() - cpu).max(1e-9)

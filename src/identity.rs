@@ -30,6 +30,9 @@ use crate::state::files::{open_private, sync_dir, Access};
 mod batch;
 
 pub use self::batch::{verify_batch, Signed};
+pub use self::prepared::PreparedKey;
+
+mod prepared;
 
 const KEY_FILE_TAG: &str = "pilot-ed25519-v1";
 

@@ -27,13 +27,13 @@ use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use rand_core::RngCore;
 use sha2::{Digest, Sha512};
 
-use super::PublicKey;
+use super::PreparedKey;
 
 /// One signature to check: by `key`, over the bytes of `prefix` followed by `msg`.
 #[derive(Debug, Clone, Copy)]
 pub struct Signed<'a> {
-    /// The claimed signer.
-    pub key: &'a PublicKey,
+    /// The claimed signer, its point decompressed when the key was decoded.
+    pub key: &'a PreparedKey,
     /// Signed before `msg` (a protocol's domain separation string).
     pub prefix: &'a [u8],
     /// The message.
@@ -59,10 +59,16 @@ impl Signed<'_> {
         self.key.verify(&m, self.signature)
     }
 
-    /// The strict checks `verify_strict` makes before its equation, and the equation's parts;
-    /// `None` if any check fails (then `verify_strict` refuses the signature too).
-    fn parts(&self) -> Option<Parts> {
-        let a = CompressedEdwardsY(*self.key.as_bytes()).decompress()?;
+    /// Whether this signature passes the checks `verify_strict` makes besides its equation
+    /// (canonical `s`, canonical encoding of `R`, neither `R` nor the key of small order): what
+    /// a batch must check per signature before its equation.
+    pub fn strict_prechecks(&self) -> bool {
+        self.prechecked().is_some()
+    }
+
+    /// The strict checks (see [`Signed::strict_prechecks`]), and `R`, the key's point and `s`.
+    fn prechecked(&self) -> Option<(EdwardsPoint, EdwardsPoint, Scalar)> {
+        let a = self.key.point();
         let (r_bytes, s_bytes) = self.signature.split_at(32);
         let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
         let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes.try_into().ok()?))?;
@@ -76,9 +82,16 @@ impl Signed<'_> {
         if r.is_small_order() || a.is_small_order() {
             return None;
         }
+        Some((r, a, s))
+    }
+
+    /// The strict checks and the equation's parts; `None` if any check fails (then
+    /// `verify_strict` refuses the signature too).
+    fn parts(&self) -> Option<Parts> {
+        let (r, a, s) = self.prechecked()?;
         let mut h = Sha512::new();
-        h.update(r_bytes);
-        h.update(self.key.as_bytes());
+        h.update(&self.signature[..32]);
+        h.update(self.key.key().as_bytes());
         h.update(self.prefix);
         h.update(self.msg);
         let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
@@ -131,15 +144,15 @@ pub fn verify_batch(items: &[Signed<'_>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Identity;
+    use crate::identity::{Identity, PublicKey};
     use curve25519_dalek::constants::EIGHT_TORSION;
 
     const DOMAIN: &[u8] = b"test/batch\0";
 
-    fn signed(id: &Identity, msg: &[u8]) -> (PublicKey, [u8; 64]) {
+    fn signed(id: &Identity, msg: &[u8]) -> (PreparedKey, [u8; 64]) {
         let mut m = DOMAIN.to_vec();
         m.extend_from_slice(msg);
-        (id.public_key(), id.sign(&m))
+        (PreparedKey::from(&id.public_key()), id.sign(&m))
     }
 
     /// The Ed25519 secret scalar of a seed (RFC 8032 §5.1.5), as a key's holder computes it.
@@ -153,7 +166,7 @@ mod tests {
         Scalar::from_bytes_mod_order(a)
     }
 
-    fn item<'a>(key: &'a PublicKey, msg: &'a [u8], signature: &'a [u8; 64]) -> Signed<'a> {
+    fn item<'a>(key: &'a PreparedKey, msg: &'a [u8], signature: &'a [u8; 64]) -> Signed<'a> {
         Signed {
             key,
             prefix: DOMAIN,
@@ -166,7 +179,7 @@ mod tests {
     fn a_batch_of_good_signatures_passes_and_one_bad_one_fails_it() {
         let ids: Vec<Identity> = (0..20u8).map(|i| Identity::from_seed([i; 32])).collect();
         let msgs: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10 + i as usize]).collect();
-        let sigs: Vec<(PublicKey, [u8; 64])> =
+        let sigs: Vec<(PreparedKey, [u8; 64])> =
             ids.iter().zip(&msgs).map(|(id, m)| signed(id, m)).collect();
         let items: Vec<Signed<'_>> = sigs
             .iter()
@@ -220,6 +233,7 @@ mod tests {
             let Ok(weak) = PublicKey::from_bytes_allowing_weak(a) else {
                 continue;
             };
+            let weak = PreparedKey::allowing_weak(&weak);
             for r in EIGHT_TORSION.iter() {
                 let mut sig = [0u8; 64];
                 sig[..32].copy_from_slice(&r.compress().to_bytes());
@@ -233,17 +247,17 @@ mod tests {
         // cofactorless equation [s]B - [k]A = 0 ≠ R hold up to torsion. Build it from the
         // secret scalar, as an attacker holding the key could.
         let id = Identity::from_seed([6; 32]);
-        let key = id.public_key();
+        let key = PreparedKey::from(&id.public_key());
         let a = secret_scalar(&[6; 32]);
         assert_eq!(
             (ED25519_BASEPOINT_POINT * a).compress().to_bytes(),
-            *key.as_bytes()
+            *key.key().as_bytes()
         );
         for t in EIGHT_TORSION.iter().skip(1) {
             let r_bytes = t.compress().to_bytes();
             let mut h = Sha512::new();
             h.update(r_bytes);
-            h.update(key.as_bytes());
+            h.update(key.key().as_bytes());
             h.update(DOMAIN);
             h.update(b"y");
             let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());

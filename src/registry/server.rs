@@ -67,6 +67,7 @@ use crate::identity::{Identity, PublicKey};
 use crate::mapping::{Addr48, Hostname};
 use crate::wire::registry::{
     Cookie, Header, HostnameStatus, Nonce, Request, RequestBody, Response, ResponseBody, Status,
+    Unverified,
 };
 use crate::wire::relay;
 
@@ -302,23 +303,23 @@ impl Registry {
     pub fn handle_batch(&mut self, now_ms: u64, batch: &[(SocketAddr, &[u8])]) -> Transmits {
         let mut out = Vec::new();
         let mut screened = Vec::with_capacity(batch.len());
-        for (i, &(from, bytes)) in batch.iter().enumerate() {
+        let mut senders = Vec::with_capacity(batch.len());
+        for &(from, bytes) in batch {
             match self.admit(now_ms, from, bytes) {
-                Ok(req) => screened.push((i, req)),
+                Ok(u) => {
+                    screened.push(u);
+                    senders.push(from);
+                }
                 Err(o) => out.extend(o),
             }
         }
-        let items: Vec<(&Request, &[u8])> =
-            screened.iter().map(|(i, r)| (r, batch[*i].1)).collect();
-        let valid = self.verifier.check(&items, &mut self.counters);
-        drop(items);
-        for ((i, req), ok) in screened.into_iter().zip(valid) {
+        let valid = self.verifier.check(&screened, &mut self.counters);
+        for ((u, from), ok) in screened.into_iter().zip(senders).zip(valid) {
             if !ok {
                 self.counters.bad_signature += 1;
                 continue;
             }
-            let (from, bytes) = batch[i];
-            out.extend(self.process(now_ms, from, bytes, req));
+            out.extend(self.process(now_ms, from, u.bytes(), u.request));
         }
         out
     }
@@ -326,7 +327,12 @@ impl Registry {
     /// Everything before the signature check: relay frames (handled here: they cost no
     /// signature work), the per-IP bucket, screening and decoding. `Ok` is a request whose
     /// signature is still to be checked; `Err` what to send instead (often nothing).
-    fn admit(&mut self, now_ms: u64, from: SocketAddr, bytes: &[u8]) -> Result<Request, Transmits> {
+    fn admit<'a>(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    ) -> Result<Unverified<'a>, Transmits> {
         if relay::is_relay(bytes) {
             // Relay frames have their own per-node budgets (a relayed transfer would exhaust
             // the per-IP request bucket at once) and cost no signature work.
@@ -338,7 +344,8 @@ impl Registry {
         }
         // Screening: cheap checks only (header, hash lookups, a MAC) before any signature.
         self.screen(now_ms, from, bytes)?;
-        Request::decode_unverified(bytes).map_err(|_| {
+        // Decoding decompresses the sender's key once; the signature check reuses it.
+        Unverified::decode(bytes).map_err(|_| {
             self.counters.garbage += 1;
             Vec::new()
         })

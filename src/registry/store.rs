@@ -164,8 +164,9 @@ pub struct Snapshot {
     pub elsewhere: Vec<(PublicKey, u64)>,
 }
 
-/// A storage failure.
-#[derive(Debug, thiserror::Error)]
+/// A storage failure. `Clone`, so that one failed commit shared by several requests (parked
+/// holds committed together) gives each of them the same error, kind included.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be opened, read or written.
     #[error("registry store {path}: {detail}")]

@@ -264,15 +264,19 @@ fn commit_parked_holds(
         }
     }
     let result = store.apply(&ops);
+    if let Err(e) = &result {
+        tracing::error!(
+            "registry store commit of {} parked holds failed: {e}",
+            tickets.len()
+        );
+    }
+    // Each ticket gets the error itself (its kind decides the answer: `Conflict` is not
+    // `Backend`), not a description of it.
     for (tx, ticket) in tickets {
-        let result = match &result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::Backend {
-                path: "registry store".into(),
-                detail: e.to_string(),
-            }),
-        };
-        let _ = tx.send(Committed { ticket, result });
+        let _ = tx.send(Committed {
+            ticket,
+            result: result.clone(),
+        });
     }
     next
 }
@@ -563,6 +567,67 @@ mod tests {
         // yet), the rest share a few transactions, none with the claim.
         assert_eq!(commits.concat(), want);
         assert!(commits.len() <= 4, "{} commits for 60 holds", commits.len());
+    }
+
+    /// A shared store whose every commit fails with a clone of `.0`, counting the commits.
+    struct FailingStore(StoreError, Arc<AtomicUsize>);
+
+    impl Store for FailingStore {
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn apply(&mut self, _: &[StoreOp]) -> Result<(), StoreError> {
+            std::thread::sleep(Duration::from_millis(5));
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Err(self.0.clone())
+        }
+        fn shared(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn every_ticket_of_a_failed_shared_commit_gets_the_error_itself_kind_and_detail() {
+        let errors = [
+            StoreError::Conflict {
+                detail: "could not serialize access".into(),
+            },
+            StoreError::Corrupt {
+                path: "pg".into(),
+                detail: "held row 7".into(),
+            },
+            StoreError::Backend {
+                path: "postgresql://db".into(),
+                detail: "connection reset".into(),
+            },
+        ];
+        for error in errors {
+            let commits = Arc::new(AtomicUsize::new(0));
+            let inner = FailingStore(error.clone(), commits.clone());
+            let mut store = BatchingStore::spawn(Box::new(inner), 100).unwrap();
+            let mut results = store.take_commits().expect("a shared store parks");
+            let holds: Vec<StoreOp> = (1..=20u8).map(hold).collect();
+            for (ticket, op) in (1..).zip(&holds) {
+                assert!(store
+                    .apply_or_park(std::slice::from_ref(op), ticket)
+                    .is_none());
+            }
+            for ticket in 1..=20 {
+                let c = results.blocking_recv().unwrap();
+                assert_eq!(c.ticket, ticket);
+                let got = c.result.unwrap_err();
+                // Same kind, same fields: not every one turned into `Backend`.
+                assert_eq!(
+                    std::mem::discriminant(&got),
+                    std::mem::discriminant(&error),
+                    "{got}"
+                );
+                assert_eq!(got.to_string(), error.to_string());
+            }
+            drop(store);
+            // Shared commits: fewer commits than tickets (else this tests nothing shared).
+            assert!(commits.load(Ordering::Relaxed) < 20, "{commits:?}");
+        }
     }
 
     #[test]

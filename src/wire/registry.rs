@@ -24,7 +24,7 @@ mod response;
 mod tests;
 
 pub use self::discovery::{check_tags, valid_tag, MAX_TAGS, MAX_TAG_LEN};
-pub use self::request::{Header, Peek, Request, RequestBody, TrustDecision};
+pub use self::request::{Header, Peek, Request, RequestBody, TrustDecision, Unverified};
 pub use self::response::{HostnameStatus, Response, ResponseBody, Status, CHALLENGE_LEN};
 
 /// First byte of every control datagram (`'P'`).

@@ -78,16 +78,20 @@ impl BatchSocket {
     /// Buffer `i` of the last batch: its sender, its bytes and the size of each datagram in
     /// it (the last may be shorter).
     pub(super) fn received(&mut self, i: usize) -> (SocketAddr, &mut [u8], usize) {
-        let m = &self.meta[i];
-        let len = m.len.min(SLOT);
-        let stride = if m.stride == 0 { len } else { m.stride };
-        let start = i * SLOT;
-        (m.addr, &mut self.rx[start..start + len], stride.max(1))
+        let (m, slot) = (&self.meta[i], self.slot(i));
+        let stride = if m.stride == 0 { slot.len() } else { m.stride };
+        (m.addr, &mut self.rx[slot], stride.max(1))
     }
 
     /// Bytes `start..end` of buffer `i` of the last batch (one datagram of it).
     pub(super) fn datagram(&self, i: usize, start: usize, end: usize) -> &[u8] {
-        &self.rx[i * SLOT + start..i * SLOT + end]
+        &self.rx[self.slot(i)][start..end]
+    }
+
+    /// Where in `rx` the bytes buffer `i` of the last batch received are.
+    fn slot(&self, i: usize) -> std::ops::Range<usize> {
+        let start = i * SLOT;
+        start..start + self.meta[i].len.min(SLOT)
     }
 
     /// Sends `contents` to `dst`, as equal datagrams of `segment_size` bytes (GSO) when given.

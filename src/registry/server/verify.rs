@@ -12,7 +12,7 @@
 //! gets here.
 
 use super::limits::Counters;
-use crate::wire::registry::Request;
+use crate::wire::registry::Unverified;
 
 /// Most signatures checked in one batch.
 pub(super) const CHUNK: usize = 32;
@@ -33,12 +33,13 @@ pub(super) struct Verifier {
 }
 
 impl Verifier {
-    /// Which of `items` (decoded requests with their bytes) carry a valid signature, in order.
-    pub(super) fn check(&mut self, items: &[(&Request, &[u8])], c: &mut Counters) -> Vec<bool> {
+    /// Which of `items` (decoded requests, their senders' keys already decompressed) carry a
+    /// valid signature, in order.
+    pub(super) fn check(&mut self, items: &[Unverified<'_>], c: &mut Counters) -> Vec<bool> {
         let mut ok = Vec::with_capacity(items.len());
         for chunk in items.chunks(CHUNK) {
             let batched = chunk.len() > 1 && self.score < SUSPECT_AT;
-            if batched && Request::verify_batch(chunk) {
+            if batched && Unverified::verify_batch(chunk) {
                 c.batch_verified += chunk.len() as u64;
                 ok.extend(std::iter::repeat_n(true, chunk.len()));
                 self.score = self.score.saturating_sub(1);
@@ -49,7 +50,7 @@ impl Verifier {
             }
             c.verified_singly += chunk.len() as u64;
             let before = ok.len();
-            ok.extend(chunk.iter().map(|(r, b)| r.verify_signature(b).is_ok()));
+            ok.extend(chunk.iter().map(Unverified::verify));
             if chunk.len() > 1 {
                 self.score = if ok[before..].contains(&false) {
                     (self.score + FAIL_WEIGHT).min(MAX_SCORE)
@@ -129,11 +130,10 @@ mod tests {
         let mut c = Counters::default();
         let mut round = |v: &mut Verifier, c: &mut Counters, bad: Option<usize>| {
             let bytes = heartbeats(&mut nodes, T0, bad);
-            let reqs: Vec<Request> = bytes
+            let items: Vec<Unverified<'_>> = bytes
                 .iter()
-                .map(|b| Request::decode_unverified(b).unwrap())
+                .map(|b| Unverified::decode(b).unwrap())
                 .collect();
-            let items: Vec<_> = reqs.iter().zip(&bytes).map(|(r, b)| (r, &b[..])).collect();
             let ok = v.check(&items, c);
             assert_eq!(ok, (0..4).map(|i| Some(i) != bad).collect::<Vec<_>>());
         };

@@ -8,7 +8,7 @@ use super::{
     check_preamble, signed_bytes, Cookie, Nonce, WireError, MAGIC, MAX_DATAGRAM, MAX_DELIVERED,
     MAX_JUSTIFICATION, MAX_REASON, REQUEST_HEADER, SIGNATURE_DOMAIN, SIGNATURE_LEN, VERSION,
 };
-use crate::identity::{Identity, PublicKey, Signed};
+use crate::identity::{Identity, PreparedKey, PublicKey, Signed};
 use crate::mapping::{Hostname, PeerRef};
 
 /// A trust decision carried by a trust response.
@@ -303,9 +303,11 @@ impl Request {
 
     /// Decodes a request and checks its signature. Never panics, whatever the bytes.
     pub fn decode_verified(bytes: &[u8]) -> Result<Request, WireError> {
-        let req = Self::decode_unverified(bytes)?;
-        req.verify_signature(bytes)?;
-        Ok(req)
+        let u = Unverified::decode(bytes)?;
+        if !u.verify() {
+            return Err(WireError::BadSignature);
+        }
+        Ok(u.request)
     }
 
     /// Checks the signature of `bytes` (this request, as decoded by
@@ -321,31 +323,6 @@ impl Request {
             return Err(WireError::BadSignature);
         }
         Ok(())
-    }
-
-    /// Checks the signatures of many decoded requests at once, each with the bytes it was
-    /// decoded from: `true` only if every one verifies. A batch accepts every set that
-    /// [`Request::verify_signature`] accepts one by one, for about half the work; see
-    /// [`crate::identity::verify_batch`] for the one difference (torsion crafted by a key's own
-    /// holder).
-    pub fn verify_batch(items: &[(&Request, &[u8])]) -> bool {
-        let mut signed = Vec::with_capacity(items.len());
-        for (req, bytes) in items {
-            let Some(at) = bytes.len().checked_sub(SIGNATURE_LEN) else {
-                return false;
-            };
-            let (msg, sig) = bytes.split_at(at);
-            let Ok(signature) = <&[u8; SIGNATURE_LEN]>::try_from(sig) else {
-                return false;
-            };
-            signed.push(Signed {
-                key: &req.header.sender,
-                prefix: SIGNATURE_DOMAIN,
-                msg,
-                signature,
-            });
-        }
-        crate::identity::verify_batch(&signed)
     }
 
     /// The cheap facts a registry screens a request on before any signature work: its type,
@@ -378,9 +355,17 @@ impl Request {
     /// present): for cheap checks (kind, addressee, age) before the costly
     /// [`Request::verify_signature`]. Nothing decoded here is authentic yet.
     pub fn decode_unverified(bytes: &[u8]) -> Result<Request, WireError> {
+        Ok(Self::decode_with_sender(bytes)?.0)
+    }
+
+    /// [`Request::decode_unverified`], also returning the sender's key with its point
+    /// decompressed (the check of the key decompresses it anyway: it is kept for the signature).
+    fn decode_with_sender(bytes: &[u8]) -> Result<(Request, PreparedKey), WireError> {
         let (ty, mut r) = signed_fields(bytes)?;
+        let sender =
+            PreparedKey::from_bytes(r.array()?).map_err(|_| WireError::Invalid("public key"))?;
         let header = Header {
-            sender: r.key()?,
+            sender: *sender.key(),
             nonce: r.array()?,
             timestamp_ms: r.u64()?,
         };
@@ -440,7 +425,61 @@ impl Request {
             other => return Err(WireError::UnknownType(other)),
         };
         r.finish()?;
-        Ok(Request { header, body })
+        Ok((Request { header, body }, sender))
+    }
+}
+
+/// A request decoded but not yet verified, with what checking its signature needs: the bytes
+/// it was decoded from and its sender's key, decompressed once while decoding (a registry
+/// screens many such requests, then checks their signatures together).
+#[derive(Debug, Clone)]
+pub struct Unverified<'a> {
+    /// The fields; nothing in them is authentic until [`Unverified::verify`] passes.
+    pub request: Request,
+    sender: PreparedKey,
+    bytes: &'a [u8],
+}
+
+impl<'a> Unverified<'a> {
+    /// Decodes `bytes` as [`Request::decode_unverified`] does. Never panics, whatever the bytes.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, WireError> {
+        let (request, sender) = Request::decode_with_sender(bytes)?;
+        Ok(Unverified {
+            request,
+            sender,
+            bytes,
+        })
+    }
+
+    /// The bytes the request was decoded from.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// What the signature covers, by whom: for [`crate::identity::verify_batch`].
+    pub fn signed(&self) -> Signed<'_> {
+        // Decoding checked that the signature is there.
+        let (msg, sig) = self.bytes.split_at(self.bytes.len() - SIGNATURE_LEN);
+        Signed {
+            key: &self.sender,
+            prefix: SIGNATURE_DOMAIN,
+            msg,
+            signature: sig.try_into().expect("SIGNATURE_LEN bytes"),
+        }
+    }
+
+    /// The signature check of this request alone, as [`Request::verify_signature`].
+    pub fn verify(&self) -> bool {
+        self.signed().verify_one()
+    }
+
+    /// Checks the signatures of many requests at once: `true` only if every one verifies. A
+    /// batch accepts every set that [`Unverified::verify`] accepts one by one, for about half
+    /// the work; see [`crate::identity::verify_batch`] for the one difference (torsion crafted
+    /// by a key's own holder).
+    pub fn verify_batch(items: &[Unverified<'_>]) -> bool {
+        let signed: Vec<Signed<'_>> = items.iter().map(Unverified::signed).collect();
+        crate::identity::verify_batch(&signed)
     }
 }
 
