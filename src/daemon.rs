@@ -119,6 +119,8 @@ async fn run_node(setup: start::Setup, opts: DaemonOptions) -> Result<(), PilotE
     }
     ops::spawn(node.clone(), opts);
     socket::serve(node.clone(), listener, shutdown_rx).await;
+    // Trust changes peers made in the last half second are still waiting for their delay.
+    node.control.save_trust_now().await;
     if let Some(dns) = &node.dns {
         dns.revert();
     }

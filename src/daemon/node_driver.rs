@@ -68,6 +68,8 @@ pub trait Tunnels: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<NodeCommand>,
+    /// Asks for the trust file to be written now (see [`NodeHandle::save_trust_now`]).
+    save_now: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 /// How long an API call waits for the registries before answering `timeout`.
@@ -76,6 +78,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOCK_SYNC: Duration = Duration::from_secs(60);
 
 impl NodeHandle {
+    /// Writes the trust changes still waiting for their delay, and waits (at most 5 s) until
+    /// they are on disk: a daemon that stops must not lose a trust a peer's message made just
+    /// before.
+    pub async fn save_trust_now(&self) {
+        let (done, written) = oneshot::channel();
+        if self.save_now.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), written).await;
+        }
+    }
+
     /// Runs the command `make` builds around its reply channel, and waits for the answer.
     pub async fn call<T>(
         &self,
@@ -105,7 +117,15 @@ pub struct NodeDriver<T: Tunnels> {
     node: Node,
     tunnels: Arc<T>,
     events: broadcast::Sender<NodeEvent>,
-    trust_writer: std::sync::mpsc::Sender<TrustSave>,
+    trust_writer: std::sync::mpsc::Sender<TrustWrite>,
+}
+
+/// What the trust-file writer is sent.
+enum TrustWrite {
+    /// A snapshot to write.
+    Save(TrustSave),
+    /// Answered once everything sent before it is written.
+    Synced(oneshot::Sender<()>),
 }
 
 /// One input to the node.
@@ -115,6 +135,8 @@ enum Input {
     DataPlane(DataPlaneEvent),
     Timer,
     ClockSync,
+    /// Write the trust file now, and answer once it is written.
+    SaveTrust(oneshot::Sender<()>),
 }
 
 impl<T: Tunnels> NodeDriver<T> {
@@ -147,13 +169,15 @@ impl<T: Tunnels> NodeDriver<T> {
             trust_writer,
         };
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(task.run(rx, control_rx, dp_events));
-        NodeHandle { tx }
+        let (save_now, save_requests) = mpsc::channel(1);
+        tokio::spawn(task.run(rx, save_requests, control_rx, dp_events));
+        NodeHandle { tx, save_now }
     }
 
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<NodeCommand>,
+        mut save_requests: mpsc::Receiver<oneshot::Sender<()>>,
         mut datagrams: ControlReceiver,
         mut dp_events: Option<EventReceiver>,
     ) {
@@ -163,6 +187,7 @@ impl<T: Tunnels> NodeDriver<T> {
             let deadline = self.node.poll_timeout();
             let input = tokio::select! {
                 cmd = commands.recv() => cmd.map(Input::Command),
+                Some(done) = save_requests.recv() => Some(Input::SaveTrust(done)),
                 dg = datagrams.recv() => dg.map(Input::Datagram),
                 ev = next_event(&mut dp_events) => match ev {
                     Some(ev) => Some(Input::DataPlane(ev)),
@@ -184,6 +209,11 @@ impl<T: Tunnels> NodeDriver<T> {
     }
 
     fn handle(&mut self, now: Instant, input: Input) {
+        if let Input::SaveTrust(done) = input {
+            self.save_trust(now + TRUST_SAVE_DELAY);
+            let _ = self.trust_writer.send(TrustWrite::Synced(done));
+            return;
+        }
         let node = &mut self.node;
         match input {
             Input::Command(cmd) => node.handle_command(now, cmd),
@@ -191,6 +221,7 @@ impl<T: Tunnels> NodeDriver<T> {
             Input::DataPlane(ev) => node.handle_data_plane_event(now, ev),
             Input::Timer => node.handle_timeout(now),
             Input::ClockSync => node.handle_clock_sync(now, unix_ms_now()),
+            Input::SaveTrust(_) => {}
         }
     }
 
@@ -220,7 +251,7 @@ impl<T: Tunnels> NodeDriver<T> {
     /// Hands the trust file's snapshot, if one is due at `now`, to the writer thread.
     fn save_trust(&mut self, now: Instant) {
         if let Some(save) = self.node.poll_trust_save(now) {
-            if self.trust_writer.send(save).is_err() {
+            if self.trust_writer.send(TrustWrite::Save(save)).is_err() {
                 tracing::error!("the trust-file writer has stopped: trust changes are not saved");
             }
         }
@@ -248,18 +279,27 @@ impl<T: Tunnels> NodeDriver<T> {
 }
 
 /// The trust-file writer (on a blocking thread): writes each snapshot, folding the ones that
-/// queued meanwhile into the newest (many changes, one write). A failed write is logged with
-/// the file and what to do; trust in memory is unaffected. Returns the number of writes
-/// once the node driver is gone.
-fn write_trust_snapshots(rx: std::sync::mpsc::Receiver<TrustSave>) -> usize {
+/// queued meanwhile into the newest (many changes, one write), then answers the `Synced`
+/// requests that came with them. A failed write is logged with the file and what to do; trust
+/// in memory is unaffected. Returns the number of writes once the node driver is gone.
+fn write_trust_snapshots(rx: std::sync::mpsc::Receiver<TrustWrite>) -> usize {
     let mut writes = 0;
-    while let Ok(mut save) = rx.recv() {
-        while let Ok(newer) = rx.try_recv() {
-            save = newer;
+    while let Ok(first) = rx.recv() {
+        let (mut newest, mut synced) = (None, Vec::new());
+        for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            match msg {
+                TrustWrite::Save(save) => newest = Some(save),
+                TrustWrite::Synced(done) => synced.push(done),
+            }
         }
-        writes += 1;
-        if let Err(e) = save.write() {
-            tracing::error!(hint = %e.hint(), "trust changes not saved: {e}");
+        if let Some(save) = newest {
+            writes += 1;
+            if let Err(e) = save.write() {
+                tracing::error!(hint = %e.hint(), "trust changes not saved: {e}");
+            }
+        }
+        for done in synced {
+            let _ = done.send(());
         }
     }
     writes
@@ -288,6 +328,29 @@ mod tests {
     use crate::node::trust::{TrustStore, TRUST_FILE};
 
     #[test]
+    fn a_sync_request_is_answered_once_the_snapshot_sent_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TRUST_FILE);
+        let me = Identity::from_seed([1; 32]).public_key();
+        let mut store = TrustStore::open(me, &path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || write_trust_snapshots(rx));
+        let peer = Identity::from_seed([2; 32]).public_key();
+        store.request(peer, None, "", 1_750_000_000_000).unwrap();
+        tx.send(TrustWrite::Save(store.take_save().unwrap()))
+            .unwrap();
+        let (done, written) = oneshot::channel();
+        tx.send(TrustWrite::Synced(done)).unwrap();
+        written
+            .blocking_recv()
+            .expect("the sync request is answered");
+        let again = TrustStore::open(me, &path).unwrap();
+        assert_eq!(again.peers().count(), 1, "written before the answer");
+        drop(tx);
+        assert_eq!(writer.join().unwrap(), 1);
+    }
+
+    #[test]
     fn queued_trust_snapshots_make_one_write_of_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TRUST_FILE);
@@ -297,7 +360,8 @@ mod tests {
         for n in 2..=5u8 {
             let peer = Identity::from_seed([n; 32]).public_key();
             store.request(peer, None, "", 1_750_000_000_000).unwrap();
-            tx.send(store.take_save().unwrap()).unwrap();
+            tx.send(TrustWrite::Save(store.take_save().unwrap()))
+                .unwrap();
         }
         drop(tx);
         assert_eq!(write_trust_snapshots(rx), 1);
