@@ -39,7 +39,8 @@
 //! [`TrustStore::take_save`] hands out one snapshot for any number of changes. The control
 //! plane asks for it at once after a user's decision and at most every
 //! [`crate::node::control::TRUST_SAVE_DELAY`] after changes made by peers' messages; the
-//! daemon writes it on a thread of its own, never on the async runtime. Changes are applied in
+//! daemon writes it on a thread of its own, never on the async runtime, and a stopping daemon
+//! writes what is still waiting for its delay before it exits. Changes are applied in
 //! memory whatever becomes of the write: an untrust always tears the tunnel down, and a failed
 //! write is logged with the file and counted.
 //!
