@@ -423,6 +423,18 @@ mod tests {
     ) -> (DataPlane, inner::ChannelEnds, DataPlane, inner::ChannelEnds) {
         let (ia, ea) = inner::channel(1420, 64);
         let (ib, eb) = inner::channel(1420, 64);
+        let (a, b) = started_with(ida, idb, ia, ib);
+        (a, ea, b, eb)
+    }
+
+    /// Two data planes on loopback over the inner sides given, each knowing the other as a
+    /// peer at its port (threads recorded, not exiting, when they die).
+    fn started_with(
+        ida: &Identity,
+        idb: &Identity,
+        ia: Inner,
+        ib: Inner,
+    ) -> (DataPlane, DataPlane) {
         let cfg = DataPlaneConfig {
             on_thread_death: OnThreadDeath::Record,
             ..Default::default()
@@ -432,7 +444,7 @@ mod tests {
         let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
         a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
         b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
-        (a, ea, b, eb)
+        (a, b)
     }
 
     /// The watchdog's view of the data plane: a receive thread stuck in a write to the inner
@@ -456,15 +468,7 @@ mod tests {
             writer: Box::new(Stuck(stuck)),
             ..ia
         };
-        let cfg = DataPlaneConfig {
-            on_thread_death: OnThreadDeath::Record,
-            ..Default::default()
-        };
-        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
-        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
-        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
-        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
-        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (a, _b) = started_with(&ida, &idb, ia, ib);
         let beats = crate::health::Heartbeats::new();
         for (name, hb) in a.heartbeats() {
             beats.add(&name, hb);
@@ -617,15 +621,7 @@ mod tests {
             writer: Box::new(Answering(tx)),
             mtu: 1420,
         };
-        let cfg = DataPlaneConfig {
-            on_thread_death: OnThreadDeath::Record,
-            ..Default::default()
-        };
-        let a = DataPlane::start(&ida, &cfg, ia, None).unwrap();
-        let b = DataPlane::start(&idb, &cfg, ib, None).unwrap();
-        let ep = |p: &DataPlane| SocketAddr::from(([127, 0, 0, 1], p.local_port()));
-        a.add_peer(idb.public_key(), Some(ep(&b))).unwrap();
-        b.add_peer(ida.public_key(), Some(ep(&a))).unwrap();
+        let (_a, _b) = started_with(&ida, &idb, ia, ib);
         let net = NetworkPrefix::default();
         let (ipa, ipb) = (net.ipv6(ida.addr48()), net.ipv6(idb.addr48()));
         for i in 0..30u8 {
