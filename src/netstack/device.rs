@@ -6,7 +6,7 @@ use std::sync::Arc;
 use smoltcp::phy::{Device, DeviceCapabilities};
 use tokio::sync::mpsc;
 
-use super::recycle::Recycler;
+use super::recycle::{Recycler, Spares};
 use super::Packet;
 
 /// Headroom before each outgoing packet in its buffer: the data plane's (`wg::INNER_OFFSET`),
@@ -16,8 +16,6 @@ pub(super) const HEADROOM: usize = crate::wg::INNER_OFFSET;
 /// smoltcp writes every field, but leaves the padding after a TCP option list's end as it
 /// finds it, and a recycled buffer holds an earlier packet's bytes.
 const CLEARED: usize = 40 + 60;
-/// Spare buffers taken from a [`Recycler`] at once.
-pub(super) const REFILL: usize = 64;
 
 pub(super) struct QueueDevice {
     pub(super) rx: VecDeque<Packet>,
@@ -40,9 +38,8 @@ pub(super) struct Out {
     pub(super) pending: Vec<Packet>,
     pub(super) sent: u64,
     pub(super) dropped: u64,
-    /// Buffers to build outgoing packets in (refilled from `spare_from`).
-    pub(super) spare: Vec<Vec<u8>>,
-    pub(super) spare_from: Arc<Recycler>,
+    /// Buffers to build outgoing packets in.
+    pub(super) spare: Spares,
     /// The length of a new buffer: headroom and the MTU.
     pub(super) buf_len: usize,
 }
@@ -87,9 +84,6 @@ impl Out {
     /// A buffer with room for `HEADROOM + len` bytes, without allocating when a spare one is
     /// there.
     fn buffer(&mut self, len: usize) -> Vec<u8> {
-        if self.spare.is_empty() {
-            self.spare_from.take(&mut self.spare, REFILL);
-        }
         let mut buf = self.spare.pop().unwrap_or_default();
         let need = HEADROOM + len;
         if buf.len() < need {

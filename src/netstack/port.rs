@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::device::{HEADROOM, REFILL};
-use super::recycle::Recycler;
+use super::device::HEADROOM;
+use super::recycle::{Recycler, Spares, REFILL};
 use super::{Counters, Packet};
 
 /// The data plane's side of the packet boundary (see the module docs).
@@ -44,10 +44,7 @@ impl PacketPort {
             writer: Box::new(StackWriter {
                 tx: self.to_stack,
                 counters: self.counters,
-                spares: Spares {
-                    spare: Vec::with_capacity(REFILL),
-                    from: self.inbound,
-                },
+                spares: self.inbound.spares(),
             }),
             mtu,
         }
@@ -128,23 +125,12 @@ struct StackWriter {
     spares: Spares,
 }
 
-/// Spare buffers to give the data plane in exchange for the ones it hands over.
-struct Spares {
-    spare: Vec<Vec<u8>>,
-    from: Arc<Recycler>,
-}
-
-impl Spares {
-    /// A buffer to give the data plane in exchange for `buf`: at least as large a capacity, so
-    /// that growing it again never allocates (the data plane reserves its buffers once).
-    fn exchange_for(&mut self, buf: &Vec<u8>) -> Vec<u8> {
-        if self.spare.is_empty() {
-            self.from.take(&mut self.spare, REFILL);
-        }
-        match self.spare.pop() {
-            Some(b) if b.capacity() >= buf.capacity() => b,
-            _ => Vec::with_capacity(buf.capacity()),
-        }
+/// A buffer to give the data plane in exchange for `buf`: at least as large a capacity, so that
+/// growing it again never allocates (the data plane reserves its buffers once).
+fn exchange_for(spares: &mut Spares, buf: &Vec<u8>) -> Vec<u8> {
+    match spares.pop() {
+        Some(b) if b.capacity() >= buf.capacity() => b,
+        _ => Vec::with_capacity(buf.capacity()),
     }
 }
 
@@ -160,7 +146,7 @@ impl crate::wg::InnerWriter for StackWriter {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let mut packet = self.spares.exchange_for(b);
+            let mut packet = exchange_for(&mut self.spares, b);
             std::mem::swap(b, &mut packet);
             let end = packet.len();
             permit.send(Packet::in_buffer(packet, HEADROOM, end));

@@ -13,7 +13,12 @@
 //! keeps at most `cap` buffers: beyond that they are freed, so the memory held is bounded
 //! whatever the traffic did.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
+
+/// Spare buffers a [`Spares`] takes from its [`Recycler`] at once.
+pub(super) const REFILL: usize = 64;
 
 /// A bounded stack of spare packet buffers shared by two threads.
 #[derive(Debug)]
@@ -51,9 +56,40 @@ impl Recycler {
         into.extend(spare.drain(from..));
     }
 
+    /// A thread's own cache of this recycler's buffers (see [`Spares`]).
+    pub(super) fn spares(self: &Arc<Self>) -> Spares {
+        Spares {
+            spare: Vec::with_capacity(REFILL),
+            from: Arc::clone(self),
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.spare.lock().len()
+    }
+}
+
+/// One thread's spare buffers, refilled from a shared [`Recycler`] [`REFILL`] at a time (one
+/// lock per refill, not per buffer).
+#[derive(Debug)]
+pub(super) struct Spares {
+    spare: Vec<Vec<u8>>,
+    from: Arc<Recycler>,
+}
+
+impl Spares {
+    /// A spare buffer, if this cache or its recycler has one.
+    pub(super) fn pop(&mut self) -> Option<Vec<u8>> {
+        if self.spare.is_empty() {
+            self.from.take(&mut self.spare, REFILL);
+        }
+        self.spare.pop()
+    }
+
+    /// Keeps `buf` for a later [`Spares::pop`].
+    pub(super) fn push(&mut self, buf: Vec<u8>) {
+        self.spare.push(buf);
     }
 }
 
