@@ -24,7 +24,7 @@
 # overlay TCP handshake. p50/p99 per pair and their difference to tun (target ≤ 1 ms).
 # Knobs: MB, REPS, DIRS (default "down up"; "" for first bytes only), FB_N, BEFORE (binary; "" to skip), PILOTCTL (this build; default: cargo build
 # --release), PERF=us|tun|us-before (perf record -g both daemons of that pair during its first
-# download, to /tmp/pilot-user-perf-PAIR.data), NS_A, NS_B, KEEP=1 (keep $T).
+# transfer in PERF_DIR (down, the default, or up), to /tmp/pilot-user-perf-PAIR.data), NS_A, NS_B, KEEP=1 (keep $T).
 # The machine is shared: read the same-run ratios, not the absolute figures.
 set -euo pipefail
 [[ $(id -u) == 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
@@ -104,7 +104,7 @@ declare -A RATES CPU
 # transfer PAIR DIR -> appends Mbit/s to RATES[PAIR DIR]
 transfer() {
   local p=$1 d=$2 out size secs r a0 b0 a1 b1 perf_pid=""
-  if [[ ${PERF:-} == "$p" && $d == down && -z ${PERF_DONE:-} ]]; then
+  if [[ ${PERF:-} == "$p" && $d == "${PERF_DIR:-down}" && -z ${PERF_DONE:-} ]]; then
     perf record -g -F 999 -p "${DPID[$p-a]},${DPID[$p-b]}" -o "/tmp/pilot-user-perf-$p.data" 2>/dev/null &
     perf_pid=$!; sleep 0.5
   fi

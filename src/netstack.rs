@@ -27,6 +27,11 @@
 //! stack, and the buffers come back round (`recycle.rs`); the packets of one driver round are
 //! handed over together at its end, so the encrypting thread wakes once per round.
 //!
+//! With [`NetstackConfig::tcp_offload`] (the default) smoltcp works in TCP segments of up to
+//! 64 KiB, as the kernel's TCP does behind a TUN device with GSO/GRO: `into_inner` cuts them
+//! to the tunnel MTU on the way out and joins in-order segments on the way in (`offload.rs`).
+//! Whoever reads `from_stack` directly gets such large segments and must cut them itself.
+//!
 //! Received TCP checksums are not verified by default: every packet that reaches `to_stack`
 //! came out of an authenticated WireGuard tunnel. Checksums of sent packets are always
 //! computed, since the peer may be a kernel (TUN mode) that checks them.
@@ -59,8 +64,9 @@
 //! (one ACK per batch of received segments), and Nagle is off.
 //!
 //! # Modules
-//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `recycle` (spare
-//! packet buffers going back round), `driver`
+//! `config` (settings), `error`, `device` (smoltcp's view of the channels), `offload` (TCP
+//! segmentation and coalescing at the boundary), `recycle` (spare packet buffers going back
+//! round), `driver`
 //! (the task; `driver/commands`, `driver/sockets`, `driver/udp`), `stream` (the application
 //! side), `udp` (UDP sockets: [`Netstack::bind_udp`]) and `port` (the packet boundary). This file holds the [`Netstack`] handle.
 
@@ -70,6 +76,7 @@ mod config;
 mod device;
 mod driver;
 mod error;
+mod offload;
 mod port;
 mod recycle;
 mod stream;
@@ -186,7 +193,8 @@ pub struct NetstackStats {
     pub packets_in: u64,
     /// Packets put on `from_stack`.
     pub packets_out: u64,
-    /// Packets dropped on the way out (a reply while the channel was full).
+    /// Packets dropped on the way out (a reply while the channel was full, or a segment the
+    /// boundary could not cut to the tunnel MTU).
     pub packets_dropped: u64,
     /// Packets the data plane dropped on the way in because `to_stack` was full.
     pub packets_in_dropped: u64,
@@ -265,6 +273,7 @@ impl Netstack {
             inbound: inbound.clone(),
             outbound: outbound.clone(),
         };
+        let coalesce = config.tcp_offload && !config.verify_rx_checksums;
         let stack = Self::spawn_recycling(config, out_tx, in_rx, recycling)?;
         let counters = stack.counters.clone();
         Ok((
@@ -275,6 +284,7 @@ impl Netstack {
                 counters,
                 inbound,
                 outbound,
+                coalesce,
             },
         ))
     }

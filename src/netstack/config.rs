@@ -62,6 +62,12 @@ pub struct NetstackConfig {
     pub packet_queue: usize,
     /// Verify checksums of received packets (off: the tunnel authenticates them).
     pub verify_rx_checksums: bool,
+    /// TCP segmentation and receive offload (`offload.rs`): smoltcp sends and receives TCP
+    /// segments of up to 64 KiB; [`PacketPort::into_inner`](super::PacketPort::into_inner) cuts
+    /// outgoing ones to the tunnel's MTU and, unless received checksums are verified, joins
+    /// the in-order segments of a flow that arrive together. A caller that reads
+    /// `PacketPort::from_stack` itself receives TCP packets above `mtu` with this on.
+    pub tcp_offload: bool,
     /// Congestion control of new sockets.
     pub congestion: Congestion,
 }
@@ -84,6 +90,7 @@ impl NetstackConfig {
             connect_timeout: Duration::from_secs(10),
             packet_queue: 2048,
             verify_rx_checksums: false,
+            tcp_offload: true,
             congestion: Congestion::default(),
         }
     }

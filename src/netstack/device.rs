@@ -193,6 +193,7 @@ impl Device for QueueDevice {
 
 #[cfg(test)]
 mod tests {
+    use super::super::offload::tests::tcp_checksum;
     use super::*;
 
     #[test]
@@ -208,25 +209,6 @@ mod tests {
         p[6] = 17; // UDP
         assert!(!is_tcp_syn(&p));
         assert!(!is_tcp_syn(&p[..40]));
-    }
-
-    /// The TCP checksum over the IPv6 pseudo-header, as a receiver computes it (0 = valid).
-    fn tcp_checksum(p: &[u8]) -> u16 {
-        let mut sum: u32 = 0;
-        let mut add = |b: &[u8]| {
-            for c in b.chunks(2) {
-                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-            }
-        };
-        add(&p[8..40]);
-        let len = (p.len() - 40) as u32;
-        add(&len.to_be_bytes());
-        add(&[0, 0, 0, 6]);
-        add(&p[40..]);
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
     }
 
     fn tcp_packet(flags: u8, window: u16) -> Vec<u8> {

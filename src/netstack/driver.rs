@@ -136,7 +136,11 @@ impl Driver {
         let (commands, command_tx) = commands;
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = usize::from(cfg.mtu);
+        caps.max_transmission_unit = if cfg.tcp_offload {
+            super::offload::OFFLOAD_MTU
+        } else {
+            usize::from(cfg.mtu)
+        };
         let mut cs = ChecksumCapabilities::default();
         if !cfg.verify_rx_checksums {
             cs.tcp = Checksum::Tx;
