@@ -173,6 +173,9 @@ echo "first byte, p50 in ms of curl's phases (connect: TCP, plus the SOCKS5 exch
 for p in "${PAIRS[@]}"; do
   echo "  $p: connect $(pctl "${FB_CONN[$p]}" 50), request sent $(pctl "${FB_PRE[$p]}" 50), first byte $(pctl "${FB[$p]}" 50)"
 done
+echo "daemon memory after the transfers, MiB (VmRSS now / VmHWM peak), A and B:"
+rss() { awk '/^VmRSS|^VmHWM/ { v[$1] = $2 } END { printf "%.1f / %.1f", v["VmRSS:"] / 1024, v["VmHWM:"] / 1024 }' "/proc/$1/status"; }
+for p in "${PAIRS[@]}"; do echo "  $p: $(rss "${DPID[$p-a]}"), $(rss "${DPID[$p-b]}")"; done
 echo "every transfer, Mbit/s:"
 for p in "${PAIRS[@]}"; do echo "  $p down: ${RATES[$p down]}| up: ${RATES[$p up]}"; done
 if [[ -n ${RATES[us-before down]:-} ]]; then

@@ -280,6 +280,26 @@ SEEDS = {
 }
 
 
+def tcp6(seq, payload, flags=0x10, sport=4000):
+    """An IPv6 TCP segment with timestamps (checksum left zero: the stack does not verify it)."""
+    tcp = (u16(sport) + u16(80) + struct.pack(">II", seq, 7777) + bytes([8 << 4, flags])
+           + u16(500) + bytes(4) + bytes([1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3]))
+    src = bytes([0xfd, 0xc5]) + bytes(13) + b"\x0a"
+    dst = bytes([0xfd, 0xc5]) + bytes(13) + b"\x0b"
+    return bytes([0x60, 0, 0, 0]) + u16(len(tcp) + len(payload)) + bytes([6, 64]) + src + dst + tcp + payload
+
+
+def batch(*packets):
+    return b"".join(u16(len(p)) + p for p in packets)
+
+
+SEEDS["tcp_offload"] = {
+    "run": batch(tcp6(1, b"a" * 1000), tcp6(1001, b"b" * 1000), tcp6(2001, b"c" * 500, flags=0x18)),
+    "two_flows": batch(tcp6(1, b"a" * 100), tcp6(9, b"x" * 100, sport=4001), tcp6(101, b"b" * 100)),
+    "large": batch(tcp6(1, b"z" * 3000)),
+}
+
+
 def main():
     with open(os.path.join(HERE, "..", "config", "pilot.toml"), "rb") as f:
         SEEDS["config"]["reference"] = f.read()

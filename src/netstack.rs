@@ -76,7 +76,7 @@ mod config;
 mod device;
 mod driver;
 mod error;
-mod offload;
+pub mod offload;
 mod port;
 mod recycle;
 mod stream;

@@ -18,10 +18,10 @@
 
 use std::io;
 
-use super::device::HEADROOM;
+use crate::wg::INNER_OFFSET as HEADROOM;
 
 /// The stack's device MTU with TCP offload: the largest IPv6 packet.
-pub(super) const OFFLOAD_MTU: usize = 65535;
+pub const OFFLOAD_MTU: usize = 65535;
 
 const IPV6_HEADER: usize = 40;
 const NEXT_HEADER_TCP: u8 = 6;
@@ -49,18 +49,19 @@ fn tcp_header_len(p: &[u8]) -> Option<usize> {
     (thl >= 20 && IPV6_HEADER + thl <= p.len()).then_some(thl)
 }
 
-/// How many packets of at most `mtu` bytes [`split`] cuts `p` into; `None` when it cannot (not
+/// How many packets of at most `mtu` bytes [`split`] cuts the IPv6 packet `p` into; `None` when it cannot (not
 /// a plain IPv6 TCP segment, or no room for data after its headers).
-pub(super) fn segment_count(p: &[u8], mtu: usize) -> Option<usize> {
+pub fn segment_count(p: &[u8], mtu: usize) -> Option<usize> {
     let thl = tcp_header_len(p)?;
     let mss = mtu.checked_sub(IPV6_HEADER + thl).filter(|&m| m > 0)?;
     Some((p.len() - IPV6_HEADER - thl).div_ceil(mss).max(1))
 }
 
 /// Cuts the TCP segment `p` into segments of at most `mtu` bytes: segment `i` at
-/// `bufs[i][HEADROOM..HEADROOM + sizes[i]]`. `bufs` needs [`segment_count`] buffers of at
-/// least `HEADROOM + mtu` bytes. Returns how many it filled.
-pub(super) fn split(
+/// `bufs[i][HEADROOM..HEADROOM + sizes[i]]` (`HEADROOM` = [`crate::wg::INNER_OFFSET`], the data
+/// plane's). `bufs` needs [`segment_count`] buffers of at least `HEADROOM + mtu` bytes.
+/// Returns how many it filled.
+pub fn split(
     p: &mut [u8],
     mtu: usize,
     bufs: &mut [Vec<u8>],
@@ -95,7 +96,7 @@ struct Run {
 /// Joins the in-order TCP segments of each flow in a batch of decrypted packets (see the module
 /// docs). Holds no packet between batches.
 #[derive(Default)]
-pub(super) struct Coalescer {
+pub struct Coalescer {
     runs: Vec<Run>,
 }
 
@@ -127,11 +128,12 @@ fn same_flow(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Coalescer {
-    /// Joins, in `bufs` (packet `i` is `bufs[i][HEADROOM..]`), each TCP segment that continues
+    /// Joins, in `bufs` (packet `i` is `bufs[i][HEADROOM..]`, as the data plane writes them:
+    /// `HEADROOM` = [`crate::wg::INNER_OFFSET`]), each TCP segment that continues
     /// a run of its flow earlier in the batch to that run's first packet; a joined segment's
     /// buffer is left with no packet (`HEADROOM` long). Packets of other kinds, and the order
     /// of each flow's packets, are left as they are. Returns how many segments were joined.
-    pub(super) fn coalesce(&mut self, bufs: &mut [Vec<u8>]) -> usize {
+    pub fn coalesce(&mut self, bufs: &mut [Vec<u8>]) -> usize {
         self.runs.clear();
         let mut joined = 0;
         for j in 0..bufs.len() {
