@@ -194,13 +194,7 @@ struct TunReader {
 
 impl TunReader {
     fn wait(&self, timeout: Duration) -> bool {
-        let mut p = libc::pollfd {
-            fd: self.dev.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
+        crate::wg::poll_fd(self.dev.as_raw_fd(), libc::POLLIN, timeout)
     }
 }
 

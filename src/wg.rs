@@ -21,6 +21,8 @@ pub mod peer;
 pub mod supervise;
 mod udp;
 
+pub(crate) use self::udp::poll_fd;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use serde_json::Value;
 use support::home::Home;
 use support::mesh::{mesh, start_all};
 use support::process::wait_until;
+use support::socks::socks_connect_ip;
 
 fn status(h: &Home, id: &str) -> Value {
     h.ok(&["task", "status", id])
@@ -192,26 +193,6 @@ fn decline_failure_and_expiry_end_a_task_on_both_sides() {
     assert_eq!((code, e["code"].as_str()), (1, Some("not_found")), "{e}");
 }
 
-/// A SOCKS5 CONNECT from `proxy` to `[ipv6]:port`.
-fn socks_connect(proxy: &str, ip: std::net::Ipv6Addr, port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut m = [0u8; 2];
-    s.read_exact(&mut m).unwrap();
-    assert_eq!(m, [5, 0]);
-    let mut req = vec![5, 1, 0, 4];
-    req.extend_from_slice(&ip.octets());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).unwrap();
-    assert_eq!(head[1], 0, "SOCKS5 CONNECT failed");
-    let mut bound = vec![0u8; if head[3] == 4 { 18 } else { 6 }];
-    s.read_exact(&mut bound).unwrap();
-    s
-}
-
 /// A well-formed DONE payload (so only the signature can be wrong).
 const PAYLOAD: &str = r#"{"data":"42"}"#;
 
@@ -253,7 +234,7 @@ fn a_result_signed_by_a_third_key_is_refused() {
     );
     let proxy = third.ok(&["info"])["socks5"].as_str().unwrap().to_string();
     let sub_ip: std::net::Ipv6Addr = sub.ok(&["info"])["ipv6"].as_str().unwrap().parse().unwrap();
-    let mut s = socks_connect(&proxy, sub_ip, 1003);
+    let mut s = socks_connect_ip(&proxy, sub_ip, 1003);
     let f = Frame::State {
         v: 1,
         record: forged.clone(),

@@ -320,7 +320,7 @@ fn large_segments_leave_cut_to_the_mtu_and_arrive_joined() {
         let mut client = a.connect(b_port(80)).await.unwrap();
         let mut server = l.accept().await.unwrap();
         let send = tokio::spawn(async move {
-            let data: Vec<u8> = (0..LEN).map(|i| (i * 31 ^ i >> 13) as u8).collect();
+            let data: Vec<u8> = (0..LEN).map(|i| ((i * 31) ^ (i >> 13)) as u8).collect();
             client.write_all(&data).await.unwrap();
             client.shutdown().await.unwrap();
             client
@@ -339,7 +339,7 @@ fn large_segments_leave_cut_to_the_mtu_and_arrive_joined() {
     assert!(
         got.iter()
             .enumerate()
-            .all(|(i, &v)| v == (i * 31 ^ i >> 13) as u8),
+            .all(|(i, &v)| v == ((i * 31) ^ (i >> 13)) as u8),
         "bytes arrived whole and in order"
     );
     assert!(
