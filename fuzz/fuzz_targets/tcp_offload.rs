@@ -1,12 +1,13 @@
 //! The userspace netstack's TCP offload (`pilot::netstack::offload`): a batch of decrypted
 //! packets (whatever a trusted peer's tunnel delivers) is coalesced, and its first packet is
-//! split at two MTUs. Neither panics; coalescing removes exactly the headers of the segments it
+//! split at two MTUs, and its SYN MSS option rewritten both ways. None of it panics; coalescing removes exactly the headers of the segments it
 //! joined, changes no other packet but the runs' first ones (which only grow), and a split
-//! carries the packet's payload whole in segments of at most the MTU.
+//! carries the packet's payload whole in segments of at most the MTU; an MSS rewrite changes at
+//! most the option's value and the checksum.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pilot::netstack::offload::{segment_count, split, Coalescer};
+use pilot::netstack::offload::{clamp_syn_mss, raise_syn_mss, segment_count, split, Coalescer};
 use pilot::wg::INNER_OFFSET;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(first) = bufs.first() {
         check_split(&first[INNER_OFFSET..]);
+        check_mss(&first[INNER_OFFSET..]);
     }
     let before = bufs.clone();
     let joined = Coalescer::default().coalesce(&mut bufs);
@@ -69,5 +71,15 @@ fn check_split(p: &[u8]) {
             payload.extend_from_slice(&seg[40 + thl..]);
         }
         assert_eq!(payload, p[40 + thl..], "the payload, whole and in order");
+    }
+}
+
+fn check_mss(p: &[u8]) {
+    for rewrite in [raise_syn_mss, clamp_syn_mss] {
+        let mut q = p.to_vec();
+        rewrite(&mut q, 1420);
+        assert_eq!(q.len(), p.len());
+        let changed = p.iter().zip(&q).filter(|(a, b)| a != b).count();
+        assert!(changed <= 4, "{changed} bytes changed");
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use smoltcp::phy::{Device, DeviceCapabilities};
 use tokio::sync::mpsc;
 
+use super::offload;
 use super::recycle::{Recycler, Spares};
 use super::Packet;
 
@@ -26,6 +27,9 @@ pub(super) struct QueueDevice {
     pub(super) out: Out,
     pub(super) caps: DeviceCapabilities,
     pub(super) saw_syn: bool,
+    /// With TCP offload, the tunnel MTU: SYNs' MSS options are rewritten both ways
+    /// (`offload::clamp_syn_mss`, `offload::raise_syn_mss`).
+    pub(super) offload_mtu: Option<usize>,
 }
 
 /// The sending half of the device. Packets wait in `pending` until the driver's round ends
@@ -42,6 +46,8 @@ pub(super) struct Out {
     pub(super) spare: Spares,
     /// The length of a new buffer: headroom and the MTU.
     pub(super) buf_len: usize,
+    /// See [`QueueDevice::offload_mtu`].
+    pub(super) offload_mtu: Option<usize>,
 }
 
 impl QueueDevice {
@@ -128,22 +134,14 @@ fn clamp_tcp_window(p: &mut [u8]) {
     if p.len() < 60 || p[0] >> 4 != 6 || p[6] != 6 {
         return;
     }
-    let t = &mut p[40..];
-    if t[13] & 0x02 != 0 {
+    if p[40 + 13] & 0x02 != 0 {
         return; // SYN and SYN-ACK carry an unscaled window.
     }
-    let old = u16::from_be_bytes([t[14], t[15]]);
+    let old = u16::from_be_bytes([p[54], p[55]]);
     if old == 0 {
         return;
     }
-    let new = old - 1;
-    t[14..16].copy_from_slice(&new.to_be_bytes());
-    let hc = u16::from_be_bytes([t[16], t[17]]);
-    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    t[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    offload::set_tcp_word(p, 54, old - 1);
 }
 
 impl smoltcp::phy::TxToken for TxTok<'_> {
@@ -155,6 +153,9 @@ impl smoltcp::phy::TxToken for TxTok<'_> {
         pkt[..len.min(CLEARED)].fill(0);
         let r = f(pkt);
         clamp_tcp_window(pkt);
+        if let Some(mtu) = out.offload_mtu {
+            offload::clamp_syn_mss(pkt, mtu);
+        }
         out.pending.push(Packet::in_buffer(buf, HEADROOM, end));
         r
     }
@@ -168,8 +169,11 @@ impl Device for QueueDevice {
         &mut self,
         _now: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let p = self.rx.pop_front()?;
+        let mut p = self.rx.pop_front()?;
         self.saw_syn |= is_tcp_syn(&p);
+        if let Some(mtu) = self.offload_mtu {
+            offload::raise_syn_mss(&mut p, mtu);
+        }
         Some((
             RxTok {
                 p,

@@ -11,6 +11,13 @@
 //! (its socket walk, dispatch, the ACK it sends) and the channel operations then happen once
 //! per 64 KiB rather than once per tunnel MTU.
 //!
+//! The MSS option of SYNs is rewritten both ways so that no peer gets a segment larger than
+//! its own tunnel packets: our SYNs announce what one tunnel packet carries
+//! ([`clamp_syn_mss`]), and a peer's SYN whose MSS fills our tunnel packets is raised to the
+//! offload MSS ([`raise_syn_mss`]): smoltcp then sends large segments, cut to our MTU, which
+//! the peer takes. A peer with a smaller MTU announces a smaller MSS, which is kept, and smoltcp
+//! sends segments within it.
+//!
 //! A joined packet's TCP checksum is left as the first segment's (not valid for the whole):
 //! the stack does not verify received checksums with offload on, every segment having come out
 //! of an authenticated WireGuard tunnel (the kernel's WireGuard marks decrypted packets
@@ -84,6 +91,84 @@ pub fn split(
         csum_offset: 16,
     };
     tun_rs::gso_split(p, hdr, bufs, sizes, HEADROOM, true)
+}
+
+/// The MSS a peer may send us in one tunnel packet of `mtu` bytes (IPv6 and TCP headers).
+fn wire_mss(mtu: usize) -> u16 {
+    mtu.saturating_sub(IPV6_HEADER + 20)
+        .min(usize::from(u16::MAX)) as u16
+}
+
+/// Where the value of the MSS option of `p` is, when `p` is a plain IPv6 TCP SYN (or SYN-ACK)
+/// with a well-formed option list that has one.
+fn mss_option(p: &[u8]) -> Option<usize> {
+    let thl = tcp_header_len(p)?;
+    if p[IPV6_HEADER + 13] & SYN == 0 {
+        return None;
+    }
+    let end = IPV6_HEADER + thl;
+    let mut i = IPV6_HEADER + 20;
+    while i < end {
+        match p[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*p.get(i + 1).filter(|_| i + 1 < end)?);
+                if len < 2 || i + len > end {
+                    return None;
+                }
+                if kind == 2 && len == 4 {
+                    return Some(i + 2);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// Writes `new` as the 16-bit word at `at` of the plain IPv6 TCP segment `p` and updates its
+/// checksum to match (RFC 1624; a word at an odd offset of the TCP header counts byte-swapped).
+pub(super) fn set_tcp_word(p: &mut [u8], at: usize, new: u16) {
+    let old = u16::from_be_bytes([p[at], p[at + 1]]);
+    p[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    let (old, new) = if (at - IPV6_HEADER) % 2 == 1 {
+        (old.swap_bytes(), new.swap_bytes())
+    } else {
+        (old, new)
+    };
+    let c = IPV6_HEADER + 16;
+    let hc = u16::from_be_bytes([p[c], p[c + 1]]);
+    let mut sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[c..c + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// On the way out: the MSS of our SYN says what one tunnel packet of `mtu` bytes carries, not
+/// what smoltcp takes with offload, so that every peer (a kernel behind TUN, an older pilot, a
+/// pilot with a smaller MTU) sends segments that fit a tunnel packet.
+pub fn clamp_syn_mss(p: &mut [u8], mtu: usize) {
+    if let Some(at) = mss_option(p) {
+        let mss = u16::from_be_bytes([p[at], p[at + 1]]);
+        if mss > wire_mss(mtu) {
+            set_tcp_word(p, at, wire_mss(mtu));
+        }
+    }
+}
+
+/// On the way in: a peer's SYN whose MSS fills our tunnel packets of `mtu` bytes is given the
+/// offload MSS, so smoltcp sends large segments that the boundary cuts to `mtu`, which the peer
+/// takes. A smaller MSS (the peer's MTU is below ours) is kept, and smoltcp's segments fit it
+/// as they are.
+pub fn raise_syn_mss(p: &mut [u8], mtu: usize) {
+    if let Some(at) = mss_option(p) {
+        let mss = u16::from_be_bytes([p[at], p[at + 1]]);
+        if mss >= wire_mss(mtu) {
+            set_tcp_word(p, at, wire_mss(OFFLOAD_MTU));
+        }
+    }
 }
 
 /// A run of segments of one flow being joined into the packet in `bufs[head]`.

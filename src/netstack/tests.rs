@@ -287,40 +287,48 @@ fn bridge(
     })
 }
 
-/// TCP offload end to end through two packet boundaries: smoltcp's large segments leave cut
-/// to the tunnel MTU, arrive joined again (far fewer packets reach the stack than crossed),
-/// and the bytes arrive whole and in order.
-#[test]
-fn large_segments_leave_cut_to_the_mtu_and_arrive_joined() {
+/// What [`offload_transfer`] saw.
+struct Crossing {
+    /// The largest packet A's boundary handed over.
+    largest_a_to_b: usize,
+    /// Packets A's boundary handed over.
+    crossed_a_to_b: usize,
+    /// Packets that reached B's stack.
+    into_b: usize,
+}
+
+/// Moves 4 MiB from stack A (tunnel MTU `mtu_a`) to stack B (`mtu_b`) through their packet
+/// boundaries (`into_inner`) and two bridges as the data plane's threads; panics unless the
+/// bytes arrive whole and in order and nothing is dropped on the way out.
+fn offload_transfer(mtu_a: u16, mtu_b: u16) -> Crossing {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    const MTU: u16 = 1420;
     const LEN: usize = 4 << 20;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let (mut ca, mut cb) = (config(A), config(B));
+    (ca.mtu, cb.mtu) = (mtu_a, mtu_b);
     let ((a, pa), (b, pb)) = {
         let _g = rt.enter();
-        (
-            Netstack::spawn(config(A)).unwrap(),
-            Netstack::spawn(config(B)).unwrap(),
-        )
+        (Netstack::spawn(ca).unwrap(), Netstack::spawn(cb).unwrap())
     };
     let (ia, ib) = (
-        pa.into_inner(MTU, rt.handle().clone()),
-        pb.into_inner(MTU, rt.handle().clone()),
+        pa.into_inner(mtu_a, rt.handle().clone()),
+        pb.into_inner(mtu_b, rt.handle().clone()),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let ab = bridge(ia.reader, ib.writer, usize::from(MTU), stop.clone());
-    let ba = bridge(ib.reader, ia.writer, usize::from(MTU), stop.clone());
+    let ab = bridge(ia.reader, ib.writer, usize::from(mtu_a), stop.clone());
+    let ba = bridge(ib.reader, ia.writer, usize::from(mtu_b), stop.clone());
+    let pattern = |i: usize| ((i * 31) ^ (i >> 13)) as u8;
     let got = rt.block_on(async {
         let mut l = b.listen(80).await.unwrap();
         let mut client = a.connect(b_port(80)).await.unwrap();
         let mut server = l.accept().await.unwrap();
         let send = tokio::spawn(async move {
-            let data: Vec<u8> = (0..LEN).map(|i| ((i * 31) ^ (i >> 13)) as u8).collect();
+            let data: Vec<u8> = (0..LEN).map(pattern).collect();
             client.write_all(&data).await.unwrap();
             client.shutdown().await.unwrap();
             client
@@ -334,26 +342,55 @@ fn large_segments_leave_cut_to_the_mtu_and_arrive_joined() {
         got
     });
     stop.store(true, Ordering::Relaxed);
-    let ((largest, crossed), _) = (ab.join().unwrap(), ba.join().unwrap());
+    let ((largest_a_to_b, crossed_a_to_b), (largest_b_to_a, _)) =
+        (ab.join().unwrap(), ba.join().unwrap());
     assert_eq!(got.len(), LEN);
     assert!(
-        got.iter()
-            .enumerate()
-            .all(|(i, &v)| v == ((i * 31) ^ (i >> 13)) as u8),
+        got.iter().enumerate().all(|(i, &v)| v == pattern(i)),
         "bytes arrived whole and in order"
     );
+    assert!(largest_b_to_a <= usize::from(mtu_b));
     assert!(
-        largest <= usize::from(MTU),
-        "a {largest}-byte packet crossed"
-    );
-    assert!(
-        crossed >= LEN / usize::from(MTU),
-        "{crossed} packets crossed"
-    );
-    let into_b = b.stats().packets_in as usize;
-    assert!(
-        into_b * 4 < crossed,
-        "{into_b} packets reached B for {crossed} that crossed: segments were not joined"
+        crossed_a_to_b >= LEN / usize::from(mtu_a),
+        "{crossed_a_to_b} packets crossed"
     );
     assert_eq!(a.stats().packets_dropped, 0);
+    Crossing {
+        largest_a_to_b,
+        crossed_a_to_b,
+        into_b: b.stats().packets_in as usize,
+    }
+}
+
+/// TCP offload end to end: smoltcp's large segments leave cut to the tunnel MTU, arrive joined
+/// again (far fewer packets reach the stack than crossed), and the bytes arrive whole and in
+/// order.
+#[test]
+fn large_segments_leave_cut_to_the_mtu_and_arrive_joined() {
+    let c = offload_transfer(1420, 1420);
+    assert!(
+        c.largest_a_to_b <= 1420,
+        "a {}-byte packet",
+        c.largest_a_to_b
+    );
+    assert!(
+        c.into_b * 4 < c.crossed_a_to_b,
+        "{} packets reached B for {} that crossed: segments were not joined",
+        c.into_b,
+        c.crossed_a_to_b
+    );
+}
+
+/// A peer whose tunnel MTU is below ours announces a smaller MSS in its SYN, and with offload
+/// on we still never send it a packet larger than its MTU (the SYNs' MSS options are rewritten
+/// both ways, `offload.rs`).
+#[test]
+fn a_peer_with_a_smaller_mtu_gets_no_packet_above_it() {
+    let c = offload_transfer(1420, 1280);
+    assert!(
+        c.largest_a_to_b <= 1280,
+        "a {}-byte packet",
+        c.largest_a_to_b
+    );
+    assert!(c.largest_a_to_b > 1200, "full-sized segments");
 }

@@ -212,3 +212,70 @@ fn a_push_ends_a_run_and_stays_on_the_joined_packet() {
     assert_eq!(payload(&batch[0][HEADROOM..]).len(), 1000);
     assert_eq!(batch[2].len(), HEADROOM + 72 + 500);
 }
+
+/// A SYN (or SYN-ACK with `ack`) with `nops` NOPs before an MSS option of `mss`, then
+/// window scale; a valid checksum.
+fn syn(mss: u16, nops: usize, ack: bool) -> Vec<u8> {
+    let mut opts = vec![1u8; nops];
+    opts.extend_from_slice(&[2, 4]);
+    opts.extend_from_slice(&mss.to_be_bytes());
+    opts.extend_from_slice(&[3, 3, 7]);
+    while opts.len() % 4 != 0 {
+        opts.push(0);
+    }
+    let mut p = segment(4000, if ack { SYN | ACK } else { SYN }, 1, &[]);
+    p.truncate(60);
+    p[52] = ((20 + opts.len()) as u8 / 4) << 4;
+    p.extend_from_slice(&opts);
+    let len = (p.len() - 40) as u16;
+    p[4..6].copy_from_slice(&len.to_be_bytes());
+    p[56..58].fill(0);
+    let c = tcp_checksum(&p);
+    p[56..58].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn mss_of(p: &[u8]) -> u16 {
+    let at = mss_option(p).expect("an MSS option");
+    u16::from_be_bytes([p[at], p[at + 1]])
+}
+
+#[test]
+fn our_syns_announce_what_one_tunnel_packet_carries() {
+    for nops in [0, 1, 2, 3] {
+        for ack in [false, true] {
+            let mut p = syn(65475, nops, ack);
+            clamp_syn_mss(&mut p, 1420);
+            assert_eq!(mss_of(&p), 1360, "nops {nops}");
+            assert_eq!(tcp_checksum(&p), 0, "checksum, nops {nops}");
+            let mut small = syn(1000, nops, ack);
+            let before = small.clone();
+            clamp_syn_mss(&mut small, 1420);
+            assert_eq!(small, before, "a smaller MSS is kept");
+        }
+    }
+}
+
+#[test]
+fn a_peers_mss_that_fills_our_packets_is_raised_and_a_smaller_one_kept() {
+    for nops in [0, 1, 3] {
+        let mut p = syn(1360, nops, true);
+        raise_syn_mss(&mut p, 1420);
+        assert_eq!(mss_of(&p), wire_mss(OFFLOAD_MTU));
+        assert_eq!(tcp_checksum(&p), 0, "checksum, nops {nops}");
+        let mut smaller = syn(1220, nops, false);
+        let before = smaller.clone();
+        raise_syn_mss(&mut smaller, 1420);
+        assert_eq!(smaller, before, "the peer's MTU is below ours");
+    }
+    // Not a SYN, or an option list that runs past the header: left alone.
+    let mut data = segment(4000, ACK, 1, &[2, 4, 5, 0x50]);
+    let before = data.clone();
+    raise_syn_mss(&mut data, 1420);
+    assert_eq!(data, before);
+    let mut bad = syn(1360, 0, false);
+    bad[61] = 40; // the MSS option's length
+    let before = bad.clone();
+    raise_syn_mss(&mut bad, 1420);
+    assert_eq!(bad, before);
+}
