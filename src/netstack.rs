@@ -274,6 +274,7 @@ impl Netstack {
             outbound: outbound.clone(),
         };
         let coalesce = config.tcp_offload && !config.verify_rx_checksums;
+        let mtu = config.mtu;
         let stack = Self::spawn_recycling(config, out_tx, in_rx, recycling)?;
         let counters = stack.counters.clone();
         Ok((
@@ -285,6 +286,7 @@ impl Netstack {
                 inbound,
                 outbound,
                 coalesce,
+                mtu,
             },
         ))
     }

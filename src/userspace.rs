@@ -38,7 +38,7 @@ pub fn start_netstack(
             "fix the [netstack] section of the config (see config/pilot.toml for the limits)",
         )
     })?;
-    let inner = port.into_inner(config.tun.mtu, rt);
+    let inner = port.into_inner(rt);
     tracing::info!(address = %stack.address(), "userspace netstack running");
     Ok((stack, inner))
 }

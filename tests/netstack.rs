@@ -249,8 +249,8 @@ async fn stacks_joined_through_the_data_plane_inner_interface_talk() {
     let (a, pa) = Netstack::spawn(NetstackConfig::new(addr(A))).unwrap();
     let (b, pb) = Netstack::spawn(NetstackConfig::new(addr(B))).unwrap();
     let rt = tokio::runtime::Handle::current();
-    let ia = pa.into_inner(1420, rt.clone());
-    let ib = pb.into_inner(1420, rt);
+    let ia = pa.into_inner(rt.clone());
+    let ib = pb.into_inner(rt);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pump = |mut r: Box<dyn InnerReader>, mut w: Box<dyn InnerWriter>| {
         let stop = stop.clone();

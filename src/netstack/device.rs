@@ -27,9 +27,6 @@ pub(super) struct QueueDevice {
     pub(super) out: Out,
     pub(super) caps: DeviceCapabilities,
     pub(super) saw_syn: bool,
-    /// With TCP offload, the tunnel MTU: SYNs' MSS options are rewritten both ways
-    /// (`offload::clamp_syn_mss`, `offload::raise_syn_mss`).
-    pub(super) offload_mtu: Option<usize>,
 }
 
 /// The sending half of the device. Packets wait in `pending` until the driver's round ends
@@ -46,7 +43,8 @@ pub(super) struct Out {
     pub(super) spare: Spares,
     /// The length of a new buffer: headroom and the MTU.
     pub(super) buf_len: usize,
-    /// See [`QueueDevice::offload_mtu`].
+    /// With TCP offload, the tunnel MTU: SYNs' MSS options are rewritten both ways
+    /// (`offload::clamp_syn_mss` here, `offload::raise_syn_mss` on the way in).
     pub(super) offload_mtu: Option<usize>,
 }
 
@@ -171,7 +169,7 @@ impl Device for QueueDevice {
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let mut p = self.rx.pop_front()?;
         self.saw_syn |= is_tcp_syn(&p);
-        if let Some(mtu) = self.offload_mtu {
+        if let Some(mtu) = self.out.offload_mtu {
             offload::raise_syn_mss(&mut p, mtu);
         }
         Some((

@@ -148,7 +148,6 @@ impl Driver {
             cs.icmpv6 = Checksum::Tx;
         }
         caps.checksum = cs;
-        let offload_mtu = cfg.tcp_offload.then_some(usize::from(cfg.mtu));
         let mut device = QueueDevice {
             rx: VecDeque::with_capacity(INGRESS_BATCH),
             used: Vec::with_capacity(INGRESS_BATCH),
@@ -161,11 +160,10 @@ impl Driver {
                 dropped: 0,
                 spare: recycle.outbound.spares(),
                 buf_len: HEADROOM + usize::from(cfg.mtu).max(1280),
-                offload_mtu,
+                offload_mtu: cfg.tcp_offload.then_some(usize::from(cfg.mtu)),
             },
             caps,
             saw_syn: false,
-            offload_mtu,
         };
         let mut seed = [0u8; 8];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);

@@ -29,6 +29,9 @@ pub struct PacketPort {
     /// Join the in-order TCP segments of a batch of decrypted packets (`offload.rs`): on with
     /// TCP offload when received checksums are not verified.
     pub(super) coalesce: bool,
+    /// The stack's MTU ([`super::NetstackConfig::mtu`]): the largest packet the data plane
+    /// takes, and what the stack's SYNs announce with TCP offload.
+    pub(super) mtu: u16,
 }
 
 impl PacketPort {
@@ -37,10 +40,10 @@ impl PacketPort {
     /// `rt`'s timer) and write decrypted packets to the stack (`to_stack`; a full queue drops,
     /// as a full NIC ring would). Packets cross without a copy or an allocation: each side
     /// swaps the buffer it is given for a recycled one of the same size (`recycle.rs`). TCP
-    /// segments larger than `mtu` (TCP offload) are cut into segments of `mtu` bytes on the
+    /// segments larger than the stack's MTU (TCP offload) are cut into segments of that MTU on the
     /// way out, and in-order segments of a flow decrypted together are joined on the way in
     /// (`offload.rs`).
-    pub fn into_inner(self, mtu: u16, rt: tokio::runtime::Handle) -> crate::wg::Inner {
+    pub fn into_inner(self, rt: tokio::runtime::Handle) -> crate::wg::Inner {
         crate::wg::Inner {
             reader: Box::new(StackReader {
                 rx: self.from_stack,
@@ -48,7 +51,7 @@ impl PacketPort {
                 back: Vec::with_capacity(REFILL),
                 back_to: self.outbound,
                 held: None,
-                mtu: usize::from(mtu),
+                mtu: usize::from(self.mtu),
                 counters: self.counters.clone(),
             }),
             writer: Box::new(StackWriter {
@@ -57,7 +60,7 @@ impl PacketPort {
                 spares: self.inbound.spares(),
                 coalescer: self.coalesce.then(Coalescer::default),
             }),
-            mtu,
+            mtu: self.mtu,
         }
     }
 }

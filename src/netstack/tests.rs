@@ -183,7 +183,7 @@ fn packets_cross_the_boundary_by_swapping_buffers_that_come_back_round() {
         let _g = rt.enter();
         Netstack::spawn(config(B)).unwrap()
     };
-    let mut inner = port.into_inner(1420, rt.handle().clone());
+    let mut inner = port.into_inner(rt.handle().clone());
     let (a, b): (Ipv6Addr, Ipv6Addr) = (A.parse().unwrap(), B.parse().unwrap());
     let mut out = vec![vec![0u8; INNER_OFFSET + 1420]; 128];
     let mut sizes = vec![0usize; 128];
@@ -316,8 +316,8 @@ fn offload_transfer(mtu_a: u16, mtu_b: u16) -> Crossing {
         (Netstack::spawn(ca).unwrap(), Netstack::spawn(cb).unwrap())
     };
     let (ia, ib) = (
-        pa.into_inner(mtu_a, rt.handle().clone()),
-        pb.into_inner(mtu_b, rt.handle().clone()),
+        pa.into_inner(rt.handle().clone()),
+        pb.into_inner(rt.handle().clone()),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let ab = bridge(ia.reader, ib.writer, usize::from(mtu_a), stop.clone());

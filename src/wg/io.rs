@@ -171,6 +171,26 @@ struct GsoBatch {
 }
 
 impl GsoBatch {
+    /// Adds the datagram of `len` bytes just written at `start` to the batch, flushing first
+    /// when it cannot join it and after it when it ends the train.
+    fn push(&mut self, shared: &Shared, dst: SocketAddr, start: usize, len: usize) {
+        let fits = self.dst == Some(dst) && len <= self.seg && self.segs < self.max_segs;
+        if self.dst.is_some() && !fits {
+            self.flush(shared);
+            self.buf.copy_within(start..start + len, 0);
+        }
+        if self.dst.is_none() {
+            self.dst = Some(dst);
+            self.seg = len;
+        }
+        self.used += len;
+        self.segs += 1;
+        // A shorter datagram can only end a GSO train.
+        if len < self.seg || self.max_segs == 1 {
+            self.flush(shared);
+        }
+    }
+
     fn flush(&mut self, shared: &Shared) {
         if let Some(dst) = self.dst.take() {
             let seg = (self.segs > 1).then_some(self.seg);
@@ -256,28 +276,6 @@ impl Outbound {
             if let Err(e) = out.pump(shared, Duration::ZERO) {
                 tracing::debug!(error = %e, "inner read failed (turnaround)");
             }
-        }
-    }
-}
-
-impl GsoBatch {
-    /// Adds the datagram of `len` bytes just written at `start` to the batch, flushing first
-    /// when it cannot join it and after it when it ends the train.
-    fn push(&mut self, shared: &Shared, dst: SocketAddr, start: usize, len: usize) {
-        let fits = self.dst == Some(dst) && len <= self.seg && self.segs < self.max_segs;
-        if self.dst.is_some() && !fits {
-            self.flush(shared);
-            self.buf.copy_within(start..start + len, 0);
-        }
-        if self.dst.is_none() {
-            self.dst = Some(dst);
-            self.seg = len;
-        }
-        self.used += len;
-        self.segs += 1;
-        // A shorter datagram can only end a GSO train.
-        if len < self.seg || self.max_segs == 1 {
-            self.flush(shared);
         }
     }
 }
